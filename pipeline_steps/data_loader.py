@@ -1,0 +1,382 @@
+"""Data loader: unpack a zip of synthetic images with `.npy` labels into the datastore, once.
+
+    python -m pipeline_steps.data_loader --raw-blob-sas-url <https SAS URL | path | file:// URL> \
+        [--raw-input-path downloads/] [--image-output-path data/images] [--label-output-path data/labels]
+
+Environment: STORAGE_ACCOUNT_CONNECTION_STRING, STORAGE_ACCOUNT_CONTAINER_NAME.
+
+The zip is checked before anything is uploaded (see retrainer.archive). Images and labels are
+uploaded concurrently, skipping blobs already stored with the same content; every label is then
+converted with the same code as the blob trigger, so each good label has its JSONL whether or not
+the function app runs. Bad files go to quarantine with a reason. The user's files are never
+deleted. Exit code: 0 when all is well, 1 when anything was quarantined or waits for its image,
+2 when the archive or the arguments are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import threading
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from tqdm import tqdm
+
+from retrainer.archive import ArchiveContents, ArchiveMember, UnsafeArchiveError, check_archive, classify_members
+from retrainer.datastore import Datastore, ImageInfo
+from retrainer.images import image_format, image_size
+from retrainer.ingest import LabelIngestor, Layout, Outcome
+from retrainer.labels import parse_label_map
+from retrainer.ledger import Ledger
+from retrainer.logs import configure_cli_logging
+from retrainer.redact import redact, url_without_query
+from retrainer.settings import SettingsError, get_settings
+
+log = logging.getLogger("data_loader")
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_UPLOAD_WORKERS = 8
+
+
+@dataclass
+class LoadSummary:
+    images_uploaded: int = 0
+    images_unchanged: int = 0
+    labels_uploaded: int = 0
+    labels_unchanged: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    ignored_members: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.quarantined and not self.waiting
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "images": {"uploaded": self.images_uploaded, "unchanged": self.images_unchanged},
+            "labels": {"uploaded": self.labels_uploaded, "unchanged": self.labels_unchanged},
+            "labels_converted": self.outcomes[Outcome.CONVERTED.value],
+            "labels_already_converted": self.outcomes["unchanged"],
+            "waiting_for_image": self.waiting,
+            "quarantined": self.quarantined,
+            "ignored_members": self.ignored_members,
+        }
+
+    def render(self) -> str:
+        lines = [
+            f"images: {self.images_uploaded} uploaded, {self.images_unchanged} already stored",
+            f"labels: {self.labels_uploaded} uploaded, {self.labels_unchanged} already stored",
+            f"labels converted to JSONL: {self.outcomes[Outcome.CONVERTED.value]}"
+            f" (+{self.outcomes['unchanged']} already converted)",
+            f"waiting for their image: {len(self.waiting)}",
+            f"quarantined: {len(self.quarantined)}",
+        ]
+        lines += [f"  - {item['path']}: {item['reason']}" for item in self.quarantined[:20]]
+        if len(self.quarantined) > 20:
+            lines.append(f"  ... and {len(self.quarantined) - 20} more (see the .reason.json files)")
+        if self.ignored_members:
+            lines.append(f"zip entries ignored (not images/, labels/*.npy or label_map.json): {self.ignored_members}")
+        return "\n".join(lines)
+
+
+def fetch_archive(source: str, raw_input_path: Path) -> Path:
+    """The zip on local disk: a local path or file:// URL is used in place; an https SAS URL is downloaded."""
+    parts = urlsplit(source)
+    if parts.scheme in ("", "file"):
+        path = Path(unquote(parts.path) if parts.scheme == "file" else source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no zip file at {path}")
+        return path
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+        raise ValueError(f"--raw-blob-sas-url must be https (or a local path), got {parts.scheme}://")
+    target = raw_input_path if raw_input_path.suffix == ".zip" else raw_input_path / PurePosixPath(parts.path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _download_blob(source, target)
+    return target
+
+
+def _download_blob(url: str, target: Path) -> None:
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import BlobClient
+
+    shown = url_without_query(url)
+    partial = target.with_suffix(target.suffix + ".part")
+    try:
+        downloader = BlobClient.from_blob_url(url).download_blob(max_concurrency=4)
+        with (
+            open(partial, "wb") as out,
+            tqdm(total=downloader.size, unit="B", unit_scale=True, desc=f"download {PurePosixPath(shown).name}") as bar,
+        ):
+            for chunk in downloader.chunks():
+                out.write(chunk)
+                bar.update(len(chunk))
+    except AzureError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"download of {shown} failed: {redact(str(error)).splitlines()[0]}") from None
+    partial.replace(target)
+
+
+class _ZipReader:
+    """Thread-local handles on one zip: each upload thread reads with its own file position."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+
+    def read(self, name: str) -> bytes:
+        if not hasattr(self._local, "archive"):
+            self._local.archive = zipfile.ZipFile(self._path)
+        return self._local.archive.read(name)
+
+
+def load_archive(
+    zip_path: Path,
+    datastore: Datastore,
+    ledger: Ledger,
+    layout: Layout,
+    label_map_blob: str,
+    workers: int = _UPLOAD_WORKERS,
+) -> LoadSummary:
+    """Check, upload and convert one image-set zip into the datastore."""
+    with zipfile.ZipFile(zip_path) as archive:
+        contents = classify_members(check_archive(archive))
+    if not contents.images and not contents.labels:
+        raise UnsafeArchiveError(f"{zip_path.name} has no images/ or labels/*.npy entries")
+    datastore.ensure_container()
+    ledger.ensure_tables()
+    reader = _ZipReader(zip_path)
+    summary = LoadSummary(ignored_members=len(contents.ignored))
+    stored = {
+        blob.name: blob.content_md5
+        for prefix in (layout.image_folder, layout.label_folder, layout.quarantine_folder)
+        for blob in datastore.list(prefix + "/")
+    }
+
+    label_map = _load_label_map(contents, reader, datastore, label_map_blob)
+    images = _upload_images(contents, reader, datastore, layout, stored, summary, workers)
+    fresh_labels = _upload_labels(contents, reader, datastore, layout, stored, summary, workers)
+    ingestor = LabelIngestor(datastore, ledger, layout, label_map, handler="data-loader")
+    _convert_labels(contents, fresh_labels, ingestor, layout, images, stored, summary, workers)
+    return summary
+
+
+def _load_label_map(
+    contents: ArchiveContents, reader: _ZipReader, datastore: Datastore, blob: str
+) -> dict[str, str] | None:
+    from retrainer.service import read_label_map
+
+    if contents.label_map is not None:
+        data = reader.read(contents.label_map.name)
+        label_map = parse_label_map(data, contents.label_map.name)
+        datastore.write(blob, data)
+        return label_map
+    return read_label_map(datastore, blob)
+
+
+def _run(tasks: Iterable[Callable[[], None]], count: int, description: str, workers: int) -> None:
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=count, desc=description, unit="file") as bar:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
+            bar.update(1)
+
+
+def _is_stored(path: str, data: bytes, stored: dict[str, bytes | None]) -> bool:
+    return stored.get(path) == hashlib.md5(data).digest()
+
+
+def _upload_images(
+    contents: ArchiveContents,
+    reader: _ZipReader,
+    datastore: Datastore,
+    layout: Layout,
+    stored: dict[str, bytes | None],
+    summary: LoadSummary,
+    workers: int,
+) -> dict[str, ImageInfo]:
+    """Upload readable images; quarantine files that only pretend to be images. Returns image info by stem."""
+    images: dict[str, ImageInfo] = {}
+    lock = threading.Lock()
+
+    def upload(member: ArchiveMember) -> None:
+        data = reader.read(member.name)
+        path = f"{layout.image_folder}/{member.relative_path}"
+        size = image_size(data)
+        if size is None:
+            _quarantine_new(
+                datastore, layout, path, data, f"{member.name} is not a readable image", "image", stored, summary, lock
+            )
+            return
+        unchanged = _is_stored(path, data, stored)
+        if not unchanged:
+            datastore.write(path, data)
+        with lock:
+            images[layout.stem_of_image(path) or path] = ImageInfo(path, size[0], size[1], image_format(path) or "jpg")
+            summary.images_unchanged += unchanged
+            summary.images_uploaded += not unchanged
+
+    _run((lambda m=m: upload(m) for m in contents.images), len(contents.images), "upload images", workers)
+    return images
+
+
+def _upload_labels(
+    contents: ArchiveContents,
+    reader: _ZipReader,
+    datastore: Datastore,
+    layout: Layout,
+    stored: dict[str, bytes | None],
+    summary: LoadSummary,
+    workers: int,
+) -> set[str]:
+    """Upload label files; returns the paths whose content is new (these are converted again)."""
+    fresh: set[str] = set()
+    lock = threading.Lock()
+
+    def upload(member: ArchiveMember) -> None:
+        data = reader.read(member.name)
+        path = f"{layout.label_folder}/{member.relative_path}"
+        quarantined_copy = f"{layout.quarantine_folder}/{path}"
+        if _is_stored(quarantined_copy, data, stored) and path not in stored:
+            with lock:
+                summary.labels_unchanged += 1
+                summary.quarantined.append(
+                    {"path": path, "reason": "quarantined by an earlier run (see its .reason.json)"}
+                )
+            return
+        unchanged = _is_stored(path, data, stored)
+        if not unchanged:
+            datastore.write(path, data)
+        with lock:
+            summary.labels_unchanged += unchanged
+            summary.labels_uploaded += not unchanged
+            if not unchanged:
+                fresh.add(path)
+
+    _run((lambda m=m: upload(m) for m in contents.labels), len(contents.labels), "upload labels", workers)
+    return fresh
+
+
+def _convert_labels(
+    contents: ArchiveContents,
+    fresh_labels: set[str],
+    ingestor: LabelIngestor,
+    layout: Layout,
+    images: dict[str, ImageInfo],
+    stored: dict[str, bytes | None],
+    summary: LoadSummary,
+    workers: int,
+) -> None:
+    lock = threading.Lock()
+    quarantined = {item["path"] for item in summary.quarantined}
+
+    def convert(member: ArchiveMember) -> None:
+        path = f"{layout.label_folder}/{member.relative_path}"
+        stem = layout.stem_of_label(path)
+        if path in quarantined or stem is None:
+            return
+        if path not in fresh_labels and layout.jsonl_path(stem) in stored:
+            with lock:
+                summary.outcomes["unchanged"] += 1
+            return
+        result = ingestor.ingest_label(path, images.get(stem))
+        with lock:
+            summary.outcomes[result.outcome.value] += 1
+            if result.outcome is Outcome.QUARANTINED:
+                summary.quarantined.append({"path": path, "reason": result.reason or ""})
+            elif result.outcome is Outcome.WAITING_FOR_IMAGE:
+                summary.waiting.append(path)
+
+    _run((lambda m=m: convert(m) for m in contents.labels), len(contents.labels), "convert labels", workers)
+
+
+def _quarantine_new(
+    datastore: Datastore,
+    layout: Layout,
+    path: str,
+    data: bytes,
+    reason: str,
+    rule: str,
+    stored: dict[str, bytes | None],
+    summary: LoadSummary,
+    lock: threading.Lock,
+) -> None:
+    """Quarantine a file from the zip that was never stored in its folder (nothing to delete)."""
+    if not _is_stored(f"{layout.quarantine_folder}/{path}", data, stored):
+        datastore.quarantine(
+            path,
+            data,
+            {"reason": reason, "rule": rule, "handler": "data-loader"},
+            layout.quarantine_folder,
+            original_etag=None,
+        )
+    with lock:
+        summary.quarantined.append({"path": path, "reason": reason})
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline_steps.data_loader",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--raw-blob-sas-url",
+        "--raw_blob_sas_url",
+        required=True,
+        help="https SAS URL of the zip, or a local path / file:// URL",
+    )
+    parser.add_argument(
+        "--raw-input-path",
+        "--raw_input_path",
+        type=Path,
+        default=Path("downloads"),
+        help="where the downloaded zip is stored",
+    )
+    parser.add_argument(
+        "--image-output-path", "--image_output_path", default="data/images", help="image folder in the datastore"
+    )
+    parser.add_argument(
+        "--label-output-path", "--label_output_path", default="data/labels", help="label folder in the datastore"
+    )
+    parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_cli_logging()
+    args = parse_args(argv)
+    try:
+        settings = get_settings()
+        connection = settings.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value()
+        layout = Layout(
+            args.image_output_path.strip("/"), args.label_output_path.strip("/"), settings.QUARANTINE_FOLDER
+        )
+        zip_path = fetch_archive(args.raw_blob_sas_url, args.raw_input_path)
+        summary = load_archive(
+            zip_path,
+            Datastore.from_connection_string(connection, settings.STORAGE_ACCOUNT_CONTAINER_NAME),
+            Ledger.from_connection_string(connection, settings.LEDGER_TABLE_PREFIX),
+            layout,
+            settings.LABEL_MAP_BLOB,
+        )
+    except (SettingsError, UnsafeArchiveError, ValueError, OSError, zipfile.BadZipFile) as error:
+        print(f"data loader refused: {redact(str(error))}", file=sys.stderr)
+        return 2
+    print(summary.render())
+    if args.summary_json:
+        args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The datastore container in Azure Blob Storage (Azurite locally): the only module that talks to blobs."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+
+from retrainer.images import HEADER_READ_STEPS, image_format, image_size
+
+log = logging.getLogger(__name__)
+
+_CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/jsonl", ".npy": "application/octet-stream"}
+
+
+class BlobMissingError(LookupError):
+    """The blob does not exist (any more)."""
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    name: str
+    size: int
+    content_md5: bytes | None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: str
+    width: int
+    height: int
+    format: str
+
+
+class Datastore:
+    """Reads and writes blobs of one container; paths are relative to the container."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, container_name: str) -> Datastore:
+        service = BlobServiceClient.from_connection_string(connection_string)
+        return cls(service.get_container_client(container_name))
+
+    @property
+    def container_name(self) -> str:
+        return self._container.container_name
+
+    def ensure_container(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self._container.create_container()
+
+    def read(self, path: str) -> bytes:
+        try:
+            return self._container.download_blob(path).readall()
+        except ResourceNotFoundError:
+            raise BlobMissingError(path) from None
+
+    def read_head(self, path: str, length: int) -> bytes:
+        try:
+            return self._container.download_blob(path, offset=0, length=length).readall()
+        except ResourceNotFoundError:
+            raise BlobMissingError(path) from None
+
+    def exists(self, path: str) -> bool:
+        return self._container.get_blob_client(path).exists()
+
+    def etag(self, path: str) -> str:
+        try:
+            return self._container.get_blob_client(path).get_blob_properties().etag
+        except ResourceNotFoundError:
+            raise BlobMissingError(path) from None
+
+    def write(self, path: str, data: bytes) -> None:
+        """Write (overwrite) a blob, storing its MD5 so that later runs can skip identical content."""
+        suffix = path[path.rfind(".") :].lower() if "." in path else ""
+        self._container.upload_blob(
+            path,
+            data,
+            overwrite=True,
+            content_settings=ContentSettings(
+                content_type=_CONTENT_TYPES.get(suffix, "application/octet-stream"),
+                content_md5=hashlib.md5(data).digest(),
+            ),
+        )
+
+    def write_json(self, path: str, document: object) -> None:
+        self.write(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+    def delete(self, path: str, etag: str | None = None) -> None:
+        """Delete a blob; with an etag only if it has not changed since that etag was read."""
+        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.delete_blob(path, **condition)
+
+    def list(self, prefix: str) -> Iterator[StoredBlob]:
+        for blob in self._container.list_blobs(name_starts_with=prefix):
+            yield StoredBlob(blob.name, blob.size, blob.content_settings.content_md5)
+
+    def read_image_info(self, path: str) -> ImageInfo | None:
+        """Width and height read from the image's first bytes; None when it is not a readable image."""
+        fmt = image_format(path)
+        if fmt is None:
+            return None
+        for length in HEADER_READ_STEPS:
+            head = self.read_head(path, length)
+            size = image_size(head)
+            if size is not None:
+                return ImageInfo(path, size[0], size[1], fmt)
+            if len(head) < length:
+                break
+        return None
+
+    def read_with_etag(self, path: str) -> tuple[bytes, str]:
+        """The blob's bytes and the etag of exactly that version."""
+        try:
+            downloader = self._container.download_blob(path)
+        except ResourceNotFoundError:
+            raise BlobMissingError(path) from None
+        return downloader.readall(), downloader.properties.etag
+
+    def quarantine(
+        self, path: str, data: bytes, reason: dict[str, object], quarantine_folder: str, *, original_etag: str | None
+    ) -> str:
+        """Store `data` under the quarantine folder with a reason beside it; then delete the original.
+
+        The original (when `original_etag` is given) is deleted only once the copy is confirmed (same MD5)
+        and only if it is still the version that was read: a newer upload is left for its own event.
+        """
+        target = f"{quarantine_folder}/{path}"
+        self.write(target, data)
+        stored = self._container.get_blob_client(target).get_blob_properties()
+        if stored.content_settings.content_md5 != hashlib.md5(data).digest() or stored.size != len(data):
+            raise OSError(f"quarantine copy of {path} could not be confirmed; the original is kept")
+        self.write_json(
+            f"{target}.reason.json",
+            {"source": path, "quarantined_at": datetime.now(UTC).isoformat(), **reason},
+        )
+        if original_etag is not None:
+            try:
+                self.delete(path, etag=original_etag)
+            except ResourceModifiedError:
+                log.warning("%s changed after it was read; the new version is kept for its own event", path)
+        log.warning("quarantined %s: %s", path, reason.get("reason"))
+        return target

@@ -1,0 +1,168 @@
+"""Label ingestion: a `.npy` label in the datastore becomes `<label folder>/<stem>.jsonl`.
+
+Used by the blob trigger (one label at a time), by the image-landing handler (labels that were
+waiting for their image) and by the data loader (with the image size it already knows).
+Outcomes never lose a file: converted, waiting for its image (recorded in the ledger), or
+quarantined with a reason beside it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from retrainer.datastore import BlobMissingError, Datastore, ImageInfo
+from retrainer.images import IMAGE_FORMATS
+from retrainer.labels import LabelFileError, convert_label_file, record_to_jsonl
+from retrainer.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+LABEL_SUFFIX = "_symbols.npy"
+
+
+class Outcome(enum.StrEnum):
+    CONVERTED = "converted"
+    WAITING_FOR_IMAGE = "waiting_for_image"
+    QUARANTINED = "quarantined"
+    GONE = "gone"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    label_path: str
+    jsonl_path: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where images, labels and quarantined files live in the container."""
+
+    image_folder: str
+    label_folder: str
+    quarantine_folder: str
+
+    def stem_of_label(self, label_path: str) -> str | None:
+        """`data/labels/sub/x_symbols.npy` -> `sub/x`; None for anything that is not a label file."""
+        prefix = self.label_folder + "/"
+        if not label_path.startswith(prefix) or not label_path.endswith(".npy"):
+            return None
+        relative = label_path[len(prefix) :]
+        stem = relative[: -len(LABEL_SUFFIX)] if relative.endswith(LABEL_SUFFIX) else relative[: -len(".npy")]
+        return stem or None
+
+    def stem_of_image(self, image_path: str) -> str | None:
+        prefix = self.image_folder + "/"
+        path = PurePosixPath(image_path)
+        if not image_path.startswith(prefix) or path.suffix.lower() not in IMAGE_FORMATS:
+            return None
+        return image_path[len(prefix) : -len(path.suffix)]
+
+    def label_path(self, stem: str) -> str:
+        return f"{self.label_folder}/{stem}{LABEL_SUFFIX}"
+
+    def jsonl_path(self, stem: str) -> str:
+        return f"{self.label_folder}/{stem}.jsonl"
+
+    def image_relative_path(self, image_path: str) -> str:
+        """The image's path relative to the image folder: what a per-image JSONL record holds as `image_url`."""
+        return image_path[len(self.image_folder) + 1 :]
+
+
+class LabelIngestor:
+    def __init__(
+        self,
+        datastore: Datastore,
+        ledger: Ledger,
+        layout: Layout,
+        label_map: Mapping[str, str] | None,
+        handler: str,
+    ) -> None:
+        self._datastore = datastore
+        self._ledger = ledger
+        self._layout = layout
+        self._label_map = label_map
+        self._handler = handler
+
+    def ingest_label(self, label_path: str, image: ImageInfo | None = None) -> IngestResult:
+        """Convert one stored label; `image` skips the look-up when the caller knows the image already."""
+        stem = self._layout.stem_of_label(label_path)
+        if stem is None:
+            return IngestResult(Outcome.IGNORED, label_path, reason="not a .npy file under the label folder")
+        try:
+            data, etag = self._datastore.read_with_etag(label_path)
+        except BlobMissingError:
+            log.info("%s is gone (already quarantined or deleted); nothing to do", label_path)
+            return IngestResult(Outcome.GONE, label_path)
+        if image is None:
+            image = self._stored_image(stem)
+        if image is None:
+            self._ledger.record_waiting_label(stem, label_path)
+            log.info("%s waits for its image", label_path)
+            return IngestResult(Outcome.WAITING_FOR_IMAGE, label_path)
+        try:
+            record = convert_label_file(
+                data,
+                file_name=label_path,
+                image_url=self._layout.image_relative_path(image.path),
+                width=image.width,
+                height=image.height,
+                image_format=image.format,
+                label_map=self._label_map,
+            )
+        except LabelFileError as error:
+            reason = {"reason": str(error), "rule": error.rule, "row": error.row}
+            return self._quarantine(label_path, data, etag, stem, reason)
+        jsonl_path = self._layout.jsonl_path(stem)
+        self._datastore.write(jsonl_path, record_to_jsonl(record))
+        self._ledger.clear_waiting_label(stem)
+        return IngestResult(Outcome.CONVERTED, label_path, jsonl_path)
+
+    def ingest_image(self, image_path: str) -> IngestResult | None:
+        """Called when an image lands: converts the label that was waiting for it, if any."""
+        stem = self._layout.stem_of_image(image_path)
+        if stem is None:
+            return None
+        label_path = self._layout.label_path(stem)
+        if self._ledger.waiting_label(stem) is None and not self._datastore.exists(label_path):
+            return None
+        return self.ingest_label(label_path)
+
+    def _stored_image(self, stem: str) -> ImageInfo | None:
+        """The readable image of a stem; an unreadable one is quarantined and the label waits for a good one."""
+        prefix = f"{self._layout.image_folder}/{stem}."
+        candidates = [
+            blob.name
+            for blob in self._datastore.list(prefix)
+            if PurePosixPath(blob.name).suffix.lower() in IMAGE_FORMATS and "/" not in blob.name[len(prefix) :]
+        ]
+        for image_path in sorted(candidates):
+            image = self._datastore.read_image_info(image_path)
+            if image is not None:
+                return image
+            self.quarantine_unreadable_image(image_path)
+        return None
+
+    def quarantine_unreadable_image(self, image_path: str) -> None:
+        try:
+            data, etag = self._datastore.read_with_etag(image_path)
+        except BlobMissingError:
+            return
+        reason = {"reason": f"{image_path} is not a readable image", "rule": "image", "handler": self._handler}
+        self._datastore.quarantine(image_path, data, reason, self._layout.quarantine_folder, original_etag=etag)
+
+    def _quarantine(
+        self, label_path: str, data: bytes, etag: str, stem: str, reason: dict[str, object]
+    ) -> IngestResult:
+        self._datastore.quarantine(
+            label_path, data, {**reason, "handler": self._handler}, self._layout.quarantine_folder, original_etag=etag
+        )
+        self._datastore.delete(self._layout.jsonl_path(stem))
+        self._ledger.clear_waiting_label(stem)
+        return IngestResult(Outcome.QUARANTINED, label_path, reason=str(reason["reason"]))

@@ -1,0 +1,264 @@
+"""Label files (.npy) to AutoML for Images object-detection records, without executing any pickle.
+
+Two layouts are accepted (see README, "Label files"):
+- legacy object rows `[symbol_name, [x1, y1, x2, y2], class_id]`, stored by numpy as a pickle;
+  it is rebuilt with a restricted unpickler that can only make numpy arrays of plain values;
+- numeric rows `[class_id, x1, y1, x2, y2]` of shape (N, 5), read with `allow_pickle=False`.
+
+Every row is validated; the first invalid row makes the whole file invalid, with an error naming
+the file, the row and the rule. Pure: no I/O beyond the bytes given.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from numpy._core.multiarray import _reconstruct, scalar
+from numpy.lib import format as npy_format
+
+#: How far (pixels) a box may overshoot the image before it is an error rather than clipped.
+EDGE_TOLERANCE_PX = 2.0
+#: Label files above this size are refused before parsing.
+MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
+
+_LEGACY_ROW_LENGTH = 3
+_NUMERIC_ROW_LENGTH = 5
+
+
+class LabelFileError(ValueError):
+    """A label file is invalid. `row` is the 0-based row index, or None for the whole file."""
+
+    def __init__(self, file_name: str, rule: str, row: int | None = None) -> None:
+        self.file_name = file_name
+        self.rule = rule
+        self.row = row
+        where = f"row {row}" if row is not None else "file"
+        super().__init__(f"{file_name}: {where}: {rule}")
+
+
+@dataclass(frozen=True)
+class SymbolBox:
+    """One labelled symbol in pixel coordinates."""
+
+    class_id: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays of str/int/float/list and refuses every other global."""
+
+    _ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "scalar"): scalar,
+        ("numpy.core.multiarray", "scalar"): scalar,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a label file") from None
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("persistent ids are not allowed in a label file")
+
+
+def load_label_array(npy_bytes: bytes, file_name: str) -> np.ndarray:
+    """Parse .npy bytes into an array; object arrays are unpickled with the restricted unpickler."""
+    if len(npy_bytes) > MAX_LABEL_FILE_BYTES:
+        raise LabelFileError(file_name, f"file is larger than {MAX_LABEL_FILE_BYTES} bytes")
+    stream = io.BytesIO(npy_bytes)
+    try:
+        version = npy_format.read_magic(stream)
+        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, EOFError, SyntaxError, TypeError) as error:
+        raise LabelFileError(file_name, f"not a valid .npy file ({error})") from None
+    if not dtype.hasobject:
+        stream.seek(0)
+        try:
+            return npy_format.read_array(stream, allow_pickle=False)
+        except (ValueError, EOFError) as error:
+            raise LabelFileError(file_name, f"truncated or corrupt .npy data ({error})") from None
+    try:
+        array = _ArrayOnlyUnpickler(stream).load()
+    except Exception as error:  # untrusted bytes: any failure to rebuild means an invalid file
+        raise LabelFileError(file_name, f"object payload refused ({type(error).__name__}: {error})") from None
+    if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
+        raise LabelFileError(file_name, "object payload does not match the .npy header")
+    if fortran_order:
+        array = np.asfortranarray(array)
+    return array
+
+
+def parse_label_rows(npy_bytes: bytes, file_name: str, label_map: Mapping[str, str] | None = None) -> list[SymbolBox]:
+    """All symbols of a label file in pixels, unvalidated against an image size."""
+    array = load_label_array(npy_bytes, file_name)
+    if array.size == 0:
+        return []
+    if array.dtype.hasobject:
+        rows = [_legacy_row(row, index, file_name) for index, row in enumerate(_object_rows(array, file_name))]
+    else:
+        rows = _numeric_rows(array, file_name)
+    if label_map is not None:
+        for index, box in enumerate(rows):
+            if box.class_id not in label_map:
+                raise LabelFileError(file_name, f"class id {box.class_id!r} is not in the label map", index)
+    return rows
+
+
+def _object_rows(array: np.ndarray, file_name: str) -> list[Sequence[object]]:
+    if array.ndim == 2 and array.shape[1] == _LEGACY_ROW_LENGTH:
+        return list(array)
+    if array.ndim == 1:
+        return list(array)
+    raise LabelFileError(file_name, f"object array of shape {array.shape}; expected (N, 3) rows [name, box, class id]")
+
+
+def _legacy_row(row: object, index: int, file_name: str) -> SymbolBox:
+    if isinstance(row, (str, bytes)) or not isinstance(row, (Sequence, np.ndarray)) or len(row) != _LEGACY_ROW_LENGTH:
+        raise LabelFileError(file_name, "row must be [symbol_name, [x1, y1, x2, y2], class_id]", index)
+    name, box, class_id = row[0], row[1], row[2]
+    if not isinstance(name, str):
+        raise LabelFileError(file_name, f"symbol name must be a string, got {type(name).__name__}", index)
+    if isinstance(box, (str, bytes)) or not isinstance(box, (Sequence, np.ndarray)) or len(box) != 4:
+        raise LabelFileError(file_name, "box must be a list of 4 numbers [x1, y1, x2, y2]", index)
+    x1, y1, x2, y2 = (_finite_number(value, index, file_name) for value in box)
+    return SymbolBox(_class_id(class_id, index, file_name), x1, y1, x2, y2)
+
+
+def _numeric_rows(array: np.ndarray, file_name: str) -> list[SymbolBox]:
+    if array.dtype.kind not in "iuf":
+        raise LabelFileError(file_name, f"numeric label array must be integers or floats, got dtype {array.dtype}")
+    if array.ndim != 2 or array.shape[1] != _NUMERIC_ROW_LENGTH:
+        raise LabelFileError(
+            file_name, f"numeric array of shape {array.shape}; expected (N, 5) rows [class_id, x1, y1, x2, y2]"
+        )
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        raise LabelFileError(file_name, "values must be finite numbers (no NaN or infinity)", int(np.argmin(finite)))
+    return [
+        SymbolBox(_class_id(row[0], index, file_name), float(row[1]), float(row[2]), float(row[3]), float(row[4]))
+        for index, row in enumerate(array.tolist())
+    ]
+
+
+def _finite_number(value: object, index: int, file_name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LabelFileError(file_name, f"box coordinate {value!r} is not a number", index)
+    number = float(value)
+    if not math.isfinite(number):
+        raise LabelFileError(file_name, "values must be finite numbers (no NaN or infinity)", index)
+    return number
+
+
+def _class_id(value: object, index: int, file_name: str) -> str:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return str(int(value.strip()))
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return str(int(value))
+    raise LabelFileError(file_name, f"class id {value!r} is not an integer", index)
+
+
+def clip_to_image(box: SymbolBox, width: int, height: int, index: int, file_name: str) -> SymbolBox:
+    """Check the box's order and bounds, clipping an overshoot of up to EDGE_TOLERANCE_PX."""
+    if not (box.x1 < box.x2 and box.y1 < box.y2):
+        raise LabelFileError(file_name, f"box must have x1 < x2 and y1 < y2, got {_coords(box)}", index)
+    low_x, low_y = -EDGE_TOLERANCE_PX, -EDGE_TOLERANCE_PX
+    high_x, high_y = width + EDGE_TOLERANCE_PX, height + EDGE_TOLERANCE_PX
+    if box.x1 < low_x or box.y1 < low_y or box.x2 > high_x or box.y2 > high_y:
+        raise LabelFileError(
+            file_name,
+            f"box {_coords(box)} lies outside the {width}x{height} image by more than {EDGE_TOLERANCE_PX:g} px",
+            index,
+        )
+    clipped = SymbolBox(
+        box.class_id, max(box.x1, 0.0), max(box.y1, 0.0), min(box.x2, float(width)), min(box.y2, float(height))
+    )
+    if not (clipped.x1 < clipped.x2 and clipped.y1 < clipped.y2):
+        raise LabelFileError(file_name, f"box {_coords(box)} has no area inside the image", index)
+    return clipped
+
+
+def _coords(box: SymbolBox) -> str:
+    return f"[{box.x1:g}, {box.y1:g}, {box.x2:g}, {box.y2:g}]"
+
+
+def to_automl_record(
+    boxes: Sequence[SymbolBox], *, image_url: str, width: int, height: int, image_format: str, file_name: str
+) -> dict[str, object]:
+    """One AutoML JSONL record: box coordinates normalised by the true image size."""
+    if width <= 0 or height <= 0:
+        raise LabelFileError(file_name, f"image size {width}x{height} is not positive")
+    labels = []
+    for index, box in enumerate(boxes):
+        box = clip_to_image(box, width, height, index, file_name)
+        labels.append(
+            {
+                "label": box.class_id,
+                "topX": box.x1 / width,
+                "topY": box.y1 / height,
+                "bottomX": box.x2 / width,
+                "bottomY": box.y2 / height,
+                "isCrowd": 0,
+            }
+        )
+    return {
+        "image_url": image_url,
+        "image_details": {"format": image_format, "width": width, "height": height},
+        "label": labels,
+    }
+
+
+def convert_label_file(
+    npy_bytes: bytes,
+    *,
+    file_name: str,
+    image_url: str,
+    width: int,
+    height: int,
+    image_format: str,
+    label_map: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """Parse, validate and convert one label file into its AutoML record."""
+    boxes = parse_label_rows(npy_bytes, file_name, label_map)
+    return to_automl_record(
+        boxes, image_url=image_url, width=width, height=height, image_format=image_format, file_name=file_name
+    )
+
+
+def record_to_jsonl(record: Mapping[str, object]) -> bytes:
+    """The record as one JSONL line; the same record always gives the same bytes."""
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def parse_label_map(data: bytes, source: str) -> dict[str, str]:
+    """A label map `{"1": "Instrument/Valve/Gate valve", ...}` with integer-string keys."""
+    try:
+        mapping = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{source}: label map is not valid JSON ({error})") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError(f"{source}: label map must be a JSON object of class id -> name")
+    normalised = {}
+    for key, name in mapping.items():
+        if not key.strip().lstrip("-").isdigit():
+            raise ValueError(f"{source}: label map key {key!r} is not an integer class id")
+        normalised[str(int(key))] = name
+    return normalised

@@ -1,0 +1,86 @@
+"""One typed settings object, read from environment variables and validated on first use.
+
+The variable names are those of the pipeline design document (STORAGE_ACCOUNT_CONNECTION_STRING,
+STORAGE_ACCOUNT_CONTAINER_NAME, ...). Secrets are `SecretStr`, so they print as '**********'
+wherever the settings object is shown or logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_FOLDER_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Service configuration; each field reads the environment variable of its upper-case name."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    STORAGE_ACCOUNT_CONNECTION_STRING: SecretStr = Field(
+        description="Connection string of the storage account behind the datastore."
+    )
+    STORAGE_ACCOUNT_CONTAINER_NAME: str = Field(
+        default="data", description="Container that holds images, labels, quarantine and models."
+    )
+    IMAGE_FOLDER: str = Field(default="data/images", description="Folder of images in the container.")
+    LABEL_FOLDER: str = Field(default="data/labels", description="Folder of .npy labels and their JSONL.")
+    QUARANTINE_FOLDER: str = Field(
+        default="quarantine", description="Where invalid files are moved, each with a reason beside it."
+    )
+    LABEL_MAP_BLOB: str = Field(
+        default="data/label_map.json",
+        description="Blob holding the class-id to name map; when absent, class ids are not checked.",
+    )
+    LEDGER_TABLE_PREFIX: str = Field(
+        default="retrain", description="Prefix of the Table Storage tables that hold the service state."
+    )
+
+    @field_validator("STORAGE_ACCOUNT_CONTAINER_NAME")
+    @classmethod
+    def _container_name_is_valid(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", value):
+            raise ValueError("must be 3-63 lower-case letters, digits or single hyphens")
+        return value
+
+    @field_validator("IMAGE_FOLDER", "LABEL_FOLDER", "QUARANTINE_FOLDER", "LABEL_MAP_BLOB")
+    @classmethod
+    def _folder_is_relative(cls, value: str) -> str:
+        value = value.strip("/")
+        if not _FOLDER_PATTERN.fullmatch(value) or ".." in value.split("/"):
+            raise ValueError("must be a relative path inside the container, like 'data/images'")
+        return value
+
+    @field_validator("STORAGE_ACCOUNT_CONNECTION_STRING")
+    @classmethod
+    def _connection_string_is_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings; raise SettingsError naming every bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            variable = ".".join(str(part) for part in item["loc"])
+            message = "is not set" if item["type"] == "missing" else item["msg"]
+            problems.append(f"{variable} {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings of this process, read once on first use."""
+    return load_settings()
