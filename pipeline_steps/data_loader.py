@@ -179,7 +179,7 @@ def _load_label_map(
     if contents.label_map is not None:
         data = reader.read(contents.label_map.name)
         label_map = parse_label_map(data, contents.label_map.name)
-        datastore.write(blob, data)
+        datastore.write_unless_identical(blob, data)
         return label_map
     return read_label_map(datastore, blob)
 

@@ -93,6 +93,17 @@ class Datastore:
             ),
         )
 
+    def write_unless_identical(self, path: str, data: bytes) -> bool:
+        """Write unless the stored blob already has this content; True when it wrote."""
+        try:
+            stored = self._container.get_blob_client(path).get_blob_properties().content_settings.content_md5
+        except ResourceNotFoundError:
+            stored = None
+        if stored == hashlib.md5(data).digest():
+            return False
+        self.write(path, data)
+        return True
+
     def write_json(self, path: str, document: object) -> None:
         self.write(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 

@@ -44,7 +44,7 @@ class LabelFileError(ValueError):
         super().__init__(f"{file_name}: {where}: {rule}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SymbolBox:
     """One labelled symbol in pixel coordinates."""
 
@@ -121,21 +121,23 @@ def parse_label_rows(npy_bytes: bytes, file_name: str, label_map: Mapping[str, s
     return rows
 
 
-def _object_rows(array: np.ndarray, file_name: str) -> list[Sequence[object]]:
-    if array.ndim == 2 and array.shape[1] == _LEGACY_ROW_LENGTH:
-        return list(array)
-    if array.ndim == 1:
-        return list(array)
+def _object_rows(array: np.ndarray, file_name: str) -> list[object]:
+    if (array.ndim == 2 and array.shape[1] == _LEGACY_ROW_LENGTH) or array.ndim == 1:
+        return array.tolist()
     raise LabelFileError(file_name, f"object array of shape {array.shape}; expected (N, 3) rows [name, box, class id]")
 
 
+def _is_sequence(value: object) -> bool:
+    return type(value) in (list, tuple) or isinstance(value, (np.ndarray, Sequence)) and not isinstance(value, (str, bytes))
+
+
 def _legacy_row(row: object, index: int, file_name: str) -> SymbolBox:
-    if isinstance(row, (str, bytes)) or not isinstance(row, (Sequence, np.ndarray)) or len(row) != _LEGACY_ROW_LENGTH:
+    if not _is_sequence(row) or len(row) != _LEGACY_ROW_LENGTH:  # type: ignore[arg-type]
         raise LabelFileError(file_name, "row must be [symbol_name, [x1, y1, x2, y2], class_id]", index)
-    name, box, class_id = row[0], row[1], row[2]
+    name, box, class_id = row  # type: ignore[misc]
     if not isinstance(name, str):
         raise LabelFileError(file_name, f"symbol name must be a string, got {type(name).__name__}", index)
-    if isinstance(box, (str, bytes)) or not isinstance(box, (Sequence, np.ndarray)) or len(box) != 4:
+    if not _is_sequence(box) or len(box) != 4:
         raise LabelFileError(file_name, "box must be a list of 4 numbers [x1, y1, x2, y2]", index)
     x1, y1, x2, y2 = (_finite_number(value, index, file_name) for value in box)
     return SymbolBox(_class_id(class_id, index, file_name), x1, y1, x2, y2)
@@ -158,6 +160,8 @@ def _numeric_rows(array: np.ndarray, file_name: str) -> list[SymbolBox]:
 
 
 def _finite_number(value: object, index: int, file_name: str) -> float:
+    if type(value) is int:
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise LabelFileError(file_name, f"box coordinate {value!r} is not a number", index)
     number = float(value)
@@ -167,6 +171,8 @@ def _finite_number(value: object, index: int, file_name: str) -> float:
 
 
 def _class_id(value: object, index: int, file_name: str) -> str:
+    if type(value) is str and value.isdigit():
+        return value if value[0] != "0" or value == "0" else str(int(value))
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return str(int(value.strip()))
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -188,6 +194,8 @@ def clip_to_image(box: SymbolBox, width: int, height: int, index: int, file_name
             f"box {_coords(box)} lies outside the {width}x{height} image by more than {EDGE_TOLERANCE_PX:g} px",
             index,
         )
+    if box.x1 >= 0 and box.y1 >= 0 and box.x2 <= width and box.y2 <= height:
+        return box
     clipped = SymbolBox(
         box.class_id, max(box.x1, 0.0), max(box.y1, 0.0), min(box.x2, float(width)), min(box.y2, float(height))
     )

@@ -55,11 +55,37 @@ def service_env(
     monkeypatch: pytest.MonkeyPatch, connection_string: str, container_name: str, table_prefix: str
 ) -> None:
     """The environment a deployed function app would have, pointed at this test's container."""
-    from retrainer.settings import get_settings
+    from retrainer import service
 
     monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", connection_string)
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
     monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
-    get_settings.cache_clear()
+    for variable in ("IMAGE_FOLDER", "LABEL_FOLDER", "QUARANTINE_FOLDER", "LABEL_MAP_BLOB"):
+        monkeypatch.delenv(variable, raising=False)
+    service.reset()
     yield
-    get_settings.cache_clear()
+    service.reset()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    """Hidden-network guard: a test that reaches beyond this machine fails instead of leaking traffic."""
+    import ipaddress
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+            host = address[0]
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise ConnectionRefusedError(f"tests may only reach loopback addresses, not {host}")
+        return real_connect(sock, address)
+
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = real_connect  # type: ignore[method-assign]

@@ -1,0 +1,90 @@
+"""The function app as the host sees it: indexed bindings, and handlers called with real objects."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+
+import azure.functions as func
+import pytest
+from azure.functions.blob import InputStream
+
+from retrainer.datastore import Datastore
+from retrainer.ingest import LabelIngestor
+from tests.helpers import jpeg_bytes, read_jsonl
+from tests.npy_files import legacy_npy
+
+
+@functools.cache
+def indexed_functions() -> dict[str, func.FunctionBuilder]:
+    """What the host indexes; `get_functions()` may run once per app, as in the host."""
+    import function_app
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+def test_host_indexes_the_event_grid_blob_trigger_on_label_files() -> None:
+    function = indexed_functions()["convert_label"]
+    (binding,) = [json.loads(raw) for raw in function.get_raw_bindings()]
+    assert binding == {
+        "direction": "IN",
+        "type": "blobTrigger",
+        "name": "label",
+        "path": "%STORAGE_ACCOUNT_CONTAINER_NAME%/%LABEL_FOLDER%/{name}.npy",
+        "connection": "STORAGE_ACCOUNT_CONNECTION_STRING",
+        "source": "EventGrid",
+    }
+    assert json.loads(function.get_function_json())["bindings"][0]["type"] == "blobTrigger"
+
+
+def test_importing_the_function_app_loads_no_storage_or_numpy_code() -> None:
+    code = (
+        "import sys, function_app; "
+        "print(sorted(m for m in ('numpy', 'azure.storage.blob', 'azure.data.tables', 'pydantic') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def invoke_convert_label(container: str, path: str, data: bytes) -> None:
+    function = indexed_functions()["convert_label"].get_user_function()
+    function(InputStream(data=data, name=f"{container}/{path}", uri=f"http://127.0.0.1/{container}/{path}", length=len(data)))
+
+
+@pytest.mark.usefixtures("service_env")
+def test_blob_trigger_converts_an_uploaded_label(datastore: Datastore, container_name: str) -> None:
+    label = legacy_npy([["Gate valve", [10, 10, 50, 30], "1"]])
+    datastore.write("data/images/t1.jpg", jpeg_bytes(100, 100))
+    datastore.write("data/labels/t1_symbols.npy", label)
+    invoke_convert_label(container_name, "data/labels/t1_symbols.npy", label)
+    (record,) = read_jsonl(datastore.read("data/labels/t1.jsonl"))
+    assert record["label"][0]["bottomX"] == pytest.approx(0.5)
+
+
+@pytest.mark.usefixtures("service_env")
+def test_blob_trigger_checks_class_ids_against_the_stored_label_map(datastore: Datastore, container_name: str) -> None:
+    label = legacy_npy([["Gate valve", [10, 10, 50, 30], "7"]])
+    datastore.write("data/label_map.json", b'{"1": "Instrument/Valve/Gate valve"}')
+    datastore.write("data/images/t2.jpg", jpeg_bytes(100, 100))
+    datastore.write("data/labels/t2_symbols.npy", label)
+    invoke_convert_label(container_name, "data/labels/t2_symbols.npy", label)
+    reason = json.loads(datastore.read("quarantine/data/labels/t2_symbols.npy.reason.json"))
+    assert "class id '7' is not in the label map" in reason["reason"] and reason["handler"] == "blob-trigger"
+
+
+@pytest.mark.usefixtures("service_env")
+def test_blob_trigger_then_image_landing_handler_completes_a_label_that_came_first(
+    datastore: Datastore, container_name: str
+) -> None:
+    from retrainer import service
+
+    label = legacy_npy([["Gate valve", [10, 10, 50, 30], "1"]])
+    datastore.write("data/labels/t3_symbols.npy", label)
+    invoke_convert_label(container_name, "data/labels/t3_symbols.npy", label)
+    assert not datastore.exists("data/labels/t3.jsonl")
+    datastore.write("data/images/t3.jpg", jpeg_bytes(100, 100))
+    ingestor: LabelIngestor = service.label_ingestor(handler="image-landed")
+    ingestor.ingest_image("data/images/t3.jpg")
+    assert read_jsonl(datastore.read("data/labels/t3.jsonl"))[0]["image_url"] == "t3.jpg"

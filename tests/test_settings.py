@@ -1,0 +1,56 @@
+"""Settings: one typed object from the environment, errors that name the variable, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from retrainer.logs import RedactingFilter
+from retrainer.redact import redact, url_without_query
+from retrainer.settings import SettingsError, load_settings
+
+SECRET_KEY = "c2VjcmV0LWtleS1ub3QtdG8tYmUtbG9nZ2Vk"
+CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={SECRET_KEY};EndpointSuffix=core.windows.net"
+
+
+def test_missing_connection_string_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STORAGE_ACCOUNT_CONNECTION_STRING", raising=False)
+    with pytest.raises(SettingsError, match="STORAGE_ACCOUNT_CONNECTION_STRING is not set"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("STORAGE_ACCOUNT_CONTAINER_NAME", "Bad_Name"), ("IMAGE_FOLDER", "../escape"), ("LABEL_FOLDER", "a//b")],
+)
+def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", CONNECTION)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable) as caught:
+        load_settings()
+    assert SECRET_KEY not in str(caught.value)
+
+
+def test_secrets_never_show_when_settings_are_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", CONNECTION)
+    settings = load_settings()
+    assert SECRET_KEY not in repr(settings) and SECRET_KEY not in str(settings)
+    assert SECRET_KEY not in settings.model_dump_json()
+    assert settings.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value() == CONNECTION
+    assert (settings.IMAGE_FOLDER, settings.LABEL_FOLDER) == ("data/images", "data/labels")
+
+
+def test_redact_removes_keys_and_sas_signatures() -> None:
+    url = "https://acct.blob.core.windows.net/c/set.zip?sv=2024-01-01&sig=abc%2Fdef&se=2030"
+    assert "abc%2Fdef" not in redact(url) and "sig=***" in redact(url)
+    assert SECRET_KEY not in redact(CONNECTION)
+    assert url_without_query(url) == "https://acct.blob.core.windows.net/c/set.zip"
+
+
+def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("redaction-test")
+    logger.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger="redaction-test"):
+        logger.info("connecting with %s", CONNECTION)
+    assert SECRET_KEY not in caplog.text and "AccountKey=***" in caplog.text
