@@ -84,7 +84,10 @@ def main() -> None:
     safe(files[:100]), unsafe_baseline(files[:100])  # warm-up
     safe_s = best_time(safe, files, args.repeats)
     base_s = best_time(unsafe_baseline, files, args.repeats)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, numpy {np.__version__}"
+    )
     print(f"label files: {args.files}, best of {args.repeats}")
     print(f"safe conversion (restricted unpickler + validation): {safe_s:.2f} s, {args.files / safe_s:,.0f} files/s")
     print(f"unsafe baseline (np.load allow_pickle + json.dumps):  {base_s:.2f} s, {args.files / base_s:,.0f} files/s")

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[2/2] loading it into Azurite (blob port {azurite.blob_port}) with the data loader")
         from pipeline_steps import data_loader
 
-        code = data_loader.main(["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(args.workdir / "downloads")])
+        code = data_loader.main(
+            ["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(args.workdir / "downloads")]
+        )
     print(f"demo finished in {time.perf_counter() - started:.1f} s (data loader exit code {code})")
     return code
 

@@ -128,7 +128,9 @@ def _object_rows(array: np.ndarray, file_name: str) -> list[object]:
 
 
 def _is_sequence(value: object) -> bool:
-    return type(value) in (list, tuple) or isinstance(value, (np.ndarray, Sequence)) and not isinstance(value, (str, bytes))
+    return type(value) in (list, tuple) or (
+        isinstance(value, (np.ndarray, Sequence)) and not isinstance(value, (str, bytes))
+    )
 
 
 def _legacy_row(row: object, index: int, file_name: str) -> SymbolBox:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +162,7 @@ def test_sas_url_download_never_shows_the_signature(
     source.upload_blob(zip_path.read_bytes())
     sas = generate_blob_sas(
         DEV_ACCOUNT, "shared-sets", "sets/shared.zip", account_key=DEV_KEY,
-        permission=BlobSasPermissions(read=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+        permission=BlobSasPermissions(read=True), expiry=datetime.now(UTC) + timedelta(hours=1),
     )  # fmt: skip
     signature = dict(part.split("=", 1) for part in sas.split("&"))["sig"]
     code, summary = run_loader(tmp_path, f"{source.url}?{sas}")

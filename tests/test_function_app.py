@@ -50,7 +50,9 @@ def test_importing_the_function_app_loads_no_storage_or_numpy_code() -> None:
 
 def invoke_convert_label(container: str, path: str, data: bytes) -> None:
     function = indexed_functions()["convert_label"].get_user_function()
-    function(InputStream(data=data, name=f"{container}/{path}", uri=f"http://127.0.0.1/{container}/{path}", length=len(data)))
+    function(
+        InputStream(data=data, name=f"{container}/{path}", uri=f"http://127.0.0.1/{container}/{path}", length=len(data))
+    )
 
 
 @pytest.mark.usefixtures("service_env")

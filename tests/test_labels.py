@@ -41,7 +41,9 @@ def test_legacy_rows_are_normalised_by_the_image_size() -> None:
 
 def test_numeric_rows_with_class_id_first_are_accepted() -> None:
     record = convert(numeric_npy([[10, 50, 25, 150, 75]]), label_map=LABEL_MAP)
-    assert record["label"] == [{"label": "10", "topX": 0.25, "topY": 0.25, "bottomX": 0.75, "bottomY": 0.75, "isCrowd": 0}]
+    assert record["label"] == [
+        {"label": "10", "topX": 0.25, "topY": 0.25, "bottomX": 0.75, "bottomY": 0.75, "isCrowd": 0}
+    ]
 
 
 def test_integer_numeric_layout_is_accepted() -> None:
@@ -76,7 +78,7 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cut", [5, 40, -3])
 def test_truncated_npy_is_an_error(cut: int) -> None:
     data = legacy_npy([["Gate valve", [1, 2, 3, 4], "1"]])
-    with pytest.raises(LabelFileError, match="labels/a_symbols.npy: file:"):
+    with pytest.raises(LabelFileError, match=r"labels/a_symbols\.npy: file:"):
         convert(data[:cut])
 
 

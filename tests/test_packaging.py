@@ -27,7 +27,7 @@ def test_local_settings_sample_satisfies_the_settings_object() -> None:
 
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     settings = Settings(**{key: value for key, value in values.items() if key in Settings.model_fields})
-    assert settings.STORAGE_ACCOUNT_CONTAINER_NAME == values["STORAGE_ACCOUNT_CONTAINER_NAME"]
+    assert values["STORAGE_ACCOUNT_CONTAINER_NAME"] == settings.STORAGE_ACCOUNT_CONTAINER_NAME
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
 
 

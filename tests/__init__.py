@@ -1,0 +1,1 @@
+"""Test suite (a package, so that `tests.*` helpers never resolve to a same-named installed module)."""
