@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = get_settings()
-        connection = settings.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value()
+        connection = settings.storage_connection_string()
         layout = Layout(
             args.image_output_path.strip("/"), args.label_output_path.strip("/"), settings.QUARANTINE_FOLDER
         )

@@ -22,16 +22,14 @@ def layout_from(settings: Settings) -> Layout:
 def datastore() -> Datastore:
     settings = get_settings()
     return Datastore.from_connection_string(
-        settings.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value(), settings.STORAGE_ACCOUNT_CONTAINER_NAME
+        settings.storage_connection_string(), settings.STORAGE_ACCOUNT_CONTAINER_NAME
     )
 
 
 @functools.cache
 def ledger() -> Ledger:
     settings = get_settings()
-    book = Ledger.from_connection_string(
-        settings.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value(), settings.LEDGER_TABLE_PREFIX
-    )
+    book = Ledger.from_connection_string(settings.storage_connection_string(), settings.LEDGER_TABLE_PREFIX)
     book.ensure_tables()
     return book
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _FOLDER_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
@@ -25,8 +27,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
 
-    STORAGE_ACCOUNT_CONNECTION_STRING: SecretStr = Field(
-        description="Connection string of the storage account behind the datastore."
+    STORAGE_ACCOUNT_CONNECTION_STRING: SecretStr | None = Field(
+        default=None, description="Connection string of the storage account behind the datastore."
     )
     STORAGE_ACCOUNT_CONTAINER_NAME: str = Field(
         default="data", description="Container that holds images, labels, quarantine and models."
@@ -43,6 +45,57 @@ class Settings(BaseSettings):
     LEDGER_TABLE_PREFIX: str = Field(
         default="retrain", description="Prefix of the Table Storage tables that hold the service state."
     )
+    WORKSPACE_BACKEND: Literal["auto", "azureml", "local"] = Field(
+        default="auto", description="Where pipelines, data assets and models live; auto: azureml when configured."
+    )
+    # Inside an Azure ML job the platform sets AZUREML_ARM_*: steps find their own workspace with no extra setting.
+    AZURE_SUBSCRIPTION_ID: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_SUBSCRIPTION_ID", "AZUREML_ARM_SUBSCRIPTION"),
+        description="Subscription of the Azure ML workspace.",
+    )
+    AZURE_RESOURCE_GROUP: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_RESOURCE_GROUP", "AZUREML_ARM_RESOURCEGROUP"),
+        description="Resource group of the Azure ML workspace.",
+    )
+    AZUREML_WORKSPACE_NAME: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZUREML_WORKSPACE_NAME", "AZUREML_ARM_WORKSPACE_NAME"),
+        description="Name of the Azure ML workspace.",
+    )
+    LOCAL_WORKSPACE_DIR: Path = Field(
+        default=Path(".workspace"), description="Folder of the local workspace (data assets, runs, MLflow registry)."
+    )
+
+    def storage_connection_string(self) -> str:
+        """The datastore's connection string; SettingsError when it is not configured."""
+        if self.STORAGE_ACCOUNT_CONNECTION_STRING is None:
+            raise SettingsError("invalid configuration: STORAGE_ACCOUNT_CONNECTION_STRING is not set")
+        return self.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value()
+
+    def backend(self) -> Literal["azureml", "local"]:
+        """The workspace backend: as set, or azureml when all three workspace variables are set."""
+        if self.WORKSPACE_BACKEND != "auto":
+            if self.WORKSPACE_BACKEND == "azureml":
+                self.azureml_workspace()
+            return self.WORKSPACE_BACKEND
+        return "azureml" if all(self._workspace_fields().values()) else "local"
+
+    def azureml_workspace(self) -> tuple[str, str, str]:
+        """(subscription, resource group, workspace); SettingsError naming whatever is missing."""
+        fields = self._workspace_fields()
+        missing = [name for name, value in fields.items() if not value]
+        if missing:
+            raise SettingsError(f"invalid configuration: {', '.join(missing)} not set (needed for the azureml backend)")
+        return tuple(fields.values())  # type: ignore[return-value]
+
+    def _workspace_fields(self) -> dict[str, str | None]:
+        return {
+            "AZURE_SUBSCRIPTION_ID": self.AZURE_SUBSCRIPTION_ID,
+            "AZURE_RESOURCE_GROUP": self.AZURE_RESOURCE_GROUP,
+            "AZUREML_WORKSPACE_NAME": self.AZUREML_WORKSPACE_NAME,
+        }
 
     @field_validator("STORAGE_ACCOUNT_CONTAINER_NAME")
     @classmethod
@@ -61,8 +114,8 @@ class Settings(BaseSettings):
 
     @field_validator("STORAGE_ACCOUNT_CONNECTION_STRING")
     @classmethod
-    def _connection_string_is_not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _connection_string_is_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty")
         return value
 

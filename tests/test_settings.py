@@ -16,7 +16,25 @@ CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={SECRE
 
 def test_missing_connection_string_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STORAGE_ACCOUNT_CONNECTION_STRING", raising=False)
+    settings = load_settings()
     with pytest.raises(SettingsError, match="STORAGE_ACCOUNT_CONNECTION_STRING is not set"):
+        settings.storage_connection_string()
+
+
+def test_backend_is_local_until_the_workspace_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "WORKSPACE_BACKEND"):
+        monkeypatch.delenv(variable, raising=False)
+    assert load_settings().backend() == "local"
+    monkeypatch.setenv("WORKSPACE_BACKEND", "azureml")
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    with pytest.raises(SettingsError, match="AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME not set"):
+        load_settings().backend()
+    monkeypatch.setenv("AZURE_RESOURCE_GROUP", "rg")
+    monkeypatch.setenv("AZUREML_WORKSPACE_NAME", "ws")
+    monkeypatch.setenv("WORKSPACE_BACKEND", "auto")
+    assert load_settings().backend() == "azureml"
+    monkeypatch.setenv("WORKSPACE_BACKEND", "cloud")
+    with pytest.raises(SettingsError, match="WORKSPACE_BACKEND"):
         load_settings()
 
 
@@ -37,7 +55,7 @@ def test_secrets_never_show_when_settings_are_printed(monkeypatch: pytest.Monkey
     settings = load_settings()
     assert SECRET_KEY not in repr(settings) and SECRET_KEY not in str(settings)
     assert SECRET_KEY not in settings.model_dump_json()
-    assert settings.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value() == CONNECTION
+    assert settings.storage_connection_string() == CONNECTION
     assert (settings.IMAGE_FOLDER, settings.LABEL_FOLDER) == ("data/images", "data/labels")
 
 

@@ -1,0 +1,34 @@
+"""Shared argument handling of the step CLIs: both flag spellings of the design document, env defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, *, env: str | None = None, **kwargs: object) -> None:
+    """Add `--kebab-case` and `--snake_case` spellings of one flag; `env` supplies the default."""
+    kebab, snake = name.replace("_", "-"), name.replace("-", "_")
+    spellings = [f"--{kebab}"] if kebab == snake else [f"--{kebab}", f"--{snake}"]
+    if env is not None and os.environ.get(env) not in (None, ""):
+        kwargs["default"] = os.environ[env]
+        kwargs.pop("required", None)
+        kwargs["help"] = f"{kwargs.get('help', '')} (default from {env})".strip()
+    parser.add_argument(*spellings, dest=snake, **kwargs)  # type: ignore[arg-type]
+
+
+def boolean(value: str | bool) -> bool:
+    """'true'/'false' as Azure ML and environment variables pass booleans."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def filename_list(value: str) -> list[str]:
+    """`a.jpg;b.jpg` (the document's `;`-separated basenames) as a list; empty entries dropped."""
+    return [name.strip() for name in value.split(";") if name.strip()]

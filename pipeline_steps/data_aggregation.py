@@ -1,0 +1,163 @@
+"""Step 1, data aggregation: every per-image `*.jsonl` under the label folder -> one MLTable folder.
+
+    python -m pipeline_steps.data_aggregation --input-image-data-path <images> \
+        --input-label-data-path <labels> --input-images-string-absolute-path <prefix> --output_path <folder>
+
+Each record's `image_url` (relative to the image folder, as the label conversion writes it) becomes
+`<prefix>/<relative path>`: an `azureml://.../paths/data/images` prefix on Azure ML, a
+`file:///abs/images` prefix locally. Records whose image is missing and malformed lines are left out
+and reported in `aggregation_summary.json` beside the output; the step fails only when nothing usable
+remains. Files are streamed: memory does not grow with their number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from pipeline_steps._cli import add_flag
+from retrainer.annotations import ANNOTATIONS_FILE, write_mltable_file
+
+SUMMARY_FILE = "aggregation_summary.json"
+_EXAMPLES = 10
+
+
+class NothingToAggregateError(RuntimeError):
+    """No usable record was found."""
+
+
+@dataclass
+class Problems:
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.count += 1
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append(example)
+
+
+@dataclass
+class AggregationSummary:
+    label_files: int = 0
+    records: int = 0
+    boxes: int = 0
+    missing_images: Problems = field(default_factory=Problems)
+    malformed: Problems = field(default_factory=Problems)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "label_files": self.label_files,
+            "records": self.records,
+            "boxes": self.boxes,
+            "missing_images": vars(self.missing_images),
+            "malformed": vars(self.malformed),
+        }
+
+
+def label_files(label_dir: Path) -> Iterator[Path]:
+    """Every `*.jsonl` below the folder, in a stable order, without listing all of them at once."""
+    for root, dirs, files in os.walk(label_dir):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".jsonl"):
+                yield Path(root, name)
+
+
+def relative_image_path(image_url: str, absolute_prefix: str) -> str | None:
+    """The image's path inside the image folder, or None when it points elsewhere."""
+    prefix = absolute_prefix.rstrip("/") + "/"
+    relative = image_url[len(prefix) :] if image_url.startswith(prefix) else image_url
+    if "://" in relative or relative.startswith("/") or ".." in PurePosixPath(relative).parts or not relative:
+        return None
+    return relative
+
+
+def aggregate(image_dir: Path, label_dir: Path, absolute_prefix: str, output_dir: Path) -> AggregationSummary:
+    """Write `annotations.jsonl` + `MLTable` + the summary into `output_dir`."""
+    if not label_dir.is_dir():
+        raise NotADirectoryError(f"label folder {label_dir} does not exist")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prefix = absolute_prefix.rstrip("/")
+    summary = AggregationSummary()
+    with (output_dir / ANNOTATIONS_FILE).open("w", encoding="utf-8") as out:
+        for path in label_files(label_dir):
+            summary.label_files += 1
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                for number, line in enumerate(lines, start=1):
+                    if line.strip():
+                        _aggregate_line(
+                            line, f"{path.relative_to(label_dir)}:{number}", image_dir, prefix, out, summary
+                        )
+    write_mltable_file(output_dir)
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2))
+    if summary.records == 0:
+        raise NothingToAggregateError(
+            f"no usable record in {summary.label_files} label files under {label_dir} "
+            f"({summary.missing_images.count} with missing images, {summary.malformed.count} malformed)"
+        )
+    return summary
+
+
+def _aggregate_line(line: str, where: str, image_dir: Path, prefix: str, out, summary: AggregationSummary) -> None:  # type: ignore[no-untyped-def]
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        summary.malformed.add(f"{where}: not JSON ({error.msg})")
+        return
+    if not isinstance(record, dict) or not isinstance(record.get("image_url"), str):
+        summary.malformed.add(f"{where}: no image_url")
+        return
+    if not isinstance(record.get("label"), list):
+        summary.malformed.add(f"{where}: label is not a list")
+        return
+    relative = relative_image_path(record["image_url"], prefix)
+    if relative is None:
+        summary.malformed.add(f"{where}: image_url {record['image_url']!r} is outside the image folder")
+        return
+    if not (image_dir / relative).is_file():
+        summary.missing_images.add(f"{where}: {relative}")
+        return
+    record["image_url"] = f"{prefix}/{relative}"
+    out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+    out.write("\n")
+    summary.records += 1
+    summary.boxes += len(record["label"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline_steps.data_aggregation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flag(parser, "input-image-data-path", env="INPUT_IMAGE_DATA_PATH", required=True, type=Path,
+             help="image folder (mounted uri_folder)")  # fmt: skip
+    add_flag(parser, "input-label-data-path", env="INPUT_LABEL_DATA_PATH", required=True, type=Path,
+             help="label folder with per-image .jsonl files (mounted uri_folder)")  # fmt: skip
+    add_flag(parser, "input-images-string-absolute-path", required=False, default=None,
+             help="absolute URL prefix of the image folder (azureml://... or file:///...); "
+                  "default: file:// URL of --input-image-data-path")  # fmt: skip
+    add_flag(parser, "output_path", required=True, type=Path, help="output MLTable folder")
+    args = parser.parse_args(argv)
+    image_dir = Path(args.input_image_data_path)
+    prefix = args.input_images_string_absolute_path or image_dir.resolve().as_uri()
+    try:
+        summary = aggregate(image_dir, Path(args.input_label_data_path), prefix, Path(args.output_path))
+    except (NothingToAggregateError, NotADirectoryError) as error:
+        print(f"data aggregation failed: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"aggregated {summary.records} records ({summary.boxes} boxes) from {summary.label_files} label files; "
+        f"left out: {summary.missing_images.count} with missing images, {summary.malformed.count} malformed"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
