@@ -30,6 +30,8 @@ demo: setup
 
 bench: setup
 	$(PY) bench/labels.py
+	$(PY) bench/aggregation.py
+	$(PY) bench/split.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -16,14 +16,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
 
 from pipeline_steps._cli import add_flag
 from retrainer.annotations import ANNOTATIONS_FILE, write_mltable_file
 
 SUMMARY_FILE = "aggregation_summary.json"
+_READ_CHUNK = 1 << 16
 _EXAMPLES = 10
 
 
@@ -60,20 +64,20 @@ class AggregationSummary:
         }
 
 
-def label_files(label_dir: Path) -> Iterator[Path]:
-    """Every `*.jsonl` below the folder, in a stable order, without listing all of them at once."""
+def label_files(label_dir: Path) -> Iterator[tuple[str, str]]:
+    """(folder, name) of every `*.jsonl` below the folder, in a stable order, one folder listed at a time."""
     for root, dirs, files in os.walk(label_dir):
         dirs.sort()
         for name in sorted(files):
             if name.endswith(".jsonl"):
-                yield Path(root, name)
+                yield root, name
 
 
 def relative_image_path(image_url: str, absolute_prefix: str) -> str | None:
     """The image's path inside the image folder, or None when it points elsewhere."""
     prefix = absolute_prefix.rstrip("/") + "/"
     relative = image_url[len(prefix) :] if image_url.startswith(prefix) else image_url
-    if "://" in relative or relative.startswith("/") or ".." in PurePosixPath(relative).parts or not relative:
+    if not relative or "://" in relative or relative.startswith("/") or "/../" in f"/{relative}/":
         return None
     return relative
 
@@ -83,18 +87,16 @@ def aggregate(image_dir: Path, label_dir: Path, absolute_prefix: str, output_dir
     if not label_dir.is_dir():
         raise NotADirectoryError(f"label folder {label_dir} does not exist")
     output_dir.mkdir(parents=True, exist_ok=True)
-    prefix = absolute_prefix.rstrip("/")
-    summary = AggregationSummary()
-    with (output_dir / ANNOTATIONS_FILE).open("w", encoding="utf-8") as out:
-        for path in label_files(label_dir):
-            summary.label_files += 1
-            with path.open(encoding="utf-8", errors="replace") as lines:
-                for number, line in enumerate(lines, start=1):
-                    if line.strip():
-                        _aggregate_line(
-                            line, f"{path.relative_to(label_dir)}:{number}", image_dir, prefix, out, summary
-                        )
+    aggregator = _Aggregator(str(image_dir), absolute_prefix.rstrip("/"))
+    with open(output_dir / ANNOTATIONS_FILE, "wb", buffering=1 << 20) as out:
+        for root, name in label_files(label_dir):
+            aggregator.summary.label_files += 1
+            lines = _read_file(os.path.join(root, name)).split(b"\n")
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    aggregator.add(line, out, lambda n=number, r=root, f=name: _where(label_dir, r, f, n))
     write_mltable_file(output_dir)
+    summary = aggregator.summary
     (output_dir / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2))
     if summary.records == 0:
         raise NothingToAggregateError(
@@ -104,30 +106,62 @@ def aggregate(image_dir: Path, label_dir: Path, absolute_prefix: str, output_dir
     return summary
 
 
-def _aggregate_line(line: str, where: str, image_dir: Path, prefix: str, out, summary: AggregationSummary) -> None:  # type: ignore[no-untyped-def]
+def _read_file(path: str) -> bytes:
+    """The whole file with the fewest system calls (label files are small; the hot loop is per file)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        summary.malformed.add(f"{where}: not JSON ({error.msg})")
-        return
-    if not isinstance(record, dict) or not isinstance(record.get("image_url"), str):
-        summary.malformed.add(f"{where}: no image_url")
-        return
-    if not isinstance(record.get("label"), list):
-        summary.malformed.add(f"{where}: label is not a list")
-        return
-    relative = relative_image_path(record["image_url"], prefix)
-    if relative is None:
-        summary.malformed.add(f"{where}: image_url {record['image_url']!r} is outside the image folder")
-        return
-    if not (image_dir / relative).is_file():
-        summary.missing_images.add(f"{where}: {relative}")
-        return
-    record["image_url"] = f"{prefix}/{relative}"
-    out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
-    out.write("\n")
-    summary.records += 1
-    summary.boxes += len(record["label"])
+        chunks = [os.read(fd, _READ_CHUNK)]
+        while len(chunks[-1]) == _READ_CHUNK:
+            chunks.append(os.read(fd, _READ_CHUNK))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _where(label_dir: Path, root: str, name: str, number: int) -> str:
+    return f"{os.path.relpath(os.path.join(root, name), label_dir)}:{number}"
+
+
+class _Aggregator:
+    """Rewrites one record at a time; the hot path avoids re-encoding lines the label conversion wrote."""
+
+    _URL_KEY = b'{"image_url":'
+
+    def __init__(self, image_dir: str, prefix: str) -> None:
+        self._image_dir = image_dir
+        self._prefix = prefix
+        self.summary = AggregationSummary()
+
+    def add(self, line: bytes, out: BinaryIO, where: Callable[[], str]) -> None:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            self.summary.malformed.add(f"{where()}: not JSON ({error.msg})")
+            return
+        if not isinstance(record, dict) or not isinstance(record.get("image_url"), str):
+            self.summary.malformed.add(f"{where()}: no image_url")
+            return
+        if not isinstance(record.get("label"), list):
+            self.summary.malformed.add(f"{where()}: label is not a list")
+            return
+        url = record["image_url"]
+        relative = relative_image_path(url, self._prefix)
+        if relative is None:
+            self.summary.malformed.add(f"{where()}: image_url {url!r} is outside the image folder")
+            return
+        if not os.path.isfile(f"{self._image_dir}/{relative}"):
+            self.summary.missing_images.add(f"{where()}: {relative}")
+            return
+        new_url = f"{self._prefix}/{relative}"
+        written_head = self._URL_KEY + orjson.dumps(url) + b","
+        line = line.rstrip(b"\r")
+        if line.startswith(written_head):
+            out.write(self._URL_KEY + orjson.dumps(new_url) + b"," + line[len(written_head) :] + b"\n")
+        else:
+            record["image_url"] = new_url
+            out.write(orjson.dumps(record) + b"\n")
+        self.summary.records += 1
+        self.summary.boxes += len(record["label"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,7 @@ def split_records(records: list[dict], config: SplitConfig) -> SplitResult:
             f"{len(pool)} images left to stratify cannot make {config.n_fold} folds: "
             "lower STRATIFIED_SPLIT_N_FOLD or set USE_STRATIFIED_SPLIT=false"
         )
-    val_from_pool = _stratified_fold(pool, classes_of, config)
+    val_from_pool = _stratified_fold(pool, records, config)
     val = sorted(set(val_from_pool) | forced_val)
     train = sorted(set(range(len(records))) - set(val))
     if config.rare_class_policy == "copy":
@@ -94,7 +94,7 @@ def split_records(records: list[dict], config: SplitConfig) -> SplitResult:
         val,
         {
             "stratified": True,
-            "algorithm": "iterative stratification (iterstrat MultilabelStratifiedKFold) on image class sets",
+            "algorithm": "iterative stratification of image class sets (iterstrat), then box-share refinement by swaps",
             "n_fold": config.n_fold,
             "validation_fold": config.fold,
             "seed": config.seed,
@@ -119,20 +119,99 @@ def _check_config(config: SplitConfig) -> None:
         raise SplitError(f"in both MANDATORY_TRAIN_FILENAMES and MANDATORY_VAL_FILENAMES: {', '.join(both)}")
 
 
-def _stratified_fold(pool: list[int], classes_of: list[set[str]], config: SplitConfig) -> list[int]:
+def _stratified_fold(pool: list[int], records: list[dict], config: SplitConfig) -> list[int]:
+    """Records of the validation fold: iterative stratification of image class sets, then box-share refinement."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-    columns = sorted({c for i in pool for c in classes_of[i]}, key=_numeric_first)
-    column = {c: j for j, c in enumerate(columns)}
-    multi_hot = np.zeros((len(pool), max(len(columns), 1)), dtype=np.int8)
-    for row, i in enumerate(pool):
-        for c in classes_of[i]:
-            multi_hot[row, column[c]] = 1
+    box_counts = _box_count_matrix([records[i] for i in pool])
     folds = MultilabelStratifiedKFold(n_splits=config.n_fold, shuffle=True, random_state=config.seed)
-    for fold, (_, val_rows) in enumerate(folds.split(np.zeros(len(pool)), multi_hot)):
+    for fold, (_, val_rows) in enumerate(folds.split(np.zeros(len(pool)), box_counts > 0)):
         if fold == config.fold:
-            return [pool[row] for row in val_rows]
+            in_val = np.zeros(len(pool), dtype=bool)
+            in_val[val_rows] = True
+            refine_box_shares(box_counts, in_val, np.random.default_rng(config.seed))
+            return [pool[row] for row in np.flatnonzero(in_val)]
     raise AssertionError("unreachable: fold index was checked")
+
+
+def _box_count_matrix(records: list[dict]) -> np.ndarray:
+    """Boxes of each class per image (rows: records, columns: classes in numeric order)."""
+    classes = sorted({box["label"] for r in records for box in r.get("label", [])}, key=_numeric_first)
+    column = {c: j for j, c in enumerate(classes)}
+    counts = np.zeros((len(records), max(len(classes), 1)), dtype=np.float64)
+    for row, record in enumerate(records):
+        for box in record.get("label", []):
+            counts[row, column[box["label"]]] += 1
+    return counts
+
+
+def box_share_deviation(box_counts: np.ndarray, in_val: np.ndarray) -> float:
+    """Mean over classes of |class's share of boxes in val - val's share of all boxes|."""
+    totals = box_counts.sum(axis=0)
+    present = totals > 0
+    val = box_counts[in_val].sum(axis=0)
+    return float(np.abs(val[present] / totals[present] - val.sum() / totals.sum()).mean())
+
+
+def refine_box_shares(
+    box_counts: np.ndarray, in_val: np.ndarray, rng: np.random.Generator, rounds: int = 400, batch: int = 2048
+) -> None:
+    """Swap images between the sets, keeping their sizes, while it lowers the box-share deviation.
+
+    Image-level stratification balances which images carry a class, not how many boxes; each round
+    scores `batch` random (val, train) swaps at once and applies the best one that helps.
+    """
+    totals = box_counts.sum(axis=0)
+    present = totals > 0
+    weights = 1.0 / totals[present]
+    counts = box_counts[:, present]
+    val = counts[in_val].sum(axis=0)
+    grand_total = totals.sum()
+    box_totals = counts.sum(axis=1)
+
+    def deviation(val_counts: np.ndarray) -> np.ndarray:
+        share = val_counts.sum(axis=-1, keepdims=True) / grand_total
+        return np.abs(val_counts * weights - share).mean(axis=-1)
+
+    current = float(deviation(val))
+    for _ in range(rounds):
+        val_rows, train_rows = np.flatnonzero(in_val), np.flatnonzero(~in_val)
+        if len(val_rows) == 0 or len(train_rows) == 0:
+            return
+        out_rows, in_rows = _swap_candidates(
+            counts, val_rows, train_rows, val * weights - val.sum() / grand_total, rng, batch
+        )
+        candidates = val + counts[in_rows] - counts[out_rows]
+        scores = deviation(candidates)
+        best = int(np.argmin(scores))
+        if scores[best] >= current or (box_totals[in_rows[best]] == 0 and box_totals[out_rows[best]] == 0):
+            continue
+        in_val[out_rows[best]], in_val[in_rows[best]] = False, True
+        val = candidates[best]
+        current = float(scores[best])
+
+
+def _swap_candidates(
+    counts: np.ndarray,
+    val_rows: np.ndarray,
+    train_rows: np.ndarray,
+    error: np.ndarray,
+    rng: np.random.Generator,
+    batch: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Half random swaps, half aimed: a val image of the most over-represented class for a train image of the most
+    under-represented one."""
+    half = batch // 2
+    out_rows = val_rows[rng.integers(len(val_rows), size=batch)]
+    in_rows = train_rows[rng.integers(len(train_rows), size=batch)]
+    over, under = int(np.argmax(error)), int(np.argmin(error))
+    over_rows = val_rows[counts[val_rows, over] > 0]
+    under_rows = train_rows[counts[train_rows, under] > 0]
+    if len(over_rows):
+        out_rows[:half] = over_rows[rng.integers(len(over_rows), size=half)]
+    if len(under_rows):
+        in_rows[:half] = under_rows[rng.integers(len(under_rows), size=half)]
+    return out_rows, in_rows
 
 
 def _give_every_class_a_training_image(

@@ -245,13 +245,43 @@ def write_dataset_zip(path: Path, count: int, seed: int, spec: SheetSpec = Sheet
     return path
 
 
+def write_sample_artifacts(folder: Path, count: int = 24, seed: int = 2024) -> None:
+    """The small set checked in under sample_artifacts/: a zip, and the same set unpacked with its JSONL."""
+    from retrainer.images import image_size
+    from retrainer.labels import convert_label_file, record_to_jsonl
+
+    spec = SheetSpec(min_side=320, max_side=480, min_symbols=4, max_symbols=10)
+    write_dataset_zip(folder / "sample_set.zip", count, seed, spec)
+    images, labels = folder / "data" / "images", folder / "data" / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    (folder / "data" / "label_map.json").write_text(json.dumps(LABEL_MAP, indent=2))
+    for index in range(count):
+        sheet = generate_sheet(seed, index, spec)
+        jpeg, npy = encode_jpeg(sheet.image), label_rows_to_npy(sheet.rows)
+        (images / f"{sheet.stem}.jpg").write_bytes(jpeg)
+        (labels / f"{sheet.stem}_symbols.npy").write_bytes(npy)
+        width, height = image_size(jpeg) or (0, 0)
+        record = convert_label_file(
+            npy, file_name=sheet.stem, image_url=f"{sheet.stem}.jpg", width=width, height=height, image_format="jpg"
+        )
+        (labels / f"{sheet.stem}.jsonl").write_bytes(record_to_jsonl(record))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=50, help="number of sheets")
     parser.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same set")
     parser.add_argument("--start", type=int, default=0, help="index of the first sheet (for a second batch)")
-    parser.add_argument("--output", type=Path, required=True, help="zip file to write")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="zip file to write (a folder with --sample-artifacts)"
+    )
+    parser.add_argument("--sample-artifacts", action="store_true", help="write the checked-in sample set instead")
     args = parser.parse_args(argv)
+    if args.sample_artifacts:
+        write_sample_artifacts(args.output)
+        print(f"wrote the sample artifacts to {args.output}")
+        return
     write_dataset_zip(args.output, args.count, args.seed, start=args.start)
     print(f"wrote {args.count} sheets to {args.output}")
 

@@ -153,3 +153,16 @@ def test_cli_exits_non_zero_on_overlap(tmp_path: Path, capsys: pytest.CaptureFix
          "--val_output_path", str(tmp_path / "v")]
     )  # fmt: skip
     assert code == 1 and "in both" in capsys.readouterr().err
+
+
+def test_refinement_lowers_the_box_share_deviation_and_keeps_set_sizes() -> None:
+    from pipeline_steps.data_split import _box_count_matrix, box_share_deviation, refine_box_shares
+
+    records = dataset(images=600, seed=3)
+    counts = _box_count_matrix(records)
+    in_val = np.zeros(len(records), dtype=bool)
+    in_val[:120] = True  # a deliberately poor start: the first fifth
+    before = box_share_deviation(counts, in_val)
+    refine_box_shares(counts, in_val, np.random.default_rng(0))
+    assert in_val.sum() == 120
+    assert box_share_deviation(counts, in_val) < before / 2

@@ -1,0 +1,46 @@
+"""VS Code launch configurations: the document's names, and the step chain runs on the sample data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def configurations() -> dict[str, dict]:
+    document = json.loads((ROOT / ".vscode" / "launch.json").read_text())
+    return {config["name"]: config for config in document["configurations"]}
+
+
+def test_the_design_document_configurations_exist() -> None:
+    assert {
+        "Python: Unzip & Upload local files",
+        "Python: Pipeline Step - Data Aggregation",
+        "Python: Pipeline Step - Data Split",
+        "Python: Pipeline Step - Registering Data Asset",
+    } <= set(configurations())
+    assert (ROOT / configurations()["Python: Unzip & Upload local files"]["args"][1]).is_file()
+
+
+def test_data_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "sample_artifacts", tmp_path / "sample_artifacts")
+    for name in (
+        "Python: Pipeline Step - Data Aggregation",
+        "Python: Pipeline Step - Data Split",
+        "Python: Pipeline Step - Registering Data Asset",
+    ):
+        config = configurations()[name]
+        completed = subprocess.run(
+            [sys.executable, "-m", config["module"], *config["args"]],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **config.get("env", {})},
+            capture_output=True,
+            text=True,
+        )
+        assert completed.returncode == 0, f"{name}: {completed.stderr}"
+    assets = json.loads((tmp_path / ".workspace" / "launch" / "registered" / "data_assets.json").read_text())
+    assert assets["train"]["version"] == "1" and int(assets["train"]["tags"]["images"]) >= 6
