@@ -15,7 +15,7 @@ $(PIP_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[pipeline,dev]'
+	$(PY) -m pip install --quiet -e '.[pipeline,train,dev]'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -32,6 +32,7 @@ bench: setup
 	$(PY) bench/labels.py
 	$(PY) bench/aggregation.py
 	$(PY) bench/split.py
+	$(PY) bench/train.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

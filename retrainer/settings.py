@@ -68,6 +68,24 @@ class Settings(BaseSettings):
         default=Path(".workspace"), description="Folder of the local workspace (data assets, runs, MLflow registry)."
     )
 
+    # Pipeline and training (names of the design document; its CPU/GPU defaults were swapped, fixed here).
+    PIPELINE_CPU_COMPUTE_NAME: str = Field(default="cpu-cluster", description="Compute of the non-training steps.")
+    TRAINING_GPU_COMPUTE_NAME: str = Field(default="gpu-cluster", description="Compute of the AutoML training.")
+    TRAINING_JOB_TIMEOUT_MINUTES: int = Field(default=180, gt=0, description="AutoML job timeout.")
+    TRAINING_MAX_TRIALS: int = Field(default=8, gt=0, description="AutoML trials (hyperparameter combinations).")
+    TRAINING_CONCURRENT_TRIALS: int = Field(default=4, gt=0, description="AutoML trials run at once.")
+    TRAINING_VALIDATION_DATA_SIZE: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of training data AutoML holds out when no validation set is given."
+    )
+    AUTO_MODE: bool = Field(
+        default=True, description="True: AutoML picks models; false: sweep config_search_space.yml."
+    )
+    TRAIN_DATASET: str | None = Field(default=None, description="Reuse this training data asset (skips steps 1-3).")
+    VAL_DATASET: str | None = Field(default=None, description="Reuse this validation data asset (skips steps 1-3).")
+    DATASET_VERSION_PATH: str | None = Field(default=None, description="Dataset version file of the reused assets.")
+    MODEL_BASE_NAME: str = Field(default="pid-symbol-detector", description="Registered model name.")
+    LOCAL_TRAINING_MINUTES: float = Field(default=5.0, gt=0, description="CPU budget of the local trainer.")
+
     def storage_connection_string(self) -> str:
         """The datastore's connection string; SettingsError when it is not configured."""
         if self.STORAGE_ACCOUNT_CONNECTION_STRING is None:

@@ -245,6 +245,35 @@ def write_dataset_zip(path: Path, count: int, seed: int, spec: SheetSpec = Sheet
     return path
 
 
+def write_mltable_set(folder: Path, count: int, seed: int, spec: SheetSpec = SheetSpec(), start: int = 0) -> Path:
+    """Sheets as the data steps hand them to training: `images/`, `annotations.jsonl` (file:// URLs), MLTable."""
+    from retrainer.annotations import write_records
+    from retrainer.images import image_size
+    from retrainer.labels import convert_label_file
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index in range(start, start + count):
+        sheet = generate_sheet(seed, index, spec)
+        jpeg = encode_jpeg(sheet.image)
+        path = (images / f"{sheet.stem}.jpg").resolve()
+        path.write_bytes(jpeg)
+        width, height = image_size(jpeg) or (0, 0)
+        records.append(
+            convert_label_file(
+                label_rows_to_npy(sheet.rows),
+                file_name=sheet.stem,
+                image_url=path.as_uri(),
+                width=width,
+                height=height,
+                image_format="jpg",
+            )
+        )
+    write_records(folder, records)
+    return folder
+
+
 def write_sample_artifacts(folder: Path, count: int = 24, seed: int = 2024) -> None:
     """The small set checked in under sample_artifacts/: a zip, and the same set unpacked with its JSONL."""
     from retrainer.images import image_size

@@ -1,0 +1,121 @@
+"""Step 4 on Azure ML: the AutoML for Images object-detection node, built and validated offline.
+
+AUTO_MODE=true lets AutoML choose models and hyperparameters within the limits; AUTO_MODE=false
+sweeps `config/config_search_space.yml` (random sampling, Bandit early termination). Search-space
+keys are checked against the hyperparameters AutoML accepts: the parameters of the SDK's own
+`ImageObjectDetectionSearchSpace`, so the list cannot drift from the installed SDK.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from azure.ai.ml import Input, Output, automl
+from azure.ai.ml.automl import ObjectDetectionPrimaryMetrics
+from azure.ai.ml.entities._job.automl.image import ImageObjectDetectionJob
+from azure.ai.ml.entities._job.automl.image.image_object_detection_search_space import (
+    ImageObjectDetectionSearchSpace,
+)
+from azure.ai.ml.sweep import BanditPolicy, Choice, Uniform
+
+from retrainer.settings import Settings
+
+SEARCH_SPACE_FILE = Path(__file__).resolve().parent / "config" / "config_search_space.yml"
+TARGET_COLUMN = "label"
+
+#: Every hyperparameter an AutoML object-detection search space may hold.
+ACCEPTED_HYPERPARAMETERS: frozenset[str] = frozenset(
+    name for name in inspect.signature(ImageObjectDetectionSearchSpace.__init__).parameters if name != "self"
+)
+
+_DISTRIBUTIONS = {"choice", "uniform"}
+
+
+class SearchSpaceError(ValueError):
+    """The search space file is invalid; the message names the entry and the key."""
+
+
+@dataclass(frozen=True)
+class AutoMLConfig:
+    compute: str
+    timeout_minutes: int
+    max_trials: int
+    max_concurrent_trials: int
+    validation_data_size: float
+    auto_mode: bool
+    search_space_file: Path = SEARCH_SPACE_FILE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AutoMLConfig:
+        return cls(
+            compute=settings.TRAINING_GPU_COMPUTE_NAME,
+            timeout_minutes=settings.TRAINING_JOB_TIMEOUT_MINUTES,
+            max_trials=settings.TRAINING_MAX_TRIALS,
+            max_concurrent_trials=settings.TRAINING_CONCURRENT_TRIALS,
+            validation_data_size=settings.TRAINING_VALIDATION_DATA_SIZE,
+            auto_mode=settings.AUTO_MODE,
+        )
+
+
+def load_search_space(path: Path) -> list[dict[str, Any]]:
+    """The sweep's search space as SDK distributions, every key checked."""
+    entries = yaml.safe_load(path.read_text())
+    if not isinstance(entries, list) or not entries:
+        raise SearchSpaceError(f"{path}: expected a non-empty list of model families")
+    return [_entry(entry, index, path) for index, entry in enumerate(entries)]
+
+
+def _entry(entry: object, index: int, path: Path) -> dict[str, Any]:
+    if not isinstance(entry, dict) or "model_name" not in entry:
+        raise SearchSpaceError(f"{path}: entry {index} must be a mapping with a model_name")
+    converted: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key not in ACCEPTED_HYPERPARAMETERS:
+            raise SearchSpaceError(
+                f"{path}: entry {index} ({entry['model_name']}): unknown hyperparameter {key!r}; "
+                f"AutoML accepts: {', '.join(sorted(ACCEPTED_HYPERPARAMETERS))}"
+            )
+        converted[key] = _distribution(value, key, index, path)
+    return converted
+
+
+def _distribution(value: object, key: str, index: int, path: Path) -> Any:
+    if not isinstance(value, dict):
+        return Choice([value])
+    kind = value.get("type")
+    if kind not in _DISTRIBUTIONS:
+        raise SearchSpaceError(f"{path}: entry {index}: {key}: type must be one of {sorted(_DISTRIBUTIONS)}")
+    if kind == "choice":
+        return Choice(list(value["values"]))
+    return Uniform(min_value=float(value["min_value"]), max_value=float(value["max_value"]))
+
+
+def build_automl_node(
+    config: AutoMLConfig, training_data: Input, validation_data: Input | None = None
+) -> ImageObjectDetectionJob:
+    """The AutoML node; with no validation data AutoML holds out `validation_data_size` of training."""
+    node = automl.image_object_detection(
+        compute=config.compute,
+        training_data=training_data,
+        validation_data=validation_data,
+        validation_data_size=None if validation_data is not None else config.validation_data_size,
+        target_column_name=TARGET_COLUMN,
+        primary_metric=ObjectDetectionPrimaryMetrics.MEAN_AVERAGE_PRECISION,
+        outputs={"best_model": Output(type="mlflow_model")},
+    )
+    node.set_limits(
+        timeout_minutes=config.timeout_minutes,
+        max_trials=config.max_trials,
+        max_concurrent_trials=config.max_concurrent_trials,
+    )
+    if not config.auto_mode:
+        node.extend_search_space(load_search_space(config.search_space_file))
+        node.set_sweep(
+            sampling_algorithm="random",
+            early_termination=BanditPolicy(evaluation_interval=2, slack_factor=0.2, delay_evaluation=6),
+        )
+    return node

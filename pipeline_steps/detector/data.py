@@ -1,0 +1,136 @@
+"""Annotated sheets from AutoML JSONL (`file://` image URLs), and training crops around their symbols."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import torch
+from PIL import Image
+
+ANNOTATIONS_FILE = "annotations.jsonl"
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """One image with its boxes in pixels and labels as class-id strings."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2
+    labels: tuple[str, ...]
+
+
+def image_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.scheme not in ("file", ""):
+        raise ValueError(f"the local trainer reads file:// image URLs, got {url!r}")
+    return Path(unquote(parts.path))
+
+
+def load_sheets(mltable_folder: Path) -> list[Sheet]:
+    """Every record of an MLTable folder (its annotations.jsonl); crowd boxes are left out."""
+    sheets = []
+    jsonl = mltable_folder / ANNOTATIONS_FILE if mltable_folder.is_dir() else mltable_folder
+    with jsonl.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            path = image_path(record["image_url"])
+            details = record.get("image_details") or {}
+            width, height = details.get("width"), details.get("height")
+            if not width or not height:
+                with Image.open(path) as image:
+                    width, height = image.size
+            kept = [box for box in record["label"] if not box.get("isCrowd")]
+            boxes = np.array(
+                [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
+                dtype=np.float32,
+            ).reshape(-1, 4)
+            sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept)))
+    return sheets
+
+
+def class_vocabulary(*sheet_sets: list[Sheet]) -> list[str]:
+    """Class ids in numeric order; index i of the list is model label i + 1."""
+    labels = {label for sheets in sheet_sets for sheet in sheets for label in sheet.labels}
+    return sorted(labels, key=lambda c: (int(c), c) if c.lstrip("-").isdigit() else (1 << 62, c))
+
+
+def read_image_bytes(path: Path) -> torch.Tensor:
+    """RGB uint8 tensor (3, H, W): a quarter of the memory of floats, for caching."""
+    with Image.open(path) as image:
+        array = np.array(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """RGB float tensor (3, H, W) in [0, 1]."""
+    return read_image_bytes(path).float().div_(255.0)
+
+
+class CropSampler:
+    """Random training crops at the sheet's own scale, centred near a symbol, with flips and quarter turns.
+
+    Boxes cut by the crop are kept when at least `min_visible` of their area shows, else dropped.
+    """
+
+    def __init__(self, sheets: list[Sheet], classes: list[str], crop: int, seed: int, min_visible: float = 0.7):
+        self.sheets = sheets
+        self.index = {c: i + 1 for i, c in enumerate(classes)}
+        self.crop = crop
+        self.min_visible = min_visible
+        self.rng = np.random.default_rng(seed)
+        self._cache: dict[Path, torch.Tensor] = {}
+
+    def image(self, sheet: Sheet) -> torch.Tensor:
+        if sheet.path not in self._cache:
+            self._cache[sheet.path] = read_image_bytes(sheet.path)
+        return self._cache[sheet.path]
+
+    def sample(self, sheet: Sheet) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image = self.image(sheet)
+        _, height, width = image.shape
+        size_x, size_y = min(self.crop, width), min(self.crop, height)
+        if len(sheet.boxes) and self.rng.random() < 0.9:
+            x1, y1, x2, y2 = sheet.boxes[self.rng.integers(len(sheet.boxes))]
+            cx = (x1 + x2) / 2 + self.rng.uniform(-0.4, 0.4) * size_x
+            cy = (y1 + y2) / 2 + self.rng.uniform(-0.4, 0.4) * size_y
+            left = int(np.clip(cx - size_x / 2, 0, width - size_x))
+            top = int(np.clip(cy - size_y / 2, 0, height - size_y))
+        else:
+            left = int(self.rng.integers(0, width - size_x + 1))
+            top = int(self.rng.integers(0, height - size_y + 1))
+        crop = image[:, top : top + size_y, left : left + size_x].float().div_(255.0)
+        boxes = sheet.boxes - np.array([left, top, left, top], dtype=np.float32)
+        clipped = boxes.copy()
+        clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, size_x)
+        clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, size_y)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        visible = (clipped[:, 2] - clipped[:, 0]).clip(0) * (clipped[:, 3] - clipped[:, 1]).clip(0)
+        keep = visible >= self.min_visible * np.maximum(area, 1e-6)
+        labels = [self.index[label] for label, k in zip(sheet.labels, keep, strict=True) if k]
+        crop, clipped = self._augment(crop, clipped[keep])
+        target = {
+            "boxes": torch.from_numpy(clipped).float().reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+        }
+        return crop.contiguous(), target
+
+    def _augment(self, image: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        _, height, width = image.shape
+        if self.rng.random() < 0.5:
+            image = image.flip(-1)
+            boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+        if self.rng.random() < 0.5:
+            image = image.flip(-2)
+            boxes = np.stack([boxes[:, 0], height - boxes[:, 3], boxes[:, 2], height - boxes[:, 1]], axis=1)
+        if self.rng.random() < 0.5:  # a quarter turn: symbols sit on vertical pipes too
+            image = image.transpose(-1, -2)
+            boxes = boxes[:, [1, 0, 3, 2]]
+        return image, boxes.astype(np.float32).reshape(-1, 4)

@@ -1,0 +1,143 @@
+"""Training within a CPU time budget, with per-epoch progress, periodic validation and the best checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline_steps.detector.data import CropSampler, Sheet, read_image
+from pipeline_steps.detector.evaluation import Evaluation, Prediction, evaluate
+from pipeline_steps.detector.model import build_detector
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_minutes: float = 5.0
+    max_epochs: int | None = None  # fixes the work done, for results that repeat exactly
+    seed: int = 0
+    crop: int = 192  # small crops around symbols: most of a sheet is blank paper, which teaches little
+    batch_size: int = 12
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    crops_per_sheet: int = 4  # crops drawn from each training sheet per epoch
+    evaluations: int = 4  # how many times validation runs within the budget (and once more at the end)
+    evaluation_sheets: int = 16  # validation sheets scored during training; all of them at the end
+
+
+@dataclass
+class TrainingResult:
+    model: torch.nn.Module
+    classes: list[str]
+    evaluation: Evaluation
+    predictions: list[Prediction]  # of the validation sheets, by the returned model
+    best_epoch: int
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, image: torch.Tensor, classes: list[str]) -> Prediction:
+    """Boxes, scores and class ids for one image tensor (3, H, W) in [0, 1]."""
+    model.eval()
+    output = model([image])[0]
+    labels = tuple(classes[int(i) - 1] for i in output["labels"])
+    return Prediction(output["boxes"].numpy(), output["scores"].numpy(), labels)
+
+
+def validate(model: torch.nn.Module, sheets: list[Sheet], classes: list[str]) -> tuple[Evaluation, list[Prediction]]:
+    predictions = [predict(model, read_image(sheet.path), classes) for sheet in sheets]
+    return evaluate(sheets, predictions, classes), predictions
+
+
+def train(
+    train_sheets: list[Sheet],
+    val_sheets: list[Sheet],
+    classes: list[str],
+    config: TrainingConfig,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainingResult:
+    """Train from scratch; the weights of the epoch with the best validation mAP@0.5 are returned."""
+    seed_everything(config.seed)
+    started = time.monotonic()
+    budget = config.max_minutes * 60
+    model = build_detector(len(classes))
+    sampler = CropSampler(train_sheets, classes, config.crop, config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(train_sheets) * config.crops_per_sheet / config.batch_size))
+    rng = np.random.default_rng(config.seed)
+    best_state, best_score, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
+    history: list[dict[str, float]] = []
+    next_evaluation = budget / config.evaluations
+    epoch = 0
+    epoch_seconds = 0.0
+    while True:
+        epoch += 1
+        epoch_started = time.monotonic()
+        lr = _cosine(config.learning_rate, time.monotonic() - started, budget, epoch, config.max_epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = []
+        model.train()
+        order = rng.permutation(np.repeat(np.arange(len(train_sheets)), config.crops_per_sheet))
+        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False) as bar:
+            for step in range(steps_per_epoch):
+                batch = [
+                    sampler.sample(train_sheets[i]) for i in order[step * config.batch_size :][: config.batch_size]
+                ]
+                loss_parts = model([image for image, _ in batch], [target for _, target in batch])
+                loss = sum(loss_parts.values())
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                optimizer.step()
+                losses.append(float(loss))
+                bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+                bar.update(1)
+        epoch_seconds = time.monotonic() - epoch_started
+        elapsed = time.monotonic() - started
+        done = (config.max_epochs is not None and epoch >= config.max_epochs) or (
+            config.max_epochs is None and elapsed + epoch_seconds > budget
+        )
+        row = {"epoch": epoch, "minutes": elapsed / 60, "loss": float(np.mean(losses)), "lr": lr}
+        if val_sheets and (done or elapsed >= next_evaluation):
+            next_evaluation = elapsed + budget / config.evaluations
+            metrics = validate(model, val_sheets[: config.evaluation_sheets], classes)[0].metrics
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            if metrics["mean_average_precision"] > best_score:
+                best_state = copy.deepcopy(model.state_dict())
+                best_score, best_epoch = metrics["mean_average_precision"], epoch
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if done:
+            break
+    if not val_sheets:
+        best_state, best_epoch = model.state_dict(), epoch
+    model.load_state_dict(best_state)
+    evaluation, predictions = validate(model, val_sheets, classes) if val_sheets else (evaluate([], [], classes), [])
+    return TrainingResult(
+        model, classes, evaluation, predictions, best_epoch, epoch, time.monotonic() - started, history
+    )
+
+
+def _cosine(base: float, elapsed: float, budget: float, epoch: int, max_epochs: int | None) -> float:
+    """Cosine decay over the budget (or the epochs), after one warm-up epoch."""
+    if epoch == 1:
+        return base * 0.3
+    progress = (epoch - 1) / max_epochs if max_epochs else min(elapsed / budget, 1.0)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))

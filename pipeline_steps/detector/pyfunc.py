@@ -1,0 +1,104 @@
+"""The detector as an MLflow model that follows AutoML for Images' scoring contract.
+
+Input: a DataFrame with a column `image` of base64-encoded image bytes. Output: a DataFrame with a
+column `boxes`: per image a list of `{"box": {"topX", "topY", "bottomX", "bottomY"}, "label", "score"}`
+with coordinates normalised to [0, 1]. One scoring path then serves local and AutoML models alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from pipeline_steps.detector.engine import predict
+from pipeline_steps.detector.model import build_detector
+
+CONFIG_ARTIFACT = "detector_config"
+WEIGHTS_ARTIFACT = "detector_weights"
+
+
+def decode_image(value: str | bytes) -> torch.Tensor:
+    """Base64 text (the contract) or raw bytes, to an RGB tensor (3, H, W) in [0, 1]."""
+    data = base64.b64decode(value) if isinstance(value, str) else value
+    with Image.open(io.BytesIO(data)) as image:
+        array = np.array(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_contract(prediction: Any, width: int, height: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "box": {
+                "topX": float(box[0]) / width,
+                "topY": float(box[1]) / height,
+                "bottomX": float(box[2]) / width,
+                "bottomY": float(box[3]) / height,
+            },
+            "label": label,
+            "score": float(score),
+        }
+        for box, score, label in zip(prediction.boxes, prediction.scores, prediction.labels, strict=True)
+    ]
+
+
+class DetectorModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
+        self.classes = list(config["classes"])
+        self.model = build_detector(len(self.classes), score_threshold=config["score_threshold"])
+        self.model.load_state_dict(torch.load(context.artifacts[WEIGHTS_ARTIFACT], weights_only=True))
+        self.model.eval()
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        rows = []
+        for value in model_input["image"]:
+            image = decode_image(value)
+            _, height, width = image.shape
+            rows.append(to_contract(predict(self.model, image, self.classes), width, height))
+        return pd.DataFrame({"boxes": rows})
+
+
+def save_detector(
+    output: Path, model: torch.nn.Module, classes: list[str], score_threshold: float, work_dir: Path
+) -> None:
+    """Write `output` as an MLflow model folder (MLmodel at its root, as AutoML's best_model output is)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    weights, config = work_dir / "weights.pt", work_dir / "config.json"
+    torch.save(model.state_dict(), weights)
+    config.write_text(
+        json.dumps({"classes": classes, "score_threshold": score_threshold, "architecture": "fcos-symbol"})
+    )
+    package = Path(__file__).resolve().parent.parent  # pipeline_steps: the model's code travels with it
+    mlflow.pyfunc.save_model(
+        path=str(output),
+        python_model=DetectorModel(),
+        artifacts={WEIGHTS_ARTIFACT: str(weights), CONFIG_ARTIFACT: str(config)},
+        code_paths=[str(package)],
+        signature=ModelSignature(inputs=Schema([ColSpec("string", "image")])),
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            "torchvision",
+            "numpy",
+            "pillow",
+            "pandas<3",
+            "faster-coco-eval",
+            "tqdm",
+            f"mlflow=={mlflow.__version__}",
+        ],
+    )

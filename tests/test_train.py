@@ -1,0 +1,106 @@
+"""Step 4 locally: the CPU trainer writes an MLflow model that loads, predicts by AutoML's contract, and repeats."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline_steps import train as train_step
+from pipeline_steps.detector.data import load_sheets
+from pipeline_steps.detector.evaluation import Prediction, evaluate
+from retrainer.synthetic import SheetSpec, write_mltable_set
+
+TINY = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sets")
+    return write_mltable_set(root / "train", 10, seed=1, spec=TINY), write_mltable_set(
+        root / "val", 4, seed=2, spec=TINY
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("model") / "model"
+    code = train_step.main(
+        ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output),
+         "--max-epochs", "1", "--seed", "3"]
+    )  # fmt: skip
+    assert code == 0
+    return output
+
+
+def test_output_is_an_mlflow_model_folder_with_metrics_and_report(trained: Path) -> None:
+    assert (trained / "MLmodel").is_file()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for key in ("mean_average_precision", "coco_map", "precision", "recall"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert set(metrics["per_class"]) <= set(metrics["classes"]) and metrics["epochs"] == 1
+    report = trained / metrics["report"]
+    assert report.is_file() and "Per-class average precision" in report.read_text()
+    assert (report.parent / "precision_recall.png").is_file() and (report.parent / "val_00.png").is_file()
+
+
+def test_model_loads_and_scores_by_the_automl_contract(trained: Path, data: tuple[Path, Path]) -> None:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(trained))
+    sheet = load_sheets(data[1])[0]
+    encoded = base64.b64encode(sheet.path.read_bytes()).decode("ascii")
+    result = model.predict(pd.DataFrame({"image": [encoded, encoded]}))
+    assert list(result.columns) == ["boxes"] and len(result) == 2
+    classes = json.loads((trained / "metrics.json").read_text())["classes"]
+    for detection in result["boxes"][0]:
+        box = detection["box"]
+        assert 0.0 <= box["topX"] < box["bottomX"] <= 1.0 and 0.0 <= box["topY"] < box["bottomY"] <= 1.0
+        assert detection["label"] in classes and 0.0 <= detection["score"] <= 1.0
+    assert result["boxes"][0] == result["boxes"][1]
+
+
+def test_same_seed_and_epochs_give_the_same_model(trained: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    train_step.main(["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(again),
+                     "--max-epochs", "1", "--seed", "3"])  # fmt: skip
+    first, second = (json.loads((p / "metrics.json").read_text()) for p in (trained, again))
+    for key in ("mean_average_precision", "coco_map", "precision", "recall", "per_class"):
+        assert first[key] == second[key]
+
+
+def test_empty_training_set_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "annotations.jsonl").write_text("")
+    code = train_step.main(["--train-data", str(tmp_path / "empty"), "--output", str(tmp_path / "m")])
+    assert code == 1 and "has no training records" in capsys.readouterr().err
+
+
+def test_coco_metrics_reward_right_boxes_and_punish_confused_classes(data: tuple[Path, Path]) -> None:
+    sheets = load_sheets(data[1])
+    classes = sorted({label for s in sheets for label in s.labels}, key=int)
+    perfect = [Prediction(s.boxes.copy(), np.ones(len(s.boxes)), s.labels) for s in sheets]
+    assert evaluate(sheets, perfect, classes).metrics["mean_average_precision"] == pytest.approx(1.0)
+    swapped = [Prediction(s.boxes.copy(), np.ones(len(s.boxes)), tuple(reversed(s.labels))) for s in sheets]
+    assert evaluate(sheets, swapped, classes).metrics["mean_average_precision"] < 0.9
+    shifted = [Prediction(s.boxes + 6.0, np.ones(len(s.boxes)), s.labels) for s in sheets]
+    result = evaluate(sheets, shifted, classes)
+    assert result.metrics["coco_map"] < result.metrics["mean_average_precision"] <= 1.0
+
+
+def test_crowd_boxes_are_left_out_of_training_and_metrics(tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (100, 80), "white").save(image)
+    record = {"image_url": image.as_uri(), "image_details": {"width": 100, "height": 80}, "label": [
+        {"label": "1", "topX": 0.1, "topY": 0.1, "bottomX": 0.3, "bottomY": 0.3},
+        {"label": "2", "topX": 0.5, "topY": 0.5, "bottomX": 0.7, "bottomY": 0.7, "isCrowd": 1},
+    ]}  # fmt: skip
+    (tmp_path / "annotations.jsonl").write_text(json.dumps(record) + "\n")
+    (sheet,) = load_sheets(tmp_path)
+    assert sheet.labels == ("1",) and sheet.boxes.tolist() == [[10.0, 8.0, 30.0, 24.0]]
