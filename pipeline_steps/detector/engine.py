@@ -105,7 +105,7 @@ def train(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{np.mean(losses):.3f}")
                 bar.update(1)
         epoch_seconds = time.monotonic() - epoch_started

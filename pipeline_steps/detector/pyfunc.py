@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,6 @@ def save_detector(
 ) -> None:
     """Write `output` as an MLflow model folder (MLmodel at its root, as AutoML's best_model output is)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
     work_dir.mkdir(parents=True, exist_ok=True)
     weights, config = work_dir / "weights.pt", work_dir / "config.json"
     torch.save(model.state_dict(), weights)
@@ -85,6 +83,15 @@ def save_detector(
         json.dumps({"classes": classes, "score_threshold": score_threshold, "architecture": "fcos-symbol"})
     )
     package = Path(__file__).resolve().parent.parent  # pipeline_steps: the model's code travels with it
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        _save(output, weights, config, package)
+
+
+def _save(output: Path, weights: Path, config: Path, package: Path) -> None:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
     mlflow.pyfunc.save_model(
         path=str(output),
         python_model=DetectorModel(),
