@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     VAL_DATASET: str | None = Field(default=None, description="Reuse this validation data asset (skips steps 1-3).")
     DATASET_VERSION_PATH: str | None = Field(default=None, description="Dataset version file of the reused assets.")
     MODEL_BASE_NAME: str = Field(default="pid-symbol-detector", description="Registered model name.")
+    MIN_MAP_IMPROVEMENT: float = Field(
+        default=0.0, ge=0, description="How much a new model's mAP must beat the best one's to be promoted."
+    )
     LOCAL_TRAINING_MINUTES: float = Field(default=5.0, gt=0, description="CPU budget of the local trainer.")
 
     def storage_connection_string(self) -> str:

@@ -67,6 +67,31 @@ def service_env(
     service.reset()
 
 
+@pytest.fixture(scope="session")
+def training_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Small generated train and validation MLTable folders (file:// image URLs)."""
+    from retrainer.synthetic import SheetSpec, write_mltable_set
+
+    tiny = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
+    root = tmp_path_factory.mktemp("sets")
+    train = write_mltable_set(root / "train", 10, seed=1, spec=tiny)
+    return train, write_mltable_set(root / "val", 4, seed=2, spec=tiny)
+
+
+@pytest.fixture(scope="session")
+def trained_model(training_sets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real MLflow model from the local trainer (one epoch: seconds, not minutes)."""
+    from pipeline_steps import train
+
+    output = tmp_path_factory.mktemp("model") / "model"
+    code = train.main(
+        ["--train-data", str(training_sets[0]), "--val-data", str(training_sets[1]), "--output", str(output),
+         "--max-epochs", "1", "--seed", "3"]
+    )  # fmt: skip
+    assert code == 0
+    return output
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _loopback_only() -> Iterator[None]:
     """Hidden-network guard: a test that reaches beyond this machine fails instead of leaking traffic."""

@@ -28,6 +28,14 @@ EXPECTED = {
         {"train_input_path": "mltable", "val_input_path": "mltable", "data_store_name": "string"},
         {"output_path": "uri_folder"},
     ),
+    "register_model": (
+        {"model_base_name": "string", "model_input_path": "mlflow_model", "data_assets_path": "uri_folder"},
+        {"model_metadata_path": "uri_folder"},
+    ),
+    "tag_model": (
+        {"model_base_name": "string", "model_metadata_path": "uri_folder"},
+        {"best_model_metadata_path": "uri_folder"},
+    ),
 }  # fmt: skip
 
 

@@ -22,20 +22,27 @@ def test_the_design_document_configurations_exist() -> None:
         "Python: Pipeline Step - Data Aggregation",
         "Python: Pipeline Step - Data Split",
         "Python: Pipeline Step - Registering Data Asset",
+        "Python: Pipeline Step - Register Model",
+        "Python: Pipeline Step - Tag Model",
     } <= set(configurations())
     assert (ROOT / configurations()["Python: Unzip & Upload local files"]["args"][1]).is_file()
 
 
-def test_data_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> None:
+def test_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "sample_artifacts", tmp_path / "sample_artifacts")
     for name in (
         "Python: Pipeline Step - Data Aggregation",
         "Python: Pipeline Step - Data Split",
         "Python: Pipeline Step - Registering Data Asset",
+        "Python: Pipeline Step - Train (local CPU)",
+        "Python: Pipeline Step - Register Model",
+        "Python: Pipeline Step - Tag Model",
     ):
         config = configurations()[name]
+        args = [("--max-epochs" if a == "--max-minutes" else a) for a in config["args"]]  # one epoch, not minutes
+        args = ["1" if previous == "--max-epochs" else a for previous, a in zip(["", *args[:-1]], args, strict=True)]
         completed = subprocess.run(
-            [sys.executable, "-m", config["module"], *config["args"]],
+            [sys.executable, "-m", config["module"], *args],
             cwd=tmp_path,
             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **config.get("env", {})},
             capture_output=True,
@@ -44,3 +51,5 @@ def test_data_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path
         assert completed.returncode == 0, f"{name}: {completed.stderr}"
     assets = json.loads((tmp_path / ".workspace" / "launch" / "registered" / "data_assets.json").read_text())
     assert assets["train"]["version"] == "1" and int(assets["train"]["tags"]["images"]) >= 6
+    best = json.loads((tmp_path / ".workspace" / "launch" / "best_model" / "best_model_metadata.json").read_text())
+    assert best["best_version"] == "1" and best["promoted"]

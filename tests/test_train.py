@@ -13,28 +13,16 @@ import pytest
 from pipeline_steps import train as train_step
 from pipeline_steps.detector.data import load_sheets
 from pipeline_steps.detector.evaluation import Prediction, evaluate
-from retrainer.synthetic import SheetSpec, write_mltable_set
-
-TINY = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("sets")
-    return write_mltable_set(root / "train", 10, seed=1, spec=TINY), write_mltable_set(
-        root / "val", 4, seed=2, spec=TINY
-    )
+@pytest.fixture
+def data(training_sets: tuple[Path, Path]) -> tuple[Path, Path]:
+    return training_sets
 
 
-@pytest.fixture(scope="module")
-def trained(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("model") / "model"
-    code = train_step.main(
-        ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output),
-         "--max-epochs", "1", "--seed", "3"]
-    )  # fmt: skip
-    assert code == 0
-    return output
+@pytest.fixture
+def trained(trained_model: Path) -> Path:
+    return trained_model
 
 
 def test_output_is_an_mlflow_model_folder_with_metrics_and_report(trained: Path) -> None:

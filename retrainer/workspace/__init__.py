@@ -7,6 +7,7 @@ through `Workspace`, so the rest of the service runs and is tested locally.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,11 +23,49 @@ class DataAssetRef:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    tags: dict[str, str]
+    uri: str  # azureml:<name>:<version> on Azure ML; the stored MLflow model folder locally
+
+    @property
+    def is_best(self) -> bool:
+        return self.tags.get(BEST_MODEL_TAG) == "true"
+
+
+#: The tag of the version currently promoted (design document: "best_model").
+BEST_MODEL_TAG = "best_model"
+
+
 class Workspace(Protocol):
+    """Data assets and the model registry (pipelines join with the pipeline assembly)."""
+
     def register_data_asset(
         self, name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
     ) -> DataAssetRef:
         """Store an MLTable folder as the next version of a data asset."""
+        ...
+
+    def register_model(self, name: str, folder: Path, *, description: str, tags: dict[str, str]) -> ModelVersion:
+        """Store an MLflow model folder as the next version of a registered model."""
+        ...
+
+    def model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first (empty when the model does not exist)."""
+        ...
+
+    def set_model_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Add or overwrite tags of one version (tags are all that changes after registration)."""
+        ...
+
+    def promotion_lock(self, name: str) -> AbstractContextManager[None]:
+        """Held while a tag step decides and moves the best tag; where no lock exists, tag steps repair after."""
+        ...
+
+    def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
+        """A local folder holding the version's MLflow model (downloaded when it lives remotely)."""
         ...
 
 

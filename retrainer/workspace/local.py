@@ -1,20 +1,35 @@
-"""Local workspace: versioned copies of data assets under a folder, a catalog entry beside each."""
+"""Local workspace: versioned data assets under a folder, and a real MLflow model registry.
+
+The registry is MLflow's, in a SQLite database under the workspace folder by default;
+MLFLOW_REGISTRY_URI / MLFLOW_TRACKING_URI point it at another database or an MLflow server.
+Registered model folders are copied under `<root>/models/`, so a version outlives its run folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from retrainer.workspace import DataAssetRef
+from retrainer.workspace import DataAssetRef, ModelVersion
 
 _ASSET_FILE = "asset.json"
+_REGISTRY_RETRIES = 20
 
 
 class LocalWorkspace:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+
+    # --- data assets -------------------------------------------------------------------------
 
     def register_data_asset(
         self, name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
@@ -58,3 +73,76 @@ class LocalWorkspace:
                 return str(candidate)
             except FileExistsError:
                 candidate += 1
+
+    # --- model registry (MLflow) ---------------------------------------------------------------
+
+    @property
+    def registry_uri(self) -> str:
+        configured = os.environ.get("MLFLOW_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+        return configured or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def _client(self) -> Any:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.registry_uri, registry_uri=self.registry_uri)
+
+    def register_model(self, name: str, folder: Path, *, description: str, tags: dict[str, str]) -> ModelVersion:
+        if not (folder / "MLmodel").is_file():
+            raise FileNotFoundError(f"{folder} is not an MLflow model folder (no MLmodel file)")
+        stored = self.root / "models" / name / uuid.uuid4().hex
+        shutil.copytree(folder, stored)
+        client = self._client()
+        version = _retry_busy(lambda: self._create_version(client, name, stored, description, tags))
+        return self._version(version)
+
+    @staticmethod
+    def _create_version(client: Any, name: str, source: Path, description: str, tags: dict[str, str]) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(name)
+        except MlflowException as error:
+            if "already exists" not in str(error).lower():
+                raise
+        return client.create_model_version(name, source=str(source), tags=tags, description=description)
+
+    def model_versions(self, name: str) -> list[ModelVersion]:
+        found = self._client().search_model_versions(f"name='{name}'")
+        return sorted((self._version(v) for v in found), key=lambda v: int(v.version))
+
+    def set_model_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        client = self._client()
+        for key, value in tags.items():
+            _retry_busy(lambda key=key, value=value: client.set_model_version_tag(name, version, key, value))
+
+    @contextlib.contextmanager
+    def promotion_lock(self, name: str) -> Iterator[None]:
+        """An exclusive file lock: tag steps on this machine decide one at a time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".promotion-{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
+        return Path(version.uri)
+
+    @staticmethod
+    def _version(version: Any) -> ModelVersion:
+        return ModelVersion(version.name, str(version.version), dict(version.tags), version.source)
+
+
+def _retry_busy(action: Any) -> Any:
+    """SQLite allows one writer at a time: concurrent steps retry briefly instead of failing."""
+    for attempt in range(_REGISTRY_RETRIES):
+        try:
+            return action()
+        except Exception as error:  # MLflow wraps SQLAlchemy's OperationalError in several ways
+            if "database is locked" not in str(error) or attempt == _REGISTRY_RETRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

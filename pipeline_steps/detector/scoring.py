@@ -1,0 +1,45 @@
+"""Score any MLflow model that follows AutoML's contract (local or AutoML) on an MLTable folder."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline_steps.detector.data import Sheet, class_vocabulary, load_sheets
+from pipeline_steps.detector.evaluation import Prediction, evaluate
+
+_BATCH = 4
+
+
+def from_contract(boxes: list[dict], sheet: Sheet) -> Prediction:
+    """AutoML's normalised boxes back to the sheet's pixels."""
+    scale = np.array([sheet.width, sheet.height, sheet.width, sheet.height], dtype=np.float32)
+    coordinates = np.array(
+        [[b["box"]["topX"], b["box"]["topY"], b["box"]["bottomX"], b["box"]["bottomY"]] for b in boxes],
+        dtype=np.float32,
+    ).reshape(-1, 4)
+    return Prediction(
+        coordinates * scale,
+        np.array([float(b["score"]) for b in boxes], dtype=np.float32),
+        tuple(str(b["label"]) for b in boxes),
+    )
+
+
+def score_model(model_folder: Path, mltable_folder: Path) -> dict[str, float]:
+    """COCO metrics of the model on the folder's records (same protocol as training's validation)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(model_folder))
+    sheets = load_sheets(mltable_folder)
+    predictions: list[Prediction] = []
+    for start in range(0, len(sheets), _BATCH):
+        chunk = sheets[start : start + _BATCH]
+        frame = pd.DataFrame({"image": [base64.b64encode(s.path.read_bytes()).decode("ascii") for s in chunk]})
+        for sheet, boxes in zip(chunk, model.predict(frame)["boxes"], strict=True):
+            predictions.append(from_contract(list(boxes), sheet))
+    return evaluate(sheets, predictions, class_vocabulary(sheets)).metrics

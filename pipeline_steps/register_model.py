@@ -1,0 +1,127 @@
+"""Step 5, register model: an MLflow model folder becomes the next version of the registered model.
+
+    python -m pipeline_steps.register_model --model-base-name pid-symbol-detector \
+        --model-input-path <MLflow model folder> --model-metadata-path <output folder> \
+        [--data-assets-path <register_data_asset output>]
+
+Metrics come from the training run: `metrics.json` beside `MLmodel` (the local trainer), else the
+MLflow run named by the MLmodel's `run_id` (AutoML's best child run; inside Azure ML jobs the
+platform points MLFLOW_TRACKING_URI at the workspace). `model_metadata.json` in the output holds
+name, version, mean_average_precision, precision, recall and the data versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from pipeline_steps._cli import add_flag
+from retrainer.settings import SettingsError, get_settings
+from retrainer.workspace import Workspace, open_workspace
+
+METADATA_FILE = "model_metadata.json"
+REQUIRED_METRICS = ("mean_average_precision", "precision", "recall")
+OPTIONAL_METRICS = ("coco_map",)
+
+
+class ModelInputError(ValueError):
+    """The model folder or its metrics cannot be registered; the message says what is wrong."""
+
+
+def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
+    """(metrics, source run) of the model; every required metric present and a finite number."""
+    mlmodel = model_folder / "MLmodel"
+    if not mlmodel.is_file():
+        raise ModelInputError(f"{model_folder} is not an MLflow model folder: no MLmodel file")
+    description = yaml.safe_load(mlmodel.read_text()) or {}
+    run_id = str(description.get("run_id") or "")
+    local_metrics = model_folder / "metrics.json"
+    if local_metrics.is_file():
+        raw = json.loads(local_metrics.read_text())
+        source = run_id or "local-trainer"
+    elif run_id:
+        raw = _tracked_metrics(run_id)
+        source = run_id
+    else:
+        raise ModelInputError(f"{model_folder}: no metrics.json beside MLmodel and no run_id in MLmodel")
+    metrics = {}
+    for name in REQUIRED_METRICS + OPTIONAL_METRICS:
+        if name not in raw:
+            if name in REQUIRED_METRICS:
+                raise ModelInputError(f"{model_folder}: metric {name!r} is missing from the training run")
+            continue
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelInputError(f"{model_folder}: metric {name!r} is not a finite number: {value!r}")
+        metrics[name] = float(value)
+    return metrics, source
+
+
+def _tracked_metrics(run_id: str) -> dict[str, float]:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    return dict(mlflow.get_run(run_id).data.metrics)
+
+
+def data_versions(data_assets_path: Path | None) -> dict[str, str]:
+    """The training and validation data the model saw: the data-asset step's output, or TRAIN/VAL_DATASET."""
+    settings = get_settings()
+    versions = {"train_data": settings.TRAIN_DATASET or "", "val_data": settings.VAL_DATASET or ""}
+    if data_assets_path is not None:
+        document = json.loads((data_assets_path / "data_assets.json").read_text())
+        for role in ("train", "val"):
+            if document.get(role):
+                versions[f"{role}_data"] = f"{document[role]['name']}:{document[role]['version']}"
+                versions[f"{role}_data_uri"] = document[role]["uri"]
+    return {key: value for key, value in versions.items() if value}
+
+
+def register(workspace: Workspace, name: str, model_folder: Path, data: dict[str, str]) -> dict[str, object]:
+    metrics, source = read_training_metrics(model_folder)
+    tags = {**{k: f"{v:.6f}" for k, v in metrics.items()}, **data, "source_run": source,
+            "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    version = workspace.register_model(
+        name, model_folder, description="P&ID symbol detector (AutoML for Images contract)", tags=tags
+    )
+    return {"name": version.name, "version": version.version, "uri": version.uri, **metrics, **data,
+            "source_run": source}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline_steps.register_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flag(parser, "model-base-name", env="MODEL_BASE_NAME", default="pid-symbol-detector")
+    add_flag(parser, "model-input-path", required=True, type=Path, help="MLflow model folder (MLmodel at its root)")
+    add_flag(parser, "model-metadata-path", required=True, type=Path, help="output folder for model_metadata.json")
+    add_flag(parser, "data-assets-path", type=Path, default=None, help="register_data_asset output folder")
+    args = parser.parse_args(argv)
+    try:
+        metadata = register(
+            open_workspace(get_settings()),
+            args.model_base_name,
+            args.model_input_path,
+            data_versions(args.data_assets_path),
+        )
+    except (ModelInputError, SettingsError, FileNotFoundError) as error:
+        print(f"register model failed: {error}", file=sys.stderr)
+        return 1
+    args.model_metadata_path.mkdir(parents=True, exist_ok=True)
+    (args.model_metadata_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    print(f"registered {metadata['name']} version {metadata['version']} "
+          f"(mAP@0.5 {metadata['mean_average_precision']:.4f})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Step 6, tag model: compare the new version with the best one and move the `best_model` tag.
+
+    python -m pipeline_steps.tag_model --model-base-name pid-symbol-detector \
+        --model-metadata-path <register_model output> --best-model-metadata-path <output folder>
+
+The newcomer wins only when its mAP@0.5 beats the best by more than MIN_MAP_IMPROVEMENT (default 0:
+a tie keeps the incumbent). When the two were validated on different data the decision says so; in
+local mode both are re-scored on the newcomer's validation set first and the decision uses those
+numbers. Idempotent, and never more than one version tagged best: local tag steps take a lock;
+on Azure ML the step re-reads after writing and repairs. `best_model_metadata.json` records the
+chosen version, the previous best, both scores and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pipeline_steps._cli import add_flag
+from retrainer.policy import decide_promotion
+from retrainer.settings import SettingsError, get_settings
+from retrainer.workspace import BEST_MODEL_TAG, ModelVersion, Workspace, open_workspace
+
+METADATA_FILE = "best_model_metadata.json"
+SCORE_TAG = "mean_average_precision"
+
+Rescorer = Callable[[ModelVersion, ModelVersion], tuple[float, float]]
+
+
+class TagError(ValueError):
+    """The candidate cannot be compared (not registered, no score)."""
+
+
+def score_of(version: ModelVersion) -> float:
+    try:
+        return float(version.tags[SCORE_TAG])
+    except (KeyError, ValueError):
+        raise TagError(f"{version.name}:{version.version} has no numeric {SCORE_TAG} tag") from None
+
+
+def repair_best_tags(workspace: Workspace, versions: list[ModelVersion]) -> list[str]:
+    """Leave the best tag on one version only (highest score, then the oldest); returns the versions untagged."""
+    tagged = [v for v in versions if v.is_best]
+    if len(tagged) <= 1:
+        return []
+    keep = max(tagged, key=lambda v: (score_of(v), -int(v.version)))
+    removed = [v.version for v in tagged if v.version != keep.version]
+    for version in removed:
+        workspace.set_model_tags(keep.name, version, {BEST_MODEL_TAG: "false"})
+    return removed
+
+
+def choose_best(
+    workspace: Workspace, name: str, candidate_version: str, min_improvement: float, rescore: Rescorer | None
+) -> dict[str, object]:
+    with workspace.promotion_lock(name):
+        versions = workspace.model_versions(name)
+        repaired = repair_best_tags(workspace, versions)
+        versions = workspace.model_versions(name) if repaired else versions
+        by_version = {v.version: v for v in versions}
+        if candidate_version not in by_version:
+            raise TagError(f"{name}:{candidate_version} is not registered")
+        candidate = by_version[candidate_version]
+        incumbent = next((v for v in versions if v.is_best), None)
+        record = _decide(workspace, candidate, incumbent, min_improvement, rescore)
+        after = workspace.model_versions(name)
+        repaired += repair_best_tags(workspace, after)  # a racing step on a lock-less registry
+        record["repaired_best_tags_on_versions"] = repaired
+        record["best_version"] = next((v.version for v in workspace.model_versions(name) if v.is_best), None)
+    return record
+
+
+def _decide(
+    workspace: Workspace,
+    candidate: ModelVersion,
+    incumbent: ModelVersion | None,
+    min_improvement: float,
+    rescore: Rescorer | None,
+) -> dict[str, object]:
+    base = {"name": candidate.name, "candidate_version": candidate.version,
+            "previous_best_version": incumbent.version if incumbent else None}  # fmt: skip
+    if incumbent is not None and incumbent.version == candidate.version:
+        score = score_of(candidate)
+        return {**base, "chosen_version": candidate.version, "promoted": False, "candidate_score": score,
+                "previous_best_score": score, "reason": "already the best model; nothing to change"}  # fmt: skip
+    candidate_score = score_of(candidate)
+    incumbent_score = score_of(incumbent) if incumbent else None
+    comparison = _comparison(candidate, incumbent)
+    if incumbent is not None and not comparison["same_validation_data"] and rescore is not None:
+        candidate_score, incumbent_score = rescore(candidate, incumbent)
+        comparison.update(rescored=True, rescored_on=candidate.tags.get("val_data"))
+    decision = decide_promotion(candidate_score, incumbent_score, min_improvement)
+    if decision.promote:
+        if incumbent is not None:  # untag first: for a moment no version is best, never two
+            workspace.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
+        workspace.set_model_tags(candidate.name, candidate.version, {BEST_MODEL_TAG: "true"})
+    chosen = candidate if decision.promote or incumbent is None else incumbent
+    return {**base, "chosen_version": chosen.version, "promoted": decision.promote,
+            "candidate_score": decision.candidate_score, "previous_best_score": decision.incumbent_score,
+            "min_map_improvement": min_improvement, "reason": decision.reason, "comparison": comparison}  # fmt: skip
+
+
+def _comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> dict[str, object]:
+    if incumbent is None:
+        return {"same_validation_data": True, "rescored": False}
+    same = bool(candidate.tags.get("val_data")) and candidate.tags.get("val_data") == incumbent.tags.get("val_data")
+    note = "" if same else (
+        f"validated on different data ({incumbent.tags.get('val_data', 'unknown')} vs "
+        f"{candidate.tags.get('val_data', 'unknown')})"
+    )  # fmt: skip
+    return {"same_validation_data": same, "rescored": False, "note": note}
+
+
+def local_rescorer(workspace: Workspace) -> Rescorer | None:
+    """Re-score both models on the newcomer's validation set (local mode, where the data is on disk)."""
+
+    def rescore(candidate: ModelVersion, incumbent: ModelVersion) -> tuple[float, float]:
+        from pipeline_steps.detector.scoring import score_model
+
+        val_uri = candidate.tags.get("val_data_uri", "")
+        if not val_uri.startswith("file://"):
+            return score_of(candidate), score_of(incumbent)
+        val_folder = Path(unquote(urlsplit(val_uri).path))
+        with tempfile.TemporaryDirectory() as scratch:
+            scores = [
+                score_model(workspace.local_model_path(v, Path(scratch)), val_folder)["mean_average_precision"]
+                for v in (candidate, incumbent)
+            ]
+        return scores[0], scores[1]
+
+    return rescore
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline_steps.tag_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_flag(parser, "model-base-name", env="MODEL_BASE_NAME", default="pid-symbol-detector")
+    add_flag(parser, "model-metadata-path", required=True, type=Path, help="register_model output folder")
+    add_flag(parser, "best-model-metadata-path", required=True, type=Path, help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+        metadata = json.loads((args.model_metadata_path / "model_metadata.json").read_text())
+        workspace = open_workspace(settings)
+        rescore = local_rescorer(workspace) if settings.backend() == "local" else None
+        record = choose_best(
+            workspace, args.model_base_name, str(metadata["version"]), settings.MIN_MAP_IMPROVEMENT, rescore
+        )
+    except (TagError, SettingsError, FileNotFoundError, KeyError) as error:
+        print(f"tag model failed: {error}", file=sys.stderr)
+        return 1
+    args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
+    (args.best_model_metadata_path / METADATA_FILE).write_text(json.dumps(record, indent=2))
+    print(f"best model: {record['name']} version {record['best_version']} ({record['reason']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
