@@ -114,8 +114,12 @@ class Datastore:
             self._container.delete_blob(path, **condition)
 
     def list(self, prefix: str) -> Iterator[StoredBlob]:
-        for blob in self._container.list_blobs(name_starts_with=prefix):
-            yield StoredBlob(blob.name, blob.size, blob.content_settings.content_md5)
+        """Blobs under the prefix; none when the container does not exist yet."""
+        try:
+            for blob in self._container.list_blobs(name_starts_with=prefix):
+                yield StoredBlob(blob.name, blob.size, blob.content_settings.content_md5)
+        except ResourceNotFoundError:
+            return
 
     def read_image_info(self, path: str) -> ImageInfo | None:
         """Width and height read from the image's first bytes; None when it is not a readable image."""

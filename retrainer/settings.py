@@ -83,11 +83,40 @@ class Settings(BaseSettings):
     TRAIN_DATASET: str | None = Field(default=None, description="Reuse this training data asset (skips steps 1-3).")
     VAL_DATASET: str | None = Field(default=None, description="Reuse this validation data asset (skips steps 1-3).")
     DATASET_VERSION_PATH: str | None = Field(default=None, description="Dataset version file of the reused assets.")
+    USE_STRATIFIED_SPLIT: bool = Field(default=True, description="Split into train and validation sets.")
+    STRATIFIED_SPLIT_N_FOLD: int = Field(default=5, ge=2, description="Folds of the split; one is validation.")
+    MANDATORY_TRAIN_FILENAMES: str = Field(default="", description="';'-separated images forced into training.")
+    MANDATORY_VAL_FILENAMES: str = Field(default="", description="';'-separated images forced into validation.")
+    DATA_STORE_NAME: str = Field(default="workspaceblobstore", description="Azure ML datastore over the container.")
+    INPUT_IMAGE_DATA_PATH: str | None = Field(
+        default=None, description="Image folder as an Azure ML path; default: the datastore's IMAGE_FOLDER."
+    )
+    INPUT_LABEL_DATA_PATH: str | None = Field(
+        default=None, description="Label folder as an Azure ML path; default: the datastore's LABEL_FOLDER."
+    )
+    EXPERIMENT_NAME: str = Field(default="pid-symbol-retraining", description="Azure ML experiment of the runs.")
     MODEL_BASE_NAME: str = Field(default="pid-symbol-detector", description="Registered model name.")
     MIN_MAP_IMPROVEMENT: float = Field(
         default=0.0, ge=0, description="How much a new model's mAP must beat the best one's to be promoted."
     )
     LOCAL_TRAINING_MINUTES: float = Field(default=5.0, gt=0, description="CPU budget of the local trainer.")
+
+    def image_data_path(self) -> str:
+        return self.INPUT_IMAGE_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.IMAGE_FOLDER}"
+
+    def label_data_path(self) -> str:
+        return self.INPUT_LABEL_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.LABEL_FOLDER}"
+
+    def images_absolute_prefix(self) -> str:
+        """The long azureml:// form AutoML needs in image_url (design: input-images-string-absolute-path)."""
+        subscription, resource_group, workspace = self.azureml_workspace()
+        return (
+            f"azureml://subscriptions/{subscription}/resourcegroups/{resource_group}/workspaces/{workspace}"
+            f"/datastores/{self.DATA_STORE_NAME}/paths/{self.IMAGE_FOLDER}"
+        )
+
+    def reuses_datasets(self) -> bool:
+        return bool(self.TRAIN_DATASET and self.VAL_DATASET)
 
     def storage_connection_string(self) -> str:
         """The datastore's connection string; SettingsError when it is not configured."""

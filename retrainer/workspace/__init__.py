@@ -38,9 +38,50 @@ class ModelVersion:
 #: The tag of the version currently promoted (design document: "best_model").
 BEST_MODEL_TAG = "best_model"
 
+#: The few run states the service reasons about.
+RUN_STATES = ("queued", "running", "completed", "failed", "canceled")
+TERMINAL_STATES = frozenset({"completed", "failed", "canceled"})
+
+#: Azure ML job status -> service run state.
+AZUREML_STATES = {
+    "NotStarted": "queued",
+    "Queued": "queued",
+    "Preparing": "queued",
+    "Provisioning": "queued",
+    "Starting": "queued",
+    "Running": "running",
+    "Finalizing": "running",
+    "CancelRequested": "running",
+    "Completed": "completed",
+    "Failed": "failed",
+    "NotResponding": "failed",
+    "Canceled": "canceled",
+    "Paused": "canceled",
+}
+
+
+def run_state(azureml_status: str) -> str:
+    """The service's state for an Azure ML status; an unknown status counts as still running."""
+    return AZUREML_STATES.get(azureml_status, "running")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    state: str  # one of RUN_STATES
+    detail: str = ""  # the backend's own status, or the step running now
+    error: str | None = None
+    decision: dict | None = None  # the tag step's best_model_metadata.json, once the run completed
+    started: str | None = None
+    ended: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
 
 class Workspace(Protocol):
-    """Data assets and the model registry (pipelines join with the pipeline assembly)."""
+    """Pipelines, data assets and the model registry."""
 
     def register_data_asset(
         self, name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
@@ -66,6 +107,20 @@ class Workspace(Protocol):
 
     def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
         """A local folder holding the version's MLflow model (downloaded when it lives remotely)."""
+        ...
+
+    def submit_pipeline(self, label: str) -> str:
+        """Start the retraining pipeline; returns at once with the run id."""
+        ...
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """Where the run is; a run whose process died reads as failed, never as running forever."""
+        ...
+
+    def cancel_run(self, run_id: str) -> None: ...
+
+    def list_runs(self, limit: int = 20) -> list[RunStatus]:
+        """The most recent runs, newest first."""
         ...
 
 

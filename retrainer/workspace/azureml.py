@@ -13,7 +13,7 @@ from azure.ai.ml.entities import Data, Model
 from azure.core.exceptions import ResourceNotFoundError
 
 from retrainer.settings import Settings
-from retrainer.workspace import DataAssetRef, ModelVersion
+from retrainer.workspace import DataAssetRef, ModelVersion, RunStatus, run_state
 
 
 class AzureMLModelRegistry:
@@ -62,9 +62,63 @@ def _model_version(model: Model) -> ModelVersion:
     return ModelVersion(model.name, str(model.version), dict(model.tags or {}), f"azureml:{model.name}:{model.version}")
 
 
-class AzureMLWorkspace(AzureMLModelRegistry):
-    def __init__(self, ml_client: MLClient) -> None:
+class AzureMLPipelines:
+    """Pipeline-run half of the Azure ML workspace."""
+
+    _ml_client: MLClient
+    _settings: Settings
+
+    def build_pipeline(self, label: str) -> Any:
+        """The six-step (or dataset-reuse) pipeline job for the settings, validated offline."""
+        from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+
+        job = build_pipeline_job(self._settings, run_label=label)
+        validate_pipeline(job)
+        return job
+
+    def submit_pipeline(self, label: str) -> str:
+        from pipeline_steps.pipeline import environment
+
+        job = self.build_pipeline(label)
+        self._ml_client.environments.create_or_update(environment())
+        created = self._ml_client.jobs.create_or_update(job, experiment_name=self._settings.EXPERIMENT_NAME)
+        return created.name
+
+    def run_status(self, run_id: str) -> RunStatus:
+        job = self._ml_client.jobs.get(run_id)
+        state = run_state(job.status)
+        decision = self._decision(run_id) if state == "completed" else None
+        error = None if state != "failed" else f"Azure ML job {run_id} ended as {job.status}"
+        started = job.creation_context.created_at.isoformat() if job.creation_context else None
+        return RunStatus(run_id, state, job.status, error, decision, started, None)
+
+    def cancel_run(self, run_id: str) -> None:
+        self._ml_client.jobs.begin_cancel(run_id).result()
+
+    def list_runs(self, limit: int = 20) -> list[RunStatus]:
+        runs = []
+        for job in self._ml_client.jobs.list(parent_job_name=None):
+            if job.experiment_name == self._settings.EXPERIMENT_NAME:
+                runs.append(RunStatus(job.name, run_state(job.status), job.status))
+            if len(runs) == limit:
+                break
+        return runs
+
+    def _decision(self, run_id: str) -> dict | None:
+        """The tag step's best_model_metadata.json, downloaded from the finished job."""
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            self._ml_client.jobs.download(run_id, output_name="best_model_metadata", download_path=scratch)
+            found = sorted(Path(scratch).rglob("best_model_metadata.json"))
+            return json.loads(found[0].read_text()) if found else None
+
+
+class AzureMLWorkspace(AzureMLModelRegistry, AzureMLPipelines):
+    def __init__(self, ml_client: MLClient, settings: Settings | None = None) -> None:
         self._ml_client = ml_client
+        self._settings = settings or Settings()
 
     @classmethod
     def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLWorkspace:
@@ -74,7 +128,7 @@ class AzureMLWorkspace(AzureMLModelRegistry):
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        return cls(MLClient(credential, subscription, resource_group, workspace))
+        return cls(MLClient(credential, subscription, resource_group, workspace), settings)
 
     @staticmethod
     def data_asset_entity(

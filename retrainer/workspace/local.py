@@ -12,6 +12,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,13 +23,85 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.workspace import DataAssetRef, ModelVersion
+from retrainer.workspace import TERMINAL_STATES, DataAssetRef, ModelVersion, RunStatus
 
 _ASSET_FILE = "asset.json"
 _REGISTRY_RETRIES = 20
 
 
-class LocalWorkspace:
+class LocalPipelines:
+    """Pipeline runs as detached local processes (see local_runner), one folder each under `<root>/runs/`."""
+
+    root: Path
+
+    def submit_pipeline(self, label: str) -> str:
+        run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        run_dir = self.root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        submitted = datetime.now(UTC).isoformat(timespec="seconds")
+        (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "label": label, "submitted": submitted}))
+        (run_dir / "status.json").write_text(json.dumps({"run_id": run_id, "state": "queued", "label": label}))
+        # The runner inherits this process's settings (environment), so it reads the same datastore.
+        child_env = {**os.environ, "LOCAL_WORKSPACE_DIR": str(self.root), "WORKSPACE_BACKEND": "local"}
+        with open(run_dir / "runner.log", "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "retrainer.workspace.local_runner", str(run_dir)],
+                stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
+            )  # fmt: skip
+        (run_dir / "runner.pid").write_text(str(process.pid))
+        threading.Thread(target=process.wait, daemon=True).start()  # reap it, so a dead runner reads as dead
+        return run_id
+
+    def run_status(self, run_id: str) -> RunStatus:
+        run_dir = self._run_dir(run_id)
+        status = json.loads((run_dir / "status.json").read_text())
+        state = status.get("state", "queued")
+        if state not in TERMINAL_STATES and not _alive(run_dir):
+            state, status["error"] = "failed", "the runner process ended without finishing the run"
+        return RunStatus(run_id, state, status.get("step") or "", status.get("error"), status.get("decision"),
+                         status.get("started"), status.get("ended"))  # fmt: skip
+
+    def cancel_run(self, run_id: str) -> None:
+        run_dir = self._run_dir(run_id)
+        if self.run_status(run_id).finished:
+            return
+        with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+            os.killpg(int((run_dir / "runner.pid").read_text()), signal.SIGTERM)
+        for _ in range(100):
+            if self.run_status(run_id).finished:
+                return
+            time.sleep(0.05)
+
+    def list_runs(self, limit: int = 20) -> list[RunStatus]:
+        folders = (
+            sorted((self.root / "runs").glob("run-*"), reverse=True)[:limit] if (self.root / "runs").exists() else []
+        )
+        return [self.run_status(folder.name) for folder in folders]
+
+    def run_log(self, run_id: str, step: str) -> str:
+        path = self._run_dir(run_id) / "logs" / f"{step}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _run_dir(self, run_id: str) -> Path:
+        run_dir = self.root / "runs" / run_id
+        if "/" in run_id or not (run_dir / "status.json").exists():
+            raise KeyError(f"no local run {run_id!r} under {self.root / 'runs'}")
+        return run_dir
+
+
+def _alive(run_dir: Path) -> bool:
+    try:
+        pid = int((run_dir / "runner.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return True  # submitted a moment ago; the pid file follows
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+class LocalWorkspace(LocalPipelines):
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 

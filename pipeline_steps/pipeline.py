@@ -1,0 +1,127 @@
+"""The six-step Azure ML pipeline (and its dataset-reuse variant), built and validated offline.
+
+    data aggregation -> data split -> register data asset
+                          split's train/val MLTables -> AutoML training (GPU) -> register model -> tag model
+
+With TRAIN_DATASET and VAL_DATASET set, steps 1-3 are skipped and those assets feed training
+(DATASET_VERSION_PATH, when set, is the earlier data-asset step's output, for the model's tags).
+Default compute PIPELINE_CPU_COMPUTE_NAME; training on TRAINING_GPU_COMPUTE_NAME.
+"""
+
+# No `from __future__ import annotations` here: dsl.pipeline reads the real annotations of its functions.
+from pathlib import Path
+
+from azure.ai.ml import Input, load_component, load_environment
+from azure.ai.ml.dsl import pipeline
+from azure.ai.ml.entities import Environment, PipelineJob
+
+from pipeline_steps.automl_training import AutoMLConfig, build_automl_node
+from retrainer.settings import Settings
+
+COMPONENTS = Path(__file__).resolve().parent / "components"
+
+
+def environment() -> Environment:
+    return load_environment(COMPONENTS / "environment.yml")
+
+
+def _component(name: str):  # type: ignore[no-untyped-def]
+    return load_component(COMPONENTS / f"{name}.yml")
+
+
+def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJob:
+    """The pipeline job for the settings: six steps, or three when datasets are reused."""
+    automl = AutoMLConfig.from_settings(settings)
+    register_model = _component("register_model")
+    tag_model = _component("tag_model")
+
+    def register_and_tag(best_model, data_assets):  # type: ignore[no-untyped-def]
+        registered = register_model(
+            model_base_name=settings.MODEL_BASE_NAME, model_input_path=best_model, data_assets_path=data_assets
+        )
+        tagged = tag_model(
+            model_base_name=settings.MODEL_BASE_NAME, model_metadata_path=registered.outputs.model_metadata_path
+        )
+        registered.name, tagged.name = "register_model", "tag_model"
+        return registered, tagged
+
+    if settings.reuses_datasets():
+
+        @pipeline(name="pid_symbol_retraining_reuse", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
+        def reuse_pipeline(train_data: Input, val_data: Input):  # type: ignore[no-untyped-def]
+            training = build_automl_node(automl, train_data, val_data)
+            training.name = "train"
+            version_file = (
+                Input(type="uri_folder", path=settings.DATASET_VERSION_PATH) if settings.DATASET_VERSION_PATH else None
+            )
+            _, tagged = register_and_tag(training.outputs.best_model, version_file)
+            return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
+
+        job = reuse_pipeline(
+            train_data=Input(type="mltable", path=settings.TRAIN_DATASET),
+            val_data=Input(type="mltable", path=settings.VAL_DATASET),
+        )
+    else:
+        aggregation, split, register_data = (
+            _component("data_aggregation"), _component("data_split"), _component("register_data_asset")
+        )  # fmt: skip
+
+        @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
+        def full_pipeline(images: Input, labels: Input):  # type: ignore[no-untyped-def]
+            aggregated = aggregation(
+                input_image_data_path=images,
+                input_label_data_path=labels,
+                input_images_string_absolute_path=settings.images_absolute_prefix(),
+            )
+            split_data = split(
+                input_data_path=aggregated.outputs.output_path,
+                use_stratified_split=settings.USE_STRATIFIED_SPLIT,
+                stratified_split_n_fold=settings.STRATIFIED_SPLIT_N_FOLD,
+                mandatory_train_filenames=settings.MANDATORY_TRAIN_FILENAMES or None,
+                mandatory_val_filenames=settings.MANDATORY_VAL_FILENAMES or None,
+            )
+            assets = register_data(
+                train_input_path=split_data.outputs.train_output_path,
+                val_input_path=split_data.outputs.val_output_path,
+                data_store_name=settings.DATA_STORE_NAME,
+            )
+            training = build_automl_node(
+                automl, split_data.outputs.train_output_path, split_data.outputs.val_output_path
+            )
+            aggregated.name, split_data.name, assets.name, training.name = (
+                "data_aggregation", "data_split", "register_data_asset", "train"
+            )  # fmt: skip
+            _, tagged = register_and_tag(training.outputs.best_model, assets.outputs.output_path)
+            return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
+
+        job = full_pipeline(
+            images=Input(type="uri_folder", path=settings.image_data_path()),
+            labels=Input(type="uri_folder", path=settings.label_data_path()),
+        )
+    job.experiment_name = settings.EXPERIMENT_NAME
+    job.display_name = f"retrain {run_label}".strip()
+    job.tags = {"service": "pid-symbol-retraining", **({"run": run_label} if run_label else {})}
+    return job
+
+
+def validate_pipeline(job: PipelineJob) -> None:
+    result = job._validate()
+    if not result.passed:
+        raise ValueError(f"the pipeline does not validate: {result.error_messages}")
+
+
+def write_pipeline_yaml(job: PipelineJob, path: Path) -> None:
+    """The job as YAML that `az ml job create --file` and `load_job` accept.
+
+    The SDK dumps an AutoML node's typed output as `{job_output_type: ...}`, which its own loader
+    rejects; the YAML schema spells it `{type: ...}`.
+    """
+    import yaml
+
+    document = job._to_dict()
+    for node in document.get("jobs", {}).values():
+        for spec in (node.get("outputs") or {}).values():
+            if isinstance(spec, dict) and "job_output_type" in spec:
+                spec["type"] = spec.pop("job_output_type")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))

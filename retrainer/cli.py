@@ -1,0 +1,148 @@
+"""`retrain`: start and follow retraining runs, and list models, on Azure ML or locally.
+
+    retrain submit [--backend azureml|local] [--reason TEXT] [--dry-run --output job.yml]
+    retrain status RUN_ID
+    retrain runs
+    retrain models
+
+The backend defaults to azureml when AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and
+AZUREML_WORKSPACE_NAME are set, else local. `--json` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+from retrainer.redact import redact
+from retrainer.settings import Settings, SettingsError, load_settings
+
+
+def _settings(backend: str | None) -> Settings:
+    if backend:
+        os.environ["WORKSPACE_BACKEND"] = backend
+    return load_settings()
+
+
+def _workspace(settings: Settings):  # type: ignore[no-untyped-def]
+    from retrainer.workspace import open_workspace
+
+    return open_workspace(settings)
+
+
+def _print(value: object, as_json: bool, render) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        print(json.dumps(value, indent=2, default=str))
+    else:
+        print(render(value))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "") or "").ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings(args.backend)
+    if args.dry_run:
+        if settings.backend() != "azureml":
+            raise SettingsError("--dry-run builds the Azure ML pipeline: use --backend azureml")
+        from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline, write_pipeline_yaml
+
+        job = build_pipeline_job(settings, run_label=args.reason or "dry-run")
+        validate_pipeline(job)
+        output = args.output or Path("pipeline_job.yml")
+        write_pipeline_yaml(job, output)
+        steps = list(job.jobs)
+        _print({"dry_run": True, "output": str(output), "steps": steps}, args.json,
+               lambda v: f"validated a {len(steps)}-step pipeline ({', '.join(steps)}); wrote {v['output']}; "
+                         "nothing was submitted")  # fmt: skip
+        return 0
+    run_id = _workspace(settings).submit_pipeline(args.reason or "manual")
+    _print({"run_id": run_id, "backend": settings.backend()}, args.json,
+           lambda v: f"submitted {v['run_id']} ({v['backend']}); follow it: retrain status {v['run_id']}")  # fmt: skip
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _workspace(_settings(args.backend)).run_status(args.run_id)
+    document = dataclasses.asdict(status)
+
+    def render(value: dict) -> str:
+        lines = [f"run {value['run_id']}: {value['state']}" + (f" ({value['detail']})" if value["detail"] else "")]
+        if value["error"]:
+            lines.append(f"error: {value['error']}")
+        if value["decision"]:
+            decision = value["decision"]
+            lines.append(f"decision: best version {decision.get('best_version')}: {decision.get('reason')}")
+        return "\n".join(lines)
+
+    _print(document, args.json, render)
+    return 0 if status.state != "failed" else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = [dataclasses.asdict(run) for run in _workspace(_settings(args.backend)).list_runs(args.limit)]
+    _print(runs, args.json, lambda rows: _table(rows, ["run_id", "state", "detail", "started", "ended"]))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = _settings(args.backend)
+    versions = _workspace(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
+    rows = [
+        {"version": v.version, "best": "yes" if v.is_best else "", "mAP@0.5": v.tags.get("mean_average_precision", ""),
+         "val_data": v.tags.get("val_data", ""), "registered": v.tags.get("registered_at", "")}
+        for v in versions
+    ]  # fmt: skip
+    _print([dataclasses.asdict(v) for v in versions], args.json,
+           lambda _: _table(rows, ["version", "best", "mAP@0.5", "val_data", "registered"]))  # fmt: skip
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", choices=["azureml", "local"], help="default: azureml when configured, else local")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", required=True)
+    submit = commands.add_parser("submit", parents=[common], help="start a retraining run")
+    submit.add_argument("--reason", help="why this run (recorded with it)")
+    submit.add_argument(
+        "--dry-run", action="store_true", help="build and validate the Azure ML pipeline; submit nothing"
+    )
+    submit.add_argument("--output", type=Path, help="with --dry-run: where the pipeline job YAML goes")
+    submit.set_defaults(handler=cmd_submit)
+    status = commands.add_parser("status", parents=[common], help="state, step, error and decision of a run")
+    status.add_argument("run_id")
+    status.set_defaults(handler=cmd_status)
+    runs = commands.add_parser("runs", parents=[common], help="recent runs, newest first")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(handler=cmd_runs)
+    models = commands.add_parser("models", parents=[common], help="registered versions and which is best")
+    models.add_argument("--name", help="model name (default MODEL_BASE_NAME)")
+    models.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (SettingsError, KeyError, ValueError, FileNotFoundError) as error:
+        print(f"retrain {args.command}: {redact(str(error))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

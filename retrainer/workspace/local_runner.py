@@ -1,0 +1,146 @@
+"""Local pipeline runner: the six steps as processes over a run folder.
+
+    python -m retrainer.workspace.local_runner <run folder>
+
+Started detached by `LocalWorkspace.submit_pipeline`. It downloads the datastore's images and
+per-image JSONL (Azurite locally), then runs `python -m pipeline_steps.<step>` for each step with
+its log in `logs/<step>.log`, and keeps `status.json` current (atomically replaced). SIGTERM
+(cancel) stops the step in progress and marks the run canceled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+STEPS = ("download", "data_aggregation", "data_split", "register_data_asset", "train", "register_model", "tag_model")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_status(run_dir: Path, **fields: object) -> None:
+    path = run_dir / STATUS_FILE
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(fields)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(current, indent=2))
+    partial.replace(path)
+
+
+def read_status(run_dir: Path) -> dict:
+    return json.loads((run_dir / STATUS_FILE).read_text())
+
+
+def step_commands(run_dir: Path) -> dict[str, list[str]]:
+    """Each step's command; the steps read the rest of their settings from the inherited environment."""
+    data, out = run_dir / "data", run_dir / "outputs"
+    arguments = {
+        "data_aggregation": {
+            "--input-image-data-path": data / "images",
+            "--input-label-data-path": data / "labels",
+            "--output_path": out / "aggregated",
+        },
+        "data_split": {
+            "--input_data_path": out / "aggregated",
+            "--train_output_path": out / "train",
+            "--val_output_path": out / "val",
+        },
+        "register_data_asset": {
+            "--train-input-path": out / "train",
+            "--val-input-path": out / "val",
+            "--output_path": out / "data_assets",
+        },
+        "train": {"--train-data": out / "train", "--val-data": out / "val", "--output": out / "model"},
+        "register_model": {
+            "--model-input-path": out / "model",
+            "--data-assets-path": out / "data_assets",
+            "--model-metadata-path": out / "model_metadata",
+        },
+        "tag_model": {
+            "--model-metadata-path": out / "model_metadata",
+            "--best-model-metadata-path": out / "best_model",
+        },
+    }
+    return {
+        step: [sys.executable, "-m", f"pipeline_steps.{step}", *(str(part) for pair in flags.items() for part in pair)]
+        for step, flags in arguments.items()
+    }
+
+
+def download_data(run_dir: Path) -> int:
+    """Images and per-image JSONL of the datastore into `data/`; returns the number of images."""
+    from retrainer.service import datastore
+    from retrainer.settings import get_settings
+
+    settings = get_settings()
+    store = datastore()
+    images = 0
+    for folder, keep in (
+        (settings.IMAGE_FOLDER, lambda name: True),
+        (settings.LABEL_FOLDER, lambda n: n.endswith(".jsonl")),
+    ):
+        target = run_dir / "data" / ("images" if folder == settings.IMAGE_FOLDER else "labels")
+        target.mkdir(parents=True, exist_ok=True)
+        for blob in store.list(folder + "/"):
+            relative = blob.name[len(folder) + 1 :]
+            if not keep(relative) or ".." in relative.split("/"):
+                continue
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(store.read(blob.name))
+            images += folder == settings.IMAGE_FOLDER
+    return images
+
+
+def run(run_dir: Path) -> int:
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    current: dict[str, subprocess.Popen | None] = {"process": None}
+
+    def cancel(signum: int, frame: object) -> None:
+        process = current["process"]
+        if process is not None and process.poll() is None:
+            process.terminate()
+        write_status(run_dir, state="canceled", ended=now(), error="canceled on request")
+        sys.exit(130)
+
+    signal.signal(signal.SIGTERM, cancel)
+    write_status(run_dir, state="running", started=now(), pid=os.getpid())
+    try:
+        write_status(run_dir, step="download")
+        images = download_data(run_dir)
+        write_status(run_dir, images=images)
+        if images == 0:
+            raise RuntimeError("the datastore holds no images")
+        for step, command in step_commands(run_dir).items():
+            write_status(run_dir, step=step)
+            with open(logs / f"{step}.log", "wb") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
+                current["process"] = process
+                code = process.wait()
+                current["process"] = None
+            if code != 0:
+                tail = (logs / f"{step}.log").read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"step {step} failed (exit {code}): " + " | ".join(tail))
+    except Exception as error:  # the run's outcome is recorded, never lost
+        write_status(run_dir, state="failed", ended=now(), error=str(error)[-2000:])
+        return 1
+    decision_path = run_dir / "outputs" / "best_model" / "best_model_metadata.json"
+    write_status(run_dir, state="completed", step=None, ended=now(), decision=json.loads(decision_path.read_text()))
+    return 0
+
+
+def main() -> int:
+    return run(Path(sys.argv[1]).resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
