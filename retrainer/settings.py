@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     )
     LOCAL_TRAINING_MINUTES: float = Field(default=5.0, gt=0, description="CPU budget of the local trainer.")
 
+    # The event-driven service.
+    RETRAIN_MIN_NEW_IMAGES: int = Field(default=20, ge=1, description="Pending images that make a batch.")
+    RETRAIN_QUIET_MINUTES: float = Field(default=10, ge=0, description="Minutes without a new image before a batch.")
+    RETRAIN_MAX_WAIT_MINUTES: float = Field(
+        default=24 * 60, gt=0, description="A pending image waits at most this long, however few arrived."
+    )
+    RETRAIN_MAX_ACTIVE_RUNS: int = Field(default=1, ge=1, description="Runs in flight at once.")
+    RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
+        default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."
+    )
+    RETRAIN_BACKOFF_MINUTES: float = Field(default=15, ge=0, description="Wait after a failed run; doubles each time.")
+    MONITOR_SCHEDULE: str = Field(default="0 */5 * * * *", description="NCRONTAB schedule of the monitor timer.")
+    EVENTGRID_TOPIC_ENDPOINT: str | None = Field(default=None, description="Where ModelPromoted events go.")
+    EVENTGRID_TOPIC_KEY: SecretStr | None = Field(
+        default=None, description="Access key of that topic; without it the function's identity is used."
+    )
+    BEST_MODEL_BLOB: str = Field(default="models/best_model.json", description="Promoted model record in storage.")
+
     def image_data_path(self) -> str:
         return self.INPUT_IMAGE_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.IMAGE_FOLDER}"
 
