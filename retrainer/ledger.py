@@ -1,25 +1,40 @@
-"""Service state in Azure Table Storage (Azurite locally).
+"""Service state in Azure Table Storage (Azurite locally): images, runs, the submission slot, waiting labels.
 
-Tables are named `<LEDGER_TABLE_PREFIX><name>`. Row keys are URL-quoted paths, because Table
-Storage forbids '/', '\\', '#' and '?' in keys.
+Tables are named `<LEDGER_TABLE_PREFIX><name>`. Row keys are URL-quoted, because Table Storage forbids
+'/', '\\', '#' and '?' in keys. Every write that must not race is conditional on an ETag (or an
+insert that fails when the row exists), so concurrent handlers on many instances agree.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableServiceClient
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
 _WAITING = "waiting"
+_IMAGES = "images"
+_RUNS = "runs"
+_CONTROL = "control"
+_SLOT = "submission"
+_BATCH = 100  # Table Storage's transaction limit
+#: A claimed submission slot whose submitter vanished (crash between claim and submit) is freed after this.
+STALE_CLAIM = timedelta(minutes=15)
 
 
 def row_key(path: str) -> str:
     return quote(path, safe="")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -29,26 +44,74 @@ class WaitingLabel:
     since: datetime
 
 
+@dataclass(frozen=True)
+class ImageRecord:
+    key: str
+    path: str
+    etag: str
+    seen: datetime
+    state: str  # pending, in_run, trained
+    run_id: str
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    trigger: str
+    reason: str
+    image_count: int
+    state: str
+    submitted_at: datetime
+    history: list[dict] = field(default_factory=list)
+    error: str = ""
+    metrics: dict = field(default_factory=dict)
+    decision: dict = field(default_factory=dict)
+    ended_at: datetime | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "trigger": self.trigger, "reason": self.reason, "image_count": self.image_count,
+            "state": self.state, "submitted_at": self.submitted_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None, "history": self.history,
+            "error": self.error or None, "metrics": self.metrics, "decision": self.decision,
+        }  # fmt: skip
+
+
+@dataclass
+class Control:
+    """The submission slot and the failure streak, one row updated under its ETag."""
+
+    active: dict[str, str]  # run id (or claim id) -> ISO time it was taken
+    consecutive_failures: int
+    last_failure: datetime | None
+    etag: str | None
+
+
+class SlotTaken(RuntimeError):
+    """No submission slot is free (RETRAIN_MAX_ACTIVE_RUNS runs are in flight)."""
+
+
 class Ledger:
     def __init__(self, service: TableServiceClient, table_prefix: str) -> None:
         self._labels = service.get_table_client(f"{table_prefix}labels")
+        self._images = service.get_table_client(f"{table_prefix}images")
+        self._runs = service.get_table_client(f"{table_prefix}runs")
+        self._control = service.get_table_client(f"{table_prefix}control")
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_prefix: str) -> Ledger:
         return cls(TableServiceClient.from_connection_string(connection_string), table_prefix)
 
     def ensure_tables(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            self._labels.create_table()
+        for table in (self._labels, self._images, self._runs, self._control):
+            with contextlib.suppress(ResourceExistsError):
+                table.create_table()
+
+    # --- labels waiting for their image --------------------------------------------------------
 
     def record_waiting_label(self, stem: str, label_path: str) -> None:
         """Remember a label whose image has not arrived; re-recording keeps the first time."""
-        entity = {
-            "PartitionKey": _WAITING,
-            "RowKey": row_key(stem),
-            "label_path": label_path,
-            "since": datetime.now(UTC),
-        }
+        entity = {"PartitionKey": _WAITING, "RowKey": row_key(stem), "label_path": label_path, "since": now_utc()}
         with contextlib.suppress(ResourceExistsError):
             self._labels.create_entity(entity)
 
@@ -65,3 +128,162 @@ class Ledger:
     def waiting_labels(self) -> Iterator[WaitingLabel]:
         for entity in self._labels.query_entities(f"PartitionKey eq '{_WAITING}'"):
             yield WaitingLabel(unquote(entity["RowKey"]), entity["label_path"], entity["since"])
+
+    # --- images --------------------------------------------------------------------------------
+
+    def record_image(self, path: str, etag: str, seen: datetime | None = None) -> bool:
+        """Record one image version once: True when new, False for a duplicate or redelivered event."""
+        entity = {
+            "PartitionKey": _IMAGES,
+            "RowKey": row_key(f"{path}@{etag.strip(chr(34))}"),
+            "path": path,
+            "etag": etag,
+            "seen": seen or now_utc(),
+            "state": "pending",
+            "run_id": "",
+        }
+        try:
+            self._images.create_entity(entity)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def images(self, state: str | None = None, run_id: str | None = None) -> list[ImageRecord]:
+        clauses = [f"PartitionKey eq '{_IMAGES}'"]
+        if state:
+            clauses.append(f"state eq '{state}'")
+        if run_id:
+            clauses.append(f"run_id eq '{run_id}'")
+        return [
+            ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+            for e in self._images.query_entities(" and ".join(clauses))
+        ]
+
+    def assign_images(self, images: list[ImageRecord], state: str, run_id: str) -> None:
+        """Move images to a state (and run), in transactions of 100."""
+        operations = [
+            (TransactionOperation.UPDATE, {"PartitionKey": _IMAGES, "RowKey": image.key, "state": state,
+                                           "run_id": run_id}, {"mode": UpdateMode.MERGE})
+            for image in images
+        ]  # fmt: skip
+        for start in range(0, len(operations), _BATCH):
+            self._images.submit_transaction(operations[start : start + _BATCH])
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def save_run(self, run: RunRecord, etag: str | None = None) -> None:
+        """Write a run; with `etag`, only if nobody changed it since it was read (ResourceModifiedError)."""
+        entity = {
+                "PartitionKey": _RUNS, "RowKey": run.run_id, "trigger": run.trigger, "reason": run.reason,
+                "image_count": run.image_count, "state": run.state, "submitted_at": run.submitted_at,
+                "history": json.dumps(run.history), "error": run.error, "metrics": json.dumps(run.metrics),
+                "decision": json.dumps(run.decision), "ended_at": run.ended_at.isoformat() if run.ended_at else "",
+            }  # fmt: skip
+        if etag is None:
+            self._runs.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        else:
+            self._runs.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+
+    def run(self, run_id: str) -> RunRecord | None:
+        found = self.run_with_etag(run_id)
+        return found[0] if found else None
+
+    def run_with_etag(self, run_id: str) -> tuple[RunRecord, str] | None:
+        try:
+            entity = self._runs.get_entity(_RUNS, run_id)
+        except ResourceNotFoundError:
+            return None
+        return _run(entity), entity.metadata["etag"]
+
+    def runs(self, limit: int = 50) -> list[RunRecord]:
+        found = [_run(e) for e in self._runs.query_entities(f"PartitionKey eq '{_RUNS}'")]
+        return sorted(found, key=lambda r: r.submitted_at, reverse=True)[:limit]
+
+    # --- the submission slot ---------------------------------------------------------------------
+
+    def control(self) -> Control:
+        try:
+            entity = self._control.get_entity(_CONTROL, _SLOT)
+        except ResourceNotFoundError:
+            return Control({}, 0, None, None)
+        last = entity.get("last_failure") or ""
+        return Control(
+            json.loads(entity.get("active", "{}")),
+            int(entity.get("consecutive_failures", 0)),
+            datetime.fromisoformat(last) if last else None,
+            entity.metadata["etag"],
+        )
+
+    def _write_control(self, control: Control) -> None:
+        """Conditional write: ResourceModifiedError / ResourceExistsError when someone wrote first."""
+        entity = {
+            "PartitionKey": _CONTROL, "RowKey": _SLOT, "active": json.dumps(control.active),
+            "consecutive_failures": control.consecutive_failures,
+            "last_failure": control.last_failure.isoformat() if control.last_failure else "",
+        }  # fmt: skip
+        if control.etag is None:
+            self._control.create_entity(entity)
+        else:
+            self._control.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=control.etag, match_condition=MatchConditions.IfNotModified
+            )
+
+    def update_control(self, change) -> Control:  # type: ignore[no-untyped-def]
+        """Apply `change(control)` (which may raise to abort) until it lands without a conflict."""
+        while True:
+            control = self.control()
+            change(control)
+            try:
+                self._write_control(control)
+                return control
+            except (ResourceModifiedError, ResourceExistsError):
+                continue
+
+    def claim_slot(self, max_active: int, now: datetime | None = None) -> str:
+        """Take a submission slot; raises SlotTaken when `max_active` runs hold one. Returns the claim id."""
+        claim = f"claim-{uuid.uuid4().hex}"
+        moment = now or now_utc()
+
+        def take(control: Control) -> None:
+            for key, taken in list(control.active.items()):
+                if key.startswith("claim-") and moment - datetime.fromisoformat(taken) > STALE_CLAIM:
+                    del control.active[key]
+            if len(control.active) >= max_active:
+                raise SlotTaken(f"{len(control.active)} run(s) in flight: {', '.join(sorted(control.active))}")
+            control.active[claim] = moment.isoformat()
+
+        self.update_control(take)
+        return claim
+
+    def bind_slot(self, claim: str, run_id: str) -> None:
+        def bind(control: Control) -> None:
+            taken = control.active.pop(claim, now_utc().isoformat())
+            control.active[run_id] = taken
+
+        self.update_control(bind)
+
+    def release_slot(self, key: str, *, failed: bool | None = None, when: datetime | None = None) -> None:
+        """Free a slot; `failed` True counts a failure, False resets the streak, None leaves it."""
+
+        def release(control: Control) -> None:
+            control.active.pop(key, None)
+            if failed is True:
+                control.consecutive_failures += 1
+                control.last_failure = when or now_utc()
+            elif failed is False:
+                control.consecutive_failures = 0
+                control.last_failure = None
+
+        self.update_control(release)
+
+
+def _run(entity: dict) -> RunRecord:
+    ended = entity.get("ended_at") or ""
+    return RunRecord(
+        entity["RowKey"], entity["trigger"], entity["reason"], int(entity["image_count"]), entity["state"],
+        entity["submitted_at"], json.loads(entity["history"]), entity.get("error", ""),
+        json.loads(entity.get("metrics") or "{}"), json.loads(entity.get("decision") or "{}"),
+        datetime.fromisoformat(ended) if ended else None,
+    )  # fmt: skip

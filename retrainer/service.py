@@ -52,8 +52,54 @@ def label_ingestor(handler: str) -> LabelIngestor:
     )
 
 
+def event_publisher(settings: Settings):  # type: ignore[no-untyped-def]
+    """Publishes ModelPromoted to EVENTGRID_TOPIC_ENDPOINT (key, or the function's identity); None when unset."""
+    if not settings.EVENTGRID_TOPIC_ENDPOINT:
+        return None
+    endpoint = settings.EVENTGRID_TOPIC_ENDPOINT
+
+    def publish(record: dict) -> None:
+        from azure.eventgrid import EventGridEvent, EventGridPublisherClient
+
+        if settings.EVENTGRID_TOPIC_KEY is not None:
+            from azure.core.credentials import AzureKeyCredential
+
+            credential = AzureKeyCredential(settings.EVENTGRID_TOPIC_KEY.get_secret_value())
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        event = EventGridEvent(
+            subject=f"models/{record['name']}/versions/{record['version']}",
+            event_type="PidSymbolRetraining.ModelPromoted",
+            data=record,
+            data_version="1.0",
+        )
+        EventGridPublisherClient(endpoint, credential).send([event])
+
+    return publish
+
+
+@functools.cache
+def retraining():  # type: ignore[no-untyped-def]
+    """The retraining service of this process (the function app's handlers share it)."""
+    from retrainer.retraining import RetrainingService
+    from retrainer.workspace import open_workspace
+
+    settings = get_settings()
+    return RetrainingService(
+        settings,
+        ledger(),
+        datastore(),
+        workspace=lambda: open_workspace(settings),
+        on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),
+        publish=event_publisher(settings),
+    )
+
+
 def reset() -> None:
     """Forget cached clients (tests switch accounts between cases)."""
     datastore.cache_clear()
     ledger.cache_clear()
+    retraining.cache_clear()
     get_settings.cache_clear()

@@ -1,0 +1,85 @@
+"""HTTP API (function auth level): start a run by hand and report runs and the best model.
+
+POST /api/runs          {"reason": "...", "force": false}  -> 202 + Location, 409 when a run is active
+GET  /api/runs          recent runs, pending images, whether auto-submission is paused
+GET  /api/runs/{run_id}
+GET  /api/models/best
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+    )
+
+
+@bp.function_name("submit_run")
+@bp.route(route="runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def submit_run(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        body = req.get_json() if req.get_body() else {}
+    except ValueError:
+        return _json({"error": 'the body must be JSON, like {"reason": "new symbols", "force": false}'}, 400)
+    if not isinstance(body, dict):
+        return _json({"error": "the body must be a JSON object"}, 400)
+    reason, force = body.get("reason", "manual run"), body.get("force", False)
+    if not isinstance(reason, str) or not isinstance(force, bool):
+        return _json({"error": "'reason' must be a string and 'force' a boolean"}, 400)
+    from retrainer import service
+    from retrainer.ledger import SlotTaken
+    from retrainer.redact import redact
+
+    try:
+        run_id = service.retraining().submit("manual", reason, force=force)
+    except SlotTaken as taken:
+        return _json({"error": f'a run is already active ({taken}); send "force": true to start another'}, 409)
+    except Exception as error:  # the workspace refused or failed: say so, without secrets
+        log.exception("manual submission failed")
+        return _json({"error": f"submission failed: {redact(str(error))}"}, 502)
+    return _json({"run_id": run_id, "state": "queued"}, 202, {"Location": f"/api/runs/{run_id}"})
+
+
+@bp.function_name("list_runs")
+@bp.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    from retrainer import service
+
+    retraining = service.retraining()
+    state = retraining.submission_state()
+    return _json(
+        {
+            "runs": [run.as_dict() for run in retraining.runs()],
+            "pending_images": retraining.pending_batch().count,
+            "auto_submission": {"paused": state.paused, "reason": state.reason or None},
+        },
+        200,
+    )
+
+
+@bp.function_name("get_run")
+@bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    from retrainer import service
+
+    run = service.retraining().run(req.route_params.get("run_id", ""))
+    return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
+
+
+@bp.function_name("best_model")
+@bp.route(route="models/best", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def best_model(req: func.HttpRequest) -> func.HttpResponse:
+    from retrainer import service
+
+    best = service.retraining().best_model()
+    return _json(best, 200) if best else _json({"error": "no model has been promoted yet"}, 404)

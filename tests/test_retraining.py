@@ -1,0 +1,304 @@
+"""The event-driven service against Azurite: events, single-flight submission, following runs, failures."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+from retrainer import service
+from retrainer.datastore import Datastore
+from retrainer.ledger import Ledger, SlotTaken
+from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
+from retrainer.retraining import RetrainingService
+from retrainer.settings import load_settings
+from tests.fake_workspace import FakeWorkspace
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def workspace() -> FakeWorkspace:
+    return FakeWorkspace()
+
+
+@pytest.fixture
+def make_service(service_env: None, monkeypatch: pytest.MonkeyPatch, ledger: Ledger, datastore: Datastore,
+                 workspace: FakeWorkspace, clock: Clock):  # fmt: skip
+    def make(**env: str) -> RetrainingService:
+        defaults = {"RETRAIN_MIN_NEW_IMAGES": "3", "RETRAIN_QUIET_MINUTES": "10", "RETRAIN_MAX_WAIT_MINUTES": "120",
+                    "RETRAIN_BACKOFF_MINUTES": "15", "RETRAIN_MAX_CONSECUTIVE_FAILURES": "3"}  # fmt: skip
+        for key, value in {**defaults, **env}.items():
+            monkeypatch.setenv(key, value)
+        return RetrainingService(load_settings(), ledger, datastore, workspace=lambda: workspace, clock=clock)
+
+    return make
+
+
+def blob_created(container: str, path: str, etag: str, api: str = "PutBlob") -> tuple[str, dict]:
+    subject = f"/blobServices/default/containers/{container}/blobs/{path}"
+    return subject, {"api": api, "eTag": etag, "url": f"http://127.0.0.1/{container}/{path}"}
+
+
+DECISION = {"name": "pid-symbol-detector", "candidate_version": "4", "chosen_version": "4", "best_version": "4",
+            "promoted": True, "candidate_score": 0.91, "previous_best_score": 0.88, "reason": "better"}  # fmt: skip
+
+
+def test_only_completed_image_uploads_of_our_folder_are_recorded_once(make_service, container_name: str) -> None:
+    svc = make_service()
+    assert svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
+    assert not svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1")), "redelivery"
+    assert svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x2")), "a new version"
+    ignored = [
+        blob_created(container_name, "data/images/b.jpg", "0x1", api="PutBlock"),
+        blob_created(container_name, "data/labels/b_symbols.npy", "0x1"),
+        blob_created(container_name, "data/images/readme.txt", "0x1"),
+        blob_created("other-container", "data/images/c.jpg", "0x1"),
+    ]
+    assert not any(svc.on_blob_created(subject, data) for subject, data in ignored)
+    assert svc.pending_batch().count == 2
+
+
+def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submits_once(
+    make_service, container_name: str, workspace: FakeWorkspace, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_MIN_NEW_IMAGES="3000", RETRAIN_QUIET_MINUTES="0")
+    images = [f"data/images/area{i % 7}/sheet{i}.jpg" for i in range(3000)]
+    events = [blob_created(container_name, path, f'"0x{i:x}"') for i, path in enumerate(images)]
+    events += random.Random(1).choices(events, k=3000)  # duplicates and redeliveries
+    events += [blob_created(container_name, f"data/images/x{i}.jpg", "0x1", api="PutBlock") for i in range(4000)]
+    random.Random(2).shuffle(events)
+    assert len(events) == 10_000
+
+    def handle(event: tuple[str, dict]) -> None:
+        if svc.on_blob_created(*event):
+            svc.submit_if_due_after_event()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(handle, events))
+    svc.submit_if_due("timer")  # the last images may land after the last look
+    assert len(ledger.images()) == 3000
+    assert len(workspace.submitted) == 1
+    (run,) = ledger.runs()
+    assert run.image_count == 3000 and ledger.images(state="pending") == []
+
+
+def test_concurrent_submissions_never_exceed_the_active_limit(make_service, workspace: FakeWorkspace) -> None:
+    svc = make_service()
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(svc.submit("manual", "race"))
+        except SlotTaken:
+            outcomes.append("taken")
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(workspace.submitted) == 1 and outcomes.count("taken") == 7
+
+
+def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_run(
+    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock, ledger: Ledger
+) -> None:
+    svc = make_service()
+    for i in range(3):
+        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+    assert svc.tick()["submitted"] is None, "still within the quiet period"
+    clock.advance(minutes=11)
+    run_id = svc.tick()["submitted"]
+    assert run_id == "run-1"
+    svc.on_blob_created(*blob_created(container_name, "data/images/late.jpg", "0x1"))
+    assert [i.path for i in ledger.images(state="pending")] == ["data/images/late.jpg"]
+    assert len(ledger.images(run_id=run_id)) == 3
+
+
+def test_completion_promotes_once_however_often_it_is_handled(
+    make_service, workspace: FakeWorkspace, ledger: Ledger, datastore: Datastore
+) -> None:
+    svc = make_service()
+    run_id = svc.submit("manual", "test")
+    workspace.finish(run_id, "running")
+    assert svc.follow_run(run_id) == "running"
+    workspace.finish(run_id, "completed", DECISION)
+    assert svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": run_id})
+    best = json.loads(datastore.read("models/best_model.json"))
+    assert (best["version"], best["score"], best["run"]) == ("4", 0.91, run_id)
+    etag = datastore.etag("models/best_model.json")
+    svc.tick()
+    assert svc.follow_run(run_id) == "completed"
+    assert datastore.etag("models/best_model.json") == etag, "handling the same completion again changes nothing"
+    record = ledger.run(run_id)
+    assert [h["state"] for h in record.history] == ["queued", "running", "completed"]
+    assert record.metrics == {"candidate_score": 0.91, "previous_best_score": 0.88}
+    assert ledger.control().active == {}
+
+
+def test_a_failed_run_returns_its_images_and_backs_off(
+    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    for i in range(3):
+        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+    run_id = svc.tick()["submitted"]
+    workspace.finish(run_id, "failed", error="AutoML ran out of quota")
+    outcome = svc.tick()
+    assert outcome["followed"] == {run_id: "failed"} and outcome["submitted"] is None
+    assert len(ledger.images(state="pending")) == 3 and "backing off" in outcome["paused"]
+    assert ledger.run(run_id).error == "AutoML ran out of quota"
+    clock.advance(minutes=16)
+    assert svc.tick()["submitted"] == "run-2"
+
+
+def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothing(
+    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    for i in range(3):
+        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+    workspace.fail_submit = ConnectionError("workspace unreachable")
+    with pytest.raises(ConnectionError):
+        svc.submit("timer", "due")
+    assert len(ledger.images(state="pending")) == 3 and ledger.control().active == {}
+    workspace.fail_submit = None
+    clock.advance(minutes=16)
+    run_id = svc.tick()["submitted"]
+    workspace.fail_status = TimeoutError("status call timed out")
+    assert svc.tick()["followed"] == {run_id: "queued"}
+    workspace.fail_status = None
+    workspace.finish(run_id, "completed", DECISION)
+    assert svc.tick()["followed"] == {run_id: "completed"}
+    assert ledger.control().consecutive_failures == 0
+
+
+def test_repeated_failures_pause_auto_submission_until_a_manual_run_succeeds(
+    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_CONSECUTIVE_FAILURES="2", RETRAIN_BACKOFF_MINUTES="0")
+    svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
+    svc.on_blob_created(*blob_created(container_name, "data/images/b.jpg", "0x1"))
+    svc.on_blob_created(*blob_created(container_name, "data/images/c.jpg", "0x1"))
+    first = svc.tick()["submitted"]
+    workspace.finish(first, "failed", error="boom")
+    second = svc.tick()["submitted"]  # no back-off configured: the same tick resubmits
+    assert second and second != first
+    workspace.finish(second, "failed", error="boom again")
+    assert svc.tick()["submitted"] is None
+    state = svc.submission_state()
+    assert state.paused and "paused after 2 failed runs" in state.reason
+    assert svc.tick()["submitted"] is None
+    manual = svc.submit("manual", "operator retry")
+    workspace.finish(manual, "completed", DECISION)
+    svc.tick()
+    assert not svc.submission_state().paused
+
+
+def test_policies_with_an_injected_clock() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rule = BatchRule(min_new_images=5, quiet=timedelta(minutes=10), max_wait=timedelta(hours=2))
+    batch = PendingBatch(5, start, start + timedelta(minutes=5))
+    assert not batch_due(batch, rule, start + timedelta(minutes=14))[0]
+    assert batch_due(batch, rule, start + timedelta(minutes=15))[0]
+    few = PendingBatch(2, start, start)
+    assert not batch_due(few, rule, start + timedelta(minutes=119))[0]
+    assert "waited" in batch_due(few, rule, start + timedelta(minutes=120))[1]
+    assert backoff_until(3, start, timedelta(minutes=15)) == start + timedelta(minutes=60)
+    assert backoff_until(30, start, timedelta(minutes=15)) == start + timedelta(days=1)
+
+
+# --- the function app's handlers, with real azure.functions objects ---------------------------------------
+
+
+@pytest.fixture
+def app_service(make_service) -> Iterator[RetrainingService]:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    with pytest.MonkeyPatch.context() as patch:  # undone before the environment fixture resets the service
+        patch.setattr(service, "retraining", lambda: svc)
+        yield svc
+
+
+def handler(name: str):  # type: ignore[no-untyped-def]
+    from tests.test_function_app import indexed_functions
+
+    return indexed_functions()[name].get_user_function()
+
+
+def test_event_grid_handler_records_images_and_submits_a_due_batch(
+    app_service: RetrainingService, container_name: str, workspace: FakeWorkspace, datastore: Datastore
+) -> None:
+    for i in range(3):
+        subject, data = blob_created(container_name, f"data/images/{i}.jpg", f"0x{i}")
+        handler("on_event")(func.EventGridEvent(
+            id=f"e{i}", data=data, topic="/subscriptions/s/providers/Microsoft.Storage/storageAccounts/a",
+            subject=subject, event_type="Microsoft.Storage.BlobCreated", event_time=datetime.now(UTC), data_version="1",
+        ))  # fmt: skip
+        app_service._last_event_check = None  # each event may look at the batch in this test
+    assert workspace.submitted and app_service.pending_batch().count == 0
+
+
+def test_timer_handler_follows_runs(app_service: RetrainingService, workspace: FakeWorkspace) -> None:
+    run_id = app_service.submit("manual", "t")
+    workspace.finish(run_id, "completed", DECISION)
+    handler("monitor")(TimerRequest(past_due=False))
+    assert app_service.run(run_id).state == "completed"
+
+
+def request(method: str, url: str, body: bytes = b"", route_params: dict | None = None) -> func.HttpRequest:
+    return func.HttpRequest(method, url, headers={"Content-Type": "application/json"}, params={},
+                            route_params=route_params or {}, body=body)  # fmt: skip
+
+
+def test_http_api_starts_and_reports_runs(app_service: RetrainingService, workspace: FakeWorkspace) -> None:
+    response = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "new symbols"}'))
+    assert response.status_code == 202
+    run_id = json.loads(response.get_body())["run_id"]
+    assert response.headers["Location"] == f"/api/runs/{run_id}"
+    assert handler("submit_run")(request("POST", "/api/runs", b'{"reason": "again"}')).status_code == 409
+    forced = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "again", "force": true}'))
+    assert forced.status_code == 202
+    bad = handler("submit_run")(request("POST", "/api/runs", b"{not json"))
+    assert bad.status_code == 400 and "must be JSON" in json.loads(bad.get_body())["error"]
+    assert handler("submit_run")(request("POST", "/api/runs", b'{"force": "yes"}')).status_code == 400
+    listing = json.loads(handler("list_runs")(request("GET", "/api/runs")).get_body())
+    assert {r["run_id"] for r in listing["runs"]} == {run_id, "run-2"} and listing["auto_submission"]["paused"] is False
+    one = handler("get_run")(request("GET", f"/api/runs/{run_id}", route_params={"run_id": run_id}))
+    assert json.loads(one.get_body())["reason"] == "new symbols"
+    assert handler("get_run")(request("GET", "/api/runs/x", route_params={"run_id": "x"})).status_code == 404
+    assert handler("best_model")(request("GET", "/api/models/best")).status_code == 404
+    workspace.finish(run_id, "completed", DECISION)
+    app_service.tick()
+    best = handler("best_model")(request("GET", "/api/models/best"))
+    assert best.status_code == 200 and json.loads(best.get_body())["version"] == "4"
+
+
+def test_http_submit_failure_is_a_502_without_secrets(app_service: RetrainingService, workspace: FakeWorkspace) -> None:
+    workspace.fail_submit = RuntimeError("denied for AccountKey=c2VjcmV0 on https://x/?sig=abc")
+    response = handler("submit_run")(request("POST", "/api/runs", b"{}"))
+    body = json.loads(response.get_body())["error"]
+    assert response.status_code == 502 and "c2VjcmV0" not in body and "sig=abc" not in body
