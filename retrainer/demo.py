@@ -1,46 +1,171 @@
-"""`make demo`: the main job, locally, with no Azure account.
+"""`make demo`: the whole retraining loop on this machine, with no Azure account.
 
-Starts Azurite, generates a synthetic P&ID image set, and loads it into the datastore with the
-data loader (the same label conversion the blob trigger runs). Later stages of the loop (pipeline,
-training, promotion) join here as they land.
+1. starts Azurite and generates a synthetic P&ID image set in two batches;
+2. loads batch 1 with the data loader, then announces each image with a BlobCreated event through
+   the function app's own Event Grid handler;
+3. lets the timer handler submit and follow a local run (six steps, CPU training, MLflow registry);
+4. drops batch 2 the same way, and shows the second model compared with the first and the decision;
+5. prints a summary table and the path of the evaluation report.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-
-from retrainer.azurite import running_azurite
-from retrainer.synthetic import write_dataset_zip
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def configure(workdir: Path, connection_string: str, batch_size: int, minutes: float) -> None:
+    os.environ.update(
+        {
+            "STORAGE_ACCOUNT_CONNECTION_STRING": connection_string,
+            "STORAGE_ACCOUNT_CONTAINER_NAME": "data",
+            "LEDGER_TABLE_PREFIX": "demo",
+            "WORKSPACE_BACKEND": "local",
+            "LOCAL_WORKSPACE_DIR": str(workdir / "workspace"),
+            "LOCAL_TRAINING_MINUTES": str(minutes),
+            "RETRAIN_MIN_NEW_IMAGES": str(batch_size),
+            "RETRAIN_QUIET_MINUTES": "0",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
+    for variable in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "MLFLOW_TRACKING_URI"):
+        os.environ.pop(variable, None)
+
+
+def handlers() -> dict:
+    import function_app
+
+    return {fn.get_function_name(): fn.get_user_function() for fn in function_app.app.get_functions()}
+
+
+def announce_images(handler, since: set[str]) -> int:  # type: ignore[no-untyped-def]
+    """A BlobCreated event per image the datastore holds that was not announced before, as Event Grid sends them."""
+    import azure.functions as func
+
+    from retrainer import service
+
+    settings = service.get_settings()
+    store = service.datastore()
+    sent = 0
+    for blob in store.list(settings.IMAGE_FOLDER + "/"):
+        if blob.name in since:
+            continue
+        since.add(blob.name)
+        subject = f"/blobServices/default/containers/{settings.STORAGE_ACCOUNT_CONTAINER_NAME}/blobs/{blob.name}"
+        data = {"api": "PutBlob", "eTag": store.etag(blob.name), "url": f"http://127.0.0.1/data/{blob.name}"}
+        handler(func.EventGridEvent(id=f"demo-{sent}", data=data, topic="azurite", subject=subject,
+                                    event_type="Microsoft.Storage.BlobCreated", event_time=datetime.now(UTC),
+                                    data_version="1"))  # fmt: skip
+        sent += 1
+    return sent
+
+
+def follow_until_done(monitor, poll_seconds: float = 5.0) -> str:  # type: ignore[no-untyped-def]
+    """Tick the timer handler until the active run ends, showing each step as it starts."""
+    from azure.functions.timer import TimerRequest
+
+    from retrainer import service
+
+    retraining = service.retraining()
+    shown = ""
+    run_id = None
+    while True:
+        monitor(TimerRequest(past_due=False))
+        active = [key for key in service.ledger().control().active if not key.startswith("claim-")]
+        if active:
+            run_id = active[0]
+            status = retraining.workspace.run_status(run_id)
+            line = f"    {run_id}: {status.state}" + (f", step {status.detail}" if status.detail else "")
+            if line != shown:
+                print(line, flush=True)
+                shown = line
+        elif run_id is not None:
+            return run_id
+        time.sleep(poll_seconds)
+
+
+def summary(workdir: Path) -> str:
+    from retrainer import service
+
+    retraining = service.retraining()
+    rows = []
+    for run in reversed(retraining.runs()):
+        decision = run.decision or {}
+        score = f"{decision.get('candidate_score', 0):.3f}" if decision else "-"
+        verdict = "promoted" if decision.get("promoted") else "kept the best"
+        rows.append([run.run_id, run.trigger, str(run.image_count), run.state, score,
+                     decision.get("candidate_version", "-"), verdict])  # fmt: skip
+    header = ["run", "trigger", "new images", "state", "mAP@0.5", "version", "decision"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    best = retraining.best_model() or {}
+    lines.append(f"\npromoted model: {best.get('name')} version {best.get('version')} (mAP@0.5 {best.get('score')})")
+    reports = sorted((workdir / "workspace" / "runs").glob("run-*/outputs/model/report/report.html"))
+    if reports:
+        lines.append(f"evaluation report of the last run: {reports[-1]}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=60, help="sheets in the generated set")
+    parser.add_argument("--batch", type=int, default=80, help="sheets per batch")
+    parser.add_argument("--minutes", type=float, default=2.5, help="CPU training budget per run")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".demo")
     args = parser.parse_args(argv)
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    zip_path = args.workdir / "sets" / f"synthetic_{args.seed}_{args.images}.zip"
+    from retrainer.azurite import running_azurite
+    from retrainer.logs import configure_cli_logging
+    from retrainer.synthetic import write_dataset_zip
+
     started = time.perf_counter()
-    print(f"[1/2] generating {args.images} synthetic sheets -> {zip_path.relative_to(PROJECT_ROOT)}")
-    write_dataset_zip(zip_path, args.images, args.seed)
+    shutil.rmtree(args.workdir / "workspace", ignore_errors=True)
+    configure_cli_logging(logging.WARNING)  # the demo prints its own progress
+    sets = args.workdir / "sets"
+    print(f"[1/5] generating two batches of {args.batch} synthetic P&ID sheets")
+    batches = [
+        write_dataset_zip(sets / f"batch{i + 1}.zip", args.batch, args.seed, start=i * args.batch) for i in range(2)
+    ]
     with running_azurite(PROJECT_ROOT) as azurite:
-        os.environ["STORAGE_ACCOUNT_CONNECTION_STRING"] = azurite.connection_string
-        os.environ.setdefault("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
-        print(f"[2/2] loading it into Azurite (blob port {azurite.blob_port}) with the data loader")
+        configure(args.workdir, azurite.connection_string, args.batch, args.minutes)
         from pipeline_steps import data_loader
 
-        code = data_loader.main(
-            ["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(args.workdir / "downloads")]
-        )
-    print(f"demo finished in {time.perf_counter() - started:.1f} s (data loader exit code {code})")
-    return code
+        functions = handlers()
+        announced: set[str] = set()
+        for number, zip_path in enumerate(batches, start=1):
+            step = 2 if number == 1 else 4
+            print(f"\n[{step}/5] batch {number}: data loader -> Azurite, then BlobCreated events -> on_event handler")
+            code = data_loader.main(
+                ["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(args.workdir / "raw")]
+            )
+            if code != 0:
+                print(f"data loader exit code {code}")
+                return code
+            print(f"    {announce_images(functions['on_event'], announced)} images announced")
+            print(f"[{3 if number == 1 else 4}/5] the timer handler submits and follows the local run")
+            run_id = follow_until_done(functions["monitor"])
+            from retrainer import service
+
+            record = service.retraining().run(run_id)
+            decision = record.decision or {}
+            if record.state != "completed":
+                print(f"    run {run_id} {record.state}: {record.error}")
+                return 1
+            print(f"    decision: version {decision.get('candidate_version')} -> best is version "
+                  f"{decision.get('best_version')}: {decision.get('reason')}")  # fmt: skip
+            if decision.get("comparison", {}).get("rescored"):
+                print(f"    (both models re-scored on {decision['comparison']['rescored_on']})")
+        print(f"\n[5/5] summary after {(time.perf_counter() - started) / 60:.1f} min\n")
+        print(summary(args.workdir))
+    return 0
 
 
 if __name__ == "__main__":
