@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"data loader exit code {code}")
                 return code
             print(f"    {announce_images(functions['on_event'], announced)} images announced")
-            print(f"[{3 if number == 1 else 4}/5] the timer handler submits and follows the local run")
+            print("[3/5] the timer handler submits and follows the local run" if number == 1
+                  else "      the timer handler submits and follows the second run")  # fmt: skip
             run_id = follow_until_done(functions["monitor"])
             from retrainer import service
 
