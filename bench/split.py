@@ -34,25 +34,26 @@ def long_tailed_records(images: int, classes: int, tail: float, seed: int = 0) -
     return records
 
 
-def deviation(records: list[dict], val: set[int]) -> float:
+def box_counts(records: list[dict], val: set[int]) -> tuple[Counter, Counter]:
+    """Boxes per class in the whole set and in the validation set."""
     all_boxes, val_boxes = Counter(), Counter()
     for i, record in enumerate(records):
         labels = [box["label"] for box in record["label"]]
         all_boxes.update(labels)
         if i in val:
             val_boxes.update(labels)
+    return all_boxes, val_boxes
+
+
+def deviation(records: list[dict], val: set[int]) -> float:
+    all_boxes, val_boxes = box_counts(records, val)
     val_share = sum(val_boxes.values()) / sum(all_boxes.values())
     return float(np.mean([abs(val_boxes[c] / all_boxes[c] - val_share) for c in all_boxes]))
 
 
 def integer_floor(records: list[dict], val: set[int]) -> float:
     """The deviation left when every class holds the nearest whole number of boxes to its ideal val count."""
-    all_boxes, val_boxes = Counter(), Counter()
-    for i, record in enumerate(records):
-        labels = [box["label"] for box in record["label"]]
-        all_boxes.update(labels)
-        if i in val:
-            val_boxes.update(labels)
+    all_boxes, val_boxes = box_counts(records, val)
     share = sum(val_boxes.values()) / sum(all_boxes.values())
     return float(np.mean([abs(round(share * n) - share * n) / n for n in all_boxes.values()]))
 
