@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench lint infra-check clean
 
 setup: $(PIP_STAMP) $(NODE_STAMP)
 
@@ -34,9 +34,21 @@ bench: setup
 	$(PY) bench/split.py
 	$(PY) bench/train.py
 
+# Terraform: formatting and checkov (own virtual environment: its hcl2 fork clashes with python-hcl2).
+CHECKOV := .venv-checkov/bin/checkov
+
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --upgrade pip
+	.venv-checkov/bin/pip install --quiet 'checkov>=3.2,<4'
+
+infra-check: $(CHECKOV)
+	terraform fmt -check -recursive infra
+	$(CHECKOV) -d infra --framework terraform --skip-download --compact --quiet
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .demo
+	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .demo

@@ -1,0 +1,95 @@
+variable "subscription_id" {
+  description = "Azure subscription that receives every resource."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.subscription_id))
+    error_message = "subscription_id must be a subscription GUID."
+  }
+}
+
+variable "name" {
+  description = "Short name of this deployment, used in every resource name (3-11 lower-case letters or digits)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{2,10}$", var.name))
+    error_message = "name must be 3-11 lower-case letters or digits, starting with a letter."
+  }
+}
+
+variable "location" {
+  description = "Azure region of the deployment."
+  type        = string
+  default     = "westeurope"
+}
+
+variable "datastore_container" {
+  description = "Container of the datastore (STORAGE_ACCOUNT_CONTAINER_NAME)."
+  type        = string
+  default     = "data"
+}
+
+variable "image_folder" {
+  description = "Folder of images in the container (IMAGE_FOLDER); new images under it trigger retraining."
+  type        = string
+  default     = "data/images"
+}
+
+variable "label_folder" {
+  description = "Folder of .npy labels and their JSONL (LABEL_FOLDER)."
+  type        = string
+  default     = "data/labels"
+}
+
+variable "cpu_vm_size" {
+  description = "VM size of the CPU cluster (PIPELINE_CPU_COMPUTE_NAME)."
+  type        = string
+  default     = "Standard_DS3_v2"
+}
+
+variable "cpu_max_nodes" {
+  description = "Largest size of the CPU cluster."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.cpu_max_nodes >= 1 && var.cpu_max_nodes <= 100
+    error_message = "cpu_max_nodes must be between 1 and 100."
+  }
+}
+
+variable "gpu_vm_size" {
+  description = "VM size of the GPU cluster for AutoML training (TRAINING_GPU_COMPUTE_NAME)."
+  type        = string
+  default     = "Standard_NC6s_v3"
+}
+
+variable "gpu_max_nodes" {
+  description = "Largest size of the GPU cluster (AutoML runs TRAINING_CONCURRENT_TRIALS trials at once)."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.gpu_max_nodes >= 1 && var.gpu_max_nodes <= 100
+    error_message = "gpu_max_nodes must be between 1 and 100."
+  }
+}
+
+variable "retrain_min_new_images" {
+  description = "Pending images that make a retraining batch (RETRAIN_MIN_NEW_IMAGES)."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.retrain_min_new_images >= 1
+    error_message = "retrain_min_new_images must be at least 1."
+  }
+}
+
+variable "monitor_schedule" {
+  description = "NCRONTAB schedule of the monitor timer (MONITOR_SCHEDULE)."
+  type        = string
+  default     = "0 */5 * * * *"
+}
+
+variable "tags" {
+  description = "Tags on every resource."
+  type        = map(string)
+  default     = { service = "pid-symbol-retraining" }
+}
