@@ -32,6 +32,7 @@ bench: setup
 	$(PY) bench/labels.py
 	$(PY) bench/aggregation.py
 	$(PY) bench/split.py
+	$(PY) bench/events.py
 	$(PY) bench/train.py
 
 # Terraform: formatting and checkov (own virtual environment: its hcl2 fork clashes with python-hcl2).
