@@ -130,8 +130,10 @@ class LabelIngestor:
         if stem is None:
             return None
         label_path = self._layout.label_path(stem)
-        if self._ledger.waiting_label(stem) is None and not self._datastore.exists(label_path):
-            return None
+        if self._ledger.waiting_label(stem) is None and (
+            not self._datastore.exists(label_path) or self._datastore.exists(self._layout.jsonl_path(stem))
+        ):
+            return None  # no label yet, or it was converted when it arrived after its image
         return self.ingest_label(label_path)
 
     def _stored_image(self, stem: str) -> ImageInfo | None:

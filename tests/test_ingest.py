@@ -115,3 +115,12 @@ def test_quarantine_keeps_an_original_that_changed_after_it_was_read(datastore: 
 def test_files_outside_the_label_folder_are_ignored(ingestor: LabelIngestor) -> None:
     assert ingestor.ingest_label("data/images/x.npy").outcome is Outcome.IGNORED
     assert ingestor.ingest_label("data/labels/x.jsonl").outcome is Outcome.IGNORED
+
+
+def test_image_landing_leaves_an_already_converted_label_alone(datastore: Datastore, ingestor: LabelIngestor) -> None:
+    datastore.write("data/images/p7.jpg", jpeg_bytes(300, 200))
+    datastore.write("data/labels/p7_symbols.npy", GOOD_LABEL)
+    ingestor.ingest_label("data/labels/p7_symbols.npy")
+    etag = datastore.etag("data/labels/p7.jsonl")
+    assert ingestor.ingest_image("data/images/p7.jpg") is None
+    assert datastore.etag("data/labels/p7.jsonl") == etag
