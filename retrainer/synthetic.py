@@ -62,9 +62,12 @@ def _globe_valve(draw: ImageDraw.ImageDraw, box: Box) -> None:
 
 
 def _check_valve(draw: ImageDraw.ImageDraw, box: Box) -> None:
+    # The extra stroke is a bar through the waist. A bar at the outflow end would lie on the bowtie's
+    # own end edge and only thicken it by a pixel (this set's first version did that).
     _bowtie(draw, box)
-    _x1, y1, x2, y2 = box
-    draw.line([(x2 - 1, y1), (x2 - 1, y2)], fill=_INK, width=3)
+    x1, y1, x2, y2 = box
+    cx = (x1 + x2) // 2
+    draw.line([(cx, y1), (cx, y2)], fill=_INK, width=2)
 
 
 def _ball_valve(draw: ImageDraw.ImageDraw, box: Box) -> None:
