@@ -32,6 +32,10 @@ SCORE_TAG = "mean_average_precision"
 Rescorer = Callable[[ModelVersion, ModelVersion], tuple[float, float]]
 
 
+class RescoreUnavailable(Exception):
+    """The two models cannot be scored on the same data here; the recorded scores decide, with a note."""
+
+
 class TagError(ValueError):
     """The candidate cannot be compared (not registered, no score)."""
 
@@ -92,8 +96,11 @@ def _decide(
     incumbent_score = score_of(incumbent) if incumbent else None
     comparison = _comparison(candidate, incumbent)
     if incumbent is not None and not comparison["same_validation_data"] and rescore is not None:
-        candidate_score, incumbent_score = rescore(candidate, incumbent)
-        comparison.update(rescored=True, rescored_on=candidate.tags.get("val_data"))
+        try:
+            candidate_score, incumbent_score = rescore(candidate, incumbent)
+            comparison.update(rescored=True, rescored_on=candidate.tags.get("val_data"))
+        except RescoreUnavailable as reason:
+            comparison.update(rescore_skipped=str(reason))
     decision = decide_promotion(candidate_score, incumbent_score, min_improvement)
     if decision.promote:
         if incumbent is not None:  # untag first: for a moment no version is best, never two
@@ -120,17 +127,21 @@ def local_rescorer(workspace: Workspace) -> Rescorer | None:
     """Re-score both models on the newcomer's validation set (local mode, where the data is on disk)."""
 
     def rescore(candidate: ModelVersion, incumbent: ModelVersion) -> tuple[float, float]:
+        from pipeline_steps.detector.pyfunc import IncompatibleModelError
         from pipeline_steps.detector.scoring import score_model
 
         val_uri = candidate.tags.get("val_data_uri", "")
         if not val_uri.startswith("file://"):
-            return score_of(candidate), score_of(incumbent)
+            raise RescoreUnavailable(f"the newcomer's validation data is not on this machine ({val_uri or 'no URI'})")
         val_folder = Path(unquote(urlsplit(val_uri).path))
         with tempfile.TemporaryDirectory() as scratch:
-            scores = [
-                score_model(workspace.local_model_path(v, Path(scratch)), val_folder)["mean_average_precision"]
-                for v in (candidate, incumbent)
-            ]
+            try:
+                scores = [
+                    score_model(workspace.local_model_path(v, Path(scratch)), val_folder)["mean_average_precision"]
+                    for v in (candidate, incumbent)
+                ]
+            except IncompatibleModelError as error:  # an incumbent from an older detector architecture
+                raise RescoreUnavailable(str(error)) from error
         return scores[0], scores[1]
 
     return rescore

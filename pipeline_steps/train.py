@@ -65,7 +65,7 @@ def run_training(
         "epochs": result.epochs,
         "training_seconds": round(result.seconds, 1),
         "seed": seed,
-        "architecture": "FCOS, residual backbone + 3-level FPN, from scratch, native scale",
+        "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, from scratch, native scale",
         "report": f"{REPORT_FOLDER}/{report.name}",
     }
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2))

@@ -154,6 +154,22 @@ def test_models_validated_on_different_data_are_rescored_on_the_newcomers_set(
     assert not decision["promoted"] and decision["best_version"] == "1"
 
 
+def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorded_scores(
+    trained_model: Path, training_sets: tuple[Path, Path], tmp_path: Path, local_env: Path
+) -> None:
+    older = tmp_path / "older-model"
+    shutil.copytree(trained_model, older)
+    config = json.loads((older / "artifacts" / "config.json").read_text())
+    (older / "artifacts" / "config.json").write_text(json.dumps({**config, "architecture": "fcos-symbol"}))
+    val_uri = training_sets[1].resolve().as_uri()
+    register_and_tag(older, tmp_path, 0.30, val_data=("1", val_uri))
+    decision = register_and_tag(trained_model, tmp_path, 0.95, val_data=("2", val_uri))
+    assert not decision["comparison"]["rescored"]
+    assert "architecture 'fcos-symbol'" in decision["comparison"]["rescore_skipped"]
+    assert decision["candidate_score"] == 0.95 and decision["previous_best_score"] == 0.30
+    assert decision["promoted"] and decision["best_version"] == "2"
+
+
 def test_bad_model_inputs_are_clear_errors(trained_model: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelInputError, match="no MLmodel file"):

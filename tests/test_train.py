@@ -92,3 +92,16 @@ def test_crowd_boxes_are_left_out_of_training_and_metrics(tmp_path: Path) -> Non
     (tmp_path / "annotations.jsonl").write_text(json.dumps(record) + "\n")
     (sheet,) = load_sheets(tmp_path)
     assert sheet.labels == ("1",) and sheet.boxes.tolist() == [[10.0, 8.0, 30.0, 24.0]]
+
+
+def test_sheets_are_padded_with_paper_not_grey() -> None:
+    """A grey pad made a paper/grey edge along every sheet's right and bottom, which looked like a flange."""
+    import torch
+
+    from pipeline_steps.detector.model import build_detector
+
+    model = build_detector(3).eval()
+    blank_sheet = torch.ones(3, 70, 90)  # white paper, sides not multiples of 32
+    batched, _ = model.transform([blank_sheet])
+    assert batched.tensors.shape[-2:] == (96, 96)
+    assert torch.equal(batched.tensors, torch.full_like(batched.tensors, float(batched.tensors[0, 0, 0, 0])))

@@ -74,12 +74,16 @@ def train(
     classes: list[str],
     config: TrainingConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    build_model: Callable[[int], torch.nn.Module] = build_detector,
 ) -> TrainingResult:
-    """Train from scratch; the weights of the epoch with the best validation mAP@0.5 are returned."""
+    """Train from scratch; the weights of the epoch with the best validation mAP@0.5 are returned.
+
+    `build_model` (number of classes -> detector) lets bench/train.py measure rejected alternatives.
+    """
     seed_everything(config.seed)
     started = time.monotonic()
     budget = config.max_minutes * 60
-    model = build_detector(len(classes))
+    model = build_model(len(classes))
     sampler = CropSampler(train_sheets, classes, config.crop, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_sheets) * config.crops_per_sheet / config.batch_size))

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from pipeline_steps.detector.engine import predict
-from pipeline_steps.detector.model import build_detector
+from pipeline_steps.detector.model import ARCHITECTURE, build_detector
 
 CONFIG_ARTIFACT = "detector_config"
 WEIGHTS_ARTIFACT = "detector_weights"
@@ -52,9 +52,18 @@ def to_contract(prediction: Any, width: int, height: int) -> list[dict[str, Any]
     ]
 
 
+class IncompatibleModelError(RuntimeError):
+    """The model's weights were saved for another detector architecture than this code builds."""
+
+
 class DetectorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
+        if config.get("architecture") != ARCHITECTURE:
+            raise IncompatibleModelError(
+                f"this model was saved by detector architecture {config.get('architecture')!r}; the code that "
+                f"loaded it builds {ARCHITECTURE!r}. Load it with the pipeline_steps version that trained it."
+            )
         self.classes = list(config["classes"])
         self.model = build_detector(len(self.classes), score_threshold=config["score_threshold"])
         self.model.load_state_dict(torch.load(context.artifacts[WEIGHTS_ARTIFACT], weights_only=True))
@@ -80,7 +89,7 @@ def save_detector(
     weights, config = work_dir / "weights.pt", work_dir / "config.json"
     torch.save(model.state_dict(), weights)
     config.write_text(
-        json.dumps({"classes": classes, "score_threshold": score_threshold, "architecture": "fcos-symbol"})
+        json.dumps({"classes": classes, "score_threshold": score_threshold, "architecture": ARCHITECTURE})
     )
     package = Path(__file__).resolve().parent.parent  # pipeline_steps: the model's code travels with it
     with warnings.catch_warnings():
