@@ -1,11 +1,12 @@
-"""Benchmark: local detector quality after a fixed CPU budget, the chosen setup vs a rejected one.
+"""Benchmark: local detector quality after a fixed CPU budget, the chosen model vs rejected ones.
 
 Generates ~200 training sheets (10 classes, look-alike valves and instruments that differ by one
 stroke, sheets of 480-1280 px) and a held-out set from another seed, trains each setup for the
 same budget on this machine, and prints mAP@0.5 and COCO mAP@[.5:.95] on the held-out set, with
 the curve (held-out mAP vs minutes). Targets: >= 0.95 and >= 0.75 within 5 minutes on 2 cores.
+Run it on an otherwise idle machine: the budget is wall-clock time.
 
-    .venv/bin/python bench/train.py [--minutes 5] [--train-sheets 200] [--val-sheets 40]
+    .venv/bin/python bench/train.py [--minutes 5] [--train-sheets 200] [--val-sheets 40] [--only-chosen]
 """
 
 from __future__ import annotations
@@ -15,17 +16,53 @@ import dataclasses
 import os
 import platform
 import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.ops import FeaturePyramidNetwork
 
 from pipeline_steps.detector.data import class_vocabulary, load_sheets
 from pipeline_steps.detector.engine import TrainingConfig, train
+from pipeline_steps.detector.model import SymbolBackbone, build_detector
 from retrainer.synthetic import write_mltable_set
 
-SETUPS = {
-    "chosen: FCOS, 192 px crops at native scale, batch 12": TrainingConfig(),
-    "rejected: FCOS, 320 px crops at native scale, batch 4": TrainingConfig(crop=320, batch_size=4, crops_per_sheet=2),
+
+class _ThreeLevelBackbone(SymbolBackbone):
+    """The first version: the same stages under torchvision's 3-level FPN (strides 8/16/32, 96 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.lateral, self.smooth
+        self.fpn = FeaturePyramidNetwork([48, 96, 128], 96)
+        self.out_channels = 96
+
+    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        features, x = OrderedDict(), self.stem(images)
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            features[str(index)] = x
+        return self.fpn(features)
+
+
+def three_level_fpn_detector(num_classes: int) -> torch.nn.Module:
+    model = build_detector(num_classes)  # same transform (native scale, paper padding) and post-processing
+    model.backbone = _ThreeLevelBackbone()
+    model.anchor_generator = AnchorGenerator(sizes=((8,), (16,), (32,)), aspect_ratios=((1.0,),) * 3)
+    model.head = FCOSHead(96, 1, num_classes + 1, num_convs=2)
+    return model
+
+
+SETUPS: dict[str, tuple[Callable[[int], torch.nn.Module], TrainingConfig]] = {
+    "chosen: FCOS, one stride-8 head (64 ch), 192 px crops, batch 12": (build_detector, TrainingConfig()),
+    "rejected: FCOS, 3-level FPN (96 ch), 192 px crops, batch 12": (three_level_fpn_detector, TrainingConfig()),
+    "rejected: FCOS, one stride-8 head, 320 px crops, batch 4": (
+        build_detector,
+        TrainingConfig(crop=320, batch_size=4, crops_per_sheet=2),
+    ),
 }
 
 
@@ -44,19 +81,21 @@ def main() -> None:
               f"{torch.get_num_threads()} threads, Python {platform.python_version()}")  # fmt: skip
         print(f"{len(train_sheets)} training sheets, {len(val_sheets)} held-out sheets, {len(classes)} classes, "
               f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min")  # fmt: skip
-        for name, config in list(SETUPS.items())[: 1 if args.only_chosen else None]:
+        for name, (build_model, config) in list(SETUPS.items())[: 1 if args.only_chosen else None]:
             config = dataclasses.replace(config, max_minutes=args.minutes, evaluation_sheets=len(val_sheets))
-            result = train(train_sheets, val_sheets, classes, config)
+            result = train(train_sheets, val_sheets, classes, config, build_model=build_model)
             curve = ", ".join(
                 f"{row['minutes']:.1f} min: {row['val_mean_average_precision']:.3f}"
                 for row in result.history
                 if "val_mean_average_precision" in row
             )
             metrics = result.evaluation.metrics
+            weakest = sorted(result.evaluation.per_class.items(), key=lambda item: item[1]["ap50"])[:3]
             print(f"\n{name}\n  held-out mAP@0.5 {metrics['mean_average_precision']:.3f}, "
                   f"COCO mAP@[.5:.95] {metrics['coco_map']:.3f}, precision {metrics['precision']:.3f}, "
                   f"recall {metrics['recall']:.3f} after {result.seconds / 60:.1f} min ({result.epochs} epochs, "
-                  f"best {result.best_epoch})\n  curve (held-out mAP@0.5): {curve}")  # fmt: skip
+                  f"best {result.best_epoch})\n  curve (held-out mAP@0.5): {curve}\n  weakest classes (AP@0.5): "
+                  + ", ".join(f"{label} {scores['ap50']:.2f}" for label, scores in weakest), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
