@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup test demo bench lint infra-check clean
+.PHONY: setup setup-python test test-fast demo bench lint infra-check clean
 
 setup: $(PIP_STAMP) $(NODE_STAMP)
+setup-python: $(PIP_STAMP)
 
 $(PIP_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -25,8 +26,12 @@ $(NODE_STAMP): package.json package-lock.json
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The fast tier: no Azurite (so no Node), no training or end-to-end runs.
+test-fast: setup-python
+	$(PY) -m pytest -m 'not integration and not slow' $(PYTEST_ARGS)
+
 demo: setup
-	$(PY) -m retrainer.demo
+	$(PY) -m devtools.demo
 
 bench: setup
 	$(PY) bench/labels.py
@@ -47,9 +52,10 @@ infra-check: $(CHECKOV)
 	terraform fmt -check -recursive infra
 	$(CHECKOV) -d infra --framework terraform --skip-download --compact --quiet
 
-lint: setup
+lint: setup-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .demo

@@ -35,10 +35,21 @@ def write_files(root: Path, count: int, seed: int = 0) -> tuple[Path, Path]:
         boxes = []
         for _ in range(int(rng.integers(4, 17))):
             x, y = rng.random(2) * 0.9
-            boxes.append({"label": str(int(rng.integers(1, 11))), "topX": x, "topY": y, "bottomX": x + 0.03,
-                          "bottomY": y + 0.02, "isCrowd": 0})  # fmt: skip
-        record = {"image_url": f"{folder}/s{i}.jpg", "image_details": {"format": "jpg", "width": 900, "height": 700},
-                  "label": boxes}  # fmt: skip
+            boxes.append(
+                {
+                    "label": str(int(rng.integers(1, 11))),
+                    "topX": x,
+                    "topY": y,
+                    "bottomX": x + 0.03,
+                    "bottomY": y + 0.02,
+                    "isCrowd": 0,
+                }
+            )
+        record = {
+            "image_url": f"{folder}/s{i}.jpg",
+            "image_details": {"format": "jpg", "width": 900, "height": 700},
+            "label": boxes,
+        }
         (labels / folder / f"s{i}.jsonl").write_text(json.dumps(record, separators=(",", ":")) + "\n")
         (images / folder / f"s{i}.jpg").touch()
     return images, labels
@@ -58,9 +69,19 @@ def run_child(command: list[str] | str, shell: bool = False) -> tuple[float, int
 
 
 def aggregate_command(images: Path, labels: Path, output: Path) -> list[str]:
-    return [sys.executable, "-m", "pipeline_steps.data_aggregation", "--input-image-data-path", str(images),
-            "--input-label-data-path", str(labels), "--input-images-string-absolute-path",
-            "azureml://datastores/workspaceblobstore/paths/data/images", "--output_path", str(output)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "pipeline_steps.data_aggregation",
+        "--input-image-data-path",
+        str(images),
+        "--input-label-data-path",
+        str(labels),
+        "--input-images-string-absolute-path",
+        "azureml://datastores/workspaceblobstore/paths/data/images",
+        "--output_path",
+        str(output),
+    ]
 
 
 def main() -> None:
@@ -79,8 +100,10 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"aggregation of {records} files: {big_s:.2f} s ({records / big_s:,.0f} files/s)")
     print(f"cat of the same files:        {cat_s:.2f} s; ratio {big_s / cat_s:.2f}x (target <= 2x)")
-    print(f"peak RSS at {args.files // 10} files: {small_peak / 1024:.0f} MiB; "
-          f"at {args.files}: {big_peak / 1024:.0f} MiB (ratio {big_peak / small_peak:.2f}, flat = 1.0)")  # fmt: skip
+    print(
+        f"peak RSS at {args.files // 10} files: {small_peak / 1024:.0f} MiB; "
+        f"at {args.files}: {big_peak / 1024:.0f} MiB (ratio {big_peak / small_peak:.2f}, flat = 1.0)"
+    )
 
 
 if __name__ == "__main__":

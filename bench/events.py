@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from azure.data.tables import TableServiceClient  # noqa: E402
 
-from retrainer.azurite import running_azurite  # noqa: E402
+from devtools.azurite import running_azurite  # noqa: E402
 from retrainer.datastore import Datastore  # noqa: E402
 from retrainer.ledger import Ledger  # noqa: E402
 from retrainer.retraining import RetrainingService  # noqa: E402
@@ -38,8 +38,10 @@ THREADS = 8
 
 def import_seconds(module: str, repeats: int = 5) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                                  check=True).stdout) for _ in range(repeats)]  # fmt: skip
+    times = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+        for _ in range(repeats)
+    ]
     return statistics.median(times)
 
 

@@ -1,7 +1,7 @@
 """Benchmark: safe label conversion vs numpy's unsafe loader, in the same process.
 
 Converts N generated legacy-layout label files (object arrays, a pickle inside each) to AutoML
-JSONL lines with `retrainer.labels` (restricted unpickler + full validation), and the same files
+JSONL lines with `retrainer.ingestion.labels` (restricted unpickler + full validation), and the same files
 with the plain unsafe baseline `np.load(allow_pickle=True)` + `json.dumps` (no validation).
 Reports files/s for both and the ratio of times. Target: safe <= 1.3x the baseline.
 
@@ -20,8 +20,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from retrainer.labels import convert_label_file, record_to_jsonl
-from retrainer.synthetic import LABEL_MAP, label_rows_to_npy
+from devtools.synthetic import LABEL_MAP, label_rows_to_npy
+from retrainer.ingestion.labels import convert_label_file, record_to_jsonl
 
 
 def generate_label_files(count: int, seed: int = 0) -> list[tuple[bytes, int, int]]:
@@ -44,9 +44,14 @@ def safe(files: list[tuple[bytes, int, int]]) -> int:
     total = 0
     for index, (data, width, height) in enumerate(files):
         record = convert_label_file(
-            data, file_name=f"{index}_symbols.npy", image_url=f"{index}.jpg", width=width, height=height,
-            image_format="jpg", label_map=LABEL_MAP,
-        )  # fmt: skip
+            data,
+            file_name=f"{index}_symbols.npy",
+            image_url=f"{index}.jpg",
+            width=width,
+            height=height,
+            image_format="jpg",
+            label_map=LABEL_MAP,
+        )
         total += len(record_to_jsonl(record))
     return total
 
@@ -56,12 +61,21 @@ def unsafe_baseline(files: list[tuple[bytes, int, int]]) -> int:
     for index, (data, width, height) in enumerate(files):
         rows = np.load(io.BytesIO(data), allow_pickle=True)
         labels = [
-            {"label": str(r[2]), "topX": r[1][0] / width, "topY": r[1][1] / height,
-             "bottomX": r[1][2] / width, "bottomY": r[1][3] / height, "isCrowd": 0}
+            {
+                "label": str(r[2]),
+                "topX": r[1][0] / width,
+                "topY": r[1][1] / height,
+                "bottomX": r[1][2] / width,
+                "bottomY": r[1][3] / height,
+                "isCrowd": 0,
+            }
             for r in rows
-        ]  # fmt: skip
-        record = {"image_url": f"{index}.jpg", "image_details": {"format": "jpg", "width": width, "height": height},
-                  "label": labels}  # fmt: skip
+        ]
+        record = {
+            "image_url": f"{index}.jpg",
+            "image_details": {"format": "jpg", "width": width, "height": height},
+            "label": labels,
+        }
         total += len(json.dumps(record)) + 1
     return total
 

@@ -85,13 +85,16 @@ def main() -> None:
     reference_s = time.perf_counter() - started
     ours_dev, reference_dev = deviation(records, set(result.val)), deviation(records, reference_val)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"{args.images} images, {args.classes} long-tailed classes, "
-          f"{sum(len(r['label']) for r in records)} boxes, k=5")  # fmt: skip
+    print(
+        f"{args.images} images, {args.classes} long-tailed classes, {sum(len(r['label']) for r in records)} boxes, k=5"
+    )
     print(
         f"iterative stratification (the step): {ours_s:.2f} s, deviation {ours_dev:.5f}, val {len(result.val)} images"
     )
-    print(f"StratifiedGroupKFold on box rows:    {reference_s:.2f} s, deviation {reference_dev:.5f}, "
-          f"val {len(reference_val)} images")  # fmt: skip
+    print(
+        f"StratifiedGroupKFold on box rows:    {reference_s:.2f} s, deviation {reference_dev:.5f}, "
+        f"val {len(reference_val)} images"
+    )
     print(f"whole-box floor for this val share: deviation {integer_floor(records, set(result.val)):.5f}")
     print(f"deviation ratio step/reference: {ours_dev / reference_dev:.2f}x (target <= 0.5x); time target <= 2 s")
 

@@ -25,10 +25,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
+from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.data import class_vocabulary, load_sheets
 from pipeline_steps.detector.engine import TrainingConfig, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
-from retrainer.synthetic import write_mltable_set
 
 
 class _ThreeLevelBackbone(SymbolBackbone):
@@ -78,10 +78,14 @@ def main() -> None:
         train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.train_sheets, seed=101))
         val_sheets = load_sheets(write_mltable_set(Path(tmp, "val"), args.val_sheets, seed=202))
         classes = class_vocabulary(train_sheets, val_sheets)
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, Python {platform.python_version()}")  # fmt: skip
-        print(f"{len(train_sheets)} training sheets, {len(val_sheets)} held-out sheets, {len(classes)} classes, "
-              f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min")  # fmt: skip
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+        )
+        print(
+            f"{len(train_sheets)} training sheets, {len(val_sheets)} held-out sheets, {len(classes)} classes, "
+            f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min"
+        )
         for name, (build_model, config) in list(SETUPS.items())[: 1 if args.only_chosen else None]:
             config = dataclasses.replace(
                 config, max_minutes=args.minutes, evaluation_sheets=len(val_sheets), seed=args.seed
@@ -94,11 +98,14 @@ def main() -> None:
             )
             metrics = result.evaluation.metrics
             weakest = sorted(result.evaluation.per_class.items(), key=lambda item: item[1]["ap50"])[:3]
-            print(f"\n{name}\n  held-out mAP@0.5 {metrics['mean_average_precision']:.3f}, "
-                  f"COCO mAP@[.5:.95] {metrics['coco_map']:.3f}, precision {metrics['precision']:.3f}, "
-                  f"recall {metrics['recall']:.3f} after {result.seconds / 60:.1f} min ({result.epochs} epochs, "
-                  f"best {result.best_epoch})\n  curve (held-out mAP@0.5): {curve}\n  weakest classes (AP@0.5): "
-                  + ", ".join(f"{label} {scores['ap50']:.2f}" for label, scores in weakest), flush=True)  # fmt: skip
+            print(
+                f"\n{name}\n  held-out mAP@0.5 {metrics['mean_average_precision']:.3f}, "
+                f"COCO mAP@[.5:.95] {metrics['coco_map']:.3f}, precision {metrics['precision']:.3f}, "
+                f"recall {metrics['recall']:.3f} after {result.seconds / 60:.1f} min ({result.epochs} epochs, "
+                f"best {result.best_epoch})\n  curve (held-out mAP@0.5): {curve}\n  weakest classes (AP@0.5): "
+                + ", ".join(f"{label} {scores['ap50']:.2f}" for label, scores in weakest),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

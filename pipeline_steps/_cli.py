@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 
-def add_flag(parser: argparse.ArgumentParser, name: str, *, env: str | None = None, **kwargs: object) -> None:
+def add_flag(parser: argparse.ArgumentParser, name: str, *, env: str | None = None, **kwargs: Any) -> None:
     """Add `--kebab-case` and `--snake_case` spellings of one flag; `env` supplies the default."""
     kebab, snake = name.replace("_", "-"), name.replace("-", "_")
     spellings = [f"--{kebab}"] if kebab == snake else [f"--{kebab}", f"--{snake}"]
@@ -14,7 +15,7 @@ def add_flag(parser: argparse.ArgumentParser, name: str, *, env: str | None = No
         kwargs["default"] = os.environ[env]
         kwargs.pop("required", None)
         kwargs["help"] = f"{kwargs.get('help', '')} (default from {env})".strip()
-    parser.add_argument(*spellings, dest=snake, **kwargs)  # type: ignore[arg-type]
+    parser.add_argument(*spellings, dest=snake, **kwargs)
 
 
 def boolean(value: str | bool) -> bool:

@@ -13,6 +13,7 @@ remains. Files are streamed: memory does not grow with their number.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ from typing import BinaryIO
 import orjson
 
 from pipeline_steps._cli import add_flag
-from retrainer.annotations import ANNOTATIONS_FILE, write_mltable_file
+from pipeline_steps.mltable_io import ANNOTATIONS_FILE, write_mltable_file
 
 SUMMARY_FILE = "aggregation_summary.json"
 _READ_CHUNK = 1 << 16
@@ -94,7 +95,7 @@ def aggregate(image_dir: Path, label_dir: Path, absolute_prefix: str, output_dir
             lines = _read_file(os.path.join(root, name)).split(b"\n")
             for number, line in enumerate(lines, start=1):
                 if line.strip():
-                    aggregator.add(line, out, lambda n=number, r=root, f=name: _where(label_dir, r, f, n))
+                    aggregator.add(line, out, functools.partial(_where, label_dir, root, name, number))
     write_mltable_file(output_dir)
     summary = aggregator.summary
     (output_dir / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2))
@@ -170,13 +171,30 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_flag(parser, "input-image-data-path", env="INPUT_IMAGE_DATA_PATH", required=True, type=Path,
-             help="image folder (mounted uri_folder)")  # fmt: skip
-    add_flag(parser, "input-label-data-path", env="INPUT_LABEL_DATA_PATH", required=True, type=Path,
-             help="label folder with per-image .jsonl files (mounted uri_folder)")  # fmt: skip
-    add_flag(parser, "input-images-string-absolute-path", required=False, default=None,
-             help="absolute URL prefix of the image folder (azureml://... or file:///...); "
-                  "default: file:// URL of --input-image-data-path")  # fmt: skip
+    add_flag(
+        parser,
+        "input-image-data-path",
+        env="INPUT_IMAGE_DATA_PATH",
+        required=True,
+        type=Path,
+        help="image folder (mounted uri_folder)",
+    )
+    add_flag(
+        parser,
+        "input-label-data-path",
+        env="INPUT_LABEL_DATA_PATH",
+        required=True,
+        type=Path,
+        help="label folder with per-image .jsonl files (mounted uri_folder)",
+    )
+    add_flag(
+        parser,
+        "input-images-string-absolute-path",
+        required=False,
+        default=None,
+        help="absolute URL prefix of the image folder (azureml://... or file:///...); "
+        "default: file:// URL of --input-image-data-path",
+    )
     add_flag(parser, "output_path", required=True, type=Path, help="output MLTable folder")
     args = parser.parse_args(argv)
     image_dir = Path(args.input_image_data_path)

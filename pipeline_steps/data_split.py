@@ -22,11 +22,12 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
 from pipeline_steps._cli import add_flag, boolean, filename_list
-from retrainer.annotations import count_classes, read_records, write_records
+from pipeline_steps.mltable_io import count_classes, read_records, write_records
 
 REPORT_FILE = "split_report.json"
 RARE_CLASS_POLICIES = ("copy", "train_only")
@@ -242,30 +243,30 @@ def _numeric_first(class_id: str) -> tuple[int, str]:
     return (int(class_id), "") if class_id.lstrip("-").isdigit() else (1 << 62, class_id)
 
 
-def split_report(records: list[dict], result: SplitResult) -> dict[str, object]:
-    train = count_classes(records[i] for i in result.train).as_dict()
-    val = count_classes(records[i] for i in result.val).as_dict()
-    classes = sorted(set(train["images_per_class"]) | set(val["images_per_class"]), key=_numeric_first)  # type: ignore[arg-type]
+def split_report(records: list[dict], result: SplitResult) -> dict[str, Any]:
+    train = count_classes(records[i] for i in result.train)
+    val = count_classes(records[i] for i in result.val)
+    classes = sorted(set(train.images_per_class) | set(val.images_per_class), key=_numeric_first)
     per_class = {
         c: {
-            "train_images": train["images_per_class"].get(c, 0),  # type: ignore[union-attr]
-            "val_images": val["images_per_class"].get(c, 0),  # type: ignore[union-attr]
-            "train_boxes": train["boxes_per_class"].get(c, 0),  # type: ignore[union-attr]
-            "val_boxes": val["boxes_per_class"].get(c, 0),  # type: ignore[union-attr]
+            "train_images": train.images_per_class[c],
+            "val_images": val.images_per_class[c],
+            "train_boxes": train.boxes_per_class[c],
+            "val_boxes": val.boxes_per_class[c],
         }
         for c in classes
     }
     shared = sorted(set(result.train) & set(result.val))
     return {
         **result.notes,
-        "train": {"images": train["images"], "boxes": train["boxes"]},
-        "val": {"images": val["images"], "boxes": val["boxes"]},
+        "train": {"images": train.images, "boxes": train.boxes},
+        "val": {"images": val.images, "boxes": val.boxes},
         "images_in_both": [basename(records[i]) for i in shared],
         "per_class": per_class,
     }
 
 
-def run_split(input_path: Path, train_output: Path, val_output: Path, config: SplitConfig) -> dict[str, object]:
+def run_split(input_path: Path, train_output: Path, val_output: Path, config: SplitConfig) -> dict[str, Any]:
     records = list(read_records(input_path))
     if not records:
         raise SplitError(f"{input_path} holds no records")
@@ -309,12 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data split failed: {error}", file=sys.stderr)
         return 1
     print(
-        f"train: {report['train']['images']} images, {report['train']['boxes']} boxes; "  # type: ignore[index]
-        f"val: {report['val']['images']} images, {report['val']['boxes']} boxes; "  # type: ignore[index]
-        f"in both (rare classes): {len(report['images_in_both'])}"  # type: ignore[arg-type]
+        f"train: {report['train']['images']} images, {report['train']['boxes']} boxes; "
+        f"val: {report['val']['images']} images, {report['val']['boxes']} boxes; "
+        f"in both (rare classes): {len(report['images_in_both'])}"
     )
     if report.get("mandatory_not_found"):
-        print(f"mandatory file names not found: {', '.join(report['mandatory_not_found'])}")  # type: ignore[arg-type]
+        print(f"mandatory file names not found: {', '.join(report['mandatory_not_found'])}")
     return 0
 
 

@@ -10,13 +10,17 @@ Default compute PIPELINE_CPU_COMPUTE_NAME; training on TRAINING_GPU_COMPUTE_NAME
 
 # No `from __future__ import annotations` here: dsl.pipeline reads the real annotations of its functions.
 from pathlib import Path
+from typing import Any
 
 from azure.ai.ml import Input, load_component, load_environment
-from azure.ai.ml.dsl import pipeline
+from azure.ai.ml.dsl import pipeline as dsl_pipeline
 from azure.ai.ml.entities import Environment, PipelineJob
 
-from pipeline_steps.automl_training import AutoMLConfig, build_automl_node
+from pipeline_steps.automl_node import AutoMLConfig, build_automl_node
 from retrainer.settings import Settings
+
+#: The SDK's overloads of `dsl.pipeline` want the function positionally; as a decorator factory it takes none.
+pipeline: Any = dsl_pipeline
 
 COMPONENTS = Path(__file__).resolve().parent / "components"
 
@@ -25,7 +29,7 @@ def environment() -> Environment:
     return load_environment(COMPONENTS / "environment.yml")
 
 
-def _component(name: str):  # type: ignore[no-untyped-def]
+def _component(name: str) -> Any:
     return load_component(COMPONENTS / f"{name}.yml")
 
 
@@ -35,7 +39,7 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
     register_model = _component("register_model")
     tag_model = _component("tag_model")
 
-    def register_and_tag(best_model, data_assets):  # type: ignore[no-untyped-def]
+    def register_and_tag(best_model: Any, data_assets: Any) -> tuple[Any, Any]:
         registered = register_model(
             model_base_name=settings.MODEL_BASE_NAME, model_input_path=best_model, data_assets_path=data_assets
         )
@@ -48,8 +52,8 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
     if settings.reuses_datasets():
 
         @pipeline(name="pid_symbol_retraining_reuse", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
-        def reuse_pipeline(train_data: Input, val_data: Input):  # type: ignore[no-untyped-def]
-            training = build_automl_node(automl, train_data, val_data)
+        def reuse_pipeline(train_data: Input, val_data: Input) -> dict[str, Any]:
+            training: Any = build_automl_node(automl, train_data, val_data)
             training.name = "train"
             version_file = (
                 Input(type="uri_folder", path=settings.DATASET_VERSION_PATH) if settings.DATASET_VERSION_PATH else None
@@ -63,11 +67,13 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
         )
     else:
         aggregation, split, register_data = (
-            _component("data_aggregation"), _component("data_split"), _component("register_data_asset")
-        )  # fmt: skip
+            _component("data_aggregation"),
+            _component("data_split"),
+            _component("register_data_asset"),
+        )
 
         @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
-        def full_pipeline(images: Input, labels: Input):  # type: ignore[no-untyped-def]
+        def full_pipeline(images: Input, labels: Input) -> dict[str, Any]:
             aggregated = aggregation(
                 input_image_data_path=images,
                 input_label_data_path=labels,
@@ -85,12 +91,15 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
                 val_input_path=split_data.outputs.val_output_path,
                 data_store_name=settings.DATA_STORE_NAME,
             )
-            training = build_automl_node(
+            training: Any = build_automl_node(
                 automl, split_data.outputs.train_output_path, split_data.outputs.val_output_path
             )
             aggregated.name, split_data.name, assets.name, training.name = (
-                "data_aggregation", "data_split", "register_data_asset", "train"
-            )  # fmt: skip
+                "data_aggregation",
+                "data_split",
+                "register_data_asset",
+                "train",
+            )
             _, tagged = register_and_tag(training.outputs.best_model, assets.outputs.output_path)
             return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from pipeline_steps._cli import add_flag
-from retrainer.annotations import count_classes, read_records
+from pipeline_steps.mltable_io import count_classes, read_records
 from retrainer.settings import SettingsError, get_settings
-from retrainer.workspace import DataAssetRef, Workspace, open_workspace
+from retrainer.workspace import DataAssetRef, ModelRegistry, open_registry
 
 OUTPUT_FILE = "data_assets.json"
 
@@ -31,7 +31,7 @@ def asset_tags(folder: Path) -> dict[str, str]:
 
 
 def register_split(
-    workspace: Workspace,
+    registry: ModelRegistry,
     train_folder: Path,
     val_folder: Path,
     *,
@@ -47,7 +47,7 @@ def register_split(
                 raise ValueError(f"training MLTable {folder} has no records")
             refs[role] = None
             continue
-        refs[role] = workspace.register_data_asset(
+        refs[role] = registry.register_data_asset(
             name,
             folder,
             description=f"P&ID symbol {role} set (AutoML object detection JSONL)",
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         refs = register_split(
-            open_workspace(get_settings()),
+            open_registry(get_settings()),
             args.train_input_path,
             args.val_input_path,
             train_name=args.train_asset_name,

@@ -24,7 +24,7 @@ import yaml
 
 from pipeline_steps._cli import add_flag
 from retrainer.settings import SettingsError, get_settings
-from retrainer.workspace import Workspace, open_workspace
+from retrainer.workspace import ModelRegistry, open_registry
 
 METADATA_FILE = "model_metadata.json"
 REQUIRED_METRICS = ("mean_average_precision", "precision", "recall")
@@ -84,15 +84,25 @@ def data_versions(data_assets_path: Path | None) -> dict[str, str]:
     return {key: value for key, value in versions.items() if value}
 
 
-def register(workspace: Workspace, name: str, model_folder: Path, data: dict[str, str]) -> dict[str, object]:
+def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> dict[str, object]:
     metrics, source = read_training_metrics(model_folder)
-    tags = {**{k: f"{v:.6f}" for k, v in metrics.items()}, **data, "source_run": source,
-            "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-    version = workspace.register_model(
+    tags = {
+        **{k: f"{v:.6f}" for k, v in metrics.items()},
+        **data,
+        "source_run": source,
+        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    version = registry.register_model(
         name, model_folder, description="P&ID symbol detector (AutoML for Images contract)", tags=tags
     )
-    return {"name": version.name, "version": version.version, "uri": version.uri, **metrics, **data,
-            "source_run": source}  # fmt: skip
+    return {
+        "name": version.name,
+        "version": version.version,
+        "uri": version.uri,
+        **metrics,
+        **data,
+        "source_run": source,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metadata = register(
-            open_workspace(get_settings()),
+            open_registry(get_settings()),
             args.model_base_name,
             args.model_input_path,
             data_versions(args.data_assets_path),
@@ -118,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.model_metadata_path.mkdir(parents=True, exist_ok=True)
     (args.model_metadata_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    print(f"registered {metadata['name']} version {metadata['version']} "
-          f"(mAP@0.5 {metadata['mean_average_precision']:.4f})")  # fmt: skip
+    print(
+        f"registered {metadata['name']} version {metadata['version']} "
+        f"(mAP@0.5 {metadata['mean_average_precision']:.4f})"
+    )
     return 0
 
 

@@ -22,11 +22,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import add_flag
-from retrainer.policy import decide_promotion
+from retrainer.promotion import PROMOTION_RECORD_FILE, Comparison, PromotionRecord, decide_promotion
 from retrainer.settings import SettingsError, get_settings
-from retrainer.workspace import BEST_MODEL_TAG, ModelVersion, Workspace, open_workspace
+from retrainer.workspace import BEST_MODEL_TAG, ModelRegistry, ModelVersion, open_registry
 
-METADATA_FILE = "best_model_metadata.json"
 SCORE_TAG = "mean_average_precision"
 
 Rescorer = Callable[[ModelVersion, ModelVersion], tuple[float, float]]
@@ -47,7 +46,7 @@ def score_of(version: ModelVersion) -> float:
         raise TagError(f"{version.name}:{version.version} has no numeric {SCORE_TAG} tag") from None
 
 
-def repair_best_tags(workspace: Workspace, versions: list[ModelVersion]) -> list[str]:
+def repair_best_tags(registry: ModelRegistry, versions: list[ModelVersion]) -> list[str]:
     """Leave the best tag on one version only (highest score, then the oldest); returns the versions untagged."""
     tagged = [v for v in versions if v.is_best]
     if len(tagged) <= 1:
@@ -55,75 +54,96 @@ def repair_best_tags(workspace: Workspace, versions: list[ModelVersion]) -> list
     keep = max(tagged, key=lambda v: (score_of(v), -int(v.version)))
     removed = [v.version for v in tagged if v.version != keep.version]
     for version in removed:
-        workspace.set_model_tags(keep.name, version, {BEST_MODEL_TAG: "false"})
+        registry.set_model_tags(keep.name, version, {BEST_MODEL_TAG: "false"})
     return removed
 
 
 def choose_best(
-    workspace: Workspace, name: str, candidate_version: str, min_improvement: float, rescore: Rescorer | None
-) -> dict[str, object]:
-    with workspace.promotion_lock(name):
-        versions = workspace.model_versions(name)
-        repaired = repair_best_tags(workspace, versions)
-        versions = workspace.model_versions(name) if repaired else versions
+    registry: ModelRegistry, name: str, candidate_version: str, min_improvement: float, rescore: Rescorer | None
+) -> PromotionRecord:
+    with registry.promotion_lock(name):
+        versions = registry.model_versions(name)
+        repaired = repair_best_tags(registry, versions)
+        versions = registry.model_versions(name) if repaired else versions
         by_version = {v.version: v for v in versions}
         if candidate_version not in by_version:
             raise TagError(f"{name}:{candidate_version} is not registered")
         candidate = by_version[candidate_version]
         incumbent = next((v for v in versions if v.is_best), None)
-        record = _decide(workspace, candidate, incumbent, min_improvement, rescore)
-        after = workspace.model_versions(name)
-        repaired += repair_best_tags(workspace, after)  # a racing step on a lock-less registry
-        record["repaired_best_tags_on_versions"] = repaired
-        record["best_version"] = next((v.version for v in workspace.model_versions(name) if v.is_best), None)
+        record = _decide(registry, candidate, incumbent, min_improvement, rescore)
+        after = registry.model_versions(name)
+        repaired += repair_best_tags(registry, after)  # a racing step on a lock-less registry
+        record.repaired_best_tags_on_versions = repaired
+        record.best_version = next((v.version for v in registry.model_versions(name) if v.is_best), None)
     return record
 
 
 def _decide(
-    workspace: Workspace,
+    registry: ModelRegistry,
     candidate: ModelVersion,
     incumbent: ModelVersion | None,
     min_improvement: float,
     rescore: Rescorer | None,
-) -> dict[str, object]:
-    base = {"name": candidate.name, "candidate_version": candidate.version,
-            "previous_best_version": incumbent.version if incumbent else None}  # fmt: skip
+) -> PromotionRecord:
+    previous = incumbent.version if incumbent else None
     if incumbent is not None and incumbent.version == candidate.version:
         score = score_of(candidate)
-        return {**base, "chosen_version": candidate.version, "promoted": False, "candidate_score": score,
-                "previous_best_score": score, "reason": "already the best model; nothing to change"}  # fmt: skip
+        return PromotionRecord(
+            name=candidate.name,
+            candidate_version=candidate.version,
+            previous_best_version=previous,
+            chosen_version=candidate.version,
+            promoted=False,
+            candidate_score=score,
+            previous_best_score=score,
+            min_map_improvement=min_improvement,
+            reason="already the best model; nothing to change",
+        )
     candidate_score = score_of(candidate)
     incumbent_score = score_of(incumbent) if incumbent else None
     comparison = _comparison(candidate, incumbent)
-    if incumbent is not None and not comparison["same_validation_data"] and rescore is not None:
+    if incumbent is not None and not comparison.same_validation_data and rescore is not None:
         try:
             candidate_score, incumbent_score = rescore(candidate, incumbent)
-            comparison.update(rescored=True, rescored_on=candidate.tags.get("val_data"))
+            comparison.rescored, comparison.rescored_on = True, candidate.tags.get("val_data")
         except RescoreUnavailable as reason:
-            comparison.update(rescore_skipped=str(reason))
+            comparison.rescore_skipped = str(reason)
     decision = decide_promotion(candidate_score, incumbent_score, min_improvement)
     if decision.promote:
         if incumbent is not None:  # untag first: for a moment no version is best, never two
-            workspace.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
-        workspace.set_model_tags(candidate.name, candidate.version, {BEST_MODEL_TAG: "true"})
+            registry.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
+        registry.set_model_tags(candidate.name, candidate.version, {BEST_MODEL_TAG: "true"})
     chosen = candidate if decision.promote or incumbent is None else incumbent
-    return {**base, "chosen_version": chosen.version, "promoted": decision.promote,
-            "candidate_score": decision.candidate_score, "previous_best_score": decision.incumbent_score,
-            "min_map_improvement": min_improvement, "reason": decision.reason, "comparison": comparison}  # fmt: skip
+    return PromotionRecord(
+        name=candidate.name,
+        candidate_version=candidate.version,
+        previous_best_version=previous,
+        chosen_version=chosen.version,
+        promoted=decision.promote,
+        candidate_score=decision.candidate_score,
+        previous_best_score=decision.incumbent_score,
+        min_map_improvement=min_improvement,
+        reason=decision.reason,
+        comparison=comparison,
+    )
 
 
-def _comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> dict[str, object]:
+def _comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> Comparison:
     if incumbent is None:
-        return {"same_validation_data": True, "rescored": False}
+        return Comparison()
     same = bool(candidate.tags.get("val_data")) and candidate.tags.get("val_data") == incumbent.tags.get("val_data")
-    note = "" if same else (
-        f"validated on different data ({incumbent.tags.get('val_data', 'unknown')} vs "
-        f"{candidate.tags.get('val_data', 'unknown')})"
-    )  # fmt: skip
-    return {"same_validation_data": same, "rescored": False, "note": note}
+    note = (
+        ""
+        if same
+        else (
+            f"validated on different data ({incumbent.tags.get('val_data', 'unknown')} vs "
+            f"{candidate.tags.get('val_data', 'unknown')})"
+        )
+    )
+    return Comparison(same_validation_data=same, note=note)
 
 
-def local_rescorer(workspace: Workspace) -> Rescorer | None:
+def local_rescorer(registry: ModelRegistry) -> Rescorer | None:
     """Re-score both models on the newcomer's validation set (local mode, where the data is on disk)."""
 
     def rescore(candidate: ModelVersion, incumbent: ModelVersion) -> tuple[float, float]:
@@ -137,7 +157,7 @@ def local_rescorer(workspace: Workspace) -> Rescorer | None:
         with tempfile.TemporaryDirectory() as scratch:
             try:
                 scores = [
-                    score_model(workspace.local_model_path(v, Path(scratch)), val_folder)["mean_average_precision"]
+                    score_model(registry.local_model_path(v, Path(scratch)), val_folder)["mean_average_precision"]
                     for v in (candidate, incumbent)
                 ]
             except IncompatibleModelError as error:  # an incumbent from an older detector architecture
@@ -160,17 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = get_settings()
         metadata = json.loads((args.model_metadata_path / "model_metadata.json").read_text())
-        workspace = open_workspace(settings)
-        rescore = local_rescorer(workspace) if settings.backend() == "local" else None
+        registry = open_registry(settings)
+        rescore = local_rescorer(registry) if settings.backend() == "local" else None
         record = choose_best(
-            workspace, args.model_base_name, str(metadata["version"]), settings.MIN_MAP_IMPROVEMENT, rescore
+            registry, args.model_base_name, str(metadata["version"]), settings.MIN_MAP_IMPROVEMENT, rescore
         )
     except (TagError, SettingsError, FileNotFoundError, KeyError) as error:
         print(f"tag model failed: {error}", file=sys.stderr)
         return 1
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
-    (args.best_model_metadata_path / METADATA_FILE).write_text(json.dumps(record, indent=2))
-    print(f"best model: {record['name']} version {record['best_version']} ({record['reason']})")
+    (args.best_model_metadata_path / PROMOTION_RECORD_FILE).write_text(record.to_json())
+    print(f"best model: {record.name} version {record.best_version} ({record.reason})")
     return 0
 
 

@@ -44,8 +44,10 @@ def run_training(
     if not train_sheets:
         raise ValueError(f"{train_data} has no training records")
     classes = class_vocabulary(train_sheets, val_sheets)
-    print(f"training on {len(train_sheets)} sheets, validating on {len(val_sheets)}, {len(classes)} classes, "
-          f"budget {max_minutes:g} min, seed {seed}")  # fmt: skip
+    print(
+        f"training on {len(train_sheets)} sheets, validating on {len(val_sheets)}, {len(classes)} classes, "
+        f"budget {max_minutes:g} min, seed {seed}"
+    )
     config = TrainingConfig(max_minutes=max_minutes, max_epochs=max_epochs, seed=seed)
     result = train(train_sheets, val_sheets, classes, config, on_epoch=_print_epoch)
     if output.exists():

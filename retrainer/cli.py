@@ -16,10 +16,13 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from retrainer.redact import redact
 from retrainer.settings import Settings, SettingsError, load_settings
+from retrainer.workspace import ModelRegistry, PipelineRunner, RunState, open_registry, open_runner
 
 
 def _settings(backend: str | None) -> Settings:
@@ -28,13 +31,15 @@ def _settings(backend: str | None) -> Settings:
     return load_settings()
 
 
-def _workspace(settings: Settings):  # type: ignore[no-untyped-def]
-    from retrainer.workspace import open_workspace
-
-    return open_workspace(settings)
+def _runner(settings: Settings) -> PipelineRunner:
+    return open_runner(settings)
 
 
-def _print(value: object, as_json: bool, render) -> None:  # type: ignore[no-untyped-def]
+def _registry(settings: Settings) -> ModelRegistry:
+    return open_registry(settings)
+
+
+def _print(value: Any, as_json: bool, render: Callable[[Any], str]) -> None:
     if as_json:
         print(json.dumps(value, indent=2, default=str))
     else:
@@ -62,49 +67,64 @@ def cmd_submit(args: argparse.Namespace) -> int:
         output = args.output or Path("pipeline_job.yml")
         write_pipeline_yaml(job, output)
         steps = list(job.jobs)
-        _print({"dry_run": True, "output": str(output), "steps": steps}, args.json,
-               lambda v: f"validated a {len(steps)}-step pipeline ({', '.join(steps)}); wrote {v['output']}; "
-                         "nothing was submitted")  # fmt: skip
+        _print(
+            {"dry_run": True, "output": str(output), "steps": steps},
+            args.json,
+            lambda v: (
+                f"validated a {len(steps)}-step pipeline ({', '.join(steps)}); wrote {v['output']}; "
+                "nothing was submitted"
+            ),
+        )
         return 0
-    run_id = _workspace(settings).submit_pipeline(args.reason or "manual")
-    _print({"run_id": run_id, "backend": settings.backend()}, args.json,
-           lambda v: f"submitted {v['run_id']} ({v['backend']}); follow it: retrain status {v['run_id']}")  # fmt: skip
+    run_id = _runner(settings).submit_pipeline(args.reason or "manual")
+    _print(
+        {"run_id": run_id, "backend": settings.backend()},
+        args.json,
+        lambda v: f"submitted {v['run_id']} ({v['backend']}); follow it: retrain status {v['run_id']}",
+    )
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _workspace(_settings(args.backend)).run_status(args.run_id)
-    document = dataclasses.asdict(status)
+    status = _runner(_settings(args.backend)).run_status(args.run_id)
+    document = {**dataclasses.asdict(status), "decision": status.decision.model_dump() if status.decision else None}
 
-    def render(value: dict) -> str:
+    def render(value: dict[str, Any]) -> str:
         lines = [f"run {value['run_id']}: {value['state']}" + (f" ({value['detail']})" if value["detail"] else "")]
         if value["error"]:
             lines.append(f"error: {value['error']}")
-        if value["decision"]:
-            decision = value["decision"]
-            lines.append(f"decision: best version {decision.get('best_version')}: {decision.get('reason')}")
+        if status.decision:
+            lines.append(f"decision: best version {status.decision.best_version}: {status.decision.reason}")
         return "\n".join(lines)
 
     _print(document, args.json, render)
-    return 0 if status.state != "failed" else 1
+    return 1 if status.state == RunState.FAILED else 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = [dataclasses.asdict(run) for run in _workspace(_settings(args.backend)).list_runs(args.limit)]
+    runs = [dataclasses.asdict(run) for run in _runner(_settings(args.backend)).list_runs(args.limit)]
     _print(runs, args.json, lambda rows: _table(rows, ["run_id", "state", "detail", "started", "ended"]))
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     settings = _settings(args.backend)
-    versions = _workspace(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
+    versions = _registry(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
     rows = [
-        {"version": v.version, "best": "yes" if v.is_best else "", "mAP@0.5": v.tags.get("mean_average_precision", ""),
-         "val_data": v.tags.get("val_data", ""), "registered": v.tags.get("registered_at", "")}
+        {
+            "version": v.version,
+            "best": "yes" if v.is_best else "",
+            "mAP@0.5": v.tags.get("mean_average_precision", ""),
+            "val_data": v.tags.get("val_data", ""),
+            "registered": v.tags.get("registered_at", ""),
+        }
         for v in versions
-    ]  # fmt: skip
-    _print([dataclasses.asdict(v) for v in versions], args.json,
-           lambda _: _table(rows, ["version", "best", "mAP@0.5", "val_data", "registered"]))  # fmt: skip
+    ]
+    _print(
+        [dataclasses.asdict(v) for v in versions],
+        args.json,
+        lambda _: _table(rows, ["version", "best", "mAP@0.5", "val_data", "registered"]),
+    )
     return 0
 
 

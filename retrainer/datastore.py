@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +15,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from retrainer.images import HEADER_READ_STEPS, image_format, image_size
+from retrainer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class Datastore:
         service = BlobServiceClient.from_connection_string(connection_string)
         return cls(service.get_container_client(container_name))
 
-    @property
-    def container_name(self) -> str:
-        return self._container.container_name
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Datastore:
+        return cls.from_connection_string(settings.storage_connection_string(), settings.STORAGE_ACCOUNT_CONTAINER_NAME)
 
     def ensure_container(self) -> None:
         with contextlib.suppress(ResourceExistsError):
@@ -89,7 +90,7 @@ class Datastore:
             overwrite=True,
             content_settings=ContentSettings(
                 content_type=_CONTENT_TYPES.get(suffix, "application/octet-stream"),
-                content_md5=hashlib.md5(data).digest(),
+                content_md5=bytearray(hashlib.md5(data).digest()),
             ),
         )
 
@@ -109,15 +110,18 @@ class Datastore:
 
     def delete(self, path: str, etag: str | None = None) -> None:
         """Delete a blob; with an etag only if it has not changed since that etag was read."""
-        condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         with contextlib.suppress(ResourceNotFoundError):
-            self._container.delete_blob(path, **condition)
+            if etag:
+                self._container.delete_blob(path, etag=etag, match_condition=MatchConditions.IfNotModified)
+            else:
+                self._container.delete_blob(path)
 
     def list(self, prefix: str) -> Iterator[StoredBlob]:
         """Blobs under the prefix; none when the container does not exist yet."""
         try:
             for blob in self._container.list_blobs(name_starts_with=prefix):
-                yield StoredBlob(blob.name, blob.size, blob.content_settings.content_md5)
+                md5 = blob.content_settings.content_md5
+                yield StoredBlob(blob.name, blob.size, bytes(md5) if md5 else None)
         except ResourceNotFoundError:
             return
 
@@ -144,7 +148,7 @@ class Datastore:
         return downloader.readall(), downloader.properties.etag
 
     def quarantine(
-        self, path: str, data: bytes, reason: dict[str, object], quarantine_folder: str, *, original_etag: str | None
+        self, path: str, data: bytes, reason: Mapping[str, object], quarantine_folder: str, *, original_etag: str | None
     ) -> str:
         """Store `data` under the quarantine folder with a reason beside it; then delete the original.
 

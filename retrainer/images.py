@@ -14,10 +14,6 @@ IMAGE_FORMATS = {".jpg": "jpg", ".jpeg": "jpeg", ".png": "png", ".bmp": "bmp", "
 HEADER_READ_STEPS = (64 * 1024, 1024 * 1024, 32 * 1024 * 1024)
 
 
-class ImageHeaderError(ValueError):
-    """The file is not a readable image of a supported format."""
-
-
 def image_format(path: str) -> str | None:
     """The AutoML format name of a path by its extension, or None when it is not an image."""
     return IMAGE_FORMATS.get(PurePosixPath(path).suffix.lower())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
@@ -19,11 +19,16 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
+from retrainer.promotion import PromotionRecord
+from retrainer.settings import Settings
+from retrainer.workspace import RunState
+
 _WAITING = "waiting"
 _IMAGES = "images"
 _RUNS = "runs"
 _CONTROL = "control"
 _SLOT = "submission"
+_CLAIM_PREFIX = "claim-"
 _BATCH = 100  # Table Storage's transaction limit
 #: A claimed submission slot whose submitter vanished (crash between claim and submit) is freed after this.
 STALE_CLAIM = timedelta(minutes=15)
@@ -60,21 +65,26 @@ class RunRecord:
     trigger: str
     reason: str
     image_count: int
-    state: str
+    state: RunState
     submitted_at: datetime
     history: list[dict] = field(default_factory=list)
     error: str = ""
-    metrics: dict = field(default_factory=dict)
-    decision: dict = field(default_factory=dict)
+    decision: PromotionRecord | None = None
     ended_at: datetime | None = None
 
     def as_dict(self) -> dict:
         return {
-            "run_id": self.run_id, "trigger": self.trigger, "reason": self.reason, "image_count": self.image_count,
-            "state": self.state, "submitted_at": self.submitted_at.isoformat(),
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None, "history": self.history,
-            "error": self.error or None, "metrics": self.metrics, "decision": self.decision,
-        }  # fmt: skip
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "reason": self.reason,
+            "image_count": self.image_count,
+            "state": self.state.value,
+            "submitted_at": self.submitted_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "history": self.history,
+            "error": self.error or None,
+            "decision": self.decision.model_dump() if self.decision else None,
+        }
 
 
 @dataclass
@@ -85,6 +95,11 @@ class Control:
     consecutive_failures: int
     last_failure: datetime | None
     etag: str | None
+
+    @property
+    def active_runs(self) -> list[str]:
+        """Run ids holding a slot (a claim whose submission has not returned yet is not a run)."""
+        return [key for key in self.active if not key.startswith(_CLAIM_PREFIX)]
 
 
 class SlotTaken(RuntimeError):
@@ -101,6 +116,10 @@ class Ledger:
     @classmethod
     def from_connection_string(cls, connection_string: str, table_prefix: str) -> Ledger:
         return cls(TableServiceClient.from_connection_string(connection_string), table_prefix)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ledger:
+        return cls.from_connection_string(settings.storage_connection_string(), settings.LEDGER_TABLE_PREFIX)
 
     def ensure_tables(self) -> None:
         for table in (self._labels, self._images, self._runs, self._control):
@@ -162,10 +181,13 @@ class Ledger:
     def assign_images(self, images: list[ImageRecord], state: str, run_id: str) -> None:
         """Move images to a state (and run), in transactions of 100."""
         operations = [
-            (TransactionOperation.UPDATE, {"PartitionKey": _IMAGES, "RowKey": image.key, "state": state,
-                                           "run_id": run_id}, {"mode": UpdateMode.MERGE})
+            (
+                TransactionOperation.UPDATE,
+                {"PartitionKey": _IMAGES, "RowKey": image.key, "state": state, "run_id": run_id},
+                {"mode": UpdateMode.MERGE},
+            )
             for image in images
-        ]  # fmt: skip
+        ]
         for start in range(0, len(operations), _BATCH):
             self._images.submit_transaction(operations[start : start + _BATCH])
 
@@ -174,11 +196,18 @@ class Ledger:
     def save_run(self, run: RunRecord, etag: str | None = None) -> None:
         """Write a run; with `etag`, only if nobody changed it since it was read (ResourceModifiedError)."""
         entity = {
-                "PartitionKey": _RUNS, "RowKey": run.run_id, "trigger": run.trigger, "reason": run.reason,
-                "image_count": run.image_count, "state": run.state, "submitted_at": run.submitted_at,
-                "history": json.dumps(run.history), "error": run.error, "metrics": json.dumps(run.metrics),
-                "decision": json.dumps(run.decision), "ended_at": run.ended_at.isoformat() if run.ended_at else "",
-            }  # fmt: skip
+            "PartitionKey": _RUNS,
+            "RowKey": run.run_id,
+            "trigger": run.trigger,
+            "reason": run.reason,
+            "image_count": run.image_count,
+            "state": run.state.value,
+            "submitted_at": run.submitted_at,
+            "history": json.dumps(run.history),
+            "error": run.error,
+            "decision": run.decision.model_dump_json() if run.decision else "",
+            "ended_at": run.ended_at.isoformat() if run.ended_at else "",
+        }
         if etag is None:
             self._runs.upsert_entity(entity, mode=UpdateMode.REPLACE)
         else:
@@ -195,7 +224,7 @@ class Ledger:
             entity = self._runs.get_entity(_RUNS, run_id)
         except ResourceNotFoundError:
             return None
-        return _run(entity), entity.metadata["etag"]
+        return _run(entity), str(entity.metadata["etag"])
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         found = [_run(e) for e in self._runs.query_entities(f"PartitionKey eq '{_RUNS}'")]
@@ -219,10 +248,12 @@ class Ledger:
     def _write_control(self, control: Control) -> None:
         """Conditional write: ResourceModifiedError / ResourceExistsError when someone wrote first."""
         entity = {
-            "PartitionKey": _CONTROL, "RowKey": _SLOT, "active": json.dumps(control.active),
+            "PartitionKey": _CONTROL,
+            "RowKey": _SLOT,
+            "active": json.dumps(control.active),
             "consecutive_failures": control.consecutive_failures,
             "last_failure": control.last_failure.isoformat() if control.last_failure else "",
-        }  # fmt: skip
+        }
         if control.etag is None:
             self._control.create_entity(entity)
         else:
@@ -230,7 +261,7 @@ class Ledger:
                 entity, mode=UpdateMode.REPLACE, etag=control.etag, match_condition=MatchConditions.IfNotModified
             )
 
-    def update_control(self, change) -> Control:  # type: ignore[no-untyped-def]
+    def update_control(self, change: Callable[[Control], None]) -> Control:
         """Apply `change(control)` (which may raise to abort) until it lands without a conflict."""
         while True:
             control = self.control()
@@ -241,16 +272,16 @@ class Ledger:
             except (ResourceModifiedError, ResourceExistsError):
                 continue
 
-    def claim_slot(self, max_active: int, now: datetime | None = None) -> str:
-        """Take a submission slot; raises SlotTaken when `max_active` runs hold one. Returns the claim id."""
-        claim = f"claim-{uuid.uuid4().hex}"
+    def claim_slot(self, max_active: int | None, now: datetime | None = None) -> str:
+        """Take a submission slot; SlotTaken when `max_active` runs hold one (None: no limit). Returns the claim id."""
+        claim = f"{_CLAIM_PREFIX}{uuid.uuid4().hex}"
         moment = now or now_utc()
 
         def take(control: Control) -> None:
             for key, taken in list(control.active.items()):
-                if key.startswith("claim-") and moment - datetime.fromisoformat(taken) > STALE_CLAIM:
+                if key.startswith(_CLAIM_PREFIX) and moment - datetime.fromisoformat(taken) > STALE_CLAIM:
                     del control.active[key]
-            if len(control.active) >= max_active:
+            if max_active is not None and len(control.active) >= max_active:
                 raise SlotTaken(f"{len(control.active)} run(s) in flight: {', '.join(sorted(control.active))}")
             control.active[claim] = moment.isoformat()
 
@@ -281,9 +312,17 @@ class Ledger:
 
 def _run(entity: dict) -> RunRecord:
     ended = entity.get("ended_at") or ""
+    decision = entity.get("decision") or ""
+    decision = "" if decision == "{}" else decision  # rows written before the record was typed
     return RunRecord(
-        entity["RowKey"], entity["trigger"], entity["reason"], int(entity["image_count"]), entity["state"],
-        entity["submitted_at"], json.loads(entity["history"]), entity.get("error", ""),
-        json.loads(entity.get("metrics") or "{}"), json.loads(entity.get("decision") or "{}"),
-        datetime.fromisoformat(ended) if ended else None,
-    )  # fmt: skip
+        run_id=entity["RowKey"],
+        trigger=entity["trigger"],
+        reason=entity["reason"],
+        image_count=int(entity["image_count"]),
+        state=RunState(entity["state"]),
+        submitted_at=entity["submitted_at"],
+        history=json.loads(entity["history"]),
+        error=entity.get("error", ""),
+        decision=PromotionRecord.from_json(decision) if decision else None,
+        ended_at=datetime.fromisoformat(ended) if ended else None,
+    )

@@ -8,40 +8,41 @@ pipeline is reached only through the workspace interface; the clock is injected.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from urllib.parse import unquote
 
 from azure.core.exceptions import ResourceModifiedError
 
 from retrainer.datastore import BlobMissingError, Datastore
+from retrainer.events import COMPLETING_APIS, WORKSPACE_RUN_EVENTS, parse_subject
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import Ledger, RunRecord, SlotTaken, now_utc
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
+from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.settings import Settings
-from retrainer.workspace import Workspace
+from retrainer.workspace import PipelineRunner, RunState
 
 log = logging.getLogger(__name__)
-
-#: Upload APIs that complete a blob; other BlobCreated events (e.g. PutBlock) are partial writes.
-COMPLETING_APIS = frozenset({"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"})
-BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-WORKSPACE_RUN_EVENTS = frozenset(
-    {"Microsoft.MachineLearningServices.RunCompleted", "Microsoft.MachineLearningServices.RunStatusChanged"}
-)
 
 
 @dataclass(frozen=True)
 class SubmissionState:
     paused: bool
     reason: str
-    backoff_until: datetime | None
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What one timer tick did: the state of each run it followed, the run it submitted, why it held back."""
+
+    followed: dict[str, RunState] = field(default_factory=dict)
+    submitted: str | None = None
+    paused_reason: str | None = None
 
 
 class RetrainingService:
@@ -50,16 +51,16 @@ class RetrainingService:
         settings: Settings,
         ledger: Ledger,
         datastore: Datastore,
-        workspace: Callable[[], Workspace],
+        runner: Callable[[], PipelineRunner],
         clock: Callable[[], datetime] = now_utc,
         on_image: Callable[[str], object] | None = None,
-        publish: Callable[[dict], None] | None = None,
+        publish: Callable[[BestModel], None] | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._datastore = datastore
-        self._workspace_factory = workspace
-        self._workspace: Workspace | None = None
+        self._runner_factory = runner
+        self._runner: PipelineRunner | None = None
         self._clock = clock
         self._on_image = on_image
         self._publish = publish
@@ -67,10 +68,11 @@ class RetrainingService:
         self._event_check_lock = threading.Lock()
 
     @property
-    def workspace(self) -> Workspace:
-        if self._workspace is None:
-            self._workspace = self._workspace_factory()
-        return self._workspace
+    def runner(self) -> PipelineRunner:
+        """The pipeline runner, built on first use (the Azure ML SDK is slow to import)."""
+        if self._runner is None:
+            self._runner = self._runner_factory()
+        return self._runner
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -91,14 +93,13 @@ class RetrainingService:
         return new
 
     def _image_path(self, subject: str) -> str | None:
-        """`/blobServices/default/containers/<c>/blobs/<path>` -> path, when it is an image of our folder."""
-        prefix = f"/blobServices/default/containers/{self._settings.STORAGE_ACCOUNT_CONTAINER_NAME}/blobs/"
-        if not subject.startswith(prefix):
+        """The blob's path when the subject names an image in our container's image folder."""
+        blob = parse_subject(subject)
+        if blob is None or blob.container != self._settings.STORAGE_ACCOUNT_CONTAINER_NAME:
             return None
-        path = unquote(subject[len(prefix) :])
-        if not path.startswith(self._settings.IMAGE_FOLDER + "/"):
+        if not blob.path.startswith(self._settings.IMAGE_FOLDER + "/"):
             return None
-        return path if PurePosixPath(path).suffix.lower() in IMAGE_FORMATS else None
+        return blob.path if PurePosixPath(blob.path).suffix.lower() in IMAGE_FORMATS else None
 
     def on_workspace_event(self, event_type: str, data: dict) -> bool:
         """Azure ML's own RunCompleted / RunStatusChanged for a run the service submitted: follow it now."""
@@ -119,7 +120,6 @@ class RetrainingService:
                 True,
                 f"automatic submission paused after {control.consecutive_failures} failed runs in a row; "
                 "a successful manual run (POST /api/runs) resumes it",
-                None,
             )
         if control.consecutive_failures and control.last_failure:
             until = backoff_until(
@@ -128,8 +128,8 @@ class RetrainingService:
                 timedelta(minutes=self._settings.RETRAIN_BACKOFF_MINUTES),
             )
             if self._clock() < until:
-                return SubmissionState(True, f"backing off after a failed run until {until.isoformat()}", until)
-        return SubmissionState(False, "", None)
+                return SubmissionState(True, f"backing off after a failed run until {until.isoformat()}")
+        return SubmissionState(False, "")
 
     def pending_batch(self) -> PendingBatch:
         pending = self._ledger.images(state="pending")
@@ -170,10 +170,10 @@ class RetrainingService:
 
     def submit(self, trigger: str, reason: str, force: bool = False) -> str:
         """Claim a slot (SlotTaken when none is free, unless forced), submit, and bind the pending images."""
-        claim = self._ledger.claim_slot(1 << 30 if force else self._settings.RETRAIN_MAX_ACTIVE_RUNS, self._clock())
+        claim = self._ledger.claim_slot(None if force else self._settings.RETRAIN_MAX_ACTIVE_RUNS, self._clock())
         images = self._ledger.images(state="pending")
         try:
-            run_id = self.workspace.submit_pipeline(f"{trigger}: {reason}")
+            run_id = self.runner.submit_pipeline(f"{trigger}: {reason}")
         except Exception as error:  # the workspace boundary: record, keep the images pending, re-raise
             self._ledger.release_slot(claim, failed=True, when=self._clock())
             log.error("submission failed; %d images stay pending: %s", len(images), error)
@@ -183,7 +183,13 @@ class RetrainingService:
         moment = self._clock()
         self._ledger.save_run(
             RunRecord(
-                run_id, trigger, reason, len(images), "queued", moment, [{"state": "queued", "at": moment.isoformat()}]
+                run_id,
+                trigger,
+                reason,
+                len(images),
+                RunState.QUEUED,
+                moment,
+                [{"state": RunState.QUEUED.value, "at": moment.isoformat()}],
             )
         )
         log.info("submitted %s with %d images (%s)", run_id, len(images), reason)
@@ -191,43 +197,47 @@ class RetrainingService:
 
     # --- following runs -----------------------------------------------------------------------------
 
-    def tick(self) -> dict[str, object]:
+    def tick(self) -> TickOutcome:
         """The timer: follow every active run, then submit a batch that became due."""
         followed = {}
-        for run_id in list(self._ledger.control().active):
-            if not run_id.startswith("claim-"):
-                followed[run_id] = self.follow_run(run_id)
+        for run_id in self._ledger.control().active_runs:
+            state = self.follow_run(run_id)
+            if state is not None:
+                followed[run_id] = state
         submitted = self.submit_if_due("timer")
-        return {"followed": followed, "submitted": submitted, "paused": self.submission_state().reason or None}
+        return TickOutcome(followed, submitted, self.submission_state().reason or None)
 
-    def follow_run(self, run_id: str) -> str:
-        """Record the run's progress; on its end promote or return its images. Handling an end twice changes nothing."""
+    def follow_run(self, run_id: str) -> RunState | None:
+        """Record the run's progress; on its end promote or return its images. Handling an end twice changes nothing.
+
+        None when the ledger holds no such run.
+        """
         found = self._ledger.run_with_etag(run_id)
         if found is None:
-            return "unknown"
+            return None
         record, etag = found
-        if record.state in ("completed", "failed", "canceled"):
+        if record.state.terminal:
             return record.state
         try:
-            status = self.workspace.run_status(run_id)
+            status = self.runner.run_status(run_id)
         except Exception as error:  # a timeout or outage: try again at the next tick, lose nothing
             log.warning("status of %s unavailable (%s); will retry", run_id, error)
             return record.state
         if status.state == record.state:
             return record.state
         moment = self._clock()
-        record.history.append({"state": status.state, "at": moment.isoformat(), "detail": status.detail})
+        record.history.append({"state": status.state.value, "at": moment.isoformat(), "detail": status.detail})
         record.state = status.state
         if status.finished:
             record.ended_at = moment
             record.error = status.error or ""
-            record.decision = status.decision or {}
-            record.metrics = _metrics(record.decision)
+            record.decision = status.decision
         try:
             self._ledger.save_run(record, etag=etag)
         except ResourceModifiedError:
-            return self._ledger.run(run_id).state  # another handler recorded this change first
-        if status.state == "completed":
+            current = self._ledger.run(run_id)  # another handler recorded this change first
+            return current.state if current else None
+        if status.state == RunState.COMPLETED:
             self._complete(record)
         elif status.finished:
             self._fail(record)
@@ -236,37 +246,38 @@ class RetrainingService:
     def _complete(self, record: RunRecord) -> None:
         self._ledger.assign_images(self._ledger.images(run_id=record.run_id), "trained", record.run_id)
         self._ledger.release_slot(record.run_id, failed=False)
-        if record.decision:
-            self.promote(record.decision, record.run_id)
+        if record.decision is not None:
+            self.record_promotion(record.decision, record.run_id)
 
     def _fail(self, record: RunRecord) -> None:
         images = self._ledger.images(run_id=record.run_id, state="in_run")
         self._ledger.assign_images(images, "pending", "")
         self._ledger.release_slot(record.run_id, failed=True, when=self._clock())
-        log.error("run %s ended %s (%s); %d images are pending again", record.run_id, record.state, record.error,
-                  len(images))  # fmt: skip
+        log.error(
+            "run %s ended %s (%s); %d images are pending again", record.run_id, record.state, record.error, len(images)
+        )
 
-    def promote(self, decision: dict, run_id: str) -> dict | None:
-        """Write the best model record (and publish ModelPromoted) when the best version changed."""
-        best_version = decision.get("best_version")
-        if not best_version:
+    def record_promotion(self, decision: PromotionRecord, run_id: str) -> BestModel | None:
+        """Keep the tag step's verdict as the best-model record (and publish ModelPromoted) when the best changed."""
+        if not decision.best_version:
             return None
         current = self.best_model()
-        if current and str(current.get("version")) == str(best_version) and current.get("name") == decision["name"]:
+        if current and current.version == decision.best_version and current.name == decision.name:
             return current
-        promoted = decision.get("chosen_version") == best_version and decision.get("promoted")
-        score = decision.get("candidate_score") if promoted else decision.get("previous_best_score")
-        record = {"name": decision["name"], "version": str(best_version), "score": score, "run": run_id,
-                  "time": self._clock().isoformat()}  # fmt: skip
-        self._datastore.write_json(self._settings.BEST_MODEL_BLOB, record)
+        promoted = decision.promoted and decision.chosen_version == decision.best_version
+        score = decision.candidate_score if promoted else decision.previous_best_score
+        record = BestModel(
+            name=decision.name, version=decision.best_version, score=score, run=run_id, time=self._clock().isoformat()
+        )
+        self._datastore.write_json(self._settings.BEST_MODEL_BLOB, record.model_dump())
         if self._publish is not None:
             self._publish(record)
-        log.info("promoted %s version %s (mAP %s)", record["name"], record["version"], score)
+        log.info("promoted %s version %s (mAP %s)", record.name, record.version, score)
         return record
 
-    def best_model(self) -> dict | None:
+    def best_model(self) -> BestModel | None:
         try:
-            return json.loads(self._datastore.read(self._settings.BEST_MODEL_BLOB))
+            return BestModel.model_validate_json(self._datastore.read(self._settings.BEST_MODEL_BLOB))
         except BlobMissingError:
             return None
 
@@ -275,8 +286,3 @@ class RetrainingService:
 
     def run(self, run_id: str) -> RunRecord | None:
         return self._ledger.run(run_id)
-
-
-def _metrics(decision: dict) -> dict:
-    keys = ("candidate_score", "previous_best_score")
-    return {key: decision[key] for key in keys if decision.get(key) is not None}

@@ -156,7 +156,8 @@ class Settings(BaseSettings):
         missing = [name for name, value in fields.items() if not value]
         if missing:
             raise SettingsError(f"invalid configuration: {', '.join(missing)} not set (needed for the azureml backend)")
-        return tuple(fields.values())  # type: ignore[return-value]
+        subscription, resource_group, workspace = (str(value) for value in fields.values())
+        return subscription, resource_group, workspace
 
     def _workspace_fields(self) -> dict[str, str | None]:
         return {
@@ -191,7 +192,7 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read and validate the settings; raise SettingsError naming every bad variable."""
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Settings()
     except ValidationError as error:
         problems = []
         for item in error.errors():

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real Azurite for the whole session, one fresh container and table prefix per test."""
+"""Shared fixtures: a real Azurite for the whole session, one fresh container and table prefix per test.
+
+Tiers: a test that needs Azurite (directly, through a fixture, or through an `azurite` parameter)
+is marked `integration`; long ones are marked `slow`. `make test-fast` runs the rest, without Node.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.azurite import AzuriteEndpoints, running_azurite
+from devtools.azurite import AzuriteEndpoints, running_azurite
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses_azurite = "azurite" in getattr(item, "fixturenames", ())
+        parameters = getattr(getattr(item, "callspec", None), "params", {})
+        if uses_azurite or any(isinstance(value, str) and value == "azurite" for value in parameters.values()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -55,22 +67,22 @@ def service_env(
     monkeypatch: pytest.MonkeyPatch, connection_string: str, container_name: str, table_prefix: str
 ) -> None:
     """The environment a deployed function app would have, pointed at this test's container."""
-    from retrainer import service
+    from retrainer import bootstrap
 
     monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", connection_string)
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
     monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
     for variable in ("IMAGE_FOLDER", "LABEL_FOLDER", "QUARANTINE_FOLDER", "LABEL_MAP_BLOB"):
         monkeypatch.delenv(variable, raising=False)
-    service.reset()
+    bootstrap.reset()
     yield
-    service.reset()
+    bootstrap.reset()
 
 
 @pytest.fixture(scope="session")
 def training_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Small generated train and validation MLTable folders (file:// image URLs)."""
-    from retrainer.synthetic import SheetSpec, write_mltable_set
+    from devtools.synthetic import SheetSpec, write_mltable_set
 
     tiny = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
     root = tmp_path_factory.mktemp("sets")
@@ -85,9 +97,19 @@ def trained_model(training_sets: tuple[Path, Path], tmp_path_factory: pytest.Tem
 
     output = tmp_path_factory.mktemp("model") / "model"
     code = train.main(
-        ["--train-data", str(training_sets[0]), "--val-data", str(training_sets[1]), "--output", str(output),
-         "--max-epochs", "1", "--seed", "3"]
-    )  # fmt: skip
+        [
+            "--train-data",
+            str(training_sets[0]),
+            "--val-data",
+            str(training_sets[1]),
+            "--output",
+            str(output),
+            "--max-epochs",
+            "1",
+            "--seed",
+            "3",
+        ]
+    )
     assert code == 0
     return output
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
+import azure.functions as func
 from PIL import Image
+
+
+@functools.cache
+def indexed_functions() -> dict[str, func.FunctionBuilder]:
+    """What the host indexes; `get_functions()` may run once per app, as in the host."""
+    import function_app
+
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrainer.archive import ArchiveLimits, UnsafeArchiveError, check_archive, classify_members
+from retrainer.ingestion.archive import ArchiveLimits, UnsafeArchiveError, check_archive, classify_members
 
 
 def make_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:

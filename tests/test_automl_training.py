@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import Input, dsl
 
-from pipeline_steps.automl_training import (
+from pipeline_steps.automl_node import (
     ACCEPTED_HYPERPARAMETERS,
     SEARCH_SPACE_FILE,
     AutoMLConfig,

@@ -15,13 +15,22 @@ COMPONENTS = Path(__file__).resolve().parent.parent / "pipeline_steps" / "compon
 
 EXPECTED = {
     "data_aggregation": (
-        {"input_image_data_path": "uri_folder", "input_label_data_path": "uri_folder",
-         "input_images_string_absolute_path": "string"},
+        {
+            "input_image_data_path": "uri_folder",
+            "input_label_data_path": "uri_folder",
+            "input_images_string_absolute_path": "string",
+        },
         {"output_path": "mltable"},
     ),
     "data_split": (
-        {"input_data_path": "mltable", "use_stratified_split": "boolean", "stratified_split_n_fold": "integer",
-         "mandatory_train_filenames": "string", "mandatory_val_filenames": "string", "rare_class_policy": "string"},
+        {
+            "input_data_path": "mltable",
+            "use_stratified_split": "boolean",
+            "stratified_split_n_fold": "integer",
+            "mandatory_train_filenames": "string",
+            "mandatory_val_filenames": "string",
+            "rare_class_policy": "string",
+        },
         {"train_output_path": "mltable", "val_output_path": "mltable"},
     ),
     "register_data_asset": (
@@ -36,7 +45,7 @@ EXPECTED = {
         {"model_base_name": "string", "model_metadata_path": "uri_folder"},
         {"best_model_metadata_path": "uri_folder"},
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("step", sorted(EXPECTED))

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline_steps import data_aggregation
 from pipeline_steps.data_aggregation import NothingToAggregateError, aggregate
-from retrainer.annotations import read_records
+from pipeline_steps.mltable_io import read_records
 
 AZUREML_PREFIX = (
     "azureml://subscriptions/s/resourcegroups/rg/workspaces/ws/datastores/workspaceblobstore/paths/data/images"
@@ -88,7 +88,15 @@ def test_local_output_loads_with_mltable_and_opens_the_images(tmp_path: Path) ->
 def test_cli_reports_failure_with_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "labels").mkdir()
     code = data_aggregation.main(
-        ["--input-image-data-path", str(tmp_path), "--input-label-data-path", str(tmp_path / "labels"),
-         "--input-images-string-absolute-path", "file:///x", "--output_path", str(tmp_path / "o")]
-    )  # fmt: skip
+        [
+            "--input-image-data-path",
+            str(tmp_path),
+            "--input-label-data-path",
+            str(tmp_path / "labels"),
+            "--input-images-string-absolute-path",
+            "file:///x",
+            "--output_path",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 1 and "no usable record in 0 label files" in capsys.readouterr().err

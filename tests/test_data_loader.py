@@ -13,10 +13,10 @@ import pytest
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 from PIL import Image
 
-from pipeline_steps import data_loader
-from retrainer.azurite import DEV_ACCOUNT, DEV_KEY
+from devtools.azurite import DEV_ACCOUNT, DEV_KEY
+from devtools.synthetic import LABEL_MAP, SheetSpec, write_dataset_zip
 from retrainer.datastore import Datastore
-from retrainer.synthetic import LABEL_MAP, SheetSpec, write_dataset_zip
+from retrainer.ingestion import loader as data_loader
 from tests.helpers import jpeg_bytes, read_jsonl
 from tests.npy_files import legacy_npy, malicious_npy
 
@@ -152,18 +152,25 @@ def test_unsafe_archives_are_refused_without_touching_anything(
 
 @pytest.mark.usefixtures("service_env")
 def test_sas_url_download_never_shows_the_signature(
-    tmp_path: Path, datastore: Datastore, connection_string: str, capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    datastore: Datastore,
+    connection_string: str,
+    capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     zip_path = write_dataset_zip(tmp_path / "shared.zip", count=2, seed=9, spec=SMALL)
     service = BlobServiceClient.from_connection_string(connection_string)
     source = service.get_blob_client("shared-sets", "sets/shared.zip")
     service.create_container("shared-sets")
     source.upload_blob(zip_path.read_bytes())
     sas = generate_blob_sas(
-        DEV_ACCOUNT, "shared-sets", "sets/shared.zip", account_key=DEV_KEY,
-        permission=BlobSasPermissions(read=True), expiry=datetime.now(UTC) + timedelta(hours=1),
-    )  # fmt: skip
+        DEV_ACCOUNT,
+        "shared-sets",
+        "sets/shared.zip",
+        account_key=DEV_KEY,
+        permission=BlobSasPermissions(read=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
     signature = dict(part.split("=", 1) for part in sas.split("&"))["sig"]
     code, summary = run_loader(tmp_path, f"{source.url}?{sas}")
     assert code == 0 and summary["labels_converted"] == 2

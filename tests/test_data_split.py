@@ -10,7 +10,7 @@ import pytest
 
 from pipeline_steps import data_split
 from pipeline_steps.data_split import SplitConfig, SplitError, basename, image_classes, split_records
-from retrainer.annotations import read_records, write_records
+from pipeline_steps.mltable_io import read_records, write_records
 from tests.test_data_aggregation import record
 
 
@@ -111,9 +111,17 @@ def test_without_stratified_split_everything_trains_and_val_is_an_empty_valid_ml
 
     write_records(tmp_path / "agg", dataset(images=20))
     code = data_split.main(
-        ["--input_data_path", str(tmp_path / "agg"), "--use_stratified_split", "false",
-         "--train_output_path", str(tmp_path / "train"), "--val_output_path", str(tmp_path / "val")]
-    )  # fmt: skip
+        [
+            "--input_data_path",
+            str(tmp_path / "agg"),
+            "--use_stratified_split",
+            "false",
+            "--train_output_path",
+            str(tmp_path / "train"),
+            "--val_output_path",
+            str(tmp_path / "val"),
+        ]
+    )
     assert code == 0
     assert len(list(read_records(tmp_path / "train"))) == 20
     assert (tmp_path / "val" / "annotations.jsonl").read_text() == ""
@@ -129,9 +137,15 @@ def test_cli_takes_env_defaults_and_writes_the_per_class_report(
     monkeypatch.setenv("STRATIFIED_SPLIT_N_FOLD", "4")
     monkeypatch.setenv("MANDATORY_VAL_FILENAMES", "img_0005.jpg; img_0006.jpg")
     code = data_split.main(
-        ["--input_data_path", str(tmp_path / "agg"), "--train_output_path", str(tmp_path / "train"),
-         "--val_output_path", str(tmp_path / "val")]
-    )  # fmt: skip
+        [
+            "--input_data_path",
+            str(tmp_path / "agg"),
+            "--train_output_path",
+            str(tmp_path / "train"),
+            "--val_output_path",
+            str(tmp_path / "val"),
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "train" / "split_report.json").read_text())
     assert report["n_fold"] == 4
@@ -148,10 +162,19 @@ def test_cli_takes_env_defaults_and_writes_the_per_class_report(
 def test_cli_exits_non_zero_on_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_records(tmp_path / "agg", dataset(images=20))
     code = data_split.main(
-        ["--input_data_path", str(tmp_path / "agg"), "--mandatory_train_filenames", "img_0001.jpg",
-         "--mandatory-val-filenames", "img_0001.jpg", "--train_output_path", str(tmp_path / "t"),
-         "--val_output_path", str(tmp_path / "v")]
-    )  # fmt: skip
+        [
+            "--input_data_path",
+            str(tmp_path / "agg"),
+            "--mandatory_train_filenames",
+            "img_0001.jpg",
+            "--mandatory-val-filenames",
+            "img_0001.jpg",
+            "--train_output_path",
+            str(tmp_path / "t"),
+            "--val_output_path",
+            str(tmp_path / "v"),
+        ]
+    )
     assert code == 1 and "in both" in capsys.readouterr().err
 
 

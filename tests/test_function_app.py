@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
 
-import azure.functions as func
 import pytest
 from azure.functions.blob import InputStream
 
 from retrainer.datastore import Datastore
-from retrainer.ingest import LabelIngestor
-from tests.helpers import jpeg_bytes, read_jsonl
+from retrainer.ingestion.ingest import LabelIngestor
+from tests.helpers import indexed_functions, jpeg_bytes, read_jsonl
 from tests.npy_files import legacy_npy
-
-
-@functools.cache
-def indexed_functions() -> dict[str, func.FunctionBuilder]:
-    """What the host indexes; `get_functions()` may run once per app, as in the host."""
-    import function_app
-
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
 
 
 def test_host_indexes_the_event_grid_blob_trigger_on_label_files() -> None:
@@ -80,14 +70,14 @@ def test_blob_trigger_checks_class_ids_against_the_stored_label_map(datastore: D
 def test_blob_trigger_then_image_landing_handler_completes_a_label_that_came_first(
     datastore: Datastore, container_name: str
 ) -> None:
-    from retrainer import service
+    from retrainer import bootstrap
 
     label = legacy_npy([["Gate valve", [10, 10, 50, 30], "1"]])
     datastore.write("data/labels/t3_symbols.npy", label)
     invoke_convert_label(container_name, "data/labels/t3_symbols.npy", label)
     assert not datastore.exists("data/labels/t3.jsonl")
     datastore.write("data/images/t3.jpg", jpeg_bytes(100, 100))
-    ingestor: LabelIngestor = service.label_ingestor(handler="image-landed")
+    ingestor: LabelIngestor = bootstrap.label_ingestor(handler="image-landed")
     ingestor.ingest_image("data/images/t3.jpg")
     assert read_jsonl(datastore.read("data/labels/t3.jsonl"))[0]["image_url"] == "t3.jpg"
 

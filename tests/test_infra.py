@@ -44,12 +44,21 @@ def block(resource: dict, name: str) -> dict:
 def test_every_part_of_the_service_is_provisioned(config: dict) -> None:
     resources = config["resource"]
     assert set(resources) >= {
-        "azurerm_resource_group", "azurerm_storage_account", "azurerm_storage_container", "azurerm_key_vault",
-        "azurerm_application_insights", "azurerm_log_analytics_workspace", "azurerm_container_registry",
-        "azurerm_machine_learning_workspace", "azurerm_machine_learning_compute_cluster", "azurerm_service_plan",
-        "azurerm_linux_function_app", "azurerm_eventgrid_system_topic",
-        "azurerm_eventgrid_system_topic_event_subscription", "azurerm_role_assignment",
-    }  # fmt: skip
+        "azurerm_resource_group",
+        "azurerm_storage_account",
+        "azurerm_storage_container",
+        "azurerm_key_vault",
+        "azurerm_application_insights",
+        "azurerm_log_analytics_workspace",
+        "azurerm_container_registry",
+        "azurerm_machine_learning_workspace",
+        "azurerm_machine_learning_compute_cluster",
+        "azurerm_service_plan",
+        "azurerm_linux_function_app",
+        "azurerm_eventgrid_system_topic",
+        "azurerm_eventgrid_system_topic_event_subscription",
+        "azurerm_role_assignment",
+    }
     assert set(resources["azurerm_machine_learning_compute_cluster"]) == {"cpu", "gpu"}
     assert set(resources["azurerm_storage_account"]) == {"datastore", "functions"}
 

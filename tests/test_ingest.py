@@ -7,7 +7,7 @@ import json
 import pytest
 
 from retrainer.datastore import Datastore
-from retrainer.ingest import LabelIngestor, Layout, Outcome
+from retrainer.ingestion.ingest import LabelIngestor, Layout, Outcome
 from retrainer.ledger import Ledger
 from tests.helpers import jpeg_bytes, png_bytes, read_jsonl
 from tests.npy_files import legacy_npy

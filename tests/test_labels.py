@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrainer.labels import (
+from retrainer.ingestion.labels import (
     LabelFileError,
     convert_label_file,
     parse_label_map,
@@ -24,9 +24,14 @@ LABEL_MAP = {"1": "Instrument/Valve/Gate valve", "2": "Piping/Fitting/Flange", "
 
 def convert(data: bytes, width: int = 200, height: int = 100, label_map: dict[str, str] | None = None) -> dict:
     return convert_label_file(
-        data, file_name="labels/a_symbols.npy", image_url="a.jpg", width=width, height=height,
-        image_format="jpg", label_map=label_map,
-    )  # fmt: skip
+        data,
+        file_name="labels/a_symbols.npy",
+        image_url="a.jpg",
+        width=width,
+        height=height,
+        image_format="jpg",
+        label_map=label_map,
+    )
 
 
 def test_legacy_rows_are_normalised_by_the_image_size() -> None:

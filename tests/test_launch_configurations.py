@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,7 @@ def test_the_design_document_configurations_exist() -> None:
     assert (ROOT / configurations()["Python: Unzip & Upload local files"]["args"][1]).is_file()
 
 
+@pytest.mark.slow  # runs every step as a process
 def test_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "sample_artifacts", tmp_path / "sample_artifacts")
     for name in (

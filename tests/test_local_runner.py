@@ -9,23 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_steps import data_loader
+from devtools.synthetic import SheetSpec, write_dataset_zip
 from retrainer import cli
-from retrainer.synthetic import SheetSpec, write_dataset_zip
-from retrainer.workspace.local import LocalWorkspace
+from retrainer.ingestion import loader as data_loader
+from retrainer.workspace.local import LocalModelRegistry, LocalPipelineRunner
 
 SMALL = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
 
+pytestmark = pytest.mark.slow  # runs the real steps as processes
+
 
 @pytest.fixture
-def local_run_env(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalWorkspace:
+def local_run_env(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalPipelineRunner:
     monkeypatch.setenv("WORKSPACE_BACKEND", "local")
     monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
     monkeypatch.setenv("STRATIFIED_SPLIT_N_FOLD", "3")
     monkeypatch.setenv("LOCAL_TRAINING_MINUTES", "0.05")
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TRAIN_DATASET", "VAL_DATASET"):
         monkeypatch.delenv(variable, raising=False)
-    return LocalWorkspace(tmp_path / "workspace")
+    return LocalPipelineRunner(tmp_path / "workspace")
 
 
 def load_images(tmp_path: Path, count: int = 24) -> None:
@@ -33,7 +35,7 @@ def load_images(tmp_path: Path, count: int = 24) -> None:
     assert data_loader.main(["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(tmp_path / "raw")]) == 0
 
 
-def wait_until_finished(workspace: LocalWorkspace, run_id: str, timeout: float = 300.0) -> str:
+def wait_until_finished(workspace: LocalPipelineRunner, run_id: str, timeout: float = 300.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = workspace.run_status(run_id)
@@ -44,7 +46,7 @@ def wait_until_finished(workspace: LocalWorkspace, run_id: str, timeout: float =
 
 
 def test_local_run_goes_from_azurite_data_to_a_tagged_model(
-    local_run_env: LocalWorkspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    local_run_env: LocalPipelineRunner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     load_images(tmp_path)
     started = time.monotonic()
@@ -53,9 +55,11 @@ def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     assert local_run_env.run_status(run_id).state in ("queued", "running")
     assert wait_until_finished(local_run_env, run_id) == "completed", local_run_env.run_status(run_id).error
     status = local_run_env.run_status(run_id)
-    assert status.decision["best_version"] == "1" and status.decision["promoted"]
+    assert status.decision is not None
+    assert status.decision.best_version == "1" and status.decision.promoted
     assert "aggregated 24 records" in local_run_env.run_log(run_id, "data_aggregation")
-    assert [v.version for v in local_run_env.model_versions("pid-symbol-detector") if v.is_best] == ["1"]
+    registry = LocalModelRegistry(local_run_env.root)
+    assert [v.version for v in registry.model_versions("pid-symbol-detector") if v.is_best] == ["1"]
     capsys.readouterr()
     assert cli.main(["status", run_id]) == 0
     assert "completed" in capsys.readouterr().out
@@ -65,13 +69,13 @@ def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     assert run_id in capsys.readouterr().out
 
 
-def test_a_run_with_no_data_fails_with_its_reason(local_run_env: LocalWorkspace) -> None:
+def test_a_run_with_no_data_fails_with_its_reason(local_run_env: LocalPipelineRunner) -> None:
     run_id = local_run_env.submit_pipeline("empty")
     assert wait_until_finished(local_run_env, run_id, timeout=60) == "failed"
     assert "holds no images" in local_run_env.run_status(run_id).error
 
 
-def test_a_killed_runner_reads_as_failed_not_running(local_run_env: LocalWorkspace, tmp_path: Path) -> None:
+def test_a_killed_runner_reads_as_failed_not_running(local_run_env: LocalPipelineRunner, tmp_path: Path) -> None:
     load_images(tmp_path, count=12)
     run_id = local_run_env.submit_pipeline("killed")
     pid = int((local_run_env.root / "runs" / run_id / "runner.pid").read_text())
@@ -83,7 +87,7 @@ def test_a_killed_runner_reads_as_failed_not_running(local_run_env: LocalWorkspa
     assert status.state == "failed" and "ended without finishing" in status.error
 
 
-def test_cancel_stops_a_running_run(local_run_env: LocalWorkspace, tmp_path: Path) -> None:
+def test_cancel_stops_a_running_run(local_run_env: LocalPipelineRunner, tmp_path: Path) -> None:
     load_images(tmp_path, count=12)
     run_id = local_run_env.submit_pipeline("to cancel")
     deadline = time.monotonic() + 30

@@ -13,11 +13,11 @@ from azure.ai.ml.entities import Model
 from pipeline_steps import register_model, tag_model
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
-from retrainer.policy import decide_promotion
+from retrainer.promotion import decide_promotion
 from retrainer.settings import get_settings
 from retrainer.workspace import ModelVersion
-from retrainer.workspace.azureml import AzureMLWorkspace
-from retrainer.workspace.local import LocalWorkspace
+from retrainer.workspace.azureml import AzureMLModelRegistry
+from retrainer.workspace.local import LocalModelRegistry
 
 NAME = "pid-symbol-detector"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_artifacts"
@@ -56,10 +56,14 @@ def register_and_tag(trained_model: Path, tmp_path: Path, score: float, val_data
     if val_data:
         assets = run / "assets"
         assets.mkdir()
-        (assets / "data_assets.json").write_text(json.dumps({
-            "train": {"name": "pid-symbols-train", "version": "1", "uri": "file:///unused"},
-            "val": {"name": "pid-symbols-val", "version": val_data[0], "uri": val_data[1]},
-        }))  # fmt: skip
+        (assets / "data_assets.json").write_text(
+            json.dumps(
+                {
+                    "train": {"name": "pid-symbols-train", "version": "1", "uri": "file:///unused"},
+                    "val": {"name": "pid-symbols-val", "version": val_data[0], "uri": val_data[1]},
+                }
+            )
+        )
     args = ["--model-base-name", NAME, "--model-input-path", str(model), "--model-metadata-path", str(run / "meta")]
     assert register_model.main([*args, *(["--data-assets-path", str(assets)] if assets else [])]) == 0
     assert (
@@ -70,7 +74,7 @@ def register_and_tag(trained_model: Path, tmp_path: Path, score: float, val_data
 
 
 def best_versions(workspace_root: Path) -> list[str]:
-    return [v.version for v in LocalWorkspace(workspace_root).model_versions(NAME) if v.is_best]
+    return [v.version for v in LocalModelRegistry(workspace_root).model_versions(NAME) if v.is_best]
 
 
 def test_better_worse_and_equal_scores_give_the_right_best_model(
@@ -85,7 +89,7 @@ def test_better_worse_and_equal_scores_give_the_right_best_model(
     equal = register_and_tag(trained_model, tmp_path, 0.70)
     assert not equal["promoted"] and equal["best_version"] == "2" and "does not beat" in equal["reason"]
     assert best_versions(local_env) == ["2"]
-    versions = LocalWorkspace(local_env).model_versions(NAME)
+    versions = LocalModelRegistry(local_env).model_versions(NAME)
     assert [v.version for v in versions] == ["1", "2", "3", "4"]
     assert versions[1].tags["mean_average_precision"] == "0.700000" and versions[1].tags["source_run"]
 
@@ -102,7 +106,7 @@ def test_min_improvement_is_respected(
 def test_tagging_twice_changes_nothing(trained_model: Path, tmp_path: Path, local_env: Path) -> None:
     register_and_tag(trained_model, tmp_path, 0.5)
     run = tmp_path / "run-0"
-    before = [(v.version, v.tags) for v in LocalWorkspace(local_env).model_versions(NAME)]
+    before = [(v.version, v.tags) for v in LocalModelRegistry(local_env).model_versions(NAME)]
     assert (
         tag_model.main(
             ["--model-metadata-path", str(run / "meta"), "--best-model-metadata-path", str(tmp_path / "again")]
@@ -111,24 +115,28 @@ def test_tagging_twice_changes_nothing(trained_model: Path, tmp_path: Path, loca
     )
     again = json.loads((tmp_path / "again" / "best_model_metadata.json").read_text())
     assert again["reason"] == "already the best model; nothing to change" and not again["promoted"]
-    assert [(v.version, v.tags) for v in LocalWorkspace(local_env).model_versions(NAME)] == before
+    assert [(v.version, v.tags) for v in LocalModelRegistry(local_env).model_versions(NAME)] == before
 
 
 def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: Path, local_env: Path) -> None:
-    workspace = LocalWorkspace(local_env)
+    workspace = LocalModelRegistry(local_env)
     scores = [0.41, 0.83, 0.55, 0.62, 0.79, 0.47]
     versions = [
-        workspace.register_model(NAME, model_with_score(trained_model, tmp_path / f"m{i}", s), description="",
-                                 tags={"mean_average_precision": str(s), "val_data": "pid-symbols-val:1"})
+        workspace.register_model(
+            NAME,
+            model_with_score(trained_model, tmp_path / f"m{i}", s),
+            description="",
+            tags={"mean_average_precision": str(s), "val_data": "pid-symbols-val:1"},
+        )
         for i, s in enumerate(scores)
-    ]  # fmt: skip
+    ]
     barrier = threading.Barrier(len(versions))
     errors: list[BaseException] = []
 
     def tag(version: ModelVersion) -> None:
         try:
             barrier.wait()
-            choose_best(LocalWorkspace(local_env), NAME, version.version, 0.0, rescore=None)
+            choose_best(LocalModelRegistry(local_env), NAME, version.version, 0.0, rescore=None)
         except BaseException as error:  # surfaced below
             errors.append(error)
 
@@ -237,7 +245,7 @@ class FakeMLClient:
 
 def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trained_model: Path) -> None:
     client = FakeMLClient()
-    workspace = AzureMLWorkspace(client)  # type: ignore[arg-type]
+    workspace = AzureMLModelRegistry(client)
     for score in (0.6, 0.9, 0.7):
         workspace.register_model(NAME, trained_model, description="", tags={"mean_average_precision": str(score)})
     sent = client.models.stored["1"]
@@ -246,6 +254,6 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     workspace.set_model_tags(NAME, "1", {"best_model": "true"})
     workspace.set_model_tags(NAME, "3", {"best_model": "true"})
     record = choose_best(workspace, NAME, "2", 0.0, rescore=None)
-    assert record["repaired_best_tags_on_versions"] == ["1"] and record["promoted"]
+    assert record.repaired_best_tags_on_versions == ["1"] and record.promoted
     assert [v.version for v in workspace.model_versions(NAME) if v.is_best] == ["2"]
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"

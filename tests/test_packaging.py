@@ -41,5 +41,12 @@ def test_host_json_uses_the_extension_bundle_with_event_grid_blob_triggers() -> 
 
 def test_deployed_package_leaves_out_tests_tools_and_training_code() -> None:
     ignored = set(requirement_lines(ROOT / ".funcignore"))
-    assert {"tests/", "bench/", "infra/", "node_modules/", ".venv/", "pipeline_steps/detector/",
-            "pipeline_steps/train.py"} <= ignored  # fmt: skip
+    assert {
+        "tests/",
+        "bench/",
+        "infra/",
+        "node_modules/",
+        ".venv/",
+        "pipeline_steps/detector/",
+        "pipeline_steps/train.py",
+    } <= ignored

@@ -98,6 +98,16 @@ def test_azureml_statuses_map_to_the_service_states() -> None:
     from retrainer.workspace import run_state
 
     assert [run_state(s) for s in ("NotStarted", "Preparing", "Running", "Finalizing", "Completed")] == [
-        "queued", "queued", "running", "running", "completed"]  # fmt: skip
+        "queued",
+        "queued",
+        "running",
+        "running",
+        "completed",
+    ]
     assert [run_state(s) for s in ("Failed", "NotResponding", "Canceled", "Paused", "Mystery")] == [
-        "failed", "failed", "canceled", "canceled", "running"]  # fmt: skip
+        "failed",
+        "failed",
+        "canceled",
+        "canceled",
+        "running",
+    ]

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from retrainer import post_events
+from devtools import post_events
 from retrainer.datastore import Datastore
 from tests.helpers import jpeg_bytes
 
@@ -38,8 +38,10 @@ def test_events_reach_the_webhooks_core_tools_exposes(datastore: Datastore, cont
         server.shutdown()
     assert code == 0
     paths = [path for path, _, _ in received]
-    assert paths == ["/runtime/webhooks/EventGrid?functionName=on_event",
-                     "/runtime/webhooks/blobs?functionName=Host.Functions.convert_label"]  # fmt: skip
+    assert paths == [
+        "/runtime/webhooks/EventGrid?functionName=on_event",
+        "/runtime/webhooks/blobs?functionName=Host.Functions.convert_label",
+    ]
     _, headers, (event,) = received[0]
     assert headers["aeg-event-type"] == "Notification"
     assert event["eventType"] == "Microsoft.Storage.BlobCreated"

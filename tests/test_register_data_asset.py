@@ -10,10 +10,10 @@ import pytest
 from azure.ai.ml.entities import Data
 
 from pipeline_steps import register_data_asset
-from retrainer.annotations import write_records
+from pipeline_steps.mltable_io import write_records
 from retrainer.settings import load_settings
-from retrainer.workspace.azureml import AzureMLWorkspace
-from retrainer.workspace.local import LocalWorkspace
+from retrainer.workspace.azureml import AzureMLModelRegistry
+from retrainer.workspace.local import LocalModelRegistry
 from tests.test_data_aggregation import record
 
 
@@ -32,9 +32,17 @@ def run_step(tmp_path: Path, train: Path, val: Path, monkeypatch: pytest.MonkeyP
     get_settings.cache_clear()
     out = tmp_path / "out"
     code = register_data_asset.main(
-        ["--train-input-path", str(train), "--val_input_path", str(val), "--data_store_name", "workspaceblobstore",
-         "--output_path", str(out)]
-    )  # fmt: skip
+        [
+            "--train-input-path",
+            str(train),
+            "--val_input_path",
+            str(val),
+            "--data_store_name",
+            "workspaceblobstore",
+            "--output_path",
+            str(out),
+        ]
+    )
     get_settings.cache_clear()
     assert code == 0
     return json.loads((out / "data_assets.json").read_text())
@@ -59,17 +67,20 @@ def test_empty_validation_set_is_not_registered(tmp_path: Path, monkeypatch: pyt
 
 
 def test_concurrent_local_registrations_get_distinct_versions(tmp_path: Path, split_folders: tuple[Path, Path]) -> None:
-    workspace = LocalWorkspace(tmp_path / "ws")
+    workspace = LocalModelRegistry(tmp_path / "ws")
     with ThreadPoolExecutor(max_workers=8) as pool:
-        refs = list(pool.map(lambda _: workspace.register_data_asset("set", split_folders[0], description="", tags={}),
-                             range(16)))  # fmt: skip
+        refs = list(
+            pool.map(
+                lambda _: workspace.register_data_asset("set", split_folders[0], description="", tags={}), range(16)
+            )
+        )
     assert sorted(int(ref.version) for ref in refs) == list(range(1, 17))
     assert [ref.version for ref in workspace.data_assets("set")] == [str(v) for v in range(1, 17)]
 
 
 def test_a_folder_without_mltable_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not an MLTable folder"):
-        LocalWorkspace(tmp_path).register_data_asset("x", tmp_path, description="", tags={})
+        LocalModelRegistry(tmp_path).register_data_asset("x", tmp_path, description="", tags={})
 
 
 class FakeDataOperations:
@@ -92,7 +103,7 @@ class FakeMLClient:
 
 def test_azureml_registration_sends_a_valid_mltable_asset_and_returns_its_uri(split_folders: tuple[Path, Path]) -> None:
     client = FakeMLClient()
-    ref = AzureMLWorkspace(client).register_data_asset(  # type: ignore[arg-type]
+    ref = AzureMLModelRegistry(client).register_data_asset(
         "pid-symbols-train", split_folders[0], description="train", tags={"images": "2"}, datastore="myblobstore"
     )
     (sent,) = client.data.sent
@@ -107,8 +118,10 @@ def test_azureml_workspace_is_built_from_settings_without_network(monkeypatch: p
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000001")
     monkeypatch.setenv("AZURE_RESOURCE_GROUP", "rg-pid")
     monkeypatch.setenv("AZUREML_WORKSPACE_NAME", "mlw-pid")
-    workspace = AzureMLWorkspace.from_settings(load_settings(), credential=object())
+    workspace = AzureMLModelRegistry.from_settings(load_settings(), credential=object())
     client = workspace._ml_client
     assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
-        "00000000-0000-0000-0000-000000000001", "rg-pid", "mlw-pid",
-    )  # fmt: skip
+        "00000000-0000-0000-0000-000000000001",
+        "rg-pid",
+        "mlw-pid",
+    )

@@ -1,4 +1,7 @@
-"""The event-driven service against Azurite: events, single-flight submission, following runs, failures."""
+"""The event-driven service: events, single-flight submission, following runs, failures.
+
+Every test runs twice: on in-memory tables and blobs (the fast tier) and on Azurite (integration).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,17 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
-from retrainer import service
+from retrainer import bootstrap
 from retrainer.datastore import Datastore
+from retrainer.events import BLOB_CREATED, build_subject
 from retrainer.ledger import Ledger, SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
+from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from tests.fake_workspace import FakeWorkspace
+from retrainer.workspace import RunState
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.helpers import indexed_functions
 
 
 class Clock:
@@ -39,30 +46,76 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def workspace() -> FakeWorkspace:
-    return FakeWorkspace()
+def workspace() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def storage(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
+) -> tuple[Ledger, Datastore]:
+    """The ledger and the datastore, in memory or on Azurite."""
+    if request.param == "memory":
+        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
+        monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
+        book = Ledger(InMemoryTableService(), table_prefix)  # type: ignore[arg-type]
+        return book, InMemoryDatastore()  # type: ignore[return-value]
+    request.getfixturevalue("service_env")
+    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
+    book.ensure_tables()
+    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
+    store.ensure_container()
+    return book, store
 
 
 @pytest.fixture
-def make_service(service_env: None, monkeypatch: pytest.MonkeyPatch, ledger: Ledger, datastore: Datastore,
-                 workspace: FakeWorkspace, clock: Clock):  # fmt: skip
+def ledger(storage: tuple[Ledger, Datastore]) -> Ledger:
+    return storage[0]
+
+
+@pytest.fixture
+def datastore(storage: tuple[Ledger, Datastore]) -> Datastore:
+    return storage[1]
+
+
+@pytest.fixture
+def make_service(
+    monkeypatch: pytest.MonkeyPatch,
+    ledger: Ledger,
+    datastore: Datastore,
+    workspace: FakeRunner,
+    clock: Clock,
+):
     def make(**env: str) -> RetrainingService:
-        defaults = {"RETRAIN_MIN_NEW_IMAGES": "3", "RETRAIN_QUIET_MINUTES": "10", "RETRAIN_MAX_WAIT_MINUTES": "120",
-                    "RETRAIN_BACKOFF_MINUTES": "15", "RETRAIN_MAX_CONSECUTIVE_FAILURES": "3"}  # fmt: skip
+        defaults = {
+            "RETRAIN_MIN_NEW_IMAGES": "3",
+            "RETRAIN_QUIET_MINUTES": "10",
+            "RETRAIN_MAX_WAIT_MINUTES": "120",
+            "RETRAIN_BACKOFF_MINUTES": "15",
+            "RETRAIN_MAX_CONSECUTIVE_FAILURES": "3",
+        }
         for key, value in {**defaults, **env}.items():
             monkeypatch.setenv(key, value)
-        return RetrainingService(load_settings(), ledger, datastore, workspace=lambda: workspace, clock=clock)
+        return RetrainingService(load_settings(), ledger, datastore, runner=lambda: workspace, clock=clock)
 
     return make
 
 
 def blob_created(container: str, path: str, etag: str, api: str = "PutBlob") -> tuple[str, dict]:
-    subject = f"/blobServices/default/containers/{container}/blobs/{path}"
-    return subject, {"api": api, "eTag": etag, "url": f"http://127.0.0.1/{container}/{path}"}
+    return build_subject(container, path), {"api": api, "eTag": etag, "url": f"http://127.0.0.1/{container}/{path}"}
 
 
-DECISION = {"name": "pid-symbol-detector", "candidate_version": "4", "chosen_version": "4", "best_version": "4",
-            "promoted": True, "candidate_score": 0.91, "previous_best_score": 0.88, "reason": "better"}  # fmt: skip
+DECISION = PromotionRecord(
+    name="pid-symbol-detector",
+    candidate_version="4",
+    previous_best_version="3",
+    chosen_version="4",
+    best_version="4",
+    promoted=True,
+    candidate_score=0.91,
+    previous_best_score=0.88,
+    reason="better",
+)
 
 
 def test_only_completed_image_uploads_of_our_folder_are_recorded_once(make_service, container_name: str) -> None:
@@ -81,7 +134,7 @@ def test_only_completed_image_uploads_of_our_folder_are_recorded_once(make_servi
 
 
 def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submits_once(
-    make_service, container_name: str, workspace: FakeWorkspace, ledger: Ledger
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_MIN_NEW_IMAGES="3000", RETRAIN_QUIET_MINUTES="0")
     images = [f"data/images/area{i % 7}/sheet{i}.jpg" for i in range(3000)]
@@ -104,7 +157,7 @@ def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submi
     assert run.image_count == 3000 and ledger.images(state="pending") == []
 
 
-def test_concurrent_submissions_never_exceed_the_active_limit(make_service, workspace: FakeWorkspace) -> None:
+def test_concurrent_submissions_never_exceed_the_active_limit(make_service, workspace: FakeRunner) -> None:
     svc = make_service()
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
@@ -125,14 +178,14 @@ def test_concurrent_submissions_never_exceed_the_active_limit(make_service, work
 
 
 def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_run(
-    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock, ledger: Ledger
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service()
     for i in range(3):
         svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
-    assert svc.tick()["submitted"] is None, "still within the quiet period"
+    assert svc.tick().submitted is None, "still within the quiet period"
     clock.advance(minutes=11)
-    run_id = svc.tick()["submitted"]
+    run_id = svc.tick().submitted
     assert run_id == "run-1"
     svc.on_blob_created(*blob_created(container_name, "data/images/late.jpg", "0x1"))
     assert [i.path for i in ledger.images(state="pending")] == ["data/images/late.jpg"]
@@ -140,44 +193,44 @@ def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_r
 
 
 def test_completion_promotes_once_however_often_it_is_handled(
-    make_service, workspace: FakeWorkspace, ledger: Ledger, datastore: Datastore
+    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore
 ) -> None:
     svc = make_service()
     run_id = svc.submit("manual", "test")
-    workspace.finish(run_id, "running")
+    workspace.finish(run_id, RunState.RUNNING)
     assert svc.follow_run(run_id) == "running"
-    workspace.finish(run_id, "completed", DECISION)
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
     assert svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": run_id})
-    best = json.loads(datastore.read("models/best_model.json"))
-    assert (best["version"], best["score"], best["run"]) == ("4", 0.91, run_id)
+    best = BestModel.model_validate_json(datastore.read("models/best_model.json"))
+    assert (best.version, best.score, best.run) == ("4", 0.91, run_id)
     etag = datastore.etag("models/best_model.json")
     svc.tick()
     assert svc.follow_run(run_id) == "completed"
     assert datastore.etag("models/best_model.json") == etag, "handling the same completion again changes nothing"
     record = ledger.run(run_id)
     assert [h["state"] for h in record.history] == ["queued", "running", "completed"]
-    assert record.metrics == {"candidate_score": 0.91, "previous_best_score": 0.88}
+    assert record.decision == DECISION
     assert ledger.control().active == {}
 
 
 def test_a_failed_run_returns_its_images_and_backs_off(
-    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock, ledger: Ledger
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     for i in range(3):
         svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
-    run_id = svc.tick()["submitted"]
-    workspace.finish(run_id, "failed", error="AutoML ran out of quota")
+    run_id = svc.tick().submitted
+    workspace.finish(run_id, RunState.FAILED, error="AutoML ran out of quota")
     outcome = svc.tick()
-    assert outcome["followed"] == {run_id: "failed"} and outcome["submitted"] is None
-    assert len(ledger.images(state="pending")) == 3 and "backing off" in outcome["paused"]
+    assert outcome.followed == {run_id: "failed"} and outcome.submitted is None
+    assert len(ledger.images(state="pending")) == 3 and "backing off" in outcome.paused_reason
     assert ledger.run(run_id).error == "AutoML ran out of quota"
     clock.advance(minutes=16)
-    assert svc.tick()["submitted"] == "run-2"
+    assert svc.tick().submitted == "run-2"
 
 
 def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothing(
-    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock, ledger: Ledger
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     for i in range(3):
@@ -188,33 +241,33 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
     assert len(ledger.images(state="pending")) == 3 and ledger.control().active == {}
     workspace.fail_submit = None
     clock.advance(minutes=16)
-    run_id = svc.tick()["submitted"]
+    run_id = svc.tick().submitted
     workspace.fail_status = TimeoutError("status call timed out")
-    assert svc.tick()["followed"] == {run_id: "queued"}
+    assert svc.tick().followed == {run_id: "queued"}
     workspace.fail_status = None
-    workspace.finish(run_id, "completed", DECISION)
-    assert svc.tick()["followed"] == {run_id: "completed"}
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
+    assert svc.tick().followed == {run_id: "completed"}
     assert ledger.control().consecutive_failures == 0
 
 
 def test_repeated_failures_pause_auto_submission_until_a_manual_run_succeeds(
-    make_service, container_name: str, workspace: FakeWorkspace, clock: Clock
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_CONSECUTIVE_FAILURES="2", RETRAIN_BACKOFF_MINUTES="0")
     svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
     svc.on_blob_created(*blob_created(container_name, "data/images/b.jpg", "0x1"))
     svc.on_blob_created(*blob_created(container_name, "data/images/c.jpg", "0x1"))
-    first = svc.tick()["submitted"]
-    workspace.finish(first, "failed", error="boom")
-    second = svc.tick()["submitted"]  # no back-off configured: the same tick resubmits
+    first = svc.tick().submitted
+    workspace.finish(first, RunState.FAILED, error="boom")
+    second = svc.tick().submitted  # no back-off configured: the same tick resubmits
     assert second and second != first
-    workspace.finish(second, "failed", error="boom again")
-    assert svc.tick()["submitted"] is None
+    workspace.finish(second, RunState.FAILED, error="boom again")
+    assert svc.tick().submitted is None
     state = svc.submission_state()
     assert state.paused and "paused after 2 failed runs" in state.reason
-    assert svc.tick()["submitted"] is None
+    assert svc.tick().submitted is None
     manual = svc.submit("manual", "operator retry")
-    workspace.finish(manual, "completed", DECISION)
+    workspace.finish(manual, RunState.COMPLETED, DECISION)
     svc.tick()
     assert not svc.submission_state().paused
 
@@ -239,42 +292,48 @@ def test_policies_with_an_injected_clock() -> None:
 def app_service(make_service) -> Iterator[RetrainingService]:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     with pytest.MonkeyPatch.context() as patch:  # undone before the environment fixture resets the service
-        patch.setattr(service, "retraining", lambda: svc)
+        patch.setattr(bootstrap, "retraining", lambda: svc)
         yield svc
 
 
 def handler(name: str):  # type: ignore[no-untyped-def]
-    from tests.test_function_app import indexed_functions
-
     return indexed_functions()[name].get_user_function()
 
 
 def test_event_grid_handler_records_images_and_submits_a_due_batch(
-    app_service: RetrainingService, container_name: str, workspace: FakeWorkspace, datastore: Datastore
+    app_service: RetrainingService, container_name: str, workspace: FakeRunner, datastore: Datastore
 ) -> None:
     for i in range(3):
         subject, data = blob_created(container_name, f"data/images/{i}.jpg", f"0x{i}")
-        handler("on_event")(func.EventGridEvent(
-            id=f"e{i}", data=data, topic="/subscriptions/s/providers/Microsoft.Storage/storageAccounts/a",
-            subject=subject, event_type="Microsoft.Storage.BlobCreated", event_time=datetime.now(UTC), data_version="1",
-        ))  # fmt: skip
+        handler("on_event")(
+            func.EventGridEvent(
+                id=f"e{i}",
+                data=data,
+                topic="/subscriptions/s/providers/Microsoft.Storage/storageAccounts/a",
+                subject=subject,
+                event_type=BLOB_CREATED,
+                event_time=datetime.now(UTC),
+                data_version="1",
+            )
+        )
         app_service._last_event_check = None  # each event may look at the batch in this test
     assert workspace.submitted and app_service.pending_batch().count == 0
 
 
-def test_timer_handler_follows_runs(app_service: RetrainingService, workspace: FakeWorkspace) -> None:
+def test_timer_handler_follows_runs(app_service: RetrainingService, workspace: FakeRunner) -> None:
     run_id = app_service.submit("manual", "t")
-    workspace.finish(run_id, "completed", DECISION)
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
     handler("monitor")(TimerRequest(past_due=False))
     assert app_service.run(run_id).state == "completed"
 
 
 def request(method: str, url: str, body: bytes = b"", route_params: dict | None = None) -> func.HttpRequest:
-    return func.HttpRequest(method, url, headers={"Content-Type": "application/json"}, params={},
-                            route_params=route_params or {}, body=body)  # fmt: skip
+    return func.HttpRequest(
+        method, url, headers={"Content-Type": "application/json"}, params={}, route_params=route_params or {}, body=body
+    )
 
 
-def test_http_api_starts_and_reports_runs(app_service: RetrainingService, workspace: FakeWorkspace) -> None:
+def test_http_api_starts_and_reports_runs(app_service: RetrainingService, workspace: FakeRunner) -> None:
     response = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "new symbols"}'))
     assert response.status_code == 202
     run_id = json.loads(response.get_body())["run_id"]
@@ -291,13 +350,13 @@ def test_http_api_starts_and_reports_runs(app_service: RetrainingService, worksp
     assert json.loads(one.get_body())["reason"] == "new symbols"
     assert handler("get_run")(request("GET", "/api/runs/x", route_params={"run_id": "x"})).status_code == 404
     assert handler("best_model")(request("GET", "/api/models/best")).status_code == 404
-    workspace.finish(run_id, "completed", DECISION)
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
     app_service.tick()
     best = handler("best_model")(request("GET", "/api/models/best"))
     assert best.status_code == 200 and json.loads(best.get_body())["version"] == "4"
 
 
-def test_http_submit_failure_is_a_502_without_secrets(app_service: RetrainingService, workspace: FakeWorkspace) -> None:
+def test_http_submit_failure_is_a_502_without_secrets(app_service: RetrainingService, workspace: FakeRunner) -> None:
     workspace.fail_submit = RuntimeError("denied for AccountKey=c2VjcmV0 on https://x/?sig=abc")
     response = handler("submit_run")(request("POST", "/api/runs", b"{}"))
     body = json.loads(response.get_body())["error"]
@@ -324,8 +383,9 @@ def test_promotion_publishes_model_promoted_to_the_configured_topic(monkeypatch:
     monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"http://127.0.0.1:{server.server_port}/api/events")
     monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key-not-logged")
     try:
-        publish = service.event_publisher(load_settings())
-        publish({"name": "pid-symbol-detector", "version": "4", "score": 0.91, "run": "run-1", "time": "t"})
+        publish = bootstrap.event_publisher(load_settings())
+        assert publish is not None
+        publish(BestModel(name="pid-symbol-detector", version="4", score=0.91, run="run-1", time="t"))
     finally:
         server.shutdown()
     ((key, (event,)),) = received

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrainer.labels import parse_label_rows
-from retrainer.synthetic import LABEL_MAP, SheetSpec, generate_sheet, write_dataset_zip
+from devtools.synthetic import LABEL_MAP, SheetSpec, generate_sheet, write_dataset_zip
+from retrainer.ingestion.labels import parse_label_rows
 
 
 def test_same_seed_and_index_give_the_same_sheet() -> None:
@@ -44,9 +44,14 @@ def test_zip_has_the_shipped_layout_and_safe_legacy_labels(tmp_path: Path) -> No
     with zipfile.ZipFile(path) as archive:
         names = sorted(archive.namelist())
         assert names == [
-            "images/sheet_8_00010.jpg", "images/sheet_8_00011.jpg", "images/sheet_8_00012.jpg", "label_map.json",
-            "labels/sheet_8_00010_symbols.npy", "labels/sheet_8_00011_symbols.npy", "labels/sheet_8_00012_symbols.npy",
-        ]  # fmt: skip
+            "images/sheet_8_00010.jpg",
+            "images/sheet_8_00011.jpg",
+            "images/sheet_8_00012.jpg",
+            "label_map.json",
+            "labels/sheet_8_00010_symbols.npy",
+            "labels/sheet_8_00011_symbols.npy",
+            "labels/sheet_8_00012_symbols.npy",
+        ]
         assert json.loads(archive.read("label_map.json")) == LABEL_MAP
         data = archive.read("labels/sheet_8_00010_symbols.npy")
     legacy = np.load(io.BytesIO(data), allow_pickle=True)

@@ -54,8 +54,20 @@ def test_model_loads_and_scores_by_the_automl_contract(trained: Path, data: tupl
 
 def test_same_seed_and_epochs_give_the_same_model(trained: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
     again = tmp_path / "again"
-    train_step.main(["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(again),
-                     "--max-epochs", "1", "--seed", "3"])  # fmt: skip
+    train_step.main(
+        [
+            "--train-data",
+            str(data[0]),
+            "--val-data",
+            str(data[1]),
+            "--output",
+            str(again),
+            "--max-epochs",
+            "1",
+            "--seed",
+            "3",
+        ]
+    )
     first, second = (json.loads((p / "metrics.json").read_text()) for p in (trained, again))
     for key in ("mean_average_precision", "coco_map", "precision", "recall", "per_class"):
         assert first[key] == second[key]
@@ -85,10 +97,14 @@ def test_crowd_boxes_are_left_out_of_training_and_metrics(tmp_path: Path) -> Non
 
     image = tmp_path / "a.png"
     Image.new("RGB", (100, 80), "white").save(image)
-    record = {"image_url": image.as_uri(), "image_details": {"width": 100, "height": 80}, "label": [
-        {"label": "1", "topX": 0.1, "topY": 0.1, "bottomX": 0.3, "bottomY": 0.3},
-        {"label": "2", "topX": 0.5, "topY": 0.5, "bottomX": 0.7, "bottomY": 0.7, "isCrowd": 1},
-    ]}  # fmt: skip
+    record = {
+        "image_url": image.as_uri(),
+        "image_details": {"width": 100, "height": 80},
+        "label": [
+            {"label": "1", "topX": 0.1, "topY": 0.1, "bottomX": 0.3, "bottomY": 0.3},
+            {"label": "2", "topX": 0.5, "topY": 0.5, "bottomX": 0.7, "bottomY": 0.7, "isCrowd": 1},
+        ],
+    }
     (tmp_path / "annotations.jsonl").write_text(json.dumps(record) + "\n")
     (sheet,) = load_sheets(tmp_path)
     assert sheet.labels == ("1",) and sheet.boxes.tolist() == [[10.0, 8.0, 30.0, 24.0]]

@@ -55,10 +55,15 @@ def evaluate(sheets: list[Sheet], predictions: list[Prediction], classes: list[s
         evaluator.summarize()
     extended = evaluator.extended_metrics
     per_class = {
-        row["class"]: {"ap50": _number(row["map@50"]), "ap50_95": _number(row["map@50:95"]),
-                       "precision": _number(row["precision"]), "recall": _number(row["recall"])}
-        for row in extended["class_map"] if row["class"] != "all"
-    }  # fmt: skip
+        row["class"]: {
+            "ap50": _number(row["map@50"]),
+            "ap50_95": _number(row["map@50:95"]),
+            "precision": _number(row["precision"]),
+            "recall": _number(row["recall"]),
+        }
+        for row in extended["class_map"]
+        if row["class"] != "all"
+    }
     precision = evaluator.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, all recalls, classes, all areas, max dets
     curve = [float(np.mean(row[row > -1])) if (row > -1).any() else 0.0 for row in precision]
     return Evaluation(
@@ -74,12 +79,20 @@ def evaluate(sheets: list[Sheet], predictions: list[Prediction], classes: list[s
 
 
 def _ground_truth(sheets: list[Sheet], category: dict[str, int]) -> dict:
-    annotations = []
+    annotations: list[dict] = []
     for index, sheet in enumerate(sheets):
         for box, label in zip(sheet.boxes, sheet.labels, strict=True):
             x, y, w, h = _xywh(box)
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": category[label],
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": category[label],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     return {
         "images": [
             {"id": i + 1, "width": s.width, "height": s.height, "file_name": s.path.name} for i, s in enumerate(sheets)
@@ -94,8 +107,8 @@ def _xywh(box: np.ndarray) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def _number(value: object) -> float:
-    number = float(value)  # type: ignore[arg-type]
+def _number(value: float | np.floating) -> float:
+    number = float(value)
     return 0.0 if not np.isfinite(number) or number < 0 else number
 
 

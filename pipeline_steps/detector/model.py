@@ -82,7 +82,7 @@ class _KeepScaleTransform(GeneralizedRCNNTransform):
     drew thousands of false flanges (held-out flange AP 0.56, every other class >= 0.97).
     """
 
-    def resize(self, image, target=None):  # type: ignore[no-untyped-def]
+    def resize(self, image: torch.Tensor, target: dict | None = None) -> tuple[torch.Tensor, dict | None]:
         return image, target
 
     def batch_images(self, images: list[torch.Tensor], size_divisible: int = 32) -> torch.Tensor:

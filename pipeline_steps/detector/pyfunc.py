@@ -15,10 +15,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from PIL import Image
 
 from pipeline_steps.detector.engine import predict
@@ -56,8 +58,8 @@ class IncompatibleModelError(RuntimeError):
     """The model's weights were saved for another detector architecture than this code builds."""
 
 
-class DetectorModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+class DetectorModel(PythonModel):
+    def load_context(self, context: PythonModelContext) -> None:
         config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
         if config.get("architecture") != ARCHITECTURE:
             raise IncompatibleModelError(
@@ -70,7 +72,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         rows = []
         for value in model_input["image"]:

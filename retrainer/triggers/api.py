@@ -36,12 +36,12 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     reason, force = body.get("reason", "manual run"), body.get("force", False)
     if not isinstance(reason, str) or not isinstance(force, bool):
         return _json({"error": "'reason' must be a string and 'force' a boolean"}, 400)
-    from retrainer import service
+    from retrainer import bootstrap
     from retrainer.ledger import SlotTaken
     from retrainer.redact import redact
 
     try:
-        run_id = service.retraining().submit("manual", reason, force=force)
+        run_id = bootstrap.retraining().submit("manual", reason, force=force)
     except SlotTaken as taken:
         return _json({"error": f'a run is already active ({taken}); send "force": true to start another'}, 409)
     except Exception as error:  # the workspace refused or failed: say so, without secrets
@@ -53,9 +53,9 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("list_runs")
 @bp.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
-    from retrainer import service
+    from retrainer import bootstrap
 
-    retraining = service.retraining()
+    retraining = bootstrap.retraining()
     state = retraining.submission_state()
     return _json(
         {
@@ -70,16 +70,16 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("get_run")
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
-    from retrainer import service
+    from retrainer import bootstrap
 
-    run = service.retraining().run(req.route_params.get("run_id", ""))
+    run = bootstrap.retraining().run(req.route_params.get("run_id", ""))
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
 
 
 @bp.function_name("best_model")
 @bp.route(route="models/best", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def best_model(req: func.HttpRequest) -> func.HttpResponse:
-    from retrainer import service
+    from retrainer import bootstrap
 
-    best = service.retraining().best_model()
-    return _json(best, 200) if best else _json({"error": "no model has been promoted yet"}, 404)
+    best = bootstrap.retraining().best_model()
+    return _json(best.model_dump(), 200) if best else _json({"error": "no model has been promoted yet"}, 404)

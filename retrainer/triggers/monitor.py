@@ -14,9 +14,10 @@ bp = func.Blueprint()
 @bp.function_name("monitor")
 @bp.timer_trigger(arg_name="timer", schedule="%MONITOR_SCHEDULE%", run_on_startup=False)
 def monitor(timer: func.TimerRequest) -> None:
-    from retrainer import service
+    from retrainer import bootstrap
 
-    outcome = service.retraining().tick()
-    if outcome["paused"]:
-        log.warning("auto-submission: %s", outcome["paused"])
-    log.info("monitor: followed %s, submitted %s", outcome["followed"], outcome["submitted"])
+    outcome = bootstrap.retraining().tick()
+    if outcome.paused_reason:
+        log.warning("auto-submission: %s", outcome.paused_reason)
+    followed = {run_id: str(state) for run_id, state in outcome.followed.items()}
+    log.info("monitor: followed %s, submitted %s", followed, outcome.submitted)

@@ -1,17 +1,21 @@
-"""The one narrow interface to where pipelines, data assets and models live.
+"""The two narrow interfaces to where pipelines, data assets and models live, and their two backends.
 
-Two implementations: `azureml.AzureMLWorkspace` (azure-ai-ml, imported lazily) and
-`local.LocalWorkspace` (folders on this machine). Everything that would talk to Azure ML goes
-through `Workspace`, so the rest of the service runs and is tested locally.
+- `PipelineRunner` (the service and the `retrain` command): submit, status, cancel, list.
+- `ModelRegistry` (the pipeline steps): data assets, model versions, tags and the promotion lock.
+
+Backends: `azureml` (azure-ai-ml, imported lazily: the SDK is heavy) and `local` (folders, detached
+processes and an MLflow registry on this machine), so the rest of the service runs and is tested locally.
 """
 
 from __future__ import annotations
 
+import enum
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings
 
 
@@ -35,53 +39,82 @@ class ModelVersion:
         return self.tags.get(BEST_MODEL_TAG) == "true"
 
 
-#: The tag of the version currently promoted (design document: "best_model").
+#: The tag of the version currently promoted (the reference pipeline's name).
 BEST_MODEL_TAG = "best_model"
 
-#: The few run states the service reasons about.
-RUN_STATES = ("queued", "running", "completed", "failed", "canceled")
-TERMINAL_STATES = frozenset({"completed", "failed", "canceled"})
+
+class RunState(enum.StrEnum):
+    """The few run states the service reasons about; the last three are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELED)
+
 
 #: Azure ML job status -> service run state.
 AZUREML_STATES = {
-    "NotStarted": "queued",
-    "Queued": "queued",
-    "Preparing": "queued",
-    "Provisioning": "queued",
-    "Starting": "queued",
-    "Running": "running",
-    "Finalizing": "running",
-    "CancelRequested": "running",
-    "Completed": "completed",
-    "Failed": "failed",
-    "NotResponding": "failed",
-    "Canceled": "canceled",
-    "Paused": "canceled",
+    "NotStarted": RunState.QUEUED,
+    "Queued": RunState.QUEUED,
+    "Preparing": RunState.QUEUED,
+    "Provisioning": RunState.QUEUED,
+    "Starting": RunState.QUEUED,
+    "Running": RunState.RUNNING,
+    "Finalizing": RunState.RUNNING,
+    "CancelRequested": RunState.RUNNING,
+    "Completed": RunState.COMPLETED,
+    "Failed": RunState.FAILED,
+    "NotResponding": RunState.FAILED,
+    "Canceled": RunState.CANCELED,
+    "Paused": RunState.CANCELED,
 }
 
 
-def run_state(azureml_status: str) -> str:
+def run_state(azureml_status: str) -> RunState:
     """The service's state for an Azure ML status; an unknown status counts as still running."""
-    return AZUREML_STATES.get(azureml_status, "running")
+    return AZUREML_STATES.get(azureml_status, RunState.RUNNING)
 
 
 @dataclass(frozen=True)
 class RunStatus:
     run_id: str
-    state: str  # one of RUN_STATES
+    state: RunState
     detail: str = ""  # the backend's own status, or the step running now
     error: str | None = None
-    decision: dict | None = None  # the tag step's best_model_metadata.json, once the run completed
+    decision: PromotionRecord | None = None  # the tag step's record, once the run completed
     started: str | None = None
     ended: str | None = None
 
     @property
     def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state.terminal
 
 
-class Workspace(Protocol):
-    """Pipelines, data assets and the model registry."""
+class PipelineRunner(Protocol):
+    """Where retraining runs are started and followed."""
+
+    def submit_pipeline(self, label: str) -> str:
+        """Start the retraining pipeline; returns at once with the run id."""
+        ...
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """Where the run is; a run whose process died reads as failed, never as running forever."""
+        ...
+
+    def cancel_run(self, run_id: str) -> None: ...
+
+    def list_runs(self, limit: int = 20) -> list[RunStatus]:
+        """The most recent runs, newest first."""
+        ...
+
+
+class ModelRegistry(Protocol):
+    """Data assets and registered models, as the pipeline steps use them."""
 
     def register_data_asset(
         self, name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
@@ -109,27 +142,24 @@ class Workspace(Protocol):
         """A local folder holding the version's MLflow model (downloaded when it lives remotely)."""
         ...
 
-    def submit_pipeline(self, label: str) -> str:
-        """Start the retraining pipeline; returns at once with the run id."""
-        ...
 
-    def run_status(self, run_id: str) -> RunStatus:
-        """Where the run is; a run whose process died reads as failed, never as running forever."""
-        ...
-
-    def cancel_run(self, run_id: str) -> None: ...
-
-    def list_runs(self, limit: int = 20) -> list[RunStatus]:
-        """The most recent runs, newest first."""
-        ...
-
-
-def open_workspace(settings: Settings) -> Workspace:
-    """The workspace the settings point at (WORKSPACE_BACKEND, or azureml when its variables are set)."""
+def open_runner(settings: Settings) -> PipelineRunner:
+    """The pipeline runner the settings point at (WORKSPACE_BACKEND, or azureml when its variables are set)."""
     if settings.backend() == "azureml":
-        from retrainer.workspace.azureml import AzureMLWorkspace
+        from retrainer.workspace.azureml import AzureMLPipelineRunner
 
-        return AzureMLWorkspace.from_settings(settings)
-    from retrainer.workspace.local import LocalWorkspace
+        return AzureMLPipelineRunner.from_settings(settings)
+    from retrainer.workspace.local import LocalPipelineRunner
 
-    return LocalWorkspace(settings.LOCAL_WORKSPACE_DIR)
+    return LocalPipelineRunner(settings.LOCAL_WORKSPACE_DIR)
+
+
+def open_registry(settings: Settings) -> ModelRegistry:
+    """The model registry the settings point at (same choice of backend as `open_runner`)."""
+    if settings.backend() == "azureml":
+        from retrainer.workspace.azureml import AzureMLModelRegistry
+
+        return AzureMLModelRegistry.from_settings(settings)
+    from retrainer.workspace.local import LocalModelRegistry
+
+    return LocalModelRegistry(settings.LOCAL_WORKSPACE_DIR)

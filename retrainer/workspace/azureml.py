@@ -12,14 +12,51 @@ from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data, Model
 from azure.core.exceptions import ResourceNotFoundError
 
+from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
 from retrainer.settings import Settings
-from retrainer.workspace import DataAssetRef, ModelVersion, RunStatus, run_state
+from retrainer.workspace import DataAssetRef, ModelVersion, RunState, RunStatus, run_state
+
+
+def ml_client(settings: Settings, credential: Any = None) -> MLClient:
+    """MLClient for the configured workspace with DefaultAzureCredential (managed identity or az login)."""
+    subscription, resource_group, workspace = settings.azureml_workspace()
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    return MLClient(credential, subscription, resource_group, workspace)
 
 
 class AzureMLModelRegistry:
-    """Model-registry half of the Azure ML workspace (azure-ai-ml v2 models API)."""
+    """Data assets and models of an Azure ML workspace (azure-ai-ml v2)."""
 
-    _ml_client: MLClient
+    def __init__(self, client: MLClient) -> None:
+        self._ml_client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLModelRegistry:
+        return cls(ml_client(settings, credential))
+
+    @staticmethod
+    def data_asset_entity(
+        name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
+    ) -> Data:
+        """The versioned mltable data asset; without a version Azure ML assigns the next one."""
+        if not (folder / "MLTable").is_file():
+            raise FileNotFoundError(f"{folder} is not an MLTable folder (no MLTable file)")
+        data = Data(name=name, path=str(folder), type=AssetTypes.MLTABLE, description=description, tags=tags)
+        if datastore:
+            data.datastore = datastore  # the upload goes to this datastore instead of the default one
+        return data
+
+    def register_data_asset(
+        self, name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
+    ) -> DataAssetRef:
+        entity = self.data_asset_entity(name, folder, description=description, tags=tags, datastore=datastore)
+        registered = self._ml_client.data.create_or_update(entity)
+        return DataAssetRef(
+            registered.name, str(registered.version), f"azureml:{registered.name}:{registered.version}", tags
+        )
 
     @staticmethod
     def model_entity(name: str, folder: Path, *, description: str, tags: dict[str, str]) -> Model:
@@ -59,14 +96,21 @@ class AzureMLModelRegistry:
 
 
 def _model_version(model: Model) -> ModelVersion:
-    return ModelVersion(model.name, str(model.version), dict(model.tags or {}), f"azureml:{model.name}:{model.version}")
+    return ModelVersion(
+        str(model.name), str(model.version), dict(model.tags or {}), f"azureml:{model.name}:{model.version}"
+    )
 
 
-class AzureMLPipelines:
-    """Pipeline-run half of the Azure ML workspace."""
+class AzureMLPipelineRunner:
+    """Pipeline jobs of an Azure ML workspace: the service's submit, status, cancel and list."""
 
-    _ml_client: MLClient
-    _settings: Settings
+    def __init__(self, client: MLClient, settings: Settings) -> None:
+        self._ml_client = client
+        self._settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLPipelineRunner:
+        return cls(ml_client(settings, credential), settings)
 
     def build_pipeline(self, label: str) -> Any:
         """The six-step (or dataset-reuse) pipeline job for the settings, validated offline."""
@@ -87,8 +131,8 @@ class AzureMLPipelines:
     def run_status(self, run_id: str) -> RunStatus:
         job = self._ml_client.jobs.get(run_id)
         state = run_state(job.status)
-        decision = self._decision(run_id) if state == "completed" else None
-        error = None if state != "failed" else f"Azure ML job {run_id} ended as {job.status}"
+        decision = self._decision(run_id) if state == RunState.COMPLETED else None
+        error = None if state != RunState.FAILED else f"Azure ML job {run_id} ended as {job.status}"
         started = job.creation_context.created_at.isoformat() if job.creation_context else None
         return RunStatus(run_id, state, job.status, error, decision, started, None)
 
@@ -104,49 +148,11 @@ class AzureMLPipelines:
                 break
         return runs
 
-    def _decision(self, run_id: str) -> dict | None:
-        """The tag step's best_model_metadata.json, downloaded from the finished job."""
-        import json
+    def _decision(self, run_id: str) -> PromotionRecord | None:
+        """The tag step's promotion record, downloaded from the finished job."""
         import tempfile
 
         with tempfile.TemporaryDirectory() as scratch:
             self._ml_client.jobs.download(run_id, output_name="best_model_metadata", download_path=scratch)
-            found = sorted(Path(scratch).rglob("best_model_metadata.json"))
-            return json.loads(found[0].read_text()) if found else None
-
-
-class AzureMLWorkspace(AzureMLModelRegistry, AzureMLPipelines):
-    def __init__(self, ml_client: MLClient, settings: Settings | None = None) -> None:
-        self._ml_client = ml_client
-        self._settings = settings or Settings()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLWorkspace:
-        """MLClient for the configured workspace with DefaultAzureCredential (managed identity or az login)."""
-        subscription, resource_group, workspace = settings.azureml_workspace()
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-        return cls(MLClient(credential, subscription, resource_group, workspace), settings)
-
-    @staticmethod
-    def data_asset_entity(
-        name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
-    ) -> Data:
-        """The versioned mltable data asset; without a version Azure ML assigns the next one."""
-        if not (folder / "MLTable").is_file():
-            raise FileNotFoundError(f"{folder} is not an MLTable folder (no MLTable file)")
-        data = Data(name=name, path=str(folder), type=AssetTypes.MLTABLE, description=description, tags=tags)
-        if datastore:
-            data.datastore = datastore  # the upload goes to this datastore instead of the default one
-        return data
-
-    def register_data_asset(
-        self, name: str, folder: Path, *, description: str, tags: dict[str, str], datastore: str | None = None
-    ) -> DataAssetRef:
-        entity = self.data_asset_entity(name, folder, description=description, tags=tags, datastore=datastore)
-        registered = self._ml_client.data.create_or_update(entity)
-        return DataAssetRef(
-            registered.name, str(registered.version), f"azureml:{registered.name}:{registered.version}", tags
-        )
+            found = sorted(Path(scratch).rglob(PROMOTION_RECORD_FILE))
+            return PromotionRecord.from_json(found[0].read_text()) if found else None

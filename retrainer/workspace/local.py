@@ -23,16 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.workspace import TERMINAL_STATES, DataAssetRef, ModelVersion, RunStatus
+from retrainer.promotion import PromotionRecord
+from retrainer.workspace import DataAssetRef, ModelVersion, RunState, RunStatus
 
 _ASSET_FILE = "asset.json"
 _REGISTRY_RETRIES = 20
 
 
-class LocalPipelines:
+class LocalPipelineRunner:
     """Pipeline runs as detached local processes (see local_runner), one folder each under `<root>/runs/`."""
 
-    root: Path
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
 
     def submit_pipeline(self, label: str) -> str:
         run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -46,8 +48,11 @@ class LocalPipelines:
         with open(run_dir / "runner.log", "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "retrainer.workspace.local_runner", str(run_dir)],
-                stdout=log, stderr=subprocess.STDOUT, env=child_env, start_new_session=True,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                start_new_session=True,
+            )
         (run_dir / "runner.pid").write_text(str(process.pid))
         threading.Thread(target=process.wait, daemon=True).start()  # reap it, so a dead runner reads as dead
         return run_id
@@ -55,11 +60,19 @@ class LocalPipelines:
     def run_status(self, run_id: str) -> RunStatus:
         run_dir = self._run_dir(run_id)
         status = json.loads((run_dir / "status.json").read_text())
-        state = status.get("state", "queued")
-        if state not in TERMINAL_STATES and not _alive(run_dir):
-            state, status["error"] = "failed", "the runner process ended without finishing the run"
-        return RunStatus(run_id, state, status.get("step") or "", status.get("error"), status.get("decision"),
-                         status.get("started"), status.get("ended"))  # fmt: skip
+        state = RunState(status.get("state", RunState.QUEUED))
+        if not state.terminal and not _alive(run_dir):
+            state, status["error"] = RunState.FAILED, "the runner process ended without finishing the run"
+        decision = PromotionRecord.model_validate(status["decision"]) if status.get("decision") else None
+        return RunStatus(
+            run_id,
+            state,
+            status.get("step") or "",
+            status.get("error"),
+            decision,
+            status.get("started"),
+            status.get("ended"),
+        )
 
     def cancel_run(self, run_id: str) -> None:
         run_dir = self._run_dir(run_id)
@@ -101,7 +114,9 @@ def _alive(run_dir: Path) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-class LocalWorkspace(LocalPipelines):
+class LocalModelRegistry:
+    """Versioned data assets under `<root>/data/`, and models in a real MLflow registry."""
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 

@@ -2,7 +2,7 @@
 
     python -m retrainer.workspace.local_runner <run folder>
 
-Started detached by `LocalWorkspace.submit_pipeline`. It downloads the datastore's images and
+Started detached by `LocalPipelineRunner.submit_pipeline`. It downloads the datastore's images and
 per-image JSONL (Azurite locally), then runs `python -m pipeline_steps.<step>` for each step with
 its log in `logs/<step>.log`, and keeps `status.json` current (atomically replaced). SIGTERM
 (cancel) stops the step in progress and marks the run canceled.
@@ -18,8 +18,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retrainer.promotion import PROMOTION_RECORD_FILE
+
 STATUS_FILE = "status.json"
-STEPS = ("download", "data_aggregation", "data_split", "register_data_asset", "train", "register_model", "tag_model")
 
 
 def now() -> str:
@@ -33,10 +34,6 @@ def write_status(run_dir: Path, **fields: object) -> None:
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(current, indent=2))
     partial.replace(path)
-
-
-def read_status(run_dir: Path) -> dict:
-    return json.loads((run_dir / STATUS_FILE).read_text())
 
 
 def step_commands(run_dir: Path) -> dict[str, list[str]]:
@@ -77,11 +74,11 @@ def step_commands(run_dir: Path) -> dict[str, list[str]]:
 
 def download_data(run_dir: Path) -> int:
     """Images and per-image JSONL of the datastore into `data/`; returns the number of images."""
-    from retrainer.service import datastore
+    from retrainer.datastore import Datastore
     from retrainer.settings import get_settings
 
     settings = get_settings()
-    store = datastore()
+    store = Datastore.from_settings(settings)
     images = 0
     for folder, keep in (
         (settings.IMAGE_FOLDER, lambda name: True),
@@ -133,7 +130,7 @@ def run(run_dir: Path) -> int:
     except Exception as error:  # the run's outcome is recorded, never lost
         write_status(run_dir, state="failed", ended=now(), error=str(error)[-2000:])
         return 1
-    decision_path = run_dir / "outputs" / "best_model" / "best_model_metadata.json"
+    decision_path = run_dir / "outputs" / "best_model" / PROMOTION_RECORD_FILE
     write_status(run_dir, state="completed", step=None, ended=now(), decision=json.loads(decision_path.read_text()))
     return 0
 

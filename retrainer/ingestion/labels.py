@@ -18,7 +18,7 @@ import numbers
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 from numpy._core.multiarray import _reconstruct, scalar
@@ -127,21 +127,26 @@ def _object_rows(array: np.ndarray, file_name: str) -> list[object]:
     raise LabelFileError(file_name, f"object array of shape {array.shape}; expected (N, 3) rows [name, box, class id]")
 
 
-def _is_sequence(value: object) -> bool:
-    return type(value) in (list, tuple) or (
+def _as_sequence(value: object) -> Sequence[object] | None:
+    """The value as a sequence of items when it is a list, tuple or array (not a string), else None."""
+    if type(value) in (list, tuple) or (
         isinstance(value, (np.ndarray, Sequence)) and not isinstance(value, (str, bytes))
-    )
+    ):
+        return cast("Sequence[object]", value)
+    return None
 
 
 def _legacy_row(row: object, index: int, file_name: str) -> SymbolBox:
-    if not _is_sequence(row) or len(row) != _LEGACY_ROW_LENGTH:  # type: ignore[arg-type]
+    items = _as_sequence(row)
+    if items is None or len(items) != _LEGACY_ROW_LENGTH:
         raise LabelFileError(file_name, "row must be [symbol_name, [x1, y1, x2, y2], class_id]", index)
-    name, box, class_id = row  # type: ignore[misc]
+    name, box, class_id = items
     if not isinstance(name, str):
         raise LabelFileError(file_name, f"symbol name must be a string, got {type(name).__name__}", index)
-    if not _is_sequence(box) or len(box) != 4:
+    coordinates = _as_sequence(box)
+    if coordinates is None or len(coordinates) != 4:
         raise LabelFileError(file_name, "box must be a list of 4 numbers [x1, y1, x2, y2]", index)
-    x1, y1, x2, y2 = (_finite_number(value, index, file_name) for value in box)
+    x1, y1, x2, y2 = (_finite_number(value, index, file_name) for value in coordinates)
     return SymbolBox(_class_id(class_id, index, file_name), x1, y1, x2, y2)
 
 
@@ -180,7 +185,7 @@ def _class_id(value: object, index: int, file_name: str) -> str:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-        return str(int(value))
+        return str(int(float(value)))
     raise LabelFileError(file_name, f"class id {value!r} is not an integer", index)
 
 

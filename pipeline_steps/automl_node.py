@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from azure.ai.ml import Input, Output, automl
@@ -85,7 +85,7 @@ def _entry(entry: object, index: int, path: Path) -> dict[str, Any]:
 
 def _distribution(value: object, key: str, index: int, path: Path) -> Any:
     if not isinstance(value, dict):
-        return Choice([value])
+        return Choice([cast(Any, value)])
     kind = value.get("type")
     if kind not in _DISTRIBUTIONS:
         raise SearchSpaceError(f"{path}: entry {index}: {key}: type must be one of {sorted(_DISTRIBUTIONS)}")

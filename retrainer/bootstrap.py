@@ -1,17 +1,27 @@
-"""Composition root: builds the storage clients and the ingestor from the settings, once per process."""
+"""Composition root: the only place that builds clients from the settings, once per process.
+
+The function app's handlers, the data loader and the `retrain` command call these; nothing below
+them (the service, the ingestion, the workspace backends) imports this module.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
 from retrainer.datastore import BlobMissingError, Datastore
-from retrainer.ingest import LabelIngestor, Layout
-from retrainer.labels import parse_label_map
+from retrainer.events import MODEL_PROMOTED
+from retrainer.ingestion.ingest import LabelIngestor, Layout
+from retrainer.ingestion.labels import parse_label_map
 from retrainer.ledger import Ledger
+from retrainer.promotion import BestModel
+from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["datastore", "event_publisher", "get_settings", "label_ingestor", "ledger", "reset", "retraining"]
 
 
 def layout_from(settings: Settings) -> Layout:
@@ -20,16 +30,12 @@ def layout_from(settings: Settings) -> Layout:
 
 @functools.cache
 def datastore() -> Datastore:
-    settings = get_settings()
-    return Datastore.from_connection_string(
-        settings.storage_connection_string(), settings.STORAGE_ACCOUNT_CONTAINER_NAME
-    )
+    return Datastore.from_settings(get_settings())
 
 
 @functools.cache
 def ledger() -> Ledger:
-    settings = get_settings()
-    book = Ledger.from_connection_string(settings.storage_connection_string(), settings.LEDGER_TABLE_PREFIX)
+    book = Ledger.from_settings(get_settings())
     book.ensure_tables()
     return book
 
@@ -52,27 +58,27 @@ def label_ingestor(handler: str) -> LabelIngestor:
     )
 
 
-def event_publisher(settings: Settings):  # type: ignore[no-untyped-def]
+def event_publisher(settings: Settings) -> Callable[[BestModel], None] | None:
     """Publishes ModelPromoted to EVENTGRID_TOPIC_ENDPOINT (key, or the function's identity); None when unset."""
     if not settings.EVENTGRID_TOPIC_ENDPOINT:
         return None
     endpoint = settings.EVENTGRID_TOPIC_ENDPOINT
 
-    def publish(record: dict) -> None:
+    def publish(record: BestModel) -> None:
+        from azure.core.credentials import AzureKeyCredential, TokenCredential
         from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
+        credential: AzureKeyCredential | TokenCredential
         if settings.EVENTGRID_TOPIC_KEY is not None:
-            from azure.core.credentials import AzureKeyCredential
-
             credential = AzureKeyCredential(settings.EVENTGRID_TOPIC_KEY.get_secret_value())
         else:
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
         event = EventGridEvent(
-            subject=f"models/{record['name']}/versions/{record['version']}",
-            event_type="PidSymbolRetraining.ModelPromoted",
-            data=record,
+            subject=f"models/{record.name}/versions/{record.version}",
+            event_type=MODEL_PROMOTED,
+            data=record.model_dump(),
             data_version="1.0",
         )
         EventGridPublisherClient(endpoint, credential).send([event])
@@ -81,17 +87,16 @@ def event_publisher(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @functools.cache
-def retraining():  # type: ignore[no-untyped-def]
+def retraining() -> RetrainingService:
     """The retraining service of this process (the function app's handlers share it)."""
-    from retrainer.retraining import RetrainingService
-    from retrainer.workspace import open_workspace
+    from retrainer.workspace import open_runner
 
     settings = get_settings()
     return RetrainingService(
         settings,
         ledger(),
         datastore(),
-        workspace=lambda: open_workspace(settings),
+        runner=lambda: open_runner(settings),
         on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),
         publish=event_publisher(settings),
     )

@@ -79,12 +79,25 @@ def running_azurite(project_root: Path, data_folder: Path | None = None) -> Iter
     log_path = work / "azurite.log"
     persistence = ["--location", str(data_folder)] if data_folder else ["--inMemoryPersistence"]
     command = [
-        str(executable), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-        "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
-        "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
-        "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
+        str(executable),
+        "--silent",
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(blob_port),
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        str(queue_port),
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        str(table_port),
         *persistence,
-    ]  # fmt: skip
+    ]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=work, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:

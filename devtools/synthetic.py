@@ -6,7 +6,7 @@ Sheets are white, crossed by pipes (distractors) that carry the symbols; several
 look-alikes that differ by one stroke, as real P&ID legends do. Deterministic by seed: sheet `i`
 of seed `s` is the same whatever the count.
 
-Run: `python -m retrainer.synthetic --count 200 --seed 7 --output sets/train.zip`
+Run: `python -m devtools.synthetic --count 200 --seed 7 --output sets/train.zip`
 """
 
 from __future__ import annotations
@@ -250,9 +250,9 @@ def write_dataset_zip(path: Path, count: int, seed: int, spec: SheetSpec = Sheet
 
 def write_mltable_set(folder: Path, count: int, seed: int, spec: SheetSpec = SheetSpec(), start: int = 0) -> Path:
     """Sheets as the data steps hand them to training: `images/`, `annotations.jsonl` (file:// URLs), MLTable."""
-    from retrainer.annotations import write_records
+    from pipeline_steps.mltable_io import write_records
     from retrainer.images import image_size
-    from retrainer.labels import convert_label_file
+    from retrainer.ingestion.labels import convert_label_file
 
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -280,7 +280,7 @@ def write_mltable_set(folder: Path, count: int, seed: int, spec: SheetSpec = She
 def write_sample_artifacts(folder: Path, count: int = 24, seed: int = 2024) -> None:
     """The small set checked in under sample_artifacts/: a zip, and the same set unpacked with its JSONL."""
     from retrainer.images import image_size
-    from retrainer.labels import convert_label_file, record_to_jsonl
+    from retrainer.ingestion.labels import convert_label_file, record_to_jsonl
 
     spec = SheetSpec(min_side=320, max_side=480, min_symbols=4, max_symbols=10)
     write_dataset_zip(folder / "sample_set.zip", count, seed, spec)

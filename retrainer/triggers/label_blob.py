@@ -30,9 +30,9 @@ def path_in_container(blob_name: str, container: str) -> str:
     source=func.BlobSource.EVENT_GRID,
 )
 def convert_label(label: func.InputStream) -> None:
-    from retrainer import service  # storage SDKs load on first use, not at cold start
+    from retrainer import bootstrap  # storage SDKs load on first use, not at cold start
 
-    settings = service.get_settings()
+    settings = bootstrap.get_settings()
     path = path_in_container(label.name or "", settings.STORAGE_ACCOUNT_CONTAINER_NAME)
-    result = service.label_ingestor(handler="blob-trigger").ingest_label(path)
+    result = bootstrap.label_ingestor(handler="blob-trigger").ingest_label(path)
     log.info("label %s: %s%s", path, result.outcome.value, f" ({result.reason})" if result.reason else "")

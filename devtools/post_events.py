@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 
+from retrainer.events import BLOB_CREATED, build_subject
 from retrainer.redact import redact
 
 
@@ -24,8 +25,8 @@ def blob_created_event(container: str, path: str, etag: str, length: int) -> dic
     return {
         "id": str(uuid.uuid4()),
         "topic": "/subscriptions/local/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
-        "subject": f"/blobServices/default/containers/{container}/blobs/{path}",
-        "eventType": "Microsoft.Storage.BlobCreated",
+        "subject": build_subject(container, path),
+        "eventType": BLOB_CREATED,
         "eventTime": datetime.now(UTC).isoformat(),
         "dataVersion": "1",
         "metadataVersion": "1",
@@ -51,16 +52,17 @@ def post(url: str, events: list[dict]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="post-blob-events", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="post-blob-events", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="http://localhost:7071", help="where `func start` listens")
     parser.add_argument("--function", default="on_event", help="the Event Grid-triggered function")
     parser.add_argument("--labels", action="store_true", help="also announce .npy labels to the blob trigger")
     args = parser.parse_args(argv)
-    from retrainer import service
+    from retrainer import bootstrap
 
-    settings = service.get_settings()
-    store = service.datastore()
+    settings = bootstrap.get_settings()
+    store = bootstrap.datastore()
     targets = [(settings.IMAGE_FOLDER, f"{args.host}/runtime/webhooks/EventGrid?functionName={args.function}")]
     if args.labels:
         targets.append(

@@ -1,11 +1,11 @@
 """Data loader: unpack a zip of synthetic images with `.npy` labels into the datastore, once.
 
-    python -m pipeline_steps.data_loader --raw-blob-sas-url <https SAS URL | path | file:// URL> \
+    python -m retrainer.ingestion.loader --raw-blob-sas-url <https SAS URL | path | file:// URL> \
         [--raw-input-path downloads/] [--image-output-path data/images] [--label-output-path data/labels]
 
 Environment: STORAGE_ACCOUNT_CONNECTION_STRING, STORAGE_ACCOUNT_CONTAINER_NAME.
 
-The zip is checked before anything is uploaded (see retrainer.archive). Images and labels are
+The zip is checked before anything is uploaded (see retrainer.ingestion.archive). Images and labels are
 uploaded concurrently, skipping blobs already stored with the same content; every label is then
 converted with the same code as the blob trigger, so each good label has its JSONL whether or not
 the function app runs. Bad files go to quarantine with a reason. The user's files are never
@@ -16,9 +16,9 @@ deleted. Exit code: 0 when all is well, 1 when anything was quarantined or waits
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
-import logging
 import sys
 import threading
 import zipfile
@@ -31,17 +31,21 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
-from retrainer.archive import ArchiveContents, ArchiveMember, UnsafeArchiveError, check_archive, classify_members
 from retrainer.datastore import Datastore, ImageInfo
 from retrainer.images import image_format, image_size
-from retrainer.ingest import LabelIngestor, Layout, Outcome
-from retrainer.labels import parse_label_map
+from retrainer.ingestion.archive import (
+    ArchiveContents,
+    ArchiveMember,
+    UnsafeArchiveError,
+    check_archive,
+    classify_members,
+)
+from retrainer.ingestion.ingest import LabelIngestor, Layout, Outcome
+from retrainer.ingestion.labels import parse_label_map
 from retrainer.ledger import Ledger
 from retrainer.logs import configure_cli_logging
 from retrainer.redact import redact, url_without_query
 from retrainer.settings import SettingsError, get_settings
-
-log = logging.getLogger("data_loader")
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _UPLOAD_WORKERS = 8
@@ -174,7 +178,7 @@ def load_archive(
 def _load_label_map(
     contents: ArchiveContents, reader: _ZipReader, datastore: Datastore, blob: str
 ) -> dict[str, str] | None:
-    from retrainer.service import read_label_map
+    from retrainer.bootstrap import read_label_map
 
     if contents.label_map is not None:
         data = reader.read(contents.label_map.name)
@@ -225,7 +229,7 @@ def _upload_images(
             summary.images_unchanged += unchanged
             summary.images_uploaded += not unchanged
 
-    _run((lambda m=m: upload(m) for m in contents.images), len(contents.images), "upload images", workers)
+    _run((functools.partial(upload, m) for m in contents.images), len(contents.images), "upload images", workers)
     return images
 
 
@@ -262,7 +266,7 @@ def _upload_labels(
             if not unchanged:
                 fresh.add(path)
 
-    _run((lambda m=m: upload(m) for m in contents.labels), len(contents.labels), "upload labels", workers)
+    _run((functools.partial(upload, m) for m in contents.labels), len(contents.labels), "upload labels", workers)
     return fresh
 
 
@@ -296,7 +300,7 @@ def _convert_labels(
             elif result.outcome is Outcome.WAITING_FOR_IMAGE:
                 summary.waiting.append(path)
 
-    _run((lambda m=m: convert(m) for m in contents.labels), len(contents.labels), "convert labels", workers)
+    _run((functools.partial(convert, m) for m in contents.labels), len(contents.labels), "convert labels", workers)
 
 
 def _quarantine_new(
@@ -325,7 +329,7 @@ def _quarantine_new(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline_steps.data_loader",
+        prog="python -m retrainer.ingestion.loader",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

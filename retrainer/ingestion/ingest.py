@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from retrainer.datastore import BlobMissingError, Datastore, ImageInfo
 from retrainer.images import IMAGE_FORMATS
-from retrainer.labels import LabelFileError, convert_label_file, record_to_jsonl
+from retrainer.ingestion.labels import LabelFileError, convert_label_file, record_to_jsonl
 from retrainer.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class LabelIngestor:
         self._datastore.quarantine(image_path, data, reason, self._layout.quarantine_folder, original_etag=etag)
 
     def _quarantine(
-        self, label_path: str, data: bytes, etag: str, stem: str, reason: dict[str, object]
+        self, label_path: str, data: bytes, etag: str, stem: str, reason: Mapping[str, object]
     ) -> IngestResult:
         self._datastore.quarantine(
             label_path, data, {**reason, "handler": self._handler}, self._layout.quarantine_folder, original_etag=etag

@@ -15,8 +15,12 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from retrainer.workspace import RunState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,49 +43,60 @@ def configure(workdir: Path, connection_string: str, batch_size: int, minutes: f
         os.environ.pop(variable, None)
 
 
-def handlers() -> dict:
+def handlers() -> dict[str, Callable[..., Any]]:
     import function_app
 
-    return {fn.get_function_name(): fn.get_user_function() for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn.get_user_function() for fn in function_app.app.get_functions()}
 
 
-def announce_images(handler, since: set[str]) -> int:  # type: ignore[no-untyped-def]
+def announce_images(handler: Callable[[Any], None], since: set[str]) -> int:
     """A BlobCreated event per image the datastore holds that was not announced before, as Event Grid sends them."""
     import azure.functions as func
 
-    from retrainer import service
+    from retrainer import bootstrap
+    from retrainer.events import BLOB_CREATED, build_subject
 
-    settings = service.get_settings()
-    store = service.datastore()
+    settings = bootstrap.get_settings()
+    store = bootstrap.datastore()
     sent = 0
     for blob in store.list(settings.IMAGE_FOLDER + "/"):
         if blob.name in since:
             continue
         since.add(blob.name)
-        subject = f"/blobServices/default/containers/{settings.STORAGE_ACCOUNT_CONTAINER_NAME}/blobs/{blob.name}"
-        data = {"api": "PutBlob", "eTag": store.etag(blob.name), "url": f"http://127.0.0.1/data/{blob.name}"}
-        handler(func.EventGridEvent(id=f"demo-{sent}", data=data, topic="azurite", subject=subject,
-                                    event_type="Microsoft.Storage.BlobCreated", event_time=datetime.now(UTC),
-                                    data_version="1"))  # fmt: skip
+        data: dict[str, object] = {
+            "api": "PutBlob",
+            "eTag": store.etag(blob.name),
+            "url": f"http://127.0.0.1/data/{blob.name}",
+        }
+        event = func.EventGridEvent(
+            id=f"demo-{sent}",
+            data=data,
+            topic="azurite",
+            subject=build_subject(settings.STORAGE_ACCOUNT_CONTAINER_NAME, blob.name),
+            event_type=BLOB_CREATED,
+            event_time=datetime.now(UTC),
+            data_version="1",
+        )
+        handler(event)
         sent += 1
     return sent
 
 
-def follow_until_done(monitor, poll_seconds: float = 5.0) -> str:  # type: ignore[no-untyped-def]
+def follow_until_done(monitor: Callable[[Any], None], poll_seconds: float = 5.0) -> str:
     """Tick the timer handler until the active run ends, showing each step as it starts."""
     from azure.functions.timer import TimerRequest
 
-    from retrainer import service
+    from retrainer import bootstrap
 
-    retraining = service.retraining()
+    retraining = bootstrap.retraining()
     shown = ""
     run_id = None
     while True:
         monitor(TimerRequest(past_due=False))
-        active = [key for key in service.ledger().control().active if not key.startswith("claim-")]
+        active = bootstrap.ledger().control().active_runs
         if active:
             run_id = active[0]
-            status = retraining.workspace.run_status(run_id)
+            status = retraining.runner.run_status(run_id)
             line = f"    {run_id}: {status.state}" + (f", step {status.detail}" if status.detail else "")
             if line != shown:
                 print(line, flush=True)
@@ -92,22 +107,23 @@ def follow_until_done(monitor, poll_seconds: float = 5.0) -> str:  # type: ignor
 
 
 def summary(workdir: Path) -> str:
-    from retrainer import service
+    from retrainer import bootstrap
 
-    retraining = service.retraining()
+    retraining = bootstrap.retraining()
     rows = []
     for run in reversed(retraining.runs()):
-        decision = run.decision or {}
-        score = f"{decision.get('candidate_score', 0):.3f}" if decision else "-"
-        verdict = "promoted" if decision.get("promoted") else "kept the best"
-        rows.append([run.run_id, run.trigger, str(run.image_count), run.state, score,
-                     decision.get("candidate_version", "-"), verdict])  # fmt: skip
+        decision = run.decision
+        score = f"{decision.candidate_score:.3f}" if decision else "-"
+        verdict = "promoted" if decision and decision.promoted else "kept the best"
+        version = decision.candidate_version if decision else "-"
+        rows.append([run.run_id, run.trigger, str(run.image_count), run.state.value, score, version, verdict])
     header = ["run", "trigger", "new images", "state", "mAP@0.5", "version", "decision"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    best = retraining.best_model() or {}
-    lines.append(f"\npromoted model: {best.get('name')} version {best.get('version')} (mAP@0.5 {best.get('score')})")
+    best = retraining.best_model()
+    if best is not None:
+        lines.append(f"\npromoted model: {best.name} version {best.version} (mAP@0.5 {best.score})")
     reports = sorted((workdir / "workspace" / "runs").glob("run-*/outputs/model/report/report.html"))
     if reports:
         lines.append(f"evaluation report of the last run: {reports[-1]}")
@@ -122,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".demo")
     args = parser.parse_args(argv)
 
-    from retrainer.azurite import running_azurite
+    from devtools.azurite import running_azurite
+    from devtools.synthetic import write_dataset_zip
     from retrainer.logs import configure_cli_logging
-    from retrainer.synthetic import write_dataset_zip
 
     started = time.perf_counter()
     shutil.rmtree(args.workdir / "workspace", ignore_errors=True)
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with running_azurite(PROJECT_ROOT) as azurite:
         configure(args.workdir, azurite.connection_string, args.batch, args.minutes)
-        from pipeline_steps import data_loader
+        from retrainer.ingestion import loader as data_loader
 
         functions = handlers()
         announced: set[str] = set()
@@ -150,20 +166,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"data loader exit code {code}")
                 return code
             print(f"    {announce_images(functions['on_event'], announced)} images announced")
-            print("[3/5] the timer handler submits and follows the local run" if number == 1
-                  else "      the timer handler submits and follows the second run")  # fmt: skip
+            print(
+                "[3/5] the timer handler submits and follows the local run"
+                if number == 1
+                else "      the timer handler submits and follows the second run"
+            )
             run_id = follow_until_done(functions["monitor"])
-            from retrainer import service
+            from retrainer import bootstrap
 
-            record = service.retraining().run(run_id)
-            decision = record.decision or {}
-            if record.state != "completed":
-                print(f"    run {run_id} {record.state}: {record.error}")
+            record = bootstrap.retraining().run(run_id)
+            if record is None or record.state != RunState.COMPLETED or record.decision is None:
+                print(f"    run {run_id} {record.state if record else 'unknown'}: {record.error if record else ''}")
                 return 1
-            print(f"    decision: version {decision.get('candidate_version')} -> best is version "
-                  f"{decision.get('best_version')}: {decision.get('reason')}")  # fmt: skip
-            if decision.get("comparison", {}).get("rescored"):
-                print(f"    (both models re-scored on {decision['comparison']['rescored_on']})")
+            decision = record.decision
+            print(
+                f"    decision: version {decision.candidate_version} -> best is version "
+                f"{decision.best_version}: {decision.reason}"
+            )
+            if decision.comparison.rescored:
+                print(f"    (both models re-scored on {decision.comparison.rescored_on})")
         print(f"\n[5/5] summary after {(time.perf_counter() - started) / 60:.1f} min\n")
         print(summary(args.workdir))
     return 0

@@ -11,19 +11,19 @@ import logging
 
 import azure.functions as func
 
+from retrainer.events import BLOB_CREATED
+
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
-
-BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 
 
 @bp.function_name("on_event")
 @bp.event_grid_trigger(arg_name="event")
 def on_event(event: func.EventGridEvent) -> None:
-    from retrainer import service  # storage and workspace SDKs load on first use, not at cold start
+    from retrainer import bootstrap  # storage and workspace SDKs load on first use, not at cold start
 
-    retraining = service.retraining()
+    retraining = bootstrap.retraining()
     data = event.get_json() or {}
     if event.event_type == BLOB_CREATED:
         if retraining.on_blob_created(event.subject or "", data):

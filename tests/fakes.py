@@ -1,0 +1,181 @@
+"""In-memory stand-ins for the fast tier: a pipeline runner, Table Storage tables, and the blob container.
+
+The table and container fakes keep the semantics the code relies on (ETags, conditional writes,
+insert-only creates, 404s), so the real `Ledger` runs on them unchanged; the service tests run on
+both these fakes and Azurite, which keeps the fakes honest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableEntity, TransactionOperation, UpdateMode
+
+from retrainer.datastore import BlobMissingError, StoredBlob
+from retrainer.promotion import PromotionRecord
+from retrainer.workspace import RunState, RunStatus
+
+
+class FakeRunner:
+    """The boundary where Azure ML (or the local runner) would be. Tests set statuses and make calls fail."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.statuses: dict[str, RunStatus] = {}
+        self.fail_submit: Exception | None = None
+        self.fail_status: Exception | None = None
+        self._lock = threading.Lock()
+
+    def submit_pipeline(self, label: str) -> str:
+        if self.fail_submit is not None:
+            raise self.fail_submit
+        with self._lock:
+            run_id = f"run-{len(self.submitted) + 1}"
+            self.submitted.append(label)
+            self.statuses[run_id] = RunStatus(run_id, RunState.QUEUED, "Queued")
+        return run_id
+
+    def run_status(self, run_id: str) -> RunStatus:
+        if self.fail_status is not None:
+            raise self.fail_status
+        return self.statuses[run_id]
+
+    def finish(
+        self, run_id: str, state: RunState, decision: PromotionRecord | None = None, error: str | None = None
+    ) -> None:
+        self.statuses[run_id] = RunStatus(run_id, state, state.title(), error, decision)
+
+    def cancel_run(self, run_id: str) -> None:
+        self.finish(run_id, RunState.CANCELED)
+
+    def list_runs(self, limit: int = 20) -> list[RunStatus]:
+        return list(self.statuses.values())[:limit]
+
+
+class InMemoryTable:
+    """The part of `azure.data.tables.TableClient` the ledger uses, with ETag semantics."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], tuple[dict, str]] = {}
+        self._lock = threading.RLock()
+
+    def create_table(self) -> None:
+        pass
+
+    def _stored(self, entity: dict) -> TableEntity:
+        row = TableEntity(**entity)
+        etag = f'W/"{uuid.uuid4().hex}"'
+        row._metadata = {"etag": etag}
+        self._rows[(entity["PartitionKey"], entity["RowKey"])] = (dict(entity), etag)
+        return row
+
+    def create_entity(self, entity: dict) -> None:
+        with self._lock:
+            if (entity["PartitionKey"], entity["RowKey"]) in self._rows:
+                raise ResourceExistsError("The specified entity already exists.")
+            self._stored(entity)
+
+    def get_entity(self, partition_key: str, row_key: str) -> TableEntity:
+        with self._lock:
+            if (partition_key, row_key) not in self._rows:
+                raise ResourceNotFoundError("The specified resource does not exist.")
+            values, etag = self._rows[(partition_key, row_key)]
+            row = TableEntity(**values)
+            row._metadata = {"etag": etag}
+            return row
+
+    def update_entity(
+        self,
+        entity: dict,
+        mode: UpdateMode = UpdateMode.MERGE,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> None:
+        with self._lock:
+            key = (entity["PartitionKey"], entity["RowKey"])
+            if key not in self._rows:
+                raise ResourceNotFoundError("The specified resource does not exist.")
+            values, current = self._rows[key]
+            if match_condition == MatchConditions.IfNotModified and etag != current:
+                raise ResourceModifiedError("The update condition specified in the request was not satisfied.")
+            self._stored({**values, **entity} if mode == UpdateMode.MERGE else entity)
+
+    def upsert_entity(self, entity: dict, mode: UpdateMode = UpdateMode.MERGE) -> None:
+        with self._lock:
+            values = self._rows.get((entity["PartitionKey"], entity["RowKey"]), ({}, ""))[0]
+            self._stored({**values, **entity} if mode == UpdateMode.MERGE else entity)
+
+    def delete_entity(self, partition_key: str, row_key: str) -> None:
+        with self._lock:
+            self._rows.pop((partition_key, row_key), None)
+
+    def query_entities(self, query_filter: str) -> Iterator[TableEntity]:
+        """Filters of the form `a eq 'x' and b eq 'y'`: all the ledger writes."""
+        clauses = []
+        for clause in query_filter.split(" and "):
+            name, operator, literal = clause.split(" ", 2)
+            assert operator == "eq" and literal.startswith("'") and literal.endswith("'"), clause
+            clauses.append((name, literal[1:-1].replace("''", "'")))
+        with self._lock:
+            rows = list(self._rows.items())
+        for (partition_key, row_key), (values, _) in rows:
+            if all(str(values.get(name)) == value for name, value in clauses):
+                yield self.get_entity(partition_key, row_key)
+
+    def submit_transaction(self, operations: list[tuple]) -> None:
+        with self._lock:
+            for operation, entity, options in operations:
+                assert operation == TransactionOperation.UPDATE, operation
+                self.update_entity(entity, mode=options.get("mode", UpdateMode.MERGE))
+
+
+class InMemoryTableService:
+    """`TableServiceClient.get_table_client` over in-memory tables."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, InMemoryTable] = {}
+
+    def get_table_client(self, name: str) -> InMemoryTable:
+        return self._tables.setdefault(name, InMemoryTable())
+
+
+class InMemoryDatastore:
+    """The blob operations the service uses, with ETags."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, tuple[bytes, str]] = {}
+
+    def read(self, path: str) -> bytes:
+        return self.read_with_etag(path)[0]
+
+    def read_with_etag(self, path: str) -> tuple[bytes, str]:
+        if path not in self._blobs:
+            raise BlobMissingError(path)
+        return self._blobs[path]
+
+    def exists(self, path: str) -> bool:
+        return path in self._blobs
+
+    def etag(self, path: str) -> str:
+        return self.read_with_etag(path)[1]
+
+    def write(self, path: str, data: bytes) -> None:
+        self._blobs[path] = (data, f'"0x{hashlib.md5(data + uuid.uuid4().bytes).hexdigest()[:16]}"')
+
+    def write_json(self, path: str, document: object) -> None:
+        self.write(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+
+    def delete(self, path: str, etag: str | None = None) -> None:
+        self._blobs.pop(path, None)
+
+    def list(self, prefix: str) -> Iterator[StoredBlob]:
+        for name in sorted(self._blobs):
+            if name.startswith(prefix):
+                data = self._blobs[name][0]
+                yield StoredBlob(name, len(data), hashlib.md5(data).digest())
