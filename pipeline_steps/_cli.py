@@ -1,4 +1,8 @@
-"""Shared argument handling of the step CLIs: both flag spellings of the design document, env defaults."""
+"""Shared argument handling of the step CLIs.
+
+Every flag answers to its `--kebab-case` and `--snake_case` spelling: the steps' users already call
+them both ways (the original pipeline mixed the two). An environment variable may supply a default.
+"""
 
 from __future__ import annotations
 
@@ -31,5 +35,5 @@ def boolean(value: str | bool) -> bool:
 
 
 def filename_list(value: str) -> list[str]:
-    """`a.jpg;b.jpg` (the document's `;`-separated basenames) as a list; empty entries dropped."""
+    """`a.jpg;b.jpg` (`;`-separated image basenames) as a list; empty entries dropped."""
     return [name.strip() for name in value.split(";") if name.strip()]

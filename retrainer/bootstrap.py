@@ -10,10 +10,9 @@ import functools
 import logging
 from collections.abc import Callable
 
-from retrainer.datastore import BlobMissingError, Datastore
+from retrainer.datastore import Datastore
 from retrainer.events import MODEL_PROMOTED
-from retrainer.ingestion.ingest import LabelIngestor, Layout
-from retrainer.ingestion.labels import parse_label_map
+from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
 from retrainer.ledger import Ledger
 from retrainer.promotion import BestModel
 from retrainer.retraining import RetrainingService
@@ -38,15 +37,6 @@ def ledger() -> Ledger:
     book = Ledger.from_settings(get_settings())
     book.ensure_tables()
     return book
-
-
-def read_label_map(store: Datastore, blob_path: str) -> dict[str, str] | None:
-    """The label map stored in the datastore, or None (class ids unchecked) when there is none."""
-    try:
-        return parse_label_map(store.read(blob_path), blob_path)
-    except BlobMissingError:
-        log.info("no label map at %s: class ids are not checked against one", blob_path)
-        return None
 
 
 def label_ingestor(handler: str) -> LabelIngestor:

@@ -1,6 +1,6 @@
 """One typed settings object, read from environment variables and validated on first use.
 
-The variable names are those of the pipeline design document (STORAGE_ACCOUNT_CONNECTION_STRING,
+The variable names are the ones users of the original pipeline already set (STORAGE_ACCOUNT_CONNECTION_STRING,
 STORAGE_ACCOUNT_CONTAINER_NAME, ...). Secrets are `SecretStr`, so they print as '**********'
 wherever the settings object is shown or logged.
 """
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default=Path(".workspace"), description="Folder of the local workspace (data assets, runs, MLflow registry)."
     )
 
-    # Pipeline and training (names of the design document; its CPU/GPU defaults were swapped, fixed here).
+    # Pipeline and training: the original pipeline's names; CPU steps on cpu-cluster, AutoML on gpu-cluster.
     PIPELINE_CPU_COMPUTE_NAME: str = Field(default="cpu-cluster", description="Compute of the non-training steps.")
     TRAINING_GPU_COMPUTE_NAME: str = Field(default="gpu-cluster", description="Compute of the AutoML training.")
     TRAINING_JOB_TIMEOUT_MINUTES: int = Field(default=180, gt=0, description="AutoML job timeout.")
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         return self.INPUT_LABEL_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.LABEL_FOLDER}"
 
     def images_absolute_prefix(self) -> str:
-        """The long azureml:// form AutoML needs in image_url (design: input-images-string-absolute-path)."""
+        """The long azureml:// image folder AutoML needs in image_url (aggregation's absolute-path input)."""
         subscription, resource_group, workspace = self.azureml_workspace()
         return (
             f"azureml://subscriptions/{subscription}/resourcegroups/{resource_group}/workspaces/{workspace}"

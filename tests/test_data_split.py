@@ -1,4 +1,4 @@
-"""Step 2, data split: stratified by class, grouped by image, with the document's options."""
+"""Step 2, data split: stratified by class, grouped by image, with the original pipeline's options."""
 
 from __future__ import annotations
 

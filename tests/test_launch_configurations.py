@@ -1,4 +1,4 @@
-"""VS Code launch configurations: the document's names, and the step chain runs on the sample data."""
+"""VS Code launch configurations: the names users know, and the step chain runs on the sample data."""
 
 from __future__ import annotations
 

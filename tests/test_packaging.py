@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
+
+from devtools.function_package import FuncIgnore, package_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,12 +25,11 @@ def test_function_app_requirements_are_the_runtime_dependencies_only() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deployed = requirement_lines(ROOT / "requirements.txt")
     assert deployed == project["dependencies"]
-    heavy = ("torch", "torchvision", "mlflow", "mltable", "pytest", "pillow", "tqdm", "faster-coco-eval")
+    heavy = ("torch", "torchvision", "mlflow", "mltable", "pytest", "pillow", "faster-coco-eval")
     assert not [line for line in deployed if line.lower().startswith(heavy)]
 
 
 def test_local_settings_sample_satisfies_the_settings_object() -> None:
-    import json
 
     from retrainer.settings import Settings
 
@@ -32,21 +40,69 @@ def test_local_settings_sample_satisfies_the_settings_object() -> None:
 
 
 def test_host_json_uses_the_extension_bundle_with_event_grid_blob_triggers() -> None:
-    import json
 
     host = json.loads((ROOT / "host.json").read_text())
     assert host["version"] == "2.0"
     assert host["extensionBundle"]["version"] == "[4.0.0, 5.0.0)"
 
 
-def test_deployed_package_leaves_out_tests_tools_and_training_code() -> None:
-    ignored = set(requirement_lines(ROOT / ".funcignore"))
-    assert {
-        "tests/",
-        "bench/",
-        "infra/",
-        "node_modules/",
-        ".venv/",
-        "pipeline_steps/detector/",
-        "pipeline_steps/train.py",
-    } <= ignored
+def test_deployed_package_is_the_function_app_and_nothing_else() -> None:
+    shipped = [path for path in package_files(ROOT) if "__pycache__" not in path]
+    tops = {path.split("/")[0] for path in shipped}
+    assert tops == {"function_app.py", "host.json", "requirements.txt", "retrainer", "pipeline_steps"}
+    assert "retrainer/triggers/event_grid.py" in shipped and "pipeline_steps/components/tag_model.yml" in shipped
+    assert not [path for path in shipped if path.startswith(("pipeline_steps/detector/", "pipeline_steps/train.py"))]
+
+
+def test_core_tools_ignore_rules_let_a_negated_line_win_wherever_it_stands() -> None:
+    rules = FuncIgnore("!keep\n*\nkeep/secret.txt\n# a comment\n")
+    assert not rules.denies("keep/secret.txt"), "Core Tools: any matching ! line wins"
+    assert rules.denies("other/file.py")
+    assert FuncIgnore("tests/").denies("tests/test_x.py") and not FuncIgnore("tests/").denies("src/tests.py")
+
+
+@pytest.mark.slow
+def test_deployed_package_imports_with_requirements_txt_alone(tmp_path: Path) -> None:
+    """Build the package as publishing would, install requirements.txt into a fresh venv, import every module."""
+    app = tmp_path / "wwwroot"
+    for relative in package_files(ROOT):
+        if "__pycache__" in relative:
+            continue
+        (app / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / relative, app / relative)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"],
+        cwd=app,
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    modules = sorted(
+        relative[: -len(".py")].replace("/", ".").removesuffix(".__init__")
+        for relative in package_files(app)
+        if relative.endswith(".py")
+    )
+    script = (
+        "import importlib, json\n"
+        f"modules = {modules!r}\n"
+        "failed = {}\n"
+        "for name in modules:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as error:\n"
+        "        failed[name] = repr(error)\n"
+        "import function_app\n"
+        "names = sorted(f.get_function_name() for f in function_app.app.get_functions())\n"
+        "print(json.dumps({'failed': failed, 'functions': names}))\n"
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    result = subprocess.run([str(python), "-c", script], cwd=app, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["failed"] == {}
+    expected = ["convert_label", "on_event", "monitor", "submit_run", "list_runs", "get_run", "best_model"]
+    assert report["functions"] == sorted(expected)
+    assert len(modules) > 30

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from retrainer.datastore import BlobMissingError, Datastore, ImageInfo
 from retrainer.images import IMAGE_FORMATS
-from retrainer.ingestion.labels import LabelFileError, convert_label_file, record_to_jsonl
+from retrainer.ingestion.labels import LabelFileError, convert_label_file, parse_label_map, record_to_jsonl
 from retrainer.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,15 @@ class Layout:
     def image_relative_path(self, image_path: str) -> str:
         """The image's path relative to the image folder: what a per-image JSONL record holds as `image_url`."""
         return image_path[len(self.image_folder) + 1 :]
+
+
+def read_label_map(store: Datastore, blob_path: str) -> dict[str, str] | None:
+    """The label map stored in the datastore, or None (class ids unchecked) when there is none."""
+    try:
+        return parse_label_map(store.read(blob_path), blob_path)
+    except BlobMissingError:
+        log.info("no label map at %s: class ids are not checked against one", blob_path)
+        return None
 
 
 class LabelIngestor:

@@ -40,7 +40,7 @@ from retrainer.ingestion.archive import (
     check_archive,
     classify_members,
 )
-from retrainer.ingestion.ingest import LabelIngestor, Layout, Outcome
+from retrainer.ingestion.ingest import LabelIngestor, Layout, Outcome, read_label_map
 from retrainer.ingestion.labels import parse_label_map
 from retrainer.ledger import Ledger
 from retrainer.logs import configure_cli_logging
@@ -178,8 +178,6 @@ def load_archive(
 def _load_label_map(
     contents: ArchiveContents, reader: _ZipReader, datastore: Datastore, blob: str
 ) -> dict[str, str] | None:
-    from retrainer.bootstrap import read_label_map
-
     if contents.label_map is not None:
         data = reader.read(contents.label_map.name)
         label_map = parse_label_map(data, contents.label_map.name)
@@ -361,15 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = get_settings()
-        connection = settings.storage_connection_string()
         layout = Layout(
             args.image_output_path.strip("/"), args.label_output_path.strip("/"), settings.QUARANTINE_FOLDER
         )
         zip_path = fetch_archive(args.raw_blob_sas_url, args.raw_input_path)
         summary = load_archive(
             zip_path,
-            Datastore.from_connection_string(connection, settings.STORAGE_ACCOUNT_CONTAINER_NAME),
-            Ledger.from_connection_string(connection, settings.LEDGER_TABLE_PREFIX),
+            Datastore.from_settings(settings),
+            Ledger.from_settings(settings),
             layout,
             settings.LABEL_MAP_BLOB,
         )

@@ -1,0 +1,68 @@
+"""The house rules that keep the tree livable, checked on the import statements themselves."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports inside functions count too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modules(package: str) -> dict[str, set[str]]:
+    return {
+        path.relative_to(ROOT).with_suffix("").as_posix().replace("/", "."): imports_of(path)
+        for path in (ROOT / package).rglob("*.py")
+    }
+
+
+def test_nothing_that_ships_imports_devtools() -> None:
+    shipped = {**modules("retrainer"), **modules("pipeline_steps")}
+    offenders = {name for name, imported in shipped.items() if any(m.split(".")[0] == "devtools" for m in imported)}
+    assert offenders == set()
+
+
+def test_only_adapters_import_the_composition_root() -> None:
+    shipped = {**modules("retrainer"), **modules("pipeline_steps")}
+    adapters = ("retrainer.triggers.", "retrainer.cli")
+    offenders = {
+        name
+        for name, imported in shipped.items()
+        if "retrainer.bootstrap" in imported and not name.startswith(adapters) and name != "retrainer.bootstrap"
+    }
+    assert offenders == set()
+
+
+def test_the_core_does_not_import_triggers_or_steps() -> None:
+    core = {
+        name: imported
+        for name, imported in modules("retrainer").items()
+        if not name.startswith(("retrainer.triggers", "retrainer.workspace.azureml", "retrainer.cli"))
+    }
+    offenders = {
+        name
+        for name, imported in core.items()
+        if any(m.startswith(("retrainer.triggers", "pipeline_steps", "function_app")) for m in imported)
+    }
+    assert offenders == set()
+
+
+def test_the_subject_format_lives_only_in_the_events_module() -> None:
+    writers = {
+        path.relative_to(ROOT).as_posix()
+        for package in ("retrainer", "pipeline_steps", "devtools")
+        for path in (ROOT / package).rglob("*.py")
+        if "/blobServices/default/containers/" in path.read_text()
+    }
+    assert writers == {"retrainer/events.py"}
