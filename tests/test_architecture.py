@@ -66,3 +66,12 @@ def test_the_subject_format_lives_only_in_the_events_module() -> None:
         if "/blobServices/default/containers/" in path.read_text()
     }
     assert writers == {"retrainer/events.py"}
+
+
+def test_test_modules_share_helpers_not_each_other() -> None:
+    offenders = {
+        path.name
+        for path in (ROOT / "tests").glob("test_*.py")
+        if any(m.startswith("tests.test_") for m in imports_of(path))
+    }
+    assert offenders == set()

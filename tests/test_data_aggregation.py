@@ -10,15 +10,11 @@ import pytest
 from pipeline_steps import data_aggregation
 from pipeline_steps.data_aggregation import NothingToAggregateError, aggregate
 from pipeline_steps.mltable_io import read_records
+from tests.helpers import record
 
 AZUREML_PREFIX = (
     "azureml://subscriptions/s/resourcegroups/rg/workspaces/ws/datastores/workspaceblobstore/paths/data/images"
 )
-
-
-def record(image: str, labels: list[str]) -> dict:
-    boxes = [{"label": c, "topX": 0.1, "topY": 0.1, "bottomX": 0.2, "bottomY": 0.2, "isCrowd": 0} for c in labels]
-    return {"image_url": image, "image_details": {"format": "jpg", "width": 100, "height": 100}, "label": boxes}
 
 
 def lay_out(root: Path, items: dict[str, list[str]], missing: tuple[str, ...] = ()) -> tuple[Path, Path]:

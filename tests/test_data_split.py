@@ -11,7 +11,7 @@ import pytest
 from pipeline_steps import data_split
 from pipeline_steps.data_split import SplitConfig, SplitError, basename, image_classes, split_records
 from pipeline_steps.mltable_io import read_records, write_records
-from tests.test_data_aggregation import record
+from tests.helpers import record
 
 
 def dataset(images: int = 200, seed: int = 0, rare: dict[str, int] | None = None) -> list[dict]:

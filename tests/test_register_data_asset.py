@@ -14,7 +14,7 @@ from pipeline_steps.mltable_io import write_records
 from retrainer.settings import load_settings
 from retrainer.workspace.azureml import AzureMLModelRegistry
 from retrainer.workspace.local import LocalModelRegistry
-from tests.test_data_aggregation import record
+from tests.helpers import record
 
 
 @pytest.fixture
