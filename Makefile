@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup setup-python test test-fast demo bench lint infra-check clean
+.PHONY: setup setup-python test test-fast demo bench lint infra-check env-check clean
 
 setup: $(PIP_STAMP) $(NODE_STAMP)
 setup-python: $(PIP_STAMP)
@@ -51,6 +51,11 @@ $(CHECKOV):
 infra-check: $(CHECKOV)
 	terraform fmt -check -recursive infra
 	$(CHECKOV) -d infra --framework terraform --skip-download --compact --quiet
+
+# The pipeline steps' Azure ML environment resolves from wheels as pinned, and the steps import in it
+# (a fresh Python 3.11 venv against the package index, as the image build does; about a minute).
+env-check: setup-python
+	$(PY) -m devtools.step_environment check --import-steps
 
 lint: setup-python
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,7 @@ keys are checked against the hyperparameters AutoML accepts: the parameters of t
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,6 +39,15 @@ class SearchSpaceError(ValueError):
     """The search space file is invalid; the message names the entry and the key."""
 
 
+#: Every fixed training parameter the node accepts: the parameters of the SDK's own setter.
+ACCEPTED_TRAINING_PARAMETERS: frozenset[str] = frozenset(
+    name for name in inspect.signature(ImageObjectDetectionJob.set_training_parameters).parameters if name != "self"
+)
+
+#: AutoML's yolov5 supports neither tiling nor min/max size (it takes `image_size`).
+_NO_TILING_MODELS = frozenset({"yolov5"})
+
+
 @dataclass(frozen=True)
 class AutoMLConfig:
     compute: str
@@ -47,6 +56,9 @@ class AutoMLConfig:
     max_concurrent_trials: int
     validation_data_size: float
     auto_mode: bool
+    model_name: str = "fasterrcnn_resnet50_fpn"
+    #: Small-object settings: tile grid, tile overlap and the model's input size.
+    tiling: dict[str, Any] = field(default_factory=dict)
     search_space_file: Path = SEARCH_SPACE_FILE
 
     @classmethod
@@ -58,14 +70,32 @@ class AutoMLConfig:
             max_concurrent_trials=settings.TRAINING_CONCURRENT_TRIALS,
             validation_data_size=settings.TRAINING_VALIDATION_DATA_SIZE,
             auto_mode=settings.AUTO_MODE,
+            model_name=settings.TRAINING_MODEL_NAME,
+            tiling={
+                "tile_grid_size": settings.TRAINING_TILE_GRID_SIZE,
+                "tile_overlap_ratio": settings.TRAINING_TILE_OVERLAP_RATIO,
+                "min_size": settings.TRAINING_MIN_SIZE,
+                "max_size": settings.TRAINING_MAX_SIZE,
+            },
         )
 
 
-def load_search_space(path: Path) -> list[dict[str, Any]]:
-    """The sweep's search space as SDK distributions, every key checked."""
+def load_search_space(path: Path, tiling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The sweep's search space as SDK distributions, every key checked.
+
+    `tiling` fills in the small-object settings for every family that supports them, where the file
+    does not sweep them itself.
+    """
     entries = yaml.safe_load(path.read_text())
     if not isinstance(entries, list) or not entries:
         raise SearchSpaceError(f"{path}: expected a non-empty list of model families")
+    if tiling:
+        entries = [
+            {**tiling, **entry}
+            if isinstance(entry, dict) and entry.get("model_name") not in _NO_TILING_MODELS
+            else entry
+            for entry in entries
+        ]
     return [_entry(entry, index, path) for index, entry in enumerate(entries)]
 
 
@@ -112,8 +142,16 @@ def build_automl_node(
         max_trials=config.max_trials,
         max_concurrent_trials=config.max_concurrent_trials,
     )
-    if not config.auto_mode:
-        node.extend_search_space(load_search_space(config.search_space_file))
+    if config.auto_mode:
+        parameters = {"model_name": config.model_name}
+        if config.model_name not in _NO_TILING_MODELS:
+            parameters.update(config.tiling)
+        unknown = sorted(set(parameters) - ACCEPTED_TRAINING_PARAMETERS)
+        if unknown:
+            raise SearchSpaceError(f"unknown AutoML training parameters: {', '.join(unknown)}")
+        node.set_training_parameters(**parameters)
+    else:
+        node.extend_search_space(load_search_space(config.search_space_file, config.tiling))
         node.set_sweep(
             sampling_algorithm="random",
             early_termination=BanditPolicy(evaluation_interval=2, slack_factor=0.2, delay_evaluation=6),

@@ -6,6 +6,14 @@
 With TRAIN_DATASET and VAL_DATASET set, steps 1-3 are skipped and those assets feed training
 (DATASET_VERSION_PATH, when set, is the earlier data-asset step's output, for the model's tags).
 Default compute PIPELINE_CPU_COMPUTE_NAME; training on TRAINING_GPU_COMPUTE_NAME.
+
+Every setting a step needs enters as a component input. The data and registry steps are not
+deterministic (their inputs are fixed datastore paths whose content changes, and they change the
+registry), and the job forces a rerun, so Azure ML never reuses an earlier run's outputs.
+
+With PIPELINE_COMPONENTS=registered (the default) the nodes reference the components registered for
+PIPELINE_RELEASE by `retrain register-components`, so a submission uploads no code and registers
+no environment; the local YAML files still give each node its interface, checked offline.
 """
 
 # No `from __future__ import annotations` here: dsl.pipeline reads the real annotations of its functions.
@@ -14,8 +22,9 @@ from typing import Any
 
 from azure.ai.ml import Input, load_component, load_environment
 from azure.ai.ml.dsl import pipeline as dsl_pipeline
-from azure.ai.ml.entities import Environment, PipelineJob
+from azure.ai.ml.entities import CommandComponent, Environment, PipelineJob
 
+from pipeline_steps import PIPELINE_RELEASE
 from pipeline_steps.automl_node import AutoMLConfig, build_automl_node
 from retrainer.settings import Settings
 
@@ -23,28 +32,48 @@ from retrainer.settings import Settings
 pipeline: Any = dsl_pipeline
 
 COMPONENTS = Path(__file__).resolve().parent / "components"
+STEP_COMPONENTS = ("data_aggregation", "data_split", "register_data_asset", "register_model", "tag_model")
 
 
 def environment() -> Environment:
-    return load_environment(COMPONENTS / "environment.yml")
+    """The steps' environment, versioned with the release."""
+    env = load_environment(COMPONENTS / "environment.yml")
+    env.version = PIPELINE_RELEASE
+    return env
 
 
-def _component(name: str) -> Any:
-    return load_component(COMPONENTS / f"{name}.yml")
+def component(name: str) -> CommandComponent:
+    """A step's component from its YAML, versioned with the release, on the release's environment."""
+    loaded = load_component(COMPONENTS / f"{name}.yml")
+    if not isinstance(loaded, CommandComponent):
+        raise TypeError(f"{name}.yml is not a command component")
+    loaded.version = PIPELINE_RELEASE
+    loaded.environment = f"azureml:{environment().name}:{PIPELINE_RELEASE}"
+    return loaded
+
+
+def registered_reference(node: Any) -> None:
+    """Point a node at its registered component (`azureml:<name>:<release>`): nothing to upload."""
+    node._component = f"azureml:{node.component.name}:{PIPELINE_RELEASE}"
 
 
 def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJob:
     """The pipeline job for the settings: six steps, or three when datasets are reused."""
     automl = AutoMLConfig.from_settings(settings)
-    register_model = _component("register_model")
-    tag_model = _component("tag_model")
+    register_model, tag_model = component("register_model"), component("tag_model")
 
     def register_and_tag(best_model: Any, data_assets: Any) -> tuple[Any, Any]:
         registered = register_model(
-            model_base_name=settings.MODEL_BASE_NAME, model_input_path=best_model, data_assets_path=data_assets
+            model_base_name=settings.MODEL_BASE_NAME,
+            model_input_path=best_model,
+            data_assets_path=data_assets,
+            train_dataset=settings.TRAIN_DATASET if settings.reuses_datasets() else None,
+            val_dataset=settings.VAL_DATASET if settings.reuses_datasets() else None,
         )
         tagged = tag_model(
-            model_base_name=settings.MODEL_BASE_NAME, model_metadata_path=registered.outputs.model_metadata_path
+            model_base_name=settings.MODEL_BASE_NAME,
+            model_metadata_path=registered.outputs.model_metadata_path,
+            min_map_improvement=settings.MIN_MAP_IMPROVEMENT,
         )
         registered.name, tagged.name = "register_model", "tag_model"
         return registered, tagged
@@ -67,9 +96,9 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
         )
     else:
         aggregation, split, register_data = (
-            _component("data_aggregation"),
-            _component("data_split"),
-            _component("register_data_asset"),
+            component("data_aggregation"),
+            component("data_split"),
+            component("register_data_asset"),
         )
 
         @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
@@ -91,9 +120,10 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
                 val_input_path=split_data.outputs.val_output_path,
                 data_store_name=settings.DATA_STORE_NAME,
             )
-            training: Any = build_automl_node(
-                automl, split_data.outputs.train_output_path, split_data.outputs.val_output_path
-            )
+            # Without a split the validation MLTable is empty, which AutoML rejects: pass none, and
+            # AutoML holds out TRAINING_VALIDATION_DATA_SIZE of the training data instead.
+            validation = split_data.outputs.val_output_path if settings.USE_STRATIFIED_SPLIT else None
+            training: Any = build_automl_node(automl, split_data.outputs.train_output_path, validation)
             aggregated.name, split_data.name, assets.name, training.name = (
                 "data_aggregation",
                 "data_split",
@@ -107,6 +137,11 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
             images=Input(type="uri_folder", path=settings.image_data_path()),
             labels=Input(type="uri_folder", path=settings.label_data_path()),
         )
+    if settings.PIPELINE_COMPONENTS == "registered":
+        for name, node in job.jobs.items():
+            if name != "train":
+                registered_reference(node)
+    job.settings.force_rerun = True
     job.experiment_name = settings.EXPERIMENT_NAME
     job.display_name = f"retrain {run_label}".strip()
     job.tags = {"service": "pid-symbol-retraining", **({"run": run_label} if run_label else {})}

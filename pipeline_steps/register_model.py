@@ -27,7 +27,8 @@ from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import ModelRegistry, open_registry
 
 METADATA_FILE = "model_metadata.json"
-REQUIRED_METRICS = ("mean_average_precision", "precision", "recall")
+PRIMARY_METRIC = "mean_average_precision"
+REQUIRED_METRICS = (PRIMARY_METRIC, "precision", "recall")
 OPTIONAL_METRICS = ("coco_map",)
 
 
@@ -65,16 +66,35 @@ def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
 
 
 def _tracked_metrics(run_id: str) -> dict[str, float]:
+    """The metrics of the epoch whose weights the model holds, read from the run's metric history.
+
+    A run's summary metrics are the last logged values, not the saved model's: AutoML for Images
+    keeps the checkpoint of the epoch with the best validation primary metric
+    (mean_average_precision), so that epoch's step is found in the history and every metric is read
+    at the same step. A run without history (metrics logged once) gives its summary values.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
+    from mlflow import MlflowClient
 
-    return dict(mlflow.get_run(run_id).data.metrics)
+    client = MlflowClient()
+    summary = dict(client.get_run(run_id).data.metrics)
+    history = client.get_metric_history(run_id, PRIMARY_METRIC)
+    if not history:
+        return summary
+    best = max(history, key=lambda metric: (metric.value, -metric.step))
+    at_best = dict(summary)
+    for name in REQUIRED_METRICS + OPTIONAL_METRICS:
+        for metric in client.get_metric_history(run_id, name):
+            if metric.step == best.step:
+                at_best[name] = metric.value
+    return at_best
 
 
-def data_versions(data_assets_path: Path | None) -> dict[str, str]:
-    """The training and validation data the model saw: the data-asset step's output, or TRAIN/VAL_DATASET."""
-    settings = get_settings()
-    versions = {"train_data": settings.TRAIN_DATASET or "", "val_data": settings.VAL_DATASET or ""}
+def data_versions(
+    data_assets_path: Path | None, train_dataset: str | None = None, val_dataset: str | None = None
+) -> dict[str, str]:
+    """The training and validation data the model saw: the data-asset step's output, or the reused assets."""
+    versions = {"train_data": train_dataset or "", "val_data": val_dataset or ""}
     if data_assets_path is not None:
         document = json.loads((data_assets_path / "data_assets.json").read_text())
         for role in ("train", "val"):
@@ -115,13 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(parser, "model-input-path", required=True, type=Path, help="MLflow model folder (MLmodel at its root)")
     add_flag(parser, "model-metadata-path", required=True, type=Path, help="output folder for model_metadata.json")
     add_flag(parser, "data-assets-path", type=Path, default=None, help="register_data_asset output folder")
+    add_flag(parser, "train-dataset", default=None, help="the reused training data asset, when steps 1-3 are skipped")
+    add_flag(parser, "val-dataset", default=None, help="the reused validation data asset, when steps 1-3 are skipped")
     args = parser.parse_args(argv)
     try:
         metadata = register(
             open_registry(get_settings()),
             args.model_base_name,
             args.model_input_path,
-            data_versions(args.data_assets_path),
+            data_versions(args.data_assets_path, args.train_dataset, args.val_dataset),
         )
     except (ModelInputError, SettingsError, FileNotFoundError) as error:
         print(f"register model failed: {error}", file=sys.stderr)

@@ -3,7 +3,7 @@
     python -m pipeline_steps.tag_model --model-base-name pid-symbol-detector \
         --model-metadata-path <register_model output> --best-model-metadata-path <output folder>
 
-The newcomer wins only when its mAP@0.5 beats the best by more than MIN_MAP_IMPROVEMENT (default 0:
+The newcomer wins only when its mAP@0.5 beats the best by more than --min-map-improvement (default 0:
 a tie keeps the incumbent). When the two were validated on different data the decision says so; in
 local mode both are re-scored on the newcomer's validation set first and the decision uses those
 numbers. Idempotent, and never more than one version tagged best: local tag steps take a lock;
@@ -176,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(parser, "model-base-name", env="MODEL_BASE_NAME", default="pid-symbol-detector")
     add_flag(parser, "model-metadata-path", required=True, type=Path, help="register_model output folder")
     add_flag(parser, "best-model-metadata-path", required=True, type=Path, help="output folder")
+    add_flag(
+        parser,
+        "min-map-improvement",
+        env="MIN_MAP_IMPROVEMENT",
+        type=float,
+        default=0.0,
+        help="how much the new model's mAP@0.5 must beat the best model's to be promoted",
+    )
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = open_registry(settings)
         rescore = local_rescorer(registry) if settings.backend() == "local" else None
         record = choose_best(
-            registry, args.model_base_name, str(metadata["version"]), settings.MIN_MAP_IMPROVEMENT, rescore
+            registry, args.model_base_name, str(metadata["version"]), args.min_map_improvement, rescore
         )
     except (TagError, SettingsError, FileNotFoundError, KeyError) as error:
         print(f"tag model failed: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from retrainer.datastore import Datastore
 from retrainer.events import MODEL_PROMOTED
+from retrainer.identity import azure_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
 from retrainer.ledger import Ledger
 from retrainer.promotion import BestModel
@@ -62,9 +63,7 @@ def event_publisher(settings: Settings) -> Callable[[BestModel], None] | None:
         if settings.EVENTGRID_TOPIC_KEY is not None:
             credential = AzureKeyCredential(settings.EVENTGRID_TOPIC_KEY.get_secret_value())
         else:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
+            credential = azure_credential()
         event = EventGridEvent(
             subject=f"models/{record.name}/versions/{record.version}",
             event_type=MODEL_PROMOTED,

@@ -1,6 +1,7 @@
 """`retrain`: start and follow retraining runs, and list models, on Azure ML or locally.
 
     retrain submit [--backend azureml|local] [--reason TEXT] [--dry-run --output job.yml]
+    retrain register-components      (Azure ML, once per release: what submissions then reference)
     retrain status RUN_ID
     retrain runs
     retrain models
@@ -85,6 +86,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register_components(args: argparse.Namespace) -> int:
+    from retrainer.workspace.azureml import AzureMLPipelineRunner
+
+    settings = _settings("azureml")
+    registered = AzureMLPipelineRunner.from_settings(settings).register_components()
+    _print(registered, args.json, lambda rows: "registered " + "; ".join(rows))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = _runner(_settings(args.backend)).run_status(args.run_id)
     document = {**dataclasses.asdict(status), "decision": status.decision.model_dump() if status.decision else None}
@@ -143,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--output", type=Path, help="with --dry-run: where the pipeline job YAML goes")
     submit.set_defaults(handler=cmd_submit)
+    register = commands.add_parser(
+        "register-components",
+        parents=[common],
+        help="register the steps' environment and components for this release (once per release, on deployment)",
+    )
+    register.set_defaults(handler=cmd_register_components)
     status = commands.add_parser("status", parents=[common], help="state, step, error and decision of a run")
     status.add_argument("run_id")
     status.set_defaults(handler=cmd_status)

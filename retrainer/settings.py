@@ -87,7 +87,37 @@ class Settings(BaseSettings):
     STRATIFIED_SPLIT_N_FOLD: int = Field(default=5, ge=2, description="Folds of the split; one is validation.")
     MANDATORY_TRAIN_FILENAMES: str = Field(default="", description="';'-separated images forced into training.")
     MANDATORY_VAL_FILENAMES: str = Field(default="", description="';'-separated images forced into validation.")
-    DATA_STORE_NAME: str = Field(default="workspaceblobstore", description="Azure ML datastore over the container.")
+    # Not `workspaceblobstore`: that is the workspace's own system container, not the service's. infra/
+    # registers a datastore of this name over STORAGE_ACCOUNT_CONTAINER_NAME (identity-based, no key).
+    DATA_STORE_NAME: str = Field(
+        default="retraining_data",
+        pattern=r"^[A-Za-z0-9_]{1,255}$",
+        description="Azure ML datastore registered over the service's container: the pipeline reads from it.",
+    )
+    # AutoML for Images shrinks each image to the model's input size; 15-100 px symbols on a
+    # 7,000 x 4,500 px sheet would become a few pixels. Tiling cuts the sheet into a grid first: with
+    # 6x4 tiles of 25% overlap a tile is about 1,470 x 1,380 px, which 1,200-1,600 px inputs keep at
+    # 0.87x or more, so a 15 px symbol stays about 13 px. Tiling and min/max size are not supported by
+    # yolov5, so auto mode trains TRAINING_MODEL_NAME; in sweep mode they go to every other family.
+    TRAINING_TILE_GRID_SIZE: str = Field(
+        default="6x4", pattern=r"^[1-9][0-9]*x[1-9][0-9]*$", description="AutoML tile grid, columns x rows."
+    )
+    TRAINING_TILE_OVERLAP_RATIO: float = Field(default=0.25, ge=0, lt=1, description="Overlap of adjacent tiles.")
+    TRAINING_MIN_SIZE: int = Field(default=1200, gt=0, description="AutoML model input: the shorter side, px.")
+    TRAINING_MAX_SIZE: int = Field(default=1600, gt=0, description="AutoML model input: the longer side at most, px.")
+    TRAINING_MODEL_NAME: str = Field(
+        default="fasterrcnn_resnet50_fpn",
+        description="The model AutoML trains in auto mode (one that supports tiling).",
+    )
+    DEFAULT_IDENTITY_CLIENT_ID: str | None = Field(
+        default=None,
+        description="Client id of the managed identity of an Azure ML compute (the platform sets it in jobs).",
+    )
+    PIPELINE_COMPONENTS: Literal["registered", "local"] = Field(
+        default="registered",
+        description="registered: submissions reference the components `retrain register-components` registered "
+        "for this release and upload nothing; local: build them from the YAML files and upload the code.",
+    )
     INPUT_IMAGE_DATA_PATH: str | None = Field(
         default=None, description="Image folder as an Azure ML path; default: the datastore's IMAGE_FOLDER."
     )

@@ -38,11 +38,17 @@ EXPECTED = {
         {"output_path": "uri_folder"},
     ),
     "register_model": (
-        {"model_base_name": "string", "model_input_path": "mlflow_model", "data_assets_path": "uri_folder"},
+        {
+            "model_base_name": "string",
+            "model_input_path": "mlflow_model",
+            "data_assets_path": "uri_folder",
+            "train_dataset": "string",
+            "val_dataset": "string",
+        },
         {"model_metadata_path": "uri_folder"},
     ),
     "tag_model": (
-        {"model_base_name": "string", "model_metadata_path": "uri_folder"},
+        {"model_base_name": "string", "model_metadata_path": "uri_folder", "min_map_improvement": "number"},
         {"best_model_metadata_path": "uri_folder"},
     ),
 }
@@ -55,10 +61,11 @@ def test_component_loads_and_validates_offline_with_typed_ports(step: str) -> No
     inputs, outputs = EXPECTED[step]
     assert {name: port.type for name, port in component.inputs.items()} == inputs
     assert {name: port.type for name, port in component.outputs.items()} == outputs
-    assert component.environment == "pid-symbol-pipeline@latest"
+    assert component.environment == "pid-symbol-pipeline:0.1.0"
+    assert component.is_deterministic is False
 
 
-_SAMPLE_VALUES = {"boolean": "True", "integer": "5", "string": "value"}
+_SAMPLE_VALUES = {"boolean": "True", "integer": "5", "number": "0.01", "string": "value"}
 
 
 def _sample_value(name: str, port: object) -> str:
@@ -93,11 +100,16 @@ def test_component_command_is_accepted_by_the_step_cli(step: str, monkeypatch: p
     assert exited.value.code == 0
 
 
-def test_environment_definition_lists_the_step_dependencies() -> None:
+def test_environment_pins_exactly_what_the_steps_import() -> None:
     from azure.ai.ml import load_environment
+
+    from devtools.step_environment import pip_list
 
     environment = load_environment(COMPONENTS / "environment.yml")
     assert environment.name == "pid-symbol-pipeline" and environment.image.startswith("mcr.microsoft.com/azureml/")
-    dependencies = str(environment.conda_file)
-    for package in ("azure-ai-ml", "mltable", "iterative-stratification", "pandas<3"):
-        assert package in dependencies
+    pins = dict(line.split("==", 1) for line in pip_list())
+    assert all(line.count("==") == 1 for line in pip_list()), "every package pinned to one version"
+    for package in ("azure-ai-ml", "azure-identity", "azureml-mlflow", "iterative-stratification", "orjson"):
+        assert package in pins
+    assert int(pins["azureml-mlflow"].split(".")[1]) >= 60, "not a years-old release"
+    assert "azure-data-tables" not in pins, "inputs are mounted: no step talks to tables"

@@ -209,6 +209,25 @@ def test_automl_style_model_reads_metrics_from_its_tracked_run(tmp_path: Path, m
     assert source == run.info.run_id
 
 
+def test_automl_metrics_are_the_saved_epochs_not_the_last_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoML saves the epoch with the best validation mAP; the run's summary holds the last epoch's values."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
+    epochs = [(0.50, 0.60, 0.70), (0.82, 0.85, 0.80), (0.74, 0.90, 0.66)]  # mAP, precision, recall
+    with mlflow.start_run() as run:
+        for step, (score, precision, recall) in enumerate(epochs):
+            mlflow.log_metrics({"mean_average_precision": score, "precision": precision, "recall": recall}, step=step)
+    model = tmp_path / "best_model"
+    model.mkdir()
+    text = (SAMPLES / "register" / "MLmodel.sample").read_text().replace("<RUN_ID>", run.info.run_id)
+    (model / "MLmodel").write_text(text)
+    metrics, _ = read_training_metrics(model)
+    assert metrics == {"mean_average_precision": 0.82, "precision": 0.85, "recall": 0.80}
+
+
 def test_promotion_policy_keeps_the_incumbent_on_a_tie() -> None:
     assert decide_promotion(0.8, None, 0.0).promote
     assert not decide_promotion(0.8, 0.8, 0.0).promote

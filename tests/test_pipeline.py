@@ -1,7 +1,13 @@
 """The six-step Azure ML pipeline and its reuse variant, built, validated and dumped offline; the dry run."""
 
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
 import pytest
 import yaml
+from azure.ai.ml.entities import PipelineJob
 
 from retrainer import cli
 from retrainer.settings import load_settings
@@ -17,16 +23,33 @@ WORKSPACE_ENV = {
 def azureml_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in WORKSPACE_ENV.items():
         monkeypatch.setenv(key, value)
-    for key in ("TRAIN_DATASET", "VAL_DATASET", "DATASET_VERSION_PATH", "WORKSPACE_BACKEND", "AUTO_MODE"):
+    for key in (
+        "TRAIN_DATASET",
+        "VAL_DATASET",
+        "DATASET_VERSION_PATH",
+        "WORKSPACE_BACKEND",
+        "AUTO_MODE",
+        "DATA_STORE_NAME",
+        "PIPELINE_COMPONENTS",
+        "USE_STRATIFIED_SPLIT",
+        "MIN_MAP_IMPROVEMENT",
+    ):
         monkeypatch.delenv(key, raising=False)
 
 
-def dumped(monkeypatch: pytest.MonkeyPatch) -> dict:
+def built(**env: str) -> PipelineJob:
     from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
 
-    job = build_pipeline_job(load_settings(), run_label="t")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        job = build_pipeline_job(load_settings(), run_label="t")
     validate_pipeline(job)
-    return job._to_dict()
+    return job
+
+
+def dumped(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
+    return built(**env)._to_dict()
 
 
 @pytest.mark.usefixtures("azureml_env")
@@ -44,10 +67,10 @@ def test_six_steps_wired_in_order_with_cpu_default_and_gpu_training(monkeypatch:
     ]
     assert job["settings"]["default_compute"] == "azureml:cpu-cluster"
     assert jobs["train"]["compute"] == "azureml:gpu-cluster" and jobs["train"]["limits"]["max_trials"] == 3
-    assert job["inputs"]["images"]["path"] == "azureml://datastores/workspaceblobstore/paths/data/images"
+    assert job["inputs"]["images"]["path"] == "azureml://datastores/retraining_data/paths/data/images"
     assert jobs["data_aggregation"]["inputs"]["input_images_string_absolute_path"] == (
         "azureml://subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/rg-pid/workspaces/mlw-pid"
-        "/datastores/workspaceblobstore/paths/data/images"
+        "/datastores/retraining_data/paths/data/images"
     )
     assert (
         jobs["data_split"]["inputs"]["input_data_path"]["path"]
@@ -85,6 +108,12 @@ def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, caps
     reloaded = load_job(output)
     assert sorted(reloaded.jobs) == sorted(report["steps"])
     assert reloaded._validate().passed
+    document = yaml.safe_load(output.read_text())
+    assert document["settings"]["force_rerun"] is True
+    assert document["inputs"]["images"]["path"].startswith("azureml://datastores/retraining_data/")
+    assert document["jobs"]["tag_model"]["component"].startswith("azureml:pid_tag_model:")
+    assert "min_map_improvement" in document["jobs"]["tag_model"]["inputs"]
+    assert document["jobs"]["train"]["training_parameters"]["tile_grid_size"] == "6x4"
 
 
 def test_dry_run_without_workspace_settings_names_the_variables(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -111,3 +140,116 @@ def test_azureml_statuses_map_to_the_service_states() -> None:
         "canceled",
         "running",
     ]
+
+
+# --- what a real workspace needs (each of these failed on the first offline-only version) ---------------
+
+STEPS = ("data_aggregation", "data_split", "register_data_asset", "register_model", "tag_model")
+
+
+def azureml_paths(document: Any) -> list[str]:
+    text = json.dumps(document)
+    return [part.split('"')[0] for part in text.split('"azureml://')[1:]]
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_the_pipeline_reads_the_service_container_through_its_datastore_not_the_workspace_system_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().DATA_STORE_NAME != "workspaceblobstore"
+    job = dumped(monkeypatch, DATA_STORE_NAME="pid_data")
+    paths = azureml_paths(job)
+    assert paths and all("/datastores/pid_data/paths/data/" in "/" + path for path in paths)
+    assert job["jobs"]["register_data_asset"]["inputs"]["data_store_name"] == "pid_data"
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_data_and_registry_steps_are_never_reused_from_an_earlier_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = built(PIPELINE_COMPONENTS="local")
+    assert job.settings.force_rerun is True
+    for step in STEPS:
+        assert job.jobs[step].component.is_deterministic is False, step
+    assert dumped(monkeypatch)["settings"]["force_rerun"] is True
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_every_setting_a_step_needs_enters_as_a_component_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = dumped(monkeypatch, MIN_MAP_IMPROVEMENT="0.02")["jobs"]
+    assert jobs["tag_model"]["inputs"]["min_map_improvement"] == 0.02
+    reuse = dumped(
+        monkeypatch, TRAIN_DATASET="azureml:pid-train:4", VAL_DATASET="azureml:pid-val:4", MIN_MAP_IMPROVEMENT="0.02"
+    )["jobs"]
+    assert reuse["register_model"]["inputs"]["train_dataset"] == "azureml:pid-train:4"
+    assert reuse["register_model"]["inputs"]["val_dataset"] == "azureml:pid-val:4"
+    steps = Path(__file__).resolve().parent.parent / "pipeline_steps"
+    for step in ("register_model", "tag_model", "register_data_asset", "data_split", "data_aggregation"):
+        source = (steps / f"{step}.py").read_text()
+        for setting in ("MIN_MAP_IMPROVEMENT", "TRAIN_DATASET", "VAL_DATASET", "DATA_STORE_NAME"):
+            assert f"settings.{setting}" not in source, f"{step} reads {setting} from the service's settings"
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_without_a_split_automl_gets_no_empty_validation_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    train = dumped(monkeypatch, USE_STRATIFIED_SPLIT="false")["jobs"]["train"]
+    assert "validation_data" not in train or train["validation_data"] is None
+    assert train["validation_data_size"] == 0.2
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_small_symbols_are_tiled_in_auto_and_sweep_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline_steps.automl_node import ACCEPTED_HYPERPARAMETERS, ACCEPTED_TRAINING_PARAMETERS
+
+    auto = dumped(monkeypatch, TRAINING_TILE_GRID_SIZE="5x3")["jobs"]["train"]["training_parameters"]
+    assert auto["tile_grid_size"] == "5x3" and auto["tile_overlap_ratio"] == 0.25
+    assert (auto["min_size"], auto["max_size"]) == (1200, 1600)
+    assert auto["model_name"] == "fasterrcnn_resnet50_fpn", "yolov5 does not support tiling"
+    assert set(auto) <= ACCEPTED_TRAINING_PARAMETERS
+    sweep = dumped(monkeypatch, AUTO_MODE="false")["jobs"]["train"]["search_space"]
+    by_model = {entry["model_name"]["values"][0]: entry for entry in sweep}
+    assert "tile_grid_size" not in by_model["yolov5"] and "min_size" not in by_model["yolov5"]
+    assert by_model["fasterrcnn_resnet50_fpn"]["tile_grid_size"]["values"] == ["6x4"]
+    assert by_model["fasterrcnn_resnet50_fpn"]["min_size"]["values"] == [1200]
+    assert all(set(entry) <= ACCEPTED_HYPERPARAMETERS for entry in sweep)
+    with pytest.raises(Exception, match="TRAINING_TILE_GRID_SIZE"):
+        built(TRAINING_TILE_GRID_SIZE="six by four")
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_submissions_reference_the_release_components_and_upload_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline_steps import PIPELINE_RELEASE
+    from retrainer.workspace.azureml import AzureMLPipelineRunner
+
+    submitted: list[PipelineJob] = []
+
+    class Jobs:
+        def create_or_update(self, job: PipelineJob, experiment_name: str) -> Any:
+            submitted.append(job)
+            return type("Created", (), {"name": "job-1"})()
+
+    class Refused:
+        def create_or_update(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("a submission registers nothing")
+
+    client = type("Client", (), {"jobs": Jobs(), "environments": Refused(), "components": Refused()})()
+    runner = AzureMLPipelineRunner(client, load_settings())  # type: ignore[arg-type]
+    assert runner.submit_pipeline("t") == "job-1"
+    (job,) = submitted
+    for step in STEPS:
+        assert job.jobs[step].component == f"azureml:pid_{step}:{PIPELINE_RELEASE}"
+    assert job._to_dict()["jobs"]["tag_model"]["component"] == f"azureml:pid_tag_model:{PIPELINE_RELEASE}"
+
+
+def test_the_release_version_is_the_package_version_and_every_component_uses_it() -> None:
+    from pipeline_steps import PIPELINE_RELEASE
+    from pipeline_steps.pipeline import COMPONENTS, STEP_COMPONENTS, component, environment
+
+    root = Path(__file__).resolve().parent.parent
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == PIPELINE_RELEASE
+    for step in STEP_COMPONENTS:
+        document = yaml.safe_load((COMPONENTS / f"{step}.yml").read_text())
+        assert str(document["version"]) == PIPELINE_RELEASE
+        assert document["environment"] == f"azureml:pid-symbol-pipeline:{PIPELINE_RELEASE}"
+        assert component(step).version == PIPELINE_RELEASE
+    assert environment().version == PIPELINE_RELEASE
+    ignored = (root / ".amlignore").read_text().split()
+    assert {".python_packages/", ".venv/", "node_modules/", "tests/", "devtools/", ".git/"} <= set(ignored)

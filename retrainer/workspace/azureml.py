@@ -12,18 +12,17 @@ from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data, Model
 from azure.core.exceptions import ResourceNotFoundError
 
+from retrainer.identity import azure_credential
 from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
 from retrainer.settings import Settings
 from retrainer.workspace import DataAssetRef, ModelVersion, RunState, RunStatus, run_state
 
 
 def ml_client(settings: Settings, credential: Any = None) -> MLClient:
-    """MLClient for the configured workspace with DefaultAzureCredential (managed identity or az login)."""
+    """MLClient for the configured workspace; by default keyless (managed identity, or az login)."""
     subscription, resource_group, workspace = settings.azureml_workspace()
     if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
+        credential = azure_credential(settings.DEFAULT_IDENTITY_CLIENT_ID)
     return MLClient(credential, subscription, resource_group, workspace)
 
 
@@ -121,12 +120,22 @@ class AzureMLPipelineRunner:
         return job
 
     def submit_pipeline(self, label: str) -> str:
-        from pipeline_steps.pipeline import environment
-
+        """Submit the pipeline job. With registered components (the default) nothing is uploaded."""
         job = self.build_pipeline(label)
-        self._ml_client.environments.create_or_update(environment())
         created = self._ml_client.jobs.create_or_update(job, experiment_name=self._settings.EXPERIMENT_NAME)
-        return created.name
+        return str(created.name)
+
+    def register_components(self) -> list[str]:
+        """Register the steps' environment and components under the release's version (once per release)."""
+        from pipeline_steps.pipeline import STEP_COMPONENTS, component, environment
+
+        registered = []
+        env = self._ml_client.environments.create_or_update(environment())
+        registered.append(f"environment {env.name}:{env.version}")
+        for name in STEP_COMPONENTS:
+            created = self._ml_client.components.create_or_update(component(name))
+            registered.append(f"component {created.name}:{created.version}")
+        return registered
 
     def run_status(self, run_id: str) -> RunStatus:
         job = self._ml_client.jobs.get(run_id)

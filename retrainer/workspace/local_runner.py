@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from retrainer.promotion import PROMOTION_RECORD_FILE
+from retrainer.settings import Settings, get_settings
 
 STATUS_FILE = "status.json"
 
@@ -36,10 +37,10 @@ def write_status(run_dir: Path, **fields: object) -> None:
     partial.replace(path)
 
 
-def step_commands(run_dir: Path) -> dict[str, list[str]]:
-    """Each step's command; the steps read the rest of their settings from the inherited environment."""
+def step_commands(run_dir: Path, settings: Settings) -> dict[str, list[str]]:
+    """Each step's command: as on Azure ML, every setting a step needs is one of its arguments."""
     data, out = run_dir / "data", run_dir / "outputs"
-    arguments = {
+    arguments: dict[str, dict[str, object]] = {
         "data_aggregation": {
             "--input-image-data-path": data / "images",
             "--input-label-data-path": data / "labels",
@@ -47,21 +48,34 @@ def step_commands(run_dir: Path) -> dict[str, list[str]]:
         },
         "data_split": {
             "--input_data_path": out / "aggregated",
+            "--use_stratified_split": str(settings.USE_STRATIFIED_SPLIT).lower(),
+            "--stratified_split_n_fold": settings.STRATIFIED_SPLIT_N_FOLD,
+            "--mandatory_train_filenames": settings.MANDATORY_TRAIN_FILENAMES,
+            "--mandatory_val_filenames": settings.MANDATORY_VAL_FILENAMES,
             "--train_output_path": out / "train",
             "--val_output_path": out / "val",
         },
         "register_data_asset": {
             "--train-input-path": out / "train",
             "--val-input-path": out / "val",
+            "--data_store_name": settings.DATA_STORE_NAME,
             "--output_path": out / "data_assets",
         },
-        "train": {"--train-data": out / "train", "--val-data": out / "val", "--output": out / "model"},
+        "train": {
+            "--train-data": out / "train",
+            "--val-data": out / "val",
+            "--output": out / "model",
+            "--max-minutes": settings.LOCAL_TRAINING_MINUTES,
+        },
         "register_model": {
+            "--model-base-name": settings.MODEL_BASE_NAME,
             "--model-input-path": out / "model",
             "--data-assets-path": out / "data_assets",
             "--model-metadata-path": out / "model_metadata",
         },
         "tag_model": {
+            "--model-base-name": settings.MODEL_BASE_NAME,
+            "--min-map-improvement": settings.MIN_MAP_IMPROVEMENT,
             "--model-metadata-path": out / "model_metadata",
             "--best-model-metadata-path": out / "best_model",
         },
@@ -72,12 +86,10 @@ def step_commands(run_dir: Path) -> dict[str, list[str]]:
     }
 
 
-def download_data(run_dir: Path) -> int:
+def download_data(run_dir: Path, settings: Settings) -> int:
     """Images and per-image JSONL of the datastore into `data/`; returns the number of images."""
     from retrainer.datastore import Datastore
-    from retrainer.settings import get_settings
 
-    settings = get_settings()
     store = Datastore.from_settings(settings)
     images = 0
     for folder, keep in (
@@ -112,12 +124,13 @@ def run(run_dir: Path) -> int:
     signal.signal(signal.SIGTERM, cancel)
     write_status(run_dir, state="running", started=now(), pid=os.getpid())
     try:
+        settings = get_settings()
         write_status(run_dir, step="download")
-        images = download_data(run_dir)
+        images = download_data(run_dir, settings)
         write_status(run_dir, images=images)
         if images == 0:
             raise RuntimeError("the datastore holds no images")
-        for step, command in step_commands(run_dir).items():
+        for step, command in step_commands(run_dir, settings).items():
             write_status(run_dir, step=step)
             with open(logs / f"{step}.log", "wb") as log:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
