@@ -14,6 +14,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
+from retrainer.identity import azure_credential
 from retrainer.images import HEADER_READ_STEPS, image_format, image_size
 from retrainer.settings import Settings
 
@@ -54,7 +55,14 @@ class Datastore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Datastore:
-        return cls.from_connection_string(settings.storage_connection_string(), settings.STORAGE_ACCOUNT_CONTAINER_NAME)
+        """The container the settings name, by connection string or keyless by identity."""
+        connection = settings.storage_connection()
+        if connection.connection_string is not None:
+            return cls.from_connection_string(connection.connection_string, settings.STORAGE_ACCOUNT_CONTAINER_NAME)
+        service = BlobServiceClient(
+            account_url=str(connection.blob_service_uri), credential=azure_credential(connection.client_id)
+        )
+        return cls(service.get_container_client(settings.STORAGE_ACCOUNT_CONTAINER_NAME))
 
     def ensure_container(self) -> None:
         with contextlib.suppress(ResourceExistsError):

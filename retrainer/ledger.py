@@ -19,6 +19,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
+from retrainer.identity import azure_credential
 from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings
 from retrainer.workspace import RunState
@@ -119,7 +120,14 @@ class Ledger:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
-        return cls.from_connection_string(settings.storage_connection_string(), settings.LEDGER_TABLE_PREFIX)
+        """The ledger's tables, by connection string or keyless by identity."""
+        connection = settings.storage_connection()
+        if connection.connection_string is not None:
+            return cls.from_connection_string(connection.connection_string, settings.LEDGER_TABLE_PREFIX)
+        service = TableServiceClient(
+            endpoint=str(connection.table_service_uri), credential=azure_credential(connection.client_id)
+        )
+        return cls(service, settings.LEDGER_TABLE_PREFIX)
 
     def ensure_tables(self) -> None:
         for table in (self._labels, self._images, self._runs, self._control):
@@ -272,8 +280,8 @@ class Ledger:
             except (ResourceModifiedError, ResourceExistsError):
                 continue
 
-    def claim_slot(self, max_active: int | None, now: datetime | None = None) -> str:
-        """Take a submission slot; SlotTaken when `max_active` runs hold one (None: no limit). Returns the claim id."""
+    def claim_slot(self, max_active: int, now: datetime | None = None) -> str:
+        """Take a submission slot; SlotTaken when `max_active` runs hold one. Returns the claim id."""
         claim = f"{_CLAIM_PREFIX}{uuid.uuid4().hex}"
         moment = now or now_utc()
 
@@ -281,7 +289,7 @@ class Ledger:
             for key, taken in list(control.active.items()):
                 if key.startswith(_CLAIM_PREFIX) and moment - datetime.fromisoformat(taken) > STALE_CLAIM:
                     del control.active[key]
-            if max_active is not None and len(control.active) >= max_active:
+            if len(control.active) >= max_active:
                 raise SlotTaken(f"{len(control.active)} run(s) in flight: {', '.join(sorted(control.active))}")
             control.active[claim] = moment.isoformat()
 

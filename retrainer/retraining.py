@@ -169,8 +169,12 @@ class RetrainingService:
         return self.submit_if_due("event")
 
     def submit(self, trigger: str, reason: str, force: bool = False) -> str:
-        """Claim a slot (SlotTaken when none is free, unless forced), submit, and bind the pending images."""
-        claim = self._ledger.claim_slot(None if force else self._settings.RETRAIN_MAX_ACTIVE_RUNS, self._clock())
+        """Claim a slot (SlotTaken when none is free), submit, and bind the pending images.
+
+        `force` may start up to RETRAIN_MAX_FORCED_RUNS runs beyond the active limit, never more.
+        """
+        limit = self._settings.RETRAIN_MAX_ACTIVE_RUNS + (self._settings.RETRAIN_MAX_FORCED_RUNS if force else 0)
+        claim = self._ledger.claim_slot(limit, self._clock())
         images = self._ledger.images(state="pending")
         try:
             run_id = self.runner.submit_pipeline(f"{trigger}: {reason}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,13 +23,55 @@ class SettingsError(RuntimeError):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
+@dataclass(frozen=True)
+class StorageConnection:
+    """The datastore account: a connection string, or endpoints and an identity (keyless)."""
+
+    connection_string: str | None
+    blob_service_uri: str | None
+    table_service_uri: str | None
+    client_id: str | None
+
+    def __repr__(self) -> str:  # a connection string holds the account key
+        kind = "connection string" if self.connection_string else f"identity at {self.blob_service_uri}"
+        return f"StorageConnection({kind})"
+
+
 class Settings(BaseSettings):
     """Service configuration; each field reads the environment variable of its upper-case name."""
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
 
+    # The datastore connection, named DATASTORE as the blob trigger's `connection`: either Azure
+    # Functions' identity-based form (DATASTORE__blobServiceUri, ...: no key anywhere) or a connection
+    # string (DATASTORE, or STORAGE_ACCOUNT_CONNECTION_STRING as the original pipeline named it).
     STORAGE_ACCOUNT_CONNECTION_STRING: SecretStr | None = Field(
-        default=None, description="Connection string of the storage account behind the datastore."
+        default=None,
+        validation_alias=AliasChoices("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE"),
+        description="Connection string of the datastore's storage account (Azurite, or users who want keys).",
+    )
+    DATASTORE_BLOB_SERVICE_URI: str | None = Field(
+        default=None,
+        validation_alias="DATASTORE__blobServiceUri",
+        pattern=r"^https://",
+        description="Keyless: the datastore account's blob endpoint, https://<account>.blob.core.windows.net.",
+    )
+    DATASTORE_QUEUE_SERVICE_URI: str | None = Field(
+        default=None,
+        validation_alias="DATASTORE__queueServiceUri",
+        pattern=r"^https://",
+        description="Keyless: the queue endpoint (the Functions host's blob trigger needs it).",
+    )
+    DATASTORE_TABLE_SERVICE_URI: str | None = Field(
+        default=None,
+        validation_alias="DATASTORE__tableServiceUri",
+        pattern=r"^https://",
+        description="Keyless: the table endpoint of the ledger.",
+    )
+    DATASTORE_CLIENT_ID: str | None = Field(
+        default=None,
+        validation_alias="DATASTORE__clientId",
+        description="Keyless: client id of a user-assigned identity; unset, the default identity signs in.",
     )
     STORAGE_ACCOUNT_CONTAINER_NAME: str = Field(
         default="data", description="Container that holds images, labels, quarantine and models."
@@ -138,6 +181,11 @@ class Settings(BaseSettings):
         default=24 * 60, gt=0, description="A pending image waits at most this long, however few arrived."
     )
     RETRAIN_MAX_ACTIVE_RUNS: int = Field(default=1, ge=1, description="Runs in flight at once.")
+    RETRAIN_MAX_FORCED_RUNS: int = Field(
+        default=1,
+        ge=0,
+        description="Runs that `force` may start beyond RETRAIN_MAX_ACTIVE_RUNS (each is a GPU run): a bound, not a bypass.",
+    )
     RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
         default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."
     )
@@ -166,11 +214,23 @@ class Settings(BaseSettings):
     def reuses_datasets(self) -> bool:
         return bool(self.TRAIN_DATASET and self.VAL_DATASET)
 
-    def storage_connection_string(self) -> str:
-        """The datastore's connection string; SettingsError when it is not configured."""
+    def storage_connection(self) -> StorageConnection:
+        """How to reach the datastore: by identity when DATASTORE__blobServiceUri is set, else by connection string."""
+        if self.DATASTORE_BLOB_SERVICE_URI:
+            if not self.DATASTORE_TABLE_SERVICE_URI:
+                raise SettingsError(
+                    "invalid configuration: DATASTORE__tableServiceUri is not set (the ledger's tables; "
+                    "needed with DATASTORE__blobServiceUri)"
+                )
+            return StorageConnection(
+                None, self.DATASTORE_BLOB_SERVICE_URI, self.DATASTORE_TABLE_SERVICE_URI, self.DATASTORE_CLIENT_ID
+            )
         if self.STORAGE_ACCOUNT_CONNECTION_STRING is None:
-            raise SettingsError("invalid configuration: STORAGE_ACCOUNT_CONNECTION_STRING is not set")
-        return self.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value()
+            raise SettingsError(
+                "invalid configuration: the datastore is not configured: set DATASTORE__blobServiceUri and "
+                "DATASTORE__tableServiceUri (keyless), or DATASTORE / STORAGE_ACCOUNT_CONNECTION_STRING is not set"
+            )
+        return StorageConnection(self.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value(), None, None, None)
 
     def backend(self) -> Literal["azureml", "local"]:
         """The workspace backend: as set, or azureml when all three workspace variables are set."""

@@ -23,7 +23,7 @@ def test_host_indexes_the_event_grid_blob_trigger_on_label_files() -> None:
         "type": "blobTrigger",
         "name": "label",
         "path": "%STORAGE_ACCOUNT_CONTAINER_NAME%/%LABEL_FOLDER%/{name}.npy",
-        "connection": "STORAGE_ACCOUNT_CONNECTION_STRING",
+        "connection": "DATASTORE",
         "source": "EventGrid",
     }
     assert json.loads(function.get_function_json())["bindings"][0]["type"] == "blobTrigger"

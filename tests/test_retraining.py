@@ -341,6 +341,9 @@ def test_http_api_starts_and_reports_runs(app_service: RetrainingService, worksp
     assert handler("submit_run")(request("POST", "/api/runs", b'{"reason": "again"}')).status_code == 409
     forced = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "again", "force": true}'))
     assert forced.status_code == 202
+    capped = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "more", "force": true}'))
+    assert capped.status_code == 409, "force starts at most RETRAIN_MAX_FORCED_RUNS extra runs"
+    assert "RETRAIN_MAX_FORCED_RUNS" not in json.loads(capped.get_body())["error"]
     bad = handler("submit_run")(request("POST", "/api/runs", b"{not json"))
     assert bad.status_code == 400 and "must be JSON" in json.loads(bad.get_body())["error"]
     assert handler("submit_run")(request("POST", "/api/runs", b'{"force": "yes"}')).status_code == 400

@@ -14,11 +14,30 @@ SECRET_KEY = "c2VjcmV0LWtleS1ub3QtdG8tYmUtbG9nZ2Vk"
 CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={SECRET_KEY};EndpointSuffix=core.windows.net"
 
 
-def test_missing_connection_string_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("STORAGE_ACCOUNT_CONNECTION_STRING", raising=False)
+def test_missing_connection_string_names_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE", "DATASTORE__blobServiceUri"):
+        monkeypatch.delenv(variable, raising=False)
     settings = load_settings()
-    with pytest.raises(SettingsError, match="STORAGE_ACCOUNT_CONNECTION_STRING is not set"):
-        settings.storage_connection_string()
+    with pytest.raises(SettingsError, match="DATASTORE__blobServiceUri.*STORAGE_ACCOUNT_CONNECTION_STRING is not set"):
+        settings.storage_connection()
+
+
+def test_the_identity_based_datastore_connection_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STORAGE_ACCOUNT_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("DATASTORE", CONNECTION)
+    assert load_settings().storage_connection().connection_string == CONNECTION, "the blob trigger's name works too"
+    monkeypatch.delenv("DATASTORE")
+    monkeypatch.setenv("DATASTORE__blobServiceUri", "https://acct.blob.core.windows.net")
+    with pytest.raises(SettingsError, match="DATASTORE__tableServiceUri is not set"):
+        load_settings().storage_connection()
+    monkeypatch.setenv("DATASTORE__tableServiceUri", "https://acct.table.core.windows.net")
+    monkeypatch.setenv("DATASTORE__clientId", "33333333-3333-3333-3333-333333333333")
+    connection = load_settings().storage_connection()
+    assert connection.connection_string is None and connection.client_id == "33333333-3333-3333-3333-333333333333"
+    assert connection.table_service_uri == "https://acct.table.core.windows.net"
+    monkeypatch.setenv("DATASTORE__blobServiceUri", "http://acct.blob.core.windows.net")
+    with pytest.raises(SettingsError, match="DATASTORE__blobServiceUri"):
+        load_settings()
 
 
 def test_backend_is_local_until_the_workspace_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +74,8 @@ def test_secrets_never_show_when_settings_are_printed(monkeypatch: pytest.Monkey
     settings = load_settings()
     assert SECRET_KEY not in repr(settings) and SECRET_KEY not in str(settings)
     assert SECRET_KEY not in settings.model_dump_json()
-    assert settings.storage_connection_string() == CONNECTION
+    assert settings.storage_connection().connection_string == CONNECTION
+    assert SECRET_KEY not in repr(settings.storage_connection())
     assert (settings.IMAGE_FOLDER, settings.LABEL_FOLDER) == ("data/images", "data/labels")
 
 

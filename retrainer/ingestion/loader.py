@@ -3,7 +3,8 @@
     python -m retrainer.ingestion.loader --raw-blob-sas-url <https SAS URL | path | file:// URL> \
         [--raw-input-path downloads/] [--image-output-path data/images] [--label-output-path data/labels]
 
-Environment: STORAGE_ACCOUNT_CONNECTION_STRING, STORAGE_ACCOUNT_CONTAINER_NAME.
+Environment: STORAGE_ACCOUNT_CONTAINER_NAME and the datastore: keyless DATASTORE__blobServiceUri and
+DATASTORE__tableServiceUri, or a connection string in DATASTORE / STORAGE_ACCOUNT_CONNECTION_STRING.
 
 The zip is checked before anything is uploaded (see retrainer.ingestion.archive). Images and labels are
 uploaded concurrently, skipping blobs already stored with the same content; every label is then

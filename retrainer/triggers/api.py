@@ -43,7 +43,8 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     try:
         run_id = bootstrap.retraining().submit("manual", reason, force=force)
     except SlotTaken as taken:
-        return _json({"error": f'a run is already active ({taken}); send "force": true to start another'}, 409)
+        hint = "" if force else '; send "force": true to start another (up to RETRAIN_MAX_FORCED_RUNS extra runs)'
+        return _json({"error": f"no submission slot is free ({taken}){hint}"}, 409)
     except Exception as error:  # the workspace refused or failed: say so, without secrets
         log.exception("manual submission failed")
         return _json({"error": f"submission failed: {redact(str(error))}"}, 502)

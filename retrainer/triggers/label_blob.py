@@ -26,7 +26,7 @@ def path_in_container(blob_name: str, container: str) -> str:
 @bp.blob_trigger(
     arg_name="label",
     path="%STORAGE_ACCOUNT_CONTAINER_NAME%/%LABEL_FOLDER%/{name}.npy",
-    connection="STORAGE_ACCOUNT_CONNECTION_STRING",
+    connection="DATASTORE",
     source=func.BlobSource.EVENT_GRID,
 )
 def convert_label(label: func.InputStream) -> None:
