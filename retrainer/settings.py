@@ -184,7 +184,7 @@ class Settings(BaseSettings):
     RETRAIN_MAX_FORCED_RUNS: int = Field(
         default=1,
         ge=0,
-        description="Runs that `force` may start beyond RETRAIN_MAX_ACTIVE_RUNS (each is a GPU run): a bound, not a bypass.",
+        description="Runs that `force` may start beyond RETRAIN_MAX_ACTIVE_RUNS (each one is a GPU run).",
     )
     RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
         default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."

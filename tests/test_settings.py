@@ -18,7 +18,7 @@ def test_missing_connection_string_names_the_variables(monkeypatch: pytest.Monke
     for variable in ("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE", "DATASTORE__blobServiceUri"):
         monkeypatch.delenv(variable, raising=False)
     settings = load_settings()
-    with pytest.raises(SettingsError, match="DATASTORE__blobServiceUri.*STORAGE_ACCOUNT_CONNECTION_STRING is not set"):
+    with pytest.raises(SettingsError, match=r"DATASTORE__blobServiceUri.*STORAGE_ACCOUNT_CONNECTION_STRING is not set"):
         settings.storage_connection()
 
 
