@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup setup-python test test-fast demo bench lint infra-check env-check clean
+.PHONY: setup setup-python test test-fast demo bench lint infra-check env-check deploy clean
 
 setup: $(PIP_STAMP) $(NODE_STAMP)
 setup-python: $(PIP_STAMP)
@@ -47,6 +47,10 @@ $(CHECKOV):
 	$(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet --upgrade pip
 	.venv-checkov/bin/pip install --quiet 'checkov>=3.2,<4'
+
+# Deploy to Azure in the order that works (resources, code, subscriptions); see docs/deployment.md.
+deploy: setup-python
+	bash infra/deploy.sh all
 
 infra-check: $(CHECKOV)
 	terraform fmt -check -recursive infra

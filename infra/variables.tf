@@ -57,9 +57,13 @@ variable "cpu_max_nodes" {
 }
 
 variable "gpu_vm_size" {
-  description = "VM size of the GPU cluster for AutoML training (TRAINING_GPU_COMPUTE_NAME)."
+  description = "VM size of the GPU cluster for AutoML training (TRAINING_GPU_COMPUTE_NAME). A size AutoML for Images supports; request its quota first. (Standard_NC6s_v3 was retired on 30 September 2025.)"
   type        = string
-  default     = "Standard_NC6s_v3"
+  default     = "Standard_NC4as_T4_v3"
+  validation {
+    condition     = !contains(["Standard_NC6", "Standard_NC12", "Standard_NC24", "Standard_NC6s_v3", "Standard_NC12s_v3", "Standard_NC24s_v3", "Standard_NC6s_v2"], var.gpu_vm_size)
+    error_message = "gpu_vm_size names a retired GPU size; use a current one such as Standard_NC4as_T4_v3."
+  }
 }
 
 variable "gpu_max_nodes" {
@@ -86,6 +90,40 @@ variable "monitor_schedule" {
   description = "NCRONTAB schedule of the monitor timer (MONITOR_SCHEDULE)."
   type        = string
   default     = "0 */5 * * * *"
+}
+
+variable "label_map_blob" {
+  description = "Blob holding the class-id to name map (LABEL_MAP_BLOB)."
+  type        = string
+  default     = "data/label_map.json"
+}
+
+variable "data_store_name" {
+  description = "Azure ML datastore registered over the datastore container (DATA_STORE_NAME)."
+  type        = string
+  default     = "retraining_data"
+}
+
+variable "event_subscriptions" {
+  description = "Create the Event Grid subscriptions that deliver to the function app. They must come after the code is published (Event Grid validates a function destination, and the blob trigger's key exists only once the host has started): infra/deploy.sh sets this false until then."
+  type        = bool
+  default     = true
+}
+
+variable "function_maximum_instances" {
+  description = "Most instances the Flex Consumption function app scales out to."
+  type        = number
+  default     = 40
+  validation {
+    condition     = var.function_maximum_instances >= 1 && var.function_maximum_instances <= 1000
+    error_message = "function_maximum_instances must be between 1 and 1000."
+  }
+}
+
+variable "retrain_max_forced_runs" {
+  description = "Runs that POST /api/runs with force may start beyond the active limit (RETRAIN_MAX_FORCED_RUNS)."
+  type        = number
+  default     = 1
 }
 
 variable "tags" {

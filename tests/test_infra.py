@@ -1,8 +1,15 @@
-"""infra/: the Terraform configuration, parsed with python-hcl2, holds the service's invariants."""
+"""infra/: the Terraform configuration, parsed with python-hcl2, holds the service's invariants.
+
+Only a real subscription can run `terraform apply`; these tests pin what the azurerm 4.x provider
+source, the Azure Functions and Event Grid documentation and Azure's retirement notices require.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import hcl2
@@ -24,16 +31,34 @@ def _clean(value: object) -> object:
 
 @pytest.fixture(scope="module")
 def config() -> dict:
-    merged: dict = {"resource": {}, "variable": {}, "output": {}}
+    merged: dict = {
+        "resource": {},
+        "data": {},
+        "variable": {},
+        "output": {},
+        "locals": {},
+        "terraform": [],
+        "provider": [],
+    }
     for path in sorted(INFRA.glob("*.tf")):
         parsed = _clean(hcl2.loads(path.read_text()))
-        for block in parsed.get("resource", []):
-            for kind, named in block.items():
-                merged["resource"].setdefault(kind, {}).update(named)
+        for kind in ("resource", "data"):
+            for block in parsed.get(kind, []):
+                for type_name, named in block.items():
+                    merged[kind].setdefault(type_name, {}).update(named)
         for kind in ("variable", "output"):
             for block in parsed.get(kind, []):
                 merged[kind].update(block)
+        for block in parsed.get("locals", []):
+            merged["locals"].update(block)
+        merged["terraform"] += parsed.get("terraform", [])
+        merged["provider"] += parsed.get("provider", [])
     return merged
+
+
+@pytest.fixture(scope="module")
+def source() -> str:
+    return "\n".join(path.read_text() for path in sorted(INFRA.glob("*.tf")))
 
 
 def block(resource: dict, name: str) -> dict:
@@ -52,26 +77,163 @@ def test_every_part_of_the_service_is_provisioned(config: dict) -> None:
         "azurerm_log_analytics_workspace",
         "azurerm_container_registry",
         "azurerm_machine_learning_workspace",
+        "azurerm_machine_learning_datastore_blobstorage",
         "azurerm_machine_learning_compute_cluster",
         "azurerm_service_plan",
-        "azurerm_linux_function_app",
+        "azurerm_function_app_flex_consumption",
         "azurerm_eventgrid_system_topic",
         "azurerm_eventgrid_system_topic_event_subscription",
+        "azurerm_eventgrid_topic",
         "azurerm_role_assignment",
     }
     assert set(resources["azurerm_machine_learning_compute_cluster"]) == {"cpu", "gpu"}
     assert set(resources["azurerm_storage_account"]) == {"datastore", "functions"}
 
 
-def test_every_role_assignment_is_scoped_to_one_resource(config: dict) -> None:
+def test_the_function_app_runs_on_flex_consumption_with_python_311_and_storage_by_identity(config: dict) -> None:
+    assert "azurerm_linux_function_app" not in config["resource"], "Linux Consumption (Y1) is retiring"
+    assert config["resource"]["azurerm_service_plan"]["functions"]["sku_name"] == "FC1"
+    app = config["resource"]["azurerm_function_app_flex_consumption"]["main"]
+    assert (app["runtime_name"], app["runtime_version"]) == ("python", "3.11")
+    assert app["storage_authentication_type"] == "SystemAssignedIdentity" and "storage_access_key" not in app
+    assert block(app, "identity")["type"] == "SystemAssigned" and app["https_only"] is True
+    assert "application_insights_connection_string" in block(app, "site_config"), "the provider's own argument"
+
+
+def test_no_key_or_connection_string_anywhere(config: dict, source: str) -> None:
+    settings = config["locals"]["function_settings"]
+    assert "FUNCTIONS_WORKER_RUNTIME" not in settings and "APPLICATIONINSIGHTS_CONNECTION_STRING" not in settings
+    for name, value in settings.items():
+        assert not re.search(r"access_key|connection_string|AccountKey|sas", str(value), re.I), name
+    assert settings["DATASTORE__blobServiceUri"] == "${azurerm_storage_account.datastore.primary_blob_endpoint}"
+    assert settings["DATASTORE__queueServiceUri"] == "${azurerm_storage_account.datastore.primary_queue_endpoint}"
+    assert settings["DATASTORE__tableServiceUri"] == "${azurerm_storage_account.datastore.primary_table_endpoint}"
+    assert settings["AzureWebJobsStorage__accountName"] == "${azurerm_storage_account.functions.name}"
+    assert not re.search(r"primary_access_key|primary_connection_string|account_key\s*=", source)
+    for name, account in config["resource"]["azurerm_storage_account"].items():
+        assert account["shared_access_key_enabled"] is False, name
+    assert config["resource"]["azurerm_application_insights"]["main"]["local_authentication_enabled"] is False
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+    assert config["resource"]["azurerm_machine_learning_workspace"]["main"]["storage_account_access_type"] == "Identity"
+    assert config["resource"]["azurerm_eventgrid_topic"]["model_promoted"]["local_auth_enabled"] is False
+
+
+def test_app_settings_are_ones_the_service_reads(config: dict) -> None:
+    from pydantic import AliasChoices
+
+    from retrainer.settings import Settings
+
+    readable = set()
+    for name, field in Settings.model_fields.items():
+        readable.add(name)
+        alias = field.validation_alias
+        readable.update(alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else [])
+    host = {"AzureWebJobsStorage__accountName", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+    settings = config["locals"]["function_settings"]
+    assert set(settings) - readable - host == set()
+    assert settings["WORKSPACE_BACKEND"] == "azureml" and settings["PIPELINE_COMPONENTS"] == "registered"
+
+
+def test_the_pipeline_gets_an_identity_based_datastore_over_the_service_container(config: dict) -> None:
+    datastore = config["resource"]["azurerm_machine_learning_datastore_blobstorage"]["data"]
+    assert datastore["storage_container_id"] == "${azurerm_storage_container.datastore.id}"
+    assert datastore["service_data_auth_identity"] == "WorkspaceSystemAssignedIdentity"
+    assert "account_key" not in datastore and "shared_access_signature" not in datastore
+    assert datastore["name"] == "${var.data_store_name}"
+    assert config["variable"]["data_store_name"]["default"] != "workspaceblobstore"
+    settings = config["locals"]["function_settings"]
+    assert settings["DATA_STORE_NAME"] == "${azurerm_machine_learning_datastore_blobstorage.data.name}"
+
+
+def subscriptions(config: dict) -> dict:
+    return config["resource"]["azurerm_eventgrid_system_topic_event_subscription"]
+
+
+def test_new_images_reach_the_event_grid_function_filtered_and_dead_lettered(config: dict) -> None:
+    subscription = subscriptions(config)["new_images"]
+    assert subscription["included_event_types"] == ["Microsoft.Storage.BlobCreated"]
+    assert block(subscription, "subject_filter")["subject_begins_with"] == (
+        "/blobServices/default/containers/${var.datastore_container}/blobs/${var.image_folder}/"
+    )
+    assert block(subscription, "azure_function_endpoint")["function_id"].endswith("/functions/on_event")
+    runs = subscriptions(config)["run_events"]
+    events = {"Microsoft.MachineLearningServices.RunCompleted", "Microsoft.MachineLearningServices.RunStatusChanged"}
+    assert set(runs["included_event_types"]) == events
+
+
+def test_label_files_reach_the_blob_trigger_through_its_webhook(config: dict) -> None:
+    subscription = subscriptions(config)["label_files"]
+    assert subscription["included_event_types"] == ["Microsoft.Storage.BlobCreated"]
+    subject = block(subscription, "subject_filter")
+    assert subject["subject_begins_with"] == (
+        "/blobServices/default/containers/${var.datastore_container}/blobs/${var.label_folder}/"
+    )
+    assert subject["subject_ends_with"] == ".npy"
+    url = block(subscription, "webhook_endpoint")["url"]
+    assert url.startswith(
+        "https://${azurerm_function_app_flex_consumption.main.default_hostname}/runtime/webhooks/blobs?"
+    )
+    assert "functionName=Host.Functions.convert_label" in url
+    assert "code=${data.azurerm_function_app_host_keys.main[0].blobs_extension_key}" in url
+    keys = config["data"]["azurerm_function_app_host_keys"]["main"]
+    assert keys["count"] == "${var.event_subscriptions ? 1 : 0}"
+
+
+def test_every_function_subscription_waits_for_the_published_code_and_dead_letters_by_identity(config: dict) -> None:
+    assert set(subscriptions(config)) == {"new_images", "label_files", "run_events"}
+    for name, subscription in subscriptions(config).items():
+        assert subscription["count"] == "${var.event_subscriptions ? 1 : 0}", name
+        assert block(subscription, "retry_policy")["max_delivery_attempts"] >= 10, name
+        assert block(subscription, "storage_blob_dead_letter_destination")["storage_blob_container_name"], name
+        assert block(subscription, "dead_letter_identity")["type"] == "SystemAssigned", name
+
+
+def test_model_promoted_has_a_topic_the_app_may_send_to(config: dict) -> None:
+    settings = config["locals"]["function_settings"]
+    assert settings["EVENTGRID_TOPIC_ENDPOINT"] == "${azurerm_eventgrid_topic.model_promoted.endpoint}"
+    roles = role_pairs(config)
+    assert ("EventGrid Data Sender", "azurerm_eventgrid_topic.model_promoted", "function") in roles
+
+
+def role_pairs(config: dict) -> set[tuple[str, str, str]]:
+    pairs = set()
+    for assignment in config["resource"]["azurerm_role_assignment"].values():
+        scope = assignment["scope"].removeprefix("${").removesuffix(".id}")
+        principal = assignment["principal_id"]
+        who = "function" if "function_principal" in principal else principal.split(".")[1]
+        pairs.add((assignment["role_definition_name"], scope, who))
+    return pairs
+
+
+def test_every_role_is_a_data_role_scoped_to_one_resource(config: dict) -> None:
     assignments = config["resource"]["azurerm_role_assignment"]
-    assert len(assignments) >= 5
     for name, assignment in assignments.items():
         assert re.fullmatch(r"\$\{azurerm_[a-z_]+\.[a-z_]+\.id\}", assignment["scope"]), name
-        assert "Owner" not in assignment["role_definition_name"] and assignment["role_definition_name"] != "Contributor"
-    roles = {(a["role_definition_name"], a["principal_id"].split(".")[1]) for a in assignments.values()}
-    assert ("AzureML Data Scientist", "main") in roles
-    assert ("Storage Table Data Contributor", "main") in roles
+        assert assignment["role_definition_name"] not in ("Owner", "Contributor"), name
+    roles = role_pairs(config)
+    datastore = "azurerm_storage_account.datastore"
+    for role in ("Storage Blob Data Owner", "Storage Queue Data Contributor", "Storage Table Data Contributor"):
+        assert (role, datastore, "function") in roles
+    assert ("AzureML Data Scientist", "azurerm_machine_learning_workspace.main", "function") in roles
+    assert ("Storage Blob Data Contributor", datastore, "cpu") in roles
+    assert ("Storage Blob Data Reader", datastore, "gpu") in roles
+    assert ("Monitoring Metrics Publisher", "azurerm_application_insights.main", "function") in roles
+
+
+def test_the_provider_is_pinned_and_reads_storage_without_the_data_plane(config: dict, source: str) -> None:
+    (terraform,) = config["terraform"]
+    azurerm = block(terraform, "required_providers")["azurerm"]
+    assert azurerm["version"] == ">= 4.9, < 5.0"
+    (provider,) = config["provider"]
+    features = block(provider["azurerm"], "features")
+    assert block(features, "storage")["data_plane_available"] is False
+    assert not re.search(r"\bsource_arm_resource_id\b|\benable_rbac_authorization\b", source), "deprecated"
+
+
+def test_the_default_gpu_is_a_current_size(config: dict) -> None:
+    gpu = config["variable"]["gpu_vm_size"]
+    assert gpu["default"] == "Standard_NC4as_T4_v3"
+    assert "Standard_NC6s_v3" not in (INFRA / "terraform.tfvars.sample").read_text()
 
 
 def test_no_admin_users_and_no_public_blob_access(config: dict) -> None:
@@ -83,20 +245,6 @@ def test_no_admin_users_and_no_public_blob_access(config: dict) -> None:
         assert container["container_access_type"] == "private"
 
 
-def test_new_image_events_are_filtered_to_the_image_folder_and_dead_lettered(config: dict) -> None:
-    subscription = config["resource"]["azurerm_eventgrid_system_topic_event_subscription"]["new_images"]
-    assert subscription["included_event_types"] == ["Microsoft.Storage.BlobCreated"]
-    assert block(subscription, "subject_filter")["subject_begins_with"] == (
-        "/blobServices/default/containers/${var.datastore_container}/blobs/${var.image_folder}/"
-    )
-    assert block(subscription, "azure_function_endpoint")["function_id"].endswith("/functions/on_event")
-    assert block(subscription, "retry_policy")["max_delivery_attempts"] >= 10
-    assert block(subscription, "storage_blob_dead_letter_destination")["storage_blob_container_name"]
-    runs = config["resource"]["azurerm_eventgrid_system_topic_event_subscription"]["run_events"]
-    events = {"Microsoft.MachineLearningServices.RunCompleted", "Microsoft.MachineLearningServices.RunStatusChanged"}
-    assert set(runs["included_event_types"]) == events
-
-
 def test_clusters_scale_to_zero_with_their_own_identity(config: dict) -> None:
     for name, cluster in config["resource"]["azurerm_machine_learning_compute_cluster"].items():
         scale = block(cluster, "scale_settings")
@@ -104,24 +252,62 @@ def test_clusters_scale_to_zero_with_their_own_identity(config: dict) -> None:
         assert block(cluster, "identity")["type"] == "SystemAssigned"
 
 
-def test_function_app_runs_python_311_with_an_identity_and_the_service_settings(config: dict) -> None:
-    from retrainer.settings import Settings
-
-    app = config["resource"]["azurerm_linux_function_app"]["main"]
-    assert block(app, "identity")["type"] == "SystemAssigned" and app["https_only"] is True
-    assert block(block(app, "site_config"), "application_stack")["python_version"] == "3.11"
-    main_tf = hcl2.loads((INFRA / "main.tf").read_text())
-    settings = _clean(main_tf["locals"][0])["function_settings"]
-    unknown = (
-        set(settings)
-        - set(Settings.model_fields)
-        - {"FUNCTIONS_WORKER_RUNTIME", "APPLICATIONINSIGHTS_CONNECTION_STRING"}
-    )
-    assert not unknown, f"app settings the service does not read: {unknown}"
-    assert settings["WORKSPACE_BACKEND"] == "azureml"
-
-
 def test_every_variable_and_output_is_described(config: dict) -> None:
     for kind in ("variable", "output"):
         for name, body in config[kind].items():
             assert body.get("description"), f"{kind} {name} has no description"
+
+
+# --- the staged deployment -------------------------------------------------------------------------
+
+
+def fake_tool(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> "$CALLS"\n{body}\n')
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def run_deploy(tmp_path: Path, stage: str, state: str) -> list[str]:
+    """infra/deploy.sh with terraform, func, az and curl replaced by recorders (nothing reaches Azure)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir(exist_ok=True)
+    calls.write_text("")
+    outputs = 'case "$*" in *"output -raw"*) echo "value-of-${@: -1}";; *"state list"*) printf "%s" "$STATE";; esac'
+    fake_tool(bin_dir, "terraform", outputs)
+    fake_tool(bin_dir, "func", "")
+    fake_tool(bin_dir, "az", 'case "$*" in *"keys list"*) echo "blobs-key";; *show*) echo "app.example";; esac')
+    fake_tool(bin_dir, "curl", "")
+    fake_tool(bin_dir, "retrain", "")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "STATE": state,
+        "DEPLOY_HOST_WAIT_SECONDS": "0",
+        "RETRAIN": str(bin_dir / "retrain"),
+    }
+    result = subprocess.run(["bash", str(INFRA / "deploy.sh"), stage], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [line for line in calls.read_text().splitlines() if "output -raw" not in line]
+
+
+def test_the_staged_deployment_publishes_and_registers_before_it_subscribes(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "all", state="")
+    steps = [
+        c.split()[0] + (" " + c.split()[1] if c.startswith(("terraform", "func", "retrain")) else "") for c in calls
+    ]
+    apply_without = next(i for i, c in enumerate(calls) if "apply" in c and "event_subscriptions=false" in c)
+    publish = next(i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish"))
+    register = next(i for i, c in enumerate(calls) if c.startswith("retrain register-components"))
+    key = next(i for i, c in enumerate(calls) if "keys list" in c)
+    apply_with = next(i for i, c in enumerate(calls) if "apply" in c and "event_subscriptions=true" in c)
+    assert apply_without < publish < register < key < apply_with, steps
+
+
+def test_each_stage_can_run_again_without_undoing_the_others(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "resources", state="")
+    assert any("apply" in c and "event_subscriptions=false" in c for c in calls), calls
+    again = run_deploy(tmp_path, "resources", state="azurerm_eventgrid_system_topic_event_subscription.new_images[0]")
+    assert any("apply" in c and "event_subscriptions=true" in c for c in again), "a re-run keeps the subscriptions"
+    last = run_deploy(tmp_path, "subscriptions", state="")
+    assert any("apply" in c and "event_subscriptions=true" in c for c in last)

@@ -106,3 +106,16 @@ def test_deployed_package_imports_with_requirements_txt_alone(tmp_path: Path) ->
     expected = ["convert_label", "on_event", "monitor", "submit_run", "list_runs", "get_run", "best_model"]
     assert report["functions"] == sorted(expected)
     assert len(modules) > 30
+
+
+def test_local_state_is_neither_deployed_nor_uploaded_to_azure_ml(tmp_path: Path) -> None:
+    """.gitignore is the one list of local state; .amlignore repeats it, and .funcignore ships none of it."""
+    local_state = requirement_lines(ROOT / ".gitignore")
+    assert set(local_state) <= set(requirement_lines(ROOT / ".amlignore"))
+    for folder in (".workspace", ".venv-checkov", ".pytest_cache", ".ruff_cache", ".mypy_cache", "sample_artifacts"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.py").write_text("")
+    for kept in (".funcignore", "function_app.py", "host.json", "requirements.txt"):
+        shutil.copy2(ROOT / kept, tmp_path / kept)
+    shipped = package_files(tmp_path)
+    assert sorted(shipped) == ["function_app.py", "host.json", "requirements.txt"]

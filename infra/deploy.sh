@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Staged deployment, in the order that works. Every stage is idempotent: run them all, or one again.
+#
+#   infra/deploy.sh [all|resources|code|subscriptions]        (make deploy runs all)
+#
+# 1. resources      terraform apply without the Event Grid subscriptions that deliver to the function
+#                   app (kept when they already exist, so a re-run never removes them)
+# 2. code           publish the function app (Core Tools), register the pipeline's environment and
+#                   components for this release, then wake the host until its blobs extension key exists
+# 3. subscriptions  terraform apply with the subscriptions: Event Grid validates a function destination
+#                   at creation, and the blob trigger's webhook needs that key
+#
+# Needs: terraform, az (logged in: `az login`), func (Azure Functions Core Tools), and `make setup`.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+stage="${1:-all}"
+wait_seconds="${DEPLOY_HOST_WAIT_SECONDS:-10}"
+wait_attempts="${DEPLOY_HOST_WAIT_ATTEMPTS:-30}"
+retrain="${RETRAIN:-$root/.venv/bin/retrain}"
+
+say() { printf '[deploy] %s\n' "$*"; }
+need() { command -v "$1" >/dev/null 2>&1 || { say "$1 is not installed: $2"; exit 2; }; }
+output() { terraform -chdir="$here" output -raw "$1"; }
+
+resources() {
+  need terraform "https://developer.hashicorp.com/terraform/install"
+  terraform -chdir="$here" init -input=false
+  local keep=false
+  if terraform -chdir="$here" state list 2>/dev/null | grep -q 'azurerm_eventgrid_system_topic_event_subscription'; then
+    keep=true
+  fi
+  say "stage 1/3: resources (event_subscriptions=$keep)"
+  terraform -chdir="$here" apply -input=false -auto-approve -var "event_subscriptions=$keep"
+}
+
+code() {
+  need func "install Azure Functions Core Tools 4.x"
+  need az "install the Azure CLI and run az login"
+  local app group
+  app="$(output function_app_name)"
+  group="$(output resource_group)"
+  say "stage 2/3: publishing $app"
+  (cd "$root" && func azure functionapp publish "$app" --python)
+  say "registering the pipeline's environment and components for this release"
+  (cd "$root" && AZURE_SUBSCRIPTION_ID="$(output subscription_id)" AZURE_RESOURCE_GROUP="$group" \
+    AZUREML_WORKSPACE_NAME="$(output ml_workspace_name)" "$retrain" register-components)
+  local host attempt
+  host="$(az functionapp show --resource-group "$group" --name "$app" --query defaultHostName --output tsv)"
+  for attempt in $(seq 1 "$wait_attempts"); do
+    if [ -n "$(az functionapp keys list --resource-group "$group" --name "$app" \
+      --query systemKeys.blobs_extension --output tsv 2>/dev/null)" ]; then
+      say "the host is up and its blobs extension key exists"
+      return 0
+    fi
+    say "waiting for the host to start ($attempt/$wait_attempts)"
+    curl --silent --output /dev/null --max-time 30 "https://$host/" || true
+    sleep "$wait_seconds"
+  done
+  say "the blobs extension key did not appear; check the app's logs, then run: infra/deploy.sh subscriptions"
+  exit 1
+}
+
+subscriptions() {
+  need terraform "https://developer.hashicorp.com/terraform/install"
+  say "stage 3/3: Event Grid subscriptions to the function app"
+  terraform -chdir="$here" apply -input=false -auto-approve -var "event_subscriptions=true"
+}
+
+case "$stage" in
+  all) resources; code; subscriptions; say "deployed" ;;
+  resources) resources ;;
+  code) code ;;
+  subscriptions) subscriptions ;;
+  *) say "unknown stage '$stage': use all, resources, code or subscriptions"; exit 2 ;;
+esac
