@@ -47,3 +47,41 @@ def malicious_npy(marker: Path) -> bytes:
     npy_format.write_array_header_1_0(buffer, {"descr": "|O", "fortran_order": False, "shape": (1,)})
     pickle.dump(_TouchFile(marker), buffer, protocol=3)
     return buffer.getvalue()
+
+
+class _Reduced:
+    """Pickles as `callable(*arguments)` followed by BUILD with `state`: how numpy pickles arrays."""
+
+    def __init__(self, callable_: object, arguments: tuple, state: object = None) -> None:
+        self.reduced = (callable_, arguments) if state is None else (callable_, arguments, state)
+
+    def __reduce__(self) -> tuple:
+        return self.reduced
+
+
+def crafted_object_npy(payload: object, shape: tuple[int, ...] = (1,)) -> bytes:
+    """A valid object-array .npy header followed by an arbitrary pickle payload."""
+    buffer = io.BytesIO()
+    npy_format.write_array_header_1_0(buffer, {"descr": "|O", "fortran_order": False, "shape": shape})
+    pickle.dump(payload, buffer, protocol=3)
+    return buffer.getvalue()
+
+
+def crafted_array(shape: tuple[int, ...], dtype: np.dtype, data: object) -> _Reduced:
+    """An array pickle whose state is chosen by the attacker (numpy's own `_reconstruct` + BUILD)."""
+    from numpy._core.multiarray import _reconstruct
+
+    return _Reduced(_reconstruct, (np.ndarray, (0,), b"b"), (1, shape, dtype, False, data))
+
+
+def crafted_scalar(dtype: np.dtype, data: bytes) -> _Reduced:
+    from numpy._core.multiarray import scalar
+
+    return _Reduced(scalar, (dtype, data))
+
+
+def numeric_header_only(shape: tuple[int, ...], data: bytes, descr: str = "<f8") -> bytes:
+    """A numeric .npy whose header declares `shape` but whose data is `data`."""
+    buffer = io.BytesIO()
+    npy_format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data

@@ -16,12 +16,13 @@ import json
 import math
 import numbers
 import pickle
+import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, cast
+from typing import ClassVar, Literal, cast
 
 import numpy as np
-from numpy._core.multiarray import _reconstruct, scalar
 from numpy.lib import format as npy_format
 
 #: How far (pixels) a box may overshoot the image before it is an error rather than clipped.
@@ -55,26 +56,160 @@ class SymbolBox:
     y2: float
 
 
+#: Bounds on what a label file may describe: a sheet has at most thousands of symbols.
+MAX_ELEMENTS = 1_000_000
+MAX_NESTING = 6
+_CLASS_ID = re.compile(r"^\s*-?[0-9]{1,9}\s*$")
+_SAFE_DTYPE_KINDS = frozenset("biufU")
+
+
+class _Refused(ValueError):
+    """The payload asks for something a label file never holds."""
+
+
+class _NdarrayToken:
+    """Stands for `numpy.ndarray` in the pickle: only `_reconstruct` may use it."""
+
+
+class _DtypeSpec:
+    """A dtype as the pickle names it; rebuilt from its type string only, never from raw pickled state."""
+
+    def __init__(self, type_string: object, align: object = False, copy: object = True) -> None:
+        if not isinstance(type_string, str) or len(type_string) > 16:
+            raise _Refused("dtype must be named by a short type string")
+        self.type_string = type_string
+        self.byte_order = "|"
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.byte_order = str(state[1])
+
+    def dtype(self) -> np.dtype:
+        try:
+            dtype = np.dtype(self.type_string)
+        except (TypeError, ValueError) as error:
+            raise _Refused(f"unknown dtype {self.type_string[:16]!r}") from error
+        if dtype.kind == "O":
+            return dtype
+        if dtype.kind not in _SAFE_DTYPE_KINDS:
+            raise _Refused(f"dtype {dtype} is not allowed in a label file")
+        if self.byte_order == "<":
+            return dtype.newbyteorder("<")
+        return dtype.newbyteorder(">") if self.byte_order == ">" else dtype
+
+
+class _ArraySpec:
+    """An array as the pickle describes it; checked against its own shape before anything is allocated."""
+
+    def __init__(self) -> None:
+        self.state: tuple = ()
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise _Refused("array state must be (version, shape, dtype, fortran, data)")
+        self.state = state
+
+
+def _reconstruct_spec(cls: object, shape: object, typecode: object) -> _ArraySpec:
+    if cls is not _NdarrayToken:
+        raise _Refused("only numpy arrays may be rebuilt")
+    return _ArraySpec()
+
+
+def _scalar(dtype: object, data: object) -> int | float | str | bool:
+    """A numpy scalar of a plain kind, from exactly its own bytes (an object scalar would be a raw pointer)."""
+    if not isinstance(dtype, _DtypeSpec) or not isinstance(data, bytes):
+        raise _Refused("scalar must be a dtype and its bytes")
+    resolved = dtype.dtype()
+    if resolved.kind == "O" or len(data) != resolved.itemsize:
+        raise _Refused(f"scalar of dtype {resolved} with {len(data)} bytes")
+    return np.frombuffer(data, dtype=resolved)[0].item()
+
+
 class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Rebuilds numpy arrays of str/int/float/list and refuses every other global."""
+    """Rebuilds descriptions of numpy arrays of plain values and refuses every other global.
+
+    Nothing numpy would run on untrusted state is called: arrays and dtypes come back as specs,
+    which `_materialize` checks (sizes against the bytes present, object data only as lists of
+    plain values) before it allocates anything.
+    """
 
     _ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "scalar"): scalar,
-        ("numpy.core.multiarray", "scalar"): scalar,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct_spec,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct_spec,
+        ("numpy._core.multiarray", "scalar"): _scalar,
+        ("numpy.core.multiarray", "scalar"): _scalar,
+        ("numpy", "ndarray"): _NdarrayToken,
+        ("numpy", "dtype"): _DtypeSpec,
     }
 
     def find_class(self, module: str, name: str) -> object:
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a label file") from None
+            raise pickle.UnpicklingError(f"global '{module[:64]}.{name[:64]}' is not allowed in a label file") from None
 
     def persistent_load(self, pid: object) -> object:
         raise pickle.UnpicklingError("persistent ids are not allowed in a label file")
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.elements = 0
+
+    def spend(self, count: int) -> None:
+        self.elements += count
+        if self.elements > MAX_ELEMENTS:
+            raise _Refused(f"more than {MAX_ELEMENTS} values")
+
+
+def _element_count(shape: object) -> tuple[tuple[int, ...], int]:
+    if not isinstance(shape, tuple) or len(shape) > 8 or not all(type(n) is int and 0 <= n for n in shape):
+        raise _Refused("shape must be a tuple of non-negative integers")
+    count = 1
+    for n in shape:
+        count *= n
+        if count > MAX_ELEMENTS:
+            raise _Refused(f"shape {shape} holds more than {MAX_ELEMENTS} values")
+    return shape, count
+
+
+def _materialize(value: object, budget: _Budget, depth: int = 0) -> object:
+    """Plain Python values and checked numpy arrays from what the restricted unpickler produced."""
+    if depth > MAX_NESTING:
+        raise _Refused(f"values nested more than {MAX_NESTING} deep")
+    if value is None or type(value) in (str, int, float, bool):
+        budget.spend(1)
+        return value
+    if type(value) in (list, tuple):
+        items = cast("list[object] | tuple[object, ...]", value)
+        budget.spend(len(items))
+        return [_materialize(item, budget, depth + 1) for item in items]
+    if isinstance(value, _ArraySpec):
+        return _array(value, budget, depth)
+    raise _Refused(f"a {type(value).__name__} is not a label value")
+
+
+def _array(spec: _ArraySpec, budget: _Budget, depth: int) -> np.ndarray:
+    if not spec.state:
+        raise _Refused("array without state")
+    _, shape, dtype_spec, fortran, data = spec.state
+    shape, count = _element_count(shape)
+    if not isinstance(dtype_spec, _DtypeSpec):
+        raise _Refused("array dtype must be a numpy dtype")
+    dtype = dtype_spec.dtype()
+    order: Literal["C", "F"] = "F" if fortran is True else "C"
+    budget.spend(count)
+    if dtype.kind == "O":
+        if type(data) is not list or len(data) != count:
+            raise _Refused(f"object array of {count} values needs a list of {count} values")
+        array = np.empty(count, dtype=object)
+        for index, item in enumerate(data):
+            array[index] = _materialize(item, budget, depth + 1)
+        return array.reshape(shape, order=order)
+    if type(data) is not bytes or len(data) != count * dtype.itemsize:
+        raise _Refused(f"{dtype} array of shape {shape} needs {count * dtype.itemsize} bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
 
 
 def load_label_array(npy_bytes: bytes, file_name: str) -> np.ndarray:
@@ -86,23 +221,39 @@ def load_label_array(npy_bytes: bytes, file_name: str) -> np.ndarray:
         version = npy_format.read_magic(stream)
         read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(stream)
-    except (ValueError, EOFError, SyntaxError, TypeError) as error:
-        raise LabelFileError(file_name, f"not a valid .npy file ({error})") from None
+        shape, count = _element_count(tuple(shape))
+    except (ValueError, EOFError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+        raise LabelFileError(file_name, f"not a valid .npy file ({_short(error)})") from None
     if not dtype.hasobject:
+        if dtype.kind not in _SAFE_DTYPE_KINDS:
+            raise LabelFileError(file_name, f"dtype {dtype} is not allowed in a label file")
+        if len(npy_bytes) - stream.tell() != count * dtype.itemsize:
+            raise LabelFileError(
+                file_name,
+                f"truncated or padded data: the header declares {count} values of {dtype} "
+                f"({count * dtype.itemsize} bytes), the file holds {len(npy_bytes) - stream.tell()}",
+            )
         stream.seek(0)
         try:
             return npy_format.read_array(stream, allow_pickle=False)
         except (ValueError, EOFError) as error:
-            raise LabelFileError(file_name, f"truncated or corrupt .npy data ({error})") from None
+            raise LabelFileError(file_name, f"truncated or corrupt .npy data ({_short(error)})") from None
     try:
-        array = _ArrayOnlyUnpickler(stream).load()
+        loaded = _ArrayOnlyUnpickler(stream).load()
+        array = _materialize(loaded, _Budget()) if isinstance(loaded, _ArraySpec) else None
     except Exception as error:  # untrusted bytes: any failure to rebuild means an invalid file
-        raise LabelFileError(file_name, f"object payload refused ({type(error).__name__}: {error})") from None
-    if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
+        raise LabelFileError(file_name, f"object payload refused ({type(error).__name__}: {_short(error)})") from None
+    if not isinstance(array, np.ndarray) or array.shape != shape:
         raise LabelFileError(file_name, "object payload does not match the .npy header")
     if fortran_order:
         array = np.asfortranarray(array)
     return array
+
+
+def _short(value: object, limit: int = 200) -> str:
+    """A bounded description of an untrusted value, for error messages."""
+    text = reprlib.repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_label_rows(npy_bytes: bytes, file_name: str, label_map: Mapping[str, str] | None = None) -> list[SymbolBox]:
@@ -129,6 +280,8 @@ def _object_rows(array: np.ndarray, file_name: str) -> list[object]:
 
 def _as_sequence(value: object) -> Sequence[object] | None:
     """The value as a sequence of items when it is a list, tuple or array (not a string), else None."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return None
     if type(value) in (list, tuple) or (
         isinstance(value, (np.ndarray, Sequence)) and not isinstance(value, (str, bytes))
     ):
@@ -167,26 +320,28 @@ def _numeric_rows(array: np.ndarray, file_name: str) -> list[SymbolBox]:
 
 
 def _finite_number(value: object, index: int, file_name: str) -> float:
-    if type(value) is int:
-        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise LabelFileError(file_name, f"box coordinate {value!r} is not a number", index)
-    number = float(value)
+        raise LabelFileError(file_name, f"box coordinate {_short(value)} is not a number", index)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise LabelFileError(file_name, "values must be finite numbers (no NaN or infinity)", index) from None
     if not math.isfinite(number):
         raise LabelFileError(file_name, "values must be finite numbers (no NaN or infinity)", index)
     return number
 
 
 def _class_id(value: object, index: int, file_name: str) -> str:
-    if type(value) is str and value.isdigit():
-        return value if value[0] != "0" or value == "0" else str(int(value))
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    """Class ids are small integers, given as ASCII digits or numbers (never '²' or 5,000 digits)."""
+    if isinstance(value, str) and _CLASS_ID.fullmatch(value):
         return str(int(value.strip()))
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) < 10**9:
         return str(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-        return str(int(float(value)))
-    raise LabelFileError(file_name, f"class id {value!r} is not an integer", index)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and number.is_integer() and abs(number) < 10**9:
+            return str(int(number))
+    raise LabelFileError(file_name, f"class id {_short(value)} is not an integer", index)
 
 
 def clip_to_image(box: SymbolBox, width: int, height: int, index: int, file_name: str) -> SymbolBox:
