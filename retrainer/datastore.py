@@ -155,18 +155,39 @@ class Datastore:
             raise BlobMissingError(path) from None
         return downloader.readall(), downloader.properties.etag
 
-    def quarantine(
-        self, path: str, data: bytes, reason: Mapping[str, object], quarantine_folder: str, *, original_etag: str | None
-    ) -> str:
-        """Store `data` under the quarantine folder with a reason beside it; then delete the original.
+    def size(self, path: str) -> int:
+        try:
+            return int(self._container.get_blob_client(path).get_blob_properties().size)
+        except ResourceNotFoundError:
+            raise BlobMissingError(path) from None
 
-        The original (when `original_etag` is given) is deleted only once the copy is confirmed (same MD5)
-        and only if it is still the version that was read: a newer upload is left for its own event.
+    def quarantine(
+        self,
+        path: str,
+        reason: Mapping[str, object],
+        quarantine_folder: str,
+        *,
+        original_etag: str | None,
+        data: bytes | None = None,
+    ) -> str:
+        """Store the blob under the quarantine folder with a reason beside it; then delete the original.
+
+        `data` is the content already read; without it the blob is copied in chunks (a file too large
+        to read is quarantined without ever being held in memory). The original (when
+        `original_etag` is given) is deleted only once the copy is confirmed, and only if it is still
+        the version that was read: a newer upload is left for its own event.
         """
         target = f"{quarantine_folder}/{path}"
-        self.write(target, data)
+        if data is not None:
+            self.write(target, data)
+            expected_size = len(data)
+        else:
+            expected_size = self._copy_in_chunks(path, target, original_etag)
         stored = self._container.get_blob_client(target).get_blob_properties()
-        if stored.content_settings.content_md5 != hashlib.md5(data).digest() or stored.size != len(data):
+        confirmed = stored.size == expected_size and (
+            data is None or stored.content_settings.content_md5 == hashlib.md5(data).digest()
+        )
+        if not confirmed:
             raise OSError(f"quarantine copy of {path} could not be confirmed; the original is kept")
         self.write_json(
             f"{target}.reason.json",
@@ -179,3 +200,25 @@ class Datastore:
                 log.warning("%s changed after it was read; the new version is kept for its own event", path)
         log.warning("quarantined %s: %s", path, reason.get("reason"))
         return target
+
+    def _copy_in_chunks(self, source: str, target: str, etag: str | None) -> int:
+        """Copy a blob through this process a few MiB at a time; returns the size copied."""
+        try:
+            if etag:
+                downloader = self._container.download_blob(
+                    source, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                downloader = self._container.download_blob(source)
+        except ResourceNotFoundError:
+            raise BlobMissingError(source) from None
+        copied = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal copied
+            for chunk in downloader.chunks():
+                copied += len(chunk)
+                yield chunk
+
+        self._container.upload_blob(target, chunks(), overwrite=True)
+        return copied

@@ -107,9 +107,27 @@ def test_quarantine_keeps_an_original_that_changed_after_it_was_read(datastore: 
     datastore.write("data/labels/p6_symbols.npy", b"old")
     data, etag = datastore.read_with_etag("data/labels/p6_symbols.npy")
     datastore.write("data/labels/p6_symbols.npy", b"new upload")
-    datastore.quarantine("data/labels/p6_symbols.npy", data, {"reason": "bad"}, "quarantine", original_etag=etag)
+    datastore.quarantine("data/labels/p6_symbols.npy", {"reason": "bad"}, "quarantine", original_etag=etag, data=data)
     assert datastore.read("data/labels/p6_symbols.npy") == b"new upload"
     assert datastore.read("quarantine/data/labels/p6_symbols.npy") == b"old"
+
+
+def test_an_oversized_label_is_quarantined_without_being_downloaded_whole(
+    ingestor: LabelIngestor, datastore: Datastore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrainer.ingestion import ingest
+
+    monkeypatch.setattr(ingest, "MAX_LABEL_FILE_BYTES", 1024)
+    big = b"\x93NUMPY" + bytes(range(256)) * 40
+    datastore.write("data/labels/huge_symbols.npy", big)
+    reads: list[str] = []
+    real_read = Datastore.read_with_etag
+    monkeypatch.setattr(Datastore, "read_with_etag", lambda self, path: reads.append(path) or real_read(self, path))
+    result = ingestor.ingest_label("data/labels/huge_symbols.npy")
+    assert result.outcome is Outcome.QUARANTINED and "larger than 1024" in (result.reason or "")
+    assert reads == [], "the whole file was never read into memory"
+    assert datastore.read("quarantine/data/labels/huge_symbols.npy") == big, "nothing is lost"
+    assert not datastore.exists("data/labels/huge_symbols.npy")
 
 
 def test_files_outside_the_label_folder_are_ignored(ingestor: LabelIngestor) -> None:

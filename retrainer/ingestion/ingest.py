@@ -16,7 +16,13 @@ from pathlib import PurePosixPath
 
 from retrainer.datastore import BlobMissingError, Datastore, ImageInfo
 from retrainer.images import IMAGE_FORMATS
-from retrainer.ingestion.labels import LabelFileError, convert_label_file, parse_label_map, record_to_jsonl
+from retrainer.ingestion.labels import (
+    MAX_LABEL_FILE_BYTES,
+    LabelFileError,
+    convert_label_file,
+    parse_label_map,
+    record_to_jsonl,
+)
 from retrainer.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,9 @@ class LabelIngestor:
         if stem is None:
             return IngestResult(Outcome.IGNORED, label_path, reason="not a .npy file under the label folder")
         try:
+            size = self._datastore.size(label_path)
+            if size > MAX_LABEL_FILE_BYTES:  # refused before it is downloaded
+                return self._quarantine_unread(label_path, stem, size)
             data, etag = self._datastore.read_with_etag(label_path)
         except BlobMissingError:
             log.info("%s is gone (already quarantined or deleted); nothing to do", label_path)
@@ -166,13 +175,26 @@ class LabelIngestor:
         except BlobMissingError:
             return
         reason = {"reason": f"{image_path} is not a readable image", "rule": "image", "handler": self._handler}
-        self._datastore.quarantine(image_path, data, reason, self._layout.quarantine_folder, original_etag=etag)
+        self._datastore.quarantine(image_path, reason, self._layout.quarantine_folder, original_etag=etag, data=data)
+
+    def _quarantine_unread(self, label_path: str, stem: str, size: int) -> IngestResult:
+        etag = self._datastore.etag(label_path)
+        reason = {"reason": f"{label_path}: file: is {size} bytes, larger than {MAX_LABEL_FILE_BYTES}", "rule": "size"}
+        self._datastore.quarantine(
+            label_path, {**reason, "handler": self._handler}, self._layout.quarantine_folder, original_etag=etag
+        )
+        self._ledger.clear_waiting_label(stem)
+        return IngestResult(Outcome.QUARANTINED, label_path, reason=str(reason["reason"]))
 
     def _quarantine(
         self, label_path: str, data: bytes, etag: str, stem: str, reason: Mapping[str, object]
     ) -> IngestResult:
         self._datastore.quarantine(
-            label_path, data, {**reason, "handler": self._handler}, self._layout.quarantine_folder, original_etag=etag
+            label_path,
+            {**reason, "handler": self._handler},
+            self._layout.quarantine_folder,
+            original_etag=etag,
+            data=data,
         )
         self._datastore.delete(self._layout.jsonl_path(stem))
         self._ledger.clear_waiting_label(stem)

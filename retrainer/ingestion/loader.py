@@ -317,10 +317,10 @@ def _quarantine_new(
     if not _is_stored(f"{layout.quarantine_folder}/{path}", data, stored):
         datastore.quarantine(
             path,
-            data,
             {"reason": reason, "rule": rule, "handler": "data-loader"},
             layout.quarantine_folder,
             original_etag=None,
+            data=data,
         )
     with lock:
         summary.quarantined.append({"path": path, "reason": reason})
