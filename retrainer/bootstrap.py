@@ -88,6 +88,7 @@ def retraining() -> RetrainingService:
         runner=lambda: open_runner(settings),
         on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),
         publish=event_publisher(settings),
+        sweep_waiting=lambda: label_ingestor(handler="timer-sweep").sweep_waiting(),
     )
 
 

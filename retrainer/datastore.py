@@ -169,8 +169,11 @@ class Datastore:
         *,
         original_etag: str | None,
         data: bytes | None = None,
-    ) -> str:
+    ) -> bool:
         """Store the blob under the quarantine folder with a reason beside it; then delete the original.
+
+        Returns True when the original was removed (or none was to be), False when a newer version
+        was left in place.
 
         `data` is the content already read; without it the blob is copied in chunks (a file too large
         to read is quarantined without ever being held in memory). The original (when
@@ -193,13 +196,15 @@ class Datastore:
             f"{target}.reason.json",
             {"source": path, "quarantined_at": datetime.now(UTC).isoformat(), **reason},
         )
+        removed = True
         if original_etag is not None:
             try:
                 self.delete(path, etag=original_etag)
             except ResourceModifiedError:
+                removed = False
                 log.warning("%s changed after it was read; the new version is kept for its own event", path)
-        log.warning("quarantined %s: %s", path, reason.get("reason"))
-        return target
+        log.warning("quarantined %s: %s", path, str(reason.get("reason"))[:300])
+        return removed
 
     def _copy_in_chunks(self, source: str, target: str, etag: str | None) -> int:
         """Copy a blob through this process a few MiB at a time; returns the size copied."""

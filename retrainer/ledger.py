@@ -1,19 +1,23 @@
 """Service state in Azure Table Storage (Azurite locally): images, runs, the submission slot, waiting labels.
 
-Tables are named `<LEDGER_TABLE_PREFIX><name>`. Row keys are URL-quoted, because Table Storage forbids
-'/', '\\', '#' and '?' in keys. Every write that must not race is conditional on an ETag (or an
-insert that fails when the row exists), so concurrent handlers on many instances agree.
+Tables are named `<LEDGER_TABLE_PREFIX><name>`. Rows of images and labels are keyed by a hash of the
+path (Table Storage forbids '/', '\\', '#' and '?' in keys and limits them to 1 KiB; a legal blob name
+is longer), with the path stored as a property. Every write that must not race is conditional on an
+ETag (or an insert that fails when the row exists), so concurrent handlers on many instances agree.
+Every text that reaches a row is bounded, so no input can make a record unwritable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -31,12 +35,35 @@ _CONTROL = "control"
 _SLOT = "submission"
 _CLAIM_PREFIX = "claim-"
 _BATCH = 100  # Table Storage's transaction limit
-#: A claimed submission slot whose submitter vanished (crash between claim and submit) is freed after this.
+#: A claim whose submitter vanished is settled after this (the service adopts its run or frees its images).
 STALE_CLAIM = timedelta(minutes=15)
 
 
-def row_key(path: str) -> str:
-    return quote(path, safe="")
+#: Bounds on text the ledger stores (Table Storage's string properties hold at most 32K characters).
+MAX_REASON_CHARS = 500
+MAX_ERROR_CHARS = 4000
+MAX_HISTORY = 50
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+_CONTROL_ATTEMPTS = 50
+
+
+def row_key(text: str) -> str:
+    """A bounded, key-safe row key for any path."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def is_run_id(value: str) -> bool:
+    """Run ids are short and key-safe (Azure ML job names, local run folders); anything else names no run."""
+    return bool(_RUN_ID.fullmatch(value))
+
+
+def bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _literal(value: str) -> str:
+    """An OData string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def now_utc() -> datetime:
@@ -72,6 +99,10 @@ class RunRecord:
     error: str = ""
     decision: PromotionRecord | None = None
     ended_at: datetime | None = None
+    #: When an active run is looked up for the last time: past it, the run is failed or freed with a reason.
+    deadline: datetime | None = None
+    #: True once a completed run's promotion record is written (retried by the timer until then).
+    promotion_done: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -85,6 +116,7 @@ class RunRecord:
             "history": self.history,
             "error": self.error or None,
             "decision": self.decision.model_dump() if self.decision else None,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
         }
 
 
@@ -138,7 +170,13 @@ class Ledger:
 
     def record_waiting_label(self, stem: str, label_path: str) -> None:
         """Remember a label whose image has not arrived; re-recording keeps the first time."""
-        entity = {"PartitionKey": _WAITING, "RowKey": row_key(stem), "label_path": label_path, "since": now_utc()}
+        entity = {
+            "PartitionKey": _WAITING,
+            "RowKey": row_key(stem),
+            "stem": stem,
+            "label_path": label_path,
+            "since": now_utc(),
+        }
         with contextlib.suppress(ResourceExistsError):
             self._labels.create_entity(entity)
 
@@ -147,14 +185,14 @@ class Ledger:
             entity = self._labels.get_entity(_WAITING, row_key(stem))
         except ResourceNotFoundError:
             return None
-        return WaitingLabel(unquote(entity["RowKey"]), entity["label_path"], entity["since"])
+        return WaitingLabel(entity["stem"], entity["label_path"], entity["since"])
 
     def clear_waiting_label(self, stem: str) -> None:
         self._labels.delete_entity(_WAITING, row_key(stem))
 
     def waiting_labels(self) -> Iterator[WaitingLabel]:
         for entity in self._labels.query_entities(f"PartitionKey eq '{_WAITING}'"):
-            yield WaitingLabel(unquote(entity["RowKey"]), entity["label_path"], entity["since"])
+            yield WaitingLabel(entity["stem"], entity["label_path"], entity["since"])
 
     # --- images --------------------------------------------------------------------------------
 
@@ -176,11 +214,11 @@ class Ledger:
         return True
 
     def images(self, state: str | None = None, run_id: str | None = None) -> list[ImageRecord]:
-        clauses = [f"PartitionKey eq '{_IMAGES}'"]
+        clauses = [f"PartitionKey eq {_literal(_IMAGES)}"]
         if state:
-            clauses.append(f"state eq '{state}'")
+            clauses.append(f"state eq {_literal(state)}")
         if run_id:
-            clauses.append(f"run_id eq '{run_id}'")
+            clauses.append(f"run_id eq {_literal(run_id)}")
         return [
             ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
             for e in self._images.query_entities(" and ".join(clauses))
@@ -202,19 +240,28 @@ class Ledger:
     # --- runs ----------------------------------------------------------------------------------
 
     def save_run(self, run: RunRecord, etag: str | None = None) -> None:
-        """Write a run; with `etag`, only if nobody changed it since it was read (ResourceModifiedError)."""
+        """Write a run; with `etag`, only if nobody changed it since it was read (ResourceModifiedError).
+
+        Texts are bounded and the history keeps its first and latest entries, so a record always fits.
+        """
+        if not is_run_id(run.run_id):
+            raise ValueError(f"not a run id: {bounded(run.run_id, 80)!r}")
+        history = run.history if len(run.history) <= MAX_HISTORY else run.history[:1] + run.history[-MAX_HISTORY + 1 :]
+        history = [{key: bounded(str(value), MAX_REASON_CHARS) for key, value in entry.items()} for entry in history]
         entity = {
             "PartitionKey": _RUNS,
             "RowKey": run.run_id,
-            "trigger": run.trigger,
-            "reason": run.reason,
+            "trigger": bounded(run.trigger, 40),
+            "reason": bounded(run.reason, MAX_REASON_CHARS),
             "image_count": run.image_count,
             "state": run.state.value,
             "submitted_at": run.submitted_at,
-            "history": json.dumps(run.history),
-            "error": run.error,
+            "history": json.dumps(history),
+            "error": bounded(run.error, MAX_ERROR_CHARS),
             "decision": run.decision.model_dump_json() if run.decision else "",
             "ended_at": run.ended_at.isoformat() if run.ended_at else "",
+            "deadline": run.deadline.isoformat() if run.deadline else "",
+            "promotion_done": run.promotion_done,
         }
         if etag is None:
             self._runs.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -228,6 +275,8 @@ class Ledger:
         return found[0] if found else None
 
     def run_with_etag(self, run_id: str) -> tuple[RunRecord, str] | None:
+        if not is_run_id(run_id):
+            return None
         try:
             entity = self._runs.get_entity(_RUNS, run_id)
         except ResourceNotFoundError:
@@ -270,15 +319,19 @@ class Ledger:
             )
 
     def update_control(self, change: Callable[[Control], None]) -> Control:
-        """Apply `change(control)` (which may raise to abort) until it lands without a conflict."""
-        while True:
+        """Apply `change(control)` (which may raise to abort) until it lands without a conflict.
+
+        Bounded: after many conflicts in a row (a storm of writers) it gives up with an error.
+        """
+        for attempt in range(_CONTROL_ATTEMPTS):
             control = self.control()
             change(control)
             try:
                 self._write_control(control)
                 return control
             except (ResourceModifiedError, ResourceExistsError):
-                continue
+                time.sleep(min(0.5, 0.005 * (attempt + 1)))
+        raise RuntimeError(f"the submission slot changed under {_CONTROL_ATTEMPTS} attempts in a row; try again")
 
     def claim_slot(self, max_active: int, now: datetime | None = None) -> str:
         """Take a submission slot; SlotTaken when `max_active` runs hold one. Returns the claim id."""
@@ -286,9 +339,6 @@ class Ledger:
         moment = now or now_utc()
 
         def take(control: Control) -> None:
-            for key, taken in list(control.active.items()):
-                if key.startswith(_CLAIM_PREFIX) and moment - datetime.fromisoformat(taken) > STALE_CLAIM:
-                    del control.active[key]
             if len(control.active) >= max_active:
                 raise SlotTaken(f"{len(control.active)} run(s) in flight: {', '.join(sorted(control.active))}")
             control.active[claim] = moment.isoformat()
@@ -333,4 +383,6 @@ def _run(entity: dict) -> RunRecord:
         error=entity.get("error", ""),
         decision=PromotionRecord.from_json(decision) if decision else None,
         ended_at=datetime.fromisoformat(ended) if ended else None,
+        deadline=datetime.fromisoformat(entity["deadline"]) if entity.get("deadline") else None,
+        promotion_done=bool(entity.get("promotion_done", False)),
     )

@@ -17,15 +17,27 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 
 from azure.core.exceptions import ResourceModifiedError
+from pydantic import ValidationError
 
 from retrainer.datastore import BlobMissingError, Datastore
 from retrainer.events import COMPLETING_APIS, WORKSPACE_RUN_EVENTS, parse_subject
 from retrainer.images import IMAGE_FORMATS
-from retrainer.ledger import Ledger, RunRecord, SlotTaken, now_utc
+from retrainer.ledger import (
+    MAX_REASON_CHARS,
+    STALE_CLAIM,
+    ImageRecord,
+    Ledger,
+    RunRecord,
+    SlotTaken,
+    bounded,
+    is_run_id,
+    now_utc,
+)
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
+from retrainer.redact import redact
 from retrainer.settings import Settings
-from retrainer.workspace import PipelineRunner, RunState
+from retrainer.workspace import PipelineRunner, RunState, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,7 @@ class RetrainingService:
         clock: Callable[[], datetime] = now_utc,
         on_image: Callable[[str], object] | None = None,
         publish: Callable[[BestModel], None] | None = None,
+        sweep_waiting: Callable[[], object] | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
@@ -64,6 +77,7 @@ class RetrainingService:
         self._clock = clock
         self._on_image = on_image
         self._publish = publish
+        self._sweep_waiting = sweep_waiting
         self._last_event_check: float | None = None  # monotonic seconds: rate limiting, not policy
         self._event_check_lock = threading.Lock()
 
@@ -77,18 +91,22 @@ class RetrainingService:
     # --- events -----------------------------------------------------------------------------------
 
     def on_blob_created(self, subject: str, data: dict) -> bool:
-        """Record an uploaded image once (by path and ETag); True when it is new."""
+        """Record an uploaded image once (by path and ETag); True when it is new.
+
+        A redelivered event still gives a label that waits for this image another chance: a
+        conversion that failed the first time is retried, not lost.
+        """
         if data.get("api") not in COMPLETING_APIS:
             return False
         path = self._image_path(subject)
         if path is None:
             return False
-        etag = str(data.get("eTag") or data.get("etag") or "")
-        if not etag:
-            log.warning("BlobCreated for %s carries no eTag; ignored", path)
+        etag = data.get("eTag") or data.get("etag")
+        if not isinstance(etag, str) or not etag or len(etag) > 200:
+            log.warning("BlobCreated for %s carries no usable eTag; ignored", path)
             return False
         new = self._ledger.record_image(path, etag, self._clock())
-        if new and self._on_image is not None:
+        if self._on_image is not None:
             self._on_image(path)  # converts a label that was waiting for this image
         return new
 
@@ -105,8 +123,8 @@ class RetrainingService:
         """Azure ML's own RunCompleted / RunStatusChanged for a run the service submitted: follow it now."""
         if event_type not in WORKSPACE_RUN_EVENTS:
             return False
-        run_id = str(data.get("runId") or data.get("RunId") or "")
-        if not run_id or self._ledger.run(run_id) is None:
+        run_id = data.get("runId") or data.get("RunId")
+        if not isinstance(run_id, str) or not is_run_id(run_id) or self._ledger.run(run_id) is None:
             return False
         self.follow_run(run_id)
         return True
@@ -172,18 +190,28 @@ class RetrainingService:
         """Claim a slot (SlotTaken when none is free), submit, and bind the pending images.
 
         `force` may start up to RETRAIN_MAX_FORCED_RUNS runs beyond the active limit, never more.
+        The intent is recorded before the workspace is called: the claim holds the images, and the
+        run is labelled with the claim, so a submission whose bookkeeping failed afterwards is found
+        again by `reconcile_claims` instead of being lost or submitted twice.
         """
+        reason = bounded(reason, MAX_REASON_CHARS)
         limit = self._settings.RETRAIN_MAX_ACTIVE_RUNS + (self._settings.RETRAIN_MAX_FORCED_RUNS if force else 0)
         claim = self._ledger.claim_slot(limit, self._clock())
         images = self._ledger.images(state="pending")
+        self._ledger.assign_images(images, "in_run", claim)
         try:
-            run_id = self.runner.submit_pipeline(f"{trigger}: {reason}")
+            run_id = self.runner.submit_pipeline(f"{trigger}: {reason} [{claim}]")
         except Exception as error:  # the workspace boundary: record, keep the images pending, re-raise
+            self._ledger.assign_images(images, "pending", "")
             self._ledger.release_slot(claim, failed=True, when=self._clock())
-            log.error("submission failed; %d images stay pending: %s", len(images), error)
+            log.error("submission failed; %d images stay pending: %s", len(images), redact(str(error)))
             raise
-        self._ledger.assign_images(images, "in_run", run_id)
-        self._ledger.bind_slot(claim, run_id)
+        self._adopt(claim, run_id, trigger, reason, images)
+        log.info("submitted %s with %d images (%s)", run_id, len(images), reason, extra={"run_id": run_id})
+        return run_id
+
+    def _adopt(self, claim: str, run_id: str, trigger: str, reason: str, images: list[ImageRecord]) -> None:
+        """Bind a submitted run to its claim: its record first, so an active run always has one."""
         moment = self._clock()
         self._ledger.save_run(
             RunRecord(
@@ -194,20 +222,59 @@ class RetrainingService:
                 RunState.QUEUED,
                 moment,
                 [{"state": RunState.QUEUED.value, "at": moment.isoformat()}],
+                deadline=moment + timedelta(minutes=self._settings.RETRAIN_RUN_TIMEOUT_MINUTES),
             )
         )
-        log.info("submitted %s with %d images (%s)", run_id, len(images), reason)
-        return run_id
+        self._ledger.assign_images(images, "in_run", run_id)
+        self._ledger.bind_slot(claim, run_id)
+
+    def reconcile_claims(self) -> list[str]:
+        """Settle claims whose submitter vanished: adopt the run it submitted, or free the claim's images.
+
+        Returns what was done, one line per claim.
+        """
+        settled: list[str] = []
+        moment = self._clock()
+        control = self._ledger.control()
+        stale = [
+            claim
+            for claim, taken in control.active.items()
+            if claim not in control.active_runs and moment - datetime.fromisoformat(taken) > STALE_CLAIM
+        ]
+        if not stale:
+            return settled
+        submitted = {status.label: status for status in self.runner.list_runs(limit=100)}
+        for claim in stale:
+            images = self._ledger.images(run_id=claim)
+            found = next((status for label, status in submitted.items() if f"[{claim}]" in label), None)
+            if found is not None:
+                self._adopt(claim, found.run_id, "recovered", f"submitted by a handler that stopped ({claim})", images)
+                settled.append(f"{claim}: adopted {found.run_id}")
+            else:
+                self._ledger.assign_images(images, "pending", "")
+                self._ledger.release_slot(claim)
+                settled.append(f"{claim}: nothing was submitted; {len(images)} images are pending again")
+        for line in settled:
+            log.warning("stale submission claim %s", line)
+        return settled
 
     # --- following runs -----------------------------------------------------------------------------
 
     def tick(self) -> TickOutcome:
-        """The timer: follow every active run, then submit a batch that became due."""
+        """The timer: settle stale claims, follow every active run, finish promotions, sweep waiting
+        labels, then submit a batch that became due."""
+        self.reconcile_claims()
         followed = {}
         for run_id in self._ledger.control().active_runs:
             state = self.follow_run(run_id)
-            if state is not None:
+            if state is None:  # a slot held by a run the ledger has no record of: free it, say so
+                log.error("run %s holds a submission slot but has no record; the slot is freed", run_id)
+                self._ledger.release_slot(run_id)
+            else:
                 followed[run_id] = state
+        self._finish_promotions()
+        if self._sweep_waiting is not None:
+            self._sweep_waiting()
         submitted = self.submit_if_due("timer")
         return TickOutcome(followed, submitted, self.submission_state().reason or None)
 
@@ -222,14 +289,25 @@ class RetrainingService:
         record, etag = found
         if record.state.terminal:
             return record.state
+        moment = self._clock()
+        overdue = record.deadline is not None and moment > record.deadline
         try:
             status = self.runner.run_status(run_id)
-        except Exception as error:  # a timeout or outage: try again at the next tick, lose nothing
-            log.warning("status of %s unavailable (%s); will retry", run_id, error)
-            return record.state
+        except Exception as error:  # a timeout, an outage or a broken backend: retry until the deadline
+            log.warning("status of %s unavailable (%s); will retry", run_id, redact(str(error)[:500]))
+            if not overdue:
+                return record.state
+            status = RunStatus(run_id, RunState.FAILED, "unknown", f"no status by the deadline: {str(error)[:300]}")
+        if overdue and not status.finished:
+            self._cancel_quietly(run_id)
+            status = RunStatus(
+                run_id,
+                RunState.FAILED,
+                status.detail,
+                f"still {status.state} at its deadline {record.deadline:%Y-%m-%d %H:%M} UTC; canceled",
+            )
         if status.state == record.state:
             return record.state
-        moment = self._clock()
         record.history.append({"state": status.state.value, "at": moment.isoformat(), "detail": status.detail})
         record.state = status.state
         if status.finished:
@@ -247,18 +325,45 @@ class RetrainingService:
             self._fail(record)
         return record.state
 
+    def _cancel_quietly(self, run_id: str) -> None:
+        try:
+            self.runner.cancel_run(run_id)
+        except Exception as error:  # best effort: the run is failed in the ledger either way
+            log.warning("could not cancel overdue run %s: %s", run_id, redact(str(error)[:300]))
+
     def _complete(self, record: RunRecord) -> None:
         self._ledger.assign_images(self._ledger.images(run_id=record.run_id), "trained", record.run_id)
         self._ledger.release_slot(record.run_id, failed=False)
-        if record.decision is not None:
+        self._finish_promotion(record)
+
+    def _finish_promotion(self, record: RunRecord) -> None:
+        """Record the promotion of a completed run; a failure is retried by the next tick."""
+        if record.decision is None or record.promotion_done:
+            return
+        try:
             self.record_promotion(record.decision, record.run_id)
+        except Exception as error:  # storage or the topic failed: the next tick tries again
+            log.error("promotion of %s not recorded yet: %s", record.run_id, redact(str(error)[:500]))
+            return
+        record.promotion_done = True
+        self._ledger.save_run(record)
+
+    def _finish_promotions(self) -> None:
+        for record in self._ledger.runs(limit=20):
+            if record.state == RunState.COMPLETED and not record.promotion_done:
+                self._finish_promotion(record)
 
     def _fail(self, record: RunRecord) -> None:
         images = self._ledger.images(run_id=record.run_id, state="in_run")
         self._ledger.assign_images(images, "pending", "")
         self._ledger.release_slot(record.run_id, failed=True, when=self._clock())
         log.error(
-            "run %s ended %s (%s); %d images are pending again", record.run_id, record.state, record.error, len(images)
+            "run %s ended %s (%s); %d images are pending again",
+            record.run_id,
+            record.state,
+            redact(record.error[:500]),
+            len(images),
+            extra={"run_id": record.run_id},
         )
 
     def record_promotion(self, decision: PromotionRecord, run_id: str) -> BestModel | None:
@@ -273,16 +378,23 @@ class RetrainingService:
         record = BestModel(
             name=decision.name, version=decision.best_version, score=score, run=run_id, time=self._clock().isoformat()
         )
-        self._datastore.write_json(self._settings.BEST_MODEL_BLOB, record.model_dump())
+        # Announce first, then record: a failure between the two repeats the announcement at the next
+        # tick (subscribers see ModelPromoted at least once) instead of never sending it.
         if self._publish is not None:
             self._publish(record)
+        self._datastore.write_json(self._settings.BEST_MODEL_BLOB, record.model_dump())
         log.info("promoted %s version %s (mAP %s)", record.name, record.version, score)
         return record
 
     def best_model(self) -> BestModel | None:
+        """The promoted model, or None when none was promoted or its record is unreadable (the next
+        promotion rewrites it)."""
         try:
             return BestModel.model_validate_json(self._datastore.read(self._settings.BEST_MODEL_BLOB))
         except BlobMissingError:
+            return None
+        except ValidationError as error:
+            log.error("%s is not a valid best-model record: %s", self._settings.BEST_MODEL_BLOB, str(error)[:300])
             return None
 
     def runs(self, limit: int = 50) -> list[RunRecord]:

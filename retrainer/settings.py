@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Runs that `force` may start beyond RETRAIN_MAX_ACTIVE_RUNS (each one is a GPU run).",
     )
+    RETRAIN_RUN_TIMEOUT_MINUTES: float = Field(
+        default=12 * 60,
+        gt=0,
+        description="An active run with no result by then is canceled and failed; its images are pending again.",
+    )
     RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
         default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."
     )

@@ -30,6 +30,7 @@ class FakeRunner:
         self.statuses: dict[str, RunStatus] = {}
         self.fail_submit: Exception | None = None
         self.fail_status: Exception | None = None
+        self.canceled: list[str] = []
         self._lock = threading.Lock()
 
     def submit_pipeline(self, label: str) -> str:
@@ -38,7 +39,7 @@ class FakeRunner:
         with self._lock:
             run_id = f"run-{len(self.submitted) + 1}"
             self.submitted.append(label)
-            self.statuses[run_id] = RunStatus(run_id, RunState.QUEUED, "Queued")
+            self.statuses[run_id] = RunStatus(run_id, RunState.QUEUED, "Queued", label=label)
         return run_id
 
     def run_status(self, run_id: str) -> RunStatus:
@@ -49,9 +50,11 @@ class FakeRunner:
     def finish(
         self, run_id: str, state: RunState, decision: PromotionRecord | None = None, error: str | None = None
     ) -> None:
-        self.statuses[run_id] = RunStatus(run_id, state, state.title(), error, decision)
+        label = self.statuses[run_id].label if run_id in self.statuses else ""
+        self.statuses[run_id] = RunStatus(run_id, state, state.title(), error, decision, label=label)
 
     def cancel_run(self, run_id: str) -> None:
+        self.canceled.append(run_id)
         self.finish(run_id, RunState.CANCELED)
 
     def list_runs(self, limit: int = 20) -> list[RunStatus]:

@@ -142,3 +142,37 @@ def test_image_landing_leaves_an_already_converted_label_alone(datastore: Datast
     etag = datastore.etag("data/labels/p7.jsonl")
     assert ingestor.ingest_image("data/images/p7.jpg") is None
     assert datastore.etag("data/labels/p7.jsonl") == etag
+
+
+def test_the_timer_sweep_converts_labels_whose_image_event_was_lost(
+    datastore: Datastore, ingestor: LabelIngestor, ledger: Ledger
+) -> None:
+    datastore.write("data/labels/lost_symbols.npy", GOOD_LABEL)
+    assert ingestor.ingest_label("data/labels/lost_symbols.npy").outcome is Outcome.WAITING_FOR_IMAGE
+    datastore.write("data/labels/gone_symbols.npy", GOOD_LABEL)
+    ingestor.ingest_label("data/labels/gone_symbols.npy")
+    datastore.delete("data/labels/gone_symbols.npy")
+    datastore.write("data/images/lost.jpg", jpeg_bytes(300, 200))  # its BlobCreated event never came
+    assert ingestor.sweep_waiting() == 1
+    assert read_jsonl(datastore.read("data/labels/lost.jsonl"))[0]["image_url"] == "lost.jpg"
+    assert list(ledger.waiting_labels()) == [], "the deleted label stops waiting too"
+
+
+def test_quarantining_an_old_invalid_version_keeps_the_newer_valid_ones_jsonl(
+    datastore: Datastore, ingestor: LabelIngestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datastore.write("data/images/v.jpg", jpeg_bytes(300, 200))
+    datastore.write("data/labels/v_symbols.npy", b"\x93NUMPY broken version 1")
+    real_quarantine = Datastore.quarantine
+
+    def newer_version_lands_meanwhile(self: Datastore, *args: object, **kwargs: object) -> bool:
+        monkeypatch.setattr(Datastore, "quarantine", real_quarantine)
+        datastore.write("data/labels/v_symbols.npy", GOOD_LABEL)
+        assert ingestor.ingest_label("data/labels/v_symbols.npy").outcome is Outcome.CONVERTED
+        return real_quarantine(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Datastore, "quarantine", newer_version_lands_meanwhile)
+    assert ingestor.ingest_label("data/labels/v_symbols.npy").outcome is Outcome.QUARANTINED
+    assert datastore.read("data/labels/v_symbols.npy") == GOOD_LABEL
+    assert read_jsonl(datastore.read("data/labels/v.jsonl"))[0]["image_url"] == "v.jpg"
+    assert datastore.exists("quarantine/data/labels/v_symbols.npy")

@@ -395,3 +395,234 @@ def test_promotion_publishes_model_promoted_to_the_configured_topic(monkeypatch:
     assert key == "topic-key-not-logged"
     assert event["eventType"] == "PidSymbolRetraining.ModelPromoted"
     assert event["subject"] == "models/pid-symbol-detector/versions/4" and event["data"]["score"] == 0.91
+
+
+# --- faults: nothing stuck, nothing lost ------------------------------------------------------------
+
+
+def pending_three(svc: RetrainingService, container_name: str) -> None:
+    for i in range(3):
+        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+
+
+def test_every_active_run_has_a_deadline(make_service, clock: Clock, ledger: Ledger) -> None:
+    svc = make_service(RETRAIN_RUN_TIMEOUT_MINUTES="90")
+    run_id = svc.submit("manual", "t")
+    assert ledger.run(run_id).deadline == clock.now + timedelta(minutes=90)
+
+
+def test_a_status_that_keeps_failing_fails_the_run_at_its_deadline(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_RUN_TIMEOUT_MINUTES="60")
+    pending_three(svc, container_name)
+    run_id = svc.tick().submitted
+    workspace.fail_status = ValueError("the backend returned nonsense")  # not a transport error
+    clock.advance(minutes=30)
+    assert svc.tick().followed == {run_id: "queued"}, "before the deadline it is retried"
+    clock.advance(minutes=31)
+    outcome = svc.tick()
+    assert outcome.followed == {run_id: "failed"}
+    assert "no status by the deadline" in ledger.run(run_id).error
+    assert len(ledger.images(state="pending")) == 3 and ledger.control().active == {}
+
+
+def test_a_run_still_running_at_its_deadline_is_canceled_and_failed(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_RUN_TIMEOUT_MINUTES="60")
+    pending_three(svc, container_name)
+    run_id = svc.tick().submitted
+    workspace.finish(run_id, RunState.RUNNING)
+    clock.advance(minutes=61)
+    svc.tick()
+    assert workspace.canceled == [run_id] and ledger.run(run_id).state == "failed"
+    assert "at its deadline" in ledger.run(run_id).error and len(ledger.images(state="pending")) == 3
+
+
+def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_service, ledger: Ledger) -> None:
+    svc = make_service()
+    run_id = svc.submit("manual", "x" * 40_000)
+    record = ledger.run(run_id)
+    assert record is not None and len(record.reason) <= 500
+    assert ledger.control().active_runs == [run_id]
+
+
+def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resubmitted(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, monkeypatch
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    pending_three(svc, container_name)
+    real_save = ledger.save_run
+    monkeypatch.setattr(ledger, "save_run", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("storage lost")))
+    with pytest.raises(ConnectionError):
+        svc.submit("timer", "due")
+    monkeypatch.setattr(ledger, "save_run", real_save)
+    assert workspace.submitted and ledger.images(state="pending") == [], "the claim holds the images"
+    assert svc.tick().submitted is None, "no second submission of the same images"
+    clock.advance(minutes=16)
+    svc.tick()
+    assert len(workspace.submitted) == 1
+    assert ledger.control().active_runs == ["run-1"] and ledger.run("run-1") is not None
+    assert len(ledger.images(run_id="run-1")) == 3
+
+
+def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    pending_three(svc, container_name)
+    claim = ledger.claim_slot(1, clock.now)
+    ledger.assign_images(ledger.images(state="pending"), "in_run", claim)  # then the process died
+    assert svc.tick().submitted is None
+    clock.advance(minutes=16)
+    assert svc.tick().submitted == "run-1", "the images came back and make a batch again"
+    assert len(workspace.submitted) == 1 and claim not in ledger.control().active
+
+
+def test_a_corrupt_best_model_record_blocks_neither_promotion_nor_the_api(
+    make_service, workspace: FakeRunner, datastore: Datastore
+) -> None:
+    svc = make_service()
+    datastore.write("models/best_model.json", b"{not json")
+    assert svc.best_model() is None
+    run_id = svc.submit("manual", "t")
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
+    svc.tick()
+    assert svc.best_model() is not None and svc.best_model().version == "4"
+
+
+def test_a_promotion_that_failed_is_retried_by_the_next_tick(
+    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore, monkeypatch
+) -> None:
+    svc = make_service()
+    run_id = svc.submit("manual", "t")
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
+    real_write = datastore.write_json
+    monkeypatch.setattr(datastore, "write_json", lambda *a: (_ for _ in ()).throw(ConnectionError("lost")))
+    svc.tick()
+    assert ledger.run(run_id).state == "completed" and not ledger.run(run_id).promotion_done
+    monkeypatch.setattr(datastore, "write_json", real_write)
+    svc.tick()
+    assert ledger.run(run_id).promotion_done and svc.best_model().version == "4"
+
+
+def test_a_redelivered_image_event_retries_the_conversion_that_failed(
+    make_service, container_name: str, monkeypatch
+) -> None:
+    svc = make_service()
+    calls: list[str] = []
+
+    def convert(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise ConnectionError("storage hiccup while converting the waiting label")
+
+    svc._on_image = convert
+    with pytest.raises(ConnectionError):
+        svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
+    assert not svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1")), "already recorded"
+    assert calls == ["data/images/a.jpg", "data/images/a.jpg"], "the redelivery converted it"
+
+
+HOSTILE_EVENTS = {
+    "data is a list": ("/blobServices/default/containers/{c}/blobs/data/images/a.jpg", ["PutBlob"]),
+    "api is a number": ("/blobServices/default/containers/{c}/blobs/data/images/a.jpg", {"api": 7, "eTag": "1"}),
+    "eTag is an object": (
+        "/blobServices/default/containers/{c}/blobs/data/images/a.jpg",
+        {"api": "PutBlob", "eTag": {"x": 1}},
+    ),
+    "dot-dot segments": ("/blobServices/default/containers/{c}/blobs/data/images/../labels/x.jpg", None),
+    "encoded slash and dots": ("/blobServices/default/containers/{c}/blobs/data/images/..%2F..%2Fmodels%2Fx.jpg", None),
+    "a 100 KB subject": ("/blobServices/default/containers/{c}/blobs/data/images/" + "a" * 100_000 + ".jpg", None),
+    "a control character": ("/blobServices/default/containers/{c}/blobs/data/images/a\x07.jpg", None),
+    "subject is not a string": (None, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_EVENTS))
+def test_hostile_image_events_are_ignored_not_raised(make_service, container_name: str, case: str) -> None:
+    svc = make_service()
+    subject, data = HOSTILE_EVENTS[case]
+    subject = subject.format(c=container_name) if isinstance(subject, str) else subject
+    data = {"api": "PutBlob", "eTag": "0x1"} if data is None else data
+    assert svc.on_blob_created(subject, data if isinstance(data, dict) else {}) is False
+    assert svc.pending_batch().count == 0
+
+
+def test_a_long_unicode_image_name_is_recorded_under_a_bounded_key(
+    make_service, container_name: str, ledger: Ledger
+) -> None:
+    svc = make_service()
+    path = "data/images/" + "符号" * 200 + ".jpg"  # 400 characters: beyond Table Storage's 1 KiB key in UTF-16
+    assert svc.on_blob_created(*blob_created(container_name, path, "0x1"))
+    assert [image.path for image in ledger.images()] == [path]
+
+
+@pytest.mark.parametrize("run_id", ["../../x", "it's", "a" * 10_000, "run/1", "", "#?"])
+def test_azure_ml_events_for_odd_or_unknown_run_ids_are_ignored(make_service, run_id: str) -> None:
+    svc = make_service()
+    assert not svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": run_id})
+    assert not svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": ["x"]})
+
+
+def test_cloud_events_are_accepted_like_event_grid_events(
+    app_service: RetrainingService, container_name: str, workspace: FakeRunner
+) -> None:
+    for i in range(3):
+        subject, data = blob_created(container_name, f"data/images/c{i}.jpg", f"0x{i}")
+        handler("on_event")(
+            func.CloudEvent(
+                id=f"c{i}",
+                source="/subscriptions/s/providers/Microsoft.Storage/storageAccounts/a",
+                type=BLOB_CREATED,
+                specversion="1.0",
+                subject=subject,
+                data=data,
+            )
+        )
+        app_service._last_event_check = None
+    assert workspace.submitted
+
+
+def test_the_event_handler_drops_what_names_nothing_of_ours(app_service: RetrainingService) -> None:
+    event = func.EventGridEvent(
+        id="x",
+        data=None,  # type: ignore[arg-type]
+        topic="t",
+        subject="/blobServices/default/containers/data/blobs/data/images/../../etc/passwd",
+        event_type=BLOB_CREATED,
+        event_time=None,
+        data_version="1",
+    )
+    handler("on_event")(event)
+    assert app_service.pending_batch().count == 0
+
+
+@pytest.mark.parametrize("run_id", ["../x", "'", "a" * 10_000, "run%2F1"])
+def test_hostile_run_ids_get_404_not_500(app_service: RetrainingService, run_id: str) -> None:
+    response = handler("get_run")(request("GET", "/api/runs/x", route_params={"run_id": run_id}))
+    assert response.status_code == 404
+
+
+def test_the_api_refuses_a_reason_too_long_and_reports_a_corrupt_best_model_as_absent(
+    app_service: RetrainingService, datastore: Datastore
+) -> None:
+    from retrainer.ledger import MAX_REASON_CHARS
+    from retrainer.triggers import api
+
+    assert api.MAX_REASON_CHARS == MAX_REASON_CHARS
+    long = json.dumps({"reason": "x" * (MAX_REASON_CHARS + 1)}).encode()
+    assert handler("submit_run")(request("POST", "/api/runs", long)).status_code == 400
+    datastore.write("models/best_model.json", b"\x00garbage")
+    assert handler("best_model")(request("GET", "/api/models/best")).status_code == 404
+
+
+def test_a_failed_submission_logs_no_secret(
+    app_service: RetrainingService, workspace: FakeRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace.fail_submit = RuntimeError("denied: AccountKey=c2VjcmV0 sig=abc https://x/?sig=abc&code=fkey")
+    with caplog.at_level("INFO"):
+        assert handler("submit_run")(request("POST", "/api/runs", b"{}")).status_code == 502
+    text = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
+    assert "c2VjcmV0" not in text and "sig=abc" not in text and "fkey" not in text

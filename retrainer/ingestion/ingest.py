@@ -9,6 +9,7 @@ quarantined with a reason beside it.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,6 +155,21 @@ class LabelIngestor:
             return None  # no label yet, or it was converted when it arrived after its image
         return self.ingest_label(label_path)
 
+    def sweep_waiting(self, limit: int = 100) -> int:
+        """Try again the labels that wait for their image (an image event may have been lost or failed).
+
+        Returns how many were converted or quarantined; the rest keep waiting.
+        """
+        settled = 0
+        for waiting in itertools.islice(self._ledger.waiting_labels(), limit):
+            if not self._datastore.exists(waiting.label_path):
+                self._ledger.clear_waiting_label(waiting.stem)
+                continue
+            if self._stored_image(waiting.stem) is not None:
+                outcome = self.ingest_label(waiting.label_path).outcome
+                settled += outcome in (Outcome.CONVERTED, Outcome.QUARANTINED)
+        return settled
+
     def _stored_image(self, stem: str) -> ImageInfo | None:
         """The readable image of a stem; an unreadable one is quarantined and the label waits for a good one."""
         prefix = f"{self._layout.image_folder}/{stem}."
@@ -189,13 +205,14 @@ class LabelIngestor:
     def _quarantine(
         self, label_path: str, data: bytes, etag: str, stem: str, reason: Mapping[str, object]
     ) -> IngestResult:
-        self._datastore.quarantine(
+        removed = self._datastore.quarantine(
             label_path,
             {**reason, "handler": self._handler},
             self._layout.quarantine_folder,
             original_etag=etag,
             data=data,
         )
-        self._datastore.delete(self._layout.jsonl_path(stem))
-        self._ledger.clear_waiting_label(stem)
+        if removed:  # else a newer version arrived meanwhile: its JSONL (or its own event) stands
+            self._datastore.delete(self._layout.jsonl_path(stem))
+            self._ledger.clear_waiting_label(stem)
         return IngestResult(Outcome.QUARANTINED, label_path, reason=str(reason["reason"]))

@@ -164,7 +164,7 @@ class _Budget:
 
 
 def _element_count(shape: object) -> tuple[tuple[int, ...], int]:
-    if not isinstance(shape, tuple) or len(shape) > 8 or not all(type(n) is int and 0 <= n for n in shape):
+    if not isinstance(shape, tuple) or len(shape) > 8 or not all(type(n) is int and n >= 0 for n in shape):
         raise _Refused("shape must be a tuple of non-negative integers")
     count = 1
     for n in shape:

@@ -13,6 +13,8 @@ import logging
 
 import azure.functions as func
 
+MAX_REASON_CHARS = 500  # the ledger's bound on a run's reason
+
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
@@ -36,6 +38,8 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     reason, force = body.get("reason", "manual run"), body.get("force", False)
     if not isinstance(reason, str) or not isinstance(force, bool):
         return _json({"error": "'reason' must be a string and 'force' a boolean"}, 400)
+    if len(reason) > MAX_REASON_CHARS:
+        return _json({"error": f"'reason' is longer than {MAX_REASON_CHARS} characters"}, 400)
     from retrainer import bootstrap
     from retrainer.ledger import SlotTaken
     from retrainer.redact import redact
@@ -45,9 +49,10 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     except SlotTaken as taken:
         hint = "" if force else '; send "force": true to start another (up to RETRAIN_MAX_FORCED_RUNS extra runs)'
         return _json({"error": f"no submission slot is free ({taken}){hint}"}, 409)
-    except Exception as error:  # the workspace refused or failed: say so, without secrets
-        log.exception("manual submission failed")
-        return _json({"error": f"submission failed: {redact(str(error))}"}, 502)
+    except Exception as error:  # the workspace refused or failed: say so, without secrets (log included)
+        message = redact(str(error))[:1000]
+        log.error("manual submission failed: %s: %s", type(error).__name__, message)
+        return _json({"error": f"submission failed: {message}"}, 502)
     return _json({"run_id": run_id, "state": "queued"}, 202, {"Location": f"/api/runs/{run_id}"})
 
 
@@ -73,7 +78,10 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
 
-    run = bootstrap.retraining().run(req.route_params.get("run_id", ""))
+    from retrainer.ledger import is_run_id
+
+    run_id = req.route_params.get("run_id", "")
+    run = bootstrap.retraining().run(run_id) if is_run_id(run_id) else None
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
 
 

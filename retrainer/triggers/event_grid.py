@@ -1,8 +1,10 @@
 """Event Grid trigger: new images (BlobCreated under the image folder) and Azure ML's own run events.
 
-Event Grid delivers at least once and out of order; the ledger records each image version once,
-so redelivery and duplicates change nothing. A recorded image may make a batch due at once; the
-timer is the safety net for batches that become due later.
+Event Grid delivers at least once and out of order, in its own schema or as CloudEvents 1.0; the
+ledger records each image version once, so redelivery and duplicates change nothing. A recorded
+image may make a batch due at once; the timer is the safety net for batches that become due later.
+An event that names nothing of ours is logged and dropped, never raised (a raise would only make
+Event Grid redeliver it until it dead-letters).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 
 import azure.functions as func
 
-from retrainer.events import BLOB_CREATED
+from retrainer.events import BLOB_CREATED, read_event
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +26,15 @@ def on_event(event: func.EventGridEvent) -> None:
     from retrainer import bootstrap  # storage and workspace SDKs load on first use, not at cold start
 
     retraining = bootstrap.retraining()
-    data = event.get_json() or {}
-    if event.event_type == BLOB_CREATED:
-        if retraining.on_blob_created(event.subject or "", data):
+    received = read_event(event)
+    if received.event_type == BLOB_CREATED:
+        if retraining.on_blob_created(received.subject, received.data):
             submitted = retraining.submit_if_due_after_event()
-            log.info("image recorded: %s%s", event.subject, f"; submitted {submitted}" if submitted else "")
-    elif not retraining.on_workspace_event(event.event_type, data):
-        log.info("event %s (%s) ignored", event.event_type, event.subject)
+            log.info(
+                "image recorded: %s%s",
+                received.subject[:300],
+                f"; submitted {submitted}" if submitted else "",
+                extra={"event_id": received.id},
+            )
+    elif not retraining.on_workspace_event(received.event_type, received.data):
+        log.info("event %s ignored", received.event_type[:100], extra={"event_id": received.id})

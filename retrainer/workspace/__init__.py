@@ -89,6 +89,8 @@ class RunStatus:
     decision: PromotionRecord | None = None  # the tag step's record, once the run completed
     started: str | None = None
     ended: str | None = None
+    #: The label it was submitted with (it carries the submission's claim id).
+    label: str = ""
 
     @property
     def finished(self) -> bool:

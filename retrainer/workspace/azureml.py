@@ -152,7 +152,7 @@ class AzureMLPipelineRunner:
         runs = []
         for job in self._ml_client.jobs.list(parent_job_name=None):
             if job.experiment_name == self._settings.EXPERIMENT_NAME:
-                runs.append(RunStatus(job.name, run_state(job.status), job.status))
+                runs.append(RunStatus(job.name, run_state(job.status), job.status, label=job.display_name or ""))
             if len(runs) == limit:
                 break
         return runs

@@ -72,6 +72,7 @@ class LocalPipelineRunner:
             decision,
             status.get("started"),
             status.get("ended"),
+            str(status.get("label") or ""),
         )
 
     def cancel_run(self, run_id: str) -> None:
