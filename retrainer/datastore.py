@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -21,6 +22,24 @@ from retrainer.settings import Settings
 log = logging.getLogger(__name__)
 
 _CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/jsonl", ".npy": "application/octet-stream"}
+
+
+#: Every storage call is bounded: a few retries with short back-off (the blob SDK's own default waits
+#: 15 s, 18 s, 24 s... per call: minutes of silence when storage is gone), and timeouts.
+BLOB_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 3,
+    "initial_backoff": 1,
+    "increment_base": 2,
+    "connection_timeout": 10,
+    "read_timeout": 60,
+}
+TABLE_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 8,
+    "connection_timeout": 10,
+    "read_timeout": 60,
+}
 
 
 class BlobMissingError(LookupError):
@@ -50,7 +69,7 @@ class Datastore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, container_name: str) -> Datastore:
-        service = BlobServiceClient.from_connection_string(connection_string)
+        service = BlobServiceClient.from_connection_string(connection_string, **BLOB_CLIENT_OPTIONS)
         return cls(service.get_container_client(container_name))
 
     @classmethod
@@ -60,7 +79,9 @@ class Datastore:
         if connection.connection_string is not None:
             return cls.from_connection_string(connection.connection_string, settings.STORAGE_ACCOUNT_CONTAINER_NAME)
         service = BlobServiceClient(
-            account_url=str(connection.blob_service_uri), credential=azure_credential(connection.client_id)
+            account_url=str(connection.blob_service_uri),
+            credential=azure_credential(connection.client_id),
+            **BLOB_CLIENT_OPTIONS,
         )
         return cls(service.get_container_client(settings.STORAGE_ACCOUNT_CONTAINER_NAME))
 

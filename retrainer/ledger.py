@@ -23,6 +23,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
+from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.identity import azure_credential
 from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings
@@ -148,7 +149,7 @@ class Ledger:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_prefix: str) -> Ledger:
-        return cls(TableServiceClient.from_connection_string(connection_string), table_prefix)
+        return cls(TableServiceClient.from_connection_string(connection_string, **TABLE_CLIENT_OPTIONS), table_prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ledger:
@@ -157,7 +158,9 @@ class Ledger:
         if connection.connection_string is not None:
             return cls.from_connection_string(connection.connection_string, settings.LEDGER_TABLE_PREFIX)
         service = TableServiceClient(
-            endpoint=str(connection.table_service_uri), credential=azure_credential(connection.client_id)
+            endpoint=str(connection.table_service_uri),
+            credential=azure_credential(connection.client_id),
+            **TABLE_CLIENT_OPTIONS,
         )
         return cls(service, settings.LEDGER_TABLE_PREFIX)
 

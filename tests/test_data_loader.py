@@ -133,8 +133,13 @@ def test_every_bad_file_ends_in_quarantine_with_its_reason(tmp_path: Path, datas
     [
         {"images/a.jpg": b"x", "../../outside.jpg": b"x"},
         {"images/a.jpg": b"\0" * (4 * 1024 * 1024)},
+        {"./images/a.jpg": b"x"},
+        {"images/./a.jpg": b"x"},
+        {"images//a.jpg": b"x"},
+        {"images/a\x1b[2J.jpg": b"x"},
+        {"images/" + "a" * 1000 + ".jpg": b"x"},
     ],
-    ids=["zip-slip", "zip-bomb"],
+    ids=["zip-slip", "zip-bomb", "dot-segment", "inner-dot", "empty-segment", "control-character", "long-name"],
 )
 def test_unsafe_archives_are_refused_without_touching_anything(
     tmp_path: Path, datastore: Datastore, entries: dict[str, bytes], capsys: pytest.CaptureFixture[str]
@@ -187,3 +192,95 @@ def test_sas_url_download_never_shows_the_signature(
 def test_plain_http_is_refused_for_remote_hosts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be https"):
         data_loader.fetch_archive("http://example.com/set.zip?sig=x", tmp_path)
+
+
+def corrupt_member(path: Path, name: str) -> None:
+    """Flip bytes inside one member's compressed data; the zip's directory stays valid."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    raw = bytearray(path.read_bytes())
+    header_end = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for offset in range(header_end + 2, header_end + 12):
+        raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.usefixtures("service_env")
+def test_a_member_corrupt_in_the_zip_is_reported_and_never_uploaded(tmp_path: Path, datastore: Datastore) -> None:
+    zip_path = write_dataset_zip(tmp_path / "set.zip", count=4, seed=9, spec=SMALL)
+    with zipfile.ZipFile(zip_path) as archive:
+        label = next(n for n in archive.namelist() if n.endswith("_symbols.npy"))
+        image = next(n for n in archive.namelist() if n.endswith(".jpg"))
+    corrupt_member(zip_path, label)
+    corrupt_member(zip_path, image)
+    code, summary = run_loader(tmp_path, str(zip_path))
+    assert code == 1, "finished, but something needs attention"
+    assert sorted(item["path"] for item in summary["corrupt_in_zip"]) == sorted([label, image])
+    stored = {blob.name for blob in datastore.list("data/")}
+    assert f"data/labels/{Path(label).name}" not in stored and f"data/images/{Path(image).name}" not in stored
+    assert len([name for name in stored if name.endswith(".jsonl")]) == 3
+
+
+def test_the_read_budget_bounds_the_bytes_held_at_once() -> None:
+    import threading
+    import time
+
+    budget = data_loader._ByteBudget(64)
+    holding, peak = [0], [0]
+    lock = threading.Lock()
+
+    def work() -> None:
+        with budget.hold(32):
+            with lock:
+                holding[0] += 32
+                peak[0] = max(peak[0], holding[0])
+            time.sleep(0.01)
+            with lock:
+                holding[0] -= 32
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 64
+    with budget.hold(1000):  # a member larger than the whole budget still runs, alone
+        pass
+
+
+@pytest.mark.slow
+def test_storage_lost_mid_load_exits_3_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """Azurite is killed while the loader uploads, then restarted on the same data folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from devtools.azurite import running_azurite
+
+    root = Path(__file__).resolve().parent.parent
+    zip_path = write_dataset_zip(tmp_path / "set.zip", count=300, seed=12, spec=SMALL)
+    data_folder = tmp_path / "azurite-data"
+    command = [sys.executable, "-m", "retrainer.ingestion.loader", "--raw-blob-sas-url", str(zip_path)]
+    env = {**os.environ, "STORAGE_ACCOUNT_CONTAINER_NAME": "data", "LEDGER_TABLE_PREFIX": "faults"}
+    with running_azurite(root, data_folder=data_folder) as azurite:
+        env["STORAGE_ACCOUNT_CONNECTION_STRING"] = azurite.connection_string
+        loader = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        store = Datastore.from_connection_string(azurite.connection_string, "data")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(store.list("data/images/"))) < 30:
+            time.sleep(0.05)
+        azurite_pids = subprocess.run(["pgrep", "-f", f"blobPort {azurite.blob_port}"], capture_output=True, text=True)
+        for pid in azurite_pids.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        out, err = loader.communicate(timeout=300)
+    assert loader.returncode == 3, out + err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    with running_azurite(root, data_folder=data_folder) as azurite:
+        env["STORAGE_ACCOUNT_CONNECTION_STRING"] = azurite.connection_string
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "already stored" in again.stdout
+        store = Datastore.from_connection_string(azurite.connection_string, "data")
+        assert len([b for b in store.list("data/labels/") if b.name.endswith(".jsonl")]) == 300

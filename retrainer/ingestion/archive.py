@@ -48,13 +48,25 @@ class ArchiveContents:
     ignored: list[ArchiveMember]
 
 
+#: Azure caps blob names at 1,024 characters (the folder prefix comes on top).
+MAX_NAME_CHARS = 900
+
+
 def check_member_name(name: str) -> None:
+    shown = repr(name[:120])
     if not name or "\x00" in name:
-        raise UnsafeArchiveError(f"entry with an empty or NUL-containing name: {name!r}")
+        raise UnsafeArchiveError(f"entry with an empty or NUL-containing name: {shown}")
+    if len(name) > MAX_NAME_CHARS:
+        raise UnsafeArchiveError(f"entry {shown}... has a name longer than {MAX_NAME_CHARS} characters")
+    if any(ord(character) < 32 or ord(character) == 127 for character in name):
+        raise UnsafeArchiveError(f"entry {shown} has a control character in its name")
     if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"entry {name!r} has an absolute or non-POSIX path")
-    if ".." in PurePosixPath(name).parts:
-        raise UnsafeArchiveError(f"entry {name!r} climbs out of the target folder ('..')")
+        raise UnsafeArchiveError(f"entry {shown} has an absolute or non-POSIX path")
+    segments = name.rstrip("/").split("/")
+    if ".." in segments:
+        raise UnsafeArchiveError(f"entry {shown} climbs out of the target folder ('..')")
+    if any(segment in ("", ".") for segment in segments):
+        raise UnsafeArchiveError(f"entry {shown} has an empty or '.' path segment")
 
 
 def _is_link(info: zipfile.ZipInfo) -> bool:

@@ -9,27 +9,37 @@ DATASTORE__tableServiceUri, or a connection string in DATASTORE / STORAGE_ACCOUN
 The zip is checked before anything is uploaded (see retrainer.ingestion.archive). Images and labels are
 uploaded concurrently, skipping blobs already stored with the same content; every label is then
 converted with the same code as the blob trigger, so each good label has its JSONL whether or not
-the function app runs. Bad files go to quarantine with a reason. The user's files are never
-deleted. Exit code: 0 when all is well, 1 when anything was quarantined or waits for its image,
-2 when the archive or the arguments are refused.
+the function app runs. Bad files go to quarantine with a reason; a member whose bytes are corrupt
+in the zip (CRC mismatch, broken deflate stream) is not uploaded and is reported. The user's files
+are never deleted. At most READ_BUDGET_BYTES of members are held in memory at once.
+
+Exit codes, one meaning each:
+  0  everything is stored and converted
+  1  the load finished, but files were quarantined, are corrupt in the zip, or wait for their image
+  2  refused before anything was uploaded: the archive, the arguments or the settings
+  3  storage or the network failed part-way: run the same command again to resume (what is
+     already stored is skipped)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
 import sys
 import threading
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from azure.core.exceptions import AzureError
 from tqdm import tqdm
 
 from retrainer.datastore import Datastore, ImageInfo
@@ -60,12 +70,13 @@ class LoadSummary:
     labels_unchanged: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    corrupt: list[dict[str, str]] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     ignored_members: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.quarantined and not self.waiting
+        return not self.quarantined and not self.waiting and not self.corrupt
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -75,6 +86,7 @@ class LoadSummary:
             "labels_already_converted": self.outcomes["unchanged"],
             "waiting_for_image": self.waiting,
             "quarantined": self.quarantined,
+            "corrupt_in_zip": self.corrupt,
             "ignored_members": self.ignored_members,
         }
 
@@ -86,7 +98,9 @@ class LoadSummary:
             f" (+{self.outcomes['unchanged']} already converted)",
             f"waiting for their image: {len(self.waiting)}",
             f"quarantined: {len(self.quarantined)}",
+            f"corrupt in the zip (not uploaded): {len(self.corrupt)}",
         ]
+        lines += [f"  - {item['reason']}" for item in self.corrupt[:20]]
         lines += [f"  - {item['path']}: {item['reason']}" for item in self.quarantined[:20]]
         if len(self.quarantined) > 20:
             lines.append(f"  ... and {len(self.quarantined) - 20} more (see the .reason.json files)")
@@ -112,7 +126,6 @@ def fetch_archive(source: str, raw_input_path: Path) -> Path:
 
 
 def _download_blob(url: str, target: Path) -> None:
-    from azure.core.exceptions import AzureError
     from azure.storage.blob import BlobClient
 
     shown = url_without_query(url)
@@ -132,17 +145,53 @@ def _download_blob(url: str, target: Path) -> None:
     partial.replace(target)
 
 
-class _ZipReader:
-    """Thread-local handles on one zip: each upload thread reads with its own file position."""
+EXIT_OK, EXIT_ATTENTION, EXIT_REFUSED, EXIT_STORAGE_FAILED = 0, 1, 2, 3
+READ_BUDGET_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, path: Path) -> None:
+
+class CorruptMemberError(ValueError):
+    """A member's bytes fail the zip's own checks (CRC, deflate stream): nothing of it is uploaded."""
+
+
+class _ByteBudget:
+    """Bounds the bytes of zip members held in memory by all upload threads together."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._free = limit
+        self._condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self._limit)  # one member larger than the budget runs alone
+        with self._condition:
+            self._condition.wait_for(lambda: self._free >= size)
+            self._free -= size
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._free += size
+                self._condition.notify_all()
+
+
+class _ZipReader:
+    """One parse of the zip's directory shared by every upload thread (zipfile serialises the seeks),
+    with the bytes in flight bounded."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile, budget_bytes: int = READ_BUDGET_BYTES) -> None:
         self._path = path
-        self._local = threading.local()
+        self._archive = archive
+        self._infos = {info.filename: info for info in archive.infolist()}
+        self.budget = _ByteBudget(budget_bytes)
 
     def read(self, name: str) -> bytes:
-        if not hasattr(self._local, "archive"):
-            self._local.archive = zipfile.ZipFile(self._path)
-        return self._local.archive.read(name)
+        info = self._infos[name]
+        try:
+            with self._archive.open(info) as member:
+                return member.read()
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            raise CorruptMemberError(f"{name} is corrupt in {self._path.name} ({error})") from None
 
 
 def load_archive(
@@ -155,12 +204,24 @@ def load_archive(
 ) -> LoadSummary:
     """Check, upload and convert one image-set zip into the datastore."""
     with zipfile.ZipFile(zip_path) as archive:
-        contents = classify_members(check_archive(archive))
+        return _load(zip_path, archive, datastore, ledger, layout, label_map_blob, workers)
+
+
+def _load(
+    zip_path: Path,
+    archive: zipfile.ZipFile,
+    datastore: Datastore,
+    ledger: Ledger,
+    layout: Layout,
+    label_map_blob: str,
+    workers: int,
+) -> LoadSummary:
+    contents = classify_members(check_archive(archive))
     if not contents.images and not contents.labels:
         raise UnsafeArchiveError(f"{zip_path.name} has no images/ or labels/*.npy entries")
     datastore.ensure_container()
     ledger.ensure_tables()
-    reader = _ZipReader(zip_path)
+    reader = _ZipReader(zip_path, archive)
     summary = LoadSummary(ignored_members=len(contents.ignored))
     stored = {
         blob.name: blob.content_md5
@@ -188,10 +249,28 @@ def _load_label_map(
 
 
 def _run(tasks: Iterable[Callable[[], None]], count: int, description: str, workers: int) -> None:
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=count, desc=description, unit="file") as bar:
-        for future in [pool.submit(task) for task in tasks]:
-            future.result()
-            bar.update(1)
+    """Run the tasks on `workers` threads; the first failure cancels what has not started and is raised."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(task) for task in tasks]
+        with tqdm(total=count, desc=description, unit="file") as bar:
+            for future in as_completed(futures):
+                future.result()
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_or_report(
+    reader: _ZipReader, member: ArchiveMember, summary: LoadSummary, lock: threading.Lock
+) -> bytes | None:
+    """The member's bytes, or None (reported in the summary) when the zip holds them corrupt."""
+    try:
+        return reader.read(member.name)
+    except CorruptMemberError as error:
+        with lock:
+            summary.corrupt.append({"path": member.name, "reason": str(error)})
+        return None
 
 
 def _is_stored(path: str, data: bytes, stored: dict[str, bytes | None]) -> bool:
@@ -212,7 +291,12 @@ def _upload_images(
     lock = threading.Lock()
 
     def upload(member: ArchiveMember) -> None:
-        data = reader.read(member.name)
+        with reader.budget.hold(member.size):
+            data = _read_or_report(reader, member, summary, lock)
+            if data is not None:
+                store(member, data)
+
+    def store(member: ArchiveMember, data: bytes) -> None:
         path = f"{layout.image_folder}/{member.relative_path}"
         size = image_size(data)
         if size is None:
@@ -246,7 +330,12 @@ def _upload_labels(
     lock = threading.Lock()
 
     def upload(member: ArchiveMember) -> None:
-        data = reader.read(member.name)
+        with reader.budget.hold(member.size):
+            data = _read_or_report(reader, member, summary, lock)
+            if data is not None:
+                store(member, data)
+
+    def store(member: ArchiveMember, data: bytes) -> None:
         path = f"{layout.label_folder}/{member.relative_path}"
         quarantined_copy = f"{layout.quarantine_folder}/{path}"
         if _is_stored(quarantined_copy, data, stored) and path not in stored:
@@ -371,13 +460,20 @@ def main(argv: list[str] | None = None) -> int:
             layout,
             settings.LABEL_MAP_BLOB,
         )
+    except AzureError as error:  # storage or the network failed part-way: say what, and how to resume
+        print(
+            f"data loader: storage failed ({type(error).__name__}: {redact(str(error)).splitlines()[0][:300]}). "
+            "Nothing is lost: run the same command again to resume; files already stored are skipped.",
+            file=sys.stderr,
+        )
+        return EXIT_STORAGE_FAILED
     except (SettingsError, UnsafeArchiveError, ValueError, OSError, zipfile.BadZipFile) as error:
         print(f"data loader refused: {redact(str(error))}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     print(summary.render())
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
-    return 0 if summary.ok else 1
+    return EXIT_OK if summary.ok else EXIT_ATTENTION
 
 
 if __name__ == "__main__":

@@ -77,7 +77,6 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
-
     from retrainer.ledger import is_run_id
 
     run_id = req.route_params.get("run_id", "")
