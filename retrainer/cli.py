@@ -3,6 +3,7 @@
     retrain submit [--backend azureml|local] [--reason TEXT] [--dry-run --output job.yml]
     retrain register-components      (Azure ML, once per release: what submissions then reference)
     retrain status RUN_ID
+    retrain cancel RUN_ID
     retrain runs
     retrain models
 
@@ -111,6 +112,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if status.state == RunState.FAILED else 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    runner = _runner(_settings(args.backend))
+    runner.cancel_run(args.run_id)
+    status = runner.run_status(args.run_id)
+    _print({"run_id": args.run_id, "state": status.state.value}, args.json, lambda v: f"run {v['run_id']}: {v['state']}")
+    return 0 if status.finished else 1
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     runs = [dataclasses.asdict(run) for run in _runner(_settings(args.backend)).list_runs(args.limit)]
     _print(runs, args.json, lambda rows: _table(rows, ["run_id", "state", "detail", "started", "ended"]))
@@ -162,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="state, step, error and decision of a run")
     status.add_argument("run_id")
     status.set_defaults(handler=cmd_status)
+    cancel = commands.add_parser("cancel", parents=[common], help="stop a run (the service returns its images)")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(handler=cmd_cancel)
     runs = commands.add_parser("runs", parents=[common], help="recent runs, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(handler=cmd_runs)

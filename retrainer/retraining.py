@@ -354,9 +354,11 @@ class RetrainingService:
                 self._finish_promotion(record)
 
     def _fail(self, record: RunRecord) -> None:
+        """Return the run's images to pending; a failure counts toward back-off, a cancellation does not."""
         images = self._ledger.images(run_id=record.run_id, state="in_run")
         self._ledger.assign_images(images, "pending", "")
-        self._ledger.release_slot(record.run_id, failed=True, when=self._clock())
+        failed = None if record.state == RunState.CANCELED else True
+        self._ledger.release_slot(record.run_id, failed=failed, when=self._clock())
         log.error(
             "run %s ended %s (%s); %d images are pending again",
             record.run_id,
@@ -365,6 +367,19 @@ class RetrainingService:
             len(images),
             extra={"run_id": record.run_id},
         )
+
+    def cancel(self, run_id: str) -> RunState | None:
+        """Cancel an active run: the backend stops it, its images are pending again, no failure is counted.
+
+        Returns the run's state afterwards (unchanged when it had already ended), None for no such run.
+        """
+        record = self._ledger.run(run_id)
+        if record is None:
+            return None
+        if record.state.terminal:
+            return record.state
+        self.runner.cancel_run(run_id)
+        return self.follow_run(run_id)
 
     def record_promotion(self, decision: PromotionRecord, run_id: str) -> BestModel | None:
         """Keep the tag step's verdict as the best-model record (and publish ModelPromoted) when the best changed."""

@@ -85,13 +85,22 @@ def test_blob_trigger_then_image_landing_handler_completes_a_label_that_came_fir
 def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
     functions = indexed_functions()
     bindings = {name: [json.loads(raw) for raw in fn.get_raw_bindings()] for name, fn in functions.items()}
-    assert set(bindings) == {"convert_label", "on_event", "monitor", "submit_run", "list_runs", "get_run", "best_model"}
+    assert set(bindings) == {
+        "convert_label",
+        "on_event",
+        "monitor",
+        "submit_run",
+        "list_runs",
+        "get_run",
+        "cancel_run",
+        "best_model",
+    }
     assert bindings["on_event"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
     (timer,) = bindings["monitor"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%MONITOR_SCHEDULE%"
     assert timer["runOnStartup"] is False
     routes = {}
-    for name in ("submit_run", "list_runs", "get_run", "best_model"):
+    for name in ("submit_run", "list_runs", "get_run", "cancel_run", "best_model"):
         trigger, output = bindings[name]
         assert trigger["type"] == "httpTrigger" and trigger["authLevel"] == "FUNCTION" and output["type"] == "http"
         routes[name] = (trigger["route"], trigger["methods"])
@@ -99,5 +108,6 @@ def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
         "submit_run": ("runs", ["POST"]),
         "list_runs": ("runs", ["GET"]),
         "get_run": ("runs/{run_id}", ["GET"]),
+        "cancel_run": ("runs/{run_id}/cancel", ["POST"]),
         "best_model": ("models/best", ["GET"]),
     }

@@ -626,3 +626,24 @@ def test_a_failed_submission_logs_no_secret(
         assert handler("submit_run")(request("POST", "/api/runs", b"{}")).status_code == 502
     text = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
     assert "c2VjcmV0" not in text and "sig=abc" not in text and "fkey" not in text
+
+
+def test_a_canceled_run_returns_its_images_without_counting_as_a_failure(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    pending_three(svc, container_name)
+    run_id = svc.tick().submitted
+    assert svc.cancel(run_id) == "canceled" and workspace.canceled == [run_id]
+    assert len(ledger.images(state="pending")) == 3 and ledger.control().consecutive_failures == 0
+    assert not svc.submission_state().paused, "no back-off after a cancellation"
+    assert svc.cancel(run_id) == "canceled", "canceling again changes nothing"
+    assert svc.cancel("run-404") is None
+
+
+def test_the_cancel_route_stops_a_run(app_service: RetrainingService, workspace: FakeRunner) -> None:
+    run_id = app_service.submit("manual", "t")
+    response = handler("cancel_run")(request("POST", f"/api/runs/{run_id}/cancel", route_params={"run_id": run_id}))
+    assert response.status_code == 200 and json.loads(response.get_body())["state"] == "canceled"
+    missing = handler("cancel_run")(request("POST", "/api/runs/x/cancel", route_params={"run_id": "../x"}))
+    assert missing.status_code == 404

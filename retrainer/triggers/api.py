@@ -3,6 +3,7 @@
 POST /api/runs          {"reason": "...", "force": false}  -> 202 + Location, 409 when a run is active
 GET  /api/runs          recent runs, pending images, whether auto-submission is paused
 GET  /api/runs/{run_id}
+POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure)
 GET  /api/models/best
 """
 
@@ -82,6 +83,27 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params.get("run_id", "")
     run = bootstrap.retraining().run(run_id) if is_run_id(run_id) else None
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
+
+
+@bp.function_name("cancel_run")
+@bp.route(route="runs/{run_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+    from retrainer import bootstrap
+    from retrainer.ledger import is_run_id
+    from retrainer.redact import redact
+
+    run_id = req.route_params.get("run_id", "")
+    if not is_run_id(run_id):
+        return _json({"error": "no such run"}, 404)
+    try:
+        state = bootstrap.retraining().cancel(run_id)
+    except Exception as error:  # the workspace refused or failed: say so, without secrets
+        message = redact(str(error))[:1000]
+        log.error("cancel of %s failed: %s: %s", run_id, type(error).__name__, message, extra={"run_id": run_id})
+        return _json({"error": f"cancel failed: {message}"}, 502)
+    if state is None:
+        return _json({"error": "no such run"}, 404)
+    return _json({"run_id": run_id, "state": str(state)}, 200)
 
 
 @bp.function_name("best_model")
