@@ -116,7 +116,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     runner = _runner(_settings(args.backend))
     runner.cancel_run(args.run_id)
     status = runner.run_status(args.run_id)
-    _print({"run_id": args.run_id, "state": status.state.value}, args.json, lambda v: f"run {v['run_id']}: {v['state']}")
+    document = {"run_id": args.run_id, "state": status.state.value}
+    _print(document, args.json, lambda v: f"run {v['run_id']}: {v['state']}")
     return 0 if status.finished else 1
 
 
