@@ -104,13 +104,31 @@ def data_versions(
     return {key: value for key, value in versions.items() if value}
 
 
+PER_CLASS_TAG = "per_class_ap50"
+
+
+def per_class_ap(model_folder: Path) -> dict[str, float]:
+    """Per-class AP@0.5 from the local trainer's metrics.json, when it recorded it (AutoML's model has none)."""
+    path = model_folder / "metrics.json"
+    if not path.is_file():
+        return {}
+    per_class = json.loads(path.read_text()).get("per_class") or {}
+    return {
+        str(class_id): round(float(values["ap50"]), 4)
+        for class_id, values in per_class.items()
+        if isinstance(values, dict) and isinstance(values.get("ap50"), (int, float)) and math.isfinite(values["ap50"])
+    }
+
+
 def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> dict[str, object]:
     metrics, source = read_training_metrics(model_folder)
+    per_class = per_class_ap(model_folder)
     tags = {
         **{k: f"{v:.6f}" for k, v in metrics.items()},
         **data,
         "source_run": source,
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **({PER_CLASS_TAG: json.dumps(per_class, separators=(",", ":"))} if per_class else {}),
     }
     version = registry.register_model(
         name, model_folder, description="P&ID symbol detector (AutoML for Images contract)", tags=tags
@@ -120,6 +138,7 @@ def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[
         "version": version.version,
         "uri": version.uri,
         **metrics,
+        "per_class": per_class,
         **data,
         "source_run": source,
     }

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import add_flag
+from pipeline_steps.register_model import PER_CLASS_TAG
 from retrainer.promotion import PROMOTION_RECORD_FILE, Comparison, PromotionRecord, decide_promotion
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import BEST_MODEL_TAG, ModelRegistry, ModelVersion, open_registry
@@ -78,6 +79,22 @@ def choose_best(
     return record
 
 
+def _per_class(version: ModelVersion | None) -> dict[str, float]:
+    if version is None or not version.tags.get(PER_CLASS_TAG):
+        return {}
+    try:
+        values = json.loads(version.tags[PER_CLASS_TAG])
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float))}
+
+
+def _report_link(version: ModelVersion) -> str | None:
+    """The evaluation report beside a locally stored model (AutoML models have their run page instead)."""
+    report = Path(version.uri) / "report" / "report.html"
+    return report.as_uri() if not version.uri.startswith("azureml:") and report.is_file() else None
+
+
 def _decide(
     registry: ModelRegistry,
     candidate: ModelVersion,
@@ -115,6 +132,9 @@ def _decide(
         registry.set_model_tags(candidate.name, candidate.version, {BEST_MODEL_TAG: "true"})
     chosen = candidate if decision.promote or incumbent is None else incumbent
     return PromotionRecord(
+        candidate_per_class=_per_class(candidate),
+        previous_per_class=_per_class(incumbent),
+        candidate_report=_report_link(candidate),
         name=candidate.name,
         candidate_version=candidate.version,
         previous_best_version=previous,

@@ -74,6 +74,11 @@ class PromotionRecord(BaseModel):
     repaired_best_tags_on_versions: list[str] = Field(default_factory=list)
     #: The version tagged best after the step (None only if a racing step left none).
     best_version: str | None = None
+    #: Per-class AP@0.5 of the candidate and of the previous best, when their training recorded it.
+    candidate_per_class: dict[str, float] = Field(default_factory=dict)
+    previous_per_class: dict[str, float] = Field(default_factory=dict)
+    #: Where the candidate's evaluation report is, when it has one (a file:// URL locally).
+    candidate_report: str | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

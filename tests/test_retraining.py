@@ -647,3 +647,16 @@ def test_the_cancel_route_stops_a_run(app_service: RetrainingService, workspace:
     assert response.status_code == 200 and json.loads(response.get_body())["state"] == "canceled"
     missing = handler("cancel_run")(request("POST", "/api/runs/x/cancel", route_params={"run_id": "../x"}))
     assert missing.status_code == 404
+
+
+def test_the_function_app_serves_the_status_page(
+    app_service: RetrainingService, workspace: FakeRunner, datastore: Datastore
+) -> None:
+    run_id = app_service.submit("manual", "for the page")
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
+    app_service.tick()
+    datastore.write("data/label_map.json", json.dumps({"1": "Instrument/Valve/Gate valve"}).encode())
+    response = handler("status_page")(request("GET", "/api/status"))
+    body = response.get_body().decode()
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert run_id in body and "version <b>4</b>" in body

@@ -5,6 +5,7 @@ GET  /api/runs          recent runs, pending images, whether auto-submission is 
 GET  /api/runs/{run_id}
 POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure)
 GET  /api/models/best
+GET  /api/status                 the operator's status page (HTML)
 """
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     if state is None:
         return _json({"error": "no such run"}, 404)
     return _json({"run_id": run_id, "state": str(state)}, 200)
+
+
+@bp.function_name("status_page")
+@bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def status_page(req: func.HttpRequest) -> func.HttpResponse:
+    from retrainer import bootstrap
+    from retrainer.status_page import render_status_page
+
+    snapshot = bootstrap.retraining().status_snapshot()
+    return func.HttpResponse(render_status_page(snapshot), status_code=200, mimetype="text/html", charset="utf-8")
 
 
 @bp.function_name("best_model")

@@ -1,0 +1,229 @@
+"""The operator's status page: one self-contained HTML page (inline SVG, no script, no CDN).
+
+Pure: `render_status_page(snapshot)` turns what the ledger knows into HTML. The function app serves
+it at GET /api/status; the local demo writes the same page to a file.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from retrainer.ledger import RunRecord
+from retrainer.promotion import BestModel
+from retrainer.workspace import RunState
+
+_STATE_COLOURS = {
+    RunState.QUEUED: "#6b7280",
+    RunState.RUNNING: "#2563eb",
+    RunState.COMPLETED: "#15803d",
+    RunState.FAILED: "#b91c1c",
+    RunState.CANCELED: "#a16207",
+}
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    generated_at: datetime
+    paused: bool
+    paused_reason: str
+    pending_images: int
+    oldest_pending: datetime | None
+    runs: list[RunRecord]  # newest first
+    best: BestModel | None
+    #: run id -> where its evaluation report is (a file:// URL locally, the Azure ML studio page in Azure)
+    report_links: dict[str, str] = field(default_factory=dict)
+    #: class id -> name, from the label map
+    class_names: dict[str, str] = field(default_factory=dict)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
+
+
+def _state(state: RunState) -> str:
+    return f'<span class="state" style="background:{_STATE_COLOURS[state]}">{_e(state.value)}</span>'
+
+
+def _submission(snapshot: StatusSnapshot) -> str:
+    if snapshot.paused:
+        status = f'<span class="warn">held back</span>: {_e(snapshot.paused_reason)}'
+    else:
+        status = '<span class="ok">active</span>: a batch is submitted as soon as it is due'
+    oldest = (
+        f", the oldest waiting {_duration(snapshot.generated_at - snapshot.oldest_pending)}"
+        if snapshot.oldest_pending
+        else ""
+    )
+    return (
+        f'<section id="submission"><h2>Automatic submission</h2><p>{status}</p>'
+        f'<p id="pending"><b>{snapshot.pending_images}</b> pending images{oldest}</p></section>'
+    )
+
+
+def _active(snapshot: StatusSnapshot) -> str:
+    active = [run for run in snapshot.runs if not run.state.terminal]
+    if not active:
+        return '<section id="active"><h2>Active run</h2><p>none</p></section>'
+    rows = []
+    for run in active:
+        step = run.history[-1].get("detail", "") if run.history else ""
+        deadline = f", deadline {run.deadline:%Y-%m-%d %H:%M} UTC" if run.deadline else ""
+        rows.append(
+            f"<li><code>{_e(run.run_id)}</code> {_state(run.state)} step <b>{_e(step or '-')}</b>, "
+            f"running {_duration(snapshot.generated_at - run.submitted_at)}{_e(deadline)}</li>"
+        )
+    return f'<section id="active"><h2>Active run</h2><ul>{"".join(rows)}</ul></section>'
+
+
+def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
+    rows = []
+    for run in snapshot.runs[:limit]:
+        ended = run.ended_at or snapshot.generated_at
+        decision = run.decision
+        score = f"{decision.candidate_score:.3f}" if decision else ""
+        verdict = ("promoted" if decision.promoted else "kept the best") if decision else ""
+        why = decision.reason if decision else (run.error or "")
+        link = snapshot.report_links.get(run.run_id)
+        report = f'<a href="{_e(link)}">report</a>' if link else ""
+        rows.append(
+            "<tr>"
+            f"<td><code>{_e(run.run_id)}</code></td><td>{_e(run.trigger)}</td><td>{run.image_count}</td>"
+            f"<td>{_state(run.state)}</td><td>{_duration(ended - run.submitted_at)}</td><td>{score}</td>"
+            f"<td>{_e(verdict)}</td><td class='why'>{_e(why[:300])}</td><td>{report}</td>"
+            "</tr>"
+        )
+    header = "".join(
+        f"<th>{name}</th>"
+        for name in ("run", "trigger", "images", "state", "duration", "mAP@0.5", "decision", "reason", "")
+    )
+    body = "".join(rows) or '<tr><td colspan="9">no runs yet</td></tr>'
+    shown = f" (the latest {limit} of {len(snapshot.runs)})" if len(snapshot.runs) > limit else ""
+    return (
+        f'<section><h2>Recent runs{shown}</h2><table id="runs"><thead><tr>{header}</tr></thead>'
+        f"<tbody>{body}</tbody></table></section>"
+    )
+
+
+def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220) -> str:
+    """mAP@0.5 of every registered version, oldest first; promoted versions are filled."""
+    points = [
+        (run.ended_at or run.submitted_at, run.decision)
+        for run in reversed(snapshot.runs)
+        if run.decision is not None and run.state == RunState.COMPLETED
+    ]
+    if not points:
+        return '<section><h2>Model history</h2><p id="history">no model registered yet</p></section>'
+    left, right, top, bottom = 48, 16, 16, 36
+    scores = [decision.candidate_score for _, decision in points]
+    low, high = min(0.0, min(scores)), max(1.0, max(scores))
+    span_x = max(len(points) - 1, 1)
+
+    def x(index: int) -> float:
+        return left + (width - left - right) * index / span_x
+
+    def y(score: float) -> float:
+        return top + (height - top - bottom) * (1 - (score - low) / (high - low))
+
+    path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(d.candidate_score):.1f}" for i, (_, d) in enumerate(points))
+    marks = "".join(
+        f'<circle cx="{x(i):.1f}" cy="{y(d.candidate_score):.1f}" r="5" '
+        f'class="{"promoted" if d.promoted else "kept"}"><title>version {_e(d.candidate_version)}: '
+        f"{d.candidate_score:.3f}{' (promoted)' if d.promoted else ''} at {when:%Y-%m-%d %H:%M}</title></circle>"
+        for i, (when, d) in enumerate(points)
+    )
+    grid = "".join(
+        f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
+        f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
+        for v in (0.0, 0.25, 0.5, 0.75, 1.0)
+    )
+    step = max(1, len(points) // 10)
+    labels = "".join(
+        f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle">v{_e(d.candidate_version)}</text>'
+        for i, (_, d) in enumerate(points)
+        if i % step == 0
+    )
+    svg = (
+        f'<svg id="history" role="img" aria-label="mAP@0.5 per registered version" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{grid}<path d="{path}" class="line"/>{marks}{labels}</svg>'
+    )
+    legend = '<p class="legend"><span class="dot promoted"></span> promoted <span class="dot kept"></span> kept</p>'
+    return f"<section><h2>Model history (mAP@0.5 per registered version)</h2>{svg}{legend}</section>"
+
+
+def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
+    promoted = next((run.decision for run in snapshot.runs if run.decision is not None and run.decision.promoted), None)
+    if promoted is None or not promoted.candidate_per_class:
+        return '<section><h2>Per-class AP of the best model</h2><p id="per-class">not recorded yet</p></section>'
+    current, previous = promoted.candidate_per_class, promoted.previous_per_class or {}
+    names = snapshot.class_names
+    classes = sorted(current, key=lambda c: (current[c], c))
+    bar_height, label_width, top = 18, 220, 8
+    height = top + len(classes) * (bar_height + 6) + 8
+    scale = width - label_width - 60
+    rows = []
+    for index, class_id in enumerate(classes):
+        y = top + index * (bar_height + 6)
+        name = names.get(class_id, class_id)
+        rows.append(
+            f'<text x="{label_width - 6}" y="{y + 13}" text-anchor="end">{_e(name[-32:])}</text>'
+            f'<rect x="{label_width}" y="{y}" width="{scale * current[class_id]:.1f}" height="{bar_height}" '
+            f'class="current"><title>{_e(name)}: {current[class_id]:.3f}</title></rect>'
+            f'<text x="{label_width + scale * current[class_id] + 4:.1f}" y="{y + 13}">{current[class_id]:.2f}</text>'
+        )
+        if class_id in previous:
+            rows.append(
+                f'<line x1="{label_width + scale * previous[class_id]:.1f}" '
+                f'x2="{label_width + scale * previous[class_id]:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
+                f'class="previous"><title>previous best: {previous[class_id]:.3f}</title></line>'
+            )
+    svg = (
+        f'<svg id="per-class" role="img" aria-label="per-class AP" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(rows)}</svg>'
+    )
+    caption = (
+        f"version {_e(promoted.candidate_version)}; the black tick is the previous best"
+        f"{' (version ' + _e(promoted.previous_best_version) + ')' if promoted.previous_best_version else ''}"
+    )
+    return f"<section><h2>Per-class AP@0.5 of the best model</h2>{svg}<p class='legend'>{caption}</p></section>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#111}
+h1{margin:0 0 .2em}h2{margin:1.2em 0 .4em;font-size:1.1em}
+.sub{color:#555}.ok{color:#15803d;font-weight:600}.warn{color:#b45309;font-weight:600}
+table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left}
+th{background:#f3f4f6}.why{max-width:28em;color:#374151}
+.state{color:#fff;border-radius:4px;padding:1px 6px;font-size:.85em}
+svg text{font-size:11px;fill:#374151}.grid{stroke:#e5e7eb}.line{fill:none;stroke:#2563eb;stroke-width:2}
+circle.promoted{fill:#15803d}circle.kept{fill:#fff;stroke:#6b7280;stroke-width:2}
+rect.current{fill:#60a5fa}line.previous{stroke:#111;stroke-width:2}
+.legend{font-size:.85em;color:#555}.dot{display:inline-block;width:10px;height:10px;border-radius:5px}
+.dot.promoted{background:#15803d}.dot.kept{border:2px solid #6b7280}
+"""
+
+
+def render_status_page(snapshot: StatusSnapshot) -> str:
+    best = (
+        f"best model <b>{_e(snapshot.best.name)}</b> version <b>{_e(snapshot.best.version)}</b>"
+        f"{f' (mAP@0.5 {snapshot.best.score:.3f})' if snapshot.best.score is not None else ''}"
+        if snapshot.best
+        else "no model promoted yet"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>P&amp;ID detector retraining: status</title><style>{_STYLE}</style></head><body>"
+        "<h1>P&amp;ID detector retraining</h1>"
+        f'<p class="sub">{best}; generated {snapshot.generated_at:%Y-%m-%d %H:%M:%S} UTC</p>'
+        f"{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}{_per_class_chart(snapshot)}"
+        f"{_runs_table(snapshot)}"
+        "</body></html>"
+    )

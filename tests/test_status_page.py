@@ -1,0 +1,105 @@
+"""The status page: what an operator sees, rendered by the real page code and checked in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from retrainer.ledger import RunRecord
+from retrainer.promotion import BestModel, PromotionRecord
+from retrainer.status_page import StatusSnapshot, render_status_page
+from retrainer.workspace import RunState
+from tests.browser import console_errors, render
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+NAMES = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve", "3": "Piping/Fitting/Reducer"}
+
+
+def decision(version: int, score: float, promoted: bool, previous: float | None) -> PromotionRecord:
+    return PromotionRecord(
+        name="pid-symbol-detector",
+        candidate_version=str(version),
+        previous_best_version=str(version - 1) if version > 1 else None,
+        chosen_version=str(version if promoted else version - 1),
+        best_version=str(version if promoted else version - 1),
+        promoted=promoted,
+        candidate_score=score,
+        previous_best_score=previous,
+        reason=f"mAP {score:.4f} {'beats' if promoted else 'does not beat'} the best",
+        candidate_per_class={"1": round(score, 2), "2": round(score - 0.1, 2), "3": 0.99},
+        previous_per_class={"1": 0.7, "2": 0.6, "3": 0.95} if previous else {},
+    )
+
+
+def snapshot(run_count: int = 6) -> StatusSnapshot:
+    runs = []
+    for index in range(run_count):
+        submitted = NOW - timedelta(hours=3 * (run_count - index))
+        state = [RunState.COMPLETED, RunState.COMPLETED, RunState.FAILED, RunState.CANCELED][index % 4]
+        promoted = index % 2 == 0
+        run_decision = decision(index + 1, 0.7 + 0.04 * (index % 7), promoted, 0.7) if state == "completed" else None
+        runs.append(
+            RunRecord(
+                run_id=f"run-{index:03d}",
+                trigger="timer",
+                reason="40 new images",
+                image_count=40,
+                state=state,
+                submitted_at=submitted,
+                history=[{"state": "queued", "at": submitted.isoformat()}],
+                error="AutoML ran out of quota" if state == "failed" else "",
+                decision=run_decision,
+                ended_at=submitted + timedelta(minutes=95),
+            )
+        )
+    active = RunRecord(
+        "run-active",
+        "manual",
+        "operator",
+        12,
+        RunState.RUNNING,
+        NOW - timedelta(minutes=42),
+        [{"state": "running", "at": NOW.isoformat(), "detail": "train"}],
+        deadline=NOW + timedelta(hours=11),
+    )
+    runs = [active, *reversed(runs)]
+    return StatusSnapshot(
+        generated_at=NOW,
+        paused=True,
+        paused_reason="backing off after a failed run until 2026-11-29T12:30:00+00:00",
+        pending_images=17,
+        oldest_pending=NOW - timedelta(minutes=75),
+        runs=runs,
+        best=BestModel(name="pid-symbol-detector", version="5", score=0.86, run="run-004", time=NOW.isoformat()),
+        report_links={"run-000": "file:///tmp/report.html"},
+        class_names=NAMES,
+    )
+
+
+def test_the_page_shows_state_runs_history_and_per_class_ap_without_outside_resources() -> None:
+    page = render_status_page(snapshot())
+    assert "<script" not in page and not re.search(r"""(src|href)=["']?https?://""", page.replace("ml.azure", ""))
+    assert "17</b> pending images, the oldest waiting 1h 15m" in page
+    assert "backing off" in page and "run-active" in page and "step <b>train</b>" in page
+    assert page.count("<tr><td><code>run-") == 7
+    assert page.count("<circle") == 4, "one point per completed run's registered version"
+    assert "Gate valve" in page and "previous best" in page
+    assert 'href="file:///tmp/report.html"' in page
+
+
+def test_an_empty_service_renders_too() -> None:
+    empty = StatusSnapshot(NOW, False, "", 0, None, [], None)
+    page = render_status_page(empty)
+    assert "no runs yet" in page and "no model registered yet" in page and "no model promoted yet" in page
+
+
+def test_the_page_renders_in_chromium_with_every_element_and_no_console_error(tmp_path: Path) -> None:
+    page = tmp_path / "status.html"
+    page.write_text(render_status_page(snapshot(40)))
+    rendered = render(page, "status-page.png")
+    for element in ('id="runs"', 'id="history"', 'id="per-class"', 'id="submission"', 'id="active"'):
+        assert element in rendered.dom, element
+    assert rendered.dom.count("<circle") == 20
+    assert console_errors(rendered.console) == []
+    assert rendered.screenshot.stat().st_size > 20_000, "a real, non-blank screenshot"
