@@ -93,6 +93,7 @@ def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
         "list_runs",
         "get_run",
         "cancel_run",
+        "status_page",
         "best_model",
     }
     assert bindings["on_event"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
@@ -100,7 +101,7 @@ def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%MONITOR_SCHEDULE%"
     assert timer["runOnStartup"] is False
     routes = {}
-    for name in ("submit_run", "list_runs", "get_run", "cancel_run", "best_model"):
+    for name in ("submit_run", "list_runs", "get_run", "cancel_run", "status_page", "best_model"):
         trigger, output = bindings[name]
         assert trigger["type"] == "httpTrigger" and trigger["authLevel"] == "FUNCTION" and output["type"] == "http"
         routes[name] = (trigger["route"], trigger["methods"])
@@ -109,5 +110,6 @@ def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
         "list_runs": ("runs", ["GET"]),
         "get_run": ("runs/{run_id}", ["GET"]),
         "cancel_run": ("runs/{run_id}/cancel", ["POST"]),
+        "status_page": ("status", ["GET"]),
         "best_model": ("models/best", ["GET"]),
     }
