@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +27,7 @@ from retrainer.workspace import ModelRegistry, PipelineRunner, RunState, open_re
 
 
 def _settings(backend: str | None) -> Settings:
-    if backend:
-        os.environ["WORKSPACE_BACKEND"] = backend
-    return load_settings()
+    return load_settings(WORKSPACE_BACKEND=backend) if backend else load_settings()
 
 
 def _runner(settings: Settings) -> PipelineRunner:

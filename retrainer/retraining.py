@@ -443,7 +443,7 @@ class RetrainingService:
     def _report_link(self, run: RunRecord) -> str | None:
         if run.decision is not None and run.decision.candidate_report:
             return run.decision.candidate_report
-        if self._settings.backend() == "azureml":
+        if self._settings.WORKSPACE_BACKEND != "local" and self._settings.names_a_workspace():
             subscription, group, workspace = self._settings.azureml_workspace()
             return (
                 f"https://ml.azure.com/runs/{run.run_id}"

@@ -245,6 +245,10 @@ class Settings(BaseSettings):
             return self.WORKSPACE_BACKEND
         return "azureml" if all(self._workspace_fields().values()) else "local"
 
+    def names_a_workspace(self) -> bool:
+        """True when all three workspace variables are set."""
+        return all(self._workspace_fields().values())
+
     def azureml_workspace(self) -> tuple[str, str, str]:
         """(subscription, resource group, workspace); SettingsError naming whatever is missing."""
         fields = self._workspace_fields()
@@ -284,10 +288,10 @@ class Settings(BaseSettings):
         return value
 
 
-def load_settings() -> Settings:
-    """Read and validate the settings; raise SettingsError naming every bad variable."""
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings (`overrides` win over the environment); SettingsError names every bad one."""
     try:
-        return Settings()
+        return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         problems = []
         for item in error.errors():
