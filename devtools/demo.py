@@ -91,19 +91,25 @@ def follow_until_done(monitor: Callable[[Any], None], poll_seconds: float = 5.0)
     retraining = bootstrap.retraining()
     shown = ""
     run_id = None
+    started = time.perf_counter()
     while True:
         monitor(TimerRequest(past_due=False))
         active = bootstrap.ledger().control().active_runs
         if active:
             run_id = active[0]
             status = retraining.runner.run_status(run_id)
-            line = f"    {run_id}: {status.state}" + (f", step {status.detail}" if status.detail else "")
-            if line != shown:
-                print(line, flush=True)
-                shown = line
+            step = status.detail or str(status.state)
+            if step != shown:
+                print(f"      {_elapsed(started)}  {run_id}: {step}", flush=True)
+                shown = step
         elif run_id is not None:
             return run_id
         time.sleep(poll_seconds)
+
+
+def _elapsed(started: float) -> str:
+    seconds = int(time.perf_counter() - started)
+    return f"{seconds // 60:2d}:{seconds % 60:02d}"
 
 
 def summary(workdir: Path) -> str:
@@ -124,9 +130,6 @@ def summary(workdir: Path) -> str:
     best = retraining.best_model()
     if best is not None:
         lines.append(f"\npromoted model: {best.name} version {best.version} (mAP@0.5 {best.score})")
-    reports = sorted((workdir / "workspace" / "runs").glob("run-*/outputs/model/report/report.html"))
-    if reports:
-        lines.append(f"evaluation report of the last run: {reports[-1]}")
     return "\n".join(lines)
 
 
@@ -137,57 +140,94 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".demo")
     args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log_path = args.workdir / "demo.log"
+    _log_to_file(log_path)
+    started = time.perf_counter()
+    try:
+        return _run_demo(args, started)
+    except Exception as error:  # the demo's boundary: say what failed and where to look, never a bare traceback
+        logging.getLogger("demo").exception("demo failed")
+        print(f"\ndemo failed after {_elapsed(started)}: {type(error).__name__}: {error}")
+        print(f"the handlers' log: {log_path}")
+        return 1
 
+
+def _log_to_file(path: Path) -> None:
+    """Handler and SDK logs go to a file; the console shows one line per stage."""
+    from retrainer.logs import RedactingFilter
+
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def _run_demo(args: argparse.Namespace, started: float) -> int:
     from devtools.azurite import running_azurite
     from devtools.synthetic import write_dataset_zip
-    from retrainer.logs import configure_cli_logging
+    from retrainer.status_page import render_status_page
 
-    started = time.perf_counter()
     shutil.rmtree(args.workdir / "workspace", ignore_errors=True)
-    configure_cli_logging(logging.WARNING)  # the demo prints its own progress
+    print(f"[1/5] {_elapsed(started)}  generating two batches of {args.batch} synthetic P&ID sheets", flush=True)
     sets = args.workdir / "sets"
-    print(f"[1/5] generating two batches of {args.batch} synthetic P&ID sheets")
     batches = [
         write_dataset_zip(sets / f"batch{i + 1}.zip", args.batch, args.seed, start=i * args.batch) for i in range(2)
     ]
     with running_azurite(PROJECT_ROOT) as azurite:
         configure(args.workdir, azurite.connection_string, args.batch, args.minutes)
-        from retrainer.ingestion import loader as data_loader
+        from retrainer import bootstrap
 
         functions = handlers()
         announced: set[str] = set()
         for number, zip_path in enumerate(batches, start=1):
-            step = 2 if number == 1 else 4
-            print(f"\n[{step}/5] batch {number}: data loader -> Azurite, then BlobCreated events -> on_event handler")
-            code = data_loader.main(
-                ["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(args.workdir / "raw")]
-            )
-            if code != 0:
-                print(f"data loader exit code {code}")
-                return code
-            print(f"    {announce_images(functions['on_event'], announced)} images announced")
-            print(
-                "[3/5] the timer handler submits and follows the local run"
-                if number == 1
-                else "      the timer handler submits and follows the second run"
-            )
+            stage = 2 if number == 1 else 4
+            summary_line = _load(zip_path)
+            print(f"[{stage}/5] {_elapsed(started)}  batch {number}: {summary_line}", flush=True)
+            sent = announce_images(functions["on_event"], announced)
+            print(f"      {_elapsed(started)}  {sent} BlobCreated events handled by on_event", flush=True)
+            print(f"[{stage + 1 if number == 1 else 4}/5] {_elapsed(started)}  the timer submits and follows a run")
             run_id = follow_until_done(functions["monitor"])
-            from retrainer import bootstrap
-
             record = bootstrap.retraining().run(run_id)
             if record is None or record.state != RunState.COMPLETED or record.decision is None:
-                print(f"    run {run_id} {record.state if record else 'unknown'}: {record.error if record else ''}")
-                return 1
+                state = record.state if record else "unknown"
+                raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
             decision = record.decision
+            rescored = " (both re-scored on the same validation set)" if decision.comparison.rescored else ""
             print(
-                f"    decision: version {decision.candidate_version} -> best is version "
-                f"{decision.best_version}: {decision.reason}"
+                f"      {_elapsed(started)}  version {decision.candidate_version}: mAP@0.5 "
+                f"{decision.candidate_score:.3f}, {'promoted' if decision.promoted else 'the best model stays'}"
+                f"{rescored}"
             )
-            if decision.comparison.rescored:
-                print(f"    (both models re-scored on {decision.comparison.rescored_on})")
-        print(f"\n[5/5] summary after {(time.perf_counter() - started) / 60:.1f} min\n")
+        status_path = args.workdir / "status.html"
+        retraining = bootstrap.retraining()
+        status_path.write_text(render_status_page(retraining.status_snapshot()), encoding="utf-8")
+        last = retraining.runs()[0]
+        report = last.decision.candidate_report if last.decision else None
+        print(f"\n[5/5] {_elapsed(started)}  summary\n")
         print(summary(args.workdir))
+        print(f"\nevaluation report: {report or '(none)'}")
+        print(f"status page:       {status_path.as_uri()}")
+        print(f"handlers' log:     {args.workdir / 'demo.log'}")
     return 0
+
+
+def _load(zip_path: Path) -> str:
+    """The data loader's core (no progress bars here), with the demo's datastore."""
+    from retrainer import bootstrap
+    from retrainer.ingestion.ingest import Layout
+    from retrainer.ingestion.loader import load_archive
+
+    settings = bootstrap.get_settings()
+    layout = Layout(settings.IMAGE_FOLDER, settings.LABEL_FOLDER, settings.QUARANTINE_FOLDER)
+    loaded = load_archive(
+        zip_path, bootstrap.datastore(), bootstrap.ledger(), layout, settings.LABEL_MAP_BLOB, progress=False
+    )
+    return (
+        f"{loaded.images_uploaded} images and {loaded.labels_uploaded} labels loaded, "
+        f"{loaded.outcomes['converted']} converted, {len(loaded.quarantined)} quarantined"
+    )
 
 
 if __name__ == "__main__":

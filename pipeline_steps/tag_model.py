@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -29,7 +30,18 @@ from retrainer.workspace import BEST_MODEL_TAG, ModelRegistry, ModelVersion, ope
 
 SCORE_TAG = "mean_average_precision"
 
-Rescorer = Callable[[ModelVersion, ModelVersion], tuple[float, float]]
+
+@dataclass(frozen=True)
+class Rescored:
+    """Both models scored on the same validation set: mAP@0.5 and per-class AP@0.5."""
+
+    candidate_score: float
+    incumbent_score: float
+    candidate_per_class: dict[str, float]
+    incumbent_per_class: dict[str, float]
+
+
+Rescorer = Callable[[ModelVersion, ModelVersion], Rescored]
 
 
 class RescoreUnavailable(Exception):
@@ -118,10 +130,13 @@ def _decide(
         )
     candidate_score = score_of(candidate)
     incumbent_score = score_of(incumbent) if incumbent else None
+    per_class = (_per_class(candidate), _per_class(incumbent))
     comparison = _comparison(candidate, incumbent)
     if incumbent is not None and not comparison.same_validation_data and rescore is not None:
         try:
-            candidate_score, incumbent_score = rescore(candidate, incumbent)
+            rescored = rescore(candidate, incumbent)
+            candidate_score, incumbent_score = rescored.candidate_score, rescored.incumbent_score
+            per_class = (rescored.candidate_per_class, rescored.incumbent_per_class)
             comparison.rescored, comparison.rescored_on = True, candidate.tags.get("val_data")
         except RescoreUnavailable as reason:
             comparison.rescore_skipped = str(reason)
@@ -132,8 +147,8 @@ def _decide(
         registry.set_model_tags(candidate.name, candidate.version, {BEST_MODEL_TAG: "true"})
     chosen = candidate if decision.promote or incumbent is None else incumbent
     return PromotionRecord(
-        candidate_per_class=_per_class(candidate),
-        previous_per_class=_per_class(incumbent),
+        candidate_per_class=per_class[0],
+        previous_per_class=per_class[1],
         candidate_report=_report_link(candidate),
         name=candidate.name,
         candidate_version=candidate.version,
@@ -166,7 +181,7 @@ def _comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> Comp
 def local_rescorer(registry: ModelRegistry) -> Rescorer | None:
     """Re-score both models on the newcomer's validation set (local mode, where the data is on disk)."""
 
-    def rescore(candidate: ModelVersion, incumbent: ModelVersion) -> tuple[float, float]:
+    def rescore(candidate: ModelVersion, incumbent: ModelVersion) -> Rescored:
         from pipeline_steps.detector.pyfunc import IncompatibleModelError
         from pipeline_steps.detector.scoring import score_model
 
@@ -176,15 +191,47 @@ def local_rescorer(registry: ModelRegistry) -> Rescorer | None:
         val_folder = Path(unquote(urlsplit(val_uri).path))
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                scores = [
-                    score_model(registry.local_model_path(v, Path(scratch)), val_folder)["mean_average_precision"]
-                    for v in (candidate, incumbent)
-                ]
+                new, old = (
+                    score_model(registry.local_model_path(v, Path(scratch)), val_folder) for v in (candidate, incumbent)
+                )
             except IncompatibleModelError as error:  # an incumbent from an older detector architecture
                 raise RescoreUnavailable(str(error)) from error
-        return scores[0], scores[1]
+        return Rescored(
+            new.metrics["mean_average_precision"],
+            old.metrics["mean_average_precision"],
+            {c: round(v["ap50"], 4) for c, v in new.per_class.items()},
+            {c: round(v["ap50"], 4) for c, v in old.per_class.items()},
+        )
 
     return rescore
+
+
+def append_comparison(report: Path, record: PromotionRecord) -> None:
+    """Add the champion and the challenger, per class, with the decision, to the challenger's report."""
+    import html
+
+    classes = sorted(set(record.candidate_per_class) | set(record.previous_per_class), key=lambda c: (len(c), c))
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{record.previous_per_class.get(c, float('nan')):.3f}</td>"
+        f"<td>{record.candidate_per_class.get(c, float('nan')):.3f}</td>"
+        f"<td>{record.candidate_per_class.get(c, 0) - record.previous_per_class.get(c, 0):+.3f}</td></tr>"
+        for c in classes
+    )
+    same = (
+        f"both scored on {html.escape(record.comparison.rescored_on or '')}"
+        if record.comparison.rescored
+        else html.escape(record.comparison.note or "scores as recorded at training")
+    )
+    section = (
+        f'<h2 id="champion-challenger">Champion (version {html.escape(str(record.previous_best_version))}) and '
+        f"challenger (version {html.escape(record.candidate_version)})</h2>"
+        f"<p><b>{'promoted' if record.promoted else 'the champion stays'}</b>: {html.escape(record.reason)} "
+        f"({same})</p><table><tr><th>class</th><th>champion AP@0.5</th><th>challenger AP@0.5</th>"
+        f"<th>difference</th></tr>{rows}</table>"
+    )
+    text = report.read_text(encoding="utf-8")
+    if 'id="champion-challenger"' not in text:
+        report.write_text(text.replace("</body>", section + "</body>"), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
     (args.best_model_metadata_path / PROMOTION_RECORD_FILE).write_text(record.to_json())
+    if record.candidate_report and record.previous_best_version:
+        append_comparison(Path(unquote(urlsplit(record.candidate_report).path)), record)
     print(f"best model: {record.name} version {record.best_version} ({record.reason})")
     return 0
 

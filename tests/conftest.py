@@ -93,9 +93,14 @@ def training_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 @pytest.fixture(scope="session")
 def trained_model(training_sets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real MLflow model from the local trainer (one epoch: seconds, not minutes)."""
+    import json
+
+    from devtools.synthetic import LABEL_MAP
     from pipeline_steps import train
 
     output = tmp_path_factory.mktemp("model") / "model"
+    label_map = output.parent / "label_map.json"
+    label_map.write_text(json.dumps(LABEL_MAP))
     code = train.main(
         [
             "--train-data",
@@ -108,6 +113,8 @@ def trained_model(training_sets: tuple[Path, Path], tmp_path_factory: pytest.Tem
             "1",
             "--seed",
             "3",
+            "--label-map",
+            str(label_map),
         ]
     )
     assert code == 0

@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from azure.ai.ml.entities import Model
@@ -160,6 +161,9 @@ def test_models_validated_on_different_data_are_rescored_on_the_newcomers_set(
     assert "different data" in decision["comparison"]["note"]
     assert decision["candidate_score"] == pytest.approx(decision["previous_best_score"])
     assert not decision["promoted"] and decision["best_version"] == "1"
+    assert decision["candidate_per_class"] == decision["previous_per_class"] != {}, "per class, on the same data"
+    report = Path(unquote(urlsplit(decision["candidate_report"]).path)).read_text()
+    assert 'id="champion-challenger"' in report and "the champion stays" in report
 
 
 def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorded_scores(

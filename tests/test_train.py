@@ -121,3 +121,45 @@ def test_sheets_are_padded_with_paper_not_grey() -> None:
     batched, _ = model.transform([blank_sheet])
     assert batched.tensors.shape[-2:] == (96, 96)
     assert torch.equal(batched.tensors, torch.full_like(batched.tensors, float(batched.tensors[0, 0, 0, 0])))
+
+
+def test_the_confusion_matrix_shows_look_alikes_misses_and_false_detections(data: tuple[Path, Path]) -> None:
+    from pipeline_steps.detector.evaluation import confusion
+
+    sheets = load_sheets(data[1])
+    classes = sorted({label for s in sheets for label in s.labels}, key=int)
+    background = len(classes)
+    perfect = [Prediction(s.boxes.copy(), np.ones(len(s.boxes)), s.labels) for s in sheets]
+    exact = confusion(sheets, perfect, classes, score_threshold=0.3)
+    total = sum(len(s.boxes) for s in sheets)
+    assert int(np.trace(exact.matrix)) == total and exact.matrix.sum() == total
+    first, second = classes[0], classes[1]
+    sheet = sheets[0]
+    relabelled = tuple(second if label == first else label for label in sheet.labels)
+    extra = np.vstack([sheet.boxes[1:], [[1, 1, 9, 9]]]).astype(np.float32)  # drop one symbol, add a ghost
+    prediction = Prediction(extra, np.ones(len(extra)), (*relabelled[1:], first))
+    result = confusion([sheet], [prediction], classes, score_threshold=0.3)
+    swapped = sum(1 for label in sheet.labels[1:] if label == first)
+    assert result.matrix[classes.index(first), classes.index(second)] == swapped, "look-alikes off the diagonal"
+    assert result.matrix[classes.index(sheet.labels[0]), background] == 1, "the missed symbol"
+    assert result.matrix[background, classes.index(first)] == 1, "the ghost detection"
+    assert len(result.false_positives) == 1 and len(result.false_negatives) == 1
+
+
+def test_the_report_names_classes_and_renders_its_charts_in_chromium(trained: Path) -> None:
+    from tests.browser import console_errors, render
+
+    metrics = json.loads((trained / "metrics.json").read_text())
+    report = trained / metrics["report"]
+    for chart in ("learning_curve.png", "confusion_matrix.png", "precision_recall.png"):
+        assert (report.parent / chart).stat().st_size > 5_000, chart
+    text = report.read_text()
+    from devtools.synthetic import LABEL_MAP
+
+    assert any(html_name in text for html_name in (name.replace("&", "&amp;") for name in LABEL_MAP.values()))
+    assert ">nan<" not in text.lower()
+    rendered = render(report, "evaluation-report.png", size="1200,2600")
+    for element in ('id="per-class"', 'id="learning-curve"', 'id="confusion-matrix"', 'id="misses"'):
+        assert element in rendered.dom, element
+    assert console_errors(rendered.console) == []
+    assert rendered.screenshot.stat().st_size > 20_000

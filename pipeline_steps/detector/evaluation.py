@@ -119,3 +119,69 @@ def _empty(classes: list[str]) -> Evaluation:
         per_class={c: dict(zero) for c in classes},
         pr_curve={"recall": [], "precision": []},
     )
+
+
+def _iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) x1 y1 x2 y2 boxes."""
+    if len(boxes) == 0 or len(others) == 0:
+        return np.zeros((len(boxes), len(others)), dtype=np.float32)
+    top_left = np.maximum(boxes[:, None, :2], others[None, :, :2])
+    bottom_right = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    overlap = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    areas = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)[:, None] + (others[:, 2:] - others[:, :2]).prod(axis=1)[None]
+    return overlap / np.maximum(areas - overlap, 1e-9)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    sheet_index: int
+    box: np.ndarray
+    label: str
+    score: float  # the prediction's score; 0 for a missed symbol
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Rows: the true class (last row: background, i.e. false detections); columns: the predicted class
+    (last column: background, i.e. missed symbols). Detections at or above the score threshold only."""
+
+    classes: list[str]
+    matrix: np.ndarray
+    false_positives: list[Mistake]  # highest score first
+    false_negatives: list[Mistake]
+
+
+def confusion(
+    sheets: list[Sheet], predictions: list[Prediction], classes: list[str], score_threshold: float, iou: float = 0.5
+) -> Confusion:
+    """Match detections to symbols class-agnostically (highest score first, IoU >= `iou`), so a look-alike
+    taken for another class shows as an off-diagonal cell instead of a miss plus a false detection."""
+    index = {c: i for i, c in enumerate(classes)}
+    background = len(classes)
+    matrix = np.zeros((len(classes) + 1, len(classes) + 1), dtype=np.int64)
+    false_positives, false_negatives = [], []
+    for sheet_index, (sheet, prediction) in enumerate(zip(sheets, predictions, strict=True)):
+        keep = prediction.scores >= score_threshold
+        boxes, scores = prediction.boxes[keep], prediction.scores[keep]
+        labels = [label for label, kept in zip(prediction.labels, keep, strict=True) if kept]
+        order = np.argsort(-scores)
+        overlaps = _iou(boxes, np.asarray(sheet.boxes, dtype=np.float32).reshape(-1, 4))
+        taken: set[int] = set()
+        for detection in order:
+            candidates = [g for g in np.argsort(-overlaps[detection]) if g not in taken] if overlaps.size else []
+            match = next((g for g in candidates if overlaps[detection, g] >= iou), None)
+            predicted = index.get(labels[detection], background)
+            if match is None:
+                matrix[background, predicted] += 1
+                false_positives.append(
+                    Mistake(sheet_index, boxes[detection], labels[detection], float(scores[detection]))
+                )
+            else:
+                taken.add(int(match))
+                matrix[index.get(sheet.labels[match], background), predicted] += 1
+        for truth, (box, label) in enumerate(zip(sheet.boxes, sheet.labels, strict=True)):
+            if truth not in taken:
+                matrix[index.get(label, background), background] += 1
+                false_negatives.append(Mistake(sheet_index, np.asarray(box, dtype=np.float32), label, 0.0))
+    false_positives.sort(key=lambda mistake: -mistake.score)
+    return Confusion(list(classes), matrix, false_positives, false_negatives)

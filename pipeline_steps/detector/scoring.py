@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline_steps.detector.data import Sheet, class_vocabulary, load_sheets
-from pipeline_steps.detector.evaluation import Prediction, evaluate
+from pipeline_steps.detector.evaluation import Evaluation, Prediction, evaluate
 
 _BATCH = 4
 
@@ -29,8 +29,8 @@ def from_contract(boxes: list[dict], sheet: Sheet) -> Prediction:
     )
 
 
-def score_model(model_folder: Path, mltable_folder: Path) -> dict[str, float]:
-    """COCO metrics of the model on the folder's records (same protocol as training's validation)."""
+def score_model(model_folder: Path, mltable_folder: Path) -> Evaluation:
+    """COCO evaluation of the model on the folder's records (same protocol as training's validation)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow.pyfunc
 
@@ -42,4 +42,4 @@ def score_model(model_folder: Path, mltable_folder: Path) -> dict[str, float]:
         frame = pd.DataFrame({"image": [base64.b64encode(s.path.read_bytes()).decode("ascii") for s in chunk]})
         for sheet, boxes in zip(chunk, model.predict(frame)["boxes"], strict=True):
             predictions.append(from_contract(list(boxes), sheet))
-    return evaluate(sheets, predictions, class_vocabulary(sheets)).metrics
+    return evaluate(sheets, predictions, class_vocabulary(sheets))

@@ -179,7 +179,10 @@ class _ZipReader:
     """One parse of the zip's directory shared by every upload thread (zipfile serialises the seeks),
     with the bytes in flight bounded."""
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile, budget_bytes: int = READ_BUDGET_BYTES) -> None:
+    def __init__(
+        self, path: Path, archive: zipfile.ZipFile, budget_bytes: int = READ_BUDGET_BYTES, progress: bool = True
+    ) -> None:
+        self.progress = progress
         self._path = path
         self._archive = archive
         self._infos = {info.filename: info for info in archive.infolist()}
@@ -201,10 +204,11 @@ def load_archive(
     layout: Layout,
     label_map_blob: str,
     workers: int = _UPLOAD_WORKERS,
+    progress: bool = True,
 ) -> LoadSummary:
-    """Check, upload and convert one image-set zip into the datastore."""
+    """Check, upload and convert one image-set zip into the datastore (`progress`: bars on stderr)."""
     with zipfile.ZipFile(zip_path) as archive:
-        return _load(zip_path, archive, datastore, ledger, layout, label_map_blob, workers)
+        return _load(zip_path, archive, datastore, ledger, layout, label_map_blob, workers, progress)
 
 
 def _load(
@@ -215,13 +219,14 @@ def _load(
     layout: Layout,
     label_map_blob: str,
     workers: int,
+    progress: bool,
 ) -> LoadSummary:
     contents = classify_members(check_archive(archive))
     if not contents.images and not contents.labels:
         raise UnsafeArchiveError(f"{zip_path.name} has no images/ or labels/*.npy entries")
     datastore.ensure_container()
     ledger.ensure_tables()
-    reader = _ZipReader(zip_path, archive)
+    reader = _ZipReader(zip_path, archive, progress=progress)
     summary = LoadSummary(ignored_members=len(contents.ignored))
     stored = {
         blob.name: blob.content_md5
@@ -233,7 +238,7 @@ def _load(
     images = _upload_images(contents, reader, datastore, layout, stored, summary, workers)
     fresh_labels = _upload_labels(contents, reader, datastore, layout, stored, summary, workers)
     ingestor = LabelIngestor(datastore, ledger, layout, label_map, handler="data-loader")
-    _convert_labels(contents, fresh_labels, ingestor, layout, images, stored, summary, workers)
+    _convert_labels(contents, fresh_labels, ingestor, layout, images, stored, summary, workers, progress)
     return summary
 
 
@@ -248,12 +253,14 @@ def _load_label_map(
     return read_label_map(datastore, blob)
 
 
-def _run(tasks: Iterable[Callable[[], None]], count: int, description: str, workers: int) -> None:
+def _run(
+    tasks: Iterable[Callable[[], None]], count: int, description: str, workers: int, progress: bool = True
+) -> None:
     """Run the tasks on `workers` threads; the first failure cancels what has not started and is raised."""
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         futures = [pool.submit(task) for task in tasks]
-        with tqdm(total=count, desc=description, unit="file") as bar:
+        with tqdm(total=count, desc=description, unit="file", disable=not progress) as bar:
             for future in as_completed(futures):
                 future.result()
                 bar.update(1)
@@ -312,7 +319,13 @@ def _upload_images(
             summary.images_unchanged += unchanged
             summary.images_uploaded += not unchanged
 
-    _run((functools.partial(upload, m) for m in contents.images), len(contents.images), "upload images", workers)
+    _run(
+        (functools.partial(upload, m) for m in contents.images),
+        len(contents.images),
+        "upload images",
+        workers,
+        reader.progress,
+    )
     return images
 
 
@@ -354,7 +367,13 @@ def _upload_labels(
             if not unchanged:
                 fresh.add(path)
 
-    _run((functools.partial(upload, m) for m in contents.labels), len(contents.labels), "upload labels", workers)
+    _run(
+        (functools.partial(upload, m) for m in contents.labels),
+        len(contents.labels),
+        "upload labels",
+        workers,
+        reader.progress,
+    )
     return fresh
 
 
@@ -367,6 +386,7 @@ def _convert_labels(
     stored: dict[str, bytes | None],
     summary: LoadSummary,
     workers: int,
+    progress: bool = True,
 ) -> None:
     lock = threading.Lock()
     quarantined = {item["path"] for item in summary.quarantined}
@@ -388,7 +408,13 @@ def _convert_labels(
             elif result.outcome is Outcome.WAITING_FOR_IMAGE:
                 summary.waiting.append(path)
 
-    _run((functools.partial(convert, m) for m in contents.labels), len(contents.labels), "convert labels", workers)
+    _run(
+        (functools.partial(convert, m) for m in contents.labels),
+        len(contents.labels),
+        "convert labels",
+        workers,
+        progress,
+    )
 
 
 def _quarantine_new(

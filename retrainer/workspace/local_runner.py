@@ -66,6 +66,7 @@ def step_commands(run_dir: Path, settings: Settings) -> dict[str, list[str]]:
             "--val-data": out / "val",
             "--output": out / "model",
             "--max-minutes": settings.LOCAL_TRAINING_MINUTES,
+            **({"--label-map": data / "label_map.json"} if (data / "label_map.json").is_file() else {}),
         },
         "register_model": {
             "--model-base-name": settings.MODEL_BASE_NAME,
@@ -106,6 +107,8 @@ def download_data(run_dir: Path, settings: Settings) -> int:
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_bytes(store.read(blob.name))
             images += folder == settings.IMAGE_FOLDER
+    if store.exists(settings.LABEL_MAP_BLOB):  # class names for the evaluation report
+        (run_dir / "data" / "label_map.json").write_bytes(store.read(settings.LABEL_MAP_BLOB))
     return images
 
 
