@@ -82,7 +82,7 @@ def announce_images(handler: Callable[[Any], None], since: set[str]) -> int:
     return sent
 
 
-def follow_until_done(monitor: Callable[[Any], None], poll_seconds: float = 5.0) -> str:
+def follow_until_done(monitor: Callable[[Any], None], started: float, poll_seconds: float = 5.0) -> str:
     """Tick the timer handler until the active run ends, showing each step as it starts."""
     from azure.functions.timer import TimerRequest
 
@@ -91,7 +91,6 @@ def follow_until_done(monitor: Callable[[Any], None], poll_seconds: float = 5.0)
     retraining = bootstrap.retraining()
     shown = ""
     run_id = None
-    started = time.perf_counter()
     while True:
         monitor(TimerRequest(past_due=False))
         active = bootstrap.ledger().control().active_runs
@@ -187,8 +186,9 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
             print(f"[{stage}/5] {_elapsed(started)}  batch {number}: {summary_line}", flush=True)
             sent = announce_images(functions["on_event"], announced)
             print(f"      {_elapsed(started)}  {sent} BlobCreated events handled by on_event", flush=True)
-            print(f"[{stage + 1 if number == 1 else 4}/5] {_elapsed(started)}  the timer submits and follows a run")
-            run_id = follow_until_done(functions["monitor"])
+            prefix = "[3/5]" if number == 1 else "     "
+            print(f"{prefix} {_elapsed(started)}  the timer handler submits and follows run {number}", flush=True)
+            run_id = follow_until_done(functions["monitor"], started)
             record = bootstrap.retraining().run(run_id)
             if record is None or record.state != RunState.COMPLETED or record.decision is None:
                 state = record.state if record else "unknown"

@@ -10,6 +10,7 @@ import functools
 import logging
 from collections.abc import Callable
 
+from retrainer import telemetry
 from retrainer.datastore import Datastore
 from retrainer.events import MODEL_PROMOTED
 from retrainer.identity import azure_credential
@@ -30,6 +31,7 @@ def layout_from(settings: Settings) -> Layout:
 
 @functools.cache
 def datastore() -> Datastore:
+    telemetry.configure(get_settings())  # the first handler to run in this process sets telemetry up
     return Datastore.from_settings(get_settings())
 
 

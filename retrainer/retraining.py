@@ -38,6 +38,7 @@ from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.redact import redact
 from retrainer.settings import Settings
 from retrainer.status_page import StatusSnapshot
+from retrainer.telemetry import Metrics
 from retrainer.workspace import PipelineRunner, RunState, RunStatus
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class RetrainingService:
         on_image: Callable[[str], object] | None = None,
         publish: Callable[[BestModel], None] | None = None,
         sweep_waiting: Callable[[], object] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
@@ -79,6 +81,7 @@ class RetrainingService:
         self._on_image = on_image
         self._publish = publish
         self._sweep_waiting = sweep_waiting
+        self._metrics = metrics or Metrics()
         self._last_event_check: float | None = None  # monotonic seconds: rate limiting, not policy
         self._event_check_lock = threading.Lock()
 
@@ -153,6 +156,7 @@ class RetrainingService:
     def pending_batch(self) -> PendingBatch:
         pending = self._ledger.images(state="pending")
         seen = [image.seen for image in pending]
+        self._metrics.pending_images.set(len(pending))
         return PendingBatch(len(pending), min(seen, default=None), max(seen, default=None))
 
     def submit_if_due(self, trigger: str) -> str | None:
@@ -208,6 +212,7 @@ class RetrainingService:
             log.error("submission failed; %d images stay pending: %s", len(images), redact(str(error)))
             raise
         self._adopt(claim, run_id, trigger, reason, images)
+        self._metrics.runs_submitted.add(1, {"trigger": trigger})
         log.info("submitted %s with %d images (%s)", run_id, len(images), reason, extra={"run_id": run_id})
         return run_id
 
@@ -360,6 +365,8 @@ class RetrainingService:
         self._ledger.assign_images(images, "pending", "")
         failed = None if record.state == RunState.CANCELED else True
         self._ledger.release_slot(record.run_id, failed=failed, when=self._clock())
+        if failed:
+            self._metrics.runs_failed.add(1)
         log.error(
             "run %s ended %s (%s); %d images are pending again",
             record.run_id,
@@ -399,6 +406,7 @@ class RetrainingService:
         if self._publish is not None:
             self._publish(record)
         self._datastore.write_json(self._settings.BEST_MODEL_BLOB, record.model_dump())
+        self._metrics.models_promoted.add(1)
         log.info("promoted %s version %s (mAP %s)", record.name, record.version, score)
         return record
 

@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     EVENTGRID_TOPIC_KEY: SecretStr | None = Field(
         default=None, description="Access key of that topic; without it the function's identity is used."
     )
+    APPLICATIONINSIGHTS_CONNECTION_STRING: str | None = Field(
+        default=None,
+        description="Application Insights (set by the platform): logs, traces and metrics go there, with Entra auth.",
+    )
     BEST_MODEL_BLOB: str = Field(default="models/best_model.json", description="Promoted model record in storage.")
 
     def image_data_path(self) -> str:

@@ -1,0 +1,115 @@
+"""Telemetry: the service's metrics through OpenTelemetry's in-memory reader, Azure Monitor set up lazily."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from retrainer import telemetry
+from retrainer.events import build_subject
+from retrainer.ledger import Ledger
+from retrainer.promotion import PromotionRecord
+from retrainer.retraining import RetrainingService
+from retrainer.settings import load_settings
+from retrainer.telemetry import Metrics
+from retrainer.workspace import RunState
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
+
+
+def values(reader: InMemoryMetricReader) -> dict[str, float]:
+    found: dict[str, float] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = sum(point.value for point in metric.data.data_points)
+    return found
+
+
+def test_runs_submitted_failed_promoted_and_pending_images_are_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "RETRAIN_MIN_NEW_IMAGES": "2",
+        "RETRAIN_QUIET_MINUTES": "0",
+        "RETRAIN_BACKOFF_MINUTES": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
+    reader = InMemoryMetricReader()
+    runner = FakeRunner()
+    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    service = RetrainingService(
+        load_settings(),
+        ledger,
+        InMemoryDatastore(),
+        runner=lambda: runner,
+        metrics=Metrics(MeterProvider([reader])),  # type: ignore[arg-type]
+    )
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        service.on_blob_created(build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "1"})
+    first = service.tick().submitted
+    runner.finish(first, RunState.FAILED, error="quota")
+    second = service.tick().submitted
+    runner.finish(
+        second,
+        RunState.COMPLETED,
+        PromotionRecord(
+            name="m",
+            candidate_version="1",
+            chosen_version="1",
+            best_version="1",
+            promoted=True,
+            candidate_score=0.9,
+            reason="first model",
+        ),
+    )
+    service.tick()
+    measured = values(reader)
+    assert measured["retrainer.runs.submitted"] == 2
+    assert measured["retrainer.runs.failed"] == 1
+    assert measured["retrainer.models.promoted"] == 1
+    assert measured["retrainer.images.pending"] == 0
+
+
+def test_log_records_carry_the_run_id_as_a_field(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
+    runner = FakeRunner()
+    service = RetrainingService(
+        load_settings(),
+        Ledger(InMemoryTableService(), "t"),
+        InMemoryDatastore(),
+        runner=lambda: runner,  # type: ignore[arg-type]
+    )
+    with caplog.at_level(logging.INFO, logger="retrainer"):
+        run_id = service.submit("manual", "telemetry")
+    assert [getattr(r, "run_id", None) for r in caplog.records if "submitted" in r.getMessage()] == [run_id]
+
+
+def test_azure_monitor_is_set_up_once_with_entra_auth_and_only_when_configured(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import azure.monitor.opentelemetry as distro
+
+    calls: list[dict] = []
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(telemetry, "_done", False)
+    monkeypatch.delenv("APPLICATIONINSIGHTS_CONNECTION_STRING", raising=False)
+    assert telemetry.configure(load_settings()) is False and calls == []
+    monkeypatch.setenv(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000"
+    )
+    assert telemetry.configure(load_settings()) and telemetry.configure(load_settings())
+    (call,) = calls
+    assert call["logger_name"] == "retrainer" and call["credential"] is not None
+    assert call["connection_string"].startswith("InstrumentationKey=")
+
+
+def test_cold_start_loads_no_telemetry_code() -> None:
+    code = (
+        "import sys, function_app; "
+        "print(sorted(m for m in ('opentelemetry', 'azure.monitor.opentelemetry') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
