@@ -15,12 +15,14 @@ setup-python: $(PIP_STAMP)
 $(PIP_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[pipeline,train,dev]'
+	@echo "installing Python packages into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[pipeline,train,dev]'; } \
+		> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@echo "installing Azurite into node_modules"
+	@npm ci --no-audit --no-fund --loglevel=error > /dev/null
 	@touch $@
 
 test: setup

@@ -128,7 +128,8 @@ def summary(workdir: Path) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     best = retraining.best_model()
     if best is not None:
-        lines.append(f"\npromoted model: {best.name} version {best.version} (mAP@0.5 {best.score})")
+        score = f"{best.score:.3f}" if best.score is not None else "not recorded"
+        lines.append(f"\npromoted model: {best.name} version {best.version} (mAP@0.5 {score})")
     return "\n".join(lines)
 
 
