@@ -182,3 +182,16 @@ class InMemoryDatastore:
             if name.startswith(prefix):
                 data = self._blobs[name][0]
                 yield StoredBlob(name, len(data), hashlib.md5(data).digest())
+
+
+def first_promotion(reason: str = "the first model") -> PromotionRecord:
+    """The tag step's record for a first model, promoted because no model was best yet."""
+    return PromotionRecord(
+        name="m",
+        candidate_version="1",
+        chosen_version="1",
+        best_version="1",
+        promoted=True,
+        candidate_score=0.9,
+        reason=reason,
+    )

@@ -20,11 +20,10 @@ from devtools.synthetic import SheetSpec, write_dataset_zip
 from retrainer.datastore import Datastore
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
-from retrainer.promotion import PromotionRecord
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.workspace import RunState
-from tests.fakes import FakeRunner
+from tests.fakes import FakeRunner, first_promotion
 
 pytestmark = pytest.mark.slow
 
@@ -101,15 +100,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
         runner.finish(
             run_id,
             RunState.COMPLETED,
-            PromotionRecord(
-                name="m",
-                candidate_version="1",
-                chosen_version="1",
-                best_version="1",
-                promoted=True,
-                candidate_score=0.9,
-                reason="first",
-            ),
+            first_promotion(),
         )
         started = time.monotonic()
         with pytest.raises(AzureError):

@@ -13,12 +13,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from retrainer import telemetry
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
-from retrainer.promotion import PromotionRecord
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.telemetry import Metrics
 from retrainer.workspace import RunState
-from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion
 
 
 def values(reader: InMemoryMetricReader) -> dict[str, float]:
@@ -57,15 +56,7 @@ def test_runs_submitted_failed_promoted_and_pending_images_are_measured(monkeypa
     runner.finish(
         second,
         RunState.COMPLETED,
-        PromotionRecord(
-            name="m",
-            candidate_version="1",
-            chosen_version="1",
-            best_version="1",
-            promoted=True,
-            candidate_score=0.9,
-            reason="first model",
-        ),
+        first_promotion(),
     )
     service.tick()
     measured = values(reader)

@@ -268,6 +268,20 @@ def _run(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _read_then(
+    store: Callable[[ArchiveMember, bytes], None],
+    reader: _ZipReader,
+    member: ArchiveMember,
+    summary: LoadSummary,
+    lock: threading.Lock,
+) -> None:
+    """Read a member within the memory budget and hand its bytes on; a corrupt member is only reported."""
+    with reader.budget.hold(member.size):
+        data = _read_or_report(reader, member, summary, lock)
+        if data is not None:
+            store(member, data)
+
+
 def _read_or_report(
     reader: _ZipReader, member: ArchiveMember, summary: LoadSummary, lock: threading.Lock
 ) -> bytes | None:
@@ -297,12 +311,6 @@ def _upload_images(
     images: dict[str, ImageInfo] = {}
     lock = threading.Lock()
 
-    def upload(member: ArchiveMember) -> None:
-        with reader.budget.hold(member.size):
-            data = _read_or_report(reader, member, summary, lock)
-            if data is not None:
-                store(member, data)
-
     def store(member: ArchiveMember, data: bytes) -> None:
         path = f"{layout.image_folder}/{member.relative_path}"
         size = image_size(data)
@@ -320,7 +328,7 @@ def _upload_images(
             summary.images_uploaded += not unchanged
 
     _run(
-        (functools.partial(upload, m) for m in contents.images),
+        (functools.partial(_read_then, store, reader, m, summary, lock) for m in contents.images),
         len(contents.images),
         "upload images",
         workers,
@@ -342,12 +350,6 @@ def _upload_labels(
     fresh: set[str] = set()
     lock = threading.Lock()
 
-    def upload(member: ArchiveMember) -> None:
-        with reader.budget.hold(member.size):
-            data = _read_or_report(reader, member, summary, lock)
-            if data is not None:
-                store(member, data)
-
     def store(member: ArchiveMember, data: bytes) -> None:
         path = f"{layout.label_folder}/{member.relative_path}"
         quarantined_copy = f"{layout.quarantine_folder}/{path}"
@@ -368,7 +370,7 @@ def _upload_labels(
                 fresh.add(path)
 
     _run(
-        (functools.partial(upload, m) for m in contents.labels),
+        (functools.partial(_read_then, store, reader, m, summary, lock) for m in contents.labels),
         len(contents.labels),
         "upload labels",
         workers,
