@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/split.py
 	$(PY) bench/events.py
 	$(PY) bench/status_page.py
+	$(PY) bench/full_sheet.py
 	$(PY) bench/train.py
 
 # Terraform: formatting and checkov (own virtual environment: its hcl2 fork clashes with python-hcl2).

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pipeline_steps import train as train_step
 from pipeline_steps.detector.data import load_sheets
@@ -163,3 +164,40 @@ def test_the_report_names_classes_and_renders_its_charts_in_chromium(trained: Pa
         assert element in rendered.dom, element
     assert console_errors(rendered.console) == []
     assert rendered.screenshot.stat().st_size > 20_000
+
+
+class _MarkerDetector(torch.nn.Module):
+    """Finds bright squares in a tile (partial ones at its edges too), as a detector would see them."""
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        from scipy import ndimage
+
+        found, count = ndimage.label(images[0][0].numpy() > 0.5)
+        boxes = [
+            [float(s[1].start), float(s[0].start), float(s[1].stop), float(s[0].stop)]
+            for s in ndimage.find_objects(found)
+        ]
+        return [
+            {
+                "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                "scores": torch.ones(count),
+                "labels": torch.ones(count, dtype=torch.int64),
+            }
+        ]
+
+
+def test_a_full_size_sheet_is_scored_in_tiles_and_every_symbol_reported_once() -> None:
+    from pipeline_steps.detector.engine import TILE_OVERLAP_PX, TILE_PX, predict, tile_starts
+
+    height, width = 5000, 7000
+    sheet = torch.zeros((3, height, width), dtype=torch.uint8)
+    seams = [start + TILE_PX for start in tile_starts(width)[:-1]]
+    truth = []
+    for index, x in enumerate([40, seams[0] - 50, seams[0] - 10, seams[1] - 90, seams[2] - 40, width - 100]):
+        y = 100 + index * 700
+        sheet[:, y : y + 80, x : x + 80] = 255
+        truth.append([x, y, x + 80, y + 80])
+    assert TILE_OVERLAP_PX > 80
+    prediction = predict(_MarkerDetector(), sheet, ["1"])
+    found = sorted(prediction.boxes.astype(int).tolist())
+    assert found == sorted(truth), "each symbol once, whole, wherever the seams fall"

@@ -50,17 +50,63 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: Sheets larger than this on a side are scored in overlapping tiles: a whole 7,000 x 5,000 px sheet
+#: would need several GB for the backbone's first feature maps.
+TILE_PX = 1536
+#: More than the largest symbol (about 100 px), so every symbol lies whole inside some tile.
+TILE_OVERLAP_PX = 192
+
+
+def tile_starts(length: int, tile: int = TILE_PX, overlap: int = TILE_OVERLAP_PX) -> list[int]:
+    """Tile origins along one side: tiles of `tile` px overlapping by at least `overlap`, the last flush."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return [*starts, length - tile]
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, image: torch.Tensor, classes: list[str]) -> Prediction:
-    """Boxes, scores and class ids for one image tensor (3, H, W) in [0, 1].
+    """Boxes, scores and class ids for one image tensor (3, H, W) in [0, 1] (or uint8).
 
-    Overlaps are suppressed per class only (torchvision's default): suppressing across classes was
-    measured to cut recall on look-alike symbols (held-out recall 0.87 -> 0.59 in bench/train.py).
+    A sheet larger than TILE_PX is scored tile by tile; each tile keeps the detections whose centre
+    lies in its own share of the overlap, so a symbol on a seam is reported once. Overlaps are
+    suppressed per class only (torchvision's default): suppressing across classes was measured to cut
+    recall on look-alike symbols (held-out recall 0.87 -> 0.59 in bench/train.py).
     """
     model.eval()
-    output = model([image])[0]
-    labels = tuple(classes[int(i) - 1] for i in output["labels"])
-    return Prediction(output["boxes"].numpy(), output["scores"].numpy(), labels)
+    _, height, width = image.shape
+    boxes, scores, labels = [], [], []
+    ys, xs = tile_starts(height), tile_starts(width)
+    for row, y0 in enumerate(ys):
+        for column, x0 in enumerate(xs):
+            tile = image[:, y0 : y0 + TILE_PX, x0 : x0 + TILE_PX]
+            tile = tile.float().div(255.0) if tile.dtype == torch.uint8 else tile
+            output = model([tile])[0]
+            shifted = output["boxes"] + torch.tensor([x0, y0, x0, y0], dtype=output["boxes"].dtype)
+            keep = _owned(shifted, xs, ys, column, row)
+            boxes.append(shifted[keep])
+            scores.append(output["scores"][keep])
+            labels.append(output["labels"][keep])
+    all_boxes, all_scores, all_labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+    names = tuple(classes[int(i) - 1] for i in all_labels)
+    return Prediction(all_boxes.numpy(), all_scores.numpy(), names)
+
+
+def _owned(boxes: torch.Tensor, xs: list[int], ys: list[int], column: int, row: int) -> torch.Tensor:
+    """Detections whose centre falls in this tile's share: seams split overlaps in the middle."""
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
+
+    def bounds(starts: list[int], index: int) -> tuple[float, float]:
+        low = -math.inf if index == 0 else (starts[index - 1] + TILE_PX + starts[index]) / 2
+        high = math.inf if index == len(starts) - 1 else (starts[index] + TILE_PX + starts[index + 1]) / 2
+        return low, high
+
+    low_x, high_x = bounds(xs, column)
+    low_y, high_y = bounds(ys, row)
+    return (centre_x >= low_x) & (centre_x < high_x) & (centre_y >= low_y) & (centre_y < high_y)
 
 
 def validate(model: torch.nn.Module, sheets: list[Sheet], classes: list[str]) -> tuple[Evaluation, list[Prediction]]:
