@@ -248,8 +248,18 @@ def write_dataset_zip(path: Path, count: int, seed: int, spec: SheetSpec = Sheet
     return path
 
 
-def write_mltable_set(folder: Path, count: int, seed: int, spec: SheetSpec = SheetSpec(), start: int = 0) -> Path:
-    """Sheets as the data steps hand them to training: `images/`, `annotations.jsonl` (file:// URLs), MLTable."""
+def write_mltable_set(
+    folder: Path,
+    count: int,
+    seed: int,
+    spec: SheetSpec = SheetSpec(),
+    start: int = 0,
+    generate: Callable[[int, int], Sheet] | None = None,
+) -> Path:
+    """Sheets as the data steps hand them to training: `images/`, `annotations.jsonl` (file:// URLs), MLTable.
+
+    `generate` ((seed, index) -> Sheet) draws another kind of sheet, e.g. `devtools.realistic`'s.
+    """
     from pipeline_steps.mltable_io import write_records
     from retrainer.images import image_size
     from retrainer.ingestion.labels import convert_label_file
@@ -258,7 +268,7 @@ def write_mltable_set(folder: Path, count: int, seed: int, spec: SheetSpec = She
     images.mkdir(parents=True, exist_ok=True)
     records = []
     for index in range(start, start + count):
-        sheet = generate_sheet(seed, index, spec)
+        sheet = generate(seed, index) if generate else generate_sheet(seed, index, spec)
         jpeg = encode_jpeg(sheet.image)
         path = (images / f"{sheet.stem}.jpg").resolve()
         path.write_bytes(jpeg)
