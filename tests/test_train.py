@@ -201,3 +201,19 @@ def test_a_full_size_sheet_is_scored_in_tiles_and_every_symbol_reported_once() -
     prediction = predict(_MarkerDetector(), sheet, ["1"])
     found = sorted(prediction.boxes.astype(int).tolist())
     assert found == sorted(truth), "each symbol once, whole, wherever the seams fall"
+
+
+def test_training_keeps_a_bounded_number_of_decoded_sheets(data: tuple[Path, Path]) -> None:
+    from pipeline_steps.detector.data import CropSampler, read_image_bytes
+
+    sheets = load_sheets(data[0])
+    one_sheet = read_image_bytes(sheets[0].path).numel()
+    sampler = CropSampler(
+        sheets, sorted({label for s in sheets for label in s.labels}), 96, 0, cache_bytes=one_sheet * 3
+    )
+    for sheet in sheets:
+        sampler.sample(sheet)
+    assert sum(image.numel() for image in sampler._cache.values()) <= max(
+        one_sheet * 3, max(read_image_bytes(s.path).numel() for s in sheets)
+    )
+    assert len(sampler._cache) < len(sheets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -80,18 +81,37 @@ class CropSampler:
     Boxes cut by the crop are kept when at least `min_visible` of their area shows, else dropped.
     """
 
-    def __init__(self, sheets: list[Sheet], classes: list[str], crop: int, seed: int, min_visible: float = 0.7):
+    def __init__(
+        self,
+        sheets: list[Sheet],
+        classes: list[str],
+        crop: int,
+        seed: int,
+        min_visible: float = 0.7,
+        cache_bytes: int = 1024**3,
+    ):
         self.sheets = sheets
         self.index = {c: i + 1 for i, c in enumerate(classes)}
         self.crop = crop
         self.min_visible = min_visible
         self.rng = np.random.default_rng(seed)
-        self._cache: dict[Path, torch.Tensor] = {}
+        # Decoded sheets are kept up to `cache_bytes` (least recently used go first): a set of
+        # 7,000 px sheets is many GB decoded, and must not all sit in memory at once.
+        self._cache: OrderedDict[Path, torch.Tensor] = OrderedDict()
+        self._cache_limit = cache_bytes
+        self._cached = 0
 
     def image(self, sheet: Sheet) -> torch.Tensor:
-        if sheet.path not in self._cache:
-            self._cache[sheet.path] = read_image_bytes(sheet.path)
-        return self._cache[sheet.path]
+        if sheet.path in self._cache:
+            self._cache.move_to_end(sheet.path)
+            return self._cache[sheet.path]
+        image = read_image_bytes(sheet.path)
+        self._cache[sheet.path] = image
+        self._cached += image.numel()
+        while self._cached > self._cache_limit and len(self._cache) > 1:
+            _, evicted = self._cache.popitem(last=False)
+            self._cached -= evicted.numel()
+        return image
 
     def sample(self, sheet: Sheet) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = self.image(sheet)
