@@ -62,6 +62,10 @@ def bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _image_key(path: str, etag: str) -> str:
+    return row_key(f"{path}@{etag.strip(chr(34))}")
+
+
 def _literal(value: str) -> str:
     """An OData string literal."""
     return "'" + value.replace("'", "''") + "'"
@@ -199,11 +203,18 @@ class Ledger:
 
     # --- images --------------------------------------------------------------------------------
 
+    def image_recorded(self, path: str, etag: str) -> bool:
+        try:
+            self._images.get_entity(_IMAGES, _image_key(path, etag))
+        except ResourceNotFoundError:
+            return False
+        return True
+
     def record_image(self, path: str, etag: str, seen: datetime | None = None) -> bool:
         """Record one image version once: True when new, False for a duplicate or redelivered event."""
         entity = {
             "PartitionKey": _IMAGES,
-            "RowKey": row_key(f"{path}@{etag.strip(chr(34))}"),
+            "RowKey": _image_key(path, etag),
             "path": path,
             "etag": etag,
             "seen": seen or now_utc(),

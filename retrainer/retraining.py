@@ -97,8 +97,9 @@ class RetrainingService:
     def on_blob_created(self, subject: str, data: dict) -> bool:
         """Record an uploaded image once (by path and ETag); True when it is new.
 
-        A redelivered event still gives a label that waits for this image another chance: a
-        conversion that failed the first time is retried, not lost.
+        The label waiting for this image is converted before the image is recorded: when that
+        fails, nothing is recorded, Event Grid redelivers, and the conversion is tried again. A
+        duplicate of a recorded image costs one read.
         """
         if data.get("api") not in COMPLETING_APIS:
             return False
@@ -109,10 +110,11 @@ class RetrainingService:
         if not isinstance(etag, str) or not etag or len(etag) > 200:
             log.warning("BlobCreated for %s carries no usable eTag; ignored", path)
             return False
-        new = self._ledger.record_image(path, etag, self._clock())
+        if self._ledger.image_recorded(path, etag):
+            return False
         if self._on_image is not None:
             self._on_image(path)  # converts a label that was waiting for this image
-        return new
+        return self._ledger.record_image(path, etag, self._clock())
 
     def _image_path(self, subject: str) -> str | None:
         """The blob's path when the subject names an image in our container's image folder."""

@@ -521,8 +521,11 @@ def test_a_redelivered_image_event_retries_the_conversion_that_failed(
     svc._on_image = convert
     with pytest.raises(ConnectionError):
         svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
-    assert not svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1")), "already recorded"
-    assert calls == ["data/images/a.jpg", "data/images/a.jpg"], "the redelivery converted it"
+    assert svc.pending_batch().count == 0, "not recorded while its label's conversion failed"
+    assert svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1")), "the redelivery records it"
+    assert calls == ["data/images/a.jpg", "data/images/a.jpg"], "and converts the label"
+    assert not svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
+    assert len(calls) == 2, "a duplicate of a recorded image converts nothing again"
 
 
 HOSTILE_EVENTS = {
