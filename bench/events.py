@@ -56,7 +56,7 @@ def main() -> None:
         ledger = Ledger.from_connection_string(azurite.connection_string, prefix)
         ledger.ensure_tables()
         store = Datastore.from_connection_string(connection, "data")
-        svc = RetrainingService(load_settings(), ledger, store, workspace=lambda: None)
+        svc = RetrainingService(load_settings(), ledger, store, runner=lambda: None)  # type: ignore[arg-type,return-value]
         unique = int(args.events * 0.7)
         subject = "/blobServices/default/containers/data/blobs/data/images/s{}.jpg"
         events = [(subject.format(i), {"api": "PutBlob", "eTag": f"0x{i}"}) for i in range(unique)]

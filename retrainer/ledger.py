@@ -203,12 +203,10 @@ class Ledger:
 
     # --- images --------------------------------------------------------------------------------
 
-    def image_recorded(self, path: str, etag: str) -> bool:
-        try:
-            self._images.get_entity(_IMAGES, _image_key(path, etag))
-        except ResourceNotFoundError:
-            return False
-        return True
+    def forget_image(self, path: str, etag: str) -> None:
+        """Undo `record_image` (its follow-up failed, and the event will be delivered again)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._images.delete_entity(_IMAGES, _image_key(path, etag))
 
     def record_image(self, path: str, etag: str, seen: datetime | None = None) -> bool:
         """Record one image version once: True when new, False for a duplicate or redelivered event."""

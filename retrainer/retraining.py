@@ -97,9 +97,10 @@ class RetrainingService:
     def on_blob_created(self, subject: str, data: dict) -> bool:
         """Record an uploaded image once (by path and ETag); True when it is new.
 
-        The label waiting for this image is converted before the image is recorded: when that
-        fails, nothing is recorded, Event Grid redelivers, and the conversion is tried again. A
-        duplicate of a recorded image costs one read.
+        When converting the label that waited for this image fails, the record is taken back and
+        the error raised, so Event Grid redelivers and the conversion is tried again (should even
+        that fail, the timer's sweep of waiting labels still converts it). A duplicate costs one
+        refused insert and converts nothing.
         """
         if data.get("api") not in COMPLETING_APIS:
             return False
@@ -110,11 +111,15 @@ class RetrainingService:
         if not isinstance(etag, str) or not etag or len(etag) > 200:
             log.warning("BlobCreated for %s carries no usable eTag; ignored", path)
             return False
-        if self._ledger.image_recorded(path, etag):
+        if not self._ledger.record_image(path, etag, self._clock()):
             return False
         if self._on_image is not None:
-            self._on_image(path)  # converts a label that was waiting for this image
-        return self._ledger.record_image(path, etag, self._clock())
+            try:
+                self._on_image(path)  # converts a label that was waiting for this image
+            except Exception:
+                self._ledger.forget_image(path, etag)
+                raise
+        return True
 
     def _image_path(self, subject: str) -> str | None:
         """The blob's path when the subject names an image in our container's image folder."""
