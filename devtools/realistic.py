@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from devtools.synthetic import Sheet
+from devtools.synthetic import Box, Sheet, overlaps
 
 LABEL_MAP: dict[str, str] = {
     "1": "Instrument/Valve/Gate valve",
@@ -48,7 +48,6 @@ LABEL_MAP: dict[str, str] = {
 STYLES = (0, 1, 2, 3)
 
 INK, PAPER = 0, 255
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -259,7 +258,7 @@ def generate_sheet(
         along = int(rng.integers(sw, (width if horizontal else height) - sw))
         cx, cy = (along, position) if horizontal else (position, along)
         box = (cx - sw // 2, cy - sh // 2, cx - sw // 2 + sw, cy - sh // 2 + sh)
-        if box[0] < 2 or box[1] < 2 or box[2] > width - 2 or box[3] > height - 2 or _near(box, placed, 12):
+        if box[0] < 2 or box[1] < 2 or box[2] > width - 2 or box[3] > height - 2 or overlaps(box, placed, 12):
             continue
         draw.rectangle(box, fill=PAPER)  # the pipe breaks at the symbol
         image.paste(symbol, box[:2])
@@ -273,16 +272,11 @@ def generate_sheet(
     return Sheet(stem=f"pid_{seed}_{''.join(map(str, styles))}_{index:05d}", image=_degrade(image, rng), rows=rows)
 
 
-def _near(box: Box, placed: list[Box], margin: int) -> bool:
-    x1, y1, x2, y2 = box
-    return any(x1 < b[2] + margin and b[0] - margin < x2 and y1 < b[3] + margin and b[1] - margin < y2 for b in placed)
-
-
 def _notes(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, placed: list[Box]) -> None:
     """Free notes and line numbers: text a detector must learn to ignore."""
     for _ in range(int(rng.integers(8, 8 + width // 300))):
         x, y = int(rng.integers(0, width - 200)), int(rng.integers(0, height - 20))
-        if _near((x, y, x + 160, y + 12), placed, 6):
+        if overlaps((x, y, x + 160, y + 12), placed, 6):
             continue
         text = (
             f'{int(rng.integers(1, 24))}"-P-{int(rng.integers(1000, 9999))}-A1'

@@ -148,7 +148,8 @@ class Sheet:
     rows: list[tuple[str, list[int], str]]
 
 
-def _overlaps(box: Box, placed: list[Box], margin: int) -> bool:
+def overlaps(box: Box, placed: list[Box], margin: int) -> bool:
+    """True when `box`, grown by `margin`, touches any placed box."""
     x1, y1, x2, y2 = box
     return any(x1 < b[2] + margin and b[0] - margin < x2 and y1 < b[3] + margin and b[1] - margin < y2 for b in placed)
 
@@ -179,7 +180,7 @@ def generate_sheet(seed: int, index: int, spec: SheetSpec = SheetSpec()) -> Shee
             cx, cy = position, int(rng.integers(h, height - h))
             w, h = h, w
         box = (cx - w // 2, cy - h // 2, cx - w // 2 + w, cy - h // 2 + h)
-        if box[0] < 1 or box[1] < 1 or box[2] > width - 1 or box[3] > height - 1 or _overlaps(box, placed, 6):
+        if box[0] < 1 or box[1] < 1 or box[2] > width - 1 or box[3] > height - 1 or overlaps(box, placed, 6):
             continue
         draw.rectangle(box, fill=_PAPER)
         symbol = Image.new("L", (box[2] - box[0], box[3] - box[1]) if horizontal else (h, w), _PAPER)
@@ -214,7 +215,7 @@ def _draw_text_marks(
     for _ in range(int(rng.integers(4, 12))):
         x, y = int(rng.integers(0, width - 30)), int(rng.integers(0, height - 10))
         mark = (x, y, x + 24, y + 8)
-        if _overlaps(mark, placed, 4):
+        if overlaps(mark, placed, 4):
             continue
         for k in range(3):
             draw.line([(x + 8 * k, y), (x + 8 * k + 5, y + 8)], fill=_INK, width=1)
