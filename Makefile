@@ -43,6 +43,7 @@ bench: setup
 	$(PY) bench/status_page.py
 	$(PY) bench/full_sheet.py
 	$(PY) bench/train.py
+	$(PY) bench/train.py --realistic
 
 # Terraform: formatting and checkov (own virtual environment: its hcl2 fork clashes with python-hcl2).
 CHECKOV := .venv-checkov/bin/checkov

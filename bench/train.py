@@ -119,9 +119,12 @@ def main() -> None:
 
 
 def realistic(args: argparse.Namespace) -> None:
-    """Generalization, not memorization: styles 0-2 for training, style 3 never seen."""
-    from devtools.realistic import RealisticSpec, sheet_generator
-    from pipeline_steps.detector.engine import validate
+    """Generalization, not memorization: styles 0-2 for training, style 3 never seen; then one full-size sheet."""
+    from full_sheet import describe_scoring, score_saved_model
+
+    from devtools.realistic import LABEL_MAP, RealisticSpec, sheet_generator
+    from pipeline_steps.detector.engine import native_bfloat16, validate
+    from pipeline_steps.detector.pyfunc import save_detector
 
     spec = RealisticSpec(min_side=args.min_side, max_side=args.max_side)
     seen, unseen = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
@@ -130,11 +133,15 @@ def realistic(args: argparse.Namespace) -> None:
         seen_val = load_sheets(write_mltable_set(Path(tmp, "seen"), args.val_sheets, 202, generate=seen))
         unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 303, generate=unseen))
         classes = class_vocabulary(train_sheets, seen_val, unseen_val)
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"bfloat16 {'native' if native_bfloat16() else 'not native (float32 used)'}"
+        )
         print(
             f"{len(train_sheets)} training sheets (styles 0-2), {len(seen_val)} held-out seen-style and "
             f"{len(unseen_val)} unseen-style (3) sheets of {args.min_side}-{args.max_side} px, {len(classes)} classes, "
-            f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min"
+            f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min",
+            flush=True,
         )
         config = dataclasses.replace(
             TrainingConfig(), max_minutes=args.minutes, evaluation_sheets=min(16, len(seen_val)), seed=args.seed
@@ -151,10 +158,14 @@ def realistic(args: argparse.Namespace) -> None:
             weakest = sorted(evaluation.per_class.items(), key=lambda item: item[1]["ap50"])[:5]
             print(
                 f"{label}: mAP@0.5 {metrics['mean_average_precision']:.3f}, COCO mAP {metrics['coco_map']:.3f}, "
-                f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}; weakest: "
-                + ", ".join(f"{c} {v['ap50']:.2f}" for c, v in weakest)
+                f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}; weakest (AP@0.5): "
+                + ", ".join(f"{LABEL_MAP[c].rsplit('/', 1)[-1]} ({c}) {v['ap50']:.2f}" for c, v in weakest)
             )
-        print(f"after {result.seconds / 60:.1f} min ({result.epochs} epochs); seen-style curve: {curve}")
+        print(f"after {result.seconds / 60:.1f} min ({result.epochs} epochs); seen-style curve: {curve}", flush=True)
+        full_size = sheet_generator((3,), dataclasses.replace(spec, min_side=7000, max_side=7000))
+        full_table = write_mltable_set(Path(tmp, "full"), 1, 404, generate=full_size)
+        save_detector(Path(tmp, "model"), result.model, classes, score_threshold=0.05, work_dir=Path(tmp, "work"))
+        print(describe_scoring(score_saved_model(Path(tmp, "model"), full_table)))
 
 
 if __name__ == "__main__":

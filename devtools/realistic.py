@@ -11,11 +11,12 @@ scan noise. Sheets run from `min_side` to `max_side` px (1,400-7,000 by default)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from devtools.synthetic import Box, Sheet, overlaps
 
@@ -85,17 +86,26 @@ def _dot(d: ImageDraw.ImageDraw, cx: int, cy: int, r: int, s: Style, solid: bool
 def _actuated(d: ImageDraw.ImageDraw, w: int, h: int, s: Style, head: str) -> None:
     body_top = h // 2
     cx, cy = _bowtie(d, w, h, s, top=body_top)
-    d.line([(cx, cy), (cx, h // 4)], fill=INK, width=s.line)
-    side = max(6, h // 4)
-    box = [cx - side, 0, cx + side, h // 4]
+    box_height = max(6, h // 3)
+    d.line([(cx, cy), (cx, box_height)], fill=INK, width=s.line)
+    side = max(4, int(box_height * 0.75))
+    box = [cx - side, 0, cx + side, box_height]
     if head == "dome":
-        d.pieslice([cx - side, 0, cx + side, h // 2 - 2], 180, 360, outline=INK, width=s.line)
+        d.pieslice([cx - side, 0, cx + side, 2 * box_height], 180, 360, outline=INK, width=s.line)
     else:
         if s.round_caps:
-            d.rounded_rectangle(box, radius=3, outline=INK, width=s.line)
+            d.rounded_rectangle(box, radius=max(1, box_height // 4), outline=INK, width=s.line)
         else:
             d.rectangle(box, outline=INK, width=s.line)
-        d.text((cx - 3, 1), head, fill=INK)
+        # The letter is part of the CAD block, so it scales with the symbol (a fixed-size bitmap
+        # font overflowed the box of a small symbol and vanished in a large one).
+        font = _letter_font(max(4, int((box_height - 2 * s.line) * 0.9)))
+        d.text((cx, box_height / 2 + 0.5), head, fill=INK, font=font, anchor="mm")
+
+
+@functools.cache
+def _letter_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
 
 
 def _bubble(d: ImageDraw.ImageDraw, w: int, h: int, s: Style, frame: str = "", bar: str = "") -> None:

@@ -46,3 +46,15 @@ def test_a_realistic_set_loads_as_training_data(tmp_path: Path) -> None:
     folder = write_mltable_set(tmp_path / "set", 3, seed=2, generate=sheet_generator((3,), SMALL))
     sheets = load_sheets(folder)
     assert len(sheets) == 3 and all(len(sheet.labels) >= 20 for sheet in sheets)
+
+
+def test_actuator_letters_scale_with_the_symbol_like_a_cad_block() -> None:
+    """Motor-operated (M) and solenoid (S) valves differ only by their letter, which must grow with the symbol."""
+    from devtools.realistic import render_symbol
+
+    def letter_difference(size: int) -> int:
+        motor, solenoid = (np.asarray(render_symbol(c, size, STYLE_TABLE[0])) < 128 for c in ("10", "11"))
+        return int((motor != solenoid).sum())
+
+    small, large = letter_difference(40), letter_difference(100)
+    assert small > 0 and large >= 4 * small, (small, large)

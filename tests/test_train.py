@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from pipeline_steps import train as train_step
-from pipeline_steps.detector.data import load_sheets
+from pipeline_steps.detector.data import CropSampler, Sheet, load_sheets
 from pipeline_steps.detector.evaluation import Prediction, evaluate
 
 
@@ -203,8 +204,24 @@ def test_a_full_size_sheet_is_scored_in_tiles_and_every_symbol_reported_once() -
     assert found == sorted(truth), "each symbol once, whole, wherever the seams fall"
 
 
+class _EdgeDetector(torch.nn.Module):
+    """What FCOS returns for a box predicted on the padding past the right edge: clipped to zero width."""
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        _, height, width = images[0].shape
+        boxes = torch.tensor([[10.0, 10.0, 50.0, 40.0], [width, 10.0, width, 40.0], [20.0, height, 60.0, height]])
+        return [{"boxes": boxes, "scores": torch.full((3,), 0.9), "labels": torch.ones(3, dtype=torch.int64)}]
+
+
+def test_boxes_clipped_to_nothing_at_the_sheet_edge_are_not_reported() -> None:
+    from pipeline_steps.detector.engine import predict
+
+    prediction = predict(_EdgeDetector(), torch.zeros((3, 300, 400), dtype=torch.uint8), ["1"])
+    assert prediction.boxes.tolist() == [[10.0, 10.0, 50.0, 40.0]]
+
+
 def test_training_keeps_a_bounded_number_of_decoded_sheets(data: tuple[Path, Path]) -> None:
-    from pipeline_steps.detector.data import CropSampler, read_image_bytes
+    from pipeline_steps.detector.data import read_image_bytes
 
     sheets = load_sheets(data[0])
     one_sheet = read_image_bytes(sheets[0].path).numel()
@@ -217,3 +234,16 @@ def test_training_keeps_a_bounded_number_of_decoded_sheets(data: tuple[Path, Pat
         one_sheet * 3, max(read_image_bytes(s.path).numel() for s in sheets)
     )
     assert len(sampler._cache) < len(sheets)
+
+
+def _symbol_draws(sampler: CropSampler, sheet: Sheet, draws: int = 4000) -> dict[str, float]:
+    picks = Counter(sheet.labels[sampler.pick_symbol(sheet)] for _ in range(draws))
+    return {label: count / draws for label, count in picks.items()}
+
+
+def test_rare_classes_get_crops_by_the_square_root_of_their_rarity(tmp_path: Path) -> None:
+    boxes = np.tile(np.array([[10, 10, 40, 40]], dtype=np.float32), (10, 1))
+    sheet = Sheet(tmp_path / "unused.png", 100, 100, boxes, ("common",) * 9 + ("rare",))
+    shares = _symbol_draws(CropSampler([sheet], ["common", "rare"], 64, seed=0), sheet)
+    # weights 1/sqrt(share): common 1/sqrt(0.9) each, rare 1/sqrt(0.1) -> the rare one is 0.25 of the draws
+    assert shares["rare"] == pytest.approx(0.25, abs=0.03)
