@@ -221,19 +221,42 @@ def test_boxes_clipped_to_nothing_at_the_sheet_edge_are_not_reported() -> None:
 
 
 def test_training_keeps_a_bounded_number_of_decoded_sheets(data: tuple[Path, Path]) -> None:
-    from pipeline_steps.detector.data import read_image_bytes
+    from pipeline_steps.detector.data import read_sheet_pixels
 
     sheets = load_sheets(data[0])
-    one_sheet = read_image_bytes(sheets[0].path).numel()
+    one_sheet = read_sheet_pixels(sheets[0].path).numel()
     sampler = CropSampler(
         sheets, sorted({label for s in sheets for label in s.labels}), 96, 0, cache_bytes=one_sheet * 3
     )
     for sheet in sheets:
         sampler.sample(sheet)
     assert sum(image.numel() for image in sampler._cache.values()) <= max(
-        one_sheet * 3, max(read_image_bytes(s.path).numel() for s in sheets)
+        one_sheet * 3, max(read_sheet_pixels(s.path).numel() for s in sheets)
     )
     assert len(sampler._cache) < len(sheets)
+
+
+def test_grey_sheets_are_cached_as_one_channel_and_cropped_as_rgb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from pipeline_steps.detector.data import read_image, read_sheet_pixels
+
+    rng = np.random.default_rng(0)
+    grey = np.where(rng.random((120, 160)) < 0.1, 0, 255).astype(np.uint8)
+    Image.fromarray(grey, "L").convert("RGB").save(tmp_path / "grey.png")
+    colour = np.stack([grey, grey, 255 - grey], axis=-1)
+    Image.fromarray(colour, "RGB").save(tmp_path / "colour.png")
+    assert read_sheet_pixels(tmp_path / "grey.png").shape == (1, 120, 160)
+    assert read_sheet_pixels(tmp_path / "colour.png").shape == (3, 120, 160)
+
+    for name in ("grey.png", "colour.png"):
+        sheet = Sheet(tmp_path / name, 160, 120, np.zeros((0, 4), dtype=np.float32), ())
+        sampler = CropSampler([sheet], ["1"], 200, seed=0)
+        crop, _ = sampler.sample(sheet)  # the crop is the whole sheet, maybe flipped or turned
+        whole = read_image(tmp_path / name)
+        variants = [whole, whole.flip(-1), whole.flip(-2), whole.flip(-1).flip(-2)]
+        variants += [v.transpose(-1, -2) for v in variants]
+        assert crop.shape[0] == 3 and any(crop.shape == v.shape and torch.equal(crop, v) for v in variants)
 
 
 def _symbol_draws(sampler: CropSampler, sheet: Sheet, draws: int = 4000) -> dict[str, float]:

@@ -70,6 +70,15 @@ def read_image_bytes(path: Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def read_sheet_pixels(path: Path) -> torch.Tensor:
+    """uint8 (C, H, W) for the training cache: one channel when the sheet is grey, as drawings mostly are
+    (a third of the memory, so three times the sheets stay decoded), else RGB."""
+    image = read_image_bytes(path)
+    if torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]):
+        return image[:1].clone()
+    return image
+
+
 def read_image(path: Path) -> torch.Tensor:
     """RGB float tensor (3, H, W) in [0, 1]."""
     return read_image_bytes(path).float().div_(255.0)
@@ -115,7 +124,7 @@ class CropSampler:
         if sheet.path in self._cache:
             self._cache.move_to_end(sheet.path)
             return self._cache[sheet.path]
-        image = read_image_bytes(sheet.path)
+        image = read_sheet_pixels(sheet.path)
         self._cache[sheet.path] = image
         self._cached += image.numel()
         while self._cached > self._cache_limit and len(self._cache) > 1:
@@ -136,7 +145,7 @@ class CropSampler:
         else:
             left = int(self.rng.integers(0, width - size_x + 1))
             top = int(self.rng.integers(0, height - size_y + 1))
-        crop = image[:, top : top + size_y, left : left + size_x].float().div_(255.0)
+        crop = image[:, top : top + size_y, left : left + size_x].expand(3, -1, -1).float().div_(255.0)
         boxes = sheet.boxes - np.array([left, top, left, top], dtype=np.float32)
         clipped = boxes.copy()
         clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, size_x)
