@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline_steps._cli import add_flag, boolean, filename_list
-from pipeline_steps.mltable_io import count_classes, read_records, write_records
+from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records, write_records
 
 REPORT_FILE = "split_report.json"
 RARE_CLASS_POLICIES = ("copy", "train_only")
@@ -99,7 +99,7 @@ def split_records(records: list[dict], config: SplitConfig) -> SplitResult:
             "n_fold": config.n_fold,
             "validation_fold": config.fold,
             "seed": config.seed,
-            "rare_classes": sorted(rare, key=_numeric_first),
+            "rare_classes": sorted(rare, key=class_sort_key),
             "rare_class_policy": config.rare_class_policy,
             "rare_class_images": len(rare_images),
             "mandatory_not_found": not_found,
@@ -137,7 +137,7 @@ def _stratified_fold(pool: list[int], records: list[dict], config: SplitConfig) 
 
 def _box_count_matrix(records: list[dict]) -> np.ndarray:
     """Boxes of each class per image (rows: records, columns: classes in numeric order)."""
-    classes = sorted({box["label"] for r in records for box in r.get("label", [])}, key=_numeric_first)
+    classes = sorted({box["label"] for r in records for box in r.get("label", [])}, key=class_sort_key)
     column = {c: j for j, c in enumerate(classes)}
     counts = np.zeros((len(records), max(len(classes), 1)), dtype=np.float64)
     for row, record in enumerate(records):
@@ -222,7 +222,7 @@ def _give_every_class_a_training_image(
     trained = {c for i in train for c in classes_of[i]}
     missing = {c for i in val for c in classes_of[i]} - trained
     moved = []
-    for c in sorted(missing, key=_numeric_first):
+    for c in sorted(missing, key=class_sort_key):
         if c in trained:
             continue
         candidates = [i for i in val if c in classes_of[i] and i not in forced_val]
@@ -239,14 +239,10 @@ def _give_every_class_a_training_image(
     return moved
 
 
-def _numeric_first(class_id: str) -> tuple[int, str]:
-    return (int(class_id), "") if class_id.lstrip("-").isdigit() else (1 << 62, class_id)
-
-
 def split_report(records: list[dict], result: SplitResult) -> dict[str, Any]:
     train = count_classes(records[i] for i in result.train)
     val = count_classes(records[i] for i in result.val)
-    classes = sorted(set(train.images_per_class) | set(val.images_per_class), key=_numeric_first)
+    classes = sorted(set(train.images_per_class) | set(val.images_per_class), key=class_sort_key)
     per_class = {
         c: {
             "train_images": train.images_per_class[c],

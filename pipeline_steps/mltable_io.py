@@ -77,12 +77,13 @@ class ClassCounts:
         return {
             "images": self.images,
             "boxes": self.boxes,
-            "images_per_class": dict(sorted(self.images_per_class.items(), key=lambda kv: _class_sort_key(kv[0]))),
-            "boxes_per_class": dict(sorted(self.boxes_per_class.items(), key=lambda kv: _class_sort_key(kv[0]))),
+            "images_per_class": dict(sorted(self.images_per_class.items(), key=lambda kv: class_sort_key(kv[0]))),
+            "boxes_per_class": dict(sorted(self.boxes_per_class.items(), key=lambda kv: class_sort_key(kv[0]))),
         }
 
 
-def _class_sort_key(class_id: str) -> tuple[int, str]:
+def class_sort_key(class_id: str) -> tuple[int, str]:
+    """Class ids in numeric order ("2" before "10"), any non-numeric ids after them."""
     return (int(class_id), "") if class_id.lstrip("-").isdigit() else (1 << 62, class_id)
 
 

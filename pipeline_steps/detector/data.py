@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline_steps.mltable_io import class_sort_key
+
 ANNOTATIONS_FILE = "annotations.jsonl"
 
 
@@ -60,7 +62,7 @@ def load_sheets(mltable_folder: Path) -> list[Sheet]:
 def class_vocabulary(*sheet_sets: list[Sheet]) -> list[str]:
     """Class ids in numeric order; index i of the list is model label i + 1."""
     labels = {label for sheets in sheet_sets for sheet in sheets for label in sheet.labels}
-    return sorted(labels, key=lambda c: (int(c), c) if c.lstrip("-").isdigit() else (1 << 62, c))
+    return sorted(labels, key=class_sort_key)
 
 
 def read_image_bytes(path: Path) -> torch.Tensor:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from pipeline_steps.detector.data import Sheet
 from pipeline_steps.detector.evaluation import Confusion, Evaluation, Mistake, Prediction, confusion
+from pipeline_steps.mltable_io import class_sort_key
 
 REPORT_FILE = "report.html"
 
@@ -31,7 +32,7 @@ def write_report(
     score_threshold: float = 0.3,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    classes = sorted(evaluation.per_class, key=_numeric_first)
+    classes = sorted(evaluation.per_class, key=class_sort_key)
     pictures = [
         _draw(sheet, prediction, folder / f"val_{index:02d}.png", score_threshold)
         for index, (sheet, prediction) in enumerate(zip(sheets[:max_images], predictions, strict=False))
@@ -77,10 +78,6 @@ column missed symbols; look-alikes show as off-diagonal cells.</p>
     path = folder / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def _numeric_first(class_id: str) -> tuple[int, str]:
-    return (int(class_id), "") if class_id.lstrip("-").isdigit() else (1 << 62, class_id)
 
 
 def _img(path: Path | None, element_id: str, width: int, alt: str) -> str:
