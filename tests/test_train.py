@@ -270,3 +270,26 @@ def test_rare_classes_get_crops_by_the_square_root_of_their_rarity(tmp_path: Pat
     shares = _symbol_draws(CropSampler([sheet], ["common", "rare"], 64, seed=0), sheet)
     # weights 1/sqrt(share): common 1/sqrt(0.9) each, rare 1/sqrt(0.1) -> the rare one is 0.25 of the draws
     assert shares["rare"] == pytest.approx(0.25, abs=0.03)
+
+
+def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(tmp_path: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    from pipeline_steps.detector import report
+    from pipeline_steps.detector.evaluation import Mistake
+
+    sheets = []
+    for index in range(2):
+        path = tmp_path / f"sheet{index}.png"
+        Image.new("RGB", (300, 200), "white").save(path)
+        sheets.append(Sheet(path, 300, 200, np.zeros((0, 4), dtype=np.float32), ()))
+    box = np.array([40, 40, 80, 80], dtype=np.float32)
+    mistakes = [Mistake(0, box, "1", 0.9), Mistake(1, box, "2", 0.8), Mistake(0, box, "3", 0.0)]
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(report.Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    html_text = report._crops(sheets, mistakes, tmp_path, "mistake", {"3": "Valves/Check valve"})
+    assert sorted(opened) == [sheets[0].path, sheets[1].path]
+    names = [f"mistake_{n:02d}.png" for n in range(3)]
+    assert [html_text.index(name) for name in names] == sorted(html_text.index(name) for name in names)
+    assert all((tmp_path / name).is_file() for name in names) and "missed Check valve" in html_text

@@ -144,34 +144,39 @@ def _confusion_png(confused: Confusion, class_names: dict[str, str], path: Path)
 
 
 def _crops(sheets: list[Sheet], mistakes: list[Mistake], folder: Path, kind: str, class_names: dict[str, str]) -> str:
-    """Each mistake cropped from its sheet with some context, its box outlined."""
-    figures = []
+    """Each mistake cropped from its sheet with some context, its box outlined; each sheet decoded once."""
+    figures: dict[int, str] = {}
+    by_sheet: dict[int, list[int]] = {}
     for number, mistake in enumerate(mistakes):
-        sheet = sheets[mistake.sheet_index]
-        x1, y1, x2, y2 = (float(v) for v in mistake.box)
-        margin = max(24.0, 0.6 * max(x2 - x1, y2 - y1))
+        by_sheet.setdefault(mistake.sheet_index, []).append(number)
+    for sheet_index, numbers in by_sheet.items():
+        sheet = sheets[sheet_index]
         with Image.open(sheet.path) as source:
             image = source.convert("RGB")
-        box = (
-            int(max(0, x1 - margin)),
-            int(max(0, y1 - margin)),
-            int(min(image.width, x2 + margin)),
-            int(min(image.height, y2 + margin)),
-        )
-        crop = image.crop(box)
-        ImageDraw.Draw(crop).rectangle(
-            [x1 - box[0], y1 - box[1], x2 - box[0], y2 - box[1]], outline=(220, 0, 0), width=2
-        )
-        crop.thumbnail((200, 200))
-        name = f"{kind}_{number:02d}.png"
-        crop.save(folder / name)
-        what = class_names.get(mistake.label, mistake.label).split("/")[-1]
-        caption = f"{what} {mistake.score:.2f}" if mistake.score else f"missed {what}"
-        figures.append(
-            f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
-            f"<br>{html.escape(sheet.path.name)}</figcaption></figure>"
-        )
-    return "".join(figures)
+        for number in numbers:
+            mistake = mistakes[number]
+            x1, y1, x2, y2 = (float(v) for v in mistake.box)
+            margin = max(24.0, 0.6 * max(x2 - x1, y2 - y1))
+            box = (
+                int(max(0, x1 - margin)),
+                int(max(0, y1 - margin)),
+                int(min(image.width, x2 + margin)),
+                int(min(image.height, y2 + margin)),
+            )
+            crop = image.crop(box)
+            ImageDraw.Draw(crop).rectangle(
+                [x1 - box[0], y1 - box[1], x2 - box[0], y2 - box[1]], outline=(220, 0, 0), width=2
+            )
+            crop.thumbnail((200, 200))
+            name = f"{kind}_{number:02d}.png"
+            crop.save(folder / name)
+            what = class_names.get(mistake.label, mistake.label).split("/")[-1]
+            caption = f"{what} {mistake.score:.2f}" if mistake.score else f"missed {what}"
+            figures[number] = (
+                f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
+                f"<br>{html.escape(sheet.path.name)}</figcaption></figure>"
+            )
+    return "".join(figures[number] for number in range(len(mistakes)))
 
 
 def _pyplot() -> Any:
