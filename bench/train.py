@@ -122,11 +122,11 @@ def realistic(args: argparse.Namespace) -> None:
     """Generalization, not memorization: styles 0-2 for training, style 3 never seen; then one full-size sheet."""
     from full_sheet import describe_scoring, score_saved_model
 
-    from devtools.realistic import LABEL_MAP, RealisticSpec, sheet_generator
+    from devtools.realistic import LABEL_MAP, REALISTIC_SPEC, sheet_generator
     from pipeline_steps.detector.engine import native_bfloat16, validate
     from pipeline_steps.detector.pyfunc import save_detector
 
-    spec = RealisticSpec(min_side=args.min_side, max_side=args.max_side)
+    spec = dataclasses.replace(REALISTIC_SPEC, min_side=args.min_side, max_side=args.max_side)
     seen, unseen = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
     with tempfile.TemporaryDirectory(prefix="bench-realistic-") as tmp:
         train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.train_sheets, 101, generate=seen))

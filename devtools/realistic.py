@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from devtools.synthetic import Box, Sheet, overlaps
+from devtools.synthetic import Box, Sheet, SheetSpec, overlaps
 
 LABEL_MAP: dict[str, str] = {
     "1": "Instrument/Valve/Gate valve",
@@ -216,14 +216,10 @@ def render_symbol(class_id: str, size: int, style: Style) -> Image.Image:
     return symbol
 
 
-@dataclass(frozen=True)
-class RealisticSpec:
-    min_side: int = 1400
-    max_side: int = 7000
-    min_symbols: int = 20
-    max_symbols: int = 60
-    min_symbol_px: int = 20
-    max_symbol_px: int = 100
+#: The synthetic generator's ranges at the size of real sheets.
+REALISTIC_SPEC = SheetSpec(
+    min_side=1400, max_side=7000, min_symbols=20, max_symbols=60, min_symbol_px=20, max_symbol_px=100
+)
 
 
 def _tag(rng: np.random.Generator, class_id: str) -> str:
@@ -231,9 +227,7 @@ def _tag(rng: np.random.Generator, class_id: str) -> str:
     return f"{prefix}-{int(rng.integers(100, 9999))}"
 
 
-def generate_sheet(
-    seed: int, index: int, styles: Sequence[int] = STYLES, spec: RealisticSpec = RealisticSpec()
-) -> Sheet:
+def generate_sheet(seed: int, index: int, styles: Sequence[int] = STYLES, spec: SheetSpec = REALISTIC_SPEC) -> Sheet:
     """One realistic sheet whose symbols are drawn in the given styles only."""
     rng = np.random.default_rng([seed, index, *styles])
     width = int(rng.integers(spec.min_side, spec.max_side + 1))
@@ -307,6 +301,6 @@ def _degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(pixels, "L").convert("RGB")
 
 
-def sheet_generator(styles: Sequence[int], spec: RealisticSpec = RealisticSpec()) -> Callable[[int, int], Sheet]:
+def sheet_generator(styles: Sequence[int], spec: SheetSpec = REALISTIC_SPEC) -> Callable[[int, int], Sheet]:
     """`(seed, index) -> Sheet` in the given styles, for `devtools.synthetic.write_mltable_set(generate=...)`."""
     return lambda seed, index: generate_sheet(seed, index, styles, spec)

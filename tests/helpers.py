@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import io
 import json
+import subprocess
+import sys
 
 import azure.functions as func
 from PIL import Image
@@ -16,6 +18,13 @@ def indexed_functions() -> dict[str, func.FunctionBuilder]:
     import function_app
 
     return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+def loaded_by_importing_function_app(modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after `import function_app` (the host's cold start)."""
+    code = f"import json, sys, function_app; print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(loaded)
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:

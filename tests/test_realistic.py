@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from devtools.realistic import LABEL_MAP, STYLE_TABLE, RealisticSpec, generate_sheet, sheet_generator
+from devtools.realistic import LABEL_MAP, REALISTIC_SPEC, STYLE_TABLE, generate_sheet, sheet_generator
 from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.data import load_sheets
 
-SMALL = RealisticSpec(min_side=1400, max_side=1600)
+SMALL = dataclasses.replace(REALISTIC_SPEC, min_side=1400, max_side=1600)
 
 
 def test_the_same_seed_index_and_styles_give_the_same_sheet() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,6 +16,7 @@ from retrainer.settings import load_settings
 from retrainer.telemetry import Metrics
 from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion
+from tests.helpers import loaded_by_importing_function_app
 
 
 def values(reader: InMemoryMetricReader) -> dict[str, float]:
@@ -98,9 +97,4 @@ def test_azure_monitor_is_set_up_once_with_entra_auth_and_only_when_configured(m
 
 
 def test_cold_start_loads_no_telemetry_code() -> None:
-    code = (
-        "import sys, function_app; "
-        "print(sorted(m for m in ('opentelemetry', 'azure.monitor.opentelemetry') if m in sys.modules))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert loaded_by_importing_function_app(("opentelemetry", "azure.monitor.opentelemetry")) == []
