@@ -179,10 +179,7 @@ class _ZipReader:
     """One parse of the zip's directory shared by every upload thread (zipfile serialises the seeks),
     with the bytes in flight bounded."""
 
-    def __init__(
-        self, path: Path, archive: zipfile.ZipFile, budget_bytes: int = READ_BUDGET_BYTES, progress: bool = True
-    ) -> None:
-        self.progress = progress
+    def __init__(self, path: Path, archive: zipfile.ZipFile, budget_bytes: int = READ_BUDGET_BYTES) -> None:
         self._path = path
         self._archive = archive
         self._infos = {info.filename: info for info in archive.infolist()}
@@ -226,7 +223,7 @@ def _load(
         raise UnsafeArchiveError(f"{zip_path.name} has no images/ or labels/*.npy entries")
     datastore.ensure_container()
     ledger.ensure_tables()
-    reader = _ZipReader(zip_path, archive, progress=progress)
+    reader = _ZipReader(zip_path, archive)
     summary = LoadSummary(ignored_members=len(contents.ignored))
     stored = {
         blob.name: blob.content_md5
@@ -235,8 +232,8 @@ def _load(
     }
 
     label_map = _load_label_map(contents, reader, datastore, label_map_blob)
-    images = _upload_images(contents, reader, datastore, layout, stored, summary, workers)
-    fresh_labels = _upload_labels(contents, reader, datastore, layout, stored, summary, workers)
+    images = _upload_images(contents, reader, datastore, layout, stored, summary, workers, progress)
+    fresh_labels = _upload_labels(contents, reader, datastore, layout, stored, summary, workers, progress)
     ingestor = LabelIngestor(datastore, ledger, layout, label_map, handler="data-loader")
     _convert_labels(contents, fresh_labels, ingestor, layout, images, stored, summary, workers, progress)
     return summary
@@ -306,6 +303,7 @@ def _upload_images(
     stored: dict[str, bytes | None],
     summary: LoadSummary,
     workers: int,
+    progress: bool,
 ) -> dict[str, ImageInfo]:
     """Upload readable images; quarantine files that only pretend to be images. Returns image info by stem."""
     images: dict[str, ImageInfo] = {}
@@ -332,7 +330,7 @@ def _upload_images(
         len(contents.images),
         "upload images",
         workers,
-        reader.progress,
+        progress,
     )
     return images
 
@@ -345,6 +343,7 @@ def _upload_labels(
     stored: dict[str, bytes | None],
     summary: LoadSummary,
     workers: int,
+    progress: bool,
 ) -> set[str]:
     """Upload label files; returns the paths whose content is new (these are converted again)."""
     fresh: set[str] = set()
@@ -374,7 +373,7 @@ def _upload_labels(
         len(contents.labels),
         "upload labels",
         workers,
-        reader.progress,
+        progress,
     )
     return fresh
 
