@@ -370,11 +370,12 @@ class RetrainingService:
         """Return the run's images to pending; a failure counts toward back-off, a cancellation does not."""
         images = self._ledger.images(run_id=record.run_id, state="in_run")
         self._ledger.assign_images(images, "pending", "")
-        failed = None if record.state == RunState.CANCELED else True
-        self._ledger.release_slot(record.run_id, failed=failed, when=self._clock())
-        if failed:
+        canceled = record.state == RunState.CANCELED
+        self._ledger.release_slot(record.run_id, failed=None if canceled else True, when=self._clock())
+        if not canceled:
             self._metrics.runs_failed.add(1)
-        log.error(
+        log.log(
+            logging.WARNING if canceled else logging.ERROR,  # a cancellation is an operator's choice, not a fault
             "run %s ended %s (%s); %d images are pending again",
             record.run_id,
             record.state,

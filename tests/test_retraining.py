@@ -632,12 +632,15 @@ def test_a_failed_submission_logs_no_secret(
 
 
 def test_a_canceled_run_returns_its_images_without_counting_as_a_failure(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
     run_id = svc.tick().submitted
-    assert svc.cancel(run_id) == "canceled" and workspace.canceled == [run_id]
+    with caplog.at_level("INFO", logger="retrainer"):
+        assert svc.cancel(run_id) == "canceled" and workspace.canceled == [run_id]
+    ended = [r for r in caplog.records if "images are pending again" in r.getMessage()]
+    assert [r.levelname for r in ended] == ["WARNING"], "a cancellation is not logged as an error"
     assert len(ledger.images(state="pending")) == 3 and ledger.control().consecutive_failures == 0
     assert not svc.submission_state().paused, "no back-off after a cancellation"
     assert svc.cancel(run_id) == "canceled", "canceling again changes nothing"
