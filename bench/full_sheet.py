@@ -51,14 +51,14 @@ import json, resource, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, {root!r})
-from pipeline_steps.detector.data import class_vocabulary, load_sheets
+from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
 from pipeline_steps.detector.evaluation import evaluate
-from pipeline_steps.detector.scoring import load_model, predict_sheets
+from pipeline_steps.detector.scoring import load_model, predict_loaded
 torch.set_num_threads({threads})
 model = load_model(Path({model!r}))
 sheets = load_sheets(Path({mltable!r}))
 started = time.perf_counter()
-predictions = predict_sheets(model, sheets)
+predictions = predict_loaded(model, sheets)
 seconds = time.perf_counter() - started
 metrics = evaluate(sheets, predictions, class_vocabulary(sheets)).metrics
 print(json.dumps({{"seconds": seconds, "peak_mb": peak_mb(),

@@ -26,9 +26,9 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
 from devtools.synthetic import write_mltable_set
-from pipeline_steps.detector.data import class_vocabulary, load_sheets
 from pipeline_steps.detector.engine import TrainingConfig, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
+from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
 
 
 class _ThreeLevelBackbone(SymbolBackbone):

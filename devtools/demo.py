@@ -119,10 +119,37 @@ def summary(workdir: Path) -> str:
     for run in reversed(retraining.runs()):
         decision = run.decision
         score = f"{decision.candidate_score:.3f}" if decision else "-"
+        champion = (
+            f"{decision.previous_best_score:.3f}" if decision and decision.previous_best_score is not None else "-"
+        )
+        interval = decision.comparison.interval if decision else None
+        difference = interval.words() if interval else "-"
         verdict = "promoted" if decision and decision.promoted else "kept the best"
         version = decision.candidate_version if decision else "-"
-        rows.append([run.run_id, run.trigger, str(run.image_count), run.state.value, score, version, verdict])
-    header = ["run", "trigger", "new images", "state", "mAP@0.5", "version", "decision"]
+        rows.append(
+            [
+                run.run_id,
+                run.trigger,
+                str(run.image_count),
+                run.state.value,
+                version,
+                score,
+                champion,
+                difference,
+                verdict,
+            ]
+        )
+    header = [
+        "run",
+        "trigger",
+        "new images",
+        "state",
+        "version",
+        "holdout mAP@0.5",
+        "champion",
+        "difference",
+        "decision",
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
@@ -195,11 +222,9 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
                 state = record.state if record else "unknown"
                 raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
             decision = record.decision
-            rescored = " (both re-scored on the same validation set)" if decision.comparison.rescored else ""
             print(
-                f"      {_elapsed(started)}  version {decision.candidate_version}: mAP@0.5 "
-                f"{decision.candidate_score:.3f}, {'promoted' if decision.promoted else 'the best model stays'}"
-                f"{rescored}"
+                f"      {_elapsed(started)}  version {decision.candidate_version}: holdout mAP@0.5 "
+                f"{decision.candidate_score:.3f}; {decision.reason}"
             )
         status_path = args.workdir / "status.html"
         retraining = bootstrap.retraining()

@@ -1,36 +1,46 @@
-"""Step 2, data split: one aggregated MLTable -> train and validation MLTables, stratified by class.
+"""Step 2, data split: one aggregated MLTable -> training, validation and holdout MLTables, sticky and stratified.
 
     python -m pipeline_steps.data_split --input_data_path <MLTable folder> --use_stratified_split true \
-        --stratified_split_n_fold 5 --mandatory_train_filenames "a.jpg;b.jpg" --mandatory_val_filenames "" \
-        --train_output_path <folder> --val_output_path <folder>
+        --stratified_split_n_fold 5 --holdout_fraction 0.2 --mandatory_train_filenames "a.jpg;b.jpg" \
+        --train_output_path <folder> --val_output_path <folder> --holdout_output_path <folder>
 
-Multi-label stratification grouped by image (iterative stratification over each image's set of
-classes; chosen over scikit-learn's StratifiedGroupKFold on box rows by `bench/split.py`): no image
-is in both sets, except images of rare classes (fewer images than folds), which follow
-`--rare_class_policy`: `copy` (default, as the reference pipeline did) puts them in both sets,
-`train_only` keeps them in train. Mandatory lists are `;`-separated basenames. Every class keeps at
-least one training image. With `--use_stratified_split false` everything is training data and the
-validation MLTable is empty but valid. `split_report.json` (in the train folder) gives per-class
-image and box counts in both sets.
+An image keeps its side for good: the assignment of every image seen so far is a versioned document
+in the model registry (`--assignment_name`), read at the start and written back, as the next
+version, only when images were added. Only new images are assigned, by iterative stratification of
+their class sets seeded with what each side already holds, so every side stays stratified by class.
+A sheet seen before under another name (same size and boxes) joins its original's side.
+
+Sides: the holdout (`--holdout_fraction` of the images, at least `--holdout_min_images_per_class`
+images of each class where the data allows) is what promotion compares models on, and nothing
+trains on it; validation is 1/k of the rest (`--stratified_split_n_fold` k) and steers training;
+training keeps at least one image of every class. Mandatory lists win, and move an image when they
+must (reported). Images of rare classes (fewer images than k) follow `--rare_class_policy`:
+`train_only` (default) or `copy`, which also puts their training images in validation (the
+validation score is then optimistic; the holdout is never touched). With `--use_stratified_split
+false` there is no validation set and the validation MLTable is empty but valid. Two runs that race
+both end on the same assignment: writing a version that exists fails, and the loser starts again
+from the winner's document. `split_report.json` (in the train folder) gives the counts per side
+and class and the holdout's version.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import numpy as np
 
 from pipeline_steps._cli import add_flag, boolean, filename_list
+from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide, holdout_info
 from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records, write_records
+from retrainer.promotion import HoldoutInfo
 
-REPORT_FILE = "split_report.json"
-RARE_CLASS_POLICIES = ("copy", "train_only")
+RARE_CLASS_POLICIES = ("train_only", "copy")
+DEFAULT_ASSIGNMENT_NAME = "pid-symbols-split-assignment"
+_COMMIT_ATTEMPTS = 5
 
 
 class SplitError(ValueError):
@@ -41,18 +51,39 @@ class SplitError(ValueError):
 class SplitConfig:
     use_stratified_split: bool = True
     n_fold: int = 5
-    fold: int = 0
-    seed: int = 42
+    holdout_fraction: float = 0.2
+    holdout_min_images_per_class: int = 2
     mandatory_train: tuple[str, ...] = ()
     mandatory_val: tuple[str, ...] = ()
-    rare_class_policy: str = "copy"
+    rare_class_policy: str = "train_only"
+
+    def fractions(self) -> dict[SplitSide, float]:
+        rest = 1.0 - self.holdout_fraction
+        val = rest / self.n_fold if self.use_stratified_split else 0.0
+        return {SplitSide.TRAIN: rest - val, SplitSide.VAL: val, SplitSide.HOLDOUT: self.holdout_fraction}
 
 
 @dataclass
 class SplitResult:
-    train: list[int]
-    val: list[int]
-    notes: dict[str, object] = field(default_factory=dict)
+    """Record indices per side, and the assignment that produced them (to be stored when it changed)."""
+
+    sides: dict[SplitSide, list[int]]
+    assignment: SplitAssignment
+    newly_assigned: int
+    holdout_names: list[str]
+    copied_to_val: list[int] = field(default_factory=list)
+    moved_by_mandatory_lists: list[str] = field(default_factory=list)
+    mandatory_not_found: list[str] = field(default_factory=list)
+    rare_classes: list[str] = field(default_factory=list)
+    conflicting_copies: list[str] = field(default_factory=list)
+
+    @property
+    def holdout(self) -> HoldoutInfo:
+        return holdout_info(self.assignment.version, self.holdout_names)
+
+    @property
+    def changed(self) -> bool:
+        return self.newly_assigned > 0 or bool(self.moved_by_mandatory_lists)
 
 
 def image_classes(record: dict) -> set[str]:
@@ -63,56 +94,83 @@ def basename(record: dict) -> str:
     return PurePosixPath(record["image_url"]).name
 
 
-def split_records(records: list[dict], config: SplitConfig) -> SplitResult:
-    """Indices of the training and validation records (pure; deterministic for a seed)."""
-    if not config.use_stratified_split:
-        return SplitResult(list(range(len(records))), [], {"stratified": False})
+def fingerprint(record: dict) -> str | None:
+    """The sheet's identity under any name: its size and boxes (None for a sheet without boxes)."""
+    boxes = sorted(
+        (str(b["label"]), *(round(float(b[k]), 4) for k in ("topX", "topY", "bottomX", "bottomY")))
+        for b in record.get("label", [])
+    )
+    if not boxes:
+        return None
+    details = record.get("image_details") or {}
+    text = repr((details.get("width"), details.get("height"), boxes))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+def split_records(records: list[dict], previous: SplitAssignment, config: SplitConfig) -> SplitResult:
+    """Each record's side: kept from `previous`, forced by the mandatory lists, or newly assigned (pure)."""
     _check_config(config)
     names = [basename(record) for record in records]
-    forced_train = {i for i, name in enumerate(names) if name in set(config.mandatory_train)}
-    forced_val = {i for i, name in enumerate(names) if name in set(config.mandatory_val)}
-    found = set(names)
-    not_found = sorted(set(config.mandatory_train + config.mandatory_val) - found)
-
+    prints = [fingerprint(record) for record in records]
+    groups = _groups(names, prints)
     classes_of = [image_classes(record) for record in records]
-    images_per_class = Counter(c for classes in classes_of for c in classes)
-    rare = {c for c, n in images_per_class.items() if n < config.n_fold}
-    rare_images = {i for i, classes in enumerate(classes_of) if classes & rare} - forced_train - forced_val
-    pool = [i for i in range(len(records)) if i not in forced_train | forced_val | rare_images]
-    if len(pool) < config.n_fold:
-        raise SplitError(
-            f"{len(pool)} images left to stratify cannot make {config.n_fold} folds: "
-            "lower STRATIFIED_SPLIT_N_FOLD or set USE_STRATIFIED_SPLIT=false"
-        )
-    val_from_pool = _stratified_fold(pool, records, config)
-    val = sorted(set(val_from_pool) | forced_val)
-    train = sorted(set(range(len(records))) - set(val))
-    if config.rare_class_policy == "copy":
-        val = sorted(set(val) | rare_images)
-    moved = _give_every_class_a_training_image(train, val, classes_of, forced_val)
+    side_of_group: dict[int, SplitSide] = {}
+    conflicts: list[str] = []
+    for group, members in groups.items():
+        known = _known_side(members, names, prints, previous)
+        if known is not None:
+            side_of_group[group] = known[0]
+            if known[1]:
+                conflicts.append(names[members[0]])
+    forced, moved = _mandatory_sides(groups, names, config, side_of_group)
+    side_of_group.update(forced)
+    new_groups = [g for g in groups if g not in side_of_group]
+    group_classes = {g: set().union(*(classes_of[i] for i in members)) for g, members in groups.items()}
+    order_key = {g: hashlib.sha256(min(names[i] for i in groups[g]).encode("utf-8")).hexdigest() for g in new_groups}
+    new_groups.sort(key=order_key.__getitem__)
+    side_of_group.update(_stratify(new_groups, group_classes, side_of_group, groups, config))
+    _give_every_class_a_training_image(group_classes, side_of_group, set(forced), groups, names)
+
+    sides: dict[SplitSide, list[int]] = {side: [] for side in SplitSide}
+    assignment = SplitAssignment(
+        version=previous.version, by_name=dict(previous.by_name), by_fingerprint=dict(previous.by_fingerprint)
+    )
+    for group, members in groups.items():
+        side = side_of_group[group]
+        for i in members:
+            sides[side].append(i)
+            assignment.by_name[names[i]] = side
+            if (sheet_print := prints[i]) is not None:
+                assignment.by_fingerprint.setdefault(sheet_print, side)
+    for side in sides:
+        sides[side].sort()
+    rare = _rare_classes(classes_of, config)
+    copied = (
+        [i for i in sides[SplitSide.TRAIN] if classes_of[i] & rare]
+        if config.rare_class_policy == "copy" and config.use_stratified_split
+        else []
+    )
+    found = set(names)
     return SplitResult(
-        train,
-        val,
-        {
-            "stratified": True,
-            "algorithm": "iterative stratification of image class sets (iterstrat), then box-share refinement by swaps",
-            "n_fold": config.n_fold,
-            "validation_fold": config.fold,
-            "seed": config.seed,
-            "rare_classes": sorted(rare, key=class_sort_key),
-            "rare_class_policy": config.rare_class_policy,
-            "rare_class_images": len(rare_images),
-            "mandatory_not_found": not_found,
-            "moved_to_train_so_every_class_trains": [names[i] for i in moved],
-        },
+        sides=sides,
+        assignment=assignment,
+        newly_assigned=sum(len(groups[g]) for g in new_groups),
+        holdout_names=[names[i] for i in sides[SplitSide.HOLDOUT]],
+        copied_to_val=copied,
+        moved_by_mandatory_lists=moved,
+        mandatory_not_found=sorted(set(config.mandatory_train + config.mandatory_val) - found),
+        rare_classes=sorted(rare, key=class_sort_key),
+        conflicting_copies=conflicts,
     )
 
 
 def _check_config(config: SplitConfig) -> None:
     if config.n_fold < 2:
         raise SplitError(f"STRATIFIED_SPLIT_N_FOLD must be at least 2, got {config.n_fold}")
-    if not 0 <= config.fold < config.n_fold:
-        raise SplitError(f"validation fold {config.fold} is not in 0..{config.n_fold - 1}")
+    if not 0.0 <= config.holdout_fraction < 0.9:
+        raise SplitError(f"HOLDOUT_FRACTION must be in [0, 0.9), got {config.holdout_fraction}")
+    if config.holdout_min_images_per_class < 0:
+        raise SplitError(f"HOLDOUT_MIN_IMAGES_PER_CLASS must be >= 0, got {config.holdout_min_images_per_class}")
     if config.rare_class_policy not in RARE_CLASS_POLICIES:
         raise SplitError(f"rare class policy must be one of {RARE_CLASS_POLICIES}, got {config.rare_class_policy!r}")
     both = sorted(set(config.mandatory_train) & set(config.mandatory_val))
@@ -120,158 +178,232 @@ def _check_config(config: SplitConfig) -> None:
         raise SplitError(f"in both MANDATORY_TRAIN_FILENAMES and MANDATORY_VAL_FILENAMES: {', '.join(both)}")
 
 
-def _stratified_fold(pool: list[int], records: list[dict], config: SplitConfig) -> list[int]:
-    """Records of the validation fold: iterative stratification of image class sets, then box-share refinement."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+def _groups(names: list[str], prints: list[str | None]) -> dict[int, list[int]]:
+    """Records that are the same sheet (same name, or same fingerprint) form one group (union-find)."""
+    parent = list(range(len(names)))
 
-    box_counts = _box_count_matrix([records[i] for i in pool])
-    folds = MultilabelStratifiedKFold(n_splits=config.n_fold, shuffle=True, random_state=config.seed)
-    for fold, (_, val_rows) in enumerate(folds.split(np.zeros(len(pool)), box_counts > 0)):
-        if fold == config.fold:
-            in_val = np.zeros(len(pool), dtype=bool)
-            in_val[val_rows] = True
-            refine_box_shares(box_counts, in_val, np.random.default_rng(config.seed))
-            return [pool[row] for row in np.flatnonzero(in_val)]
-    raise AssertionError("unreachable: fold index was checked")
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
-
-def _box_count_matrix(records: list[dict]) -> np.ndarray:
-    """Boxes of each class per image (rows: records, columns: classes in numeric order)."""
-    classes = sorted({box["label"] for r in records for box in r.get("label", [])}, key=class_sort_key)
-    column = {c: j for j, c in enumerate(classes)}
-    counts = np.zeros((len(records), max(len(classes), 1)), dtype=np.float64)
-    for row, record in enumerate(records):
-        for box in record.get("label", []):
-            counts[row, column[box["label"]]] += 1
-    return counts
-
-
-def box_share_deviation(box_counts: np.ndarray, in_val: np.ndarray) -> float:
-    """Mean over classes of |class's share of boxes in val - val's share of all boxes|."""
-    totals = box_counts.sum(axis=0)
-    present = totals > 0
-    val = box_counts[in_val].sum(axis=0)
-    return float(np.abs(val[present] / totals[present] - val.sum() / totals.sum()).mean())
+    first_of: dict[object, int] = {}
+    for i, keys in enumerate(zip(names, prints, strict=True)):
+        for key in (("name", keys[0]), ("print", keys[1])):
+            if key[1] is None:
+                continue
+            if key in first_of:
+                parent[root(i)] = root(first_of[key])
+            else:
+                first_of[key] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(names)):
+        groups.setdefault(root(i), []).append(i)
+    return groups
 
 
-def refine_box_shares(
-    box_counts: np.ndarray, in_val: np.ndarray, rng: np.random.Generator, rounds: int = 400, batch: int = 2048
-) -> None:
-    """Swap images between the sets, keeping their sizes, while it lowers the box-share deviation.
+def _known_side(
+    members: list[int], names: list[str], prints: list[str | None], previous: SplitAssignment
+) -> tuple[SplitSide, bool] | None:
+    """The side the group already has (a name wins over a fingerprint), and whether its members disagreed."""
+    by_name = [previous.by_name[names[i]] for i in members if names[i] in previous.by_name]
+    by_print = [
+        previous.by_fingerprint[p] for i in members if (p := prints[i]) is not None and p in previous.by_fingerprint
+    ]
+    known = by_name or by_print
+    if not known:
+        return None
+    return known[0], len(set(known)) > 1
 
-    Image-level stratification balances which images carry a class, not how many boxes; each round
-    scores `batch` random (val, train) swaps at once and applies the best one that helps.
-    """
-    totals = box_counts.sum(axis=0)
-    present = totals > 0
-    weights = 1.0 / totals[present]
-    counts = box_counts[:, present]
-    val = counts[in_val].sum(axis=0)
-    grand_total = totals.sum()
-    box_totals = counts.sum(axis=1)
 
-    def deviation(val_counts: np.ndarray) -> np.ndarray:
-        share = val_counts.sum(axis=-1, keepdims=True) / grand_total
-        return np.abs(val_counts * weights - share).mean(axis=-1)
-
-    current = float(deviation(val))
-    for _ in range(rounds):
-        val_rows, train_rows = np.flatnonzero(in_val), np.flatnonzero(~in_val)
-        if len(val_rows) == 0 or len(train_rows) == 0:
-            return
-        out_rows, in_rows = _swap_candidates(
-            counts, val_rows, train_rows, val * weights - val.sum() / grand_total, rng, batch
-        )
-        candidates = val + counts[in_rows] - counts[out_rows]
-        scores = deviation(candidates)
-        best = int(np.argmin(scores))
-        if scores[best] >= current or (box_totals[in_rows[best]] == 0 and box_totals[out_rows[best]] == 0):
+def _mandatory_sides(
+    groups: dict[int, list[int]], names: list[str], config: SplitConfig, current: dict[int, SplitSide]
+) -> tuple[dict[int, SplitSide], list[str]]:
+    forced: dict[int, SplitSide] = {}
+    moved: list[str] = []
+    wanted = {**dict.fromkeys(config.mandatory_train, SplitSide.TRAIN)}
+    if config.use_stratified_split:
+        wanted.update(dict.fromkeys(config.mandatory_val, SplitSide.VAL))
+    for group, members in groups.items():
+        sides = {wanted[names[i]] for i in members if names[i] in wanted}
+        if not sides:
             continue
-        in_val[out_rows[best]], in_val[in_rows[best]] = False, True
-        val = candidates[best]
-        current = float(scores[best])
+        side = SplitSide.TRAIN if SplitSide.TRAIN in sides else SplitSide.VAL
+        if group in current and current[group] != side:
+            moved.extend(f"{names[i]}: {current[group]} -> {side}" for i in members)
+        forced[group] = side
+    return forced, moved
 
 
-def _swap_candidates(
-    counts: np.ndarray,
-    val_rows: np.ndarray,
-    train_rows: np.ndarray,
-    error: np.ndarray,
-    rng: np.random.Generator,
-    batch: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Half random swaps, half aimed: a val image of the most over-represented class for a train image of the most
-    under-represented one."""
-    half = batch // 2
-    out_rows = val_rows[rng.integers(len(val_rows), size=batch)]
-    in_rows = train_rows[rng.integers(len(train_rows), size=batch)]
-    over, under = int(np.argmax(error)), int(np.argmin(error))
-    over_rows = val_rows[counts[val_rows, over] > 0]
-    under_rows = train_rows[counts[train_rows, under] > 0]
-    if len(over_rows):
-        out_rows[:half] = over_rows[rng.integers(len(over_rows), size=half)]
-    if len(under_rows):
-        in_rows[:half] = under_rows[rng.integers(len(under_rows), size=half)]
-    return out_rows, in_rows
+def _stratify(
+    new_groups: list[int],
+    group_classes: dict[int, set[str]],
+    assigned: dict[int, SplitSide],
+    groups: dict[int, list[int]],
+    config: SplitConfig,
+) -> dict[int, SplitSide]:
+    """Iterative stratification (Sechidis et al., 2011) of the new groups, seeded with each side's current counts.
+
+    Each side wants its fraction of every class's images; a class is placed rarest first, each of its
+    groups on the side that still wants that class most. `new_groups` come in the order of a hash of
+    their names, so the result depends only on the data, never on the order records arrive in.
+    """
+    fractions = {side: f for side, f in config.fractions().items() if f > 0}
+    size = {g: len(groups[g]) for g in groups}
+    totals: Counter[str] = Counter()
+    for g, classes in group_classes.items():
+        for c in classes:
+            totals[c] += size[g]
+    desired = {side: {c: fraction * n for c, n in totals.items()} for side, fraction in fractions.items()}
+    if SplitSide.HOLDOUT in desired:
+        for c, n in totals.items():  # a floor per class, leaving at least one training and one validation image
+            floor = min(config.holdout_min_images_per_class, max(n - 1 - (SplitSide.VAL in desired), 0))
+            desired[SplitSide.HOLDOUT][c] = max(desired[SplitSide.HOLDOUT][c], floor)
+    for c in totals:
+        desired[SplitSide.TRAIN][c] = max(desired[SplitSide.TRAIN][c], 1.0)
+    desired_total = {side: fraction * sum(size.values()) for side, fraction in fractions.items()}
+    for g, side in assigned.items():
+        _take(desired, desired_total, side, group_classes[g], size[g])
+
+    rank = {side: index for index, side in enumerate(fractions)}
+    placed: dict[int, SplitSide] = {}
+    remaining = list(new_groups)
+    while remaining:
+        left: Counter[str] = Counter(c for g in remaining for c in group_classes[g])
+        if not left:
+            for g in remaining:
+                side = max(fractions, key=lambda s: (desired_total[s], -rank[s]))
+                placed[g] = side
+                desired_total[side] -= size[g]
+            break
+        rarest = min(left, key=lambda c: (left[c], class_sort_key(c)))
+        for g in [g for g in remaining if rarest in group_classes[g]]:
+            side = max(fractions, key=lambda s: (desired[s][rarest], desired_total[s], -rank[s]))
+            placed[g] = side
+            _take(desired, desired_total, side, group_classes[g], size[g])
+        remaining = [g for g in remaining if g not in placed]
+    return placed
+
+
+def _take(
+    desired: dict[SplitSide, dict[str, float]],
+    desired_total: dict[SplitSide, float],
+    side: SplitSide,
+    classes: set[str],
+    images: int,
+) -> None:
+    if side not in desired:
+        return
+    for c in classes:
+        desired[side][c] -= images
+    desired_total[side] -= images
 
 
 def _give_every_class_a_training_image(
-    train: list[int], val: list[int], classes_of: list[set[str]], forced_val: set[int]
-) -> list[int]:
-    """Move the smallest number of validation images so that each class has a training image."""
-    trained = {c for i in train for c in classes_of[i]}
-    missing = {c for i in val for c in classes_of[i]} - trained
-    moved = []
+    group_classes: dict[int, set[str]],
+    side_of_group: dict[int, SplitSide],
+    forced: set[int],
+    groups: dict[int, list[int]],
+    names: list[str],
+) -> None:
+    """A class with no training image cannot be learnt: the split refuses rather than train without it."""
+    trained = {c for g, side in side_of_group.items() if side == SplitSide.TRAIN for c in group_classes[g]}
+    missing = {c for classes in group_classes.values() for c in classes} - trained
     for c in sorted(missing, key=class_sort_key):
-        if c in trained:
-            continue
-        candidates = [i for i in val if c in classes_of[i] and i not in forced_val]
-        if not candidates:
+        holders = [g for g in side_of_group if c in group_classes[g]]
+        if all(g in forced for g in holders):
             raise SplitError(
                 f"class {c} appears only in MANDATORY_VAL_FILENAMES images: it would have no training image"
             )
-        chosen = candidates[0]
-        val.remove(chosen)
-        train.append(chosen)
-        train.sort()
-        trained |= classes_of[chosen]
-        moved.append(chosen)
-    return moved
+        # Only reachable through images assigned in earlier runs: keeping their side matters more than
+        # training on the class now; the next image of the class goes to training (desired >= 1).
 
 
-def split_report(records: list[dict], result: SplitResult) -> dict[str, Any]:
-    train = count_classes(records[i] for i in result.train)
-    val = count_classes(records[i] for i in result.val)
-    classes = sorted(set(train.images_per_class) | set(val.images_per_class), key=class_sort_key)
-    per_class = {
-        c: {
-            "train_images": train.images_per_class[c],
-            "val_images": val.images_per_class[c],
-            "train_boxes": train.boxes_per_class[c],
-            "val_boxes": val.boxes_per_class[c],
-        }
-        for c in classes
-    }
-    shared = sorted(set(result.train) & set(result.val))
-    return {
-        **result.notes,
-        "train": {"images": train.images, "boxes": train.boxes},
-        "val": {"images": val.images, "boxes": val.boxes},
-        "images_in_both": [basename(records[i]) for i in shared],
-        "per_class": per_class,
-    }
+def _rare_classes(classes_of: list[set[str]], config: SplitConfig) -> set[str]:
+    images_per_class = Counter(c for classes in classes_of for c in classes)
+    return {c for c, n in images_per_class.items() if n < config.n_fold}
 
 
-def run_split(input_path: Path, train_output: Path, val_output: Path, config: SplitConfig) -> dict[str, Any]:
+def split_report(records: list[dict], result: SplitResult) -> SplitReport:
+    counted = {side: count_classes(records[i] for i in indices) for side, indices in result.sides.items()}
+    val_with_copies = count_classes(records[i] for i in result.sides[SplitSide.VAL] + result.copied_to_val)
+    counted[SplitSide.VAL] = val_with_copies
+    classes = sorted({c for counts in counted.values() for c in counts.images_per_class}, key=class_sort_key)
+    return SplitReport(
+        assignment_version=result.assignment.version,
+        holdout=result.holdout,
+        counts={side: {"images": counts.images, "boxes": counts.boxes} for side, counts in counted.items()},
+        per_class={
+            c: {
+                f"{side}_{kind}": getattr(counts, f"{kind}_per_class")[c]
+                for side, counts in counted.items()
+                for kind in ("images", "boxes")
+            }
+            for c in classes
+        },
+        newly_assigned=result.newly_assigned,
+        moved_by_mandatory_lists=result.moved_by_mandatory_lists,
+        mandatory_not_found=result.mandatory_not_found,
+        rare_classes=result.rare_classes,
+        images_in_train_and_val=[basename(records[i]) for i in result.copied_to_val],
+        conflicting_copies=result.conflicting_copies,
+    )
+
+
+def assign_and_commit(
+    records: list[dict],
+    config: SplitConfig,
+    load: Callable[[], SplitAssignment],
+    create: Callable[[SplitAssignment], bool],
+) -> SplitResult:
+    """Split against the latest assignment and store the next version; a racing writer's version wins and we redo."""
+    for _ in range(_COMMIT_ATTEMPTS):
+        previous = load()
+        result = split_records(records, previous, config)
+        if not result.changed:
+            return result
+        result.assignment.version = previous.version + 1
+        if create(result.assignment):
+            return result
+    raise SplitError(f"the split assignment kept changing under this run ({_COMMIT_ATTEMPTS} attempts): try again")
+
+
+def run_split(
+    input_path: Path,
+    outputs: dict[SplitSide, Path],
+    config: SplitConfig,
+    load: Callable[[], SplitAssignment],
+    create: Callable[[SplitAssignment], bool],
+) -> SplitReport:
     records = list(read_records(input_path))
     if not records:
         raise SplitError(f"{input_path} holds no records")
-    result = split_records(records, config)
-    write_records(train_output, (records[i] for i in result.train))
-    write_records(val_output, (records[i] for i in result.val))
+    result = assign_and_commit(records, config, load, create)
+    for side, folder in outputs.items():
+        extra = result.copied_to_val if side == SplitSide.VAL else []
+        write_records(folder, (records[i] for i in result.sides[side] + extra))
     report = split_report(records, result)
-    (train_output / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    report.write(outputs[SplitSide.TRAIN])
+    HoldoutManifest(holdout=result.holdout).write(outputs[SplitSide.HOLDOUT])
     return report
+
+
+def registry_store(assignment_name: str) -> tuple[Callable[[], SplitAssignment], Callable[[SplitAssignment], bool]]:
+    """Load and create-only store of the assignment as versioned documents of the model registry."""
+    from retrainer.settings import get_settings
+    from retrainer.workspace import open_registry
+
+    registry = open_registry(get_settings())
+
+    def load() -> SplitAssignment:
+        latest = registry.latest_document(assignment_name)
+        return SplitAssignment() if latest is None else SplitAssignment.from_bytes(latest)
+
+    def create(assignment: SplitAssignment) -> bool:
+        return registry.create_document(assignment_name, str(assignment.version), assignment.to_bytes())
+
+    return load, create
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,37 +413,45 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_flag(parser, "input_data_path", required=True, type=Path, help="aggregated MLTable folder")
-    add_flag(parser, "use_stratified_split", env="USE_STRATIFIED_SPLIT", type=boolean, default=True)
-    add_flag(parser, "stratified_split_n_fold", env="STRATIFIED_SPLIT_N_FOLD", type=int, default=5)
-    add_flag(parser, "mandatory_train_filenames", env="MANDATORY_TRAIN_FILENAMES", type=filename_list, default=[])
-    add_flag(parser, "mandatory_val_filenames", env="MANDATORY_VAL_FILENAMES", type=filename_list, default=[])
-    add_flag(parser, "rare_class_policy", choices=RARE_CLASS_POLICIES, default="copy")
-    add_flag(parser, "validation_fold", type=int, default=0, help="which of the k folds is validation")
-    add_flag(parser, "seed", type=int, default=42)
+    add_flag(parser, "use_stratified_split", type=boolean, default=True)
+    add_flag(parser, "stratified_split_n_fold", type=int, default=5)
+    add_flag(parser, "holdout_fraction", type=float, default=0.2)
+    add_flag(parser, "holdout_min_images_per_class", type=int, default=2)
+    add_flag(parser, "mandatory_train_filenames", type=filename_list, default=[])
+    add_flag(parser, "mandatory_val_filenames", type=filename_list, default=[])
+    add_flag(parser, "rare_class_policy", choices=RARE_CLASS_POLICIES, default="train_only")
+    add_flag(parser, "assignment_name", default=DEFAULT_ASSIGNMENT_NAME, help="registry document of the sides")
     add_flag(parser, "train_output_path", required=True, type=Path)
     add_flag(parser, "val_output_path", required=True, type=Path)
+    add_flag(parser, "holdout_output_path", required=True, type=Path)
     args = parser.parse_args(argv)
     config = SplitConfig(
         use_stratified_split=args.use_stratified_split,
         n_fold=int(args.stratified_split_n_fold),
-        fold=args.validation_fold,
-        seed=args.seed,
+        holdout_fraction=args.holdout_fraction,
+        holdout_min_images_per_class=args.holdout_min_images_per_class,
         mandatory_train=tuple(args.mandatory_train_filenames),
         mandatory_val=tuple(args.mandatory_val_filenames),
         rare_class_policy=args.rare_class_policy,
     )
+    outputs = {
+        SplitSide.TRAIN: args.train_output_path,
+        SplitSide.VAL: args.val_output_path,
+        SplitSide.HOLDOUT: args.holdout_output_path,
+    }
     try:
-        report = run_split(args.input_data_path, args.train_output_path, args.val_output_path, config)
+        report = run_split(args.input_data_path, outputs, config, *registry_store(args.assignment_name))
     except SplitError as error:
         print(f"data split failed: {error}", file=sys.stderr)
         return 1
     print(
-        f"train: {report['train']['images']} images, {report['train']['boxes']} boxes; "
-        f"val: {report['val']['images']} images, {report['val']['boxes']} boxes; "
-        f"in both (rare classes): {len(report['images_in_both'])}"
+        "; ".join(f"{side}: {c['images']} images, {c['boxes']} boxes" for side, c in report.counts.items())
+        + f"; newly assigned {report.newly_assigned}; holdout {report.holdout.label()}"
     )
-    if report.get("mandatory_not_found"):
-        print(f"mandatory file names not found: {', '.join(report['mandatory_not_found'])}")
+    for line in report.moved_by_mandatory_lists:
+        print(f"moved by the mandatory lists: {line}")
+    if report.mandatory_not_found:
+        print(f"mandatory file names not found: {', '.join(report.mandatory_not_found)}")
     return 0
 
 

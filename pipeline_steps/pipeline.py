@@ -26,6 +26,7 @@ from azure.ai.ml.entities import CommandComponent, Environment, PipelineJob
 
 from pipeline_steps import PIPELINE_RELEASE
 from pipeline_steps.automl_node import AutoMLConfig, build_automl_node
+from pipeline_steps.step_inputs import step_settings
 from retrainer.settings import Settings
 
 #: The SDK's overloads of `dsl.pipeline` want the function positionally; as a decorator factory it takes none.
@@ -60,21 +61,18 @@ def registered_reference(node: Any) -> None:
 def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJob:
     """The pipeline job for the settings: six steps, or three when datasets are reused."""
     automl = AutoMLConfig.from_settings(settings)
+    inputs = step_settings(settings)
     register_model, tag_model = component("register_model"), component("tag_model")
 
-    def register_and_tag(best_model: Any, data_assets: Any) -> tuple[Any, Any]:
+    def register_and_tag(best_model: Any, data_assets: Any, holdout: dict[str, Any]) -> tuple[Any, Any]:
         registered = register_model(
-            model_base_name=settings.MODEL_BASE_NAME,
+            **inputs["register_model"],
             model_input_path=best_model,
             data_assets_path=data_assets,
             train_dataset=settings.TRAIN_DATASET if settings.reuses_datasets() else None,
             val_dataset=settings.VAL_DATASET if settings.reuses_datasets() else None,
         )
-        tagged = tag_model(
-            model_base_name=settings.MODEL_BASE_NAME,
-            model_metadata_path=registered.outputs.model_metadata_path,
-            min_map_improvement=settings.MIN_MAP_IMPROVEMENT,
-        )
+        tagged = tag_model(**inputs["tag_model"], model_metadata_path=registered.outputs.model_metadata_path, **holdout)
         registered.name, tagged.name = "register_model", "tag_model"
         return registered, tagged
 
@@ -87,7 +85,7 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
             version_file = (
                 Input(type="uri_folder", path=settings.DATASET_VERSION_PATH) if settings.DATASET_VERSION_PATH else None
             )
-            _, tagged = register_and_tag(training.outputs.best_model, version_file)
+            _, tagged = register_and_tag(training.outputs.best_model, version_file, {})
             return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
 
         job = reuse_pipeline(
@@ -108,17 +106,12 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
                 input_label_data_path=labels,
                 input_images_string_absolute_path=settings.images_absolute_prefix(),
             )
-            split_data = split(
-                input_data_path=aggregated.outputs.output_path,
-                use_stratified_split=settings.USE_STRATIFIED_SPLIT,
-                stratified_split_n_fold=settings.STRATIFIED_SPLIT_N_FOLD,
-                mandatory_train_filenames=settings.MANDATORY_TRAIN_FILENAMES or None,
-                mandatory_val_filenames=settings.MANDATORY_VAL_FILENAMES or None,
-            )
+            split_data = split(**inputs["data_split"], input_data_path=aggregated.outputs.output_path)
             assets = register_data(
+                **inputs["register_data_asset"],
                 train_input_path=split_data.outputs.train_output_path,
                 val_input_path=split_data.outputs.val_output_path,
-                data_store_name=settings.DATA_STORE_NAME,
+                holdout_input_path=split_data.outputs.holdout_output_path,
             )
             # Without a split the validation MLTable is empty, which AutoML rejects: pass none, and
             # AutoML holds out TRAINING_VALIDATION_DATA_SIZE of the training data instead.
@@ -130,7 +123,13 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
                 "register_data_asset",
                 "train",
             )
-            _, tagged = register_and_tag(training.outputs.best_model, assets.outputs.output_path)
+            # The tag step scores both models on the holdout: its MLTable, and the image folder its URLs point into.
+            holdout = {
+                "holdout_data_path": split_data.outputs.holdout_output_path,
+                "holdout_images_path": images,
+                "images_string_absolute_path": settings.images_absolute_prefix(),
+            }
+            _, tagged = register_and_tag(training.outputs.best_model, assets.outputs.output_path, holdout)
             return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
 
         job = full_pipeline(

@@ -7,7 +7,7 @@
 Metrics come from the training run: `metrics.json` beside `MLmodel` (the local trainer), else the
 MLflow run named by the MLmodel's `run_id` (AutoML's best child run; inside Azure ML jobs the
 platform points MLFLOW_TRACKING_URI at the workspace). `model_metadata.json` in the output holds
-name, version, mean_average_precision, precision, recall and the data versions.
+name, version, mean_average_precision, precision, recall and the data versions (`contracts.RegisteredModel`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 import yaml
 
 from pipeline_steps._cli import add_flag
+from pipeline_steps.contracts import DataAssets, RegisteredModel
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import ModelRegistry, open_registry
 
-METADATA_FILE = "model_metadata.json"
 PRIMARY_METRIC = "mean_average_precision"
 REQUIRED_METRICS = (PRIMARY_METRIC, "precision", "recall")
 OPTIONAL_METRICS = ("coco_map",)
@@ -96,11 +96,11 @@ def data_versions(
     """The training and validation data the model saw: the data-asset step's output, or the reused assets."""
     versions = {"train_data": train_dataset or "", "val_data": val_dataset or ""}
     if data_assets_path is not None:
-        document = json.loads((data_assets_path / "data_assets.json").read_text())
-        for role in ("train", "val"):
-            if document.get(role):
-                versions[f"{role}_data"] = f"{document[role]['name']}:{document[role]['version']}"
-                versions[f"{role}_data_uri"] = document[role]["uri"]
+        assets = DataAssets.read(data_assets_path)
+        for role, entry in (("train", assets.train), ("val", assets.val), ("holdout", assets.holdout)):
+            if entry is not None:
+                versions[f"{role}_data"] = entry.reference()
+                versions[f"{role}_data_uri"] = entry.uri
     return {key: value for key, value in versions.items() if value}
 
 
@@ -120,7 +120,7 @@ def per_class_ap(model_folder: Path) -> dict[str, float]:
     }
 
 
-def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> dict[str, object]:
+def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> RegisteredModel:
     metrics, source = read_training_metrics(model_folder)
     per_class = per_class_ap(model_folder)
     tags = {
@@ -133,15 +133,19 @@ def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[
     version = registry.register_model(
         name, model_folder, description="P&ID symbol detector (AutoML for Images contract)", tags=tags
     )
-    return {
-        "name": version.name,
-        "version": version.version,
-        "uri": version.uri,
-        **metrics,
-        "per_class": per_class,
-        **data,
-        "source_run": source,
-    }
+    return RegisteredModel(
+        name=version.name,
+        version=version.version,
+        uri=version.uri,
+        mean_average_precision=metrics[PRIMARY_METRIC],
+        precision=metrics["precision"],
+        recall=metrics["recall"],
+        coco_map=metrics.get("coco_map"),
+        per_class=per_class,
+        train_data=data.get("train_data"),
+        val_data=data.get("val_data"),
+        source_run=source,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_flag(parser, "model-base-name", env="MODEL_BASE_NAME", default="pid-symbol-detector")
+    add_flag(parser, "model-base-name", default="pid-symbol-detector")
     add_flag(parser, "model-input-path", required=True, type=Path, help="MLflow model folder (MLmodel at its root)")
     add_flag(parser, "model-metadata-path", required=True, type=Path, help="output folder for model_metadata.json")
     add_flag(parser, "data-assets-path", type=Path, default=None, help="register_data_asset output folder")
@@ -167,12 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelInputError, SettingsError, FileNotFoundError) as error:
         print(f"register model failed: {error}", file=sys.stderr)
         return 1
-    args.model_metadata_path.mkdir(parents=True, exist_ok=True)
-    (args.model_metadata_path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    print(
-        f"registered {metadata['name']} version {metadata['version']} "
-        f"(mAP@0.5 {metadata['mean_average_precision']:.4f})"
-    )
+    metadata.write(args.model_metadata_path)
+    print(f"registered {metadata.name} version {metadata.version} (mAP@0.5 {metadata.mean_average_precision:.4f})")
     return 0
 
 

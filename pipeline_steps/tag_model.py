@@ -1,51 +1,68 @@
-"""Step 6, tag model: compare the new version with the best one and move the `best_model` tag.
+"""Step 6, tag model: score the new version and the best one on the same holdout, decide, move the `best_model` tag.
 
     python -m pipeline_steps.tag_model --model-base-name pid-symbol-detector \
-        --model-metadata-path <register_model output> --best-model-metadata-path <output folder>
+        --model-metadata-path <register_model output> --holdout-data-path <split's holdout MLTable> \
+        --best-model-metadata-path <output folder> [--min-map-improvement 0] [--confidence-level 0.95] \
+        [--bootstrap-resamples 1000] [--scoring-env-manager local|conda|virtualenv|uv]
 
-The newcomer wins only when its mAP@0.5 beats the best by more than --min-map-improvement (default 0:
-a tie keeps the incumbent). When the two were validated on different data the decision says so; in
-local mode both are re-scored on the newcomer's validation set first and the decision uses those
-numbers. Idempotent, and never more than one version tagged best: local tag steps take a lock;
-on Azure ML the step re-reads after writing and repairs. `best_model_metadata.json` records the
-chosen version, the previous best, both scores and the reason.
+Both models are scored on the holdout (images neither trained on) by one scorer: MLflow's
+`mlflow.models.predict` through the AutoML scoring contract, then COCO mAP@0.5. `--scoring-env-manager`
+says where a model runs: `local` in this process's environment (the local detector), `conda` in the
+environment the model declares (an AutoML model on Azure ML). A paired bootstrap over holdout images
+gives an interval for the challenger's mAP@0.5 minus the champion's; the challenger is promoted only
+when the interval's lower bound clears --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
+the recorded validation scores decide, and the record says so. Idempotent, and never more than one
+version tagged best: local tag steps take a lock; on Azure ML the step re-reads after writing and
+repairs. `best_model_metadata.json` records both scores, the interval, the holdout's version and
+per-class AP of both.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import html
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import add_flag
+from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
 from pipeline_steps.register_model import PER_CLASS_TAG
-from retrainer.promotion import PROMOTION_RECORD_FILE, Comparison, PromotionRecord, decide_promotion
+from retrainer.promotion import (
+    PROMOTION_RECORD_FILE,
+    Comparison,
+    DifferenceInterval,
+    PromotionRecord,
+    decide_promotion,
+)
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import BEST_MODEL_TAG, ModelRegistry, ModelVersion, open_registry
 
 SCORE_TAG = "mean_average_precision"
+SCORING_ENV_MANAGERS = ("local", "conda", "virtualenv", "uv")
 
 
 @dataclass(frozen=True)
-class Rescored:
-    """Both models scored on the same validation set: mAP@0.5 and per-class AP@0.5."""
+class HoldoutScores:
+    """The challenger (and the champion, when there is one) scored on the same holdout images."""
 
     candidate_score: float
-    incumbent_score: float
     candidate_per_class: dict[str, float]
-    incumbent_per_class: dict[str, float]
+    incumbent_score: float | None = None
+    incumbent_per_class: dict[str, float] | None = None
+    interval: DifferenceInterval | None = None
+    seconds: float = 0.0
 
 
-Rescorer = Callable[[ModelVersion, ModelVersion], Rescored]
+HoldoutScorer = Callable[[ModelVersion, ModelVersion | None], HoldoutScores]
 
 
-class RescoreUnavailable(Exception):
-    """The two models cannot be scored on the same data here; the recorded scores decide, with a note."""
+class ScoringUnavailable(Exception):
+    """The models cannot be scored on the holdout here; the recorded scores decide, and the record says why."""
 
 
 class TagError(ValueError):
@@ -72,7 +89,12 @@ def repair_best_tags(registry: ModelRegistry, versions: list[ModelVersion]) -> l
 
 
 def choose_best(
-    registry: ModelRegistry, name: str, candidate_version: str, min_improvement: float, rescore: Rescorer | None
+    registry: ModelRegistry,
+    name: str,
+    candidate_version: str,
+    min_improvement: float,
+    scorer: HoldoutScorer | None,
+    holdout: HoldoutManifest | None = None,
 ) -> PromotionRecord:
     with registry.promotion_lock(name):
         versions = registry.model_versions(name)
@@ -83,7 +105,7 @@ def choose_best(
             raise TagError(f"{name}:{candidate_version} is not registered")
         candidate = by_version[candidate_version]
         incumbent = next((v for v in versions if v.is_best), None)
-        record = _decide(registry, candidate, incumbent, min_improvement, rescore)
+        record = _decide(registry, candidate, incumbent, min_improvement, scorer, holdout)
         after = registry.model_versions(name)
         repaired += repair_best_tags(registry, after)  # a racing step on a lock-less registry
         record.repaired_best_tags_on_versions = repaired
@@ -92,6 +114,8 @@ def choose_best(
 
 
 def _per_class(version: ModelVersion | None) -> dict[str, float]:
+    import json
+
     if version is None or not version.tags.get(PER_CLASS_TAG):
         return {}
     try:
@@ -112,7 +136,8 @@ def _decide(
     candidate: ModelVersion,
     incumbent: ModelVersion | None,
     min_improvement: float,
-    rescore: Rescorer | None,
+    scorer: HoldoutScorer | None,
+    holdout: HoldoutManifest | None,
 ) -> PromotionRecord:
     previous = incumbent.version if incumbent else None
     if incumbent is not None and incumbent.version == candidate.version:
@@ -131,16 +156,20 @@ def _decide(
     candidate_score = score_of(candidate)
     incumbent_score = score_of(incumbent) if incumbent else None
     per_class = (_per_class(candidate), _per_class(incumbent))
-    comparison = _comparison(candidate, incumbent)
-    if incumbent is not None and not comparison.same_validation_data and rescore is not None:
+    comparison = Comparison(holdout=holdout.holdout if holdout else None)
+    interval = None
+    if scorer is None:
+        comparison.not_rescored = "no holdout data was given (HOLDOUT_FRACTION=0): recorded validation scores"
+    else:
         try:
-            rescored = rescore(candidate, incumbent)
-            candidate_score, incumbent_score = rescored.candidate_score, rescored.incumbent_score
-            per_class = (rescored.candidate_per_class, rescored.incumbent_per_class)
-            comparison.rescored, comparison.rescored_on = True, candidate.tags.get("val_data")
-        except RescoreUnavailable as reason:
-            comparison.rescore_skipped = str(reason)
-    decision = decide_promotion(candidate_score, incumbent_score, min_improvement)
+            scores = scorer(candidate, incumbent)
+            candidate_score, interval = scores.candidate_score, scores.interval
+            incumbent_score = scores.incumbent_score if incumbent else None
+            per_class = (scores.candidate_per_class, scores.incumbent_per_class or {})
+            comparison.interval, comparison.scoring_seconds = interval, round(scores.seconds, 1)
+        except ScoringUnavailable as reason:
+            comparison.not_rescored = str(reason)
+    decision = decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
     if decision.promote:
         if incumbent is not None:  # untag first: for a moment no version is best, never two
             registry.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
@@ -163,53 +192,67 @@ def _decide(
     )
 
 
-def _comparison(candidate: ModelVersion, incumbent: ModelVersion | None) -> Comparison:
-    if incumbent is None:
-        return Comparison()
-    same = bool(candidate.tags.get("val_data")) and candidate.tags.get("val_data") == incumbent.tags.get("val_data")
-    note = (
-        ""
-        if same
-        else (
-            f"validated on different data ({incumbent.tags.get('val_data', 'unknown')} vs "
-            f"{candidate.tags.get('val_data', 'unknown')})"
-        )
-    )
-    return Comparison(same_validation_data=same, note=note)
+def holdout_scorer(
+    registry: ModelRegistry,
+    holdout_folder: Path,
+    *,
+    confidence: float,
+    resamples: int,
+    env_manager: str,
+    images_folder: Path | None = None,
+    images_prefix: str = "",
+) -> HoldoutScorer:
+    """Score both models on the holdout through the scoring contract, and bootstrap their difference."""
 
-
-def local_rescorer(registry: ModelRegistry) -> Rescorer | None:
-    """Re-score both models on the newcomer's validation set (local mode, where the data is on disk)."""
-
-    def rescore(candidate: ModelVersion, incumbent: ModelVersion) -> Rescored:
+    def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
+        from pipeline_steps.detector.comparison import match, paired_bootstrap
+        from pipeline_steps.detector.evaluation import evaluate
         from pipeline_steps.detector.pyfunc import IncompatibleModelError
-        from pipeline_steps.detector.scoring import score_model
+        from pipeline_steps.detector.scoring import predict_sheets
+        from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
 
-        val_uri = candidate.tags.get("val_data_uri", "")
-        if not val_uri.startswith("file://"):
-            raise RescoreUnavailable(f"the newcomer's validation data is not on this machine ({val_uri or 'no URI'})")
-        val_folder = Path(unquote(urlsplit(val_uri).path))
+        started = time.monotonic()
+        sheets = load_sheets(holdout_folder, images_folder=images_folder, images_prefix=images_prefix)
+        if not sheets:
+            raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
+        classes = class_vocabulary(sheets)
+        models = [candidate] if incumbent is None else [candidate, incumbent]
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                new, old = (
-                    score_model(registry.local_model_path(v, Path(scratch)), val_folder) for v in (candidate, incumbent)
-                )
-            except IncompatibleModelError as error:  # an incumbent from an older detector architecture
-                raise RescoreUnavailable(str(error)) from error
-        return Rescored(
-            new.metrics["mean_average_precision"],
-            old.metrics["mean_average_precision"],
-            {c: round(v["ap50"], 4) for c, v in new.per_class.items()},
-            {c: round(v["ap50"], 4) for c, v in old.per_class.items()},
+                predictions = [
+                    predict_sheets(registry.local_model_path(v, Path(scratch) / v.version), sheets, env_manager)
+                    for v in models
+                ]
+            except IncompatibleModelError as error:  # a champion from an older detector architecture
+                raise ScoringUnavailable(str(error)) from error
+        evaluations = [evaluate(sheets, p, classes) for p in predictions]
+        per_class = [{c: round(v["ap50"], 4) for c, v in e.per_class.items()} for e in evaluations]
+        if incumbent is None:
+            return HoldoutScores(
+                evaluations[0].metrics["mean_average_precision"], per_class[0], seconds=time.monotonic() - started
+            )
+        matches = [match(sheets, p, classes) for p in predictions]
+        paired = paired_bootstrap(matches[1], matches[0], len(sheets), resamples=resamples, confidence=confidence)
+        return HoldoutScores(
+            evaluations[0].metrics["mean_average_precision"],
+            per_class[0],
+            evaluations[1].metrics["mean_average_precision"],
+            per_class[1],
+            DifferenceInterval(
+                difference=paired.difference,
+                low=paired.low,
+                high=paired.high,
+                confidence=paired.confidence,
+                resamples=paired.resamples,
+            ),
+            time.monotonic() - started,
         )
 
-    return rescore
+    return score
 
 
 def append_comparison(report: Path, record: PromotionRecord) -> None:
     """Add the champion and the challenger, per class, with the decision, to the challenger's report."""
-    import html
-
     classes = sorted(set(record.candidate_per_class) | set(record.previous_per_class), key=lambda c: (len(c), c))
     rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{record.previous_per_class.get(c, float('nan')):.3f}</td>"
@@ -217,16 +260,12 @@ def append_comparison(report: Path, record: PromotionRecord) -> None:
         f"<td>{record.candidate_per_class.get(c, 0) - record.previous_per_class.get(c, 0):+.3f}</td></tr>"
         for c in classes
     )
-    same = (
-        f"both scored on {html.escape(record.comparison.rescored_on or '')}"
-        if record.comparison.rescored
-        else html.escape(record.comparison.note or "scores as recorded at training")
-    )
     section = (
         f'<h2 id="champion-challenger">Champion (version {html.escape(str(record.previous_best_version))}) and '
         f"challenger (version {html.escape(record.candidate_version)})</h2>"
-        f"<p><b>{'promoted' if record.promoted else 'the champion stays'}</b>: {html.escape(record.reason)} "
-        f"({same})</p><table><tr><th>class</th><th>champion AP@0.5</th><th>challenger AP@0.5</th>"
+        f"<p><b>{'promoted' if record.promoted else 'the champion stays'}</b>: {html.escape(record.reason)}</p>"
+        f"<p>{html.escape(record.comparison.describe())}</p>"
+        f"<table><tr><th>class</th><th>champion AP@0.5</th><th>challenger AP@0.5</th>"
         f"<th>difference</th></tr>{rows}</table>"
     )
     text = report.read_text(encoding="utf-8")
@@ -240,27 +279,44 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_flag(parser, "model-base-name", env="MODEL_BASE_NAME", default="pid-symbol-detector")
+    add_flag(parser, "model-base-name", default="pid-symbol-detector")
     add_flag(parser, "model-metadata-path", required=True, type=Path, help="register_model output folder")
     add_flag(parser, "best-model-metadata-path", required=True, type=Path, help="output folder")
+    add_flag(parser, "holdout-data-path", type=Path, default=None, help="the split's holdout MLTable folder")
+    add_flag(parser, "holdout-images-path", type=Path, default=None, help="where the holdout's images are mounted")
+    add_flag(parser, "images-string-absolute-path", default="", help="image URL prefix to map onto the mount")
     add_flag(
         parser,
         "min-map-improvement",
-        env="MIN_MAP_IMPROVEMENT",
         type=float,
         default=0.0,
         help="how much the new model's mAP@0.5 must beat the best model's to be promoted",
     )
+    add_flag(parser, "confidence-level", type=float, default=0.95, help="of the bootstrap interval")
+    add_flag(parser, "bootstrap-resamples", type=int, default=1000)
+    add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
     args = parser.parse_args(argv)
     try:
-        settings = get_settings()
-        metadata = json.loads((args.model_metadata_path / "model_metadata.json").read_text())
-        registry = open_registry(settings)
-        rescore = local_rescorer(registry) if settings.backend() == "local" else None
-        record = choose_best(
-            registry, args.model_base_name, str(metadata["version"]), args.min_map_improvement, rescore
+        registered = RegisteredModel.read(args.model_metadata_path)
+        registry = open_registry(get_settings())
+        holdout = HoldoutManifest.read(args.holdout_data_path) if args.holdout_data_path else None
+        scorer = (
+            holdout_scorer(
+                registry,
+                args.holdout_data_path,
+                confidence=args.confidence_level,
+                resamples=args.bootstrap_resamples,
+                env_manager=args.scoring_env_manager,
+                images_folder=args.holdout_images_path,
+                images_prefix=args.images_string_absolute_path,
+            )
+            if holdout is not None and holdout.holdout.images > 0
+            else None
         )
-    except (TagError, SettingsError, FileNotFoundError, KeyError) as error:
+        record = choose_best(
+            registry, args.model_base_name, registered.version, args.min_map_improvement, scorer, holdout
+        )
+    except (TagError, SettingsError, FileNotFoundError, ValueError) as error:
         print(f"tag model failed: {error}", file=sys.stderr)
         return 1
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)

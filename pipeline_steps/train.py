@@ -34,10 +34,10 @@ def run_training(
     max_epochs: int | None = None,
     label_map: dict[str, str] | None = None,
 ) -> dict:
-    from pipeline_steps.detector.data import class_vocabulary, load_sheets
     from pipeline_steps.detector.engine import TrainingConfig, train
     from pipeline_steps.detector.pyfunc import save_detector
     from pipeline_steps.detector.report import write_report
+    from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
 
     train_sheets = load_sheets(train_data)
     val_sheets = load_sheets(val_data) if val_data is not None else []

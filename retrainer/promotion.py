@@ -15,6 +15,35 @@ from pydantic import BaseModel, ConfigDict, Field
 PROMOTION_RECORD_FILE = "best_model_metadata.json"
 
 
+class HoldoutInfo(BaseModel):
+    """Which holdout images a comparison used: the split assignment's version and a digest of their names."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    assignment_version: int
+    images: int
+    digest: str
+
+    def label(self) -> str:
+        return f"assignment v{self.assignment_version}, {self.images} images, {self.digest}"
+
+
+class DifferenceInterval(BaseModel):
+    """Challenger's mAP@0.5 minus the champion's on the same holdout, with a paired bootstrap interval."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    difference: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+
+    def words(self) -> str:
+        """ "+0.040 (95% interval -0.010 to +0.090)"."""
+        return f"{self.difference:+.3f} ({self.confidence:.0%} interval {self.low:+.3f} to {self.high:+.3f})"
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
@@ -24,36 +53,64 @@ class PromotionDecision:
 
 
 def decide_promotion(
-    candidate_score: float, incumbent_score: float | None, min_improvement: float
+    candidate_score: float,
+    incumbent_score: float | None,
+    min_improvement: float,
+    interval: DifferenceInterval | None = None,
 ) -> PromotionDecision:
-    """The newcomer wins only when it beats the best by more than `min_improvement`.
+    """The newcomer wins only when it beats the best by more than `min_improvement`, beyond reasonable doubt.
 
-    A tie keeps the incumbent (the reference pipeline let ties win): a promotion moves a deployment
-    and the reports, which an equal score does not justify.
+    With an interval (both models scored on the same holdout), its lower bound must clear the margin:
+    a difference that a different sample of images could erase is not a reason to replace a model in
+    use. Without one (no holdout), the point scores decide and the reason says so. A tie keeps the
+    incumbent: a promotion moves a deployment and the reports, which an equal score does not justify.
     """
     if incumbent_score is None:
         return PromotionDecision(True, "no model was tagged best yet", candidate_score, None)
+    if interval is not None:
+        if interval.low > min_improvement:
+            reason = f"{interval.words()}: the challenger is better by more than {min_improvement:g}, promoted"
+            return PromotionDecision(True, reason, candidate_score, incumbent_score)
+        verdict = (
+            "the challenger is worse"
+            if interval.high < 0
+            else "not enough evidence"
+            if interval.high > min_improvement
+            else f"not better by more than {min_improvement:g}"
+        )
+        reason = f"{interval.words()}: {verdict}, the champion stays"
+        return PromotionDecision(False, reason, candidate_score, incumbent_score)
     margin = candidate_score - incumbent_score
+    note = "recorded scores, no holdout to compare on"
     if margin > min_improvement:
-        reason = f"mAP {candidate_score:.4f} beats the best {incumbent_score:.4f} by {margin:.4f} > {min_improvement:g}"
+        reason = f"{margin:+.3f} on {note}: beats the best by more than {min_improvement:g}, promoted"
         return PromotionDecision(True, reason, candidate_score, incumbent_score)
-    reason = (
-        f"mAP {candidate_score:.4f} does not beat the best {incumbent_score:.4f} "
-        f"by more than {min_improvement:g} (difference {margin:+.4f}): the best model stays"
-    )
+    reason = f"{margin:+.3f} on {note}: not better by more than {min_improvement:g}, the champion stays"
     return PromotionDecision(False, reason, candidate_score, incumbent_score)
 
 
 class Comparison(BaseModel):
-    """Whether the two scores are comparable, and what was done when they were not."""
+    """How the two models were compared: on which holdout, by which scorer, with what interval."""
 
     model_config = ConfigDict(extra="ignore")
 
-    same_validation_data: bool = True
-    rescored: bool = False
-    note: str = ""
-    rescored_on: str | None = None
-    rescore_skipped: str | None = None
+    holdout: HoldoutInfo | None = None
+    interval: DifferenceInterval | None = None
+    #: Why the models were not scored on a holdout (then the recorded scores decided).
+    not_rescored: str | None = None
+    #: What the comparison cost (scoring both models and the bootstrap).
+    scoring_seconds: float | None = None
+
+    def describe(self) -> str:
+        """How the scores were obtained, for the report and the CLI."""
+        if self.not_rescored:
+            return f"compared on recorded scores: {self.not_rescored}"
+        if self.holdout is None:
+            return "no comparison was needed"
+        where = f"both scored on the holdout ({self.holdout.label()}), which neither model trained on"
+        if self.interval is not None:
+            where += f"; paired bootstrap over its images, {self.interval.resamples} resamples"
+        return where
 
 
 class PromotionRecord(BaseModel):

@@ -130,6 +130,19 @@ class Settings(BaseSettings):
     STRATIFIED_SPLIT_N_FOLD: int = Field(default=5, ge=2, description="Folds of the split; one is validation.")
     MANDATORY_TRAIN_FILENAMES: str = Field(default="", description="';'-separated images forced into training.")
     MANDATORY_VAL_FILENAMES: str = Field(default="", description="';'-separated images forced into validation.")
+    HOLDOUT_FRACTION: float = Field(
+        default=0.2, ge=0, lt=0.9, description="Share of images kept for comparing models; nothing trains on them."
+    )
+    HOLDOUT_MIN_IMAGES_PER_CLASS: int = Field(
+        default=2, ge=0, description="Holdout images of each class at least, where the class has enough images."
+    )
+    RARE_CLASS_POLICY: Literal["train_only", "copy"] = Field(
+        default="train_only",
+        description="Images of classes with fewer images than folds: train only, or copied to validation too.",
+    )
+    SPLIT_ASSIGNMENT_NAME: str = Field(
+        default="pid-symbols-split-assignment", description="Registry document that keeps every image's side."
+    )
     # Not `workspaceblobstore`: that is the workspace's own system container, not the service's. infra/
     # registers a datastore of this name over STORAGE_ACCOUNT_CONTAINER_NAME (identity-based, no key).
     DATA_STORE_NAME: str = Field(
@@ -171,6 +184,15 @@ class Settings(BaseSettings):
     MODEL_BASE_NAME: str = Field(default="pid-symbol-detector", description="Registered model name.")
     MIN_MAP_IMPROVEMENT: float = Field(
         default=0.0, ge=0, description="How much a new model's mAP must beat the best one's to be promoted."
+    )
+    PROMOTION_CONFIDENCE_LEVEL: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Confidence of the interval on the challenger's mAP minus the champion's.",
+    )
+    PROMOTION_BOOTSTRAP_RESAMPLES: int = Field(
+        default=1000, ge=100, description="Paired bootstrap resamples of the holdout images."
     )
     LOCAL_TRAINING_MINUTES: float = Field(default=5.0, gt=0, description="CPU budget of the local trainer.")
 

@@ -29,12 +29,20 @@ EXPECTED = {
             "stratified_split_n_fold": "integer",
             "mandatory_train_filenames": "string",
             "mandatory_val_filenames": "string",
+            "holdout_fraction": "number",
+            "holdout_min_images_per_class": "integer",
             "rare_class_policy": "string",
+            "assignment_name": "string",
         },
-        {"train_output_path": "mltable", "val_output_path": "mltable"},
+        {"train_output_path": "mltable", "val_output_path": "mltable", "holdout_output_path": "mltable"},
     ),
     "register_data_asset": (
-        {"train_input_path": "mltable", "val_input_path": "mltable", "data_store_name": "string"},
+        {
+            "train_input_path": "mltable",
+            "val_input_path": "mltable",
+            "holdout_input_path": "mltable",
+            "data_store_name": "string",
+        },
         {"output_path": "uri_folder"},
     ),
     "register_model": (
@@ -48,7 +56,17 @@ EXPECTED = {
         {"model_metadata_path": "uri_folder"},
     ),
     "tag_model": (
-        {"model_base_name": "string", "model_metadata_path": "uri_folder", "min_map_improvement": "number"},
+        {
+            "model_base_name": "string",
+            "model_metadata_path": "uri_folder",
+            "holdout_data_path": "mltable",
+            "holdout_images_path": "uri_folder",
+            "images_string_absolute_path": "string",
+            "min_map_improvement": "number",
+            "confidence_level": "number",
+            "bootstrap_resamples": "integer",
+            "scoring_env_manager": "string",
+        },
         {"best_model_metadata_path": "uri_folder"},
     ),
 }
@@ -113,3 +131,26 @@ def test_environment_pins_exactly_what_the_steps_import() -> None:
         assert package in pins
     assert int(pins["azureml-mlflow"].split(".")[1]) >= 60, "not a years-old release"
     assert "azure-data-tables" not in pins, "inputs are mounted: no step talks to tables"
+
+
+def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Path) -> None:
+    """Both runners take settings from one table: every flag the local runner sets is a port of the component."""
+    from retrainer.settings import Settings
+    from retrainer.workspace.local_runner import step_commands
+
+    settings = Settings(MANDATORY_TRAIN_FILENAMES="a.jpg", MANDATORY_VAL_FILENAMES="b.jpg")
+    for step, command in step_commands(tmp_path, settings).items():
+        if step not in EXPECTED:  # the local trainer stands in for the AutoML node
+            continue
+        component = load_component(COMPONENTS / f"{step}.yml")
+        ports = set(component.inputs) | set(component.outputs)
+        flags = {word[2:] for word in command[3:] if word.startswith("--")}
+        assert flags <= ports, f"{step}: {sorted(flags - ports)} are not ports of {step}.yml"
+        settable = {name for name, port in component.inputs.items() if port.type not in ("mltable", "uri_folder")}
+        azure_only = {
+            "input_images_string_absolute_path",
+            "images_string_absolute_path",
+            "train_dataset",
+            "val_dataset",
+        }
+        assert settable - flags <= azure_only, f"{step}: a setting the local runner never passes"

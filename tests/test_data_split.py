@@ -1,191 +1,242 @@
-"""Step 2, data split: stratified by class, grouped by image, with the original pipeline's options."""
+"""Step 2, data split: sticky sides (train, validation, holdout), stratified by class, grouped by sheet."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline_steps import data_split
-from pipeline_steps.data_split import SplitConfig, SplitError, basename, image_classes, split_records
+from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
+from pipeline_steps.data_split import SplitConfig, SplitError, assign_and_commit, basename, image_classes, split_records
 from pipeline_steps.mltable_io import read_records, write_records
+from retrainer.settings import get_settings
+from retrainer.workspace.local import LocalModelRegistry
 from tests.helpers import record
 
 
-def dataset(images: int = 200, seed: int = 0, rare: dict[str, int] | None = None) -> list[dict]:
-    """Images with 1-4 boxes of 8 common classes, plus `rare` classes on that many images each."""
+def dataset(images: int = 200, seed: int = 0, rare: dict[str, int] | None = None, prefix: str = "img") -> list[dict]:
+    """Images with 1-4 boxes of 8 common classes (each sheet's boxes differ), plus `rare` classes."""
     rng = np.random.default_rng(seed)
     records = []
     for i in range(images):
         labels = [str(int(c)) for c in rng.integers(1, 9, size=int(rng.integers(1, 5)))]
-        records.append(record(f"img_{i:04d}.jpg", labels))
+        records.append(_unique(record(f"{prefix}_{i:04d}.jpg", labels), rng))
     for class_id, count in (rare or {}).items():
         for i in range(count):
-            records.append(record(f"rare_{class_id}_{i}.jpg", [class_id, "1"]))
+            records.append(_unique(record(f"rare_{class_id}_{i}.jpg", [class_id, "1"]), rng))
     return records
 
 
-def names(records: list[dict], indices: list[int]) -> list[str]:
-    return [basename(records[i]) for i in indices]
+def _unique(sheet: dict, rng: np.random.Generator) -> dict:
+    sheet["label"][0]["topX"] = round(float(rng.random()) * 0.5, 4)
+    return sheet
 
 
-def test_no_image_is_in_both_sets_and_every_image_is_used() -> None:
-    records = dataset()
-    result = split_records(records, SplitConfig(n_fold=5))
-    assert not set(result.train) & set(result.val)
-    assert sorted(result.train + result.val) == list(range(len(records)))
-    assert 0.15 < len(result.val) / len(records) < 0.25
+def sides_by_name(records: list[dict], result: data_split.SplitResult) -> dict[str, SplitSide]:
+    return {basename(records[i]): side for side, indices in result.sides.items() for i in indices}
 
 
-def test_class_shares_in_validation_follow_the_whole_set() -> None:
+def test_every_image_is_on_exactly_one_side_in_the_configured_shares() -> None:
+    records = dataset(images=500)
+    result = split_records(records, SplitAssignment(), SplitConfig(n_fold=5, holdout_fraction=0.2))
+    everyone = [i for indices in result.sides.values() for i in indices]
+    assert sorted(everyone) == list(range(len(records)))
+    assert len(result.sides[SplitSide.HOLDOUT]) / len(records) == pytest.approx(0.2, abs=0.03)
+    assert len(result.sides[SplitSide.VAL]) / len(records) == pytest.approx(0.16, abs=0.03)
+
+
+def test_each_side_follows_the_class_shares_of_the_whole_set() -> None:
     records = dataset(images=1000)
-    result = split_records(records, SplitConfig(n_fold=5))
+    result = split_records(records, SplitAssignment(), SplitConfig())
+    holdout = set(result.sides[SplitSide.HOLDOUT])
     for c in map(str, range(1, 9)):
         with_class = [i for i in range(len(records)) if c in image_classes(records[i])]
-        share = sum(i in set(result.val) for i in with_class) / len(with_class)
-        assert share == pytest.approx(0.2, abs=0.03), c
+        assert sum(i in holdout for i in with_class) / len(with_class) == pytest.approx(0.2, abs=0.03), c
 
 
-def test_same_seed_same_split_other_seed_other_split() -> None:
+def test_no_image_changes_sides_and_new_images_keep_every_side_stratified() -> None:
+    """Three runs, each with more images: earlier images stay where they were, the sides stay balanced."""
+    everything = dataset(images=600, seed=4)
+    assignment = SplitAssignment()
+    seen: dict[str, SplitSide] = {}
+    for run, size in enumerate((200, 400, 600), start=1):
+        records = everything[:size]
+        result = split_records(records, assignment, SplitConfig())
+        now = sides_by_name(records, result)
+        assert {name: now[name] for name in seen} == seen, f"run {run} moved an image"
+        seen, assignment = now, result.assignment
+        assignment.version = run
+        holdout_share = Counter(c for i in result.sides[SplitSide.HOLDOUT] for c in image_classes(records[i]))
+        total = Counter(c for r in records for c in image_classes(r))
+        assert all(holdout_share[c] / total[c] == pytest.approx(0.2, abs=0.05) for c in total), run
+
+
+def test_the_order_records_arrive_in_does_not_change_the_sides() -> None:
+    records = dataset(images=150)
+    forward = split_records(records, SplitAssignment(), SplitConfig())
+    backward = split_records(records[::-1], SplitAssignment(), SplitConfig())
+    assert sides_by_name(records, forward) == sides_by_name(records[::-1], backward)
+
+
+def test_a_known_sheet_under_a_new_name_joins_its_original_side() -> None:
+    records = dataset(images=100)
+    first = split_records(records, SplitAssignment(), SplitConfig())
+    original = records[first.sides[SplitSide.HOLDOUT][0]]
+    copy = {**original, "image_url": "renamed_copy.jpg"}
+    second = split_records([*records, copy], first.assignment, SplitConfig())
+    assert sides_by_name([*records, copy], second)["renamed_copy.jpg"] == SplitSide.HOLDOUT
+    assert second.newly_assigned == 0
+
+
+def test_copies_inside_one_batch_land_on_the_same_side() -> None:
+    records = dataset(images=100)
+    copies = [{**r, "image_url": f"copy_{basename(r)}"} for r in records]
+    result = split_records(records + copies, SplitAssignment(), SplitConfig())
+    sides = sides_by_name(records + copies, result)
+    assert all(sides[basename(r)] == sides[f"copy_{basename(r)}"] for r in records)
+
+
+def test_holdout_keeps_a_floor_per_class_where_the_data_allows() -> None:
+    records = dataset(images=200, rare={"50": 4, "60": 2})
+    result = split_records(records, SplitAssignment(), SplitConfig(holdout_min_images_per_class=2))
+    holdout = Counter(c for i in result.sides[SplitSide.HOLDOUT] for c in image_classes(records[i]))
+    trained = {c for i in result.sides[SplitSide.TRAIN] for c in image_classes(records[i])}
+    assert holdout["50"] == 2, "4 images: 2 held out, one to train, one to validate"
+    assert "60" in trained and holdout["60"] <= 1, "2 images: the floor never takes the training image"
+
+
+def test_every_new_class_gets_a_training_image_first() -> None:
+    records = [*dataset(images=100), record("only_one.jpg", ["77"])]
+    result = split_records(records, SplitAssignment(), SplitConfig())
+    assert sides_by_name(records, result)["only_one.jpg"] == SplitSide.TRAIN
+
+
+def test_the_holdout_is_never_copied_into_training_whatever_the_rare_class_policy() -> None:
+    records = dataset(rare={"99": 4})
+    result = split_records(records, SplitAssignment(), SplitConfig(rare_class_policy="copy"))
+    holdout, train = set(result.sides[SplitSide.HOLDOUT]), set(result.sides[SplitSide.TRAIN])
+    assert not holdout & (train | set(result.sides[SplitSide.VAL]) | set(result.copied_to_val))
+    assert {basename(records[i]) for i in result.copied_to_val} <= {f"rare_99_{i}.jpg" for i in range(4)}
+    assert set(result.copied_to_val) <= train
+
+
+def test_by_default_no_validation_image_is_a_training_image() -> None:
+    result = split_records(dataset(rare={"99": 3}), SplitAssignment(), SplitConfig())
+    assert result.copied_to_val == [] and not set(result.sides[SplitSide.TRAIN]) & set(result.sides[SplitSide.VAL])
+
+
+def test_mandatory_lists_win_and_say_which_image_they_moved() -> None:
     records = dataset()
-    first, again = split_records(records, SplitConfig(seed=1)), split_records(records, SplitConfig(seed=1))
-    other = split_records(records, SplitConfig(seed=2))
-    assert first.val == again.val and first.val != other.val
-
-
-def test_rare_classes_are_copied_to_both_sets_by_default_and_reported() -> None:
-    records = dataset(rare={"99": 3})
-    result = split_records(records, SplitConfig(n_fold=5))
-    rare = [f"rare_99_{i}.jpg" for i in range(3)]
-    assert set(rare) <= set(names(records, result.train)) and set(rare) <= set(names(records, result.val))
-    assert result.notes["rare_classes"] == ["99"] and result.notes["rare_class_images"] == 3
-    assert set(result.train) & set(result.val) == {names(records, list(range(len(records)))).index(r) for r in rare}
-
-
-def test_rare_classes_can_be_kept_in_train_only() -> None:
-    records = dataset(rare={"99": 3})
-    result = split_records(records, SplitConfig(n_fold=5, rare_class_policy="train_only"))
-    assert not set(result.train) & set(result.val)
-    assert not {"rare_99_0.jpg", "rare_99_1.jpg", "rare_99_2.jpg"} & set(names(records, result.val))
-
-
-def test_mandatory_lists_force_images_and_unknown_names_are_reported() -> None:
-    records = dataset()
-    config = SplitConfig(mandatory_train=("img_0001.jpg", "img_0002.jpg"), mandatory_val=("img_0003.jpg", "nope.jpg"))
-    result = split_records(records, config)
-    assert {"img_0001.jpg", "img_0002.jpg"} <= set(names(records, result.train))
-    assert "img_0003.jpg" in names(records, result.val)
-    assert result.notes["mandatory_not_found"] == ["nope.jpg"]
+    first = split_records(records, SplitAssignment(), SplitConfig())
+    held_out = basename(records[first.sides[SplitSide.HOLDOUT][0]])
+    config = SplitConfig(mandatory_train=(held_out, "img_0002.jpg"), mandatory_val=("img_0003.jpg", "nope.jpg"))
+    second = split_records(records, first.assignment, config)
+    sides = sides_by_name(records, second)
+    assert sides[held_out] == SplitSide.TRAIN and sides["img_0003.jpg"] == SplitSide.VAL
+    assert f"{held_out}: holdout -> train" in second.moved_by_mandatory_lists
+    assert second.mandatory_not_found == ["nope.jpg"] and second.changed
 
 
 def test_a_name_in_both_mandatory_lists_is_an_error() -> None:
     config = SplitConfig(mandatory_train=("a.jpg", "b.jpg"), mandatory_val=("b.jpg",))
     with pytest.raises(SplitError, match=r"in both MANDATORY_TRAIN_FILENAMES and MANDATORY_VAL_FILENAMES: b\.jpg"):
-        split_records(dataset(), config)
-
-
-def test_every_class_keeps_a_training_image() -> None:
-    records = dataset(rare={"77": 1})
-    records.append(record("only_val.jpg", ["55"]))
-    records.append(record("only_val_2.jpg", ["55"]))
-    result = split_records(records, SplitConfig(n_fold=5, rare_class_policy="train_only"))
-    trained = {c for i in result.train for c in image_classes(records[i])}
-    assert trained == {c for r in records for c in image_classes(r)}
+        split_records(dataset(), SplitAssignment(), config)
 
 
 def test_a_class_only_in_mandatory_validation_images_is_an_error() -> None:
     records = [*dataset(), record("special.jpg", ["42"])]
     with pytest.raises(SplitError, match="class 42 appears only in MANDATORY_VAL_FILENAMES"):
-        split_records(records, SplitConfig(mandatory_val=("special.jpg",)))
+        split_records(records, SplitAssignment(), SplitConfig(mandatory_val=("special.jpg",)))
 
 
-def test_too_few_images_for_the_folds_is_a_clear_error() -> None:
-    with pytest.raises(SplitError, match="cannot make 5 folds"):
-        split_records(dataset(images=3), SplitConfig(n_fold=5))
+def test_a_repeated_run_changes_nothing_and_writes_no_version(tmp_path: Path) -> None:
+    registry = LocalModelRegistry(tmp_path)
+    store = _store(registry)
+    records = dataset(images=60)
+    first = assign_and_commit(records, SplitConfig(), *store)
+    again = assign_and_commit(records, SplitConfig(), *store)
+    assert first.assignment.version == again.assignment.version == 1 and not again.changed
+    assert first.holdout == again.holdout
 
 
-def test_without_stratified_split_everything_trains_and_val_is_an_empty_valid_mltable(tmp_path: Path) -> None:
-    import mltable
+def test_two_racing_runs_end_on_one_assignment(tmp_path: Path) -> None:
+    """Both load version 0; the first to write version 1 wins, the other redoes its split on top of it."""
+    load, create = _store(LocalModelRegistry(tmp_path))
+    barrier = threading.Barrier(2)
 
-    write_records(tmp_path / "agg", dataset(images=20))
-    code = data_split.main(
-        [
-            "--input_data_path",
-            str(tmp_path / "agg"),
-            "--use_stratified_split",
-            "false",
-            "--train_output_path",
-            str(tmp_path / "train"),
-            "--val_output_path",
-            str(tmp_path / "val"),
-        ]
-    )
-    assert code == 0
-    assert len(list(read_records(tmp_path / "train"))) == 20
-    assert (tmp_path / "val" / "annotations.jsonl").read_text() == ""
-    assert len(mltable.load(str(tmp_path / "val")).to_pandas_dataframe()) == 0
+    def load_together() -> SplitAssignment:
+        loaded = load()
+        if loaded.version == 0:
+            barrier.wait(timeout=10)
+        return loaded
+
+    shared = dataset(images=40, seed=3, prefix="shared")
+    batches = [shared + dataset(images=80, seed=1, prefix="a"), shared + dataset(images=80, seed=2, prefix="b")]
+    results: dict[int, data_split.SplitResult] = {}
+
+    def run(index: int) -> None:
+        results[index] = assign_and_commit(batches[index], SplitConfig(), load_together, create)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.assignment.version for r in results.values()) == [1, 2]
+    final = load()
+    for index, result in results.items():
+        used = sides_by_name(batches[index], result)
+        assert {name: final.by_name[name] for name in used} == used, "what a run trained on is what the store says"
 
 
-def test_cli_takes_env_defaults_and_writes_the_per_class_report(
+def _store(registry: LocalModelRegistry) -> tuple:
+    def load() -> SplitAssignment:
+        latest = registry.latest_document("assignment")
+        return SplitAssignment() if latest is None else SplitAssignment.from_bytes(latest)
+
+    def create(assignment: SplitAssignment) -> bool:
+        return registry.create_document("assignment", str(assignment.version), assignment.to_bytes())
+
+    return load, create
+
+
+def test_cli_writes_three_mltables_the_holdout_version_and_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    records = dataset(rare={"99": 2})
+    import mltable
+
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    get_settings.cache_clear()
+    records = dataset(images=100)
     write_records(tmp_path / "agg", records)
-    monkeypatch.setenv("USE_STRATIFIED_SPLIT", "True")
-    monkeypatch.setenv("STRATIFIED_SPLIT_N_FOLD", "4")
-    monkeypatch.setenv("MANDATORY_VAL_FILENAMES", "img_0005.jpg; img_0006.jpg")
-    code = data_split.main(
-        [
-            "--input_data_path",
-            str(tmp_path / "agg"),
-            "--train_output_path",
-            str(tmp_path / "train"),
-            "--val_output_path",
-            str(tmp_path / "val"),
-        ]
-    )
-    assert code == 0
-    report = json.loads((tmp_path / "train" / "split_report.json").read_text())
-    assert report["n_fold"] == 4
-    val_names = [basename(r) for r in read_records(tmp_path / "val")]
-    assert {"img_0005.jpg", "img_0006.jpg"} <= set(val_names)
-    assert report["val"]["images"] == len(val_names)
-    assert report["images_in_both"] == ["rare_99_0.jpg", "rare_99_1.jpg"]
-    total_boxes = sum(len(r["label"]) for r in records)
-    per_class = report["per_class"]
-    assert sum(v["train_boxes"] + v["val_boxes"] for v in per_class.values()) == total_boxes + 4  # rare copies
-    assert per_class["99"] == {"train_images": 2, "val_images": 2, "train_boxes": 2, "val_boxes": 2}
+    out = {side: tmp_path / side for side in ("train", "val", "holdout")}
+    flags = [f"--{side}_output_path={folder}" for side, folder in out.items()]
+    assert data_split.main(["--input_data_path", str(tmp_path / "agg"), "--holdout_fraction", "0.3", *flags]) == 0
+    get_settings.cache_clear()
+    report = SplitReport.read(out["train"])
+    holdout = HoldoutManifest.read(out["holdout"]).holdout
+    assert report.holdout == holdout and holdout.assignment_version == 1
+    assert holdout.images == len(list(read_records(out["holdout"]))) == report.counts[SplitSide.HOLDOUT]["images"]
+    assert sum(c["images"] for c in report.counts.values()) == 100
+    assert len(mltable.load(str(out["holdout"])).to_pandas_dataframe()) == holdout.images
+    per_class = json.loads((out["train"] / "split_report.json").read_text())["per_class"]
+    assert set(per_class["1"]) == {f"{s}_{k}" for s in ("train", "val", "holdout") for k in ("images", "boxes")}
 
 
-def test_cli_exits_non_zero_on_overlap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_stratified_split_there_is_no_validation_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    get_settings.cache_clear()
     write_records(tmp_path / "agg", dataset(images=20))
-    code = data_split.main(
-        [
-            "--input_data_path",
-            str(tmp_path / "agg"),
-            "--mandatory_train_filenames",
-            "img_0001.jpg",
-            "--mandatory-val-filenames",
-            "img_0001.jpg",
-            "--train_output_path",
-            str(tmp_path / "t"),
-            "--val_output_path",
-            str(tmp_path / "v"),
-        ]
-    )
-    assert code == 1 and "in both" in capsys.readouterr().err
-
-
-def test_refinement_lowers_the_box_share_deviation_and_keeps_set_sizes() -> None:
-    from pipeline_steps.data_split import _box_count_matrix, box_share_deviation, refine_box_shares
-
-    records = dataset(images=600, seed=3)
-    counts = _box_count_matrix(records)
-    in_val = np.zeros(len(records), dtype=bool)
-    in_val[:120] = True  # a deliberately poor start: the first fifth
-    before = box_share_deviation(counts, in_val)
-    refine_box_shares(counts, in_val, np.random.default_rng(0))
-    assert in_val.sum() == 120
-    assert box_share_deviation(counts, in_val) < before / 2
+    flags = [f"--{side}_output_path={tmp_path / side}" for side in ("train", "val", "holdout")]
+    code = data_split.main(["--input_data_path", str(tmp_path / "agg"), "--use_stratified_split", "false", *flags])
+    get_settings.cache_clear()
+    assert code == 0
+    assert (tmp_path / "val" / "annotations.jsonl").read_text() == ""
+    assert len(list(read_records(tmp_path / "train"))) + len(list(read_records(tmp_path / "holdout"))) == 20

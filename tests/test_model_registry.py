@@ -12,9 +12,10 @@ import pytest
 from azure.ai.ml.entities import Model
 
 from pipeline_steps import register_model, tag_model
+from pipeline_steps.contracts import HoldoutManifest, holdout_info
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
-from retrainer.promotion import decide_promotion
+from retrainer.promotion import PromotionRecord
 from retrainer.settings import get_settings
 from retrainer.workspace import ModelVersion
 from retrainer.workspace.azureml import AzureMLModelRegistry
@@ -50,28 +51,25 @@ def model_with_score(trained_model: Path, folder: Path, score: float) -> Path:
     return folder
 
 
-def register_and_tag(trained_model: Path, tmp_path: Path, score: float, val_data: str | None = None) -> dict:
+def register_and_tag(
+    trained_model: Path, tmp_path: Path, score: float, holdout: Path | None = None, tag_args: tuple[str, ...] = ()
+) -> dict:
     run = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     model = model_with_score(trained_model, run / "model", score)
-    assets = None
-    if val_data:
-        assets = run / "assets"
-        assets.mkdir()
-        (assets / "data_assets.json").write_text(
-            json.dumps(
-                {
-                    "train": {"name": "pid-symbols-train", "version": "1", "uri": "file:///unused"},
-                    "val": {"name": "pid-symbols-val", "version": val_data[0], "uri": val_data[1]},
-                }
-            )
-        )
     args = ["--model-base-name", NAME, "--model-input-path", str(model), "--model-metadata-path", str(run / "meta")]
-    assert register_model.main([*args, *(["--data-assets-path", str(assets)] if assets else [])]) == 0
-    assert (
-        tag_model.main(["--model-metadata-path", str(run / "meta"), "--best-model-metadata-path", str(run / "best")])
-        == 0
-    )
+    assert register_model.main(args) == 0
+    holdout_args = ["--holdout-data-path", str(holdout), "--bootstrap-resamples", "200"] if holdout else []
+    tag_args = ("--model-metadata-path", str(run / "meta"), "--best-model-metadata-path", str(run / "best"), *tag_args)
+    assert tag_model.main([*tag_args, *holdout_args]) == 0
     return json.loads((run / "best" / "best_model_metadata.json").read_text())
+
+
+def holdout_of(folder: Path, tmp_path: Path) -> Path:
+    """A holdout MLTable as the split writes it: the records and the holdout's version beside them."""
+    holdout = tmp_path / "holdout"
+    shutil.copytree(folder, holdout)
+    HoldoutManifest(holdout=holdout_info(3, [p.name for p in holdout.glob("*")])).write(holdout)
+    return holdout
 
 
 def best_versions(workspace_root: Path) -> list[str]:
@@ -88,20 +86,18 @@ def test_better_worse_and_equal_scores_give_the_right_best_model(
     worse = register_and_tag(trained_model, tmp_path, 0.60)
     assert not worse["promoted"] and worse["best_version"] == "2" and worse["chosen_version"] == "2"
     equal = register_and_tag(trained_model, tmp_path, 0.70)
-    assert not equal["promoted"] and equal["best_version"] == "2" and "does not beat" in equal["reason"]
+    assert not equal["promoted"] and equal["best_version"] == "2" and "not better by more than 0" in equal["reason"]
     assert best_versions(local_env) == ["2"]
     versions = LocalModelRegistry(local_env).model_versions(NAME)
     assert [v.version for v in versions] == ["1", "2", "3", "4"]
     assert versions[1].tags["mean_average_precision"] == "0.700000" and versions[1].tags["source_run"]
 
 
-def test_min_improvement_is_respected(
-    trained_model: Path, tmp_path: Path, local_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MIN_MAP_IMPROVEMENT", "0.05")
-    register_and_tag(trained_model, tmp_path, 0.50)
-    assert not register_and_tag(trained_model, tmp_path, 0.54)["promoted"]
-    assert register_and_tag(trained_model, tmp_path, 0.56)["promoted"]
+def test_min_improvement_is_respected(trained_model: Path, tmp_path: Path, local_env: Path) -> None:
+    margin = ("--min-map-improvement", "0.05")
+    register_and_tag(trained_model, tmp_path, 0.50, tag_args=margin)
+    assert not register_and_tag(trained_model, tmp_path, 0.54, tag_args=margin)["promoted"]
+    assert register_and_tag(trained_model, tmp_path, 0.56, tag_args=margin)["promoted"]
 
 
 def test_tagging_twice_changes_nothing(trained_model: Path, tmp_path: Path, local_env: Path) -> None:
@@ -137,7 +133,7 @@ def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: 
     def tag(version: ModelVersion) -> None:
         try:
             barrier.wait()
-            choose_best(LocalModelRegistry(local_env), NAME, version.version, 0.0, rescore=None)
+            choose_best(LocalModelRegistry(local_env), NAME, version.version, 0.0, scorer=None)
         except BaseException as error:  # surfaced below
             errors.append(error)
 
@@ -150,20 +146,24 @@ def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: 
     assert best_versions(local_env) == [versions[scores.index(max(scores))].version]
 
 
-def test_models_validated_on_different_data_are_rescored_on_the_newcomers_set(
+def test_both_models_are_scored_on_the_same_holdout_and_the_same_weights_never_promote(
     trained_model: Path, training_sets: tuple[Path, Path], tmp_path: Path, local_env: Path
 ) -> None:
-    val_uri = training_sets[1].resolve().as_uri()
-    register_and_tag(trained_model, tmp_path, 0.30, val_data=("1", val_uri))
-    # Same weights, so on the same data the two score alike, whatever their training runs reported.
-    decision = register_and_tag(trained_model, tmp_path, 0.95, val_data=("2", val_uri))
-    assert decision["comparison"]["rescored"] and decision["comparison"]["rescored_on"] == "pid-symbols-val:2"
-    assert "different data" in decision["comparison"]["note"]
-    assert decision["candidate_score"] == pytest.approx(decision["previous_best_score"])
-    assert not decision["promoted"] and decision["best_version"] == "1"
-    assert decision["candidate_per_class"] == decision["previous_per_class"] != {}, "per class, on the same data"
+    holdout = holdout_of(training_sets[1], tmp_path)
+    first = register_and_tag(trained_model, tmp_path, 0.30, holdout=holdout)
+    assert first["promoted"] and first["comparison"]["holdout"]["assignment_version"] == 3
+    # Same weights, whatever their training runs reported: on the same holdout they score alike.
+    decision = register_and_tag(trained_model, tmp_path, 0.95, holdout=holdout)
+    record = PromotionRecord.model_validate(decision)
+    assert record.candidate_score == record.previous_best_score != 0.95, "holdout scores, not recorded ones"
+    assert record.comparison.interval is not None
+    assert (record.comparison.interval.low, record.comparison.interval.high) == (0.0, 0.0)
+    assert not record.promoted and record.best_version == "1"
+    assert record.comparison.holdout == HoldoutManifest.read(holdout).holdout
+    assert record.candidate_per_class == record.previous_per_class != {}, "per class, on the same data"
     report = Path(unquote(urlsplit(decision["candidate_report"]).path)).read_text()
-    assert 'id="champion-challenger"' in report and "the champion stays" in report
+    assert 'id="champion-challenger"' in report and "+0.000 (95% interval +0.000 to +0.000)" in report
+    assert "which neither model trained on" in report
 
 
 def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorded_scores(
@@ -173,11 +173,10 @@ def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorde
     shutil.copytree(trained_model, older)
     config = json.loads((older / "artifacts" / "config.json").read_text())
     (older / "artifacts" / "config.json").write_text(json.dumps({**config, "architecture": "fcos-symbol"}))
-    val_uri = training_sets[1].resolve().as_uri()
-    register_and_tag(older, tmp_path, 0.30, val_data=("1", val_uri))
-    decision = register_and_tag(trained_model, tmp_path, 0.95, val_data=("2", val_uri))
-    assert not decision["comparison"]["rescored"]
-    assert "architecture 'fcos-symbol'" in decision["comparison"]["rescore_skipped"]
+    holdout = holdout_of(training_sets[1], tmp_path)
+    register_and_tag(older, tmp_path, 0.30)
+    decision = register_and_tag(trained_model, tmp_path, 0.95, holdout=holdout)
+    assert "architecture 'fcos-symbol'" in decision["comparison"]["not_rescored"]
     assert decision["candidate_score"] == 0.95 and decision["previous_best_score"] == 0.30
     assert decision["promoted"] and decision["best_version"] == "2"
 
@@ -232,13 +231,6 @@ def test_automl_metrics_are_the_saved_epochs_not_the_last_logged(
     assert metrics == {"mean_average_precision": 0.82, "precision": 0.85, "recall": 0.80}
 
 
-def test_promotion_policy_keeps_the_incumbent_on_a_tie() -> None:
-    assert decide_promotion(0.8, None, 0.0).promote
-    assert not decide_promotion(0.8, 0.8, 0.0).promote
-    assert decide_promotion(0.81, 0.8, 0.0).promote
-    assert not decide_promotion(0.81, 0.8, 0.02).promote
-
-
 class FakeModelOperations:
     """Stands in for `MLClient.models`' network calls, storing the SDK's own Model entities."""
 
@@ -276,7 +268,7 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     # Two tag steps raced on Azure ML and both left best_model=true:
     workspace.set_model_tags(NAME, "1", {"best_model": "true"})
     workspace.set_model_tags(NAME, "3", {"best_model": "true"})
-    record = choose_best(workspace, NAME, "2", 0.0, rescore=None)
+    record = choose_best(workspace, NAME, "2", 0.0, scorer=None)
     assert record.repaired_best_tags_on_versions == ["1"] and record.promoted
     assert [v.version for v in workspace.model_versions(NAME) if v.is_best] == ["2"]
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"

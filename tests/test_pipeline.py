@@ -87,6 +87,31 @@ def test_six_steps_wired_in_order_with_cpu_default_and_gpu_training(monkeypatch:
 
 
 @pytest.mark.usefixtures("azureml_env")
+def test_the_deciding_step_gets_the_holdout_and_scores_both_models_in_their_own_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tag step must score champion and challenger on the holdout, not compare recorded scores."""
+    jobs = dumped(monkeypatch, HOLDOUT_FRACTION="0.25", PROMOTION_BOOTSTRAP_RESAMPLES="2000")["jobs"]
+    tag = jobs["tag_model"]["inputs"]
+    assert tag["holdout_data_path"]["path"] == "${{parent.jobs.data_split.outputs.holdout_output_path}}"
+    assert tag["holdout_images_path"]["path"] == "${{parent.inputs.images}}"
+    assert tag["images_string_absolute_path"] == jobs["data_aggregation"]["inputs"]["input_images_string_absolute_path"]
+    assert tag["bootstrap_resamples"] == 2000 and tag["confidence_level"] == 0.95
+    assert jobs["data_split"]["inputs"]["holdout_fraction"] == 0.25
+    assert jobs["register_data_asset"]["inputs"]["holdout_input_path"]["path"] == (
+        "${{parent.jobs.data_split.outputs.holdout_output_path}}"
+    )
+    # AutoML's MLflow model loads only in the environment it declares: the component's default builds it.
+    from azure.ai.ml import load_component
+
+    from pipeline_steps.pipeline import COMPONENTS
+
+    component = load_component(COMPONENTS / "tag_model.yml")
+    assert component.inputs["scoring_env_manager"].default == "conda"
+    assert "scoring_env_manager" not in tag or tag["scoring_env_manager"] == "conda"
+
+
+@pytest.mark.usefixtures("azureml_env")
 def test_dataset_reuse_skips_the_data_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAIN_DATASET", "azureml:pid-symbols-train:4")
     monkeypatch.setenv("VAL_DATASET", "azureml:pid-symbols-val:4")

@@ -24,7 +24,9 @@ def split_folders(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "train", tmp_path / "val"
 
 
-def run_step(tmp_path: Path, train: Path, val: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def run_step(
+    tmp_path: Path, train: Path, val: Path, monkeypatch: pytest.MonkeyPatch, holdout: Path | None = None
+) -> dict:
     monkeypatch.setenv("WORKSPACE_BACKEND", "local")
     monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
     from retrainer.settings import get_settings
@@ -41,6 +43,7 @@ def run_step(tmp_path: Path, train: Path, val: Path, monkeypatch: pytest.MonkeyP
             "workspaceblobstore",
             "--output_path",
             str(out),
+            *(["--holdout-input-path", str(holdout)] if holdout else []),
         ]
     )
     get_settings.cache_clear()
@@ -58,6 +61,16 @@ def test_local_registration_versions_and_tags_both_sets(
     assert first["val"]["tags"]["images"] == "1"
     stored = Path(first["train"]["uri"].removeprefix("file://"))
     assert (stored / "MLTable").is_file() and (stored / "annotations.jsonl").is_file()
+
+
+def test_the_holdout_is_registered_as_its_own_asset(
+    tmp_path: Path, split_folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_records(tmp_path / "holdout", [record("d.jpg", ["1"]), record("e.jpg", ["2"])])
+    assets = run_step(tmp_path, *split_folders, monkeypatch, holdout=tmp_path / "holdout")
+    assert assets["holdout"]["name"] == "pid-symbols-holdout"
+    assert assets["holdout"]["tags"] == {"images": "2", "boxes": "2", "classes": "2", "role": "holdout"}
+    assert run_step(tmp_path, *split_folders, monkeypatch)["holdout"] is None
 
 
 def test_empty_validation_set_is_not_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

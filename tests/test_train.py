@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from pipeline_steps import train as train_step
-from pipeline_steps.detector.data import CropSampler, Sheet, load_sheets
+from pipeline_steps.detector.data import CropSampler
 from pipeline_steps.detector.evaluation import Prediction, evaluate
+from pipeline_steps.detector.sheets import Sheet, load_sheets
 
 
 @pytest.fixture

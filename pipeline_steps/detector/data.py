@@ -1,68 +1,15 @@
-"""Annotated sheets from AutoML JSONL (`file://` image URLs), and training crops around their symbols."""
+"""Training crops around the symbols of annotated sheets, and the sheets' pixels (torch)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline_steps.mltable_io import class_sort_key
-
-ANNOTATIONS_FILE = "annotations.jsonl"
-
-
-@dataclass(frozen=True)
-class Sheet:
-    """One image with its boxes in pixels and labels as class-id strings."""
-
-    path: Path
-    width: int
-    height: int
-    boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2
-    labels: tuple[str, ...]
-
-
-def image_path(url: str) -> Path:
-    parts = urlsplit(url)
-    if parts.scheme not in ("file", ""):
-        raise ValueError(f"the local trainer reads file:// image URLs, got {url!r}")
-    return Path(unquote(parts.path))
-
-
-def load_sheets(mltable_folder: Path) -> list[Sheet]:
-    """Every record of an MLTable folder (its annotations.jsonl); crowd boxes are left out."""
-    sheets = []
-    jsonl = mltable_folder / ANNOTATIONS_FILE if mltable_folder.is_dir() else mltable_folder
-    with jsonl.open(encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            path = image_path(record["image_url"])
-            details = record.get("image_details") or {}
-            width, height = details.get("width"), details.get("height")
-            if not width or not height:
-                with Image.open(path) as image:
-                    width, height = image.size
-            kept = [box for box in record["label"] if not box.get("isCrowd")]
-            boxes = np.array(
-                [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
-                dtype=np.float32,
-            ).reshape(-1, 4)
-            sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept)))
-    return sheets
-
-
-def class_vocabulary(*sheet_sets: list[Sheet]) -> list[str]:
-    """Class ids in numeric order; index i of the list is model label i + 1."""
-    labels = {label for sheets in sheet_sets for sheet in sheets for label in sheet.labels}
-    return sorted(labels, key=class_sort_key)
+from pipeline_steps.detector.sheets import Sheet
 
 
 def read_image_bytes(path: Path) -> torch.Tensor:

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline_steps.detector.data import CropSampler, Sheet, read_image
+from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.evaluation import Evaluation, Prediction, evaluate
 from pipeline_steps.detector.model import build_detector
+from pipeline_steps.detector.sheets import Sheet
 
 
 @dataclass(frozen=True)

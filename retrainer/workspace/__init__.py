@@ -144,6 +144,14 @@ class ModelRegistry(Protocol):
         """A local folder holding the version's MLflow model (downloaded when it lives remotely)."""
         ...
 
+    def latest_document(self, name: str) -> bytes | None:
+        """The newest version of a small versioned document (None when there is none yet)."""
+        ...
+
+    def create_document(self, name: str, version: str, content: bytes) -> bool:
+        """Store a document version only if it does not exist yet: False when another writer was first."""
+        ...
+
 
 def open_runner(settings: Settings) -> PipelineRunner:
     """The pipeline runner the settings point at (WORKSPACE_BACKEND, or azureml when its variables are set)."""

@@ -93,6 +93,55 @@ class AzureMLModelRegistry:
             raise FileNotFoundError(f"model {version.name}:{version.version} has no MLmodel file")
         return found[0].parent
 
+    # Versioned documents are custom-model assets: immutable versions, and the registry's public download.
+    DOCUMENT_FILE = "document.json"
+
+    @staticmethod
+    def document_entity(name: str, version: str, folder: Path) -> Model:
+        return Model(
+            name=name,
+            version=version,
+            path=str(folder),
+            type=AssetTypes.CUSTOM_MODEL,
+            description="a versioned document of the retraining service (not a model)",
+            tags={"kind": "document"},
+        )
+
+    def latest_document(self, name: str) -> bytes | None:
+        import tempfile
+
+        try:
+            versions = [int(m.version) for m in self._ml_client.models.list(name=name)]
+        except ResourceNotFoundError:
+            return None
+        if not versions:
+            return None
+        with tempfile.TemporaryDirectory() as scratch:
+            self._ml_client.models.download(name=name, version=str(max(versions)), download_path=scratch)
+            found = sorted(Path(scratch).rglob(self.DOCUMENT_FILE))
+            if not found:
+                raise FileNotFoundError(f"document {name}:{max(versions)} has no {self.DOCUMENT_FILE}")
+            return found[0].read_bytes()
+
+    def create_document(self, name: str, version: str, content: bytes) -> bool:
+        """Checked before and after: a version that exists, or that a racing writer overwrote, is not ours."""
+        import hashlib
+        import tempfile
+
+        try:
+            self._ml_client.models.get(name=name, version=version)
+            return False
+        except ResourceNotFoundError:
+            pass
+        digest = hashlib.sha256(content).hexdigest()
+        with tempfile.TemporaryDirectory() as scratch:
+            (Path(scratch) / self.DOCUMENT_FILE).write_bytes(content)
+            entity = self.document_entity(name, version, Path(scratch))
+            entity.tags = {**(entity.tags or {}), "sha256": digest}
+            self._ml_client.models.create_or_update(entity)
+        stored = self._ml_client.models.get(name=name, version=version)
+        return (stored.tags or {}).get("sha256") == digest
+
 
 def _model_version(model: Model) -> ModelVersion:
     return ModelVersion(

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -154,6 +155,27 @@ class LocalModelRegistry:
             entry = json.loads(entry_path.read_text())
             refs.append(DataAssetRef(entry["name"], entry["version"], entry["uri"], entry["tags"]))
         return sorted(refs, key=lambda ref: int(ref.version))
+
+    # --- versioned documents ------------------------------------------------------------------
+
+    def latest_document(self, name: str) -> bytes | None:
+        folder = self.root / "documents" / name
+        versions = [int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()] if folder.is_dir() else []
+        return (folder / f"{max(versions)}.json").read_bytes() if versions else None
+
+    def create_document(self, name: str, version: str, content: bytes) -> bool:
+        """Written aside, then linked into place: the link fails if the version exists, and is never half-written."""
+        folder = self.root / "documents" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".partial", delete=False) as partial:
+            partial.write(content)
+        try:
+            os.link(partial.name, folder / f"{int(version)}.json")
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(partial.name)
 
     @staticmethod
     def _claim_next_version(asset_root: Path) -> str:

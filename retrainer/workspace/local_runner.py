@@ -38,52 +38,51 @@ def write_status(run_dir: Path, **fields: object) -> None:
 
 
 def step_commands(run_dir: Path, settings: Settings) -> dict[str, list[str]]:
-    """Each step's command: as on Azure ML, every setting a step needs is one of its arguments."""
+    """Each step's command: the settings table every runner uses, plus this run's folders."""
+    from pipeline_steps.step_inputs import as_flags, step_settings
+
     data, out = run_dir / "data", run_dir / "outputs"
-    arguments: dict[str, dict[str, object]] = {
+    folders: dict[str, dict[str, object]] = {
         "data_aggregation": {
-            "--input-image-data-path": data / "images",
-            "--input-label-data-path": data / "labels",
-            "--output_path": out / "aggregated",
+            "input_image_data_path": data / "images",
+            "input_label_data_path": data / "labels",
+            "output_path": out / "aggregated",
         },
         "data_split": {
-            "--input_data_path": out / "aggregated",
-            "--use_stratified_split": str(settings.USE_STRATIFIED_SPLIT).lower(),
-            "--stratified_split_n_fold": settings.STRATIFIED_SPLIT_N_FOLD,
-            "--mandatory_train_filenames": settings.MANDATORY_TRAIN_FILENAMES,
-            "--mandatory_val_filenames": settings.MANDATORY_VAL_FILENAMES,
-            "--train_output_path": out / "train",
-            "--val_output_path": out / "val",
+            "input_data_path": out / "aggregated",
+            "train_output_path": out / "train",
+            "val_output_path": out / "val",
+            "holdout_output_path": out / "holdout",
         },
         "register_data_asset": {
-            "--train-input-path": out / "train",
-            "--val-input-path": out / "val",
-            "--data_store_name": settings.DATA_STORE_NAME,
-            "--output_path": out / "data_assets",
+            "train_input_path": out / "train",
+            "val_input_path": out / "val",
+            "holdout_input_path": out / "holdout",
+            "output_path": out / "data_assets",
         },
         "train": {
-            "--train-data": out / "train",
-            "--val-data": out / "val",
-            "--output": out / "model",
-            "--max-minutes": settings.LOCAL_TRAINING_MINUTES,
-            **({"--label-map": data / "label_map.json"} if (data / "label_map.json").is_file() else {}),
+            "train_data": out / "train",
+            "val_data": out / "val",
+            "output": out / "model",
+            "max_minutes": settings.LOCAL_TRAINING_MINUTES,
+            **({"label_map": data / "label_map.json"} if (data / "label_map.json").is_file() else {}),
         },
         "register_model": {
-            "--model-base-name": settings.MODEL_BASE_NAME,
-            "--model-input-path": out / "model",
-            "--data-assets-path": out / "data_assets",
-            "--model-metadata-path": out / "model_metadata",
+            "model_input_path": out / "model",
+            "data_assets_path": out / "data_assets",
+            "model_metadata_path": out / "model_metadata",
         },
         "tag_model": {
-            "--model-base-name": settings.MODEL_BASE_NAME,
-            "--min-map-improvement": settings.MIN_MAP_IMPROVEMENT,
-            "--model-metadata-path": out / "model_metadata",
-            "--best-model-metadata-path": out / "best_model",
+            "model_metadata_path": out / "model_metadata",
+            "holdout_data_path": out / "holdout",
+            "scoring_env_manager": "local",
+            "best_model_metadata_path": out / "best_model",
         },
     }
+    inputs = step_settings(settings)
     return {
-        step: [sys.executable, "-m", f"pipeline_steps.{step}", *(str(part) for pair in flags.items() for part in pair)]
-        for step, flags in arguments.items()
+        step: [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags({**inputs.get(step, {}), **paths})]
+        for step, paths in folders.items()
     }
 
 

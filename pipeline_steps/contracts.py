@@ -1,0 +1,137 @@
+"""What the pipeline steps hand each other across process boundaries, one typed model per file.
+
+Each model owns its file name: the writing step calls `write(folder)` and the reading step
+`read(folder)`, so no step opens another step's file by a literal name.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from pathlib import Path
+from typing import ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrainer.promotion import HoldoutInfo
+
+
+class StepFile(BaseModel):
+    """A JSON document that one step writes into its output folder and a later step reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    FILE_NAME: ClassVar[str]
+
+    @classmethod
+    def read(cls, folder: Path) -> Self:
+        path = folder / cls.FILE_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: the step that writes {cls.FILE_NAME} did not run here")
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / self.FILE_NAME
+        path.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        return path
+
+
+class SplitSide(enum.StrEnum):
+    """Where an image belongs, for good: training, validation (early stopping, model selection) or holdout."""
+
+    TRAIN = "train"
+    VAL = "val"
+    HOLDOUT = "holdout"
+
+
+class SplitAssignment(BaseModel):
+    """Every image's side, as decided once and kept in every later run (a versioned registry document).
+
+    Images are found by name first; a known sheet under a new name is found by its fingerprint
+    (size and boxes), so a renamed copy lands on the side of the original.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = 0
+    by_name: dict[str, SplitSide] = Field(default_factory=dict)
+    by_fingerprint: dict[str, SplitSide] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, content: bytes) -> SplitAssignment:
+        return cls.model_validate_json(content)
+
+
+def holdout_info(assignment_version: int, image_names: list[str]) -> HoldoutInfo:
+    """The holdout's version: which assignment, how many images, and a digest of their names."""
+    digest = hashlib.sha256("\n".join(sorted(image_names)).encode("utf-8")).hexdigest()[:16]
+    return HoldoutInfo(assignment_version=assignment_version, images=len(image_names), digest=digest)
+
+
+class SplitReport(StepFile):
+    """The split step's account of what it did (beside the training MLTable)."""
+
+    FILE_NAME: ClassVar[str] = "split_report.json"
+
+    assignment_version: int
+    holdout: HoldoutInfo
+    counts: dict[SplitSide, dict[str, int]]
+    per_class: dict[str, dict[str, int]]
+    newly_assigned: int
+    moved_by_mandatory_lists: list[str] = Field(default_factory=list)
+    mandatory_not_found: list[str] = Field(default_factory=list)
+    rare_classes: list[str] = Field(default_factory=list)
+    rare_class_policy: str = "train_only"
+    images_in_train_and_val: list[str] = Field(default_factory=list)
+    conflicting_copies: list[str] = Field(default_factory=list)
+
+
+class HoldoutManifest(StepFile):
+    """Beside the holdout MLTable: which version of the holdout it is, for every decision taken on it."""
+
+    FILE_NAME: ClassVar[str] = "holdout.json"
+
+    holdout: HoldoutInfo
+
+
+class DataAssetEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    version: str
+    uri: str  # azureml:<name>:<version> on Azure ML; a file:// URL of the stored copy locally
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    def reference(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class DataAssets(StepFile):
+    """The data-asset step's output: the registered sets (None where a set was empty)."""
+
+    FILE_NAME: ClassVar[str] = "data_assets.json"
+
+    train: DataAssetEntry
+    val: DataAssetEntry | None = None
+    holdout: DataAssetEntry | None = None
+
+
+class RegisteredModel(StepFile):
+    """The register-model step's output: the new version with its training metrics and data versions."""
+
+    FILE_NAME: ClassVar[str] = "model_metadata.json"
+
+    name: str
+    version: str
+    uri: str
+    mean_average_precision: float
+    precision: float
+    recall: float
+    coco_map: float | None = None
+    per_class: dict[str, float] = Field(default_factory=dict)
+    train_data: str | None = None
+    val_data: str | None = None
+    source_run: str = ""

@@ -1,0 +1,75 @@
+"""Annotated sheets from AutoML JSONL (`file://` image URLs), without torch: scoring reads them too."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+from PIL import Image
+
+from pipeline_steps.mltable_io import annotations_path, class_sort_key
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """One image with its boxes in pixels and labels as class-id strings."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2
+    labels: tuple[str, ...]
+
+
+def image_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.scheme not in ("file", ""):
+        raise ValueError(f"the local trainer reads file:// image URLs, got {url!r}")
+    return Path(unquote(parts.path))
+
+
+def _local_image(url: str, images_folder: Path | None, images_prefix: str) -> Path:
+    prefix = images_prefix.rstrip("/") + "/"
+    if images_folder is not None and images_prefix and url.startswith(prefix):
+        relative = url[len(prefix) :]
+        if ".." in relative.split("/"):
+            raise ValueError(f"image URL {url!r} leaves the image folder")
+        return images_folder / unquote(relative)
+    return image_path(url)
+
+
+def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, images_prefix: str = "") -> list[Sheet]:
+    """Every record of an MLTable folder (its annotations.jsonl); crowd boxes are left out.
+
+    On Azure ML image URLs are `azureml://` paths under `images_prefix`; with `images_folder` (where
+    that folder is mounted) they are read from the mount.
+    """
+    sheets = []
+    jsonl = annotations_path(mltable_folder)
+    with jsonl.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            path = _local_image(record["image_url"], images_folder, images_prefix)
+            details = record.get("image_details") or {}
+            width, height = details.get("width"), details.get("height")
+            if not width or not height:
+                with Image.open(path) as image:
+                    width, height = image.size
+            kept = [box for box in record["label"] if not box.get("isCrowd")]
+            boxes = np.array(
+                [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
+                dtype=np.float32,
+            ).reshape(-1, 4)
+            sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept)))
+    return sheets
+
+
+def class_vocabulary(*sheet_sets: list[Sheet]) -> list[str]:
+    """Class ids in numeric order; index i of the list is model label i + 1."""
+    labels = {label for sheets in sheet_sets for sheet in sheets for label in sheet.labels}
+    return sorted(labels, key=class_sort_key)
