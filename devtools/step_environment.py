@@ -50,6 +50,8 @@ STEP_MODULES = (
     "pipeline_steps.register_data_asset",
     "pipeline_steps.register_model",
     "pipeline_steps.tag_model",
+    "pipeline_steps.detector.comparison",  # the tag step scores both models on the holdout
+    "pipeline_steps.detector.scoring",
     "retrainer.workspace.azureml",
 )
 

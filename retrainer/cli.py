@@ -102,7 +102,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if value["error"]:
             lines.append(f"error: {value['error']}")
         if status.decision:
-            lines.append(f"decision: best version {status.decision.best_version}: {status.decision.reason}")
+            decision = status.decision
+            lines.append(f"decision: best version {decision.best_version}: {decision.reason}")
+            lines.append(f"compared: {decision.comparison.describe()}")
         return "\n".join(lines)
 
     _print(document, args.json, render)

@@ -89,6 +89,8 @@ def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
         ended = run.ended_at or snapshot.generated_at
         decision = run.decision
         score = f"{decision.candidate_score:.3f}" if decision else ""
+        interval = decision.comparison.interval if decision else None
+        difference = interval.words() if interval else ""
         verdict = ("promoted" if decision.promoted else "kept the best") if decision else ""
         why = decision.reason if decision else (run.error or "")
         link = snapshot.report_links.get(run.run_id)
@@ -97,14 +99,26 @@ def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
             "<tr>"
             f"<td><code>{_e(run.run_id)}</code></td><td>{_e(run.trigger)}</td><td>{run.image_count}</td>"
             f"<td>{_state(run.state)}</td><td>{_duration(ended - run.submitted_at)}</td><td>{score}</td>"
+            f"<td class='difference'>{_e(difference)}</td>"
             f"<td>{_e(verdict)}</td><td class='why'>{_e(why[:300])}</td><td>{report}</td>"
             "</tr>"
         )
     header = "".join(
         f"<th>{name}</th>"
-        for name in ("run", "trigger", "images", "state", "duration", "mAP@0.5", "decision", "reason", "")
+        for name in (
+            "run",
+            "trigger",
+            "images",
+            "state",
+            "duration",
+            "holdout mAP@0.5",
+            "challenger - champion",
+            "decision",
+            "reason",
+            "",
+        )
     )
-    body = "".join(rows) or '<tr><td colspan="9">no runs yet</td></tr>'
+    body = "".join(rows) or '<tr><td colspan="10">no runs yet</td></tr>'
     shown = f" (the latest {limit} of {len(snapshot.runs)})" if len(snapshot.runs) > limit else ""
     return (
         f'<section><h2>Recent runs{shown}</h2><table id="runs"><thead><tr>{header}</tr></thead>'

@@ -95,3 +95,34 @@ def test_cancel_stops_a_running_run(local_run_env: LocalPipelineRunner, tmp_path
         time.sleep(0.1)
     local_run_env.cancel_run(run_id)
     assert local_run_env.run_status(run_id).state == "canceled"
+
+
+def test_three_runs_never_compare_a_model_on_images_it_trained_on(
+    local_run_env: LocalPipelineRunner, tmp_path: Path
+) -> None:
+    """Data grows over three runs: no image changes sides, and each decision scores both models on the holdout."""
+    from pipeline_steps.data_split import basename
+    from pipeline_steps.mltable_io import read_records
+
+    sides_seen: dict[str, str] = {}
+    trained_by_earlier_runs: set[str] = set()
+    for run in range(3):
+        zip_path = write_dataset_zip(tmp_path / f"set{run}.zip", count=16, seed=4, spec=SMALL, start=16 * run)
+        loaded = data_loader.main(
+            ["--raw-blob-sas-url", str(zip_path), "--raw-input-path", str(tmp_path / f"raw{run}")]
+        )
+        assert loaded == 0
+        run_id = local_run_env.submit_pipeline(f"run {run}")
+        assert wait_until_finished(local_run_env, run_id) == "completed", local_run_env.run_status(run_id).error
+        outputs = local_run_env.root / "runs" / run_id / "outputs"
+        sides = {side: {basename(r) for r in read_records(outputs / side)} for side in ("train", "val", "holdout")}
+        now = {name: side for side, names in sides.items() for name in names}
+        assert len(now) == 16 * (run + 1) and sum(map(len, sides.values())) == len(now), "one side per image"
+        assert {name: now[name] for name in sides_seen} == sides_seen, f"run {run} moved an image"
+        assert not (sides["val"] | sides["holdout"]) & trained_by_earlier_runs
+        decision = local_run_env.run_status(run_id).decision
+        assert decision is not None and decision.comparison.holdout is not None
+        assert decision.comparison.holdout.images == len(sides["holdout"]) > 0
+        if run > 0:
+            assert decision.comparison.interval is not None, decision.comparison.not_rescored
+        sides_seen, trained_by_earlier_runs = now, trained_by_earlier_runs | sides["train"]

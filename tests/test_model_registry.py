@@ -272,3 +272,45 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     assert record.repaired_best_tags_on_versions == ["1"] and record.promoted
     assert [v.version for v in workspace.model_versions(NAME) if v.is_best] == ["2"]
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"
+
+
+class FakeDocumentModels(FakeModelOperations):
+    """Also stands in for `models.download`: writes the stored version's files as the service would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, dict[str, bytes]] = {}
+
+    def create_or_update(self, model: Model) -> Model:
+        if model.version in self.stored:  # the real service refuses to change an immutable version
+            raise AssertionError("create_document must check before writing a version")
+        stored = super().create_or_update(model)
+        self.files[stored.version] = {p.name: p.read_bytes() for p in Path(str(model.path)).iterdir()}
+        return stored
+
+    def get(self, name: str, version: str) -> Model:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if version not in self.stored:
+            raise ResourceNotFoundError(f"{name}:{version} not found")
+        return super().get(name, version)
+
+    def download(self, name: str, version: str, download_path: str) -> None:
+        target = Path(download_path) / name / "model"
+        target.mkdir(parents=True)
+        for file_name, content in self.files[version].items():
+            (target / file_name).write_bytes(content)
+
+
+def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:
+    client = FakeMLClient()
+    client.models = FakeDocumentModels()
+    registry = AzureMLModelRegistry(client)
+    assert registry.latest_document("pid-symbols-split-assignment") is None
+    assert registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1}')
+    assert not registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1, "other": true}')
+    assert registry.create_document("pid-symbols-split-assignment", "2", b'{"version": 2}')
+    assert registry.latest_document("pid-symbols-split-assignment") == b'{"version": 2}'
+    sent = client.models.stored["1"]
+    assert sent.type == "custom_model" and sent.tags["sha256"]
+    assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from retrainer.ledger import RunRecord
-from retrainer.promotion import BestModel, PromotionRecord
+from retrainer.promotion import (
+    BestModel,
+    Comparison,
+    DifferenceInterval,
+    HoldoutInfo,
+    PromotionRecord,
+    decide_promotion,
+)
 from retrainer.status_page import StatusSnapshot, render_status_page
 from retrainer.workspace import RunState
 from tests.browser import console_errors, render
@@ -17,7 +24,12 @@ NAMES = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve"
 
 
 def decision(version: int, score: float, promoted: bool, previous: float | None) -> PromotionRecord:
+    difference = score - (previous or 0)
+    interval = DifferenceInterval(
+        difference=difference, low=difference - 0.05, high=difference + 0.05, confidence=0.95, resamples=1000
+    )
     return PromotionRecord(
+        comparison=Comparison(holdout=HoldoutInfo(assignment_version=2, images=40, digest="ab12"), interval=interval),
         name="pid-symbol-detector",
         candidate_version=str(version),
         previous_best_version=str(version - 1) if version > 1 else None,
@@ -26,7 +38,7 @@ def decision(version: int, score: float, promoted: bool, previous: float | None)
         promoted=promoted,
         candidate_score=score,
         previous_best_score=previous,
-        reason=f"mAP {score:.4f} {'beats' if promoted else 'does not beat'} the best",
+        reason=decide_promotion(score, previous, 0.0, interval).reason,
         candidate_per_class={"1": round(score, 2), "2": round(score - 0.1, 2), "3": 0.99},
         previous_per_class={"1": 0.7, "2": 0.6, "3": 0.95} if previous else {},
     )
@@ -86,6 +98,7 @@ def test_the_page_shows_state_runs_history_and_per_class_ap_without_outside_reso
     assert page.count("<circle") == 4, "one point per completed run's registered version"
     assert "Gate valve" in page and "previous best" in page
     assert 'href="file:///tmp/report.html"' in page
+    assert "+0.040 (95% interval -0.010 to +0.090)" in page and "not enough evidence, the champion stays" in page
 
 
 def test_an_empty_service_renders_too() -> None:
