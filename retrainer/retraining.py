@@ -102,7 +102,8 @@ class RetrainingService:
         that fail, the timer's sweep of waiting labels still converts it). A duplicate costs one
         refused insert and converts nothing.
         """
-        if data.get("api") not in COMPLETING_APIS:
+        api = data.get("api")
+        if not isinstance(api, str) or api not in COMPLETING_APIS:  # a list or a dict is not hashable
             return False
         path = self._image_path(subject)
         if path is None:

@@ -74,6 +74,7 @@ def hostile_files() -> dict[str, bytes]:
         "class id '0²'": legacy_npy([["Gate valve", [1, 1, 5, 5], "0²"]]),
         "class id '²'": legacy_npy([["Gate valve", [1, 1, 5, 5], "²"]]),
         "class id 10**30": legacy_npy([["Gate valve", [1, 1, 5, 5], 10**30]]),
+        "class id 10**5000 (float() of it overflows)": legacy_npy([["Gate valve", [1, 1, 5, 5], 10**5000]]),
         "a global that runs code": crafted_object_npy(crafted_array((1,), OBJECT, [print])),
     }
 

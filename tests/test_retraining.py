@@ -531,6 +531,11 @@ def test_a_redelivered_image_event_retries_the_conversion_that_failed(
 HOSTILE_EVENTS = {
     "data is a list": ("/blobServices/default/containers/{c}/blobs/data/images/a.jpg", ["PutBlob"]),
     "api is a number": ("/blobServices/default/containers/{c}/blobs/data/images/a.jpg", {"api": 7, "eTag": "1"}),
+    "api is a list": (
+        "/blobServices/default/containers/{c}/blobs/data/images/a.jpg",
+        {"api": ["PutBlob"], "eTag": "1"},
+    ),
+    "api is a dict": ("/blobServices/default/containers/{c}/blobs/data/images/a.jpg", {"api": {"a": 1}, "eTag": "1"}),
     "eTag is an object": (
         "/blobServices/default/containers/{c}/blobs/data/images/a.jpg",
         {"api": "PutBlob", "eTag": {"x": 1}},

@@ -335,9 +335,10 @@ def _class_id(value: object, index: int, file_name: str) -> str:
     """Class ids are small integers, given as ASCII digits or numbers (never '²' or 5,000 digits)."""
     if isinstance(value, str) and _CLASS_ID.fullmatch(value):
         return str(int(value.strip()))
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) < 10**9:
-        return str(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if abs(int(value)) < 10**9:
+            return str(int(value))
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):  # float() of a huge int overflows
         number = float(value)
         if math.isfinite(number) and number.is_integer() and abs(number) < 10**9:
             return str(int(number))
