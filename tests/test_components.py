@@ -127,7 +127,7 @@ def test_environment_pins_exactly_what_the_steps_import() -> None:
     assert environment.name == "pid-symbol-pipeline" and environment.image.startswith("mcr.microsoft.com/azureml/")
     pins = dict(line.split("==", 1) for line in pip_list())
     assert all(line.count("==") == 1 for line in pip_list()), "every package pinned to one version"
-    for package in ("azure-ai-ml", "azure-identity", "azureml-mlflow", "iterative-stratification", "orjson"):
+    for package in ("azure-ai-ml", "azure-identity", "azureml-mlflow", "faster-coco-eval", "orjson"):
         assert package in pins
     assert int(pins["azureml-mlflow"].split(".")[1]) >= 60, "not a years-old release"
     assert "azure-data-tables" not in pins, "inputs are mounted: no step talks to tables"

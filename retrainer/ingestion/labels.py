@@ -252,6 +252,8 @@ def load_label_array(npy_bytes: bytes, file_name: str) -> np.ndarray:
 
 def _short(value: object, limit: int = 200) -> str:
     """A bounded description of an untrusted value, for error messages."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() refuses 4,300+ digits
     text = reprlib.repr(value) if not isinstance(value, BaseException) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
