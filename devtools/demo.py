@@ -25,7 +25,7 @@ from retrainer.workspace import RunState
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def configure(workdir: Path, connection_string: str, batch_size: int, minutes: float) -> None:
+def configure(workdir: Path, connection_string: str, batch_size: int, training: argparse.Namespace) -> None:
     os.environ.update(
         {
             "STORAGE_ACCOUNT_CONNECTION_STRING": connection_string,
@@ -33,7 +33,9 @@ def configure(workdir: Path, connection_string: str, batch_size: int, minutes: f
             "LEDGER_TABLE_PREFIX": "demo",
             "WORKSPACE_BACKEND": "local",
             "LOCAL_WORKSPACE_DIR": str(workdir / "workspace"),
-            "LOCAL_TRAINING_MINUTES": str(minutes),
+            "LOCAL_TRAINING_MINUTES": str(training.minutes),
+            "LOCAL_TRAINING_EPOCHS": str(training.epochs),
+            "LOCAL_WARM_START_EPOCHS": str(training.warm_epochs),
             "RETRAIN_MIN_NEW_IMAGES": str(batch_size),
             "RETRAIN_QUIET_MINUTES": "0",
             "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -111,6 +113,17 @@ def _elapsed(started: float) -> str:
     return f"{seconds // 60:2d}:{seconds % 60:02d}"
 
 
+def training_notes(run_id: str) -> str:
+    """How the run's model was trained (warm start or scratch, epochs, a budget cut), from the train step's log."""
+    from retrainer.settings import get_settings
+    from retrainer.workspace.local import LocalPipelineRunner
+
+    log = LocalPipelineRunner(get_settings().LOCAL_WORKSPACE_DIR).run_log(run_id, "train")
+    keys = ("warm start from", "trained from scratch", "planned epochs")
+    notes = [line.strip() for line in log.splitlines() if line.strip().startswith(keys) or "planned epochs" in line]
+    return "; ".join(note.split(" from /")[0] if note.startswith("warm start") else note for note in notes)
+
+
 def summary(workdir: Path) -> str:
     from retrainer import bootstrap
 
@@ -163,7 +176,9 @@ def summary(workdir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=80, help="sheets per batch")
-    parser.add_argument("--minutes", type=float, default=2.5, help="CPU training budget per run")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of the first model, from scratch")
+    parser.add_argument("--warm-epochs", type=int, default=20, help="epochs of the second, from the first's weights")
+    parser.add_argument("--minutes", type=float, default=10, help="time cap per training run (reported if it cuts)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / ".demo")
     args = parser.parse_args(argv)
@@ -203,7 +218,7 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
         write_dataset_zip(sets / f"batch{i + 1}.zip", args.batch, args.seed, start=i * args.batch) for i in range(2)
     ]
     with running_azurite(PROJECT_ROOT) as azurite:
-        configure(args.workdir, azurite.connection_string, args.batch, args.minutes)
+        configure(args.workdir, azurite.connection_string, args.batch, args)
         from retrainer import bootstrap
 
         functions = handlers()
@@ -222,6 +237,7 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
                 state = record.state if record else "unknown"
                 raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
             decision = record.decision
+            print(f"      {_elapsed(started)}  {training_notes(run_id)}")
             print(
                 f"      {_elapsed(started)}  version {decision.candidate_version}: holdout mAP@0.5 "
                 f"{decision.candidate_score:.3f}; {decision.reason}"

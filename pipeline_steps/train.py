@@ -1,13 +1,15 @@
 """Step 4 locally: train the symbol detector on the CPU and write an MLflow model folder.
 
     python -m pipeline_steps.train --train-data <MLTable folder> --val-data <MLTable folder> \
-        --output <folder> --max-minutes 5 --seed 0
+        --output <folder> --epochs 60 --max-minutes 15 [--warm-start-model <champion's model folder>] --seed 0
 
 `--output` becomes an MLflow model folder (MLmodel at its root, like AutoML's `best_model` output)
 with `metrics.json` (mean_average_precision = mAP@0.5, coco_map, precision, recall, per-class AP)
 and `report/report.html` beside it. The model scores like an AutoML for Images model (base64
-images in, normalised boxes out). With the same seed and `--max-epochs`, training repeats exactly;
-with only a time budget the number of epochs depends on the machine's speed.
+images in, normalised boxes out). The work is `--epochs` (from scratch) or `--warm-epochs` (from the
+champion's weights, `--warm-start-model`), the same on any machine; `--max-minutes` only caps it,
+and when it cuts training short the log, `metrics.json` (`budget_cut`) and the report say so. With
+the same seed and no cut, training repeats exactly.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline_steps._cli import add_flag
+
+if TYPE_CHECKING:
+    from pipeline_steps.detector.engine import TrainingConfig
 
 METRICS_FILE = "metrics.json"
 REPORT_FOLDER = "report"
@@ -29,12 +35,10 @@ def run_training(
     train_data: Path,
     val_data: Path | None,
     output: Path,
-    max_minutes: float,
-    seed: int,
-    max_epochs: int | None = None,
+    config: TrainingConfig,
     label_map: dict[str, str] | None = None,
 ) -> dict:
-    from pipeline_steps.detector.engine import TrainingConfig, train
+    from pipeline_steps.detector.engine import train
     from pipeline_steps.detector.pyfunc import save_detector
     from pipeline_steps.detector.report import write_report
     from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
@@ -46,16 +50,24 @@ def run_training(
     classes = class_vocabulary(train_sheets, val_sheets)
     print(
         f"training on {len(train_sheets)} sheets, validating on {len(val_sheets)}, {len(classes)} classes, "
-        f"budget {max_minutes:g} min, seed {seed}"
+        f"{config.epochs} epochs from scratch or {config.warm_epochs} from a champion, capped at "
+        f"{config.max_minutes:g} min, seed {config.seed}"
     )
-    config = TrainingConfig(max_minutes=max_minutes, max_epochs=max_epochs, seed=seed)
     result = train(train_sheets, val_sheets, classes, config, on_epoch=_print_epoch)
+    for note in result.notes():
+        print(note, flush=True)
     if output.exists():
         shutil.rmtree(output)
     with tempfile.TemporaryDirectory() as work:
         save_detector(output, result.model, classes, score_threshold=0.05, work_dir=Path(work))
     report = write_report(
-        output / REPORT_FOLDER, val_sheets, result.predictions, result.evaluation, label_map or {}, result.history
+        output / REPORT_FOLDER,
+        val_sheets,
+        result.predictions,
+        result.evaluation,
+        label_map or {},
+        result.history,
+        notes=result.notes(),
     )
     metrics = {
         **result.evaluation.metrics,
@@ -65,9 +77,13 @@ def run_training(
         "val_images": len(val_sheets),
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
+        "planned_epochs": result.planned_epochs,
+        "budget_cut": result.budget_cut,
+        "warm_start": result.warm_start.describe() if result.warm_start else None,
+        "warm_start_skipped": result.warm_start_skipped,
         "training_seconds": round(result.seconds, 1),
-        "seed": seed,
-        "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, from scratch, native scale",
+        "seed": config.seed,
+        "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, native scale",
         "report": f"{REPORT_FOLDER}/{report.name}",
     }
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
@@ -86,17 +102,26 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(parser, "train-data", required=True, type=Path, help="training MLTable folder")
     add_flag(parser, "val-data", type=Path, default=None, help="validation MLTable folder (optional)")
     add_flag(parser, "output", required=True, type=Path, help="MLflow model folder to write")
-    add_flag(parser, "max-minutes", env="LOCAL_TRAINING_MINUTES", type=float, default=5.0, help="CPU budget")
-    add_flag(parser, "max-epochs", type=int, default=None, help="stop after this many epochs (repeatable runs)")
+    add_flag(parser, "max-minutes", type=float, default=15.0, help="time cap (reported when it cuts training)")
+    add_flag(parser, "epochs", type=int, default=60, help="epochs from scratch")
+    add_flag(parser, "warm-epochs", type=int, default=20, help="epochs from the champion's weights")
+    add_flag(parser, "warm-start-model", type=Path, default=None, help="the champion's MLflow model folder")
     add_flag(parser, "seed", type=int, default=0)
     add_flag(parser, "label-map", type=Path, default=None, help="label map JSON, for class names in the report")
     args = parser.parse_args(argv)
     label_map = json.loads(args.label_map.read_text()) if args.label_map else None
     val_data = args.val_data if args.val_data and _has_records(args.val_data) else None
+    from pipeline_steps.detector.engine import TrainingConfig
+
     try:
-        metrics = run_training(
-            args.train_data, val_data, args.output, args.max_minutes, args.seed, args.max_epochs, label_map
+        config = TrainingConfig(
+            max_minutes=args.max_minutes,
+            epochs=args.epochs,
+            warm_epochs=args.warm_epochs,
+            warm_start_from=args.warm_start_model,
+            seed=args.seed,
         )
+        metrics = run_training(args.train_data, val_data, args.output, config, label_map)
     except (ValueError, FileNotFoundError) as error:
         print(f"training failed: {error}", file=sys.stderr)
         return 1

@@ -194,7 +194,16 @@ class Settings(BaseSettings):
     PROMOTION_BOOTSTRAP_RESAMPLES: int = Field(
         default=1000, ge=100, description="Paired bootstrap resamples of the holdout images."
     )
-    LOCAL_TRAINING_MINUTES: float = Field(default=5.0, gt=0, description="CPU budget of the local trainer.")
+    LOCAL_TRAINING_MINUTES: float = Field(
+        default=15.0, gt=0, description="Time cap of the local trainer; reported when it cuts training short."
+    )
+    LOCAL_TRAINING_EPOCHS: int = Field(default=60, ge=1, description="Epochs the local trainer runs from scratch.")
+    LOCAL_WARM_START_EPOCHS: int = Field(
+        default=20, ge=1, description="Epochs the local trainer runs when it starts from the champion's weights."
+    )
+    WARM_START: bool = Field(
+        default=True, description="Retrain from the champion's weights (AutoML: its checkpoint run) when possible."
+    )
 
     # The event-driven service.
     RETRAIN_MIN_NEW_IMAGES: int = Field(default=20, ge=1, description="Pending images that make a batch.")

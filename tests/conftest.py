@@ -109,7 +109,7 @@ def trained_model(training_sets: tuple[Path, Path], tmp_path_factory: pytest.Tem
             str(training_sets[1]),
             "--output",
             str(output),
-            "--max-epochs",
+            "--epochs",
             "1",
             "--seed",
             "3",

@@ -42,8 +42,8 @@ def test_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> 
         "Python: Pipeline Step - Tag Model",
     ):
         config = configurations()[name]
-        args = [("--max-epochs" if a == "--max-minutes" else a) for a in config["args"]]  # one epoch, not minutes
-        args = ["1" if previous == "--max-epochs" else a for previous, a in zip(["", *args[:-1]], args, strict=True)]
+        args = [("--epochs" if a == "--max-minutes" else a) for a in config["args"]]  # one epoch, not minutes
+        args = ["1" if previous == "--epochs" else a for previous, a in zip(["", *args[:-1]], args, strict=True)]
         completed = subprocess.run(
             [sys.executable, "-m", config["module"], *args],
             cwd=tmp_path,

@@ -65,7 +65,7 @@ def test_same_seed_and_epochs_give_the_same_model(trained: Path, data: tuple[Pat
             str(data[1]),
             "--output",
             str(again),
-            "--max-epochs",
+            "--epochs",
             "1",
             "--seed",
             "3",
@@ -294,3 +294,77 @@ def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(tmp_path: Pat
     names = [f"mistake_{n:02d}.png" for n in range(3)]
     assert [html_text.index(name) for name in names] == sorted(html_text.index(name) for name in names)
     assert all((tmp_path / name).is_file() for name in names) and "missed Check valve" in html_text
+
+
+def test_a_warm_start_keeps_known_class_rows_adds_fresh_ones_and_drops_gone_ones(trained: Path) -> None:
+    """The champion knew its classes; the new model has one more and one fewer."""
+    from pipeline_steps.detector.model import build_detector
+    from pipeline_steps.detector.warm_start import CLASS_ROWS, warm_start
+
+    old_classes = json.loads((trained / "metrics.json").read_text())["classes"]
+    gone, kept = old_classes[0], old_classes[1:]
+    new_classes = [*kept, "999"]
+    saved = torch.load(trained / "artifacts" / "weights.pt", weights_only=True)
+    torch.manual_seed(0)
+    model = build_detector(len(new_classes))
+    fresh = {name: model.state_dict()[name].clone() for name in CLASS_ROWS}
+    seeded = warm_start(model, trained, new_classes)
+    assert (seeded.kept, seeded.added, seeded.dropped) == (kept, ["999"], [gone])
+    state = model.state_dict()
+    for name in CLASS_ROWS:
+        for new_row, c in enumerate(new_classes, start=1):
+            expected = saved[name][old_classes.index(c) + 1] if c in kept else fresh[name][new_row]
+            assert torch.equal(state[name][new_row], expected), (name, c)
+    backbone = next(name for name in saved if name.startswith("backbone."))
+    assert torch.equal(state[backbone], saved[backbone])
+    assert "new classes 999 start fresh" in seeded.describe() and f"classes {gone} are gone" in seeded.describe()
+
+
+def test_a_champion_of_another_architecture_means_training_from_scratch_and_saying_why(
+    trained: Path, data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    older = tmp_path / "older"
+    shutil.copytree(trained, older)
+    config = json.loads((older / "artifacts" / "config.json").read_text())
+    (older / "artifacts" / "config.json").write_text(json.dumps({**config, "architecture": "fcos-symbol"}))
+    output = tmp_path / "model"
+    args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output), "--epochs", "1"]
+    assert train_step.main([*args, "--warm-start-model", str(older)]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["warm_start"] is None and "architecture 'fcos-symbol'" in metrics["warm_start_skipped"]
+
+
+def test_warm_start_runs_the_warm_epochs_from_the_champions_weights(
+    trained: Path, data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "model"
+    args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output)]
+    assert train_step.main([*args, "--epochs", "5", "--warm-epochs", "2", "--warm-start-model", str(trained)]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["epochs"] == metrics["planned_epochs"] == 2 and not metrics["budget_cut"]
+    assert metrics["warm_start"].startswith(f"warm start from {trained}")
+    assert "warm start from" in capsys.readouterr().out
+    assert "warm start from" in (output / "report" / "report.html").read_text()
+
+
+def test_the_time_budget_caps_the_epochs_and_the_cut_is_reported(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "model"
+    args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output)]
+    assert train_step.main([*args, "--epochs", "1000", "--max-minutes", "0.02"]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["budget_cut"] and metrics["epochs"] < metrics["planned_epochs"] == 1000
+    assert "the time budget cut training short" in capsys.readouterr().out
+    assert "the time budget cut training short" in (output / "report" / "report.html").read_text()
+
+
+def test_the_learning_rate_anneals_by_epochs_or_budget_whichever_is_further() -> None:
+    from pipeline_steps.detector.engine import _cosine
+
+    assert _cosine(1.0, 0.0, warm_up=True) == pytest.approx(0.3)
+    assert _cosine(1.0, 0.0, warm_up=False) == pytest.approx(1.0)
+    assert _cosine(1.0, 1.0, warm_up=False) == pytest.approx(0.05)
+    assert _cosine(1.0, 2.0, warm_up=False) == pytest.approx(0.05), "a run past its plan stays annealed"

@@ -1,4 +1,10 @@
-"""Training within a CPU time budget, with per-epoch progress, periodic validation and the best checkpoint."""
+"""Training for a number of epochs, capped by a CPU time budget, with progress, periodic validation and the best
+checkpoint; from scratch or from the champion's weights.
+
+The work is set in epochs, so a model means the same on a fast or a slow machine: the time budget is
+only a cap, and when it cuts training short the result says so (`budget_cut`). The learning rate
+anneals by whichever is further along, the epochs or the budget, so a cut run still ends annealed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,12 +24,16 @@ from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.evaluation import Evaluation, Prediction, evaluate
 from pipeline_steps.detector.model import build_detector
 from pipeline_steps.detector.sheets import Sheet
+from pipeline_steps.detector.warm_start import WarmStart, WarmStartUnavailable, warm_start
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    max_minutes: float = 5.0
-    max_epochs: int | None = None  # fixes the work done, for results that repeat exactly
+    max_minutes: float = 5.0  # a cap: training stops early when it is reached, and says so
+    epochs: int = 60  # the work, from scratch; with the same seed and no cut, training repeats exactly
+    warm_epochs: int = 20  # the work when starting from the champion's weights
+    warm_start_from: Path | None = None  # the champion's MLflow model folder (the local detector's)
+    warm_learning_rate: float = 1e-3  # fine-tuning: no warm-up, a third of the from-scratch rate
     seed: int = 0
     crop: int = 192  # small crops around symbols: most of a sheet is blank paper, which teaches little
     batch_size: int = 12
@@ -44,6 +55,28 @@ class TrainingResult:
     epochs: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    planned_epochs: int = 0
+    budget_cut: bool = False  # the time budget stopped training before the planned epochs
+    warm_start: WarmStart | None = None
+    warm_start_skipped: str | None = None  # why a champion was given but not used
+
+    def notes(self) -> list[str]:
+        """What a reader of the log and the report should know about how this model was trained."""
+        lines = []
+        if self.warm_start is not None:
+            lines.append(self.warm_start.describe())
+        elif self.warm_start_skipped:
+            lines.append(f"trained from scratch: {self.warm_start_skipped}")
+        else:
+            lines.append("trained from scratch")
+        if self.budget_cut:
+            lines.append(
+                f"the time budget cut training short: {self.epochs} of {self.planned_epochs} planned epochs "
+                f"in {self.seconds / 60:.1f} min (raise LOCAL_TRAINING_MINUTES, or expect a weaker model)"
+            )
+        else:
+            lines.append(f"{self.epochs} of {self.planned_epochs} planned epochs in {self.seconds / 60:.1f} min")
+        return lines
 
 
 def seed_everything(seed: int) -> None:
@@ -130,7 +163,7 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     build_model: Callable[[int], torch.nn.Module] = build_detector,
 ) -> TrainingResult:
-    """Train from scratch; the weights of the epoch with the best validation mAP@0.5 are returned.
+    """Train for the planned epochs (or until the budget); the weights of the best validation epoch are returned.
 
     `build_model` (number of classes -> detector) lets bench/train.py measure rejected alternatives.
     """
@@ -138,20 +171,28 @@ def train(
     started = time.monotonic()
     budget = config.max_minutes * 60
     model = build_model(len(classes))
+    seeded, skipped = None, None
+    if config.warm_start_from is not None:
+        try:
+            seeded = warm_start(model, config.warm_start_from, classes)
+        except WarmStartUnavailable as reason:
+            skipped = str(reason)
+    planned = config.warm_epochs if seeded else config.epochs
+    base_rate = config.warm_learning_rate if seeded else config.learning_rate
     sampler = CropSampler(train_sheets, classes, config.crop, config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=base_rate, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_sheets) * config.crops_per_sheet / config.batch_size))
     rng = np.random.default_rng(config.seed)
     mixed_precision = config.bfloat16 and native_bfloat16()
     best_state, best_score, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
     history: list[dict[str, float]] = []
-    next_evaluation = budget / config.evaluations
-    epoch = 0
-    epoch_seconds = 0.0
+    evaluate_every = max(1, planned // config.evaluations)
+    epoch, budget_cut = 0, False
     while True:
         epoch += 1
         epoch_started = time.monotonic()
-        lr = _cosine(config.learning_rate, time.monotonic() - started, budget, epoch, config.max_epochs)
+        progress = max((epoch - 1) / planned, (time.monotonic() - started) / budget)
+        lr = _cosine(base_rate, progress, warm_up=epoch == 1 and seeded is None)
         for group in optimizer.param_groups:
             group["lr"] = lr
         losses = []
@@ -174,12 +215,10 @@ def train(
                 bar.update(1)
         epoch_seconds = time.monotonic() - epoch_started
         elapsed = time.monotonic() - started
-        done = (config.max_epochs is not None and epoch >= config.max_epochs) or (
-            config.max_epochs is None and elapsed + epoch_seconds > budget
-        )
+        budget_cut = epoch < planned and elapsed + epoch_seconds > budget
+        done = epoch >= planned or budget_cut
         row = {"epoch": epoch, "minutes": elapsed / 60, "loss": float(np.mean(losses)), "lr": lr}
-        if val_sheets and (done or elapsed >= next_evaluation):
-            next_evaluation = elapsed + budget / config.evaluations
+        if val_sheets and (done or epoch % evaluate_every == 0):
             metrics = validate(model, val_sheets[: config.evaluation_sheets], classes)[0].metrics
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["mean_average_precision"] > best_score:
@@ -195,7 +234,18 @@ def train(
     model.load_state_dict(best_state)
     evaluation, predictions = validate(model, val_sheets, classes) if val_sheets else (evaluate([], [], classes), [])
     return TrainingResult(
-        model, classes, evaluation, predictions, best_epoch, epoch, time.monotonic() - started, history
+        model,
+        classes,
+        evaluation,
+        predictions,
+        best_epoch,
+        epoch,
+        time.monotonic() - started,
+        history,
+        planned_epochs=planned,
+        budget_cut=budget_cut,
+        warm_start=seeded,
+        warm_start_skipped=skipped,
     )
 
 
@@ -209,9 +259,8 @@ def native_bfloat16() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def _cosine(base: float, elapsed: float, budget: float, epoch: int, max_epochs: int | None) -> float:
-    """Cosine decay over the budget (or the epochs), after one warm-up epoch."""
-    if epoch == 1:
+def _cosine(base: float, progress: float, warm_up: bool) -> float:
+    """Cosine decay over the run's progress (0 to 1), after one warm-up epoch when training from scratch."""
+    if warm_up:
         return base * 0.3
-    progress = (epoch - 1) / max_epochs if max_epochs else min(elapsed / budget, 1.0)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))

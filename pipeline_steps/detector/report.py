@@ -30,6 +30,7 @@ def write_report(
     history: list[dict[str, float]],
     max_images: int = 8,
     score_threshold: float = 0.3,
+    notes: list[str] | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     classes = sorted(evaluation.per_class, key=class_sort_key)
@@ -53,6 +54,7 @@ def write_report(
         for c, v in sorted(evaluation.per_class.items(), key=lambda item: item[1]["ap50"])
     )
     metrics = "".join(f"<li>{html.escape(k)}: <b>{v:.4f}</b></li>" for k, v in evaluation.metrics.items())
+    training_notes = "".join(f'<p class="training">{html.escape(note)}</p>' for note in notes or [])
     images = "".join(
         f'<figure><img src="{p.name}" width="640" alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>'
         for p in pictures
@@ -61,7 +63,7 @@ def write_report(
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px}}figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}
 figcaption{{font-size:.8em;color:#444;max-width:200px}}</style></head><body>
-<h1>Detector evaluation ({len(sheets)} validation sheets)</h1><ul>{metrics}</ul>
+<h1>Detector evaluation ({len(sheets)} validation sheets)</h1>{training_notes}<ul>{metrics}</ul>
 <h2>Per-class average precision (weakest first)</h2>
 <table id="per-class"><tr><th>class</th><th>name</th><th>AP@0.5</th><th>AP@[.5:.95]</th>
 <th>precision</th><th>recall</th></tr>{rows}</table>

@@ -37,8 +37,8 @@ def write_status(run_dir: Path, **fields: object) -> None:
     partial.replace(path)
 
 
-def step_commands(run_dir: Path, settings: Settings) -> dict[str, list[str]]:
-    """Each step's command: the settings table every runner uses, plus this run's folders."""
+def step_commands(run_dir: Path, settings: Settings, champion: Path | None = None) -> dict[str, list[str]]:
+    """Each step's command: the settings table every runner uses, this run's folders, and the champion to start from."""
     from pipeline_steps.step_inputs import as_flags, step_settings
 
     data, out = run_dir / "data", run_dir / "outputs"
@@ -65,6 +65,9 @@ def step_commands(run_dir: Path, settings: Settings) -> dict[str, list[str]]:
             "val_data": out / "val",
             "output": out / "model",
             "max_minutes": settings.LOCAL_TRAINING_MINUTES,
+            "epochs": settings.LOCAL_TRAINING_EPOCHS,
+            "warm_epochs": settings.LOCAL_WARM_START_EPOCHS,
+            "warm_start_model": champion,
             **({"label_map": data / "label_map.json"} if (data / "label_map.json").is_file() else {}),
         },
         "register_model": {
@@ -84,6 +87,15 @@ def step_commands(run_dir: Path, settings: Settings) -> dict[str, list[str]]:
         step: [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags({**inputs.get(step, {}), **paths})]
         for step, paths in folders.items()
     }
+
+
+def champion_model(settings: Settings) -> Path | None:
+    """The folder of the model tagged best, which training starts from (None before the first promotion)."""
+    from retrainer.workspace.local import LocalModelRegistry
+
+    registry = LocalModelRegistry(settings.LOCAL_WORKSPACE_DIR)
+    champion = next((v for v in registry.model_versions(settings.MODEL_BASE_NAME) if v.is_best), None)
+    return Path(champion.uri) if champion is not None else None
 
 
 def download_data(run_dir: Path, settings: Settings) -> int:
@@ -132,7 +144,9 @@ def run(run_dir: Path) -> int:
         write_status(run_dir, images=images)
         if images == 0:
             raise RuntimeError("the datastore holds no images")
-        for step, command in step_commands(run_dir, settings).items():
+        champion = champion_model(settings) if settings.WARM_START else None
+        write_status(run_dir, warm_start_from=str(champion) if champion else None)
+        for step, command in step_commands(run_dir, settings, champion).items():
             write_status(run_dir, step=step)
             with open(logs / f"{step}.log", "wb") as log:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
