@@ -9,6 +9,7 @@ keys are checked against the hyperparameters AutoML accepts: the parameters of t
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +23,9 @@ from azure.ai.ml.entities._job.automl.image.image_object_detection_search_space 
 )
 from azure.ai.ml.sweep import BanditPolicy, Choice, Uniform
 
+from pipeline_steps.contracts import CLASS_IDS_TAG
 from retrainer.settings import Settings
+from retrainer.workspace import ModelVersion
 
 SEARCH_SPACE_FILE = Path(__file__).resolve().parent / "config" / "config_search_space.yml"
 TARGET_COLUMN = "label"
@@ -60,10 +63,13 @@ class AutoMLConfig:
     #: Small-object settings: tile grid, tile overlap and the model's input size.
     tiling: dict[str, Any] = field(default_factory=dict)
     search_space_file: Path = SEARCH_SPACE_FILE
+    #: The champion's AutoML run, to train incrementally from its checkpoint (None: from pretrained weights).
+    checkpoint_run_id: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AutoMLConfig:
+    def from_settings(cls, settings: Settings, checkpoint_run_id: str | None = None) -> AutoMLConfig:
         return cls(
+            checkpoint_run_id=checkpoint_run_id,
             compute=settings.TRAINING_GPU_COMPUTE_NAME,
             timeout_minutes=settings.TRAINING_JOB_TIMEOUT_MINUTES,
             max_trials=settings.TRAINING_MAX_TRIALS,
@@ -142,6 +148,8 @@ def build_automl_node(
         max_trials=config.max_trials,
         max_concurrent_trials=config.max_concurrent_trials,
     )
+    if config.checkpoint_run_id:
+        node.set_training_parameters(checkpoint_run_id=config.checkpoint_run_id)
     if config.auto_mode:
         parameters = {"model_name": config.model_name}
         if config.model_name not in _NO_TILING_MODELS:
@@ -157,3 +165,40 @@ def build_automl_node(
             early_termination=BanditPolicy(evaluation_interval=2, slack_factor=0.2, delay_evaluation=6),
         )
     return node
+
+
+@dataclass(frozen=True)
+class WarmStartDecision:
+    """Whether the AutoML node starts from the champion's checkpoint, and why (recorded on the job)."""
+
+    checkpoint_run_id: str | None
+    reason: str
+
+
+def champion_checkpoint(
+    versions: list[ModelVersion], class_ids: frozenset[str] | None, enabled: bool = True
+) -> WarmStartDecision:
+    """The champion's AutoML run when it can seed this training: it exists, came from AutoML, and knew every class.
+
+    AutoML restores the checkpoint's whole network, its class head included, so the class set must
+    match: the label map (every class the service accepts) must be the champion's classes.
+    """
+    if not enabled:
+        return WarmStartDecision(None, "warm start is off (WARM_START=false): training from pretrained weights")
+    champion = next((v for v in versions if v.is_best), None)
+    if champion is None:
+        return WarmStartDecision(None, "no champion yet: training from pretrained weights")
+    run = champion.tags.get("source_run", "")
+    if not run or run == "local-trainer":
+        return WarmStartDecision(None, f"champion version {champion.version} has no AutoML run to start from")
+    trained = champion.tags.get(CLASS_IDS_TAG)
+    if trained is None or class_ids is None:
+        missing = "the champion's classes" if trained is None else "the label map"
+        return WarmStartDecision(None, f"{missing} unknown, so the class set cannot be checked: training afresh")
+    known = frozenset(json.loads(trained))
+    if known != class_ids:
+        added, gone = sorted(class_ids - known), sorted(known - class_ids)
+        return WarmStartDecision(
+            None, f"the class set changed (new {added or 'none'}, gone {gone or 'none'}): training afresh"
+        )
+    return WarmStartDecision(run, f"warm start from champion version {champion.version} (AutoML run {run})")

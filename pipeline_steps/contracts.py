@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from retrainer.promotion import HoldoutInfo
 
+#: The model and data-asset tag listing the class ids a set holds or a model was trained on (a JSON list).
+CLASS_IDS_TAG = "class_ids"
+
 
 class StepFile(BaseModel):
     """A JSON document that one step writes into its output folder and a later step reads."""

@@ -25,7 +25,7 @@ from azure.ai.ml.dsl import pipeline as dsl_pipeline
 from azure.ai.ml.entities import CommandComponent, Environment, PipelineJob
 
 from pipeline_steps import PIPELINE_RELEASE
-from pipeline_steps.automl_node import AutoMLConfig, build_automl_node
+from pipeline_steps.automl_node import AutoMLConfig, WarmStartDecision, build_automl_node
 from pipeline_steps.step_inputs import step_settings
 from retrainer.settings import Settings
 
@@ -58,9 +58,14 @@ def registered_reference(node: Any) -> None:
     node._component = f"azureml:{node.component.name}:{PIPELINE_RELEASE}"
 
 
-def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJob:
-    """The pipeline job for the settings: six steps, or three when datasets are reused."""
-    automl = AutoMLConfig.from_settings(settings)
+def build_pipeline_job(
+    settings: Settings, *, run_label: str = "", warm_start: WarmStartDecision | None = None
+) -> PipelineJob:
+    """The pipeline job for the settings: six steps, or three when datasets are reused.
+
+    `warm_start` (the champion's AutoML run, decided by the submitter) seeds the AutoML node.
+    """
+    automl = AutoMLConfig.from_settings(settings, warm_start.checkpoint_run_id if warm_start else None)
     inputs = step_settings(settings)
     register_model, tag_model = component("register_model"), component("tag_model")
 
@@ -143,7 +148,11 @@ def build_pipeline_job(settings: Settings, *, run_label: str = "") -> PipelineJo
     job.settings.force_rerun = True
     job.experiment_name = settings.EXPERIMENT_NAME
     job.display_name = f"retrain {run_label}".strip()
-    job.tags = {"service": "pid-symbol-retraining", **({"run": run_label} if run_label else {})}
+    job.tags = {
+        "service": "pid-symbol-retraining",
+        **({"run": run_label} if run_label else {}),
+        **({"warm_start": warm_start.reason} if warm_start else {}),
+    }
     return job
 
 

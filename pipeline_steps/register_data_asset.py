@@ -14,19 +14,26 @@ folder (`contracts.DataAssets`) holds the asset URIs (`azureml:<name>:<version>`
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from pipeline_steps._cli import add_flag
-from pipeline_steps.contracts import DataAssetEntry, DataAssets
-from pipeline_steps.mltable_io import count_classes, read_records
+from pipeline_steps.contracts import CLASS_IDS_TAG, DataAssetEntry, DataAssets
+from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import ModelRegistry, open_registry
 
 
 def asset_tags(folder: Path) -> dict[str, str]:
     counts = count_classes(read_records(folder))
-    return {"images": str(counts.images), "boxes": str(counts.boxes), "classes": str(len(counts.images_per_class))}
+    class_ids = sorted(counts.images_per_class, key=class_sort_key)
+    return {
+        "images": str(counts.images),
+        "boxes": str(counts.boxes),
+        "classes": str(len(class_ids)),
+        CLASS_IDS_TAG: json.dumps(class_ids, separators=(",", ":")),
+    }
 
 
 def register_split(

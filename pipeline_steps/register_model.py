@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from pipeline_steps._cli import add_flag
-from pipeline_steps.contracts import DataAssets, RegisteredModel
+from pipeline_steps.contracts import CLASS_IDS_TAG, DataAssets, RegisteredModel
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import ModelRegistry, open_registry
 
@@ -101,6 +101,8 @@ def data_versions(
             if entry is not None:
                 versions[f"{role}_data"] = entry.reference()
                 versions[f"{role}_data_uri"] = entry.uri
+        if CLASS_IDS_TAG in assets.train.tags:  # what the model can recognise: the submitter's warm-start check
+            versions[CLASS_IDS_TAG] = assets.train.tags[CLASS_IDS_TAG]
     return {key: value for key, value in versions.items() if value}
 
 

@@ -60,15 +60,19 @@ def run_training(
         shutil.rmtree(output)
     with tempfile.TemporaryDirectory() as work:
         save_detector(output, result.model, classes, score_threshold=0.05, work_dir=Path(work))
-    report = write_report(
-        output / REPORT_FOLDER,
-        val_sheets,
-        result.predictions,
-        result.evaluation,
-        label_map or {},
-        result.history,
-        notes=result.notes(),
-    )
+    try:
+        report: Path | None = write_report(
+            output / REPORT_FOLDER,
+            val_sheets,
+            result.predictions,
+            result.evaluation,
+            label_map or {},
+            result.history,
+            notes=result.notes(),
+        )
+    except Exception as error:  # a report is for people: one that cannot be drawn never loses a good model
+        print(f"the evaluation report could not be written ({type(error).__name__}: {error}); the model is saved")
+        report = None
     metrics = {
         **result.evaluation.metrics,
         "per_class": result.evaluation.per_class,
@@ -84,7 +88,7 @@ def run_training(
         "training_seconds": round(result.seconds, 1),
         "seed": config.seed,
         "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, native scale",
-        "report": f"{REPORT_FOLDER}/{report.name}",
+        "report": f"{REPORT_FOLDER}/{report.name}" if report else None,
     }
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         f"mAP@0.5 {metrics['mean_average_precision']:.3f}, COCO mAP {metrics['coco_map']:.3f}, "
         f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} (best epoch {metrics['best_epoch']})"
     )
-    print(f"model: {args.output}  report: {args.output / metrics['report']}")
+    print(f"model: {args.output}  report: {args.output / metrics['report'] if metrics['report'] else 'none'}")
     return 0
 
 

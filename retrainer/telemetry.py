@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 _configured = threading.Lock()
 _done = False
+#: Why telemetry is off for this process, once configuring it failed (so it is tried and logged once).
+_failed: str | None = None
 
 
 class Metrics:
@@ -34,24 +36,37 @@ class Metrics:
 
 
 def configure(settings: Settings) -> bool:
-    """Send logs, traces and metrics to Application Insights once per process; False when not configured."""
-    global _done
+    """Send logs, traces and metrics to Application Insights once per process; False when not configured.
+
+    Telemetry never takes the service down: a setting the exporter refuses is logged once, naming the
+    variable and never its value, and the process runs without telemetry.
+    """
+    global _done, _failed
     connection = settings.APPLICATIONINSIGHTS_CONNECTION_STRING
     if not connection:
         return False
     with _configured:
-        if _done:
-            return True
+        if _done or _failed:
+            return _done
         from azure.monitor.opentelemetry import configure_azure_monitor
 
         from retrainer.identity import azure_credential
 
-        configure_azure_monitor(
-            connection_string=connection,
-            credential=azure_credential(),
-            logger_name="retrainer",
-            enable_live_metrics=False,
-        )
+        try:
+            configure_azure_monitor(
+                connection_string=connection,
+                credential=azure_credential(),
+                logger_name="retrainer",
+                enable_live_metrics=False,
+            )
+        except Exception as error:  # the exporter's validation: any refusal means no telemetry, not no service
+            _failed = type(error).__name__
+            log.error(
+                "APPLICATIONINSIGHTS_CONNECTION_STRING is not a valid Application Insights connection string "
+                "(%s); the service runs without telemetry",
+                _failed,
+            )
+            return False
         _done = True
     log.info("telemetry goes to Application Insights")
     return True

@@ -255,7 +255,12 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
         def create_or_update(self, *args: object, **kwargs: object) -> None:
             raise AssertionError("a submission registers nothing")
 
-    client = type("Client", (), {"jobs": Jobs(), "environments": Refused(), "components": Refused()})()
+    class NoModels:
+        def list(self, name: str) -> list[object]:
+            return []
+
+    parts = {"jobs": Jobs(), "environments": Refused(), "components": Refused(), "models": NoModels()}
+    client = type("Client", (), parts)()
     runner = AzureMLPipelineRunner(client, load_settings())  # type: ignore[arg-type]
     assert runner.submit_pipeline("t") == "job-1"
     (job,) = submitted
@@ -278,3 +283,59 @@ def test_the_release_version_is_the_package_version_and_every_component_uses_it(
     assert environment().version == PIPELINE_RELEASE
     ignored = (root / ".amlignore").read_text().split()
     assert {".python_packages/", ".venv/", "node_modules/", "tests/", "devtools/", ".git/"} <= set(ignored)
+
+
+def champion(tags: dict[str, str], version: str = "4") -> Any:
+    from retrainer.workspace import ModelVersion
+
+    return ModelVersion("pid-symbol-detector", version, {"best_model": "true", **tags}, f"azureml:x:{version}")
+
+
+def test_the_champions_automl_run_seeds_training_only_when_it_knew_every_class() -> None:
+    from pipeline_steps.automl_node import champion_checkpoint
+
+    classes = frozenset({"1", "2", "3"})
+    automl = {"source_run": "AutoML_abc_HD_3", "class_ids": '["1","2","3"]'}
+    assert champion_checkpoint([champion(automl)], classes).checkpoint_run_id == "AutoML_abc_HD_3"
+    grown = champion_checkpoint([champion(automl)], classes | {"4"})
+    assert grown.checkpoint_run_id is None and "new ['4']" in grown.reason
+    assert champion_checkpoint([], classes).reason.startswith("no champion yet")
+    assert champion_checkpoint([champion({**automl, "source_run": "local-trainer"})], classes).checkpoint_run_id is None
+    assert champion_checkpoint([champion(automl)], None).checkpoint_run_id is None, "no label map: cannot check"
+    assert "WARM_START=false" in champion_checkpoint([champion(automl)], classes, enabled=False).reason
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_a_warm_start_puts_the_checkpoint_run_on_the_automl_node_and_the_reason_on_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline_steps.automl_node import WarmStartDecision
+    from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+
+    decision = WarmStartDecision("AutoML_abc_HD_3", "warm start from champion version 4 (AutoML run AutoML_abc_HD_3)")
+    job = build_pipeline_job(load_settings(), run_label="t", warm_start=decision)
+    validate_pipeline(job)
+    document = job._to_dict()
+    assert document["jobs"]["train"]["training_parameters"]["checkpoint_run_id"] == "AutoML_abc_HD_3"
+    assert document["tags"]["warm_start"] == decision.reason
+    cold = built()._to_dict()["jobs"]["train"]
+    assert "checkpoint_run_id" not in (cold.get("training_parameters") or {})
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_the_azureml_runner_decides_the_warm_start_from_the_registry() -> None:
+    from azure.ai.ml.entities import Model
+
+    from retrainer.workspace.azureml import AzureMLPipelineRunner
+
+    class Models:
+        def list(self, name: str) -> list[Model]:
+            tags = {"best_model": "true", "source_run": "AutoML_abc_HD_3", "class_ids": '["1"]'}
+            return [Model(name=name, version="4", path="azureml://x", tags=tags)]
+
+    class Client:
+        models = Models()
+
+    runner = AzureMLPipelineRunner(Client(), load_settings())  # type: ignore[arg-type]
+    decision = runner.warm_start()
+    assert decision.checkpoint_run_id is None and "label map unknown" in decision.reason

@@ -98,3 +98,19 @@ def test_azure_monitor_is_set_up_once_with_entra_auth_and_only_when_configured(m
 
 def test_cold_start_loads_no_telemetry_code() -> None:
     assert loaded_by_importing_function_app(("opentelemetry", "azure.monitor.opentelemetry")) == []
+
+
+def test_a_malformed_connection_string_is_logged_once_without_its_value_and_the_service_runs_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real exporter refuses the string; that must not fail the handler that configures telemetry."""
+    monkeypatch.setattr(telemetry, "_done", False)
+    monkeypatch.setattr(telemetry, "_failed", None)
+    secret = "InstrumentationKey=not-a-guid;IngestionEndpoint=secret-value-123"
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", secret)
+    with caplog.at_level(logging.ERROR, logger="retrainer"):
+        assert telemetry.configure(load_settings()) is False
+        assert telemetry.configure(load_settings()) is False
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "APPLICATIONINSIGHTS_CONNECTION_STRING" in errors[0]
+    assert "secret-value-123" not in caplog.text and "not-a-guid" not in caplog.text

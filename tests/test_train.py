@@ -368,3 +368,31 @@ def test_the_learning_rate_anneals_by_epochs_or_budget_whichever_is_further() ->
     assert _cosine(1.0, 0.0, warm_up=False) == pytest.approx(1.0)
     assert _cosine(1.0, 1.0, warm_up=False) == pytest.approx(0.05)
     assert _cosine(1.0, 2.0, warm_up=False) == pytest.approx(0.05), "a run past its plan stays annealed"
+
+
+def test_class_names_with_dollar_signs_are_drawn_literally(data: tuple[Path, Path], tmp_path: Path) -> None:
+    """Matplotlib parses text between two '$' as a formula; a class name is data, never markup."""
+    classes = {label for sheet in load_sheets(data[0]) for label in sheet.labels}
+    label_map = {c: f"Instrument/Valve/cost $\\notacommand{{{c}}}$ valve" for c in classes}
+    (tmp_path / "label_map.json").write_text(json.dumps(label_map))
+    output = tmp_path / "model"
+    args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output), "--epochs", "1"]
+    assert train_step.main([*args, "--label-map", str(tmp_path / "label_map.json")]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["report"] and (output / "report" / "confusion_matrix.png").is_file()
+    assert "cost $\\notacommand" in (output / metrics["report"]).read_text()
+
+
+def test_a_report_that_cannot_be_drawn_never_fails_training(
+    data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline_steps.detector import report
+
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("the plotting library gave up")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    output = tmp_path / "model"
+    args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output), "--epochs", "1"]
+    assert train_step.main(args) == 0
+    assert (output / "MLmodel").is_file() and json.loads((output / "metrics.json").read_text())["report"] is None

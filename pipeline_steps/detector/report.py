@@ -129,8 +129,9 @@ def _confusion_png(confused: Confusion, class_names: dict[str, str], path: Path)
     figure, axes = pyplot.subplots(figsize=(size, size * 0.9), dpi=100)
     matrix = confused.matrix
     axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-    axes.set_yticks(range(len(labels)), labels, fontsize=7)
+    # Class names are data: `parse_math=False` draws "$" as a dollar sign, never as a formula to parse.
+    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7, parse_math=False)
+    axes.set_yticks(range(len(labels)), labels, fontsize=7, parse_math=False)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     peak = max(int(matrix.max()), 1)

@@ -164,9 +164,26 @@ class AzureMLPipelineRunner:
         """The six-step (or dataset-reuse) pipeline job for the settings, validated offline."""
         from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
 
-        job = build_pipeline_job(self._settings, run_label=label)
+        job = build_pipeline_job(self._settings, run_label=label, warm_start=self.warm_start())
         validate_pipeline(job)
         return job
+
+    def warm_start(self) -> Any:
+        """Whether training starts from the champion's AutoML checkpoint (its run, its classes vs the label map)."""
+        from pipeline_steps.automl_node import champion_checkpoint
+
+        versions = AzureMLModelRegistry(self._ml_client).model_versions(self._settings.MODEL_BASE_NAME)
+        return champion_checkpoint(versions, self._label_map_class_ids(), enabled=self._settings.WARM_START)
+
+    def _label_map_class_ids(self) -> frozenset[str] | None:
+        """The classes the service accepts (LABEL_MAP_BLOB), or None when there is no label map to read."""
+        from retrainer.datastore import Datastore
+        from retrainer.ingestion.ingest import read_label_map
+
+        if not (self._settings.DATASTORE_BLOB_SERVICE_URI or self._settings.STORAGE_ACCOUNT_CONNECTION_STRING):
+            return None
+        label_map = read_label_map(Datastore.from_settings(self._settings), self._settings.LABEL_MAP_BLOB)
+        return frozenset(label_map) if label_map else None
 
     def submit_pipeline(self, label: str) -> str:
         """Submit the pipeline job. With registered components (the default) nothing is uploaded."""
