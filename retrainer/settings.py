@@ -318,9 +318,33 @@ class Settings(BaseSettings):
     @field_validator("STORAGE_ACCOUNT_CONNECTION_STRING")
     @classmethod
     def _connection_string_is_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
+        """Refused at start with the variable's name, never at the first storage call with the SDK's words."""
+        if value is None:
+            return value
+        text = value.get_secret_value().strip()
+        if not text:
             raise ValueError("is empty")
+        from azure.storage.blob import BlobServiceClient  # parses the string; no network
+
+        try:
+            BlobServiceClient.from_connection_string(text)
+        except ValueError:
+            raise ValueError(
+                "is not a storage connection string (expected 'DefaultEndpointsProtocol=https;AccountName=...;"
+                "AccountKey=...', a BlobEndpoint with a SharedAccessSignature, or 'UseDevelopmentStorage=true')"
+            ) from None
         return value
+
+
+#: Fields read from more than one variable: an error names the one the user set.
+_ALIASES = {"STORAGE_ACCOUNT_CONNECTION_STRING": ("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE")}
+
+
+def _variable_set(field: str) -> str:
+    import os
+
+    names = [name for name in _ALIASES.get(field, ()) if os.environ.get(name)]
+    return " and ".join(names) if names else field
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -330,8 +354,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            variable = ".".join(str(part) for part in item["loc"])
-            message = "is not set" if item["type"] == "missing" else item["msg"]
+            variable = _variable_set(".".join(str(part) for part in item["loc"]))
+            message = "is not set" if item["type"] == "missing" else item["msg"].removeprefix("Value error, ")
             problems.append(f"{variable} {message}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 

@@ -22,6 +22,21 @@ def test_missing_connection_string_names_the_variables(monkeypatch: pytest.Monke
         settings.storage_connection()
 
 
+@pytest.mark.parametrize("variable", ["DATASTORE", "STORAGE_ACCOUNT_CONNECTION_STRING"])
+def test_a_malformed_connection_string_is_refused_at_start_naming_the_variable_set_and_not_its_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    for name in ("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, f"AccountName=acct;{SECRET_KEY}")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(f"invalid configuration: {variable} is not a storage connection string")
+    assert SECRET_KEY not in str(refused.value)
+    monkeypatch.setenv(variable, CONNECTION)
+    assert load_settings().STORAGE_ACCOUNT_CONNECTION_STRING is not None
+
+
 def test_the_identity_based_datastore_connection_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STORAGE_ACCOUNT_CONNECTION_STRING", raising=False)
     monkeypatch.setenv("DATASTORE", CONNECTION)

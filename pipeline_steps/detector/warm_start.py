@@ -36,7 +36,7 @@ class WarmStart:
     dropped: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        parts = [f"warm start from {self.source}: {len(self.kept)} classes kept"]
+        parts = [f"warm start from the champion's weights: {len(self.kept)} classes kept"]
         if self.added:
             parts.append(f"new classes {', '.join(self.added)} start fresh")
         if self.dropped:
