@@ -5,10 +5,15 @@
 #
 # 1. resources      terraform apply without the Event Grid subscriptions that deliver to the function
 #                   app (kept when they already exist, so a re-run never removes them)
-# 2. code           publish the function app (Core Tools), register the pipeline's environment and
-#                   components for this release, then wake the host until its blobs extension key exists
+# 2. code           wait until the deployer's data roles are in force, publish the function app (Core
+#                   Tools), register the pipeline's environment and components for this release, then
+#                   wake the host until its blobs extension key exists
 # 3. subscriptions  terraform apply with the subscriptions: Event Grid validates a function destination
 #                   at creation, and the blob trigger's webhook needs that key
+#
+# After every apply the AzureWebJobsStorage connection string that azurerm writes into a Flex app (with
+# an empty key, even with identity storage; provider issues #29693, #30732) is deleted, and its absence
+# checked: the host would prefer it to AzureWebJobsStorage__accountName and fail on keyless storage.
 #
 # Needs: terraform, az (logged in: `az login`), func (Azure Functions Core Tools), and `make setup`.
 set -euo pipefail
@@ -18,6 +23,7 @@ root="$(cd "$here/.." && pwd)"
 stage="${1:-all}"
 wait_seconds="${DEPLOY_HOST_WAIT_SECONDS:-10}"
 wait_attempts="${DEPLOY_HOST_WAIT_ATTEMPTS:-30}"
+role_wait_attempts="${DEPLOY_ROLE_WAIT_ATTEMPTS:-30}"
 retrain="${RETRAIN:-$root/.venv/bin/retrain}"
 
 say() { printf '[deploy] %s\n' "$*"; }
@@ -33,6 +39,42 @@ resources() {
   fi
   say "stage 1/3: resources (event_subscriptions=$keep)"
   terraform -chdir="$here" apply -input=false -auto-approve -var "event_subscriptions=$keep"
+  keyless_host_storage
+}
+
+# azurerm re-adds AzureWebJobsStorage on every apply: delete it, then check it is gone.
+keyless_host_storage() {
+  need az "install the Azure CLI and run az login"
+  local app group
+  app="$(output function_app_name)"
+  group="$(output resource_group)"
+  az functionapp config appsettings delete --resource-group "$group" --name "$app" \
+    --setting-names AzureWebJobsStorage --output none
+  if [ -n "$(az functionapp config appsettings list --resource-group "$group" --name "$app" \
+    --query "[?name=='AzureWebJobsStorage'].name" --output tsv)" ]; then
+    say "AzureWebJobsStorage is still set on $app: the host would use it instead of its identity"
+    exit 1
+  fi
+  say "host storage is keyless: AzureWebJobsStorage removed, AzureWebJobsStorage__accountName in use"
+}
+
+# Role assignments take minutes to reach the data plane: wait (bounded) until the deployer can list
+# the datastore with its token, or `retrain register-components` would fail halfway.
+wait_for_data_roles() {
+  local account container attempt
+  account="$(output datastore_account)"
+  container="$(output datastore_container)"
+  for attempt in $(seq 1 "$role_wait_attempts"); do
+    if az storage blob list --account-name "$account" --container-name "$container" --auth-mode login \
+      --num-results 1 --output none 2>/dev/null; then
+      say "the deployer's data roles are in force"
+      return 0
+    fi
+    say "waiting for role assignments to propagate ($attempt/$role_wait_attempts)"
+    sleep "$wait_seconds"
+  done
+  say "the deployer still cannot read $account/$container; check its role assignments, then run: infra/deploy.sh code"
+  exit 1
 }
 
 code() {
@@ -41,6 +83,7 @@ code() {
   local app group
   app="$(output function_app_name)"
   group="$(output resource_group)"
+  wait_for_data_roles
   say "stage 2/3: publishing $app"
   (cd "$root" && func azure functionapp publish "$app" --python)
   say "registering the pipeline's environment and components for this release"
@@ -66,6 +109,7 @@ subscriptions() {
   need terraform "https://developer.hashicorp.com/terraform/install"
   say "stage 3/3: Event Grid subscriptions to the function app"
   terraform -chdir="$here" apply -input=false -auto-approve -var "event_subscriptions=true"
+  keyless_host_storage
 }
 
 case "$stage" in

@@ -7,6 +7,7 @@ locals {
   # app's managed identity.
   function_settings = {
     AzureWebJobsStorage__accountName          = azurerm_storage_account.functions.name
+    AzureWebJobsStorage__credential           = "managedidentity"
     DATASTORE__blobServiceUri                 = azurerm_storage_account.datastore.primary_blob_endpoint
     DATASTORE__queueServiceUri                = azurerm_storage_account.datastore.primary_queue_endpoint
     DATASTORE__tableServiceUri                = azurerm_storage_account.datastore.primary_table_endpoint

@@ -1,5 +1,35 @@
 # --- Azure ML: the workspace, the datastore over the service's container, the CPU and GPU clusters ---
 
+# Only with workspace_storage_keyless = false: the workspace's system storage (workspaceblobstore)
+# with shared keys, as Azure ML has always used it.
+resource "azurerm_storage_account" "workspace" {
+  #checkov:skip=CKV_AZURE_33:Queue logging is a data-plane setting, which this configuration leaves alone.
+  #checkov:skip=CKV_AZURE_59:Public network access stays on: no VNet in this deployment.
+  #checkov:skip=CKV_AZURE_206:The workspace's system storage holds re-creatable job artifacts; LRS is enough.
+  #checkov:skip=CKV2_AZURE_1:Microsoft-managed keys; a customer-managed key is an organisation choice.
+  #checkov:skip=CKV2_AZURE_33:Private endpoints need a VNet, which this deployment does not create.
+  #checkov:skip=CKV2_AZURE_40:Shared keys on purpose: this account exists only for the key-based workspace option.
+  count                           = var.workspace_storage_keyless ? 0 : 1
+  name                            = "st${local.prefix}mlw"
+  resource_group_name             = azurerm_resource_group.main.name
+  location                        = azurerm_resource_group.main.location
+  account_tier                    = "Standard"
+  account_replication_type        = "LRS"
+  min_tls_version                 = "TLS1_2"
+  https_traffic_only_enabled      = true
+  allow_nested_items_to_be_public = false
+  shared_access_key_enabled       = !var.workspace_storage_keyless
+  blob_properties {
+    delete_retention_policy {
+      days = 7
+    }
+  }
+  sas_policy {
+    expiration_period = "01.00:00:00"
+  }
+  tags = var.tags
+}
+
 resource "azurerm_machine_learning_workspace" "main" {
   #checkov:skip=CKV_AZURE_144:Public network access stays on: the function app submits from outside a VNet.
   #checkov:skip=CKV2_AZURE_50:The datastore account keeps public network access (no VNet here); public blob access is off.
@@ -8,10 +38,13 @@ resource "azurerm_machine_learning_workspace" "main" {
   location                = azurerm_resource_group.main.location
   application_insights_id = azurerm_application_insights.main.id
   key_vault_id            = azurerm_key_vault.main.id
-  storage_account_id      = azurerm_storage_account.datastore.id
-  container_registry_id   = azurerm_container_registry.main.id
-  # The account allows no shared key: the workspace reaches its own system storage by identity too.
-  storage_account_access_type = "Identity"
+  # Keyless by default: the workspace reaches its system storage (the datastore account, which allows no
+  # shared key) by identity, a preview mode of Azure ML. workspace_storage_keyless = false gives the
+  # workspace a key-based account of its own for teams that hit a preview gap; the service's container
+  # stays keyless either way.
+  storage_account_id          = var.workspace_storage_keyless ? azurerm_storage_account.datastore.id : azurerm_storage_account.workspace[0].id
+  container_registry_id       = azurerm_container_registry.main.id
+  storage_account_access_type = var.workspace_storage_keyless ? "Identity" : "AccessKey"
   identity {
     type = "SystemAssigned"
   }
@@ -29,6 +62,17 @@ resource "azurerm_machine_learning_datastore_blobstorage" "data" {
   description                = "Images, labels and models of the retraining service (${var.datastore_container})."
 }
 
+# Both clusters run as one user-assigned identity: AutoML writes its best_model output to the workspace's
+# identity-based default datastore, and the CPU steps register data assets and models, so both need
+# data-contributor rights (Azure ML's role table for identity-based data access). One identity, one
+# set of roles; jobs run under it explicitly (the pipeline sets a managed identity, not AmlToken).
+resource "azurerm_user_assigned_identity" "compute" {
+  name                = "id-${local.prefix}-compute"
+  resource_group_name = azurerm_resource_group.main.name
+  location            = azurerm_resource_group.main.location
+  tags                = var.tags
+}
+
 resource "azurerm_machine_learning_compute_cluster" "cpu" {
   name                          = "cpu-cluster"
   machine_learning_workspace_id = azurerm_machine_learning_workspace.main.id
@@ -42,7 +86,8 @@ resource "azurerm_machine_learning_compute_cluster" "cpu" {
     scale_down_nodes_after_idle_duration = "PT10M"
   }
   identity {
-    type = "SystemAssigned"
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.compute.id]
   }
   tags = var.tags
 }
@@ -60,7 +105,8 @@ resource "azurerm_machine_learning_compute_cluster" "gpu" {
     scale_down_nodes_after_idle_duration = "PT10M"
   }
   identity {
-    type = "SystemAssigned"
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.compute.id]
   }
   tags = var.tags
 }

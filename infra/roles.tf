@@ -55,36 +55,42 @@ resource "azurerm_role_assignment" "function_telemetry" {
   principal_id         = local.function_principal
 }
 
-# The clusters: the CPU steps read the datastore and register assets and models; training reads.
-resource "azurerm_role_assignment" "cpu_cluster_blobs" {
+# The clusters' identity: read and write the datastore account (the service's container and the
+# workspace's default datastore, where AutoML writes best_model), and register assets and models.
+resource "azurerm_role_assignment" "compute_blobs" {
   scope                = azurerm_storage_account.datastore.id
   role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_machine_learning_compute_cluster.cpu.identity[0].principal_id
+  principal_id         = azurerm_user_assigned_identity.compute.principal_id
 }
 
-resource "azurerm_role_assignment" "gpu_cluster_blobs" {
-  scope                = azurerm_storage_account.datastore.id
-  role_definition_name = "Storage Blob Data Reader"
-  principal_id         = azurerm_machine_learning_compute_cluster.gpu.identity[0].principal_id
-}
-
-resource "azurerm_role_assignment" "cpu_cluster_ml" {
+resource "azurerm_role_assignment" "compute_ml" {
   scope                = azurerm_machine_learning_workspace.main.id
   role_definition_name = "AzureML Data Scientist"
-  principal_id         = azurerm_machine_learning_compute_cluster.cpu.identity[0].principal_id
+  principal_id         = azurerm_user_assigned_identity.compute.principal_id
 }
 
-# The workspace reaches its system storage and the identity-based datastore by identity.
-resource "azurerm_role_assignment" "workspace_blobs" {
-  scope                = azurerm_storage_account.datastore.id
-  role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_machine_learning_workspace.main.identity[0].principal_id
+# The workspace's own identity on its key-disabled system storage: the Azure ML resource provider
+# assigns Storage Blob Data Contributor and Storage File Data Privileged Contributor itself when a
+# workspace is created with identity-based storage access, so they are not declared here (declaring
+# them collides with its assignments: 409 RoleAssignmentExists on apply).
+
+# The deployer (you, or a CI identity: var.deployer_principal_id): `retrain register-components`
+# uploads the component code with the caller's token to the key-disabled workspace storage (blobs and
+# the file share), and the data loader, run from a laptop, writes images and the ledger.
+locals {
+  deployer_principal = coalesce(var.deployer_principal_id, data.azurerm_client_config.current.object_id)
+  deployer_roles = toset([
+    "Storage Blob Data Contributor",
+    "Storage File Data Privileged Contributor",
+    "Storage Table Data Contributor",
+  ])
 }
 
-resource "azurerm_role_assignment" "workspace_files" {
+resource "azurerm_role_assignment" "deployer_data" {
+  for_each             = local.deployer_roles
   scope                = azurerm_storage_account.datastore.id
-  role_definition_name = "Storage File Data Privileged Contributor"
-  principal_id         = azurerm_machine_learning_workspace.main.identity[0].principal_id
+  role_definition_name = each.value
+  principal_id         = local.deployer_principal
 }
 
 # Event Grid writes dead-letters by identity.

@@ -131,3 +131,15 @@ variable "tags" {
   type        = map(string)
   default     = { service = "pid-symbol-retraining" }
 }
+
+variable "deployer_principal_id" {
+  description = "Object id of the identity that deploys and loads data (a CI service principal); default: whoever runs terraform."
+  type        = string
+  default     = null
+}
+
+variable "workspace_storage_keyless" {
+  description = "Key-disabled workspace storage (Azure ML preview, default); false gives the workspace a key-based account of its own."
+  type        = bool
+  default     = true
+}

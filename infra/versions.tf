@@ -1,10 +1,17 @@
 terraform {
   required_version = ">= 1.6"
+  # The state holds the function app's host keys (data.azurerm_function_app_host_keys): keep it in a
+  # blob container reached with Entra ID, never on a laptop. The account, container and key are given
+  # at `terraform init -backend-config=backend.hcl` (see backend.hcl.sample and docs/deployment.md).
+  backend "azurerm" {
+    use_azuread_auth = true
+  }
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.9 brings storage_account_id on containers; 5.x changes resources this configuration uses.
-      version = ">= 4.9, < 5.0"
+      # 4.77 is the first release with every argument used here (storage_account_access_type on the
+      # workspace; Flex Consumption came in 4.21, identity-based datastores in 4.36); 5.x changes resources.
+      version = ">= 4.77, < 5.0"
     }
   }
 }

@@ -87,7 +87,7 @@ def test_every_part_of_the_service_is_provisioned(config: dict) -> None:
         "azurerm_role_assignment",
     }
     assert set(resources["azurerm_machine_learning_compute_cluster"]) == {"cpu", "gpu"}
-    assert set(resources["azurerm_storage_account"]) == {"datastore", "functions"}
+    assert set(resources["azurerm_storage_account"]) == {"datastore", "functions", "workspace"}
 
 
 def test_the_function_app_runs_on_flex_consumption_with_python_311_and_storage_by_identity(config: dict) -> None:
@@ -111,10 +111,17 @@ def test_no_key_or_connection_string_anywhere(config: dict, source: str) -> None
     assert settings["AzureWebJobsStorage__accountName"] == "${azurerm_storage_account.functions.name}"
     assert not re.search(r"primary_access_key|primary_connection_string|account_key\s*=", source)
     for name, account in config["resource"]["azurerm_storage_account"].items():
+        if name == "workspace":  # the opt-in key-based workspace storage, created only when asked for
+            assert account["count"] == "${var.workspace_storage_keyless ? 0 : 1}"
+            assert account["shared_access_key_enabled"] == "${!var.workspace_storage_keyless}"
+            continue
         assert account["shared_access_key_enabled"] is False, name
     assert config["resource"]["azurerm_application_insights"]["main"]["local_authentication_enabled"] is False
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
-    assert config["resource"]["azurerm_machine_learning_workspace"]["main"]["storage_account_access_type"] == "Identity"
+    workspace = config["resource"]["azurerm_machine_learning_workspace"]["main"]
+    assert workspace["storage_account_access_type"] == '${var.workspace_storage_keyless ? "Identity" : "AccessKey"}'
+    assert config["variable"]["workspace_storage_keyless"]["default"] is True, "keyless stays the default"
+    assert settings["AzureWebJobsStorage__credential"] == "managedidentity" and "AzureWebJobsStorage" not in settings
     assert config["resource"]["azurerm_eventgrid_topic"]["model_promoted"]["local_auth_enabled"] is False
 
 
@@ -128,7 +135,11 @@ def test_app_settings_are_ones_the_service_reads(config: dict) -> None:
         readable.add(name)
         alias = field.validation_alias
         readable.update(alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else [])
-    host = {"AzureWebJobsStorage__accountName", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
+    host = {
+        "AzureWebJobsStorage__accountName",
+        "AzureWebJobsStorage__credential",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    }
     settings = config["locals"]["function_settings"]
     assert set(settings) - readable - host == set()
     assert settings["WORKSPACE_BACKEND"] == "azureml" and settings["PIPELINE_COMPONENTS"] == "registered"
@@ -200,7 +211,13 @@ def role_pairs(config: dict) -> set[tuple[str, str, str]]:
     for assignment in config["resource"]["azurerm_role_assignment"].values():
         scope = assignment["scope"].removeprefix("${").removesuffix(".id}")
         principal = assignment["principal_id"]
-        who = "function" if "function_principal" in principal else principal.split(".")[1]
+        who = (
+            "function"
+            if "function_principal" in principal
+            else "deployer"
+            if "deployer_principal" in principal
+            else principal.split(".")[1]
+        )
         pairs.add((assignment["role_definition_name"], scope, who))
     return pairs
 
@@ -215,15 +232,39 @@ def test_every_role_is_a_data_role_scoped_to_one_resource(config: dict) -> None:
     for role in ("Storage Blob Data Owner", "Storage Queue Data Contributor", "Storage Table Data Contributor"):
         assert (role, datastore, "function") in roles
     assert ("AzureML Data Scientist", "azurerm_machine_learning_workspace.main", "function") in roles
-    assert ("Storage Blob Data Contributor", datastore, "cpu") in roles
-    assert ("Storage Blob Data Reader", datastore, "gpu") in roles
+    assert ("Storage Blob Data Contributor", datastore, "compute") in roles, "AutoML writes best_model"
+    assert ("AzureML Data Scientist", "azurerm_machine_learning_workspace.main", "compute") in roles
     assert ("Monitoring Metrics Publisher", "azurerm_application_insights.main", "function") in roles
+
+
+def test_the_deployer_gets_the_data_roles_that_registering_components_and_loading_data_need(config: dict) -> None:
+    deployer = config["resource"]["azurerm_role_assignment"]["deployer_data"]
+    assert deployer["principal_id"] == "${local.deployer_principal}"
+    assert deployer["scope"] == "${azurerm_storage_account.datastore.id}"
+    roles = config["locals"]["deployer_roles"]
+    for role in (
+        "Storage Blob Data Contributor",
+        "Storage File Data Privileged Contributor",
+        "Storage Table Data Contributor",
+    ):
+        assert role in roles
+    assert "var.deployer_principal_id" in config["locals"]["deployer_principal"]
+
+
+def test_roles_the_azure_ml_provider_creates_for_the_workspace_are_not_declared(config: dict) -> None:
+    """A workspace with identity-based storage gets its data roles from the resource provider: declaring them 409s."""
+    principals = {a["principal_id"] for a in config["resource"]["azurerm_role_assignment"].values()}
+    assert not any("azurerm_machine_learning_workspace.main.identity" in p for p in principals)
 
 
 def test_the_provider_is_pinned_and_reads_storage_without_the_data_plane(config: dict, source: str) -> None:
     (terraform,) = config["terraform"]
     azurerm = block(terraform, "required_providers")["azurerm"]
-    assert azurerm["version"] == ">= 4.9, < 5.0"
+    assert azurerm["version"] == ">= 4.77, < 5.0", "storage_account_access_type on the workspace needs 4.77"
+    backend = block(terraform, "backend")["azurerm"]
+    assert backend["use_azuread_auth"] is True, "the state holds host keys: a remote backend reached by Entra ID"
+    sample = (INFRA / "backend.hcl.sample").read_text()
+    assert "use_azuread_auth     = true" in sample and "backend.hcl" in (INFRA.parent / ".gitignore").read_text()
     (provider,) = config["provider"]
     features = block(provider["azurerm"], "features")
     assert block(features, "storage")["data_plane_available"] is False
@@ -245,11 +286,14 @@ def test_no_admin_users_and_no_public_blob_access(config: dict) -> None:
         assert container["container_access_type"] == "private"
 
 
-def test_clusters_scale_to_zero_with_their_own_identity(config: dict) -> None:
+def test_clusters_scale_to_zero_and_share_one_user_assigned_identity(config: dict) -> None:
     for name, cluster in config["resource"]["azurerm_machine_learning_compute_cluster"].items():
         scale = block(cluster, "scale_settings")
         assert scale["min_node_count"] == 0 and scale["max_node_count"] == f"${{var.{name}_max_nodes}}"
-        assert block(cluster, "identity")["type"] == "SystemAssigned"
+        identity = block(cluster, "identity")
+        assert identity["type"] == "UserAssigned"
+        assert identity["identity_ids"] == ["${azurerm_user_assigned_identity.compute.id}"]
+        assert cluster["local_auth_enabled"] is False
 
 
 def test_every_variable_and_output_is_described(config: dict) -> None:
@@ -267,7 +311,19 @@ def fake_tool(folder: Path, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def run_deploy(tmp_path: Path, stage: str, state: str) -> list[str]:
+AZ = """
+case "$*" in
+  *"keys list"*) echo "blobs-key";;
+  *"appsettings list"*) [ -n "$SETTING_LEFT" ] && echo "AzureWebJobsStorage";;
+  *"storage blob list"*)
+    count=$(cat "$CALLS.blob" 2>/dev/null || echo 0); echo $((count + 1)) > "$CALLS.blob"
+    [ "$count" -ge "${ROLE_DENIALS:-0}" ] || exit 1;;
+  *show*) echo "app.example";;
+esac
+"""
+
+
+def run_deploy(tmp_path: Path, stage: str, state: str, expect_success: bool = True, **env_overrides: str) -> list[str]:
     """infra/deploy.sh with terraform, func, az and curl replaced by recorders (nothing reaches Azure)."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
     bin_dir.mkdir(exist_ok=True)
@@ -275,7 +331,7 @@ def run_deploy(tmp_path: Path, stage: str, state: str) -> list[str]:
     outputs = 'case "$*" in *"output -raw"*) echo "value-of-${@: -1}";; *"state list"*) printf "%s" "$STATE";; esac'
     fake_tool(bin_dir, "terraform", outputs)
     fake_tool(bin_dir, "func", "")
-    fake_tool(bin_dir, "az", 'case "$*" in *"keys list"*) echo "blobs-key";; *show*) echo "app.example";; esac')
+    fake_tool(bin_dir, "az", AZ)
     fake_tool(bin_dir, "curl", "")
     fake_tool(bin_dir, "retrain", "")
     env = {
@@ -285,10 +341,14 @@ def run_deploy(tmp_path: Path, stage: str, state: str) -> list[str]:
         "STATE": state,
         "DEPLOY_HOST_WAIT_SECONDS": "0",
         "RETRAIN": str(bin_dir / "retrain"),
+        "DEPLOY_ROLE_WAIT_ATTEMPTS": "4",
+        **env_overrides,
     }
+    (tmp_path / "calls.txt.blob").unlink(missing_ok=True)
     result = subprocess.run(["bash", str(INFRA / "deploy.sh"), stage], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return [line for line in calls.read_text().splitlines() if "output -raw" not in line]
+    assert (result.returncode == 0) == expect_success, result.stdout + result.stderr
+    recorded = [line for line in calls.read_text().splitlines() if "output -raw" not in line]
+    return recorded if expect_success else [*recorded, result.stdout]
 
 
 def test_the_staged_deployment_publishes_and_registers_before_it_subscribes(tmp_path: Path) -> None:
@@ -311,3 +371,26 @@ def test_each_stage_can_run_again_without_undoing_the_others(tmp_path: Path) -> 
     assert any("apply" in c and "event_subscriptions=true" in c for c in again), "a re-run keeps the subscriptions"
     last = run_deploy(tmp_path, "subscriptions", state="")
     assert any("apply" in c and "event_subscriptions=true" in c for c in last)
+
+
+def test_every_apply_is_followed_by_removing_the_injected_host_storage_connection_string(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "all", state="")
+    applies = [i for i, c in enumerate(calls) if c.startswith("terraform") and " apply " in c]
+    deletes = [i for i, c in enumerate(calls) if "appsettings delete" in c and "AzureWebJobsStorage" in c]
+    checks = [i for i, c in enumerate(calls) if "appsettings list" in c]
+    assert len(applies) == len(deletes) == len(checks) == 2
+    assert all(a < d < c for a, d, c in zip(applies, deletes, checks, strict=True))
+
+
+def test_deploy_fails_when_the_host_storage_connection_string_survives(tmp_path: Path) -> None:
+    *_, output = run_deploy(tmp_path, "resources", state="", expect_success=False, SETTING_LEFT="1")
+    assert "AzureWebJobsStorage is still set" in output
+
+
+def test_publishing_waits_until_the_deployers_data_roles_are_in_force(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "code", state="", ROLE_DENIALS="2")
+    listed = [i for i, c in enumerate(calls) if "storage blob list" in c]
+    publish = next(i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish"))
+    assert len(listed) == 3 and listed[-1] < publish, "two refusals, then the roles are in force"
+    *calls, output = run_deploy(tmp_path, "code", state="", expect_success=False, ROLE_DENIALS="99")
+    assert "still cannot read" in output and not any(c.startswith("func") for c in calls), "bounded, then stop"
