@@ -25,6 +25,7 @@ wait_seconds="${DEPLOY_HOST_WAIT_SECONDS:-10}"
 wait_attempts="${DEPLOY_HOST_WAIT_ATTEMPTS:-30}"
 role_wait_attempts="${DEPLOY_ROLE_WAIT_ATTEMPTS:-30}"
 retrain="${RETRAIN:-$root/.venv/bin/retrain}"
+release_file="${DEPLOY_RELEASE_FILE:-$root/pipeline_steps/RELEASE}"
 
 say() { printf '[deploy] %s\n' "$*"; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "$1 is not installed: $2"; exit 2; }; }
@@ -58,6 +59,18 @@ keyless_host_storage() {
   say "host storage is keyless: AzureWebJobsStorage removed, AzureWebJobsStorage__accountName in use"
 }
 
+# One release per deployed commit: the app ships it and the components are registered under it, so a
+# submission always references the components of the code that submits it (never an older 0.1.0).
+write_release() {
+  local version commit
+  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/pyproject.toml" | head -1)"
+  commit="$(git -C "$root" rev-parse --short=8 HEAD)"
+  if [ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]; then
+    commit="$commit-dirty$(date +%s)"  # uncommitted changes: never reuse the commit's release
+  fi
+  printf '%s-%s\n' "$version" "$commit" > "$release_file"
+}
+
 # Role assignments take minutes to reach the data plane: wait (bounded) until the deployer can list
 # the datastore with its token, or `retrain register-components` would fail halfway.
 wait_for_data_roles() {
@@ -84,7 +97,8 @@ code() {
   app="$(output function_app_name)"
   group="$(output resource_group)"
   wait_for_data_roles
-  say "stage 2/3: publishing $app"
+  write_release
+  say "stage 2/3: publishing $app (release $(cat "$release_file"))"
   (cd "$root" && func azure functionapp publish "$app" --python)
   say "registering the pipeline's environment and components for this release"
   (cd "$root" && AZURE_SUBSCRIPTION_ID="$(output subscription_id)" AZURE_RESOURCE_GROUP="$group" \

@@ -143,11 +143,10 @@ def build_automl_node(
         primary_metric=ObjectDetectionPrimaryMetrics.MEAN_AVERAGE_PRECISION,
         outputs={"best_model": Output(type="mlflow_model")},
     )
-    node.set_limits(
-        timeout_minutes=config.timeout_minutes,
-        max_trials=config.max_trials,
-        max_concurrent_trials=config.max_concurrent_trials,
-    )
+    # A fixed model with no search space is one trial: more trials without a search space switch
+    # AutoML into its AutoMode (preview), which is not what a fixed model asks for.
+    trials = (config.max_trials, config.max_concurrent_trials) if not config.auto_mode else (1, 1)
+    node.set_limits(timeout_minutes=config.timeout_minutes, max_trials=trials[0], max_concurrent_trials=trials[1])
     if config.checkpoint_run_id:
         node.set_training_parameters(checkpoint_run_id=config.checkpoint_run_id)
     if config.auto_mode:

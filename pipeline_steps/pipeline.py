@@ -11,20 +11,22 @@ Every setting a step needs enters as a component input. The data and registry st
 deterministic (their inputs are fixed datastore paths whose content changes, and they change the
 registry), and the job forces a rerun, so Azure ML never reuses an earlier run's outputs.
 
-With PIPELINE_COMPONENTS=registered (the default) the nodes reference the components registered for
-PIPELINE_RELEASE by `retrain register-components`, so a submission uploads no code and registers
-no environment; the local YAML files still give each node its interface, checked offline.
+With PIPELINE_COMPONENTS=registered (the default) the submitter builds the nodes from the components
+registered for this release (`pipeline_release()`) by `retrain register-components`, fetched with
+`ml_client.components.get`, so a submission uploads no code and registers no environment; the local
+YAML files give each node the same interface offline (dry runs, tests).
 """
 
 # No `from __future__ import annotations` here: dsl.pipeline reads the real annotations of its functions.
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from azure.ai.ml import Input, load_component, load_environment
 from azure.ai.ml.dsl import pipeline as dsl_pipeline
-from azure.ai.ml.entities import CommandComponent, Environment, PipelineJob
+from azure.ai.ml.entities import CommandComponent, Environment, ManagedIdentityConfiguration, PipelineJob
 
-from pipeline_steps import PIPELINE_RELEASE
+from pipeline_steps import pipeline_release
 from pipeline_steps.automl_node import AutoMLConfig, WarmStartDecision, build_automl_node
 from pipeline_steps.step_inputs import step_settings
 from retrainer.settings import Settings
@@ -36,10 +38,14 @@ COMPONENTS = Path(__file__).resolve().parent / "components"
 STEP_COMPONENTS = ("data_aggregation", "data_split", "register_data_asset", "register_model", "tag_model")
 
 
+#: Where a step's component comes from: its YAML here, or the workspace's registered version of it.
+ComponentSource = Callable[[str], CommandComponent]
+
+
 def environment() -> Environment:
     """The steps' environment, versioned with the release."""
     env = load_environment(COMPONENTS / "environment.yml")
-    env.version = PIPELINE_RELEASE
+    env.version = pipeline_release()
     return env
 
 
@@ -48,26 +54,43 @@ def component(name: str) -> CommandComponent:
     loaded = load_component(COMPONENTS / f"{name}.yml")
     if not isinstance(loaded, CommandComponent):
         raise TypeError(f"{name}.yml is not a command component")
-    loaded.version = PIPELINE_RELEASE
-    loaded.environment = f"azureml:{environment().name}:{PIPELINE_RELEASE}"
+    loaded.version = pipeline_release()
+    loaded.environment = f"azureml:{environment().name}:{pipeline_release()}"
     return loaded
 
 
-def registered_reference(node: Any) -> None:
-    """Point a node at its registered component (`azureml:<name>:<release>`): nothing to upload."""
-    node._component = f"azureml:{node.component.name}:{PIPELINE_RELEASE}"
+def registered_components(ml_client: Any) -> ComponentSource:
+    """The components `retrain register-components` registered for this release (`ml_client.components.get`):
+    a submission then references them and uploads nothing."""
+
+    def get(name: str) -> CommandComponent:
+        found = ml_client.components.get(name=component_name(name), version=pipeline_release())
+        if not isinstance(found, CommandComponent):
+            raise TypeError(f"{component_name(name)}:{pipeline_release()} is not a command component")
+        return found
+
+    return get
+
+
+def component_name(step: str) -> str:
+    return f"pid_{step}"
 
 
 def build_pipeline_job(
-    settings: Settings, *, run_label: str = "", warm_start: WarmStartDecision | None = None
+    settings: Settings,
+    *,
+    run_label: str = "",
+    warm_start: WarmStartDecision | None = None,
+    components: ComponentSource = component,
 ) -> PipelineJob:
     """The pipeline job for the settings: six steps, or three when datasets are reused.
 
-    `warm_start` (the champion's AutoML run, decided by the submitter) seeds the AutoML node.
+    `warm_start` (the champion's AutoML run, decided by the submitter) seeds the AutoML node;
+    `components` gives each step's component (its YAML by default; the registered ones when submitting).
     """
     automl = AutoMLConfig.from_settings(settings, warm_start.checkpoint_run_id if warm_start else None)
     inputs = step_settings(settings)
-    register_model, tag_model = component("register_model"), component("tag_model")
+    register_model, tag_model = components("register_model"), components("tag_model")
 
     def register_and_tag(best_model: Any, data_assets: Any, holdout: dict[str, Any]) -> tuple[Any, Any]:
         registered = register_model(
@@ -99,9 +122,9 @@ def build_pipeline_job(
         )
     else:
         aggregation, split, register_data = (
-            component("data_aggregation"),
-            component("data_split"),
-            component("register_data_asset"),
+            components("data_aggregation"),
+            components("data_split"),
+            components("register_data_asset"),
         )
 
         @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
@@ -141,11 +164,9 @@ def build_pipeline_job(
             images=Input(type="uri_folder", path=settings.image_data_path()),
             labels=Input(type="uri_folder", path=settings.label_data_path()),
         )
-    if settings.PIPELINE_COMPONENTS == "registered":
-        for name, node in job.jobs.items():
-            if name != "train":
-                registered_reference(node)
     job.settings.force_rerun = True
+    # The clusters allow no local auth (no AmlToken-less keys); jobs run as the compute's managed identity.
+    job.identity = ManagedIdentityConfiguration()
     job.experiment_name = settings.EXPERIMENT_NAME
     job.display_name = f"retrain {run_label}".strip()
     job.tags = {
@@ -162,16 +183,21 @@ def validate_pipeline(job: PipelineJob) -> None:
         raise ValueError(f"the pipeline does not validate: {result.error_messages}")
 
 
-def write_pipeline_yaml(job: PipelineJob, path: Path) -> None:
+def write_pipeline_yaml(job: PipelineJob, path: Path, *, registered: bool = True) -> None:
     """The job as YAML that `az ml job create --file` and `load_job` accept.
 
     The SDK dumps an AutoML node's typed output as `{job_output_type: ...}`, which its own loader
-    rejects; the YAML schema spells it `{type: ...}`.
+    rejects; the YAML schema spells it `{type: ...}`. With `registered`, each step names its
+    registered component (`azureml:<name>:<release>`, the CLI's reference syntax) instead of
+    carrying it inline, as a submission does.
     """
     import yaml
 
     document = job._to_dict()
     for node in document.get("jobs", {}).values():
+        inline = node.get("component")
+        if registered and isinstance(inline, dict) and inline.get("name", "").startswith("pid_"):
+            node["component"] = f"azureml:{inline['name']}:{inline['version']}"
         for spec in (node.get("outputs") or {}).values():
             if isinstance(spec, dict) and "job_output_type" in spec:
                 spec["type"] = spec.pop("job_output_type")

@@ -64,7 +64,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         job = build_pipeline_job(settings, run_label=args.reason or "dry-run")
         validate_pipeline(job)
         output = args.output or Path("pipeline_job.yml")
-        write_pipeline_yaml(job, output)
+        write_pipeline_yaml(job, output, registered=settings.PIPELINE_COMPONENTS == "registered")
         steps = list(job.jobs)
         _print(
             {"dry_run": True, "output": str(output), "steps": steps},

@@ -46,7 +46,9 @@ def test_auto_mode_node_uses_the_env_limits_and_gpu_compute(monkeypatch: pytest.
     assert (node["type"], node["task"]) == ("automl", "image_object_detection")
     assert node["compute"] == "azureml:gpu-a100"
     assert node["primary_metric"] == "mean_average_precision" and node["target_column_name"] == "label"
-    assert node["limits"] == {"timeout_minutes": 180, "max_trials": 12, "max_concurrent_trials": 4}
+    assert node["limits"] == {"timeout_minutes": 180, "max_trials": 1, "max_concurrent_trials": 1}, (
+        "a fixed model is one trial: more without a search space would switch AutoML into AutoMode (preview)"
+    )
     assert node["outputs"]["best_model"]["value"] == "${{parent.outputs.best_model}}"
     assert node["pipeline_outputs"]["best_model"]["type"] == "mlflow_model"
     assert node.get("search_space") is None and node.get("sweep") is None
@@ -61,7 +63,9 @@ def test_without_a_validation_set_automl_holds_out_the_configured_share(monkeypa
 
 def test_manual_mode_sweeps_the_checked_in_search_space(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTO_MODE", "false")
+    monkeypatch.setenv("TRAINING_MAX_TRIALS", "12")
     node = dumped_node(AutoMLConfig.from_settings(load_settings()))
+    assert node["limits"] == {"timeout_minutes": 180, "max_trials": 12, "max_concurrent_trials": 4}
     families = [entry["model_name"]["values"] for entry in node["search_space"]]
     assert families == [["yolov5"], ["fasterrcnn_resnet50_fpn"]]
     assert node["sweep"]["sampling_algorithm"] == "random"

@@ -342,6 +342,7 @@ def run_deploy(tmp_path: Path, stage: str, state: str, expect_success: bool = Tr
         "DEPLOY_HOST_WAIT_SECONDS": "0",
         "RETRAIN": str(bin_dir / "retrain"),
         "DEPLOY_ROLE_WAIT_ATTEMPTS": "4",
+        "DEPLOY_RELEASE_FILE": str(tmp_path / "RELEASE"),
         **env_overrides,
     }
     (tmp_path / "calls.txt.blob").unlink(missing_ok=True)
@@ -394,3 +395,13 @@ def test_publishing_waits_until_the_deployers_data_roles_are_in_force(tmp_path: 
     assert len(listed) == 3 and listed[-1] < publish, "two refusals, then the roles are in force"
     *calls, output = run_deploy(tmp_path, "code", state="", expect_success=False, ROLE_DENIALS="99")
     assert "still cannot read" in output and not any(c.startswith("func") for c in calls), "bounded, then stop"
+
+
+def test_the_app_and_the_components_share_one_release_per_commit(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "code", state="")
+    release = (tmp_path / "RELEASE").read_text().strip()
+    commit = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], capture_output=True, text=True, cwd=INFRA)
+    assert release.startswith(f"0.1.0-{commit.stdout.strip()}")
+    publish = next(i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish"))
+    register = next(i for i, c in enumerate(calls) if c.startswith("retrain register-components"))
+    assert publish < register, "the release file exists before either ships"

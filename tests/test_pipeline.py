@@ -66,7 +66,9 @@ def test_six_steps_wired_in_order_with_cpu_default_and_gpu_training(monkeypatch:
         "tag_model",
     ]
     assert job["settings"]["default_compute"] == "azureml:cpu-cluster"
-    assert jobs["train"]["compute"] == "azureml:gpu-cluster" and jobs["train"]["limits"]["max_trials"] == 3
+    assert jobs["train"]["compute"] == "azureml:gpu-cluster"
+    assert jobs["train"]["limits"]["max_trials"] == 1, "a fixed model is one trial, never AutoMode"
+    assert job["identity"] == {"type": "managed_identity"}, "jobs run as the compute's identity, not AmlToken"
     assert job["inputs"]["images"]["path"] == "azureml://datastores/retraining_data/paths/data/images"
     assert jobs["data_aggregation"]["inputs"]["input_images_string_absolute_path"] == (
         "azureml://subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/rg-pid/workspaces/mlw-pid"
@@ -173,7 +175,9 @@ STEPS = ("data_aggregation", "data_split", "register_data_asset", "register_mode
 
 
 def azureml_paths(document: Any) -> list[str]:
-    text = json.dumps(document)
+    """Every azureml:// path the job binds (not the components' own descriptions)."""
+    nodes = {name: {k: v for k, v in node.items() if k != "component"} for name, node in document["jobs"].items()}
+    text = json.dumps({**document, "jobs": nodes})
     return [part.split('"')[0] for part in text.split('"azureml://')[1:]]
 
 
@@ -241,15 +245,32 @@ def test_small_symbols_are_tiled_in_auto_and_sweep_modes(monkeypatch: pytest.Mon
 
 @pytest.mark.usefixtures("azureml_env")
 def test_submissions_reference_the_release_components_and_upload_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline_steps import PIPELINE_RELEASE
+    """The nodes come from `ml_client.components.get` (public API) and the job references them by id."""
+    from azure.ai.ml.entities import CommandComponent
+
+    from pipeline_steps import pipeline_release
+    from pipeline_steps.pipeline import component
     from retrainer.workspace.azureml import AzureMLPipelineRunner
 
     submitted: list[PipelineJob] = []
+    fetched: list[tuple[str, str]] = []
+    arm = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/components"
 
     class Jobs:
         def create_or_update(self, job: PipelineJob, experiment_name: str) -> Any:
             submitted.append(job)
             return type("Created", (), {"name": "job-1"})()
+
+    class Components:
+        def get(self, name: str, version: str) -> CommandComponent:
+            """What the service answers: the registered component, converted by the SDK's own REST model."""
+            fetched.append((name, version))
+            rest = component(name.removeprefix("pid_"))._to_rest_object()
+            rest.id, rest.name = f"{arm}/{name}/versions/{version}", version
+            return CommandComponent._from_rest_object(rest)
+
+        def create_or_update(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("a submission registers nothing")
 
     class Refused:
         def create_or_update(self, *args: object, **kwargs: object) -> None:
@@ -259,30 +280,39 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
         def list(self, name: str) -> list[object]:
             return []
 
-    parts = {"jobs": Jobs(), "environments": Refused(), "components": Refused(), "models": NoModels()}
+    parts = {"jobs": Jobs(), "environments": Refused(), "components": Components(), "models": NoModels()}
     client = type("Client", (), parts)()
     runner = AzureMLPipelineRunner(client, load_settings())  # type: ignore[arg-type]
     assert runner.submit_pipeline("t") == "job-1"
     (job,) = submitted
+    assert sorted(fetched) == sorted((f"pid_{step}", pipeline_release()) for step in STEPS)
+    rest_jobs = job._to_rest_object().properties.jobs
     for step in STEPS:
-        assert job.jobs[step].component == f"azureml:pid_{step}:{PIPELINE_RELEASE}"
-    assert job._to_dict()["jobs"]["tag_model"]["component"] == f"azureml:pid_tag_model:{PIPELINE_RELEASE}"
+        assert rest_jobs[step]["componentId"] == f"{arm}/pid_{step}/versions/{pipeline_release()}"
 
 
-def test_the_release_version_is_the_package_version_and_every_component_uses_it() -> None:
-    from pipeline_steps import PIPELINE_RELEASE
-    from pipeline_steps.pipeline import COMPONENTS, STEP_COMPONENTS, component, environment
+def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pipeline_steps
+    from pipeline_steps import PACKAGE_VERSION, pipeline_release
+    from pipeline_steps.pipeline import STEP_COMPONENTS, component, environment
 
     root = Path(__file__).resolve().parent.parent
-    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == PIPELINE_RELEASE
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == PACKAGE_VERSION
+    release_file = tmp_path / "RELEASE"
+    monkeypatch.setattr(pipeline_steps, "RELEASE_FILE", release_file)
+    assert pipeline_release() == f"{PACKAGE_VERSION}-dev", "a checkout never claims a deployed release"
+    release_file.write_text(f"{PACKAGE_VERSION}-1a2b3c4d\n")
+    assert pipeline_release() == f"{PACKAGE_VERSION}-1a2b3c4d"
     for step in STEP_COMPONENTS:
-        document = yaml.safe_load((COMPONENTS / f"{step}.yml").read_text())
-        assert str(document["version"]) == PIPELINE_RELEASE
-        assert document["environment"] == f"azureml:pid-symbol-pipeline:{PIPELINE_RELEASE}"
-        assert component(step).version == PIPELINE_RELEASE
-    assert environment().version == PIPELINE_RELEASE
+        assert component(step).version == pipeline_release()
+        assert component(step).environment == f"azureml:pid-symbol-pipeline:{pipeline_release()}"
+    assert environment().version == pipeline_release()
     ignored = (root / ".amlignore").read_text().split()
     assert {".python_packages/", ".venv/", "node_modules/", "tests/", "devtools/", ".git/"} <= set(ignored)
+    assert "pipeline_steps/RELEASE" in (root / ".gitignore").read_text()
+    assert "!pipeline_steps/RELEASE" in (root / ".funcignore").read_text(), "the app submits the release it shipped"
 
 
 def champion(tags: dict[str, str], version: str = "4") -> Any:

@@ -162,9 +162,11 @@ class AzureMLPipelineRunner:
 
     def build_pipeline(self, label: str) -> Any:
         """The six-step (or dataset-reuse) pipeline job for the settings, validated offline."""
-        from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+        from pipeline_steps.pipeline import build_pipeline_job, component, registered_components, validate_pipeline
 
-        job = build_pipeline_job(self._settings, run_label=label, warm_start=self.warm_start())
+        registered = self._settings.PIPELINE_COMPONENTS == "registered"
+        source = registered_components(self._ml_client) if registered else component
+        job = build_pipeline_job(self._settings, run_label=label, warm_start=self.warm_start(), components=source)
         validate_pipeline(job)
         return job
 
