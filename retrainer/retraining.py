@@ -59,6 +59,10 @@ class TickOutcome:
     paused_reason: str | None = None
 
 
+class UnreadableRecordError(RuntimeError):
+    """A record exists but cannot be read; the message says which and what repairs it."""
+
+
 class RetrainingService:
     def __init__(
         self,
@@ -423,12 +427,23 @@ class RetrainingService:
         """The promoted model, or None when none was promoted or its record is unreadable (the next
         promotion rewrites it)."""
         try:
+            return self.read_best_model()
+        except UnreadableRecordError:
+            return None
+
+    def read_best_model(self) -> BestModel | None:
+        """The promoted model; None when none was promoted; UnreadableRecordError when one was but its record
+        cannot be read (the next promotion rewrites it)."""
+        try:
             return BestModel.model_validate_json(self._datastore.read(self._settings.BEST_MODEL_BLOB))
         except BlobMissingError:
             return None
         except ValidationError as error:
             log.error("%s is not a valid best-model record: %s", self._settings.BEST_MODEL_BLOB, str(error)[:300])
-            return None
+            raise UnreadableRecordError(
+                f"{self._settings.BEST_MODEL_BLOB} is not a valid best-model record: a model was promoted, "
+                "and the next promotion rewrites the record"
+            ) from None
 
     def status_snapshot(self, limit: int = 500) -> StatusSnapshot:
         """What the status page shows, from the ledger, the best-model record and the label map alone."""

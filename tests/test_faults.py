@@ -112,3 +112,18 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
         assert outcome.followed == {run_id: "completed"} and outcome.submitted is None
         assert service.best_model() is not None and service.run(run_id).promotion_done
         assert len(runner.submitted) == 1
+
+
+def test_a_wrong_key_says_the_credentials_were_refused_not_to_run_again(tmp_path: Path, connection_string: str) -> None:
+    """Azurite refuses a request signed with another key; running the same command again cannot help."""
+    import base64
+    import re
+
+    wrong = re.sub(r"AccountKey=[^;]+", "AccountKey=" + base64.b64encode(b"x" * 64).decode(), connection_string)
+    zip_path = write_dataset_zip(tmp_path / "set.zip", count=2, seed=3, spec=SMALL)
+    env = {**os.environ, "STORAGE_ACCOUNT_CONNECTION_STRING": wrong, "STORAGE_ACCOUNT_CONTAINER_NAME": "data"}
+    command = [sys.executable, "-m", "retrainer.ingestion.loader", "--raw-blob-sas-url", str(zip_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "storage refused the credentials" in result.stderr and "run the same command again" not in result.stderr
+    assert base64.b64encode(b"x" * 64).decode() not in result.stderr, "the key never reaches the message"

@@ -613,7 +613,7 @@ def test_hostile_run_ids_get_404_not_500(app_service: RetrainingService, run_id:
     assert response.status_code == 404
 
 
-def test_the_api_refuses_a_reason_too_long_and_reports_a_corrupt_best_model_as_absent(
+def test_the_api_refuses_a_reason_too_long_and_says_a_corrupt_best_model_record_is_unreadable(
     app_service: RetrainingService, datastore: Datastore
 ) -> None:
     from retrainer.ledger import MAX_REASON_CHARS
@@ -623,7 +623,9 @@ def test_the_api_refuses_a_reason_too_long_and_reports_a_corrupt_best_model_as_a
     long = json.dumps({"reason": "x" * (MAX_REASON_CHARS + 1)}).encode()
     assert handler("submit_run")(request("POST", "/api/runs", long)).status_code == 400
     datastore.write("models/best_model.json", b"\x00garbage")
-    assert handler("best_model")(request("GET", "/api/models/best")).status_code == 404
+    answer = handler("best_model")(request("GET", "/api/models/best"))
+    assert answer.status_code == 500, "a model was promoted: not 'none yet'"
+    assert "not a valid best-model record" in json.loads(answer.get_body())["error"]
 
 
 def test_a_failed_submission_logs_no_secret(

@@ -471,6 +471,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _storage_failure(error: AzureError) -> str:
+    """What went wrong with storage, and the remedy: a refused credential is not cured by running again."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    first_line = redact(str(error)).splitlines()[0][:300] if str(error) else ""
+    refused = isinstance(error, ClientAuthenticationError) or (
+        isinstance(error, HttpResponseError) and error.status_code in (401, 403)
+    )
+    if refused:
+        return (
+            f"storage refused the credentials ({type(error).__name__}: {first_line}). Check the account key in "
+            "DATASTORE or STORAGE_ACCOUNT_CONNECTION_STRING, or, keyless, that the identity has Storage Blob and "
+            "Table Data Contributor on the account; then run the same command (stored files are skipped)."
+        )
+    return (
+        f"storage failed ({type(error).__name__}: {first_line}). Nothing is lost: run the same command again "
+        "to resume; files already stored are skipped."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_cli_logging()
     args = parse_args(argv)
@@ -488,11 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.LABEL_MAP_BLOB,
         )
     except AzureError as error:  # storage or the network failed part-way: say what, and how to resume
-        print(
-            f"data loader: storage failed ({type(error).__name__}: {redact(str(error)).splitlines()[0][:300]}). "
-            "Nothing is lost: run the same command again to resume; files already stored are skipped.",
-            file=sys.stderr,
-        )
+        print(f"data loader: {_storage_failure(error)}", file=sys.stderr)
         return EXIT_STORAGE_FAILED
     except (SettingsError, UnsafeArchiveError, ValueError, OSError, zipfile.BadZipFile) as error:
         print(f"data loader refused: {redact(str(error))}", file=sys.stderr)

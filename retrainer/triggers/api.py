@@ -121,6 +121,10 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/best", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def best_model(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
+    from retrainer.retraining import UnreadableRecordError
 
-    best = bootstrap.retraining().best_model()
+    try:
+        best = bootstrap.retraining().read_best_model()
+    except UnreadableRecordError as error:
+        return _json({"error": str(error)}, 500)
     return _json(best.model_dump(), 200) if best else _json({"error": "no model has been promoted yet"}, 404)
