@@ -73,7 +73,7 @@ def main() -> None:
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(table.upsert_entity, rows))
         raw_s = time.perf_counter() - started
-        recorded = len(ledger.images())
+        recorded = len(ledger.all_images())
     bare, app = import_seconds("azure.functions"), import_seconds("function_app")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"machine: {machine}, Azurite, {THREADS} threads")

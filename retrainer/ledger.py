@@ -5,12 +5,22 @@ path (Table Storage forbids '/', '\\', '#' and '?' in keys and limits them to 1 
 is longer), with the path stored as a property. Every write that must not race is conditional on an
 ETag (or an insert that fails when the row exists), so concurrent handlers on many instances agree.
 Every text that reaches a row is bounded, so no input can make a record unwritable.
+
+Every frequent read is a key range, so its cost does not grow with history (Table Storage answers a
+filter on any other property by scanning the whole partition). Images live in one partition: an
+identity row `id|<hash>` (inserted once, so a duplicate event is refused) and a state row whose key
+starts with the state, `pending|<hash>`, `run|<run id>|<hash>` or `trained|<run id>|<hash>`; a move
+deletes one state row and inserts the next in one same-partition transaction. Runs have a row
+`id|<run id>` (point reads, ETag-guarded writes) and a copy `time|<inverted submit time>|<run id>`,
+written in the same transaction, so the newest N runs are the first N rows of one range. A ledger
+written with the first layout is migrated in place on `ensure_tables` (`migrate`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import re
 import time
@@ -21,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
+from azure.data.tables import TableServiceClient, TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.identity import azure_credential
@@ -30,8 +40,13 @@ from retrainer.settings import Settings
 from retrainer.workspace import RunState
 
 _WAITING = "waiting"
-_IMAGES = "images"
-_RUNS = "runs"
+#: The first layout's partitions (a non-key `state` filter); `migrate` moves their rows to the new ones.
+_LEGACY_IMAGES = "images"
+_LEGACY_RUNS = "runs"
+_IMAGES = "images.v2"
+_RUNS = "runs.v2"
+#: The largest submit time in milliseconds that keys runs newest first (year 2286).
+_TIME_CEILING_MS = 10**13
 _CONTROL = "control"
 _SLOT = "submission"
 _CLAIM_PREFIX = "claim-"
@@ -71,6 +86,22 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _prefix_range(prefix: str) -> str:
+    """A RowKey range filter for every key that starts with `prefix` ('|' + 1 is '}')."""
+    return f"RowKey ge {_literal(prefix)} and RowKey lt {_literal(prefix[:-1] + chr(ord(prefix[-1]) + 1))}"
+
+
+def _state_row(image_hash: str, state: str, run_id: str) -> str:
+    if state == IMAGE_PENDING:
+        return f"{IMAGE_PENDING}|{image_hash}"
+    return f"{'run' if state == IMAGE_IN_RUN else IMAGE_TRAINED}|{run_id}|{image_hash}"
+
+
+def _run_time_key(run: RunRecord) -> str:
+    inverted = _TIME_CEILING_MS - int(run.submitted_at.timestamp() * 1000)
+    return f"time|{inverted:013d}|{run.run_id}"
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -82,9 +113,12 @@ class WaitingLabel:
     since: datetime
 
 
+IMAGE_PENDING, IMAGE_IN_RUN, IMAGE_TRAINED = "pending", "in_run", "trained"
+
+
 @dataclass(frozen=True)
 class ImageRecord:
-    key: str
+    key: str  # the hash of path and ETag: the image's identity whatever its state
     path: str
     etag: str
     seen: datetime
@@ -172,6 +206,33 @@ class Ledger:
         for table in (self._labels, self._images, self._runs, self._control):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
+        self.migrate()
+
+    def migrate(self) -> int:
+        """Move rows of the first layout into the keyed one; returns how many moved (0 once done).
+
+        Safe to interrupt and repeat: a legacy row is deleted only in the transaction that writes its
+        new rows (images), or after its new rows exist (runs, which move one at a time).
+        """
+        moved = 0
+        legacy = list(self._images.query_entities(f"PartitionKey eq {_literal(_LEGACY_IMAGES)}"))
+        for start in range(0, len(legacy), _BATCH // 3):
+            operations: list = []
+            for e in legacy[start : start + _BATCH // 3]:
+                record = ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+                operations += [
+                    (TransactionOperation.UPSERT, self._identity_entity(record)),
+                    (TransactionOperation.UPSERT, self._state_entity(record)),
+                ]
+            self._images.submit_transaction(operations)
+            for e in legacy[start : start + _BATCH // 3]:
+                self._images.delete_entity(_LEGACY_IMAGES, e["RowKey"])
+            moved += len(legacy[start : start + _BATCH // 3])
+        for entity in self._runs.query_entities(f"PartitionKey eq {_literal(_LEGACY_RUNS)}"):
+            self.save_run(_run(entity))
+            self._runs.delete_entity(_LEGACY_RUNS, entity["RowKey"])
+            moved += 1
+        return moved
 
     # --- labels waiting for their image --------------------------------------------------------
 
@@ -205,49 +266,89 @@ class Ledger:
 
     def forget_image(self, path: str, etag: str) -> None:
         """Undo `record_image` (its follow-up failed, and the event will be delivered again)."""
-        with contextlib.suppress(ResourceNotFoundError):
-            self._images.delete_entity(_IMAGES, _image_key(path, etag))
+        image_hash = _image_key(path, etag)
+        for key in (f"id|{image_hash}", _state_row(image_hash, IMAGE_PENDING, "")):
+            with contextlib.suppress(ResourceNotFoundError):
+                self._images.delete_entity(_IMAGES, key)
 
     def record_image(self, path: str, etag: str, seen: datetime | None = None) -> bool:
         """Record one image version once: True when new, False for a duplicate or redelivered event."""
-        entity = {
-            "PartitionKey": _IMAGES,
-            "RowKey": _image_key(path, etag),
-            "path": path,
-            "etag": etag,
-            "seen": seen or now_utc(),
-            "state": "pending",
-            "run_id": "",
-        }
+        record = ImageRecord(_image_key(path, etag), path, etag, seen or now_utc(), IMAGE_PENDING, "")
         try:
-            self._images.create_entity(entity)
-        except ResourceExistsError:
+            self._images.submit_transaction(
+                [
+                    (TransactionOperation.CREATE, self._identity_entity(record)),
+                    (TransactionOperation.CREATE, self._state_entity(record)),
+                ]
+            )
+        except TableTransactionError as error:
+            if _error_code(error) != "EntityAlreadyExists":
+                raise
             return False
         return True
 
-    def images(self, state: str | None = None, run_id: str | None = None) -> list[ImageRecord]:
-        clauses = [f"PartitionKey eq {_literal(_IMAGES)}"]
-        if state:
-            clauses.append(f"state eq {_literal(state)}")
-        if run_id:
-            clauses.append(f"run_id eq {_literal(run_id)}")
+    def pending_images(self) -> list[ImageRecord]:
+        """Images recorded and not yet given to a run: one key range, whatever the history."""
+        return self._state_range(f"{IMAGE_PENDING}|")
+
+    def all_images(self) -> list[ImageRecord]:
+        """Every image ever recorded, in any state: the whole partition (diagnostics and tests, not the service)."""
+        query = f"PartitionKey eq {_literal(_IMAGES)} and RowKey ge 'p'"  # state rows; identity rows are 'id|'
         return [
-            ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
-            for e in self._images.query_entities(" and ".join(clauses))
+            ImageRecord(e["key"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+            for e in self._images.query_entities(query)
         ]
 
-    def assign_images(self, images: list[ImageRecord], state: str, run_id: str) -> None:
-        """Move images to a state (and run), in transactions of 100."""
-        operations = [
-            (
-                TransactionOperation.UPDATE,
-                {"PartitionKey": _IMAGES, "RowKey": image.key, "state": state, "run_id": run_id},
-                {"mode": UpdateMode.MERGE},
-            )
-            for image in images
+    def run_images(self, run_id: str, state: str = IMAGE_IN_RUN) -> list[ImageRecord]:
+        """The images a run (or a claim) holds, or trained on with `state=IMAGE_TRAINED`."""
+        prefix = "run" if state == IMAGE_IN_RUN else IMAGE_TRAINED
+        return self._state_range(f"{prefix}|{run_id}|")
+
+    def _state_range(self, prefix: str) -> list[ImageRecord]:
+        query = f"PartitionKey eq {_literal(_IMAGES)} and {_prefix_range(prefix)}"
+        return [
+            ImageRecord(e["key"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+            for e in self._images.query_entities(query)
         ]
-        for start in range(0, len(operations), _BATCH):
-            self._images.submit_transaction(operations[start : start + _BATCH])
+
+    def assign_images(self, images: list[ImageRecord], state: str, run_id: str) -> list[ImageRecord]:
+        """Move images to a state (and run); returns them as they now are.
+
+        Each move deletes one state row and inserts the next, in same-partition transactions (atomic
+        each; 50 moves a transaction). A move of an image that someone else moved first fails the
+        transaction (TableTransactionError) instead of overwriting their move.
+        """
+        moves = [(image, ImageRecord(image.key, image.path, image.etag, image.seen, state, run_id)) for image in images]
+        for start in range(0, len(moves), _BATCH // 2):
+            operations: list = []
+            for old, new in moves[start : start + _BATCH // 2]:
+                old_row = _state_row(old.key, old.state, old.run_id)
+                if old_row == _state_row(new.key, new.state, new.run_id):
+                    continue
+                operations += [
+                    (TransactionOperation.DELETE, {"PartitionKey": _IMAGES, "RowKey": old_row}),
+                    (TransactionOperation.CREATE, self._state_entity(new)),
+                ]
+            if operations:
+                self._images.submit_transaction(operations)
+        return [new for _, new in moves]
+
+    @staticmethod
+    def _identity_entity(image: ImageRecord) -> dict:
+        return {"PartitionKey": _IMAGES, "RowKey": f"id|{image.key}", "path": image.path, "etag": image.etag}
+
+    @staticmethod
+    def _state_entity(image: ImageRecord) -> dict:
+        return {
+            "PartitionKey": _IMAGES,
+            "RowKey": _state_row(image.key, image.state, image.run_id),
+            "key": image.key,
+            "path": image.path,
+            "etag": image.etag,
+            "seen": image.seen,
+            "state": image.state,
+            "run_id": image.run_id,
+        }
 
     # --- runs ----------------------------------------------------------------------------------
 
@@ -262,7 +363,8 @@ class Ledger:
         history = [{key: bounded(str(value), MAX_REASON_CHARS) for key, value in entry.items()} for entry in history]
         entity = {
             "PartitionKey": _RUNS,
-            "RowKey": run.run_id,
+            "RowKey": f"id|{run.run_id}",
+            "run_id": run.run_id,
             "trigger": bounded(run.trigger, 40),
             "reason": bounded(run.reason, MAX_REASON_CHARS),
             "image_count": run.image_count,
@@ -275,12 +377,22 @@ class Ledger:
             "deadline": run.deadline.isoformat() if run.deadline else "",
             "promotion_done": run.promotion_done,
         }
-        if etag is None:
-            self._runs.upsert_entity(entity, mode=UpdateMode.REPLACE)
-        else:
-            self._runs.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+        by_time = {**entity, "RowKey": _run_time_key(run)}
+        first = (
+            (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.REPLACE})
+            if etag is None
+            else (
+                TransactionOperation.UPDATE,
+                entity,
+                {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
             )
+        )
+        try:
+            self._runs.submit_transaction([first, (TransactionOperation.UPSERT, by_time, {"mode": UpdateMode.REPLACE})])
+        except TableTransactionError as error:
+            if _error_code(error) in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
+                raise ResourceModifiedError(f"run {run.run_id} changed since it was read") from error
+            raise
 
     def run(self, run_id: str) -> RunRecord | None:
         found = self.run_with_etag(run_id)
@@ -290,14 +402,16 @@ class Ledger:
         if not is_run_id(run_id):
             return None
         try:
-            entity = self._runs.get_entity(_RUNS, run_id)
+            entity = self._runs.get_entity(_RUNS, f"id|{run_id}")
         except ResourceNotFoundError:
             return None
         return _run(entity), str(entity.metadata["etag"])
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
-        found = [_run(e) for e in self._runs.query_entities(f"PartitionKey eq '{_RUNS}'")]
-        return sorted(found, key=lambda r: r.submitted_at, reverse=True)[:limit]
+        """The newest `limit` runs, newest first: the first rows of one key range, read a page at a time."""
+        query = f"PartitionKey eq {_literal(_RUNS)} and {_prefix_range('time|')}"
+        pages = self._runs.query_entities(query, results_per_page=min(max(limit, 1), 1000))
+        return [_run(entity) for entity in itertools.islice(pages, limit)]
 
     # --- the submission slot ---------------------------------------------------------------------
 
@@ -380,12 +494,18 @@ class Ledger:
         self.update_control(release)
 
 
+def _error_code(error: TableTransactionError) -> str:
+    """The service's error code of a failed transaction (the SDK sets it on the exception)."""
+    return str(getattr(error, "error_code", "") or "")
+
+
 def _run(entity: dict) -> RunRecord:
+    """A run from its row (either layout: the first keyed runs by id alone)."""
     ended = entity.get("ended_at") or ""
     decision = entity.get("decision") or ""
     decision = "" if decision == "{}" else decision  # rows written before the record was typed
     return RunRecord(
-        run_id=entity["RowKey"],
+        run_id=entity.get("run_id") or entity["RowKey"],
         trigger=entity["trigger"],
         reason=entity["reason"],
         image_count=int(entity["image_count"]),

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, TransactionOperation, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.datastore import BlobMissingError, StoredBlob
 from retrainer.promotion import PromotionRecord
@@ -118,24 +118,51 @@ class InMemoryTable:
         with self._lock:
             self._rows.pop((partition_key, row_key), None)
 
-    def query_entities(self, query_filter: str) -> Iterator[TableEntity]:
-        """Filters of the form `a eq 'x' and b eq 'y'`: all the ledger writes."""
+    def query_entities(self, query_filter: str, results_per_page: int | None = None) -> Iterator[TableEntity]:
+        """Filters of `eq`, `ge` and `lt` clauses joined by `and`, on keys only: any other property would make
+        Table Storage scan the whole partition, so the fake refuses it. Rows come in key order, as there."""
+        compare = {"eq": str.__eq__, "ge": str.__ge__, "lt": str.__lt__}
         clauses = []
         for clause in query_filter.split(" and "):
             name, operator, literal = clause.split(" ", 2)
-            assert operator == "eq" and literal.startswith("'") and literal.endswith("'"), clause
-            clauses.append((name, literal[1:-1].replace("''", "'")))
+            assert name in ("PartitionKey", "RowKey"), f"a filter on {name} scans the partition: {query_filter}"
+            assert operator in compare and literal.startswith("'") and literal.endswith("'"), clause
+            clauses.append((name, compare[operator], literal[1:-1].replace("''", "'")))
         with self._lock:
-            rows = list(self._rows.items())
-        for (partition_key, row_key), (values, _) in rows:
-            if all(str(values.get(name)) == value for name, value in clauses):
+            rows = sorted(self._rows.items())
+        for (partition_key, row_key), _ in rows:
+            keys = {"PartitionKey": partition_key, "RowKey": row_key}
+            if all(test(keys[name], value) for name, test, value in clauses):
                 yield self.get_entity(partition_key, row_key)
 
     def submit_transaction(self, operations: list[tuple]) -> None:
+        """All or nothing, as an entity group transaction: on any failure the rows are as before."""
         with self._lock:
-            for operation, entity, options in operations:
-                assert operation == TransactionOperation.UPDATE, operation
-                self.update_entity(entity, mode=options.get("mode", UpdateMode.MERGE))
+            before = dict(self._rows)
+            try:
+                for operation, entity, *rest in operations:
+                    options = rest[0] if rest else {}
+                    if operation == TransactionOperation.CREATE:
+                        self.create_entity(entity)
+                    elif operation == TransactionOperation.DELETE:
+                        if (entity["PartitionKey"], entity["RowKey"]) not in self._rows:
+                            raise ResourceNotFoundError("The specified resource does not exist.")
+                        self.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                    elif operation == TransactionOperation.UPSERT:
+                        self.upsert_entity(entity, mode=options.get("mode", UpdateMode.MERGE))
+                    else:
+                        assert operation == TransactionOperation.UPDATE, operation
+                        self.update_entity(entity, **options)
+            except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError) as error:
+                self._rows = before
+                codes = {
+                    ResourceExistsError: "EntityAlreadyExists",
+                    ResourceNotFoundError: "ResourceNotFound",
+                    ResourceModifiedError: "UpdateConditionNotSatisfied",
+                }
+                failed = TableTransactionError(message=str(error))
+                failed.error_code = codes[type(error)]  # type: ignore[attr-defined]
+                raise failed from error
 
 
 class InMemoryTableService:

@@ -19,7 +19,7 @@ from azure.functions.timer import TimerRequest
 from retrainer import bootstrap
 from retrainer.datastore import Datastore
 from retrainer.events import BLOB_CREATED, build_subject
-from retrainer.ledger import Ledger, SlotTaken
+from retrainer.ledger import IMAGE_IN_RUN, Ledger, SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.retraining import RetrainingService
@@ -151,10 +151,10 @@ def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submi
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(handle, events))
     svc.submit_if_due("timer")  # the last images may land after the last look
-    assert len(ledger.images()) == 3000
+    assert len(ledger.all_images()) == 3000
     assert len(workspace.submitted) == 1
     (run,) = ledger.runs()
-    assert run.image_count == 3000 and ledger.images(state="pending") == []
+    assert run.image_count == 3000 and ledger.pending_images() == []
 
 
 def test_concurrent_submissions_never_exceed_the_active_limit(make_service, workspace: FakeRunner) -> None:
@@ -188,8 +188,8 @@ def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_r
     run_id = svc.tick().submitted
     assert run_id == "run-1"
     svc.on_blob_created(*blob_created(container_name, "data/images/late.jpg", "0x1"))
-    assert [i.path for i in ledger.images(state="pending")] == ["data/images/late.jpg"]
-    assert len(ledger.images(run_id=run_id)) == 3
+    assert [i.path for i in ledger.pending_images()] == ["data/images/late.jpg"]
+    assert len(ledger.run_images(run_id)) == 3
 
 
 def test_completion_promotes_once_however_often_it_is_handled(
@@ -223,7 +223,7 @@ def test_a_failed_run_returns_its_images_and_backs_off(
     workspace.finish(run_id, RunState.FAILED, error="AutoML ran out of quota")
     outcome = svc.tick()
     assert outcome.followed == {run_id: "failed"} and outcome.submitted is None
-    assert len(ledger.images(state="pending")) == 3 and "backing off" in outcome.paused_reason
+    assert len(ledger.pending_images()) == 3 and "backing off" in outcome.paused_reason
     assert ledger.run(run_id).error == "AutoML ran out of quota"
     clock.advance(minutes=16)
     assert svc.tick().submitted == "run-2"
@@ -238,7 +238,7 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
     workspace.fail_submit = ConnectionError("workspace unreachable")
     with pytest.raises(ConnectionError):
         svc.submit("timer", "due")
-    assert len(ledger.images(state="pending")) == 3 and ledger.control().active == {}
+    assert len(ledger.pending_images()) == 3 and ledger.control().active == {}
     workspace.fail_submit = None
     clock.advance(minutes=16)
     run_id = svc.tick().submitted
@@ -424,7 +424,7 @@ def test_a_status_that_keeps_failing_fails_the_run_at_its_deadline(
     outcome = svc.tick()
     assert outcome.followed == {run_id: "failed"}
     assert "no status by the deadline" in ledger.run(run_id).error
-    assert len(ledger.images(state="pending")) == 3 and ledger.control().active == {}
+    assert len(ledger.pending_images()) == 3 and ledger.control().active == {}
 
 
 def test_a_run_still_running_at_its_deadline_is_canceled_and_failed(
@@ -437,7 +437,7 @@ def test_a_run_still_running_at_its_deadline_is_canceled_and_failed(
     clock.advance(minutes=61)
     svc.tick()
     assert workspace.canceled == [run_id] and ledger.run(run_id).state == "failed"
-    assert "at its deadline" in ledger.run(run_id).error and len(ledger.images(state="pending")) == 3
+    assert "at its deadline" in ledger.run(run_id).error and len(ledger.pending_images()) == 3
 
 
 def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_service, ledger: Ledger) -> None:
@@ -458,13 +458,13 @@ def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resub
     with pytest.raises(ConnectionError):
         svc.submit("timer", "due")
     monkeypatch.setattr(ledger, "save_run", real_save)
-    assert workspace.submitted and ledger.images(state="pending") == [], "the claim holds the images"
+    assert workspace.submitted and ledger.pending_images() == [], "the claim holds the images"
     assert svc.tick().submitted is None, "no second submission of the same images"
     clock.advance(minutes=16)
     svc.tick()
     assert len(workspace.submitted) == 1
     assert ledger.control().active_runs == ["run-1"] and ledger.run("run-1") is not None
-    assert len(ledger.images(run_id="run-1")) == 3
+    assert len(ledger.run_images("run-1")) == 3
 
 
 def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
@@ -473,7 +473,7 @@ def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
     claim = ledger.claim_slot(1, clock.now)
-    ledger.assign_images(ledger.images(state="pending"), "in_run", claim)  # then the process died
+    ledger.assign_images(ledger.pending_images(), IMAGE_IN_RUN, claim)  # then the process died
     assert svc.tick().submitted is None
     clock.advance(minutes=16)
     assert svc.tick().submitted == "run-1", "the images came back and make a batch again"
@@ -564,7 +564,7 @@ def test_a_long_unicode_image_name_is_recorded_under_a_bounded_key(
     svc = make_service()
     path = "data/images/" + "符号" * 200 + ".jpg"  # 400 characters: beyond Table Storage's 1 KiB key in UTF-16
     assert svc.on_blob_created(*blob_created(container_name, path, "0x1"))
-    assert [image.path for image in ledger.images()] == [path]
+    assert [image.path for image in ledger.all_images()] == [path]
 
 
 @pytest.mark.parametrize("run_id", ["../../x", "it's", "a" * 10_000, "run/1", "", "#?"])
@@ -648,7 +648,7 @@ def test_a_canceled_run_returns_its_images_without_counting_as_a_failure(
         assert svc.cancel(run_id) == "canceled" and workspace.canceled == [run_id]
     ended = [r for r in caplog.records if "images are pending again" in r.getMessage()]
     assert [r.levelname for r in ended] == ["WARNING"], "a cancellation is not logged as an error"
-    assert len(ledger.images(state="pending")) == 3 and ledger.control().consecutive_failures == 0
+    assert len(ledger.pending_images()) == 3 and ledger.control().consecutive_failures == 0
     assert not svc.submission_state().paused, "no back-off after a cancellation"
     assert svc.cancel(run_id) == "canceled", "canceling again changes nothing"
     assert svc.cancel("run-404") is None

@@ -1,0 +1,112 @@
+"""The ledger's keys: every frequent read is a key range, and a ledger of the first layout migrates in place."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from retrainer.ledger import IMAGE_IN_RUN, IMAGE_PENDING, IMAGE_TRAINED, Ledger, RunRecord, row_key
+from retrainer.workspace import RunState
+from tests.fakes import InMemoryTableService
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def run_record(index: int) -> RunRecord:
+    submitted = START + timedelta(minutes=index)
+    return RunRecord(f"run-{index:05d}", "timer", "new images", 3, RunState.COMPLETED, submitted)
+
+
+def test_the_newest_runs_come_first_and_only_as_many_as_asked() -> None:
+    """In memory, with the fake that refuses any filter on a non-key property."""
+    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    for index in (3, 1, 4, 0, 2):
+        ledger.save_run(run_record(index))
+    assert [r.run_id for r in ledger.runs(limit=3)] == ["run-00004", "run-00003", "run-00002"]
+    again = run_record(1)
+    again.state = RunState.FAILED
+    ledger.save_run(again)
+    assert [r.run_id for r in ledger.runs(limit=10)] == [f"run-{i:05d}" for i in (4, 3, 2, 1, 0)]
+    assert ledger.run("run-00001").state == RunState.FAILED and ledger.runs(10)[3].state == RunState.FAILED
+
+
+def test_images_move_between_states_and_each_state_is_one_key_range() -> None:
+    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    for i in range(5):
+        assert ledger.record_image(f"data/images/{i}.jpg", f"0x{i}", START)
+    assert not ledger.record_image("data/images/0.jpg", "0x0", START), "a redelivered event records nothing"
+    held = ledger.assign_images(ledger.pending_images()[:3], IMAGE_IN_RUN, "run-1")
+    assert len(ledger.pending_images()) == 2 and {i.path for i in ledger.run_images("run-1")} == {i.path for i in held}
+    ledger.assign_images(held, IMAGE_TRAINED, "run-1")
+    assert ledger.run_images("run-1") == [] and len(ledger.run_images("run-1", IMAGE_TRAINED)) == 3
+    assert len(ledger.all_images()) == 5
+
+
+def test_moving_an_image_someone_else_moved_fails_instead_of_overwriting() -> None:
+    from azure.data.tables import TableTransactionError
+
+    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    ledger.record_image("data/images/a.jpg", "0x1", START)
+    stale = ledger.pending_images()
+    ledger.assign_images(stale, IMAGE_IN_RUN, "run-1")
+    with pytest.raises(TableTransactionError):
+        ledger.assign_images(stale, IMAGE_IN_RUN, "run-2")
+    assert [i.run_id for i in ledger.run_images("run-1")] == ["run-1"] and ledger.run_images("run-2") == []
+
+
+def write_first_layout(service: TableServiceClient, prefix: str, images: int, runs: int) -> None:
+    """Rows exactly as the first layout wrote them: one partition each, state and run as properties."""
+    image_table, run_table = (service.get_table_client(f"{prefix}{name}") for name in ("images", "runs"))
+    for table in (image_table, run_table):
+        table.create_table()
+    for i in range(images):
+        state = IMAGE_PENDING if i % 3 == 0 else IMAGE_IN_RUN if i % 3 == 1 else IMAGE_TRAINED
+        image_table.create_entity(
+            {
+                "PartitionKey": "images",
+                "RowKey": row_key(f"data/images/{i}.jpg@0x{i}"),
+                "path": f"data/images/{i}.jpg",
+                "etag": f"0x{i}",
+                "seen": START,
+                "state": state,
+                "run_id": "" if state == IMAGE_PENDING else "run-00001",
+            }
+        )
+    for i in range(runs):
+        record = run_record(i)
+        run_table.create_entity(
+            {
+                "PartitionKey": "runs",
+                "RowKey": record.run_id,
+                "trigger": record.trigger,
+                "reason": record.reason,
+                "image_count": record.image_count,
+                "state": record.state.value,
+                "submitted_at": record.submitted_at,
+                "history": json.dumps([]),
+                "error": "",
+                "decision": "",
+                "ended_at": "",
+                "deadline": "",
+                "promotion_done": True,
+            }
+        )
+
+
+@pytest.mark.usefixtures("service_env")
+def test_a_ledger_of_the_first_layout_migrates_in_place_without_losing_a_record(
+    connection_string: str, table_prefix: str
+) -> None:
+    service = TableServiceClient.from_connection_string(connection_string)
+    write_first_layout(service, table_prefix, images=250, runs=40)
+    ledger = Ledger.from_connection_string(connection_string, table_prefix)
+    ledger.ensure_tables()  # migrates
+    assert len(ledger.pending_images()) == 84 and len(ledger.run_images("run-00001")) == 83
+    assert len(ledger.run_images("run-00001", IMAGE_TRAINED)) == 83 and len(ledger.all_images()) == 250
+    assert [r.run_id for r in ledger.runs(limit=3)] == ["run-00039", "run-00038", "run-00037"]
+    assert ledger.run("run-00007") is not None and len(ledger.runs(limit=100)) == 40
+    assert ledger.migrate() == 0, "a second pass finds nothing left"
+    assert not ledger.record_image("data/images/3.jpg", "0x3"), "migrated images still refuse duplicates"
