@@ -447,7 +447,7 @@ class RetrainingService:
                 "and the next promotion rewrites the record"
             ) from None
 
-    def status_snapshot(self, limit: int = 500) -> StatusSnapshot:
+    def status_snapshot(self, limit: int = 200) -> StatusSnapshot:
         """What the status page shows, from the ledger, the best-model record and the label map alone."""
         runs = self._ledger.runs(limit)
         pending = self.pending_batch()

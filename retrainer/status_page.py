@@ -119,7 +119,7 @@ def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
         )
     )
     body = "".join(rows) or '<tr><td colspan="10">no runs yet</td></tr>'
-    shown = f" (the latest {limit} of {len(snapshot.runs)})" if len(snapshot.runs) > limit else ""
+    shown = f" (the latest {limit})" if len(snapshot.runs) > limit else ""
     return (
         f'<section><h2>Recent runs{shown}</h2><table id="runs"><thead><tr>{header}</tr></thead>'
         f"<tbody>{body}</tbody></table></section>"

@@ -1,0 +1,273 @@
+"""Benchmark: what the ledger's frequent reads cost as history grows, keyed layout vs the first layout.
+
+For N recorded images (100 of them pending) and R recorded runs, in a real Azurite, measures:
+- the pending check (every image event and timer tick): the first layout's `PartitionKey eq 'images'
+  and state eq 'pending'` against the keyed layout's one RowKey range;
+- one image event (record the image, then check pending);
+- the newest 50 runs (GET /api/runs), the first layout reading every run and sorting, against the
+  first rows of the keyed range; and the status page request on the keyed layout.
+Each figure is the median time, the entities returned to the client, and ("read") the entities Table
+Storage reads to answer: a filter on a property that is not a key scans the whole partition (documented;
+Azurite filters in memory and hides it), a key range reads the range.
+
+    .venv/bin/python bench/ledger.py [--images 1000,100000,1000000] [--runs 100,1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
+
+from devtools.azurite import running_azurite
+from retrainer.ledger import IMAGE_PENDING, Ledger, RunRecord, row_key
+from retrainer.promotion import PromotionRecord
+from retrainer.workspace import RunState
+
+ROOT = Path(__file__).resolve().parent.parent
+START = datetime(2026, 1, 1, tzinfo=UTC)
+PENDING = 100
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def median_ms(action: Callable[[], object], repeat: int = 7) -> tuple[float, object]:
+    timings, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = action()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings), result
+
+
+def submit_all(table: object, operations: list[tuple], per_transaction: int = 100) -> None:
+    for start in range(0, len(operations), per_transaction):
+        table.submit_transaction(operations[start : start + per_transaction])  # type: ignore[attr-defined]
+
+
+def fill_images(service: TableServiceClient, prefix: str, count: int, progress: Callable[[str], None]) -> None:
+    """`count` images in both layouts (the first in `<prefix>legacy`, the keyed one through the ledger's keys)."""
+    legacy = service.get_table_client(f"{prefix}legacyimages")
+    legacy.create_table()
+    ledger = Ledger(service, prefix)
+    ledger.ensure_tables()
+    keyed = service.get_table_client(f"{prefix}images")
+    chunk = 10_000
+    for first in range(0, count, chunk):
+        legacy_rows, keyed_rows = [], []
+        for i in range(first, min(first + chunk, count)):
+            state = IMAGE_PENDING if i < PENDING else "trained"
+            image_hash = row_key(f"data/images/{i}.jpg@0x{i}")
+            common = {"path": f"data/images/{i}.jpg", "etag": f"0x{i}", "seen": START}
+            legacy_rows.append(
+                {"PartitionKey": "images", "RowKey": image_hash, **common, "state": state, "run_id": "r"}
+            )
+            state_key = f"pending|{image_hash}" if state == IMAGE_PENDING else f"trained|r|{image_hash}"
+            keyed_rows += [
+                {"PartitionKey": "images.v2", "RowKey": f"id|{image_hash}", "path": common["path"], "etag": f"0x{i}"},
+                {
+                    "PartitionKey": "images.v2",
+                    "RowKey": state_key,
+                    "key": image_hash,
+                    **common,
+                    "state": state,
+                    "run_id": "" if state == IMAGE_PENDING else "r",
+                },
+            ]
+        submit_all(legacy, [(TransactionOperation.UPSERT, row) for row in legacy_rows])
+        submit_all(keyed, [(TransactionOperation.UPSERT, row) for row in keyed_rows])
+        progress(f"  {min(first + chunk, count):,} of {count:,} images recorded")
+
+
+def measure_images(service: TableServiceClient, prefix: str, count: int) -> list[str]:
+    legacy = service.get_table_client(f"{prefix}legacyimages")
+    ledger = Ledger(service, prefix)
+
+    def legacy_pending() -> int:
+        return sum(1 for _ in legacy.query_entities("PartitionKey eq 'images' and state eq 'pending'"))
+
+    def keyed_pending() -> int:
+        return len(ledger.pending_images())
+
+    def legacy_event() -> int:
+        path, etag = f"data/images/new-{uuid.uuid4().hex}.jpg", "0x1"
+        legacy.create_entity(
+            {
+                "PartitionKey": "images",
+                "RowKey": row_key(f"{path}@{etag}"),
+                "path": path,
+                "etag": etag,
+                "seen": START,
+                "state": "trained",
+                "run_id": "r",
+            }
+        )
+        return legacy_pending()
+
+    def keyed_event() -> int:
+        path = f"data/images/new-{uuid.uuid4().hex}.jpg"
+        ledger.record_image(path, "0x1", START)
+        found = keyed_pending()
+        ledger.forget_image(path, "0x1")
+        return found
+
+    rows = []
+    for name, action, scanned in (
+        ("pending check, first layout", legacy_pending, count),
+        ("pending check, keyed", keyed_pending, PENDING),
+        ("image event, first layout", legacy_event, count),
+        ("image event, keyed", keyed_event, PENDING),
+    ):
+        ms, returned = median_ms(action)
+        rows.append(f"{count:>9,} images  {name:<30} {ms:9.1f} ms  returned {returned:>6}  read {scanned:>9,}")
+    return rows
+
+
+def run_entity(index: int) -> RunRecord:
+    submitted = START + timedelta(minutes=index)
+    decision = PromotionRecord(
+        name="pid-symbol-detector",
+        candidate_version=str(index + 1),
+        chosen_version=str(index + 1),
+        best_version=str(index + 1),
+        promoted=index % 3 == 0,
+        candidate_score=0.9,
+        reason="bench",
+        candidate_per_class={str(c): 0.9 for c in range(1, 25)},
+    )
+    return RunRecord(
+        f"run-{index:06d}",
+        "timer",
+        "bench",
+        40,
+        RunState.COMPLETED,
+        submitted,
+        [{"state": "completed", "at": submitted.isoformat()}],
+        decision=decision,
+        ended_at=submitted + timedelta(minutes=90),
+        promotion_done=True,
+    )
+
+
+def fill_runs(service: TableServiceClient, prefix: str, count: int, progress: Callable[[str], None]) -> None:
+    legacy = service.get_table_client(f"{prefix}legacyruns")
+    legacy.create_table()
+    ledger = Ledger(service, prefix)
+    ledger.ensure_tables()
+    keyed = service.get_table_client(f"{prefix}runs")
+    legacy_rows, keyed_rows = [], []
+    for index in range(count):
+        record = run_entity(index)
+        body = {
+            "trigger": record.trigger,
+            "reason": record.reason,
+            "image_count": record.image_count,
+            "state": record.state.value,
+            "submitted_at": record.submitted_at,
+            "history": json.dumps(record.history),
+            "error": "",
+            "decision": record.decision.model_dump_json() if record.decision else "",
+            "ended_at": record.ended_at.isoformat() if record.ended_at else "",
+            "deadline": "",
+            "promotion_done": True,
+        }
+        legacy_rows.append({"PartitionKey": "runs", "RowKey": record.run_id, **body})
+        inverted = 10**13 - int(record.submitted_at.timestamp() * 1000)
+        keyed_rows += [
+            {"PartitionKey": "runs.v2", "RowKey": f"id|{record.run_id}", "run_id": record.run_id, **body},
+            {
+                "PartitionKey": "runs.v2",
+                "RowKey": f"time|{inverted:013d}|{record.run_id}",
+                "run_id": record.run_id,
+                **body,
+            },
+        ]
+    submit_all(legacy, [(TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE}) for row in legacy_rows])
+    submit_all(keyed, [(TransactionOperation.UPSERT, row, {"mode": UpdateMode.REPLACE}) for row in keyed_rows])
+    progress(f"  {count:,} runs recorded")
+
+
+def measure_runs(service: TableServiceClient, prefix: str, count: int, connection_string: str) -> list[str]:
+    from retrainer.datastore import Datastore
+    from retrainer.ledger import _run
+    from retrainer.retraining import RetrainingService
+    from retrainer.settings import load_settings
+    from retrainer.status_page import render_status_page
+
+    legacy = service.get_table_client(f"{prefix}legacyruns")
+    ledger = Ledger(service, prefix)
+
+    def legacy_latest() -> int:
+        found = [_run(e) for e in legacy.query_entities("PartitionKey eq 'runs'")]
+        return len(sorted(found, key=lambda r: r.submitted_at, reverse=True)[:50])
+
+    def keyed_latest() -> int:
+        return len(ledger.runs(limit=50))
+
+    settings = load_settings(
+        STORAGE_ACCOUNT_CONNECTION_STRING=connection_string, STORAGE_ACCOUNT_CONTAINER_NAME="bench"
+    )
+    store = Datastore.from_connection_string(connection_string, "bench")
+    store.ensure_container()
+
+    def no_runner() -> object:
+        raise RuntimeError("the status page submits nothing")
+
+    service_object = RetrainingService(settings, ledger, store, runner=no_runner)  # type: ignore[arg-type]
+
+    def status_page() -> int:
+        snapshot = service_object.status_snapshot()
+        render_status_page(snapshot)
+        return len(snapshot.runs)
+
+    rows = []
+    for name, action, scanned in (
+        ("latest 50 runs, first layout", legacy_latest, count),
+        ("latest 50 runs, keyed", keyed_latest, min(50, count)),
+        ("status page, keyed", status_page, None),
+    ):
+        ms, returned = median_ms(action, repeat=5)
+        read = f"{scanned:>9,}" if scanned is not None else f"{min(count, 200):>9,}"
+        rows.append(f"{count:>9,} runs    {name:<30} {ms:9.1f} ms  returned {returned:>6}  read {read}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="1000,100000,1000000")
+    parser.add_argument("--runs", default="100,1000,10000")
+    args = parser.parse_args()
+    image_sizes = [int(n) for n in args.images.split(",") if n]
+    run_sizes = [int(n) for n in args.runs.split(",") if n]
+    print(f"machine: {cpu_model()}; Azurite on loopback; {PENDING} pending images in every size", flush=True)
+    results: list[str] = []
+    with running_azurite(ROOT) as azurite:
+        service = TableServiceClient.from_connection_string(azurite.connection_string)
+        for count in image_sizes:
+            prefix = f"i{count}"
+            fill_images(service, prefix, count, lambda line: print(line, flush=True))
+            results += measure_images(service, prefix, count)
+            print(results[-4:] and "\n".join(results[-4:]), flush=True)
+        for count in run_sizes:
+            prefix = f"r{count}"
+            fill_runs(service, prefix, count, lambda line: print(line, flush=True))
+            results += measure_runs(service, prefix, count, azurite.connection_string)
+            print("\n".join(results[-3:]), flush=True)
+    print("\nsummary")
+    print("\n".join(results))
+
+
+if __name__ == "__main__":
+    main()
