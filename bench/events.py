@@ -1,6 +1,7 @@
 """Benchmark: the ledger's event handling rate vs raw Azurite table upserts, same run, same threads.
 
-N BlobCreated events (30% duplicates, shuffled) go through `RetrainingService.on_blob_created`
+N BlobCreated events (30% duplicates, shuffled) become commands (`events.to_command`) and go through
+`RetrainingService.on_image_uploaded`
 (parse, filter, conditional insert) on 8 threads; the baseline upserts the same number of plain
 entities into another table with the same client and threads. Target: >= 50% of the raw rate.
 Also times `import function_app` against a bare `import azure.functions` (cold start; target <= 1.5x).
@@ -22,16 +23,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from azure.data.tables import TableServiceClient
+
+from devtools.azurite import running_azurite
+from retrainer.datastore import Datastore
+from retrainer.events import BLOB_CREATED, Event, to_command
+from retrainer.ledger import Ledger
+from retrainer.retraining import RetrainingService
+from retrainer.settings import load_settings
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from azure.data.tables import TableServiceClient  # noqa: E402
-
-from devtools.azurite import running_azurite  # noqa: E402
-from retrainer.datastore import Datastore  # noqa: E402
-from retrainer.ledger import Ledger  # noqa: E402
-from retrainer.retraining import RetrainingService  # noqa: E402
-from retrainer.settings import load_settings  # noqa: E402
 
 THREADS = 8
 
@@ -59,12 +60,15 @@ def main() -> None:
         svc = RetrainingService(load_settings(), ledger, store, runner=lambda: None)  # type: ignore[arg-type,return-value]
         unique = int(args.events * 0.7)
         subject = "/blobServices/default/containers/data/blobs/data/images/s{}.jpg"
-        events = [(subject.format(i), {"api": "PutBlob", "eTag": f"0x{i}"}) for i in range(unique)]
+        events = [
+            to_command(Event(str(i), BLOB_CREATED, subject.format(i), {"api": "PutBlob", "eTag": f"0x{i}"}))
+            for i in range(unique)
+        ]
         events += random.Random(0).choices(events, k=args.events - unique)
         random.Random(1).shuffle(events)
         started = time.perf_counter()
         with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(lambda e: svc.on_blob_created(*e), events))
+            list(pool.map(lambda command: svc.on_image_uploaded(command), events))
         ledger_s = time.perf_counter() - started
 
         table = TableServiceClient.from_connection_string(connection).create_table(f"{prefix}raw")

@@ -28,7 +28,6 @@ _CHILD = """
 import json, resource, sys, time
 {peak}
 import torch
-sys.path.insert(0, {root!r})
 from pipeline_steps.detector import engine
 from pipeline_steps.detector.model import build_detector
 torch.set_num_threads({threads})
@@ -50,7 +49,6 @@ import json, resource, sys, time
 {peak}
 from pathlib import Path
 import torch
-sys.path.insert(0, {root!r})
 from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
 from pipeline_steps.detector.evaluation import evaluate
 from pipeline_steps.detector.scoring import load_model, predict_loaded

@@ -19,17 +19,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from devtools.azurite import running_azurite
+from retrainer.datastore import Datastore
+from retrainer.ledger import Ledger, RunRecord
+from retrainer.promotion import PromotionRecord
+from retrainer.retraining import RetrainingService
+from retrainer.settings import load_settings
+from retrainer.status_page import render_status_page
+from retrainer.workspace import RunState
 
-from devtools.azurite import running_azurite  # noqa: E402
-from retrainer.datastore import Datastore  # noqa: E402
-from retrainer.ledger import Ledger, RunRecord  # noqa: E402
-from retrainer.promotion import PromotionRecord  # noqa: E402
-from retrainer.retraining import RetrainingService  # noqa: E402
-from retrainer.settings import load_settings  # noqa: E402
-from retrainer.status_page import render_status_page  # noqa: E402
-from retrainer.workspace import RunState  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fill(ledger: Ledger, runs: int) -> None:

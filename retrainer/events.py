@@ -1,11 +1,14 @@
-"""The Event Grid contract of the service: event types, and blob subjects built and parsed in one place.
+"""The Event Grid contract of the service: event types, blob subjects built and parsed, and events turned
+into commands, in one place.
 
 Storage events name a blob by a subject `/blobServices/default/containers/<container>/blobs/<path>`;
-the path part is URL-encoded by Event Grid. Everything past this module works with paths.
+the path part is URL-encoded by Event Grid. Every event becomes one typed command here
+(`ImageUploaded`, `RunChanged` or `Ignored` with its reason); the service takes commands, never payloads.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -25,6 +28,13 @@ _SUBJECT_PREFIX = "/blobServices/default/containers/"
 _BLOBS = "/blobs/"
 #: Azure caps blob names at 1,024 characters; a longer subject names no blob of ours.
 MAX_PATH_CHARS = 1024
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+_MAX_ETAG_CHARS = 200
+
+
+def is_run_id(value: object) -> bool:
+    """Run ids are short and key-safe (Azure ML job names, local run folders); anything else names no run."""
+    return isinstance(value, str) and bool(_RUN_ID.fullmatch(value))
 
 
 @dataclass(frozen=True)
@@ -82,3 +92,50 @@ def read_event(event: object) -> Event:
         subject=getattr(event, "subject", None) or "",
         data=data if isinstance(data, dict) else {},
     )
+
+
+@dataclass(frozen=True)
+class ImageUploaded:
+    """A blob finished uploading: which one, and which version of it."""
+
+    blob: BlobRef
+    etag: str
+
+
+@dataclass(frozen=True)
+class RunChanged:
+    """Azure ML says a run changed state."""
+
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An event the service does not act on, and why (logged, never raised: Event Grid would redeliver)."""
+
+    reason: str
+
+
+Command = ImageUploaded | RunChanged | Ignored
+
+
+def to_command(event: Event) -> Command:
+    """The one place an event's payload is read: its type, subject, `api`, `eTag` and `runId`."""
+    data = event.data
+    if event.event_type == BLOB_CREATED:
+        api = data.get("api")
+        if not isinstance(api, str) or api not in COMPLETING_APIS:  # a list or a dict is not even hashable
+            return Ignored(f"not a completed upload (api {str(api)[:40]!r})")
+        blob = parse_subject(event.subject)
+        if blob is None:
+            return Ignored("the subject names no blob safely")
+        etag = data.get("eTag") or data.get("etag")
+        if not isinstance(etag, str) or not etag or len(etag) > _MAX_ETAG_CHARS:
+            return Ignored(f"BlobCreated for {blob.path[:200]} carries no usable eTag")
+        return ImageUploaded(blob, etag)
+    if event.event_type in WORKSPACE_RUN_EVENTS:
+        run_id = data.get("runId") or data.get("RunId")
+        if not is_run_id(run_id):
+            return Ignored("the run event names no run id")
+        return RunChanged(str(run_id))
+    return Ignored(f"event type {event.event_type[:100]!r} is not one the service handles")

@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableServiceClient, TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.datastore import TABLE_CLIENT_OPTIONS
+from retrainer.events import is_run_id
 from retrainer.identity import azure_credential
 from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings
@@ -59,18 +59,12 @@ STALE_CLAIM = timedelta(minutes=15)
 MAX_REASON_CHARS = 500
 MAX_ERROR_CHARS = 4000
 MAX_HISTORY = 50
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 _CONTROL_ATTEMPTS = 50
 
 
 def row_key(text: str) -> str:
     """A bounded, key-safe row key for any path."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def is_run_id(value: str) -> bool:
-    """Run ids are short and key-safe (Azure ML job names, local run folders); anything else names no run."""
-    return bool(_RUN_ID.fullmatch(value))
 
 
 def bounded(text: str, limit: int) -> str:

@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceModifiedError
 from pydantic import ValidationError
 
 from retrainer.datastore import BlobMissingError, Datastore
-from retrainer.events import COMPLETING_APIS, WORKSPACE_RUN_EVENTS, parse_subject
+from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import (
     IMAGE_IN_RUN,
@@ -33,7 +33,6 @@ from retrainer.ledger import (
     RunRecord,
     SlotTaken,
     bounded,
-    is_run_id,
     now_utc,
 )
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
@@ -101,7 +100,7 @@ class RetrainingService:
 
     # --- events -----------------------------------------------------------------------------------
 
-    def on_blob_created(self, subject: str, data: dict) -> bool:
+    def on_image_uploaded(self, command: ImageUploaded) -> bool:
         """Record an uploaded image once (by path and ETag); True when it is new.
 
         When converting the label that waited for this image fails, the record is taken back and
@@ -109,43 +108,32 @@ class RetrainingService:
         that fail, the timer's sweep of waiting labels still converts it). A duplicate costs one
         refused insert and converts nothing.
         """
-        api = data.get("api")
-        if not isinstance(api, str) or api not in COMPLETING_APIS:  # a list or a dict is not hashable
-            return False
-        path = self._image_path(subject)
+        path = self._image_path(command.blob)
         if path is None:
             return False
-        etag = data.get("eTag") or data.get("etag")
-        if not isinstance(etag, str) or not etag or len(etag) > 200:
-            log.warning("BlobCreated for %s carries no usable eTag; ignored", path)
-            return False
-        if not self._ledger.record_image(path, etag, self._clock()):
+        if not self._ledger.record_image(path, command.etag, self._clock()):
             return False
         if self._on_image is not None:
             try:
                 self._on_image(path)  # converts a label that was waiting for this image
             except Exception:
-                self._ledger.forget_image(path, etag)
+                self._ledger.forget_image(path, command.etag)
                 raise
         return True
 
-    def _image_path(self, subject: str) -> str | None:
-        """The blob's path when the subject names an image in our container's image folder."""
-        blob = parse_subject(subject)
-        if blob is None or blob.container != self._settings.STORAGE_ACCOUNT_CONTAINER_NAME:
+    def _image_path(self, blob: BlobRef) -> str | None:
+        """The blob's path when it is an image in our container's image folder."""
+        if blob.container != self._settings.STORAGE_ACCOUNT_CONTAINER_NAME:
             return None
         if not blob.path.startswith(self._settings.IMAGE_FOLDER + "/"):
             return None
         return blob.path if PurePosixPath(blob.path).suffix.lower() in IMAGE_FORMATS else None
 
-    def on_workspace_event(self, event_type: str, data: dict) -> bool:
+    def on_run_changed(self, command: RunChanged) -> bool:
         """Azure ML's own RunCompleted / RunStatusChanged for a run the service submitted: follow it now."""
-        if event_type not in WORKSPACE_RUN_EVENTS:
+        if self._ledger.run(command.run_id) is None:
             return False
-        run_id = data.get("runId") or data.get("RunId")
-        if not isinstance(run_id, str) or not is_run_id(run_id) or self._ledger.run(run_id) is None:
-            return False
-        self.follow_run(run_id)
+        self.follow_run(command.run_id)
         return True
 
     # --- submission -------------------------------------------------------------------------------

@@ -47,3 +47,15 @@ def record(image: str, labels: list[str]) -> dict:
     """A per-image AutoML JSONL record with one small box per class id in `labels`."""
     boxes = [{"label": c, "topX": 0.1, "topY": 0.1, "bottomX": 0.2, "bottomY": 0.2, "isCrowd": 0} for c in labels]
     return {"image_url": image, "image_details": {"format": "jpg", "width": 100, "height": 100}, "label": boxes}
+
+
+def deliver(service: object, subject: object, data: object, event_type: str = "Microsoft.Storage.BlobCreated") -> bool:
+    """An event down the trigger's path: parsed into a command at the edge, then handed to the service."""
+    from retrainer.events import Event, ImageUploaded, RunChanged, to_command
+
+    command = to_command(Event("test-event", event_type, subject if isinstance(subject, str) else "", data))  # type: ignore[arg-type]
+    if isinstance(command, ImageUploaded):
+        return bool(service.on_image_uploaded(command))  # type: ignore[attr-defined]
+    if isinstance(command, RunChanged):
+        return bool(service.on_run_changed(command))  # type: ignore[attr-defined]
+    return False

@@ -79,3 +79,26 @@ def test_test_modules_share_helpers_not_each_other() -> None:
         if any(m.startswith("tests.test_") for m in imports_of(path))
     }
     assert offenders == set()
+
+
+def test_only_the_event_contract_reads_event_payloads() -> None:
+    """Events are parsed at the edge into commands: no other module reads `api`, `eTag` or `runId`."""
+    readers = {
+        path.relative_to(ROOT).as_posix()
+        for package in ("retrainer", "pipeline_steps")
+        for path in (ROOT / package).rglob("*.py")
+        if any(key in path.read_text() for key in ('"eTag"', '"runId"', 'get("api")'))
+    }
+    assert readers == {"retrainer/events.py"}
+
+
+def test_no_step_file_is_opened_by_a_literal_name_outside_its_contract() -> None:
+    """Step files belong to pipeline_steps/contracts.py (and the promotion record to retrainer/promotion.py)."""
+    names = ("data_assets.json", "model_metadata.json", "split_report.json", "holdout.json")
+    users = {
+        path.relative_to(ROOT).as_posix()
+        for package in ("retrainer", "pipeline_steps", "devtools")
+        for path in (ROOT / package).rglob("*.py")
+        if any(f'"{name}"' in path.read_text() for name in names)
+    }
+    assert users == {"pipeline_steps/contracts.py"}

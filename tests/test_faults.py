@@ -24,6 +24,7 @@ from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, first_promotion
+from tests.helpers import deliver
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +93,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
     with running_azurite(ROOT, data_folder=data_folder) as azurite:
         service = service_on(azurite, runner, monkeypatch)
         for name in ("a.jpg", "b.jpg"):
-            service.on_blob_created(build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "0x1"})
+            deliver(service, build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "0x1"})
         run_id = service.tick().submitted
         assert run_id == "run-1"
         time.sleep(AZURITE_SAVE_INTERVAL_S)  # Azurite persists its tables periodically, not per write

@@ -26,7 +26,7 @@ from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
-from tests.helpers import indexed_functions
+from tests.helpers import deliver, indexed_functions
 
 
 class Clock:
@@ -120,16 +120,16 @@ DECISION = PromotionRecord(
 
 def test_only_completed_image_uploads_of_our_folder_are_recorded_once(make_service, container_name: str) -> None:
     svc = make_service()
-    assert svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
-    assert not svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1")), "redelivery"
-    assert svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x2")), "a new version"
+    assert deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1"))
+    assert not deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1")), "redelivery"
+    assert deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x2")), "a new version"
     ignored = [
         blob_created(container_name, "data/images/b.jpg", "0x1", api="PutBlock"),
         blob_created(container_name, "data/labels/b_symbols.npy", "0x1"),
         blob_created(container_name, "data/images/readme.txt", "0x1"),
         blob_created("other-container", "data/images/c.jpg", "0x1"),
     ]
-    assert not any(svc.on_blob_created(subject, data) for subject, data in ignored)
+    assert not any(deliver(svc, subject, data) for subject, data in ignored)
     assert svc.pending_batch().count == 2
 
 
@@ -145,7 +145,7 @@ def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submi
     assert len(events) == 10_000
 
     def handle(event: tuple[str, dict]) -> None:
-        if svc.on_blob_created(*event):
+        if deliver(svc, *event):
             svc.submit_if_due_after_event()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -182,12 +182,12 @@ def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_r
 ) -> None:
     svc = make_service()
     for i in range(3):
-        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+        deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
     assert svc.tick().submitted is None, "still within the quiet period"
     clock.advance(minutes=11)
     run_id = svc.tick().submitted
     assert run_id == "run-1"
-    svc.on_blob_created(*blob_created(container_name, "data/images/late.jpg", "0x1"))
+    deliver(svc, *blob_created(container_name, "data/images/late.jpg", "0x1"))
     assert [i.path for i in ledger.pending_images()] == ["data/images/late.jpg"]
     assert len(ledger.run_images(run_id)) == 3
 
@@ -200,7 +200,7 @@ def test_completion_promotes_once_however_often_it_is_handled(
     workspace.finish(run_id, RunState.RUNNING)
     assert svc.follow_run(run_id) == "running"
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
-    assert svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": run_id})
+    assert deliver(svc, "", {"runId": run_id}, "Microsoft.MachineLearningServices.RunCompleted")
     best = BestModel.model_validate_json(datastore.read("models/best_model.json"))
     assert (best.version, best.score, best.run) == ("4", 0.91, run_id)
     etag = datastore.etag("models/best_model.json")
@@ -218,7 +218,7 @@ def test_a_failed_run_returns_its_images_and_backs_off(
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     for i in range(3):
-        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+        deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
     run_id = svc.tick().submitted
     workspace.finish(run_id, RunState.FAILED, error="AutoML ran out of quota")
     outcome = svc.tick()
@@ -234,7 +234,7 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     for i in range(3):
-        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+        deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
     workspace.fail_submit = ConnectionError("workspace unreachable")
     with pytest.raises(ConnectionError):
         svc.submit("timer", "due")
@@ -254,9 +254,9 @@ def test_repeated_failures_pause_auto_submission_until_a_manual_run_succeeds(
     make_service, container_name: str, workspace: FakeRunner, clock: Clock
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_CONSECUTIVE_FAILURES="2", RETRAIN_BACKOFF_MINUTES="0")
-    svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
-    svc.on_blob_created(*blob_created(container_name, "data/images/b.jpg", "0x1"))
-    svc.on_blob_created(*blob_created(container_name, "data/images/c.jpg", "0x1"))
+    deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1"))
+    deliver(svc, *blob_created(container_name, "data/images/b.jpg", "0x1"))
+    deliver(svc, *blob_created(container_name, "data/images/c.jpg", "0x1"))
     first = svc.tick().submitted
     workspace.finish(first, RunState.FAILED, error="boom")
     second = svc.tick().submitted  # no back-off configured: the same tick resubmits
@@ -402,7 +402,7 @@ def test_promotion_publishes_model_promoted_to_the_configured_topic(monkeypatch:
 
 def pending_three(svc: RetrainingService, container_name: str) -> None:
     for i in range(3):
-        svc.on_blob_created(*blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+        deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
 
 
 def test_every_active_run_has_a_deadline(make_service, clock: Clock, ledger: Ledger) -> None:
@@ -520,11 +520,11 @@ def test_a_redelivered_image_event_retries_the_conversion_that_failed(
 
     svc._on_image = convert
     with pytest.raises(ConnectionError):
-        svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
+        deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1"))
     assert svc.pending_batch().count == 0, "not recorded while its label's conversion failed"
-    assert svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1")), "the redelivery records it"
+    assert deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1")), "the redelivery records it"
     assert calls == ["data/images/a.jpg", "data/images/a.jpg"], "and converts the label"
-    assert not svc.on_blob_created(*blob_created(container_name, "data/images/a.jpg", "0x1"))
+    assert not deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1"))
     assert len(calls) == 2, "a duplicate of a recorded image converts nothing again"
 
 
@@ -554,7 +554,7 @@ def test_hostile_image_events_are_ignored_not_raised(make_service, container_nam
     subject, data = HOSTILE_EVENTS[case]
     subject = subject.format(c=container_name) if isinstance(subject, str) else subject
     data = {"api": "PutBlob", "eTag": "0x1"} if data is None else data
-    assert svc.on_blob_created(subject, data if isinstance(data, dict) else {}) is False
+    assert deliver(svc, subject, data if isinstance(data, dict) else {}) is False
     assert svc.pending_batch().count == 0
 
 
@@ -563,15 +563,15 @@ def test_a_long_unicode_image_name_is_recorded_under_a_bounded_key(
 ) -> None:
     svc = make_service()
     path = "data/images/" + "符号" * 200 + ".jpg"  # 400 characters: beyond Table Storage's 1 KiB key in UTF-16
-    assert svc.on_blob_created(*blob_created(container_name, path, "0x1"))
+    assert deliver(svc, *blob_created(container_name, path, "0x1"))
     assert [image.path for image in ledger.all_images()] == [path]
 
 
 @pytest.mark.parametrize("run_id", ["../../x", "it's", "a" * 10_000, "run/1", "", "#?"])
 def test_azure_ml_events_for_odd_or_unknown_run_ids_are_ignored(make_service, run_id: str) -> None:
     svc = make_service()
-    assert not svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": run_id})
-    assert not svc.on_workspace_event("Microsoft.MachineLearningServices.RunCompleted", {"runId": ["x"]})
+    assert not deliver(svc, "", {"runId": run_id}, "Microsoft.MachineLearningServices.RunCompleted")
+    assert not deliver(svc, "", {"runId": ["x"]}, "Microsoft.MachineLearningServices.RunCompleted")
 
 
 def test_cloud_events_are_accepted_like_event_grid_events(
@@ -673,3 +673,22 @@ def test_the_function_app_serves_the_status_page(
     body = response.get_body().decode()
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert run_id in body and "version <b>4</b>" in body
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "reason"),
+    [
+        ("Microsoft.Storage.BlobCreated", {"api": ["PutBlob"], "eTag": "1"}, "not a completed upload"),
+        ("Microsoft.Storage.BlobCreated", {"api": "PutBlock", "eTag": "1"}, "not a completed upload"),
+        ("Microsoft.Storage.BlobCreated", {"api": "PutBlob"}, "no usable eTag"),
+        ("Microsoft.MachineLearningServices.RunCompleted", {"runId": {"x": 1}}, "names no run id"),
+        ("Some.Other.Event", {}, "not one the service handles"),
+    ],
+)
+def test_every_event_becomes_one_command_or_is_ignored_with_its_reason(
+    container_name: str, event_type: str, data: dict, reason: str
+) -> None:
+    from retrainer.events import Event, Ignored, to_command
+
+    command = to_command(Event("1", event_type, build_subject(container_name, "data/images/a.jpg"), data))
+    assert isinstance(command, Ignored) and reason in command.reason

@@ -16,7 +16,7 @@ from retrainer.settings import load_settings
 from retrainer.telemetry import Metrics
 from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion
-from tests.helpers import loaded_by_importing_function_app
+from tests.helpers import deliver, loaded_by_importing_function_app
 
 
 def values(reader: InMemoryMetricReader) -> dict[str, float]:
@@ -48,7 +48,7 @@ def test_runs_submitted_failed_promoted_and_pending_images_are_measured(monkeypa
         metrics=Metrics(MeterProvider([reader])),  # type: ignore[arg-type]
     )
     for name in ("a.jpg", "b.jpg", "c.jpg"):
-        service.on_blob_created(build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "1"})
+        deliver(service, build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "1"})
     first = service.tick().submitted
     runner.finish(first, RunState.FAILED, error="quota")
     second = service.tick().submitted

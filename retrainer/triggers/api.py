@@ -79,7 +79,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
-    from retrainer.ledger import is_run_id
+    from retrainer.events import is_run_id
 
     run_id = req.route_params.get("run_id", "")
     run = bootstrap.retraining().run(run_id) if is_run_id(run_id) else None
@@ -90,7 +90,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
-    from retrainer.ledger import is_run_id
+    from retrainer.events import is_run_id
     from retrainer.redact import redact
 
     run_id = req.route_params.get("run_id", "")

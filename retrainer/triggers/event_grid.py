@@ -13,7 +13,7 @@ import logging
 
 import azure.functions as func
 
-from retrainer.events import BLOB_CREATED, read_event
+from retrainer.events import Ignored, ImageUploaded, RunChanged, read_event, to_command
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,20 @@ bp = func.Blueprint()
 def on_event(event: func.EventGridEvent) -> None:
     from retrainer import bootstrap  # storage and workspace SDKs load on first use, not at cold start
 
-    retraining = bootstrap.retraining()
     received = read_event(event)
-    if received.event_type == BLOB_CREATED:
-        if retraining.on_blob_created(received.subject, received.data):
+    command = to_command(received)
+    if isinstance(command, Ignored):
+        log.info("event ignored: %s", command.reason, extra={"event_id": received.id})
+        return
+    retraining = bootstrap.retraining()
+    if isinstance(command, ImageUploaded):
+        if retraining.on_image_uploaded(command):
             submitted = retraining.submit_if_due_after_event()
             log.info(
                 "image recorded: %s%s",
-                received.subject[:300],
+                command.blob.path[:300],
                 f"; submitted {submitted}" if submitted else "",
                 extra={"event_id": received.id},
             )
-    elif not retraining.on_workspace_event(received.event_type, received.data):
-        log.info("event %s ignored", received.event_type[:100], extra={"event_id": received.id})
+    elif isinstance(command, RunChanged) and not retraining.on_run_changed(command):
+        log.info("run event for %s, which is not ours: ignored", command.run_id, extra={"event_id": received.id})
