@@ -66,6 +66,13 @@ SETUPS: dict[str, tuple[Callable[[int], torch.nn.Module], TrainingConfig]] = {
 }
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -77,6 +84,12 @@ def main() -> None:
         "--realistic",
         action="store_true",
         help="24-class realistic sheets: train on styles 0-2, report held-out seen-style and unseen style-3 mAP",
+    )
+    parser.add_argument(
+        "--warm-minutes",
+        type=float,
+        default=0.0,
+        help="with --realistic: then retrain from the trained model on 50%% more sheets for this long",
     )
     parser.add_argument("--min-side", type=int, default=1400, help="with --realistic: smallest sheet side, px")
     parser.add_argument("--max-side", type=int, default=2400, help="with --realistic: largest sheet side, px")
@@ -98,7 +111,7 @@ def main() -> None:
         )
         for name, (build_model, config) in list(SETUPS.items())[: 1 if args.only_chosen else None]:
             config = dataclasses.replace(
-                config, max_minutes=args.minutes, evaluation_sheets=len(val_sheets), seed=args.seed
+                config, max_minutes=args.minutes, epochs=1_000_000, evaluation_sheets=len(val_sheets), seed=args.seed
             )
             result = train(train_sheets, val_sheets, classes, config, build_model=build_model)
             curve = ", ".join(
@@ -134,7 +147,7 @@ def realistic(args: argparse.Namespace) -> None:
         unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 303, generate=unseen))
         classes = class_vocabulary(train_sheets, seen_val, unseen_val)
         print(
-            f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores, torch {torch.__version__}, "
             f"bfloat16 {'native' if native_bfloat16() else 'not native (float32 used)'}"
         )
         print(
@@ -143,8 +156,13 @@ def realistic(args: argparse.Namespace) -> None:
             f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min",
             flush=True,
         )
+        # A time budget, not epochs: the benchmark asks what a machine reaches in N minutes.
         config = dataclasses.replace(
-            TrainingConfig(), max_minutes=args.minutes, evaluation_sheets=min(16, len(seen_val)), seed=args.seed
+            TrainingConfig(),
+            max_minutes=args.minutes,
+            epochs=1_000_000,
+            evaluation_sheets=min(16, len(seen_val)),
+            seed=args.seed,
         )
         result = train(train_sheets, seen_val, classes, config)
         unseen, _ = validate(result.model, unseen_val, classes)
@@ -165,7 +183,26 @@ def realistic(args: argparse.Namespace) -> None:
         full_size = sheet_generator((3,), dataclasses.replace(spec, min_side=7000, max_side=7000))
         full_table = write_mltable_set(Path(tmp, "full"), 1, 404, generate=full_size)
         save_detector(Path(tmp, "model"), result.model, classes, score_threshold=0.05, work_dir=Path(tmp, "work"))
-        print(describe_scoring(score_saved_model(Path(tmp, "model"), full_table)))
+        print(describe_scoring(score_saved_model(Path(tmp, "model"), full_table)), flush=True)
+        if args.warm_minutes > 0:
+            more = load_sheets(write_mltable_set(Path(tmp, "more"), args.train_sheets // 2, 505, generate=seen))
+            warm_config = dataclasses.replace(
+                config, max_minutes=args.warm_minutes, warm_start_from=Path(tmp, "model"), warm_epochs=1_000_000
+            )
+            warm = train(train_sheets + more, seen_val, classes, warm_config)
+            warm_unseen, _ = validate(warm.model, unseen_val, classes)
+            warm_curve = ", ".join(
+                f"{row['minutes']:.1f} min: {row['val_mean_average_precision']:.3f}"
+                for row in warm.history
+                if "val_mean_average_precision" in row
+            )
+            print(
+                f"warm start on {len(train_sheets) + len(more)} sheets (50% more) for {args.warm_minutes:g} min "
+                f"({warm.epochs} epochs): unseen style mAP@0.5 {warm_unseen.metrics['mean_average_precision']:.3f} "
+                f"(COCO {warm_unseen.metrics['coco_map']:.3f}), seen styles "
+                f"{warm.evaluation.metrics['mean_average_precision']:.3f}; seen-style curve: {warm_curve}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Shared fixtures: a real Azurite for the whole session, one fresh container and table prefix per test.
 
-Tiers: a test that needs Azurite (directly, through a fixture, or through an `azurite` parameter)
-is marked `integration`; long ones are marked `slow`. `make test-fast` runs the rest, without Node.
+Tiers are assigned by construction, never by hand: a test that needs Azurite (through the `azurite`
+fixture, an `azurite` parameter, or a module that starts its own with `running_azurite`) is
+`integration`, as it needs Node; a test that trains (the `trained_model` fixture, or a module that
+imports the training step) is `slow`. `make test-fast` runs the rest, without Node, in well under a
+minute; a test marked `slow` by hand stays slow.
 """
 
 from __future__ import annotations
@@ -19,12 +22,34 @@ from retrainer.ledger import Ledger
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Fixtures that train a model, and what a module imports when its tests train.
+_TRAINING_FIXTURES = frozenset({"trained_model"})
+_TRAINING_MODULES = ("pipeline_steps.train", "pipeline_steps.detector.engine")
+
+
+def _module_starts_azurite(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return module is not None and getattr(module, "running_azurite", None) is running_azurite
+
+
+def _module_trains(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    if module is None:
+        return False
+    imported = {getattr(value, "__name__", "") for value in vars(module).values()}
+    imported |= {getattr(value, "__module__", "") for value in vars(module).values() if callable(value)}
+    return any(name in imported for name in _TRAINING_MODULES)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        uses_azurite = "azurite" in getattr(item, "fixturenames", ())
+        fixtures = set(getattr(item, "fixturenames", ()))
         parameters = getattr(getattr(item, "callspec", None), "params", {})
-        if uses_azurite or any(isinstance(value, str) and value == "azurite" for value in parameters.values()):
+        azurite_parameter = any(isinstance(value, str) and value == "azurite" for value in parameters.values())
+        if "azurite" in fixtures or azurite_parameter or _module_starts_azurite(item):
             item.add_marker(pytest.mark.integration)
+        if fixtures & _TRAINING_FIXTURES or _module_trains(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

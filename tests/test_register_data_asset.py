@@ -57,7 +57,13 @@ def test_local_registration_versions_and_tags_both_sets(
     first = run_step(tmp_path, *split_folders, monkeypatch)
     second = run_step(tmp_path, *split_folders, monkeypatch)
     assert (first["train"]["version"], second["train"]["version"]) == ("1", "2")
-    assert first["train"]["tags"] == {"images": "2", "boxes": "3", "classes": "2", "role": "train"}
+    assert first["train"]["tags"] == {
+        "images": "2",
+        "boxes": "3",
+        "classes": "2",
+        "class_ids": '["1","2"]',
+        "role": "train",
+    }
     assert first["val"]["tags"]["images"] == "1"
     stored = Path(first["train"]["uri"].removeprefix("file://"))
     assert (stored / "MLTable").is_file() and (stored / "annotations.jsonl").is_file()
@@ -69,7 +75,13 @@ def test_the_holdout_is_registered_as_its_own_asset(
     write_records(tmp_path / "holdout", [record("d.jpg", ["1"]), record("e.jpg", ["2"])])
     assets = run_step(tmp_path, *split_folders, monkeypatch, holdout=tmp_path / "holdout")
     assert assets["holdout"]["name"] == "pid-symbols-holdout"
-    assert assets["holdout"]["tags"] == {"images": "2", "boxes": "2", "classes": "2", "role": "holdout"}
+    assert assets["holdout"]["tags"] == {
+        "images": "2",
+        "boxes": "2",
+        "classes": "2",
+        "class_ids": '["1","2"]',
+        "role": "holdout",
+    }
     assert run_step(tmp_path, *split_folders, monkeypatch)["holdout"] is None
 
 
