@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 
 from retrainer import telemetry
 from retrainer.datastore import Datastore
-from retrainer.events import MODEL_PROMOTED
-from retrainer.identity import azure_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
 from retrainer.ledger import Ledger
-from retrainer.promotion import BestModel
+from retrainer.publisher import model_promoted_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["datastore", "event_publisher", "get_settings", "label_ingestor", "ledger", "reset", "retraining"]
+__all__ = ["datastore", "get_settings", "label_ingestor", "ledger", "reset", "retraining", "service_for"]
 
 
 def layout_from(settings: Settings) -> Layout:
@@ -51,45 +48,24 @@ def label_ingestor(handler: str) -> LabelIngestor:
     )
 
 
-def event_publisher(settings: Settings) -> Callable[[BestModel], None] | None:
-    """Publishes ModelPromoted to EVENTGRID_TOPIC_ENDPOINT (key, or the function's identity); None when unset."""
-    if not settings.EVENTGRID_TOPIC_ENDPOINT:
-        return None
-    endpoint = settings.EVENTGRID_TOPIC_ENDPOINT
-
-    def publish(record: BestModel) -> None:
-        from azure.core.credentials import AzureKeyCredential, TokenCredential
-        from azure.eventgrid import EventGridEvent, EventGridPublisherClient
-
-        credential: AzureKeyCredential | TokenCredential
-        if settings.EVENTGRID_TOPIC_KEY is not None:
-            credential = AzureKeyCredential(settings.EVENTGRID_TOPIC_KEY.get_secret_value())
-        else:
-            credential = azure_credential()
-        event = EventGridEvent(
-            subject=f"models/{record.name}/versions/{record.version}",
-            event_type=MODEL_PROMOTED,
-            data=record.model_dump(),
-            data_version="1.0",
-        )
-        EventGridPublisherClient(endpoint, credential).send([event])
-
-    return publish
-
-
 @functools.cache
 def retraining() -> RetrainingService:
     """The retraining service of this process (the function app's handlers share it)."""
+    return service_for(get_settings())
+
+
+def service_for(settings: Settings) -> RetrainingService:
+    """A retraining service whose runner follows `settings` (the `retrain` command's --backend); storage is
+    the process's own."""
     from retrainer.workspace import open_runner
 
-    settings = get_settings()
     return RetrainingService(
         settings,
         ledger(),
         datastore(),
         runner=lambda: open_runner(settings),
         on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),
-        publish=event_publisher(settings),
+        publish=model_promoted_publisher(settings),
         sweep_waiting=lambda: label_ingestor(handler="timer-sweep").sweep_waiting(),
     )
 

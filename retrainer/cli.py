@@ -75,11 +75,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
             ),
         )
         return 0
-    run_id = _runner(settings).submit_pipeline(args.reason or "manual")
+    reason = args.reason or "manual (retrain submit)"
+    if args.bypass_service or not settings.storage_configured():
+        # Expert path: the run is started directly, recorded nowhere, holds no slot and binds no images.
+        run_id = _runner(settings).submit_pipeline(reason)
+        through = "directly, bypassing the service"
+    else:
+        from retrainer import bootstrap
+        from retrainer.ledger import SlotTaken
+
+        try:
+            run_id = bootstrap.service_for(settings).submit("manual", reason, force=args.force)
+        except SlotTaken as taken:
+            print(f"not submitted: {taken} (wait for it, or use --force)", file=sys.stderr)
+            return 2
+        through = "through the service: recorded, holding a slot, with the pending images"
     _print(
-        {"run_id": run_id, "backend": settings.backend()},
+        {"run_id": run_id, "backend": settings.backend(), "through": through},
         args.json,
-        lambda v: f"submitted {v['run_id']} ({v['backend']}); follow it: retrain status {v['run_id']}",
+        lambda v: f"submitted {v['run_id']} ({v['backend']}, {v['through']}); follow it: retrain status {v['run_id']}",
     )
     return 0
 
@@ -161,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="build and validate the Azure ML pipeline; submit nothing"
     )
     submit.add_argument("--output", type=Path, help="with --dry-run: where the pipeline job YAML goes")
+    submit.add_argument("--force", action="store_true", help="start even when a run holds the slot (bounded)")
+    submit.add_argument(
+        "--bypass-service",
+        action="store_true",
+        help="expert: start the pipeline directly; the run is not recorded, holds no slot and its promotion is "
+        "not recorded as the best model",
+    )
     submit.set_defaults(handler=cmd_submit)
     register = commands.add_parser(
         "register-components",

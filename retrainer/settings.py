@@ -254,6 +254,10 @@ class Settings(BaseSettings):
     def reuses_datasets(self) -> bool:
         return bool(self.TRAIN_DATASET and self.VAL_DATASET)
 
+    def storage_configured(self) -> bool:
+        """Whether a datastore account is configured (by identity or connection string)."""
+        return bool(self.DATASTORE_BLOB_SERVICE_URI or self.STORAGE_ACCOUNT_CONNECTION_STRING)
+
     def storage_connection(self) -> StorageConnection:
         """How to reach the datastore: by identity when DATASTORE__blobServiceUri is set, else by connection string."""
         if self.DATASTORE_BLOB_SERVICE_URI:

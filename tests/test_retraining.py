@@ -22,6 +22,7 @@ from retrainer.events import BLOB_CREATED, build_subject
 from retrainer.ledger import IMAGE_IN_RUN, Ledger, SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
+from retrainer.publisher import model_promoted_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.workspace import RunState
@@ -386,7 +387,7 @@ def test_promotion_publishes_model_promoted_to_the_configured_topic(monkeypatch:
     monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"http://127.0.0.1:{server.server_port}/api/events")
     monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key-not-logged")
     try:
-        publish = bootstrap.event_publisher(load_settings())
+        publish = model_promoted_publisher(load_settings())
         assert publish is not None
         publish(BestModel(name="pid-symbol-detector", version="4", score=0.91, run="run-1", time="t"))
     finally:
@@ -692,3 +693,28 @@ def test_every_event_becomes_one_command_or_is_ignored_with_its_reason(
 
     command = to_command(Event("1", event_type, build_subject(container_name, "data/images/a.jpg"), data))
     assert isinstance(command, Ignored) and reason in command.reason
+
+
+def test_retrain_submit_goes_through_the_service_records_the_run_and_holds_the_slot(
+    service_env: None, monkeypatch: pytest.MonkeyPatch, container_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manual CLI run is the service's run: recorded, holding the slot, with the pending images."""
+    from retrainer import cli
+    from retrainer.workspace import local as local_workspace
+
+    runner = FakeRunner()
+    monkeypatch.setattr(local_workspace, "LocalPipelineRunner", lambda root: runner)
+    bootstrap.reset()
+    service = bootstrap.retraining()
+    for i in range(3):
+        deliver(service, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+    assert cli.main(["submit", "--backend", "local", "--reason", "try the new labels", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    record = bootstrap.ledger().run(run_id)
+    assert record is not None and record.trigger == "manual" and record.image_count == 3
+    assert bootstrap.ledger().control().active_runs == [run_id] and bootstrap.ledger().pending_images() == []
+    assert cli.main(["submit", "--backend", "local"]) == 2, "the slot is taken"
+    assert "not submitted" in capsys.readouterr().err
+    assert cli.main(["submit", "--backend", "local", "--bypass-service"]) == 0, "the named expert path"
+    assert len(runner.submitted) == 2
+    bootstrap.reset()

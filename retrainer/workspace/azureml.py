@@ -182,7 +182,7 @@ class AzureMLPipelineRunner:
         from retrainer.datastore import Datastore
         from retrainer.ingestion.ingest import read_label_map
 
-        if not (self._settings.DATASTORE_BLOB_SERVICE_URI or self._settings.STORAGE_ACCOUNT_CONNECTION_STRING):
+        if not self._settings.storage_configured():
             return None
         label_map = read_label_map(Datastore.from_settings(self._settings), self._settings.LABEL_MAP_BLOB)
         return frozenset(label_map) if label_map else None
