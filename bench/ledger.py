@@ -27,7 +27,7 @@ from pathlib import Path
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
 from devtools.azurite import running_azurite
-from retrainer.ledger import IMAGE_PENDING, Ledger, RunRecord, row_key
+from retrainer.ledger import ImageState, Ledger, RunRecord, row_key
 from retrainer.promotion import PromotionRecord
 from retrainer.workspace import RunState
 
@@ -68,13 +68,13 @@ def fill_images(service: TableServiceClient, prefix: str, count: int, progress: 
     for first in range(0, count, chunk):
         legacy_rows, keyed_rows = [], []
         for i in range(first, min(first + chunk, count)):
-            state = IMAGE_PENDING if i < PENDING else "trained"
+            state = ImageState.PENDING if i < PENDING else "trained"
             image_hash = row_key(f"data/images/{i}.jpg@0x{i}")
             common = {"path": f"data/images/{i}.jpg", "etag": f"0x{i}", "seen": START}
             legacy_rows.append(
                 {"PartitionKey": "images", "RowKey": image_hash, **common, "state": state, "run_id": "r"}
             )
-            state_key = f"pending|{image_hash}" if state == IMAGE_PENDING else f"trained|r|{image_hash}"
+            state_key = f"pending|{image_hash}" if state == ImageState.PENDING else f"trained|r|{image_hash}"
             keyed_rows += [
                 {"PartitionKey": "images.v2", "RowKey": f"id|{image_hash}", "path": common["path"], "etag": f"0x{i}"},
                 {
@@ -83,7 +83,7 @@ def fill_images(service: TableServiceClient, prefix: str, count: int, progress: 
                     "key": image_hash,
                     **common,
                     "state": state,
-                    "run_id": "" if state == IMAGE_PENDING else "r",
+                    "run_id": "" if state == ImageState.PENDING else "r",
                 },
             ]
         submit_all(legacy, [(TransactionOperation.UPSERT, row) for row in legacy_rows])

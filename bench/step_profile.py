@@ -51,7 +51,7 @@ def profile(sheets: list, classes: list[str], steps: int, *, bfloat16: bool, cha
     for step in range(steps + 3):
         started = time.perf_counter()
         batch = [sampler.sample(sheets[int(i)]) for i in rng.integers(len(sheets), size=config.batch_size)]
-        images = [image.contiguous(memory_format=torch.channels_last) if channels_last else image for image, _ in batch]
+        images = [image for image, _ in batch]  # torchvision batches them; channels-last applies to the weights
         sampled = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
             loss = sum(model(images, [target for _, target in batch]).values())
@@ -86,13 +86,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sheets", type=int, default=60)
+    parser.add_argument("--realistic", action="store_true", help="realistic 1,400-2,400 px sheets, 24 classes")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(
         f"machine: {cpu_model()}, {cores} usable cores, torch {torch.__version__}, bfloat16 native: {native_bfloat16()}"
     )
     with tempfile.TemporaryDirectory() as scratch:
-        folder = write_mltable_set(Path(scratch) / "set", args.sheets, seed=11)
+        if args.realistic:
+            from devtools.realistic import REALISTIC_SPEC, sheet_generator
+
+            generate = sheet_generator((0, 1, 2), REALISTIC_SPEC)
+            folder = write_mltable_set(Path(scratch) / "set", args.sheets, 11, generate=generate)
+        else:
+            folder = write_mltable_set(Path(scratch) / "set", args.sheets, seed=11)
         sheets = load_sheets(folder)
         classes = class_vocabulary(sheets)
         rows = []

@@ -19,6 +19,7 @@ written with the first layout is migrated in place on `ensure_tables` (`migrate`
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import itertools
 import json
@@ -85,10 +86,10 @@ def _prefix_range(prefix: str) -> str:
     return f"RowKey ge {_literal(prefix)} and RowKey lt {_literal(prefix[:-1] + chr(ord(prefix[-1]) + 1))}"
 
 
-def _state_row(image_hash: str, state: str, run_id: str) -> str:
-    if state == IMAGE_PENDING:
-        return f"{IMAGE_PENDING}|{image_hash}"
-    return f"{'run' if state == IMAGE_IN_RUN else IMAGE_TRAINED}|{run_id}|{image_hash}"
+def _state_row(image_hash: str, state: ImageState, run_id: str) -> str:
+    if state == ImageState.PENDING:
+        return f"{ImageState.PENDING}|{image_hash}"
+    return f"{'run' if state == ImageState.IN_RUN else ImageState.TRAINED}|{run_id}|{image_hash}"
 
 
 def _run_time_key(run: RunRecord) -> str:
@@ -107,7 +108,12 @@ class WaitingLabel:
     since: datetime
 
 
-IMAGE_PENDING, IMAGE_IN_RUN, IMAGE_TRAINED = "pending", "in_run", "trained"
+class ImageState(enum.StrEnum):
+    """Where an image is: waiting for a run, held by a run (or a claim), or trained on."""
+
+    PENDING = "pending"
+    IN_RUN = "in_run"
+    TRAINED = "trained"
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ class ImageRecord:
     path: str
     etag: str
     seen: datetime
-    state: str  # pending, in_run, trained
+    state: ImageState
     run_id: str
 
 
@@ -213,7 +219,7 @@ class Ledger:
         for start in range(0, len(legacy), _BATCH // 3):
             operations: list = []
             for e in legacy[start : start + _BATCH // 3]:
-                record = ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+                record = ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], ImageState(e["state"]), e["run_id"])
                 operations += [
                     (TransactionOperation.UPSERT, self._identity_entity(record)),
                     (TransactionOperation.UPSERT, self._state_entity(record)),
@@ -261,13 +267,13 @@ class Ledger:
     def forget_image(self, path: str, etag: str) -> None:
         """Undo `record_image` (its follow-up failed, and the event will be delivered again)."""
         image_hash = _image_key(path, etag)
-        for key in (f"id|{image_hash}", _state_row(image_hash, IMAGE_PENDING, "")):
+        for key in (f"id|{image_hash}", _state_row(image_hash, ImageState.PENDING, "")):
             with contextlib.suppress(ResourceNotFoundError):
                 self._images.delete_entity(_IMAGES, key)
 
     def record_image(self, path: str, etag: str, seen: datetime | None = None) -> bool:
         """Record one image version once: True when new, False for a duplicate or redelivered event."""
-        record = ImageRecord(_image_key(path, etag), path, etag, seen or now_utc(), IMAGE_PENDING, "")
+        record = ImageRecord(_image_key(path, etag), path, etag, seen or now_utc(), ImageState.PENDING, "")
         try:
             self._images.submit_transaction(
                 [
@@ -283,29 +289,29 @@ class Ledger:
 
     def pending_images(self) -> list[ImageRecord]:
         """Images recorded and not yet given to a run: one key range, whatever the history."""
-        return self._state_range(f"{IMAGE_PENDING}|")
+        return self._state_range(f"{ImageState.PENDING}|")
 
     def all_images(self) -> list[ImageRecord]:
         """Every image ever recorded, in any state: the whole partition (diagnostics and tests, not the service)."""
         query = f"PartitionKey eq {_literal(_IMAGES)} and RowKey ge 'p'"  # state rows; identity rows are 'id|'
         return [
-            ImageRecord(e["key"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+            ImageRecord(e["key"], e["path"], e["etag"], e["seen"], ImageState(e["state"]), e["run_id"])
             for e in self._images.query_entities(query)
         ]
 
-    def run_images(self, run_id: str, state: str = IMAGE_IN_RUN) -> list[ImageRecord]:
-        """The images a run (or a claim) holds, or trained on with `state=IMAGE_TRAINED`."""
-        prefix = "run" if state == IMAGE_IN_RUN else IMAGE_TRAINED
+    def run_images(self, run_id: str, state: ImageState = ImageState.IN_RUN) -> list[ImageRecord]:
+        """The images a run (or a claim) holds, or trained on with `state=ImageState.TRAINED`."""
+        prefix = "run" if state == ImageState.IN_RUN else ImageState.TRAINED
         return self._state_range(f"{prefix}|{run_id}|")
 
     def _state_range(self, prefix: str) -> list[ImageRecord]:
         query = f"PartitionKey eq {_literal(_IMAGES)} and {_prefix_range(prefix)}"
         return [
-            ImageRecord(e["key"], e["path"], e["etag"], e["seen"], e["state"], e["run_id"])
+            ImageRecord(e["key"], e["path"], e["etag"], e["seen"], ImageState(e["state"]), e["run_id"])
             for e in self._images.query_entities(query)
         ]
 
-    def assign_images(self, images: list[ImageRecord], state: str, run_id: str) -> list[ImageRecord]:
+    def assign_images(self, images: list[ImageRecord], state: ImageState, run_id: str) -> list[ImageRecord]:
         """Move images to a state (and run); returns them as they now are.
 
         Each move deletes one state row and inserts the next, in same-partition transactions (atomic

@@ -23,12 +23,10 @@ from retrainer.datastore import BlobMissingError, Datastore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import (
-    IMAGE_IN_RUN,
-    IMAGE_PENDING,
-    IMAGE_TRAINED,
     MAX_REASON_CHARS,
     STALE_CLAIM,
     ImageRecord,
+    ImageState,
     Ledger,
     RunRecord,
     SlotTaken,
@@ -205,11 +203,11 @@ class RetrainingService:
         reason = bounded(reason, MAX_REASON_CHARS)
         limit = self._settings.RETRAIN_MAX_ACTIVE_RUNS + (self._settings.RETRAIN_MAX_FORCED_RUNS if force else 0)
         claim = self._ledger.claim_slot(limit, self._clock())
-        images = self._ledger.assign_images(self._ledger.pending_images(), IMAGE_IN_RUN, claim)
+        images = self._ledger.assign_images(self._ledger.pending_images(), ImageState.IN_RUN, claim)
         try:
             run_id = self.runner.submit_pipeline(f"{trigger}: {reason} [{claim}]")
         except Exception as error:  # the workspace boundary: record, keep the images pending, re-raise
-            self._ledger.assign_images(images, IMAGE_PENDING, "")
+            self._ledger.assign_images(images, ImageState.PENDING, "")
             self._ledger.release_slot(claim, failed=True, when=self._clock())
             log.error("submission failed; %d images stay pending: %s", len(images), redact(str(error)))
             raise
@@ -233,7 +231,7 @@ class RetrainingService:
                 deadline=moment + timedelta(minutes=self._settings.RETRAIN_RUN_TIMEOUT_MINUTES),
             )
         )
-        self._ledger.assign_images(images, IMAGE_IN_RUN, run_id)
+        self._ledger.assign_images(images, ImageState.IN_RUN, run_id)
         self._ledger.bind_slot(claim, run_id)
 
     def reconcile_claims(self) -> list[str]:
@@ -259,7 +257,7 @@ class RetrainingService:
                 self._adopt(claim, found.run_id, "recovered", f"submitted by a handler that stopped ({claim})", images)
                 settled.append(f"{claim}: adopted {found.run_id}")
             else:
-                self._ledger.assign_images(images, IMAGE_PENDING, "")
+                self._ledger.assign_images(images, ImageState.PENDING, "")
                 self._ledger.release_slot(claim)
                 settled.append(f"{claim}: nothing was submitted; {len(images)} images are pending again")
         for line in settled:
@@ -340,7 +338,7 @@ class RetrainingService:
             log.warning("could not cancel overdue run %s: %s", run_id, redact(str(error)[:300]))
 
     def _complete(self, record: RunRecord) -> None:
-        self._ledger.assign_images(self._ledger.run_images(record.run_id), IMAGE_TRAINED, record.run_id)
+        self._ledger.assign_images(self._ledger.run_images(record.run_id), ImageState.TRAINED, record.run_id)
         self._ledger.release_slot(record.run_id, failed=False)
         self._finish_promotion(record)
 
@@ -364,7 +362,7 @@ class RetrainingService:
     def _fail(self, record: RunRecord) -> None:
         """Return the run's images to pending; a failure counts toward back-off, a cancellation does not."""
         images = self._ledger.run_images(record.run_id)
-        self._ledger.assign_images(images, IMAGE_PENDING, "")
+        self._ledger.assign_images(images, ImageState.PENDING, "")
         canceled = record.state == RunState.CANCELED
         self._ledger.release_slot(record.run_id, failed=None if canceled else True, when=self._clock())
         if not canceled:

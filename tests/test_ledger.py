@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.data.tables import TableServiceClient
 
-from retrainer.ledger import IMAGE_IN_RUN, IMAGE_PENDING, IMAGE_TRAINED, Ledger, RunRecord, row_key
+from retrainer.ledger import ImageState, Ledger, RunRecord, row_key
 from retrainer.workspace import RunState
 from tests.fakes import InMemoryTableService
 
@@ -38,10 +38,10 @@ def test_images_move_between_states_and_each_state_is_one_key_range() -> None:
     for i in range(5):
         assert ledger.record_image(f"data/images/{i}.jpg", f"0x{i}", START)
     assert not ledger.record_image("data/images/0.jpg", "0x0", START), "a redelivered event records nothing"
-    held = ledger.assign_images(ledger.pending_images()[:3], IMAGE_IN_RUN, "run-1")
+    held = ledger.assign_images(ledger.pending_images()[:3], ImageState.IN_RUN, "run-1")
     assert len(ledger.pending_images()) == 2 and {i.path for i in ledger.run_images("run-1")} == {i.path for i in held}
-    ledger.assign_images(held, IMAGE_TRAINED, "run-1")
-    assert ledger.run_images("run-1") == [] and len(ledger.run_images("run-1", IMAGE_TRAINED)) == 3
+    ledger.assign_images(held, ImageState.TRAINED, "run-1")
+    assert ledger.run_images("run-1") == [] and len(ledger.run_images("run-1", ImageState.TRAINED)) == 3
     assert len(ledger.all_images()) == 5
 
 
@@ -51,9 +51,9 @@ def test_moving_an_image_someone_else_moved_fails_instead_of_overwriting() -> No
     ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
     ledger.record_image("data/images/a.jpg", "0x1", START)
     stale = ledger.pending_images()
-    ledger.assign_images(stale, IMAGE_IN_RUN, "run-1")
+    ledger.assign_images(stale, ImageState.IN_RUN, "run-1")
     with pytest.raises(TableTransactionError):
-        ledger.assign_images(stale, IMAGE_IN_RUN, "run-2")
+        ledger.assign_images(stale, ImageState.IN_RUN, "run-2")
     assert [i.run_id for i in ledger.run_images("run-1")] == ["run-1"] and ledger.run_images("run-2") == []
 
 
@@ -63,7 +63,7 @@ def write_first_layout(service: TableServiceClient, prefix: str, images: int, ru
     for table in (image_table, run_table):
         table.create_table()
     for i in range(images):
-        state = IMAGE_PENDING if i % 3 == 0 else IMAGE_IN_RUN if i % 3 == 1 else IMAGE_TRAINED
+        state = ImageState.PENDING if i % 3 == 0 else ImageState.IN_RUN if i % 3 == 1 else ImageState.TRAINED
         image_table.create_entity(
             {
                 "PartitionKey": "images",
@@ -72,7 +72,7 @@ def write_first_layout(service: TableServiceClient, prefix: str, images: int, ru
                 "etag": f"0x{i}",
                 "seen": START,
                 "state": state,
-                "run_id": "" if state == IMAGE_PENDING else "run-00001",
+                "run_id": "" if state == ImageState.PENDING else "run-00001",
             }
         )
     for i in range(runs):
@@ -105,7 +105,7 @@ def test_a_ledger_of_the_first_layout_migrates_in_place_without_losing_a_record(
     ledger = Ledger.from_connection_string(connection_string, table_prefix)
     ledger.ensure_tables()  # migrates
     assert len(ledger.pending_images()) == 84 and len(ledger.run_images("run-00001")) == 83
-    assert len(ledger.run_images("run-00001", IMAGE_TRAINED)) == 83 and len(ledger.all_images()) == 250
+    assert len(ledger.run_images("run-00001", ImageState.TRAINED)) == 83 and len(ledger.all_images()) == 250
     assert [r.run_id for r in ledger.runs(limit=3)] == ["run-00039", "run-00038", "run-00037"]
     assert ledger.run("run-00007") is not None and len(ledger.runs(limit=100)) == 40
     assert ledger.migrate() == 0, "a second pass finds nothing left"

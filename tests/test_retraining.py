@@ -19,7 +19,7 @@ from azure.functions.timer import TimerRequest
 from retrainer import bootstrap
 from retrainer.datastore import Datastore
 from retrainer.events import BLOB_CREATED, build_subject
-from retrainer.ledger import IMAGE_IN_RUN, Ledger, SlotTaken
+from retrainer.ledger import ImageState, Ledger, SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.publisher import model_promoted_publisher
@@ -474,7 +474,7 @@ def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
     claim = ledger.claim_slot(1, clock.now)
-    ledger.assign_images(ledger.pending_images(), IMAGE_IN_RUN, claim)  # then the process died
+    ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, claim)  # then the process died
     assert svc.tick().submitted is None
     clock.advance(minutes=16)
     assert svc.tick().submitted == "run-1", "the images came back and make a batch again"

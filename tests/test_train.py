@@ -240,7 +240,7 @@ def test_training_keeps_a_bounded_number_of_decoded_sheets(data: tuple[Path, Pat
 def test_grey_sheets_are_cached_as_one_channel_and_cropped_as_rgb(tmp_path: Path) -> None:
     from PIL import Image
 
-    from pipeline_steps.detector.data import read_image, read_sheet_pixels
+    from pipeline_steps.detector.data import read_image, read_image_bytes, read_sheet_pixels
 
     rng = np.random.default_rng(0)
     grey = np.where(rng.random((120, 160)) < 0.1, 0, 255).astype(np.uint8)
@@ -249,6 +249,12 @@ def test_grey_sheets_are_cached_as_one_channel_and_cropped_as_rgb(tmp_path: Path
     Image.fromarray(colour, "RGB").save(tmp_path / "colour.png")
     assert read_sheet_pixels(tmp_path / "grey.png").shape == (1, 120, 160)
     assert read_sheet_pixels(tmp_path / "colour.png").shape == (3, 120, 160)
+    # JPEG: a grey sheet is decoded straight to luma, which must equal the RGB decode exactly.
+    Image.fromarray(grey, "L").convert("RGB").save(tmp_path / "grey.jpg", quality=90)
+    Image.fromarray(colour, "RGB").save(tmp_path / "colour.jpg", quality=90)
+    rgb = read_image_bytes(tmp_path / "grey.jpg")
+    assert torch.equal(read_sheet_pixels(tmp_path / "grey.jpg"), rgb[:1]) and torch.equal(rgb[0], rgb[2])
+    assert read_sheet_pixels(tmp_path / "colour.jpg").shape == (3, 120, 160)
 
     for name in ("grey.png", "colour.png"):
         sheet = Sheet(tmp_path / name, 160, 120, np.zeros((0, 4), dtype=np.float32), ())
