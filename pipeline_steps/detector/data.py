@@ -28,13 +28,13 @@ def read_sheet_pixels(path: Path) -> torch.Tensor:
     eighth-size draft, nearly free to decode, tells whether the sheet is grey.
     """
     if _grey_jpeg(path):
-        with Image.open(path) as image:
-            image.draft("L", image.size)
-            return torch.from_numpy(np.array(image.convert("L"), dtype=np.uint8))[None]
-    image = read_image_bytes(path)
-    if torch.equal(image[0], image[1]) and torch.equal(image[1], image[2]):
-        return image[:1].clone()
-    return image
+        with Image.open(path) as grey:
+            grey.draft("L", grey.size)
+            return torch.from_numpy(np.array(grey.convert("L"), dtype=np.uint8))[None]
+    pixels = read_image_bytes(path)
+    if torch.equal(pixels[0], pixels[1]) and torch.equal(pixels[1], pixels[2]):
+        return pixels[:1].clone()
+    return pixels
 
 
 def _grey_jpeg(path: Path) -> bool:
