@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +59,19 @@ class ImageInfo:
     width: int
     height: int
     format: str
+
+
+@dataclass(frozen=True)
+class QuarantineReason:
+    """Why a file was quarantined: what a person reads in its `.reason.json`, beside the file."""
+
+    reason: str
+    rule: str
+    handler: str
+    row: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"reason": self.reason, "rule": self.rule, "handler": self.handler, "row": self.row}
 
 
 class Datastore:
@@ -185,7 +198,7 @@ class Datastore:
     def quarantine(
         self,
         path: str,
-        reason: Mapping[str, object],
+        reason: QuarantineReason,
         quarantine_folder: str,
         *,
         original_etag: str | None,
@@ -215,7 +228,7 @@ class Datastore:
             raise OSError(f"quarantine copy of {path} could not be confirmed; the original is kept")
         self.write_json(
             f"{target}.reason.json",
-            {"source": path, "quarantined_at": datetime.now(UTC).isoformat(), **reason},
+            {"source": path, "quarantined_at": datetime.now(UTC).isoformat(), **reason.as_dict()},
         )
         removed = True
         if original_etag is not None:
@@ -224,7 +237,7 @@ class Datastore:
             except ResourceModifiedError:
                 removed = False
                 log.warning("%s changed after it was read; the new version is kept for its own event", path)
-        log.warning("quarantined %s: %s", path, str(reason.get("reason"))[:300])
+        log.warning("quarantined %s: %s", path, reason.reason[:300])
         return removed
 
     def _copy_in_chunks(self, source: str, target: str, etag: str | None) -> int:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from retrainer.datastore import Datastore
+from retrainer.datastore import Datastore, QuarantineReason
 from retrainer.ingestion.ingest import LabelIngestor, Layout, Outcome
 from retrainer.ledger import Ledger
 from tests.helpers import jpeg_bytes, png_bytes, read_jsonl
@@ -107,7 +107,8 @@ def test_quarantine_keeps_an_original_that_changed_after_it_was_read(datastore: 
     datastore.write("data/labels/p6_symbols.npy", b"old")
     data, etag = datastore.read_with_etag("data/labels/p6_symbols.npy")
     datastore.write("data/labels/p6_symbols.npy", b"new upload")
-    datastore.quarantine("data/labels/p6_symbols.npy", {"reason": "bad"}, "quarantine", original_etag=etag, data=data)
+    reason = QuarantineReason("bad", "test", "test")
+    datastore.quarantine("data/labels/p6_symbols.npy", reason, "quarantine", original_etag=etag, data=data)
     assert datastore.read("data/labels/p6_symbols.npy") == b"new upload"
     assert datastore.read("quarantine/data/labels/p6_symbols.npy") == b"old"
 

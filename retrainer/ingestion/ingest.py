@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from retrainer.datastore import BlobMissingError, Datastore, ImageInfo
+from retrainer.datastore import BlobMissingError, Datastore, ImageInfo, QuarantineReason
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ingestion.labels import (
     MAX_LABEL_FILE_BYTES,
@@ -136,7 +136,7 @@ class LabelIngestor:
                 label_map=self._label_map,
             )
         except LabelFileError as error:
-            reason = {"reason": str(error), "rule": error.rule, "row": error.row}
+            reason = QuarantineReason(str(error), error.rule, self._handler, error.row)
             return self._quarantine(label_path, data, etag, stem, reason)
         jsonl_path = self._layout.jsonl_path(stem)
         self._datastore.write(jsonl_path, record_to_jsonl(record))
@@ -190,29 +190,23 @@ class LabelIngestor:
             data, etag = self._datastore.read_with_etag(image_path)
         except BlobMissingError:
             return
-        reason = {"reason": f"{image_path} is not a readable image", "rule": "image", "handler": self._handler}
+        reason = QuarantineReason(f"{image_path} is not a readable image", "image", self._handler)
         self._datastore.quarantine(image_path, reason, self._layout.quarantine_folder, original_etag=etag, data=data)
 
     def _quarantine_unread(self, label_path: str, stem: str, size: int) -> IngestResult:
         etag = self._datastore.etag(label_path)
-        reason = {"reason": f"{label_path}: file: is {size} bytes, larger than {MAX_LABEL_FILE_BYTES}", "rule": "size"}
-        self._datastore.quarantine(
-            label_path, {**reason, "handler": self._handler}, self._layout.quarantine_folder, original_etag=etag
+        reason = QuarantineReason(
+            f"{label_path}: file: is {size} bytes, larger than {MAX_LABEL_FILE_BYTES}", "size", self._handler
         )
+        self._datastore.quarantine(label_path, reason, self._layout.quarantine_folder, original_etag=etag)
         self._ledger.clear_waiting_label(stem)
-        return IngestResult(Outcome.QUARANTINED, label_path, reason=str(reason["reason"]))
+        return IngestResult(Outcome.QUARANTINED, label_path, reason=reason.reason)
 
-    def _quarantine(
-        self, label_path: str, data: bytes, etag: str, stem: str, reason: Mapping[str, object]
-    ) -> IngestResult:
+    def _quarantine(self, label_path: str, data: bytes, etag: str, stem: str, reason: QuarantineReason) -> IngestResult:
         removed = self._datastore.quarantine(
-            label_path,
-            {**reason, "handler": self._handler},
-            self._layout.quarantine_folder,
-            original_etag=etag,
-            data=data,
+            label_path, reason, self._layout.quarantine_folder, original_etag=etag, data=data
         )
         if removed:  # else a newer version arrived meanwhile: its JSONL (or its own event) stands
             self._datastore.delete(self._layout.jsonl_path(stem))
             self._ledger.clear_waiting_label(stem)
-        return IngestResult(Outcome.QUARANTINED, label_path, reason=str(reason["reason"]))
+        return IngestResult(Outcome.QUARANTINED, label_path, reason=reason.reason)

@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 from azure.core.exceptions import AzureError
 from tqdm import tqdm
 
-from retrainer.datastore import Datastore, ImageInfo
+from retrainer.datastore import Datastore, ImageInfo, QuarantineReason
 from retrainer.images import image_format, image_size
 from retrainer.ingestion.archive import (
     ArchiveContents,
@@ -433,7 +433,7 @@ def _quarantine_new(
     if not _is_stored(f"{layout.quarantine_folder}/{path}", data, stored):
         datastore.quarantine(
             path,
-            {"reason": reason, "rule": rule, "handler": "data-loader"},
+            QuarantineReason(reason, rule, "data-loader"),
             layout.quarantine_folder,
             original_etag=None,
             data=data,
