@@ -205,6 +205,7 @@ def measure_runs(service: TableServiceClient, prefix: str, count: int, connectio
     from retrainer.retraining import RetrainingService
     from retrainer.settings import load_settings
     from retrainer.status_page import render_status_page
+    from retrainer.status_view import StatusView
 
     legacy = service.get_table_client(f"{prefix}legacyruns")
     ledger = Ledger(service, prefix)
@@ -228,7 +229,7 @@ def measure_runs(service: TableServiceClient, prefix: str, count: int, connectio
     service_object = RetrainingService(settings, ledger, store, runner=no_runner)  # type: ignore[arg-type]
 
     def status_page() -> int:
-        snapshot = service_object.status_snapshot()
+        snapshot = StatusView(service_object, settings, store).snapshot()
         render_status_page(snapshot)
         return len(snapshot.runs)
 

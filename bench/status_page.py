@@ -26,6 +26,7 @@ from retrainer.promotion import PromotionRecord
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.status_page import render_status_page
+from retrainer.status_view import StatusView
 from retrainer.workspace import RunState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,15 +85,16 @@ def main() -> int:
         store.ensure_container()
         fill(ledger, args.runs)
         service = RetrainingService(settings, ledger, store, runner=lambda: None)  # type: ignore[arg-type,return-value]
-        page = render_status_page(service.status_snapshot())
-        status = median_seconds(lambda: render_status_page(service.status_snapshot()))
+        view = StatusView(service, settings, store)
+        page = render_status_page(view.snapshot())
+        status = median_seconds(lambda: render_status_page(view.snapshot()))
         listing = median_seconds(
             lambda: json.dumps(
                 {"runs": [r.as_dict() for r in service.runs()], "pending": service.pending_batch().count}
             )
         )
-        render_only = median_seconds(lambda: render_status_page(service.status_snapshot()), repeats=1)
-        snapshot = service.status_snapshot()
+        render_only = median_seconds(lambda: render_status_page(view.snapshot()), repeats=1)
+        snapshot = view.snapshot()
         render = median_seconds(lambda: render_status_page(snapshot))
     print(
         f"status page, {args.runs} runs: {status * 1000:.0f} ms per request ({render * 1000:.1f} ms of it rendering),"

@@ -244,7 +244,7 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
             )
         status_path = args.workdir / "status.html"
         retraining = bootstrap.retraining()
-        status_path.write_text(render_status_page(retraining.status_snapshot()), encoding="utf-8")
+        status_path.write_text(render_status_page(bootstrap.status_view().snapshot()), encoding="utf-8")
         last = retraining.runs()[0]
         report = last.decision.candidate_report if last.decision else None
         print(f"\n[5/5] {_elapsed(started)}  summary\n")

@@ -16,10 +16,20 @@ from retrainer.ledger import Ledger
 from retrainer.publisher import model_promoted_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
+from retrainer.status_view import StatusView
 
 log = logging.getLogger(__name__)
 
-__all__ = ["datastore", "get_settings", "label_ingestor", "ledger", "reset", "retraining", "service_for"]
+__all__ = [
+    "datastore",
+    "get_settings",
+    "label_ingestor",
+    "ledger",
+    "reset",
+    "retraining",
+    "service_for",
+    "status_view",
+]
 
 
 def layout_from(settings: Settings) -> Layout:
@@ -52,6 +62,11 @@ def label_ingestor(handler: str) -> LabelIngestor:
 def retraining() -> RetrainingService:
     """The retraining service of this process (the function app's handlers share it)."""
     return service_for(get_settings())
+
+
+def status_view() -> StatusView:
+    """What the status page reads, for this process's service."""
+    return StatusView(retraining(), get_settings(), datastore())
 
 
 def service_for(settings: Settings) -> RetrainingService:

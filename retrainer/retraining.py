@@ -37,7 +37,6 @@ from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.redact import redact
 from retrainer.settings import Settings
-from retrainer.status_page import StatusSnapshot
 from retrainer.telemetry import Metrics
 from retrainer.workspace import PipelineRunner, RunState, RunStatus
 
@@ -433,43 +432,9 @@ class RetrainingService:
                 "and the next promotion rewrites the record"
             ) from None
 
-    def status_snapshot(self, limit: int = 200) -> StatusSnapshot:
-        """What the status page shows, from the ledger, the best-model record and the label map alone."""
-        runs = self._ledger.runs(limit)
-        pending = self.pending_batch()
-        state = self.submission_state()
-        links = {run.run_id: self._report_link(run) for run in runs}
-        return StatusSnapshot(
-            generated_at=self._clock(),
-            paused=state.paused,
-            paused_reason=state.reason,
-            pending_images=pending.count,
-            oldest_pending=pending.oldest,
-            runs=runs,
-            best=self.best_model(),
-            report_links={run_id: link for run_id, link in links.items() if link},
-            class_names=self._class_names(),
-        )
-
-    def _class_names(self) -> dict[str, str]:
-        from retrainer.ingestion.ingest import read_label_map
-
-        try:
-            return read_label_map(self._datastore, self._settings.LABEL_MAP_BLOB) or {}
-        except ValueError as error:  # an invalid label map: the page shows class ids instead
-            log.warning("label map unreadable for the status page: %s", str(error)[:200])
-            return {}
-
-    def _report_link(self, run: RunRecord) -> str | None:
-        if run.decision is not None and run.decision.candidate_report:
-            return run.decision.candidate_report
-        if self._settings.WORKSPACE_BACKEND != "local" and self._settings.names_a_workspace():
-            subscription, group, workspace = self._settings.azureml_workspace()
-            return (
-                f"https://ml.azure.com/runs/{run.run_id}"
-                f"?wsid=/subscriptions/{subscription}/resourcegroups/{group}/workspaces/{workspace}"
-            )
-        return None
+    def now(self) -> datetime:
+        """The service's clock (injected in tests)."""
+        return self._clock()
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         return self._ledger.runs(limit)

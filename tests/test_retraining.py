@@ -290,10 +290,13 @@ def test_policies_with_an_injected_clock() -> None:
 
 
 @pytest.fixture
-def app_service(make_service) -> Iterator[RetrainingService]:
+def app_service(make_service, datastore: Datastore) -> Iterator[RetrainingService]:
+    from retrainer.status_view import StatusView
+
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     with pytest.MonkeyPatch.context() as patch:  # undone before the environment fixture resets the service
         patch.setattr(bootstrap, "retraining", lambda: svc)
+        patch.setattr(bootstrap, "status_view", lambda: StatusView(svc, load_settings(), datastore))
         yield svc
 
 

@@ -113,7 +113,7 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.status_page import render_status_page
 
-    snapshot = bootstrap.retraining().status_snapshot()
+    snapshot = bootstrap.status_view().snapshot()
     return func.HttpResponse(render_status_page(snapshot), status_code=200, mimetype="text/html", charset="utf-8")
 
 

@@ -1,0 +1,60 @@
+"""What the status page shows, read from the ledger, the best-model record and the label map alone."""
+
+from __future__ import annotations
+
+import logging
+
+from retrainer.datastore import Datastore
+from retrainer.ledger import RunRecord
+from retrainer.retraining import RetrainingService
+from retrainer.settings import Settings
+from retrainer.status_page import StatusSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class StatusView:
+    """Assembles the status page's snapshot; the service decides, this only reads."""
+
+    def __init__(self, service: RetrainingService, settings: Settings, datastore: Datastore) -> None:
+        self._service = service
+        self._settings = settings
+        self._datastore = datastore
+
+    def snapshot(self, limit: int = 200) -> StatusSnapshot:
+        """The latest `limit` runs (one key range), pending images, submission state and the best model."""
+        runs = self._service.runs(limit)
+        pending = self._service.pending_batch()
+        state = self._service.submission_state()
+        links = {run.run_id: self._report_link(run) for run in runs}
+        return StatusSnapshot(
+            generated_at=self._service.now(),
+            paused=state.paused,
+            paused_reason=state.reason,
+            pending_images=pending.count,
+            oldest_pending=pending.oldest,
+            runs=runs,
+            best=self._service.best_model(),
+            report_links={run_id: link for run_id, link in links.items() if link},
+            class_names=self._class_names(),
+        )
+
+    def _class_names(self) -> dict[str, str]:
+        from retrainer.ingestion.ingest import read_label_map
+
+        try:
+            return read_label_map(self._datastore, self._settings.LABEL_MAP_BLOB) or {}
+        except ValueError as error:  # an invalid label map: the page shows class ids instead
+            log.warning("label map unreadable for the status page: %s", str(error)[:200])
+            return {}
+
+    def _report_link(self, run: RunRecord) -> str | None:
+        if run.decision is not None and run.decision.candidate_report:
+            return run.decision.candidate_report
+        if self._settings.WORKSPACE_BACKEND != "local" and self._settings.names_a_workspace():
+            subscription, group, workspace = self._settings.azureml_workspace()
+            return (
+                f"https://ml.azure.com/runs/{run.run_id}"
+                f"?wsid=/subscriptions/{subscription}/resourcegroups/{group}/workspaces/{workspace}"
+            )
+        return None
