@@ -40,7 +40,7 @@ bench: setup
 	$(PY) bench/aggregation.py
 	$(PY) bench/split.py
 	$(PY) bench/events.py
-	$(PY) bench/status_page.py
+	$(PY) bench/ledger.py --images 1000,10000 --runs 100,1000,10000
 	$(PY) bench/full_sheet.py
 	$(PY) bench/train.py
 	$(PY) bench/train.py --realistic
