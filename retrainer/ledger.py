@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -126,6 +127,14 @@ class ImageRecord:
     run_id: str
 
 
+class RunEvent(TypedDict, total=False):
+    """One entry of a run's history: a state it reached, when, and the backend's detail (the step)."""
+
+    state: str
+    at: str
+    detail: str
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -134,7 +143,7 @@ class RunRecord:
     image_count: int
     state: RunState
     submitted_at: datetime
-    history: list[dict] = field(default_factory=list)
+    history: list[RunEvent] = field(default_factory=list)
     error: str = ""
     decision: PromotionRecord | None = None
     ended_at: datetime | None = None
@@ -359,8 +368,8 @@ class Ledger:
         """
         if not is_run_id(run.run_id):
             raise ValueError(f"not a run id: {bounded(run.run_id, 80)!r}")
-        history = run.history if len(run.history) <= MAX_HISTORY else run.history[:1] + run.history[-MAX_HISTORY + 1 :]
-        history = [{key: bounded(str(value), MAX_REASON_CHARS) for key, value in entry.items()} for entry in history]
+        kept = run.history if len(run.history) <= MAX_HISTORY else run.history[:1] + run.history[-MAX_HISTORY + 1 :]
+        history = [{key: bounded(str(value), MAX_REASON_CHARS) for key, value in entry.items()} for entry in kept]
         entity = {
             "PartitionKey": _RUNS,
             "RowKey": f"id|{run.run_id}",
