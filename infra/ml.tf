@@ -18,7 +18,7 @@ resource "azurerm_storage_account" "workspace" {
   min_tls_version                 = "TLS1_2"
   https_traffic_only_enabled      = true
   allow_nested_items_to_be_public = false
-  shared_access_key_enabled       = !var.workspace_storage_keyless
+  shared_access_key_enabled       = true # the one account with keys: it exists only when asked for
   blob_properties {
     delete_retention_policy {
       days = 7

@@ -113,7 +113,7 @@ def test_no_key_or_connection_string_anywhere(config: dict, source: str) -> None
     for name, account in config["resource"]["azurerm_storage_account"].items():
         if name == "workspace":  # the opt-in key-based workspace storage, created only when asked for
             assert account["count"] == "${var.workspace_storage_keyless ? 0 : 1}"
-            assert account["shared_access_key_enabled"] == "${!var.workspace_storage_keyless}"
+            assert account["shared_access_key_enabled"] is True
             continue
         assert account["shared_access_key_enabled"] is False, name
     assert config["resource"]["azurerm_application_insights"]["main"]["local_authentication_enabled"] is False
