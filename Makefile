@@ -42,8 +42,9 @@ bench: setup
 	$(PY) bench/events.py
 	$(PY) bench/ledger.py --images 1000,10000 --runs 100,1000,10000
 	$(PY) bench/full_sheet.py
+	$(PY) bench/step_profile.py --realistic
 	$(PY) bench/train.py
-	$(PY) bench/train.py --realistic
+	$(PY) bench/train.py --realistic --warm-minutes 3
 
 # Terraform: formatting and checkov (own virtual environment: its hcl2 fork clashes with python-hcl2).
 CHECKOV := .venv-checkov/bin/checkov
