@@ -1,24 +1,20 @@
 """Shared argument handling of the step CLIs.
 
 Every flag answers to its `--kebab-case` and `--snake_case` spelling: the steps' users already call
-them both ways (the original pipeline mixed the two). An environment variable may supply a default.
+them both ways (the original pipeline mixed the two). Settings reach a step only as flags (component
+inputs), never from the environment: `step_inputs.py` maps settings to them for both runners.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 
-def add_flag(parser: argparse.ArgumentParser, name: str, *, env: str | None = None, **kwargs: Any) -> None:
-    """Add `--kebab-case` and `--snake_case` spellings of one flag; `env` supplies the default."""
+def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """Add `--kebab-case` and `--snake_case` spellings of one flag."""
     kebab, snake = name.replace("_", "-"), name.replace("-", "_")
     spellings = [f"--{kebab}"] if kebab == snake else [f"--{kebab}", f"--{snake}"]
-    if env is not None and os.environ.get(env) not in (None, ""):
-        kwargs["default"] = os.environ[env]
-        kwargs.pop("required", None)
-        kwargs["help"] = f"{kwargs.get('help', '')} (default from {env})".strip()
     parser.add_argument(*spellings, dest=snake, **kwargs)
 
 

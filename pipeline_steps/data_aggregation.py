@@ -174,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(
         parser,
         "input-image-data-path",
-        env="INPUT_IMAGE_DATA_PATH",
         required=True,
         type=Path,
         help="image folder (mounted uri_folder)",
@@ -182,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(
         parser,
         "input-label-data-path",
-        env="INPUT_LABEL_DATA_PATH",
         required=True,
         type=Path,
         help="label folder with per-image .jsonl files (mounted uri_folder)",

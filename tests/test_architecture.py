@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +103,13 @@ def test_no_step_file_is_opened_by_a_literal_name_outside_its_contract() -> None
         if any(f'"{name}"' in path.read_text() for name in names)
     }
     assert users == {"pipeline_steps/contracts.py"}
+
+
+def test_no_step_reads_a_setting_from_the_environment() -> None:
+    """Settings enter a step only as component inputs (flags); the environment is never a fallback."""
+    readers = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "pipeline_steps").rglob("*.py")
+        if re.search(r"os\.environ(\.get|\[)|os\.getenv|\benv=", path.read_text())
+    }
+    assert readers == set()
