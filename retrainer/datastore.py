@@ -15,7 +15,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
-from retrainer.identity import azure_credential
+from retrainer.identity import signed_in_credential
 from retrainer.images import HEADER_READ_STEPS, image_format, image_size
 from retrainer.settings import Settings
 
@@ -93,7 +93,7 @@ class Datastore:
             return cls.from_connection_string(connection.connection_string, settings.STORAGE_ACCOUNT_CONTAINER_NAME)
         service = BlobServiceClient(
             account_url=str(connection.blob_service_uri),
-            credential=azure_credential(connection.client_id),
+            credential=signed_in_credential(connection.client_id),
             **BLOB_CLIENT_OPTIONS,
         )
         return cls(service.get_container_client(settings.STORAGE_ACCOUNT_CONTAINER_NAME))

@@ -36,7 +36,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError, Transac
 
 from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.events import is_run_id
-from retrainer.identity import azure_credential
+from retrainer.identity import signed_in_credential
 from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings
 from retrainer.workspace import RunState
@@ -206,7 +206,7 @@ class Ledger:
             return cls.from_connection_string(connection.connection_string, settings.LEDGER_TABLE_PREFIX)
         service = TableServiceClient(
             endpoint=str(connection.table_service_uri),
-            credential=azure_credential(connection.client_id),
+            credential=signed_in_credential(connection.client_id),
             **TABLE_CLIENT_OPTIONS,
         )
         return cls(service, settings.LEDGER_TABLE_PREFIX)

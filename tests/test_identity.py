@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from retrainer.settings import load_settings
@@ -43,3 +46,33 @@ def test_without_a_client_id_the_default_identity_signs_in(managed_identity_env,
     ml_client(load_settings())._credential.get_token("https://management.azure.com/.default")
     (request,) = managed_identity_env.requests
     assert "client_id" not in request
+
+
+def test_keyless_storage_with_no_identity_says_so_at_once_with_the_remedy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One token is asked for up front; before, a blob call learnt it only after the SDK's retries (21 s)."""
+    import subprocess
+    import sys
+
+    from devtools.synthetic import SheetSpec, write_dataset_zip
+
+    zip_path = write_dataset_zip(tmp_path / "set.zip", count=1, seed=1, spec=SheetSpec(min_side=200, max_side=300))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT")
+        and not key.startswith("AZURE_")
+    }
+    env.update(
+        {
+            "DATASTORE__blobServiceUri": "https://127.0.0.1:1/",
+            "DATASTORE__tableServiceUri": "https://127.0.0.1:1/",
+            "STORAGE_ACCOUNT_CONTAINER_NAME": "data",
+            "PATH": "/usr/bin:/bin",  # no az, azd or pwsh: nothing can sign in
+        }
+    )
+    command = [sys.executable, "-m", "retrainer.ingestion.loader", "--raw-blob-sas-url", str(zip_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no identity could sign in" in result.stderr and "az login" in result.stderr
