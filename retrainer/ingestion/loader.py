@@ -205,49 +205,33 @@ def load_archive(
 ) -> LoadSummary:
     """Check, upload and convert one image-set zip into the datastore (`progress`: bars on stderr)."""
     with zipfile.ZipFile(zip_path) as archive:
-        return _load(zip_path, archive, datastore, ledger, layout, label_map_blob, workers, progress)
-
-
-def _load(
-    zip_path: Path,
-    archive: zipfile.ZipFile,
-    datastore: Datastore,
-    ledger: Ledger,
-    layout: Layout,
-    label_map_blob: str,
-    workers: int,
-    progress: bool,
-) -> LoadSummary:
-    contents = classify_members(check_archive(archive))
-    if not contents.images and not contents.labels:
-        raise UnsafeArchiveError(f"{zip_path.name} has no images/ or labels/*.npy entries")
-    datastore.ensure_container()
-    ledger.ensure_tables()
-    reader = _ZipReader(zip_path, archive)
-    summary = LoadSummary(ignored_members=len(contents.ignored))
-    stored = {
-        blob.name: blob.content_md5
-        for prefix in (layout.image_folder, layout.label_folder, layout.quarantine_folder)
-        for blob in datastore.list(prefix + "/")
-    }
-
-    label_map = _load_label_map(contents, reader, datastore, label_map_blob)
-    images = _upload_images(contents, reader, datastore, layout, stored, summary, workers, progress)
-    fresh_labels = _upload_labels(contents, reader, datastore, layout, stored, summary, workers, progress)
-    ingestor = LabelIngestor(datastore, ledger, layout, label_map, handler="data-loader")
-    _convert_labels(contents, fresh_labels, ingestor, layout, images, stored, summary, workers, progress)
-    return summary
-
-
-def _load_label_map(
-    contents: ArchiveContents, reader: _ZipReader, datastore: Datastore, blob: str
-) -> dict[str, str] | None:
-    if contents.label_map is not None:
-        data = reader.read(contents.label_map.name)
-        label_map = parse_label_map(data, contents.label_map.name)
-        datastore.write_unless_identical(blob, data)
-        return label_map
-    return read_label_map(datastore, blob)
+        contents = classify_members(check_archive(archive))
+        if not contents.images and not contents.labels:
+            raise UnsafeArchiveError(f"{zip_path.name} has no images/ or labels/*.npy entries")
+        datastore.ensure_container()
+        ledger.ensure_tables()
+        stored = {
+            blob.name: blob.content_md5
+            for prefix in (layout.image_folder, layout.label_folder, layout.quarantine_folder)
+            for blob in datastore.list(prefix + "/")
+        }
+        load = _Load(
+            contents,
+            _ZipReader(zip_path, archive),
+            datastore,
+            layout,
+            stored,
+            LoadSummary(ignored_members=len(contents.ignored)),
+            workers,
+            progress,
+        )
+        label_map = load.label_map(label_map_blob)
+        images = load.upload_images()
+        fresh_labels = load.upload_labels()
+        load.convert_labels(
+            fresh_labels, LabelIngestor(datastore, ledger, layout, label_map, handler="data-loader"), images
+        )
+        return load.summary
 
 
 def _run(
@@ -265,181 +249,136 @@ def _run(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_then(
-    store: Callable[[ArchiveMember, bytes], None],
-    reader: _ZipReader,
-    member: ArchiveMember,
-    summary: LoadSummary,
-    lock: threading.Lock,
-) -> None:
-    """Read a member within the memory budget and hand its bytes on; a corrupt member is only reported."""
-    with reader.budget.hold(member.size):
-        data = _read_or_report(reader, member, summary, lock)
-        if data is not None:
-            store(member, data)
+@dataclass
+class _Load:
+    """One load of one archive: what it reads, where it writes, what is already stored, and its summary."""
 
+    contents: ArchiveContents
+    reader: _ZipReader
+    datastore: Datastore
+    layout: Layout
+    stored: dict[str, bytes | None]  # blob name -> MD5 of what the datastore already holds
+    summary: LoadSummary
+    workers: int
+    progress: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-def _read_or_report(
-    reader: _ZipReader, member: ArchiveMember, summary: LoadSummary, lock: threading.Lock
-) -> bytes | None:
-    """The member's bytes, or None (reported in the summary) when the zip holds them corrupt."""
-    try:
-        return reader.read(member.name)
-    except CorruptMemberError as error:
-        with lock:
-            summary.corrupt.append({"path": member.name, "reason": str(error)})
-        return None
+    def label_map(self, blob: str) -> dict[str, str] | None:
+        if self.contents.label_map is not None:
+            data = self.reader.read(self.contents.label_map.name)
+            label_map = parse_label_map(data, self.contents.label_map.name)
+            self.datastore.write_unless_identical(blob, data)
+            return label_map
+        return read_label_map(self.datastore, blob)
 
+    def upload_images(self) -> dict[str, ImageInfo]:
+        """Upload readable images; quarantine files that only pretend to be images. Returns image info by stem."""
+        images: dict[str, ImageInfo] = {}
 
-def _is_stored(path: str, data: bytes, stored: dict[str, bytes | None]) -> bool:
-    return stored.get(path) == hashlib.md5(data).digest()
-
-
-def _upload_images(
-    contents: ArchiveContents,
-    reader: _ZipReader,
-    datastore: Datastore,
-    layout: Layout,
-    stored: dict[str, bytes | None],
-    summary: LoadSummary,
-    workers: int,
-    progress: bool,
-) -> dict[str, ImageInfo]:
-    """Upload readable images; quarantine files that only pretend to be images. Returns image info by stem."""
-    images: dict[str, ImageInfo] = {}
-    lock = threading.Lock()
-
-    def store(member: ArchiveMember, data: bytes) -> None:
-        path = f"{layout.image_folder}/{member.relative_path}"
-        size = image_size(data)
-        if size is None:
-            _quarantine_new(
-                datastore, layout, path, data, f"{member.name} is not a readable image", "image", stored, summary, lock
-            )
-            return
-        unchanged = _is_stored(path, data, stored)
-        if not unchanged:
-            datastore.write(path, data)
-        with lock:
-            images[layout.stem_of_image(path) or path] = ImageInfo(path, size[0], size[1], image_format(path) or "jpg")
-            summary.images_unchanged += unchanged
-            summary.images_uploaded += not unchanged
-
-    _run(
-        (functools.partial(_read_then, store, reader, m, summary, lock) for m in contents.images),
-        len(contents.images),
-        "upload images",
-        workers,
-        progress,
-    )
-    return images
-
-
-def _upload_labels(
-    contents: ArchiveContents,
-    reader: _ZipReader,
-    datastore: Datastore,
-    layout: Layout,
-    stored: dict[str, bytes | None],
-    summary: LoadSummary,
-    workers: int,
-    progress: bool,
-) -> set[str]:
-    """Upload label files; returns the paths whose content is new (these are converted again)."""
-    fresh: set[str] = set()
-    lock = threading.Lock()
-
-    def store(member: ArchiveMember, data: bytes) -> None:
-        path = f"{layout.label_folder}/{member.relative_path}"
-        quarantined_copy = f"{layout.quarantine_folder}/{path}"
-        if _is_stored(quarantined_copy, data, stored) and path not in stored:
-            with lock:
-                summary.labels_unchanged += 1
-                summary.quarantined.append(
-                    {"path": path, "reason": "quarantined by an earlier run (see its .reason.json)"}
-                )
-            return
-        unchanged = _is_stored(path, data, stored)
-        if not unchanged:
-            datastore.write(path, data)
-        with lock:
-            summary.labels_unchanged += unchanged
-            summary.labels_uploaded += not unchanged
+        def store(member: ArchiveMember, data: bytes) -> None:
+            path = f"{self.layout.image_folder}/{member.relative_path}"
+            size = image_size(data)
+            if size is None:
+                self.quarantine_new(path, data, f"{member.name} is not a readable image", "image")
+                return
+            unchanged = self.is_stored(path, data)
             if not unchanged:
-                fresh.add(path)
+                self.datastore.write(path, data)
+            with self.lock:
+                info = ImageInfo(path, size[0], size[1], image_format(path) or "jpg")
+                images[self.layout.stem_of_image(path) or path] = info
+                self.summary.images_unchanged += unchanged
+                self.summary.images_uploaded += not unchanged
 
-    _run(
-        (functools.partial(_read_then, store, reader, m, summary, lock) for m in contents.labels),
-        len(contents.labels),
-        "upload labels",
-        workers,
-        progress,
-    )
-    return fresh
+        self._each(self.contents.images, store, "upload images")
+        return images
 
+    def upload_labels(self) -> set[str]:
+        """Upload label files; returns the paths whose content is new (these are converted again)."""
+        fresh: set[str] = set()
 
-def _convert_labels(
-    contents: ArchiveContents,
-    fresh_labels: set[str],
-    ingestor: LabelIngestor,
-    layout: Layout,
-    images: dict[str, ImageInfo],
-    stored: dict[str, bytes | None],
-    summary: LoadSummary,
-    workers: int,
-    progress: bool = True,
-) -> None:
-    lock = threading.Lock()
-    quarantined = {item["path"] for item in summary.quarantined}
+        def store(member: ArchiveMember, data: bytes) -> None:
+            path = f"{self.layout.label_folder}/{member.relative_path}"
+            if self.is_stored(f"{self.layout.quarantine_folder}/{path}", data) and path not in self.stored:
+                with self.lock:
+                    self.summary.labels_unchanged += 1
+                    self.summary.quarantined.append(
+                        {"path": path, "reason": "quarantined by an earlier run (see its .reason.json)"}
+                    )
+                return
+            unchanged = self.is_stored(path, data)
+            if not unchanged:
+                self.datastore.write(path, data)
+            with self.lock:
+                self.summary.labels_unchanged += unchanged
+                self.summary.labels_uploaded += not unchanged
+                if not unchanged:
+                    fresh.add(path)
 
-    def convert(member: ArchiveMember) -> None:
-        path = f"{layout.label_folder}/{member.relative_path}"
-        stem = layout.stem_of_label(path)
-        if path in quarantined or stem is None:
-            return
-        if path not in fresh_labels and layout.jsonl_path(stem) in stored:
-            with lock:
-                summary.outcomes["unchanged"] += 1
-            return
-        result = ingestor.ingest_label(path, images.get(stem))
-        with lock:
-            summary.outcomes[result.outcome.value] += 1
-            if result.outcome is Outcome.QUARANTINED:
-                summary.quarantined.append({"path": path, "reason": result.reason or ""})
-            elif result.outcome is Outcome.WAITING_FOR_IMAGE:
-                summary.waiting.append(path)
+        self._each(self.contents.labels, store, "upload labels")
+        return fresh
 
-    _run(
-        (functools.partial(convert, m) for m in contents.labels),
-        len(contents.labels),
-        "convert labels",
-        workers,
-        progress,
-    )
+    def convert_labels(self, fresh_labels: set[str], ingestor: LabelIngestor, images: dict[str, ImageInfo]) -> None:
+        quarantined = {item["path"] for item in self.summary.quarantined}
 
+        def convert(member: ArchiveMember) -> None:
+            path = f"{self.layout.label_folder}/{member.relative_path}"
+            stem = self.layout.stem_of_label(path)
+            if path in quarantined or stem is None:
+                return
+            if path not in fresh_labels and self.layout.jsonl_path(stem) in self.stored:
+                with self.lock:
+                    self.summary.outcomes["unchanged"] += 1
+                return
+            result = ingestor.ingest_label(path, images.get(stem))
+            with self.lock:
+                self.summary.outcomes[result.outcome.value] += 1
+                if result.outcome is Outcome.QUARANTINED:
+                    self.summary.quarantined.append({"path": path, "reason": result.reason or ""})
+                elif result.outcome is Outcome.WAITING_FOR_IMAGE:
+                    self.summary.waiting.append(path)
 
-def _quarantine_new(
-    datastore: Datastore,
-    layout: Layout,
-    path: str,
-    data: bytes,
-    reason: str,
-    rule: str,
-    stored: dict[str, bytes | None],
-    summary: LoadSummary,
-    lock: threading.Lock,
-) -> None:
-    """Quarantine a file from the zip that was never stored in its folder (nothing to delete)."""
-    if not _is_stored(f"{layout.quarantine_folder}/{path}", data, stored):
-        datastore.quarantine(
-            path,
-            QuarantineReason(reason, rule, "data-loader"),
-            layout.quarantine_folder,
-            original_etag=None,
-            data=data,
+        members = self.contents.labels
+        _run(
+            (functools.partial(convert, m) for m in members),
+            len(members),
+            "convert labels",
+            self.workers,
+            self.progress,
         )
-    with lock:
-        summary.quarantined.append({"path": path, "reason": reason})
+
+    def quarantine_new(self, path: str, data: bytes, reason: str, rule: str) -> None:
+        """Quarantine a file from the zip that was never stored in its folder (nothing to delete)."""
+        if not self.is_stored(f"{self.layout.quarantine_folder}/{path}", data):
+            self.datastore.quarantine(
+                path,
+                QuarantineReason(reason, rule, "data-loader"),
+                self.layout.quarantine_folder,
+                original_etag=None,
+                data=data,
+            )
+        with self.lock:
+            self.summary.quarantined.append({"path": path, "reason": reason})
+
+    def is_stored(self, path: str, data: bytes) -> bool:
+        return self.stored.get(path) == hashlib.md5(data).digest()
+
+    def _each(
+        self, members: list[ArchiveMember], store: Callable[[ArchiveMember, bytes], None], description: str
+    ) -> None:
+        """Read each member within the memory budget and hand its bytes to `store`; corrupt ones are reported."""
+
+        def read_then(member: ArchiveMember) -> None:
+            with self.reader.budget.hold(member.size):
+                try:
+                    data = self.reader.read(member.name)
+                except CorruptMemberError as error:
+                    with self.lock:
+                        self.summary.corrupt.append({"path": member.name, "reason": str(error)})
+                    return
+                store(member, data)
+
+        _run((functools.partial(read_then, m) for m in members), len(members), description, self.workers, self.progress)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
