@@ -46,13 +46,12 @@ def register_split(
     """Register each non-empty set (`train`, `val`, `holdout`) as the next version of its asset."""
     entries: dict[str, DataAssetEntry | None] = {}
     for role, folder in folders.items():
-        tags = asset_tags(folder) if folder is not None else {"images": "0"}
-        if tags["images"] == "0":
+        tags = asset_tags(folder) if folder is not None else None
+        if folder is None or tags is None or tags["images"] == "0":
             if role == "train":
                 raise ValueError(f"training MLTable {folder} has no records")
             entries[role] = None
             continue
-        assert folder is not None
         ref = registry.register_data_asset(
             names[role],
             folder,
@@ -61,9 +60,7 @@ def register_split(
             datastore=datastore,
         )
         entries[role] = DataAssetEntry(name=ref.name, version=ref.version, uri=ref.uri, tags=ref.tags)
-    train = entries.pop("train")
-    assert train is not None
-    return DataAssets(train=train, **entries)
+    return DataAssets.model_validate(entries)
 
 
 def main(argv: list[str] | None = None) -> int:

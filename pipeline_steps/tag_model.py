@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import sys
 import tempfile
 import time
@@ -114,8 +115,6 @@ def choose_best(
 
 
 def _per_class(version: ModelVersion | None) -> dict[str, float]:
-    import json
-
     if version is None or not version.tags.get(PER_CLASS_TAG):
         return {}
     try:

@@ -11,6 +11,7 @@ import logging
 
 from retrainer import telemetry
 from retrainer.datastore import Datastore
+from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
 from retrainer.ledger import Ledger
 from retrainer.publisher import model_promoted_publisher
@@ -91,3 +92,4 @@ def reset() -> None:
     ledger.cache_clear()
     retraining.cache_clear()
     get_settings.cache_clear()
+    signed_in_credential.cache_clear()

@@ -7,6 +7,7 @@ DEFAULT_IDENTITY_CLIENT_ID by itself. Elsewhere (az login, a system-assigned ide
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ def azure_credential(managed_identity_client_id: str | None = None) -> DefaultAz
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
+@functools.cache
 def signed_in_credential(managed_identity_client_id: str | None, scope: str = STORAGE_SCOPE) -> DefaultAzureCredential:
-    """A credential that has shown it can sign in: one token up front (cached for the first request).
+    """A credential that has shown it can sign in: one token up front, and one credential per process, so the
+    blob and table clients share its cached token instead of each signing in.
 
     Without it, a machine with no identity learns so only after the storage SDK's retries (21 s to
     fail one blob call here); the chain itself fails in milliseconds. Raises SettingsError with the remedy.
