@@ -25,7 +25,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
@@ -220,28 +220,41 @@ class Ledger:
     def migrate(self) -> int:
         """Move rows of the first layout into the keyed one; returns how many moved (0 once done).
 
-        Safe to interrupt and repeat: a legacy row is deleted only in the transaction that writes its
-        new rows (images), or after its new rows exist (runs, which move one at a time).
+        Safe to interrupt and repeat: a legacy row is deleted only after its new rows exist (the two
+        layouts live in different partitions, which no transaction spans); writing them again is an upsert.
         """
         moved = 0
         legacy = list(self._images.query_entities(f"PartitionKey eq {_literal(_LEGACY_IMAGES)}"))
-        for start in range(0, len(legacy), _BATCH // 3):
-            operations: list = []
-            for e in legacy[start : start + _BATCH // 3]:
-                record = ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], ImageState(e["state"]), e["run_id"])
-                operations += [
-                    (TransactionOperation.UPSERT, self._identity_entity(record)),
-                    (TransactionOperation.UPSERT, self._state_entity(record)),
-                ]
-            self._images.submit_transaction(operations)
-            for e in legacy[start : start + _BATCH // 3]:
+        for start in range(0, len(legacy), _BATCH // 2):
+            chunk = legacy[start : start + _BATCH // 2]
+            self.import_images(
+                ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], ImageState(e["state"]), e["run_id"])
+                for e in chunk
+            )
+            for e in chunk:
                 self._images.delete_entity(_LEGACY_IMAGES, e["RowKey"])
-            moved += len(legacy[start : start + _BATCH // 3])
+            moved += len(chunk)
         for entity in self._runs.query_entities(f"PartitionKey eq {_literal(_LEGACY_RUNS)}"):
             self.save_run(_run(entity))
             self._runs.delete_entity(_LEGACY_RUNS, entity["RowKey"])
             moved += 1
         return moved
+
+    def import_images(self, images: Iterable[ImageRecord]) -> int:
+        """Write image records as they are, both rows of each, 50 images a transaction (upserts, so a
+        repeat is harmless): for migration and bulk loads. Returns how many were written."""
+        written = 0
+        records = iter(images)
+        while chunk := list(itertools.islice(records, _BATCH // 2)):
+            operations: list = []
+            for record in chunk:
+                operations += [
+                    (TransactionOperation.UPSERT, self._identity_entity(record)),
+                    (TransactionOperation.UPSERT, self._state_entity(record)),
+                ]
+            self._images.submit_transaction(operations)
+            written += len(chunk)
+        return written
 
     # --- labels waiting for their image --------------------------------------------------------
 
