@@ -6,11 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+MLTABLE_STAMP := .venv-mltable/.installed
 
 .PHONY: setup setup-python test test-fast demo bench lint infra-check env-check deploy clean
 
-setup: $(PIP_STAMP) $(NODE_STAMP)
-setup-python: $(PIP_STAMP)
+setup: $(PIP_STAMP) $(MLTABLE_STAMP) $(NODE_STAMP)
+setup-python: $(PIP_STAMP) $(MLTABLE_STAMP)
 
 $(PIP_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -18,6 +19,16 @@ $(PIP_STAMP): pyproject.toml
 	@echo "installing Python packages into $(VENV) (log: $(VENV)/install.log)"
 	@{ $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[pipeline,train,dev]'; } \
 		> $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
+	@touch $@
+
+# The real mltable library, to check the MLTable files the steps write (tests/helpers.load_with_mltable), in
+# its own environment: its azureml-dataprep pins azure-identity<=1.17.0, which the function app's blob
+# binding extension (azure-identity>=1.19) cannot share.
+$(MLTABLE_STAMP):
+	test -x .venv-mltable/bin/python || $(PYTHON) -m venv .venv-mltable
+	@echo "installing mltable into .venv-mltable (log: .venv-mltable/install.log)"
+	@{ .venv-mltable/bin/pip install --quiet --upgrade pip && .venv-mltable/bin/pip install --quiet 'mltable>=1.7' 'pandas>=2.2,<3'; } \
+		> .venv-mltable/install.log 2>&1 || { tail -40 .venv-mltable/install.log; exit 1; }
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -73,4 +84,4 @@ lint: setup-python
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .demo
+	rm -rf $(VENV) .venv-checkov .venv-mltable node_modules .pytest_cache .demo

@@ -94,7 +94,8 @@ def service_env(
     """The environment a deployed function app would have, pointed at this test's container."""
     from retrainer import bootstrap
 
-    monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", connection_string)
+    monkeypatch.setenv("DATASTORE", connection_string)  # the name the label trigger's connection reads
+    monkeypatch.delenv("STORAGE_ACCOUNT_CONNECTION_STRING", raising=False)
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
     monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
     for variable in ("IMAGE_FOLDER", "LABEL_FOLDER", "QUARANTINE_FOLDER", "LABEL_MAP_BLOB"):

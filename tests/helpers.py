@@ -7,6 +7,8 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import azure.functions as func
 from PIL import Image
@@ -59,3 +61,51 @@ def deliver(service: object, subject: object, data: object, event_type: str = "M
     if isinstance(command, RunChanged):
         return bool(service.on_run_changed(command))  # type: ignore[attr-defined]
     return False
+
+
+#: The real `mltable` library lives in its own environment (made by `make setup`): its azureml-dataprep
+#: pins azure-identity<=1.17.0, which the function app's blob binding extension (>=1.19) cannot share.
+MLTABLE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-mltable" / "bin" / "python"
+
+_LOAD_WITH_MLTABLE = """
+import json, sys
+import mltable
+frame = mltable.load(sys.argv[1]).to_pandas_dataframe()
+images = []
+for url in frame["image_url"]:
+    if url is None:  # mltable found no stream at the URL (records of a test whose images do not exist)
+        images.append(None)
+        continue
+    with url.open() as stream:
+        images.append(stream.read().decode("latin-1"))
+print(json.dumps({"columns": list(frame.columns), "rows": len(frame), "images": images}))
+"""
+
+
+def load_with_mltable(folder: Path) -> dict:
+    """An MLTable folder as the real `mltable` reads it: columns, row count, each row's image bytes (or None)."""
+    if not MLTABLE_PYTHON.exists():
+        raise RuntimeError(f"{MLTABLE_PYTHON} is missing: run `make setup`")
+    done = subprocess.run(
+        [str(MLTABLE_PYTHON), "-c", _LOAD_WITH_MLTABLE, str(folder)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"mltable could not load {folder}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def blob_trigger_client(container: str, path: str, connection: str = "DATASTORE") -> object:
+    """What the worker hands the label trigger: the host's ModelBindingData for the blob (a reference with
+    the connection's name, the container and the blob name; no content), decoded by the blob extension's
+    own converter as the worker does. Only the gRPC message is stood in for."""
+    from azurefunctions.extensions.base import Datum
+    from azurefunctions.extensions.bindings.blob import BlobClient, BlobClientConverter
+
+    model_binding_data = SimpleNamespace(
+        version="1.0",
+        source="AzureStorageBlobs",
+        content_type="application/json",
+        content=json.dumps({"Connection": connection, "ContainerName": container, "BlobName": path}),
+    )
+    datum = Datum(model_binding_data, "model_binding_data")
+    return BlobClientConverter.decode(datum, trigger_metadata={}, pytype=BlobClient)

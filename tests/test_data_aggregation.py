@@ -10,7 +10,7 @@ import pytest
 from pipeline_steps import data_aggregation
 from pipeline_steps.data_aggregation import NothingToAggregateError, aggregate
 from pipeline_steps.mltable_io import read_records
-from tests.helpers import record
+from tests.helpers import load_with_mltable, record
 
 AZUREML_PREFIX = (
     "azureml://subscriptions/s/resourcegroups/rg/workspaces/ws/datastores/workspaceblobstore/paths/data/images"
@@ -60,8 +60,6 @@ def test_step_fails_only_when_nothing_usable_remains(tmp_path: Path) -> None:
 
 
 def test_local_output_loads_with_mltable_and_opens_the_images(tmp_path: Path) -> None:
-    import mltable
-
     images, labels = lay_out(tmp_path, {"a.jpg": ["1"], "sub/b.jpg": ["3"]})
     code = data_aggregation.main(
         [
@@ -74,11 +72,10 @@ def test_local_output_loads_with_mltable_and_opens_the_images(tmp_path: Path) ->
         ]
     )
     assert code == 0
-    frame = mltable.load(str(tmp_path / "o")).to_pandas_dataframe()
-    assert list(frame.columns) == ["image_url", "image_details", "label"]
-    assert len(frame) == 2
-    with frame.iloc[1]["image_url"].open() as stream:
-        assert stream.read() == b"jpeg"
+    loaded = load_with_mltable(tmp_path / "o")
+    assert loaded["columns"] == ["image_url", "image_details", "label"]
+    assert loaded["rows"] == 2
+    assert loaded["images"][1] == "jpeg"
 
 
 def test_cli_reports_failure_with_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
+import azurefunctions.extensions.bindings.blob as blob_binding
 import pytest
-from azure.functions.blob import InputStream
+from azurefunctions.extensions.base.meta import get_binding_registry
 
 from retrainer.datastore import Datastore
 from retrainer.ingestion.ingest import LabelIngestor
-from tests.helpers import indexed_functions, jpeg_bytes, loaded_by_importing_function_app, read_jsonl
+from tests.helpers import (
+    blob_trigger_client,
+    indexed_functions,
+    jpeg_bytes,
+    loaded_by_importing_function_app,
+    read_jsonl,
+)
 from tests.npy_files import legacy_npy
 
 
@@ -27,16 +35,24 @@ def test_host_indexes_the_event_grid_blob_trigger_on_label_files() -> None:
     assert json.loads(function.get_function_json())["bindings"][0]["type"] == "blobTrigger"
 
 
-def test_importing_the_function_app_loads_no_storage_or_numpy_code() -> None:
-    modules = ("numpy", "azure.storage.blob", "azure.data.tables", "pydantic")
+def test_the_label_trigger_binds_a_blob_client_not_the_content() -> None:
+    """The worker defers a binding (the host sends a reference, not the bytes) when the parameter's
+    annotation is a type the extension registry supports: the same check, on the real registry."""
+    function = indexed_functions()["convert_label"].get_user_function()
+    annotation = inspect.signature(function).parameters["label"].annotation
+    assert annotation is blob_binding.BlobClient
+    assert get_binding_registry().check_supported_type(annotation)
+
+
+def test_importing_the_function_app_loads_no_table_or_numpy_code() -> None:
+    # azure.storage.blob does load: the label trigger's BlobClient type must exist when the worker indexes it.
+    modules = ("numpy", "azure.data.tables", "pydantic", "retrainer.ledger")
     assert loaded_by_importing_function_app(modules) == []
 
 
-def invoke_convert_label(container: str, path: str, data: bytes) -> None:
+def invoke_convert_label(container: str, path: str) -> None:
     function = indexed_functions()["convert_label"].get_user_function()
-    function(
-        InputStream(data=data, name=f"{container}/{path}", uri=f"http://127.0.0.1/{container}/{path}", length=len(data))
-    )
+    function(blob_trigger_client(container, path))
 
 
 @pytest.mark.usefixtures("service_env")
@@ -44,7 +60,7 @@ def test_blob_trigger_converts_an_uploaded_label(datastore: Datastore, container
     label = legacy_npy([["Gate valve", [10, 10, 50, 30], "1"]])
     datastore.write("data/images/t1.jpg", jpeg_bytes(100, 100))
     datastore.write("data/labels/t1_symbols.npy", label)
-    invoke_convert_label(container_name, "data/labels/t1_symbols.npy", label)
+    invoke_convert_label(container_name, "data/labels/t1_symbols.npy")
     (record,) = read_jsonl(datastore.read("data/labels/t1.jsonl"))
     assert record["label"][0]["bottomX"] == pytest.approx(0.5)
 
@@ -55,7 +71,7 @@ def test_blob_trigger_checks_class_ids_against_the_stored_label_map(datastore: D
     datastore.write("data/label_map.json", b'{"1": "Instrument/Valve/Gate valve"}')
     datastore.write("data/images/t2.jpg", jpeg_bytes(100, 100))
     datastore.write("data/labels/t2_symbols.npy", label)
-    invoke_convert_label(container_name, "data/labels/t2_symbols.npy", label)
+    invoke_convert_label(container_name, "data/labels/t2_symbols.npy")
     reason = json.loads(datastore.read("quarantine/data/labels/t2_symbols.npy.reason.json"))
     assert "class id '7' is not in the label map" in reason["reason"] and reason["handler"] == "blob-trigger"
 
@@ -68,7 +84,7 @@ def test_blob_trigger_then_image_landing_handler_completes_a_label_that_came_fir
 
     label = legacy_npy([["Gate valve", [10, 10, 50, 30], "1"]])
     datastore.write("data/labels/t3_symbols.npy", label)
-    invoke_convert_label(container_name, "data/labels/t3_symbols.npy", label)
+    invoke_convert_label(container_name, "data/labels/t3_symbols.npy")
     assert not datastore.exists("data/labels/t3.jsonl")
     datastore.write("data/images/t3.jpg", jpeg_bytes(100, 100))
     ingestor: LabelIngestor = bootstrap.label_ingestor(handler="image-landed")

@@ -16,7 +16,6 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-from azure.functions.blob import InputStream
 
 from devtools.azurite import AzuriteEndpoints, running_azurite, write_self_signed_certificate
 from devtools.synthetic import SheetSpec, write_dataset_zip
@@ -26,7 +25,7 @@ from retrainer.events import BLOB_CREATED, build_subject
 from retrainer.ingestion import loader
 from retrainer.ledger import Ledger
 from retrainer.settings import load_settings
-from tests.helpers import indexed_functions, jpeg_bytes, read_jsonl
+from tests.helpers import blob_trigger_client, indexed_functions, jpeg_bytes, read_jsonl
 from tests.identity_server import SECRET_HEADER, IdentityEndpoint, identity_endpoint
 from tests.npy_files import legacy_npy
 
@@ -98,7 +97,7 @@ def test_the_data_loader_and_the_blob_trigger_work_by_identity(keyless_env: Iden
     store.write("data/images/keyless.jpg", jpeg_bytes(100, 100))
     store.write("data/labels/keyless_symbols.npy", label)
     trigger = indexed_functions()["convert_label"].get_user_function()
-    trigger(InputStream(data=label, name=f"{CONTAINER}/data/labels/keyless_symbols.npy", length=len(label)))
+    trigger(blob_trigger_client(CONTAINER, "data/labels/keyless_symbols.npy"))
     assert read_jsonl(store.read("data/labels/keyless.jsonl"))[0]["image_url"] == "keyless.jpg"
     assert keyless_env.requests and all(r["resource"] == ["https://storage.azure.com"] for r in keyless_env.requests)
 

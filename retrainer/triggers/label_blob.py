@@ -1,25 +1,25 @@
 """Blob trigger: a `.npy` label uploaded under the label folder becomes its AutoML JSONL.
 
+The trigger binds a BlobClient (an SDK-type binding): the host passes only the blob's name, not its
+content, so an oversized label is never loaded into the host or the worker; the ingestor checks its
+size and reads it itself, with the ETag its later moves depend on.
+
 Invalid files are quarantined (not raised), so the host never retries them. Storage errors are
 raised: the host retries the event a bounded number of times (maxDequeueCount), then parks it in
 the poison queue, where nothing is lost.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the worker recognises the SDK-type binding by the
+# parameter's annotation, which must be the class itself, not a string.
 
 import logging
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_binding
 
 log = logging.getLogger(__name__)
 
 bp = func.Blueprint()
-
-
-def path_in_container(blob_name: str, container: str) -> str:
-    """The host names a blob `<container>/<path>`; the core works with paths inside the container."""
-    prefix = container + "/"
-    return blob_name[len(prefix) :] if blob_name.startswith(prefix) else blob_name
 
 
 @bp.function_name("convert_label")
@@ -29,10 +29,9 @@ def path_in_container(blob_name: str, container: str) -> str:
     connection="DATASTORE",
     source=func.BlobSource.EVENT_GRID,
 )
-def convert_label(label: func.InputStream) -> None:
-    from retrainer import bootstrap  # storage SDKs load on first use, not at cold start
+def convert_label(label: blob_binding.BlobClient) -> None:
+    from retrainer import bootstrap  # the ledger, numpy and pydantic load on first use, not at cold start
 
-    settings = bootstrap.get_settings()
-    path = path_in_container(label.name or "", settings.STORAGE_ACCOUNT_CONTAINER_NAME)
+    path = label.blob_name
     result = bootstrap.label_ingestor(handler="blob-trigger").ingest_label(path)
     log.info("label %s: %s%s", path, result.outcome.value, f" ({result.reason})" if result.reason else "")
