@@ -367,6 +367,17 @@ def test_the_time_budget_caps_the_epochs_and_the_cut_is_reported(
     assert "the time budget cut training short" in (output / "report" / "report.html").read_text()
 
 
+def test_validation_runs_by_epochs_or_by_budget_so_a_budget_bound_run_keeps_its_curve() -> None:
+    from pipeline_steps.detector.engine import evaluation_due
+
+    assert [e for e in range(1, 21) if evaluation_due(e, 20, 4, budget_used=0.0, evaluated=0)] == [5, 10, 15, 20]
+    # planned far beyond the budget: the epochs never call for it, each quarter of the budget does
+    assert not evaluation_due(7, 1_000_000, 4, budget_used=0.2, evaluated=0)
+    assert evaluation_due(8, 1_000_000, 4, budget_used=0.26, evaluated=0)
+    assert not evaluation_due(9, 1_000_000, 4, budget_used=0.3, evaluated=1)
+    assert evaluation_due(15, 1_000_000, 4, budget_used=0.51, evaluated=1)
+
+
 def test_the_learning_rate_anneals_by_epochs_or_budget_whichever_is_further() -> None:
     from pipeline_steps.detector.engine import _cosine
 

@@ -186,8 +186,7 @@ def train(
     mixed_precision = config.bfloat16 and native_bfloat16()
     best_state, best_score, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
     history: list[dict[str, float]] = []
-    evaluate_every = max(1, planned // config.evaluations)
-    epoch, budget_cut = 0, False
+    epoch, budget_cut, evaluated = 0, False, 0
     while True:
         epoch += 1
         epoch_started = time.monotonic()
@@ -218,7 +217,8 @@ def train(
         budget_cut = epoch < planned and elapsed + epoch_seconds > budget
         done = epoch >= planned or budget_cut
         row = {"epoch": epoch, "minutes": elapsed / 60, "loss": float(np.mean(losses)), "lr": lr}
-        if val_sheets and (done or epoch % evaluate_every == 0):
+        if val_sheets and (done or evaluation_due(epoch, planned, config.evaluations, elapsed / budget, evaluated)):
+            evaluated += 1
             metrics = validate(model, val_sheets[: config.evaluation_sheets], classes)[0].metrics
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["mean_average_precision"] > best_score:
@@ -247,6 +247,13 @@ def train(
         warm_start=seeded,
         warm_start_skipped=skipped,
     )
+
+
+def evaluation_due(epoch: int, planned: int, evaluations: int, budget_used: float, evaluated: int) -> bool:
+    """Validate every planned/evaluations epochs, or each time the run passes another 1/evaluations of its
+    time budget: when the budget, not the epochs, bounds a run, its curve is still drawn."""
+    by_epochs = epoch % max(1, planned // evaluations) == 0
+    return by_epochs or budget_used >= (evaluated + 1) / evaluations
 
 
 def native_bfloat16() -> bool:
