@@ -91,6 +91,11 @@ def main() -> None:
         default=0.0,
         help="with --realistic: then retrain from the trained model on 50%% more sheets for this long",
     )
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="train in float32 even where the CPU has native bfloat16 (to compare quality, not only speed)",
+    )
     parser.add_argument("--min-side", type=int, default=1400, help="with --realistic: smallest sheet side, px")
     parser.add_argument("--max-side", type=int, default=2400, help="with --realistic: largest sheet side, px")
     args = parser.parse_args()
@@ -146,9 +151,14 @@ def realistic(args: argparse.Namespace) -> None:
         seen_val = load_sheets(write_mltable_set(Path(tmp, "seen"), args.val_sheets, 202, generate=seen))
         unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 303, generate=unseen))
         classes = class_vocabulary(train_sheets, seen_val, unseen_val)
+        precision = (
+            "float32 (--float32)"
+            if args.float32
+            else f"bfloat16 {'native' if native_bfloat16() else 'not native (float32 used)'}"
+        )
         print(
             f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores, torch {torch.__version__}, "
-            f"bfloat16 {'native' if native_bfloat16() else 'not native (float32 used)'}"
+            + precision
         )
         print(
             f"{len(train_sheets)} training sheets (styles 0-2), {len(seen_val)} held-out seen-style and "
@@ -163,6 +173,7 @@ def realistic(args: argparse.Namespace) -> None:
             epochs=1_000_000,
             evaluation_sheets=min(16, len(seen_val)),
             seed=args.seed,
+            bfloat16=not args.float32,
         )
         result = train(train_sheets, seen_val, classes, config)
         unseen, _ = validate(result.model, unseen_val, classes)
