@@ -85,7 +85,8 @@ def run_training(
         "budget_cut": result.budget_cut,
         "warm_start": result.warm_start.describe() if result.warm_start else None,
         "warm_start_skipped": result.warm_start_skipped,
-        "training_seconds": round(result.seconds, 1),
+        "training_seconds": round(result.training_seconds, 1),
+        "seconds": round(result.seconds, 1),  # with validation
         "seed": config.seed,
         "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, native scale",
         "report": f"{REPORT_FOLDER}/{report.name}" if report else None,
@@ -96,7 +97,7 @@ def run_training(
 
 def _print_epoch(row: dict[str, float]) -> None:
     score = f", val mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
-    print(f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min, loss {row['loss']:.3f}{score}", flush=True)
+    print(f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min of training, loss {row['loss']:.3f}{score}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -363,6 +363,7 @@ def test_the_time_budget_caps_the_epochs_and_the_cut_is_reported(
     assert train_step.main([*args, "--epochs", "1000", "--max-minutes", "0.02"]) == 0
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["budget_cut"] and metrics["epochs"] < metrics["planned_epochs"] == 1000
+    assert metrics["seconds"] > metrics["training_seconds"] > 0, "validation is timed apart from the budget"
     assert "the time budget cut training short" in capsys.readouterr().out
     assert "the time budget cut training short" in (output / "report" / "report.html").read_text()
 
