@@ -260,7 +260,7 @@ def measure_runs(service: TableServiceClient, prefix: str, count: int, connectio
         ("status page, keyed", status_page, None),
     ):
         ms, returned = median_ms(action, repeat=5)
-        read = f"{scanned:>9,}" if scanned is not None else f"{min(count, 200):>9,}"
+        read = f"{scanned:>9,}" if scanned is not None else f"{min(count, 100):>9,}"
         rows.append(f"{count:>9,} runs    {name:<30} {ms:9.1f} ms  returned {returned:>6}  read {read}")
     return rows
 

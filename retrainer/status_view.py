@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from retrainer.datastore import Datastore
 from retrainer.ledger import RunRecord
@@ -21,11 +22,17 @@ class StatusView:
         self._settings = settings
         self._datastore = datastore
 
-    def snapshot(self, limit: int = 200) -> StatusSnapshot:
-        """The latest `limit` runs (one key range), pending images, submission state and the best model."""
-        runs = self._service.runs(limit)
-        pending = self._service.pending_batch()
-        state = self._service.submission_state()
+    def snapshot(self, limit: int = 100) -> StatusSnapshot:
+        """The latest `limit` runs (one key range), pending images, submission state, the best model and
+        the class names: five independent reads, made at once, so the page waits for the slowest only."""
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="status-view") as reads:
+            runs_read = reads.submit(self._service.runs, limit)
+            pending_read = reads.submit(self._service.pending_batch)
+            state_read = reads.submit(self._service.submission_state)
+            best_read = reads.submit(self._service.best_model)
+            names_read = reads.submit(self._class_names)
+            runs, pending, state = runs_read.result(), pending_read.result(), state_read.result()
+            best, class_names = best_read.result(), names_read.result()
         links = {run.run_id: self._report_link(run) for run in runs}
         return StatusSnapshot(
             generated_at=self._service.now(),
@@ -34,9 +41,9 @@ class StatusView:
             pending_images=pending.count,
             oldest_pending=pending.oldest,
             runs=runs,
-            best=self._service.best_model(),
+            best=best,
             report_links={run_id: link for run_id, link in links.items() if link},
-            class_names=self._class_names(),
+            class_names=class_names,
         )
 
     def _class_names(self) -> dict[str, str]:
