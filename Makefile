@@ -41,7 +41,7 @@ test: setup
 
 # The fast tier: no Azurite (so no Node), no training or end-to-end runs.
 test-fast: setup-python
-	$(PY) -m pytest -m 'not integration and not slow' $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto -m 'not integration and not slow' $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m devtools.demo
