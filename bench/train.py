@@ -94,6 +94,12 @@ def main() -> None:
         help="with --realistic: then retrain from the trained model on 50%% more sheets for this long",
     )
     parser.add_argument(
+        "--warm-learning-rate",
+        type=float,
+        default=TrainingConfig.warm_learning_rate,
+        help="with --warm-minutes: the fine-tuning rate (default %(default)g)",
+    )
+    parser.add_argument(
         "--float32",
         action="store_true",
         help="train in float32 even where the CPU has native bfloat16 (to compare quality, not only speed)",
@@ -208,7 +214,11 @@ def realistic(args: argparse.Namespace) -> None:
         if args.warm_minutes > 0:
             more = load_sheets(write_mltable_set(Path(tmp, "more"), args.train_sheets // 2, 505, generate=seen))
             warm_config = dataclasses.replace(
-                config, max_minutes=args.warm_minutes, warm_start_from=Path(tmp, "model"), warm_epochs=1_000_000
+                config,
+                max_minutes=args.warm_minutes,
+                warm_start_from=Path(tmp, "model"),
+                warm_epochs=1_000_000,
+                warm_learning_rate=args.warm_learning_rate,
             )
             warm = train(train_sheets + more, seen_val, classes, warm_config)
             warm_unseen, _ = validate(warm.model, unseen_val, classes)
@@ -218,7 +228,8 @@ def realistic(args: argparse.Namespace) -> None:
                 if "val_mean_average_precision" in row
             )
             print(
-                f"warm start on {len(train_sheets) + len(more)} sheets (50% more) for {args.warm_minutes:g} min "
+                f"warm start (rate {args.warm_learning_rate:g}) on {len(train_sheets) + len(more)} sheets (50% more) "
+                f"for {args.warm_minutes:g} min "
                 f"({warm.epochs} epochs): unseen style mAP@0.5 {warm_unseen.metrics['mean_average_precision']:.3f} "
                 f"(COCO {warm_unseen.metrics['coco_map']:.3f}), seen styles "
                 f"{warm.evaluation.metrics['mean_average_precision']:.3f}; seen-style curve: {warm_curve}",
