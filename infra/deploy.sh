@@ -4,10 +4,13 @@
 #   infra/deploy.sh [all|resources|code|subscriptions]        (make deploy runs all)
 #
 # 1. resources      terraform apply without the Event Grid subscriptions that deliver to the function
-#                   app (kept when they already exist, so a re-run never removes them)
-# 2. code           wait until the deployer's data roles are in force, publish the function app (Core
-#                   Tools), register the pipeline's environment and components for this release, then
-#                   wake the host until its blobs extension key exists
+#                   app (kept when they already exist, so a re-run never removes them), then check the
+#                   workspace identity's roles on its storage and create the missing ones
+# 2. code           wait until the deployer's data roles are in force, register the pipeline's
+#                   environment and components for this release, wait for the app's role on its host
+#                   storage, publish the function app (Core Tools; retried, bounded), then wake the host
+#                   until its blobs extension key exists. Components come first: the published app's
+#                   timer and events submit pipelines that reference them.
 # 3. subscriptions  terraform apply with the subscriptions: Event Grid validates a function destination
 #                   at creation, and the blob trigger's webhook needs that key
 #
@@ -24,6 +27,8 @@ stage="${1:-all}"
 wait_seconds="${DEPLOY_HOST_WAIT_SECONDS:-10}"
 wait_attempts="${DEPLOY_HOST_WAIT_ATTEMPTS:-30}"
 role_wait_attempts="${DEPLOY_ROLE_WAIT_ATTEMPTS:-30}"
+publish_attempts="${DEPLOY_PUBLISH_ATTEMPTS:-5}"
+publish_wait_seconds="${DEPLOY_PUBLISH_WAIT_SECONDS:-60}"
 retrain="${RETRAIN:-$root/.venv/bin/retrain}"
 release_file="${DEPLOY_RELEASE_FILE:-$root/pipeline_steps/RELEASE}"
 
@@ -41,6 +46,7 @@ resources() {
   say "stage 1/3: resources (event_subscriptions=$keep)"
   terraform -chdir="$here" apply -input=false -auto-approve -var "event_subscriptions=$keep"
   keyless_host_storage
+  workspace_storage_roles
 }
 
 # azurerm re-adds AzureWebJobsStorage on every apply: delete it, then check it is gone.
@@ -57,6 +63,52 @@ keyless_host_storage() {
     exit 1
   fi
   say "host storage is keyless: AzureWebJobsStorage removed, AzureWebJobsStorage__accountName in use"
+}
+
+# True when the principal holds the role at exactly this scope. Filtering on principalId instead of
+# --assignee needs no Microsoft Graph lookup, which a CI identity is often not allowed to make.
+has_role() {
+  local principal="$1" role="$2" scope="$3"
+  [ -n "$(az role assignment list --scope "$scope" --role "$role" \
+    --query "[?principalId=='$principal'].id" --output tsv)" ]
+}
+
+# Create the assignment unless it exists. A duplicate is answered with 409 RoleAssignmentExists (the
+# CLI passes it on depending on which ARM region answers, azure-cli #31995): then Azure ML created it
+# between our check and our create, and the role is in place, which is all this wants.
+ensure_role() {
+  local principal="$1" role="$2" scope="$3" error
+  if has_role "$principal" "$role" "$scope"; then
+    say "$role: already assigned"
+    return 0
+  fi
+  if error="$(az role assignment create --assignee-object-id "$principal" \
+    --assignee-principal-type ServicePrincipal --role "$role" --scope "$scope" --output none 2>&1)"; then
+    say "$role: assigned"
+  elif grep -qE 'RoleAssignmentExists|role assignment already exists' <<<"$error"; then
+    say "$role: already assigned (created meanwhile)"
+  else
+    printf '%s\n' "$error" >&2
+    say "could not assign $role on $scope to $principal; check the deployer's rights, then run: infra/deploy.sh resources"
+    exit 1
+  fi
+}
+
+# The workspace reaches its key-disabled storage by its own identity. The docs describe Azure ML
+# creating these two roles only for a workspace created in the portal; Terraform creates it through
+# ARM, and declaring them in Terraform fails with 409 where Azure ML did create them. So: check after
+# stage 1's apply, create what is missing. Key-based workspace storage (empty output) needs neither.
+workspace_storage_roles() {
+  local principal scope role
+  scope="$(output workspace_identity_storage_id)"
+  if [ -z "$scope" ]; then
+    say "the workspace reaches its storage by key: no identity roles to check"
+    return 0
+  fi
+  principal="$(output ml_workspace_principal_id)"
+  for role in "Storage Blob Data Contributor" "Storage File Data Privileged Contributor"; do
+    ensure_role "$principal" "$role" "$scope"
+  done
 }
 
 # One release per deployed commit: the app ships it and the components are registered under it, so a
@@ -90,6 +142,43 @@ wait_for_data_roles() {
   exit 1
 }
 
+# Flex Consumption stores the published package in the host storage's deployment container with the
+# app's own identity, and the host runs on that storage too: without the app's role there, publishing
+# fails. The deployer cannot test the app's data access, so it waits (bounded) until the assignment
+# exists, and publish() retries while it propagates to the data plane.
+wait_for_app_role() {
+  local principal scope attempt
+  principal="$(output function_app_principal_id)"
+  scope="$(output function_storage_id)"
+  for attempt in $(seq 1 "$role_wait_attempts"); do
+    if has_role "$principal" "Storage Blob Data Owner" "$scope"; then
+      say "the app's role on its host storage exists"
+      return 0
+    fi
+    say "waiting for the app's role on its host storage ($attempt/$role_wait_attempts)"
+    sleep "$wait_seconds"
+  done
+  say "the app has no Storage Blob Data Owner on $scope; run infra/deploy.sh resources, then: infra/deploy.sh code"
+  exit 1
+}
+
+# A role assignment takes minutes to reach the data plane, and a first publish can meet a 403: retry,
+# bounded, and stop with the command to run again.
+publish() {
+  local app="$1" attempt
+  for attempt in $(seq 1 "$publish_attempts"); do
+    if (cd "$root" && func azure functionapp publish "$app" --python); then
+      return 0
+    fi
+    if [ "$attempt" -lt "$publish_attempts" ]; then
+      say "publishing $app failed ($attempt/$publish_attempts); retrying in ${publish_wait_seconds}s"
+      sleep "$publish_wait_seconds"
+    fi
+  done
+  say "publishing $app failed $publish_attempts times; check the app's role on its host storage and the errors above, then run: infra/deploy.sh code"
+  exit 1
+}
+
 code() {
   need func "install Azure Functions Core Tools 4.x"
   need az "install the Azure CLI and run az login"
@@ -98,11 +187,12 @@ code() {
   group="$(output resource_group)"
   wait_for_data_roles
   write_release
-  say "stage 2/3: publishing $app (release $(cat "$release_file"))"
-  (cd "$root" && func azure functionapp publish "$app" --python)
-  say "registering the pipeline's environment and components for this release"
+  say "stage 2/3: registering the pipeline's environment and components (release $(cat "$release_file"))"
   (cd "$root" && AZURE_SUBSCRIPTION_ID="$(output subscription_id)" AZURE_RESOURCE_GROUP="$group" \
     AZUREML_WORKSPACE_NAME="$(output ml_workspace_name)" "$retrain" register-components)
+  wait_for_app_role
+  say "publishing $app (release $(cat "$release_file"))"
+  publish "$app"
   local host attempt
   host="$(az functionapp show --resource-group "$group" --name "$app" --query defaultHostName --output tsv)"
   for attempt in $(seq 1 "$wait_attempts"); do

@@ -4,13 +4,16 @@ locals {
   prefix = "pid${var.name}"
   # The function app's settings: the service's settings object reads exactly these names. No key and
   # no connection string: storage, Azure ML, Event Grid and Application Insights are reached by the
-  # app's managed identity.
+  # app's managed identity. The blob trigger's extension takes a user-assigned identity only when
+  # DATASTORE__credential = managedidentity comes with DATASTORE__clientId (a clientId alone leaves it
+  # on the system identity while the code signs in as the user-assigned one): __credential is always set.
   function_settings = {
     AzureWebJobsStorage__accountName          = azurerm_storage_account.functions.name
     AzureWebJobsStorage__credential           = "managedidentity"
     DATASTORE__blobServiceUri                 = azurerm_storage_account.datastore.primary_blob_endpoint
     DATASTORE__queueServiceUri                = azurerm_storage_account.datastore.primary_queue_endpoint
     DATASTORE__tableServiceUri                = azurerm_storage_account.datastore.primary_table_endpoint
+    DATASTORE__credential                     = "managedidentity"
     STORAGE_ACCOUNT_CONTAINER_NAME            = var.datastore_container
     IMAGE_FOLDER                              = var.image_folder
     LABEL_FOLDER                              = var.label_folder

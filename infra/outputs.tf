@@ -47,3 +47,33 @@ output "model_promoted_topic_endpoint" {
   description = "Custom topic that receives ModelPromoted (EVENTGRID_TOPIC_ENDPOINT)."
   value       = azurerm_eventgrid_topic.model_promoted.endpoint
 }
+
+output "ml_workspace_principal_id" {
+  description = "Principal of the workspace's system-assigned identity (deploy.sh checks its storage roles)."
+  value       = azurerm_machine_learning_workspace.main.identity[0].principal_id
+}
+
+output "workspace_identity_storage_id" {
+  description = "Storage account the workspace reaches by its identity, where it needs blob and file data roles; empty with key-based workspace storage."
+  value       = var.workspace_storage_keyless ? azurerm_storage_account.datastore.id : ""
+}
+
+output "function_app_principal_id" {
+  description = "Principal of the function app's system-assigned identity (deploy.sh waits for its role on the host storage)."
+  value       = local.function_principal
+}
+
+output "function_storage_id" {
+  description = "The function app's host storage account, where its package is deployed."
+  value       = azurerm_storage_account.functions.id
+}
+
+output "compute_identity_principal_id" {
+  description = "Principal of the clusters' user-assigned identity (AcrPull on the registry, data roles on the datastore)."
+  value       = azurerm_user_assigned_identity.compute.principal_id
+}
+
+output "container_registry_id" {
+  description = "The workspace's container registry, which holds the steps' environment image."
+  value       = azurerm_container_registry.main.id
+}

@@ -69,10 +69,23 @@ resource "azurerm_role_assignment" "compute_ml" {
   principal_id         = azurerm_user_assigned_identity.compute.principal_id
 }
 
-# The workspace's own identity on its key-disabled system storage: the Azure ML resource provider
-# assigns Storage Blob Data Contributor and Storage File Data Privileged Contributor itself when a
-# workspace is created with identity-based storage access, so they are not declared here (declaring
-# them collides with its assignments: 409 RoleAssignmentExists on apply).
+# The steps' environment image lives in the workspace registry, whose admin user is off, so the nodes
+# pull it with the cluster's identity. Azure ML grants AcrPull by itself only to a cluster's
+# system-assigned identity (docs: "Azure Container Registry without admin user"); a user-assigned one
+# without it fails every job before step 1 runs (`Failed to pull Docker image`: azureml-examples issue
+# #3463; PR #3956 there grants the compute's principal AcrPull on the workspace registry).
+resource "azurerm_role_assignment" "compute_acr_pull" {
+  scope                = azurerm_container_registry.main.id
+  role_definition_name = "AcrPull"
+  principal_id         = azurerm_user_assigned_identity.compute.principal_id
+}
+
+# The workspace's own identity on its key-disabled system storage (Storage Blob Data Contributor and
+# Storage File Data Privileged Contributor) is not declared here: where the Azure ML resource provider
+# creates these assignments itself, declaring them too fails the apply with 409 RoleAssignmentExists.
+# The docs promise that only for workspaces created in the portal, and Terraform creates through ARM,
+# so infra/deploy.sh checks them after every apply of stage 1 and creates the missing ones
+# (outputs ml_workspace_principal_id and workspace_identity_storage_id).
 
 # The deployer (you, or a CI identity: var.deployer_principal_id): `retrain register-components`
 # uploads the component code with the caller's token to the key-disabled workspace storage (blobs and

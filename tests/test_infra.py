@@ -138,6 +138,7 @@ def test_app_settings_are_ones_the_service_reads(config: dict) -> None:
     host = {
         "AzureWebJobsStorage__accountName",
         "AzureWebJobsStorage__credential",
+        "DATASTORE__credential",  # read by the blob extension; the code's DefaultAzureCredential agrees with it
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     }
     settings = config["locals"]["function_settings"]
@@ -252,9 +253,40 @@ def test_the_deployer_gets_the_data_roles_that_registering_components_and_loadin
 
 
 def test_roles_the_azure_ml_provider_creates_for_the_workspace_are_not_declared(config: dict) -> None:
-    """A workspace with identity-based storage gets its data roles from the resource provider: declaring them 409s."""
+    """Where the resource provider creates the workspace's data roles, declaring them 409s: deploy.sh checks them."""
     principals = {a["principal_id"] for a in config["resource"]["azurerm_role_assignment"].values()}
     assert not any("azurerm_machine_learning_workspace.main.identity" in p for p in principals)
+    outputs = config["output"]
+    assert outputs["ml_workspace_principal_id"]["value"] == (
+        "${azurerm_machine_learning_workspace.main.identity[0].principal_id}"
+    )
+    keyless = outputs["workspace_identity_storage_id"]["value"]
+    assert keyless == '${var.workspace_storage_keyless ? azurerm_storage_account.datastore.id : ""}'
+
+
+def test_the_compute_identity_may_pull_the_steps_image_from_the_registry(config: dict) -> None:
+    """Azure ML grants AcrPull by itself only to a system-assigned cluster identity; ours is user-assigned."""
+    assert config["resource"]["azurerm_container_registry"]["main"]["admin_enabled"] is False
+    workspace = config["resource"]["azurerm_machine_learning_workspace"]["main"]
+    assert workspace["container_registry_id"] == "${azurerm_container_registry.main.id}"
+    for cluster in config["resource"]["azurerm_machine_learning_compute_cluster"].values():
+        assert block(cluster, "identity")["identity_ids"] == ["${azurerm_user_assigned_identity.compute.id}"]
+    assert ("AcrPull", "azurerm_container_registry.main", "compute") in role_pairs(config)
+    outputs = config["output"]
+    assert outputs["compute_identity_principal_id"]["value"] == "${azurerm_user_assigned_identity.compute.principal_id}"
+    assert outputs["container_registry_id"]["value"] == "${azurerm_container_registry.main.id}"
+
+
+def test_a_datastore_client_id_always_comes_with_the_managed_identity_credential(config: dict) -> None:
+    """The blob extension takes a user-assigned identity only from __credential=managedidentity with __clientId."""
+    settings = config["locals"]["function_settings"]
+    assert settings["DATASTORE__credential"] == "managedidentity"
+    for name in settings:
+        if name.endswith("__clientId"):
+            assert settings[name.removesuffix("clientId") + "credential"] == "managedidentity", name
+    readme = (INFRA.parent / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("|") and "`DATASTORE__clientId`" in line]
+    assert "DATASTORE__credential=managedidentity" in row, "README says to set __credential with __clientId"
 
 
 def test_the_provider_is_pinned_and_reads_storage_without_the_data_plane(config: dict, source: str) -> None:
@@ -312,7 +344,18 @@ def fake_tool(folder: Path, name: str, body: str) -> None:
 
 
 AZ = """
+role="$(printf '%s\\n' "$@" | sed -n '/^--role$/{n;p;}')"
 case "$*" in
+  *"role assignment list"*"value-of-function_storage_id"*)
+    count=$(cat "$CALLS.app-role" 2>/dev/null || echo 0); echo $((count + 1)) > "$CALLS.app-role"
+    [ "$count" -lt "${APP_ROLE_MISSING:-0}" ] || echo "app-role-assignment-id";;
+  *"role assignment list"*)
+    case ",${WORKSPACE_ROLES:-}," in *",$role,"*) echo "workspace-role-assignment-id";; esac;;
+  *"role assignment create"*)
+    case "${CREATE_ANSWER:-created}" in
+      exists) echo "ERROR: (RoleAssignmentExists) The role assignment already exists." >&2; exit 1;;
+      denied) echo "ERROR: (AuthorizationFailed) The client does not have authorization" >&2; exit 1;;
+    esac;;
   *"keys list"*) echo "blobs-key";;
   *"appsettings list"*) [ -n "$SETTING_LEFT" ] && echo "AzureWebJobsStorage";;
   *"storage blob list"*)
@@ -323,14 +366,24 @@ esac
 """
 
 
+# Core Tools that fail the first PUBLISH_FAILURES publishes, as a 403 from a role still propagating does.
+FUNC = """
+count=$(cat "$CALLS.publish" 2>/dev/null || echo 0); echo $((count + 1)) > "$CALLS.publish"
+[ "$count" -ge "${PUBLISH_FAILURES:-0}" ] || { echo "403 AuthorizationPermissionMismatch" >&2; exit 1; }
+"""
+
+
 def run_deploy(tmp_path: Path, stage: str, state: str, expect_success: bool = True, **env_overrides: str) -> list[str]:
     """infra/deploy.sh with terraform, func, az and curl replaced by recorders (nothing reaches Azure)."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
     bin_dir.mkdir(exist_ok=True)
     calls.write_text("")
-    outputs = 'case "$*" in *"output -raw"*) echo "value-of-${@: -1}";; *"state list"*) printf "%s" "$STATE";; esac'
+    outputs = (
+        'case "$*" in *"output -raw"*) [ "${@: -1}" = "${EMPTY_OUTPUT:-}" ] || echo "value-of-${@: -1}";;'
+        ' *"state list"*) printf "%s" "$STATE";; esac'
+    )
     fake_tool(bin_dir, "terraform", outputs)
-    fake_tool(bin_dir, "func", "")
+    fake_tool(bin_dir, "func", FUNC)
     fake_tool(bin_dir, "az", AZ)
     fake_tool(bin_dir, "curl", "")
     fake_tool(bin_dir, "retrain", "")
@@ -342,17 +395,19 @@ def run_deploy(tmp_path: Path, stage: str, state: str, expect_success: bool = Tr
         "DEPLOY_HOST_WAIT_SECONDS": "0",
         "RETRAIN": str(bin_dir / "retrain"),
         "DEPLOY_ROLE_WAIT_ATTEMPTS": "4",
+        "DEPLOY_PUBLISH_WAIT_SECONDS": "0",
         "DEPLOY_RELEASE_FILE": str(tmp_path / "RELEASE"),
         **env_overrides,
     }
-    (tmp_path / "calls.txt.blob").unlink(missing_ok=True)
+    for counter in tmp_path.glob("calls.txt.*"):
+        counter.unlink()
     result = subprocess.run(["bash", str(INFRA / "deploy.sh"), stage], env=env, capture_output=True, text=True)
     assert (result.returncode == 0) == expect_success, result.stdout + result.stderr
     recorded = [line for line in calls.read_text().splitlines() if "output -raw" not in line]
     return recorded if expect_success else [*recorded, result.stdout]
 
 
-def test_the_staged_deployment_publishes_and_registers_before_it_subscribes(tmp_path: Path) -> None:
+def test_the_staged_deployment_registers_then_publishes_before_it_subscribes(tmp_path: Path) -> None:
     calls = run_deploy(tmp_path, "all", state="")
     steps = [
         c.split()[0] + (" " + c.split()[1] if c.startswith(("terraform", "func", "retrain")) else "") for c in calls
@@ -362,7 +417,7 @@ def test_the_staged_deployment_publishes_and_registers_before_it_subscribes(tmp_
     register = next(i for i, c in enumerate(calls) if c.startswith("retrain register-components"))
     key = next(i for i, c in enumerate(calls) if "keys list" in c)
     apply_with = next(i for i, c in enumerate(calls) if "apply" in c and "event_subscriptions=true" in c)
-    assert apply_without < publish < register < key < apply_with, steps
+    assert apply_without < register < publish < key < apply_with, steps
 
 
 def test_each_stage_can_run_again_without_undoing_the_others(tmp_path: Path) -> None:
@@ -394,7 +449,7 @@ def test_publishing_waits_until_the_deployers_data_roles_are_in_force(tmp_path: 
     publish = next(i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish"))
     assert len(listed) == 3 and listed[-1] < publish, "two refusals, then the roles are in force"
     *calls, output = run_deploy(tmp_path, "code", state="", expect_success=False, ROLE_DENIALS="99")
-    assert "still cannot read" in output and not any(c.startswith("func") for c in calls), "bounded, then stop"
+    assert "still cannot read" in output and not any(c.startswith(("func", "retrain")) for c in calls), "bounded"
 
 
 def test_the_app_and_the_components_share_one_release_per_commit(tmp_path: Path) -> None:
@@ -404,4 +459,60 @@ def test_the_app_and_the_components_share_one_release_per_commit(tmp_path: Path)
     assert release.startswith(f"0.1.0-{commit.stdout.strip()}")
     publish = next(i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish"))
     register = next(i for i, c in enumerate(calls) if c.startswith("retrain register-components"))
-    assert publish < register, "the release file exists before either ships"
+    assert register < publish, "the release file exists before either ships"
+
+
+def role_creations(calls: list[str]) -> list[str]:
+    return [c for c in calls if c.startswith("az role assignment create")]
+
+
+def test_stage_one_creates_the_workspace_identitys_missing_storage_roles(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "resources", state="", WORKSPACE_ROLES="Storage Blob Data Contributor")
+    apply = next(i for i, c in enumerate(calls) if " apply " in c)
+    checks = [i for i, c in enumerate(calls) if c.startswith("az role assignment list")]
+    (created,) = role_creations(calls)
+    assert len(checks) == 2 and apply < checks[0], "both roles are checked after the apply"
+    assert "--role Storage File Data Privileged Contributor" in created, "only the missing one is created"
+    assert "--assignee-object-id value-of-ml_workspace_principal_id" in created
+    assert "--assignee-principal-type ServicePrincipal" in created, "no Graph lookup of a fresh identity"
+    assert "--scope value-of-workspace_identity_storage_id" in created
+    both = "Storage Blob Data Contributor,Storage File Data Privileged Contributor"
+    again = run_deploy(tmp_path, "resources", state="", WORKSPACE_ROLES=both)
+    assert role_creations(again) == [], "a re-run finds both and creates nothing"
+
+
+def test_a_workspace_role_azure_ml_created_meanwhile_is_not_an_error(tmp_path: Path) -> None:
+    *calls, output = run_deploy(tmp_path, "resources", state="", expect_success=False, CREATE_ANSWER="denied")
+    assert "could not assign" in output and "infra/deploy.sh resources" in output
+    calls = run_deploy(tmp_path, "resources", state="", CREATE_ANSWER="exists")
+    assert len(role_creations(calls)) == 2, "409 RoleAssignmentExists counts as assigned, and the stage goes on"
+
+
+def test_key_based_workspace_storage_needs_no_workspace_identity_roles(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "resources", state="", EMPTY_OUTPUT="workspace_identity_storage_id")
+    assert not any(c.startswith("az role assignment") for c in calls)
+
+
+def test_publishing_waits_for_the_apps_role_on_its_host_storage(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "code", state="", APP_ROLE_MISSING="2")
+    checks = [i for i, c in enumerate(calls) if "role assignment list" in c and "value-of-function_storage_id" in c]
+    publish = next(i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish"))
+    assert len(checks) == 3 and checks[-1] < publish, "two empty answers, then the assignment exists"
+    assert all("--role Storage Blob Data Owner" in calls[i] for i in checks)
+    assert all("value-of-function_app_principal_id" in calls[i] for i in checks)
+    *calls, output = run_deploy(tmp_path, "code", state="", expect_success=False, APP_ROLE_MISSING="99")
+    assert not any(c.startswith("func") for c in calls), "bounded, then stop before publishing"
+    assert "Storage Blob Data Owner" in output and "infra/deploy.sh code" in output
+
+
+def test_a_publish_that_fails_while_roles_propagate_is_retried_within_a_bound(tmp_path: Path) -> None:
+    calls = run_deploy(tmp_path, "code", state="", PUBLISH_FAILURES="2")
+    publishes = [i for i, c in enumerate(calls) if c.startswith("func azure functionapp publish")]
+    assert len(publishes) == 3, "failed twice, then published"
+    assert publishes[-1] < next(i for i, c in enumerate(calls) if "keys list" in c)
+    *calls, output = run_deploy(
+        tmp_path, "code", state="", expect_success=False, PUBLISH_FAILURES="99", DEPLOY_PUBLISH_ATTEMPTS="3"
+    )
+    assert len([c for c in calls if c.startswith("func azure functionapp publish")]) == 3
+    assert not any("keys list" in c for c in calls), "a failed publish ends the stage"
+    assert "failed 3 times" in output and "run: infra/deploy.sh code" in output
