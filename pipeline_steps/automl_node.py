@@ -4,6 +4,10 @@ AUTO_MODE=true lets AutoML choose models and hyperparameters within the limits; 
 sweeps `config/config_search_space.yml` (random sampling, Bandit early termination). Search-space
 keys are checked against the hyperparameters AutoML accepts: the parameters of the SDK's own
 `ImageObjectDetectionSearchSpace`, so the list cannot drift from the installed SDK.
+
+Warm start: AutoML loads a checkpoint only into a trial of the checkpoint's own `model_name`
+(`azureml.automl.dnn.vision.common.artifacts_utils.load_model_from_checkpoint` raises otherwise), so
+the champion's run seeds only an auto-mode node training the champion's model, never a sweep.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from azure.ai.ml.entities._job.automl.image.image_object_detection_search_space 
 )
 from azure.ai.ml.sweep import BanditPolicy, Choice, Uniform
 
-from pipeline_steps.contracts import CLASS_IDS_TAG
+from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG
 from retrainer.settings import Settings
 from retrainer.workspace import ModelVersion
 
@@ -64,7 +68,15 @@ class AutoMLConfig:
     tiling: dict[str, Any] = field(default_factory=dict)
     search_space_file: Path = SEARCH_SPACE_FILE
     #: The champion's AutoML run, to train incrementally from its checkpoint (None: from pretrained weights).
+    #: Auto mode only: every trial of a sweep would load it, and the sweep mixes model families.
     checkpoint_run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_run_id and not self.auto_mode:
+            raise ValueError(
+                f"checkpoint run {self.checkpoint_run_id} given to a sweep (AUTO_MODE=false): AutoML would load it "
+                "into every trial, and a trial of another model_name fails; warm start is for auto mode only"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings, checkpoint_run_id: str | None = None) -> AutoMLConfig:
@@ -147,12 +159,12 @@ def build_automl_node(
     # AutoML into its AutoMode (preview), which is not what a fixed model asks for.
     trials = (config.max_trials, config.max_concurrent_trials) if not config.auto_mode else (1, 1)
     node.set_limits(timeout_minutes=config.timeout_minutes, max_trials=trials[0], max_concurrent_trials=trials[1])
-    if config.checkpoint_run_id:
-        node.set_training_parameters(checkpoint_run_id=config.checkpoint_run_id)
     if config.auto_mode:
-        parameters = {"model_name": config.model_name}
+        parameters: dict[str, Any] = {"model_name": config.model_name}
         if config.model_name not in _NO_TILING_MODELS:
             parameters.update(config.tiling)
+        if config.checkpoint_run_id:
+            parameters["checkpoint_run_id"] = config.checkpoint_run_id
         unknown = sorted(set(parameters) - ACCEPTED_TRAINING_PARAMETERS)
         if unknown:
             raise SearchSpaceError(f"unknown AutoML training parameters: {', '.join(unknown)}")
@@ -175,15 +187,29 @@ class WarmStartDecision:
 
 
 def champion_checkpoint(
-    versions: list[ModelVersion], class_ids: frozenset[str] | None, enabled: bool = True
+    versions: list[ModelVersion],
+    class_ids: frozenset[str] | None,
+    *,
+    enabled: bool,
+    auto_mode: bool,
+    model_name: str,
 ) -> WarmStartDecision:
-    """The champion's AutoML run when it can seed this training: it exists, came from AutoML, and knew every class.
+    """The champion's AutoML run when it can seed this training: auto mode, an AutoML champion of the
+    model AutoML will train (`model_name`), and one that knew every class.
 
     AutoML restores the checkpoint's whole network, its class head included, so the class set must
-    match: the label map (every class the service accepts) must be the champion's classes.
+    match: the label map (every class the service accepts) must be the champion's classes. It loads
+    a checkpoint only into a trial of the same model_name and raises otherwise, so a sweep, whose
+    trials mix model families, never gets one.
     """
     if not enabled:
         return WarmStartDecision(None, "warm start is off (WARM_START=false): training from pretrained weights")
+    if not auto_mode:
+        return WarmStartDecision(
+            None,
+            "a sweep (AUTO_MODE=false) mixes model families and AutoML loads a checkpoint only into a trial of "
+            "its own model: training from pretrained weights",
+        )
     champion = next((v for v in versions if v.is_best), None)
     if champion is None:
         return WarmStartDecision(None, "no champion yet: training from pretrained weights")
@@ -200,4 +226,19 @@ def champion_checkpoint(
         return WarmStartDecision(
             None, f"the class set changed (new {added or 'none'}, gone {gone or 'none'}): training afresh"
         )
-    return WarmStartDecision(run, f"warm start from champion version {champion.version} (AutoML run {run})")
+    champion_model = champion.tags.get(AUTOML_MODEL_NAME_TAG)
+    if not champion_model:
+        return WarmStartDecision(
+            None,
+            f"champion version {champion.version} has no {AUTOML_MODEL_NAME_TAG} tag (registered before it was "
+            "recorded), so its model cannot be matched to the one AutoML trains: training from pretrained weights",
+        )
+    if champion_model != model_name:
+        return WarmStartDecision(
+            None,
+            f"champion version {champion.version} is a {champion_model} but AutoML trains {model_name} "
+            "(TRAINING_MODEL_NAME), and a checkpoint loads only into its own model: training from pretrained weights",
+        )
+    return WarmStartDecision(
+        run, f"warm start from champion version {champion.version} ({champion_model}, AutoML run {run})"
+    )

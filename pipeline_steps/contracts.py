@@ -17,6 +17,9 @@ from retrainer.promotion import HoldoutInfo
 
 #: The model and data-asset tag listing the class ids a set holds or a model was trained on (a JSON list).
 CLASS_IDS_TAG = "class_ids"
+#: The model tag naming the AutoML model (`model_name`, e.g. fasterrcnn_resnet50_fpn) an AutoML model is;
+#: a checkpoint seeds only that model. Absent on the local detector's models.
+AUTOML_MODEL_NAME_TAG = "automl_model_name"
 
 
 class StepFile(BaseModel):

@@ -6,8 +6,11 @@
 
 Metrics come from the training run: `metrics.json` beside `MLmodel` (the local trainer), else the
 MLflow run named by the MLmodel's `run_id` (AutoML's best child run; inside Azure ML jobs the
-platform points MLFLOW_TRACKING_URI at the workspace). `model_metadata.json` in the output holds
-name, version, mean_average_precision, precision, recall and the data versions (`contracts.RegisteredModel`).
+platform points MLFLOW_TRACKING_URI at the workspace). An AutoML model also gets the tag
+`automl_model_name`: the `base_model_name` AutoML writes into the MLmodel's `metadata` (the trial's
+`model_name`, the one its checkpoint holds), which the next run's warm start matches. `model_metadata.json`
+in the output holds name, version, mean_average_precision, precision, recall and the data versions
+(`contracts.RegisteredModel`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from pipeline_steps._cli import add_flag
-from pipeline_steps.contracts import CLASS_IDS_TAG, DataAssets, RegisteredModel
+from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG, DataAssets, RegisteredModel
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import ModelRegistry, open_registry
 
@@ -36,12 +40,18 @@ class ModelInputError(ValueError):
     """The model folder or its metrics cannot be registered; the message says what is wrong."""
 
 
-def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
-    """(metrics, source run) of the model; every required metric present and a finite number."""
+def _mlmodel(model_folder: Path) -> dict[str, Any]:
+    """The model's MLmodel file as a mapping."""
     mlmodel = model_folder / "MLmodel"
     if not mlmodel.is_file():
         raise ModelInputError(f"{model_folder} is not an MLflow model folder: no MLmodel file")
-    description = yaml.safe_load(mlmodel.read_text()) or {}
+    description: dict[str, Any] = yaml.safe_load(mlmodel.read_text()) or {}
+    return description
+
+
+def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
+    """(metrics, source run) of the model; every required metric present and a finite number."""
+    description = _mlmodel(model_folder)
     run_id = str(description.get("run_id") or "")
     local_metrics = model_folder / "metrics.json"
     if local_metrics.is_file():
@@ -63,6 +73,19 @@ def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
             raise ModelInputError(f"{model_folder}: metric {name!r} is not a finite number: {value!r}")
         metrics[name] = float(value)
     return metrics, source
+
+
+def automl_model_name(model_folder: Path) -> str | None:
+    """The AutoML `model_name` the model was trained as, or None for a model that does not record it.
+
+    AutoML for Images (azureml-automl-dnn-vision 1.62, `common/artifacts_utils.write_artifacts`) logs
+    its MLflow model with `metadata={"base_model_name": model_wrapper.model_name, ...}`, the same
+    name it saves in the checkpoint (`model.pt`) and compares when a later run loads that checkpoint.
+    The local detector writes no such metadata.
+    """
+    metadata = _mlmodel(model_folder).get("metadata") or {}
+    name = metadata.get("base_model_name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _tracked_metrics(run_id: str) -> dict[str, float]:
@@ -125,12 +148,14 @@ def per_class_ap(model_folder: Path) -> dict[str, float]:
 def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> RegisteredModel:
     metrics, source = read_training_metrics(model_folder)
     per_class = per_class_ap(model_folder)
+    trained_as = automl_model_name(model_folder)
     tags = {
         **{k: f"{v:.6f}" for k, v in metrics.items()},
         **data,
         "source_run": source,
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **({PER_CLASS_TAG: json.dumps(per_class, separators=(",", ":"))} if per_class else {}),
+        **({AUTOML_MODEL_NAME_TAG: trained_as} if trained_as else {}),
     }
     version = registry.register_model(
         name, model_folder, description="P&ID symbol detector (AutoML for Images contract)", tags=tags

@@ -12,7 +12,7 @@ import pytest
 from azure.ai.ml.entities import Model
 
 from pipeline_steps import register_model, tag_model
-from pipeline_steps.contracts import HoldoutManifest, holdout_info
+from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
 from retrainer.promotion import PromotionRecord
@@ -229,6 +229,28 @@ def test_automl_metrics_are_the_saved_epochs_not_the_last_logged(
     (model / "MLmodel").write_text(text)
     metrics, _ = read_training_metrics(model)
     assert metrics == {"mean_average_precision": 0.82, "precision": 0.85, "recall": 0.80}
+
+
+def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_one_is_not(
+    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoML writes the trial's model_name into the MLmodel's metadata (base_model_name); warm start matches it."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
+    with mlflow.start_run() as run:
+        mlflow.log_metrics({"mean_average_precision": 0.91, "precision": 0.88, "recall": 0.93})
+    automl = tmp_path / "best_model"
+    automl.mkdir()
+    text = (SAMPLES / "register" / "MLmodel.sample").read_text().replace("<RUN_ID>", run.info.run_id)
+    (automl / "MLmodel").write_text(text.replace("fasterrcnn_resnet50_fpn", "yolov5"))
+    client = FakeMLClient()
+    registry = AzureMLModelRegistry(client)
+    register_model.register(registry, NAME, automl, {})
+    register_model.register(registry, NAME, trained_model, {})
+    automl_tags, local_tags = client.models.stored["1"].tags, client.models.stored["2"].tags
+    assert automl_tags[AUTOML_MODEL_NAME_TAG] == "yolov5" and automl_tags["source_run"] == run.info.run_id
+    assert AUTOML_MODEL_NAME_TAG not in local_tags and local_tags["source_run"] == "local-trainer"
 
 
 class FakeModelOperations:

@@ -315,26 +315,6 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
     assert "!pipeline_steps/RELEASE" in (root / ".funcignore").read_text(), "the app submits the release it shipped"
 
 
-def champion(tags: dict[str, str], version: str = "4") -> Any:
-    from retrainer.workspace import ModelVersion
-
-    return ModelVersion("pid-symbol-detector", version, {"best_model": "true", **tags}, f"azureml:x:{version}")
-
-
-def test_the_champions_automl_run_seeds_training_only_when_it_knew_every_class() -> None:
-    from pipeline_steps.automl_node import champion_checkpoint
-
-    classes = frozenset({"1", "2", "3"})
-    automl = {"source_run": "AutoML_abc_HD_3", "class_ids": '["1","2","3"]'}
-    assert champion_checkpoint([champion(automl)], classes).checkpoint_run_id == "AutoML_abc_HD_3"
-    grown = champion_checkpoint([champion(automl)], classes | {"4"})
-    assert grown.checkpoint_run_id is None and "new ['4']" in grown.reason
-    assert champion_checkpoint([], classes).reason.startswith("no champion yet")
-    assert champion_checkpoint([champion({**automl, "source_run": "local-trainer"})], classes).checkpoint_run_id is None
-    assert champion_checkpoint([champion(automl)], None).checkpoint_run_id is None, "no label map: cannot check"
-    assert "WARM_START=false" in champion_checkpoint([champion(automl)], classes, enabled=False).reason
-
-
 @pytest.mark.usefixtures("azureml_env")
 def test_a_warm_start_puts_the_checkpoint_run_on_the_automl_node_and_the_reason_on_the_job(
     monkeypatch: pytest.MonkeyPatch,

@@ -171,11 +171,18 @@ class AzureMLPipelineRunner:
         return job
 
     def warm_start(self) -> Any:
-        """Whether training starts from the champion's AutoML checkpoint (its run, its classes vs the label map)."""
+        """Whether training starts from the champion's AutoML checkpoint: auto mode, the champion's model is
+        TRAINING_MODEL_NAME, and its classes are the label map's."""
         from pipeline_steps.automl_node import champion_checkpoint
 
         versions = AzureMLModelRegistry(self._ml_client).model_versions(self._settings.MODEL_BASE_NAME)
-        return champion_checkpoint(versions, self._label_map_class_ids(), enabled=self._settings.WARM_START)
+        return champion_checkpoint(
+            versions,
+            self._label_map_class_ids(),
+            enabled=self._settings.WARM_START,
+            auto_mode=self._settings.AUTO_MODE,
+            model_name=self._settings.TRAINING_MODEL_NAME,
+        )
 
     def _label_map_class_ids(self) -> frozenset[str] | None:
         """The classes the service accepts (LABEL_MAP_BLOB), or None when there is no label map to read."""
