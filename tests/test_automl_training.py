@@ -1,6 +1,8 @@
 """Step 4 on Azure ML: the AutoML node builds and validates offline from the settings; its warm start."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,28 @@ TRAIN = Input(type="mltable", path="azureml:pid-symbols-train:3")
 VAL = Input(type="mltable", path="azureml:pid-symbols-val:3")
 
 
+@contextmanager
+def search_space_dumped_as_a_file() -> Iterator[None]:
+    """Within it, `_to_dict()` dumps a search space as `{type: choice, values: [...]}`, whatever ran before.
+
+    An SDK leak, not ours: the node's `_to_rest_object()` (every submission) dumps with the marshmallow
+    context `inside_pipeline=True`, which turns each distribution into its REST string (`"choice('yolov5')"`).
+    The schema's `search_space` field nests one `ImageModelDistributionSettingsObjectDetectionSchema()`
+    instance shared by every schema object, and marshmallow's `Nested.schema` shallow-copies it and
+    `update()`s the parent context into its `context` dict, which the copy shares with that instance: the
+    flag stays set for the rest of the process. Only later `_to_dict()` dumps change (the REST body already
+    uses the string form, and `build_automl_node` makes fresh distributions each build), but a test that ran a
+    submission before, as with pytest-xdist, would read strings. The flag is dropped for the dump here, and
+    restored after, so neither order nor this helper changes what the other tests see.
+    """
+    from azure.ai.ml._schema.automl.image_vertical.image_object_detection import ImageObjectDetectionSchema
+
+    shared = ImageObjectDetectionSchema._declared_fields["search_space"].inner.nested.context  # type: ignore[attr-defined]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delitem(shared, "inside_pipeline", raising=False)
+        yield
+
+
 def dumped_node(config: AutoMLConfig, with_validation: bool = True) -> dict:
     """The node inside a pipeline, validated and dumped as the service would submit it.
 
@@ -37,7 +61,8 @@ def dumped_node(config: AutoMLConfig, with_validation: bool = True) -> dict:
     job = training_only(train=TRAIN, val=VAL)
     validation = job._validate()
     assert validation.passed, validation.error_messages
-    dumped = job._to_dict()
+    with search_space_dumped_as_a_file():
+        dumped = job._to_dict()
     (node,) = dumped["jobs"].values()
     return {**node, "pipeline_outputs": dumped["outputs"]}
 
