@@ -73,10 +73,11 @@ infra-check: $(CHECKOV)
 	terraform fmt -check -recursive infra
 	$(CHECKOV) -d infra --framework terraform --skip-download --compact --quiet
 
-# The pipeline steps' Azure ML environment resolves from wheels as pinned, and the steps import in it
-# (a fresh Python 3.11 venv against the package index, as the image build does; about a minute).
+# The pipeline steps' Azure ML environment resolves from wheels as pinned, the steps import in it, and
+# the CPU steps' real code paths run in it, the tag step's decision included (a fresh Python 3.11 venv
+# against the package index, as the image build does; a minute or two).
 env-check: setup-python
-	$(PY) -m devtools.step_environment check --import-steps
+	$(PY) -m devtools.step_environment check --import-steps --rehearse
 
 lint: setup-python
 	$(VENV)/bin/ruff check .

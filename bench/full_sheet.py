@@ -49,14 +49,13 @@ import json, resource, sys, time
 {peak}
 from pathlib import Path
 import torch
-from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
-from pipeline_steps.detector.evaluation import evaluate
-from pipeline_steps.detector.scoring import load_model, predict_loaded
+from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+from pipeline_steps.evaluation.metrics import evaluate
+from pipeline_steps.evaluation.scoring import predict_sheets
 torch.set_num_threads({threads})
-model = load_model(Path({model!r}))
 sheets = load_sheets(Path({mltable!r}))
 started = time.perf_counter()
-predictions = predict_loaded(model, sheets)
+predictions = predict_sheets(Path({model!r}), sheets)  # the tag step's call: mlflow.models.predict, loading included
 seconds = time.perf_counter() - started
 metrics = evaluate(sheets, predictions, class_vocabulary(sheets)).metrics
 print(json.dumps({{"seconds": seconds, "peak_mb": peak_mb(),

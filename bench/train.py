@@ -30,7 +30,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.engine import TrainingConfig, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
-from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
+from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 
 
 class _ThreeLevelBackbone(SymbolBackbone):

@@ -1,13 +1,16 @@
 """The pipeline steps' Azure ML environment: pin it, and check that its image would build.
 
     python -m devtools.step_environment lock    # resolve requirements.in, write the pins into conda.yml
-    python -m devtools.step_environment check [--import-steps]   # resolve conda.yml's pip list as the image build does
+    python -m devtools.step_environment check [--import-steps] [--rehearse]   # resolve conda.yml's pip list
 
 Both resolve in a fresh Python 3.11 virtual environment with pip's own defaults (this machine's pip
 configuration is set aside), the way the image build's `pip install` sees the package index.
 `check` fails when a package would be built from source, when an azureml package resolves to a
 release more than two years old (pip backtracking to a 2020 azureml-mlflow once pulled a source
-tarball that cannot compile on 3.11), or when the resolution no longer matches the pins.
+tarball that cannot compile on 3.11), or when the resolution no longer matches the pins. With
+`--import-steps` it installs the pins and imports every step there; with `--rehearse` it also runs the
+CPU steps' real code paths there (`devtools.step_rehearsal`: the tag step deciding between two MLflow
+models on a holdout, with a local registry).
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ STEP_MODULES = (
     "pipeline_steps.register_data_asset",
     "pipeline_steps.register_model",
     "pipeline_steps.tag_model",
-    "pipeline_steps.detector.comparison",  # the tag step scores both models on the holdout
-    "pipeline_steps.detector.scoring",
+    "pipeline_steps.evaluation.comparison",  # the tag step scores both models on the holdout
+    "pipeline_steps.evaluation.scoring",
     "retrainer.workspace.azureml",
 )
 
@@ -61,10 +64,11 @@ def _pip(venv: Path, arguments: list[str]) -> None:
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", *arguments], check=True, env=env)
 
 
-def resolve(requirements: list[str], import_steps: bool = False) -> list[dict]:
+def resolve(requirements: list[str], import_steps: bool = False, rehearse: bool = False) -> list[dict]:
     """What `pip install` would install for these requirements into a fresh 3.11 environment.
 
-    With `import_steps`, install them for real and import every step module there.
+    With `import_steps` or `rehearse`, install them for real, then import every step module there, or
+    rehearse the CPU steps there.
     """
     with tempfile.TemporaryDirectory() as scratch:
         venv = Path(scratch) / "venv"
@@ -76,10 +80,14 @@ def resolve(requirements: list[str], import_steps: bool = False) -> list[dict]:
             venv, ["install", "--dry-run", "--quiet", "--ignore-installed", "--report", str(report), "-r", str(listing)]
         )
         items = list(json.loads(report.read_text())["install"])
-        if import_steps:
+        if import_steps or rehearse:
             _pip(venv, ["install", "--quiet", "-r", str(listing)])
+        python, root = str(venv / "bin" / "python"), COMPONENTS.parent.parent
+        if import_steps:
             code = f"import importlib; [importlib.import_module(m) for m in {STEP_MODULES!r}]"
-            subprocess.run([str(venv / "bin" / "python"), "-c", code], check=True, cwd=COMPONENTS.parent.parent)
+            subprocess.run([python, "-c", code], check=True, cwd=root)
+        if rehearse:
+            subprocess.run([python, "-m", "devtools.step_rehearsal"], check=True, cwd=root)
         return items
 
 
@@ -131,9 +139,9 @@ def lock() -> int:
     return 0
 
 
-def check(import_steps: bool) -> int:
+def check(import_steps: bool, rehearse: bool) -> int:
     requirements = pip_list()
-    items = resolve(requirements, import_steps)
+    items = resolve(requirements, import_steps, rehearse)
     problems = []
     if source := built_from_source(items):
         problems.append(f"would build from source: {', '.join(source)}")
@@ -146,6 +154,7 @@ def check(import_steps: bool) -> int:
         print(f"step environment: {problem}", file=sys.stderr)
     if not problems:
         imported = "; the step modules import in it" if import_steps else ""
+        imported += "; the CPU steps ran in it" if rehearse else ""
         print(f"step environment: {len(items)} packages resolve from wheels, as pinned{imported}")
     return 1 if problems else 0
 
@@ -154,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["lock", "check"])
     parser.add_argument("--import-steps", action="store_true", help="with check: install and import every step")
+    parser.add_argument("--rehearse", action="store_true", help="with check: install and run the CPU steps there")
     args = parser.parse_args(argv)
-    return lock() if args.command == "lock" else check(args.import_steps)
+    return lock() if args.command == "lock" else check(args.import_steps, args.rehearse)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 With TRAIN_DATASET and VAL_DATASET set, steps 1-3 are skipped and those assets feed training
 (DATASET_VERSION_PATH, when set, is the earlier data-asset step's output, for the model's tags).
-Default compute PIPELINE_CPU_COMPUTE_NAME; training on TRAINING_GPU_COMPUTE_NAME.
+Default compute PIPELINE_CPU_COMPUTE_NAME; training on TRAINING_GPU_COMPUTE_NAME, and the tag step, which
+scores both models on the holdout, on PROMOTION_COMPUTE_NAME (the GPU compute unless set).
 
 Every setting a step needs enters as a component input. The data and registry steps are not
 deterministic (their inputs are fixed datastore paths whose content changes, and they change the
@@ -50,7 +51,17 @@ def environment() -> Environment:
 
 
 def component(name: str) -> CommandComponent:
-    """A step's component from its YAML, versioned with the release, on the release's environment."""
+    """A step's component from its YAML, versioned with the release, on the release's environment.
+
+    Its code is this checkout (`code: ../..`), uploaded when the component is registered or submitted
+    inline: refused where the step's code is not here (the function app ships none).
+    """
+    if not (COMPONENTS.parent / f"{name}.py").is_file():
+        raise FileNotFoundError(
+            f"pipeline_steps/{name}.py is not here, so its component cannot be uploaded from this folder (the "
+            "function app ships no step code): register the release's components from a clone with `retrain "
+            "register-components` and submit with PIPELINE_COMPONENTS=registered"
+        )
     loaded = load_component(COMPONENTS / f"{name}.yml")
     if not isinstance(loaded, CommandComponent):
         raise TypeError(f"{name}.yml is not a command component")
@@ -102,6 +113,8 @@ def build_pipeline_job(
         )
         tagged = tag_model(**inputs["tag_model"], model_metadata_path=registered.outputs.model_metadata_path, **holdout)
         registered.name, tagged.name = "register_model", "tag_model"
+        # Scoring AutoML's tiled Faster R-CNN takes minutes a sheet on a CPU and seconds on a GPU.
+        tagged.compute = settings.promotion_compute()
         return registered, tagged
 
     if settings.reuses_datasets():

@@ -33,6 +33,8 @@ def step_settings(settings: Settings) -> StepSettings:
             "min_map_improvement": settings.MIN_MAP_IMPROVEMENT,
             "confidence_level": settings.PROMOTION_CONFIDENCE_LEVEL,
             "bootstrap_resamples": settings.PROMOTION_BOOTSTRAP_RESAMPLES,
+            "max_holdout_images": settings.PROMOTION_MAX_HOLDOUT_IMAGES,
+            "scoring_budget_minutes": settings.PROMOTION_SCORING_MINUTES,
         },
     }
 

@@ -3,14 +3,17 @@
     python -m pipeline_steps.tag_model --model-base-name pid-symbol-detector \
         --model-metadata-path <register_model output> --holdout-data-path <split's holdout MLTable> \
         --best-model-metadata-path <output folder> [--min-map-improvement 0] [--confidence-level 0.95] \
-        [--bootstrap-resamples 1000] [--scoring-env-manager local|conda|virtualenv|uv]
+        [--bootstrap-resamples 1000] [--max-holdout-images 200] [--scoring-budget-minutes 60] \
+        [--scoring-env-manager local|conda|virtualenv|uv]
 
 Both models are scored on the holdout (images neither trained on) by one scorer: MLflow's
 `mlflow.models.predict` through the AutoML scoring contract, then COCO mAP@0.5. `--scoring-env-manager`
 says where a model runs: `local` in this process's environment (the local detector), `conda` in the
-environment the model declares (an AutoML model on Azure ML). A paired bootstrap over holdout images
-gives an interval for the challenger's mAP@0.5 minus the champion's; the challenger is promoted only
-when the interval's lower bound clears --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
+environment the model declares (an AutoML model on Azure ML). Scoring is bounded: a fixed seeded sample
+of at most --max-holdout-images, and --scoring-budget-minutes, after which the images both models
+scored decide. A paired bootstrap over the scored images gives an interval for the challenger's mAP@0.5
+minus the champion's; the challenger is promoted only when the interval's lower bound clears
+--min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
 the recorded validation scores decide, and the record says so. Idempotent, and never more than one
 version tagged best: local tag steps take a lock; on Azure ML the step re-reads after writing and
 repairs. `best_model_metadata.json` records both scores, the interval, the holdout's version and
@@ -32,6 +35,10 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import add_flag
 from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
+from pipeline_steps.evaluation.comparison import match, paired_bootstrap
+from pipeline_steps.evaluation.metrics import evaluate
+from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, scoring_sample
+from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.register_model import PER_CLASS_TAG
 from retrainer.promotion import (
     PROMOTION_RECORD_FILE,
@@ -57,6 +64,9 @@ class HoldoutScores:
     incumbent_per_class: dict[str, float] | None = None
     interval: DifferenceInterval | None = None
     seconds: float = 0.0
+    scored_images: int | None = None
+    sample_limit: int | None = None
+    stopped_by_budget: bool = False
 
 
 HoldoutScorer = Callable[[ModelVersion, ModelVersion | None], HoldoutScores]
@@ -166,6 +176,8 @@ def _decide(
             incumbent_score = scores.incumbent_score if incumbent else None
             per_class = (scores.candidate_per_class, scores.incumbent_per_class or {})
             comparison.interval, comparison.scoring_seconds = interval, round(scores.seconds, 1)
+            comparison.scored_images, comparison.sample_limit = scores.scored_images, scores.sample_limit
+            comparison.stopped_by_budget = scores.stopped_by_budget
         except ScoringUnavailable as reason:
             comparison.not_rescored = str(reason)
     decision = decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
@@ -198,44 +210,52 @@ def holdout_scorer(
     confidence: float,
     resamples: int,
     env_manager: str,
+    max_images: int | None = None,
+    budget_minutes: float | None = None,
     images_folder: Path | None = None,
     images_prefix: str = "",
 ) -> HoldoutScorer:
-    """Score both models on the holdout through the scoring contract, and bootstrap their difference."""
+    """Score both models on a fixed sample of the holdout through the scoring contract; bootstrap the difference."""
 
     def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-        from pipeline_steps.detector.comparison import match, paired_bootstrap
-        from pipeline_steps.detector.evaluation import evaluate
-        from pipeline_steps.detector.pyfunc import IncompatibleModelError
-        from pipeline_steps.detector.scoring import predict_sheets
-        from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
-
         started = time.monotonic()
         sheets = load_sheets(holdout_folder, images_folder=images_folder, images_prefix=images_prefix)
         if not sheets:
             raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
-        classes = class_vocabulary(sheets)
+        sample = scoring_sample(sheets, max_images)
         models = [candidate] if incumbent is None else [candidate, incumbent]
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                predictions = [
-                    predict_sheets(registry.local_model_path(v, Path(scratch) / v.version), sheets, env_manager)
-                    for v in models
-                ]
-            except IncompatibleModelError as error:  # a champion from an older detector architecture
+                folders = [registry.local_model_path(v, Path(scratch) / v.version) for v in models]
+                scored = score_models(
+                    folders,
+                    sample,
+                    env_manager,
+                    budget_seconds=None if budget_minutes is None else budget_minutes * 60,
+                )
+            except ModelNotScorable as error:  # e.g. a champion saved by an older detector architecture
                 raise ScoringUnavailable(str(error)) from error
-        evaluations = [evaluate(sheets, p, classes) for p in predictions]
+        classes = class_vocabulary(scored.sheets)
+        evaluations = [evaluate(scored.sheets, p, classes) for p in scored.predictions]
         per_class = [{c: round(v["ap50"], 4) for c, v in e.per_class.items()} for e in evaluations]
+        maps = [e.metrics["mean_average_precision"] for e in evaluations]
         if incumbent is None:
             return HoldoutScores(
-                evaluations[0].metrics["mean_average_precision"], per_class[0], seconds=time.monotonic() - started
+                maps[0],
+                per_class[0],
+                seconds=time.monotonic() - started,
+                scored_images=len(scored.sheets),
+                sample_limit=max_images,
+                stopped_by_budget=scored.stopped_by_budget,
             )
-        matches = [match(sheets, p, classes) for p in predictions]
-        paired = paired_bootstrap(matches[1], matches[0], len(sheets), resamples=resamples, confidence=confidence)
+        matches = [match(scored.sheets, p, classes) for p in scored.predictions]
+        paired = paired_bootstrap(
+            matches[1], matches[0], len(scored.sheets), resamples=resamples, confidence=confidence
+        )
         return HoldoutScores(
-            evaluations[0].metrics["mean_average_precision"],
+            maps[0],
             per_class[0],
-            evaluations[1].metrics["mean_average_precision"],
+            maps[1],
             per_class[1],
             DifferenceInterval(
                 difference=paired.difference,
@@ -244,7 +264,10 @@ def holdout_scorer(
                 confidence=paired.confidence,
                 resamples=paired.resamples,
             ),
-            time.monotonic() - started,
+            seconds=time.monotonic() - started,
+            scored_images=len(scored.sheets),
+            sample_limit=max_images,
+            stopped_by_budget=scored.stopped_by_budget,
         )
 
     return score
@@ -293,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_flag(parser, "confidence-level", type=float, default=0.95, help="of the bootstrap interval")
     add_flag(parser, "bootstrap-resamples", type=int, default=1000)
+    add_flag(parser, "max-holdout-images", type=int, default=200, help="a fixed seeded sample of at most this many")
+    add_flag(parser, "scoring-budget-minutes", type=float, default=60.0, help="scoring both models stops after")
     add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
     args = parser.parse_args(argv)
     try:
@@ -306,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 confidence=args.confidence_level,
                 resamples=args.bootstrap_resamples,
                 env_manager=args.scoring_env_manager,
+                max_images=args.max_holdout_images,
+                budget_minutes=args.scoring_budget_minutes,
                 images_folder=args.holdout_images_path,
                 images_prefix=args.images_string_absolute_path,
             )

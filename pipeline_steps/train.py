@@ -41,7 +41,7 @@ def run_training(
     from pipeline_steps.detector.engine import train
     from pipeline_steps.detector.pyfunc import save_detector
     from pipeline_steps.detector.report import write_report
-    from pipeline_steps.detector.sheets import class_vocabulary, load_sheets
+    from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 
     train_sheets = load_sheets(train_data)
     val_sheets = load_sheets(val_data) if val_data is not None else []

@@ -18,6 +18,7 @@ from retrainer.publisher import model_promoted_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 from retrainer.status_view import StatusView
+from retrainer.workspace import PipelineRunner
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ __all__ = [
     "ledger",
     "reset",
     "retraining",
+    "runner_for",
     "service_for",
     "status_view",
 ]
@@ -70,16 +72,27 @@ def status_view() -> StatusView:
     return StatusView(retraining(), get_settings(), datastore())
 
 
+def accepted_classes() -> frozenset[str] | None:
+    """The class ids of the label map (LABEL_MAP_BLOB), or None when the datastore has none."""
+    label_map = read_label_map(datastore(), get_settings().LABEL_MAP_BLOB)
+    return frozenset(label_map) if label_map else None
+
+
+def runner_for(settings: Settings) -> PipelineRunner:
+    """The pipeline runner `settings` point at, handed what warm start checks on Azure ML: the label map's classes."""
+    from retrainer.workspace import open_runner
+
+    return open_runner(settings, accepted_classes=accepted_classes)
+
+
 def service_for(settings: Settings) -> RetrainingService:
     """A retraining service whose runner follows `settings` (the `retrain` command's --backend); storage is
     the process's own."""
-    from retrainer.workspace import open_runner
-
     return RetrainingService(
         settings,
         ledger(),
         datastore(),
-        runner=lambda: open_runner(settings),
+        runner=lambda: runner_for(settings),
         on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),
         publish=model_promoted_publisher(settings),
         sweep_waiting=lambda: label_ingestor(handler="timer-sweep").sweep_waiting(),

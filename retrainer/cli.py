@@ -31,6 +31,10 @@ def _settings(backend: str | None) -> Settings:
 
 
 def _runner(settings: Settings) -> PipelineRunner:
+    if settings.backend() == "azureml" and settings.storage_configured():
+        from retrainer import bootstrap  # the label map's classes, for warm start's check
+
+        return bootstrap.runner_for(settings)
     return open_runner(settings)
 
 

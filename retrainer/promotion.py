@@ -100,6 +100,11 @@ class Comparison(BaseModel):
     not_rescored: str | None = None
     #: What the comparison cost (scoring both models and the bootstrap).
     scoring_seconds: float | None = None
+    #: Holdout images both models scored: a fixed seeded sample of at most `sample_limit`, cut short
+    #: when scoring ran out of its time budget.
+    scored_images: int | None = None
+    sample_limit: int | None = None
+    stopped_by_budget: bool = False
 
     def describe(self) -> str:
         """How the scores were obtained, for the report and the CLI."""
@@ -108,8 +113,11 @@ class Comparison(BaseModel):
         if self.holdout is None:
             return "no comparison was needed"
         where = f"both scored on the holdout ({self.holdout.label()}), which neither model trained on"
+        if self.scored_images is not None and self.scored_images < self.holdout.images:
+            cause = "the scoring time budget ran out" if self.stopped_by_budget else f"at most {self.sample_limit}"
+            where += f"; on {self.scored_images} of its {self.holdout.images} images, a fixed sample ({cause})"
         if self.interval is not None:
-            where += f"; paired bootstrap over its images, {self.interval.resamples} resamples"
+            where += f"; paired bootstrap over the scored images, {self.interval.resamples} resamples"
         return where
 
 

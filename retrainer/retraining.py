@@ -227,7 +227,7 @@ class RetrainingService:
                 RunState.QUEUED,
                 moment,
                 [{"state": RunState.QUEUED.value, "at": moment.isoformat()}],
-                deadline=moment + timedelta(minutes=self._settings.RETRAIN_RUN_TIMEOUT_MINUTES),
+                deadline=moment + timedelta(minutes=self._settings.run_timeout_minutes()),
             )
         )
         self._ledger.assign_images(images, ImageState.IN_RUN, run_id)

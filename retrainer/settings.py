@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _FOLDER_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
+#: What a run needs beyond training and scoring: queueing, cluster provisioning, the first build of the
+#: steps' image, and the data and registry steps (minutes; a margin, not a measurement).
+PIPELINE_OVERHEAD_MINUTES = 120
+
+
 class SettingsError(RuntimeError):
     """A setting is missing or invalid; the message names the environment variable."""
 
@@ -194,6 +199,24 @@ class Settings(BaseSettings):
     PROMOTION_BOOTSTRAP_RESAMPLES: int = Field(
         default=1000, ge=100, description="Paired bootstrap resamples of the holdout images."
     )
+    # Scoring is bounded twice, so a holdout that only grows never pushes a run past its deadline:
+    # by images (a seeded sample, the same run after run) and by minutes.
+    PROMOTION_MAX_HOLDOUT_IMAGES: int = Field(
+        default=200,
+        ge=1,
+        description="Holdout images a decision scores at most: a fixed seeded sample, the same from run to run.",
+    )
+    PROMOTION_SCORING_MINUTES: float = Field(
+        default=60,
+        gt=0,
+        description="Minutes the tag step may spend scoring both models (its model environment's build included); "
+        "past them it decides on the images both models scored.",
+    )
+    PROMOTION_COMPUTE_NAME: str | None = Field(
+        default=None,
+        description="Compute of the tag step, which scores both models; unset: TRAINING_GPU_COMPUTE_NAME "
+        "(AutoML's model uses CUDA when present, and a CPU takes minutes a sheet).",
+    )
     LOCAL_TRAINING_MINUTES: float = Field(
         default=15.0, gt=0, description="Time cap of the local trainer; reported when it cuts training short."
     )
@@ -217,10 +240,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Runs that `force` may start beyond RETRAIN_MAX_ACTIVE_RUNS (each one is a GPU run).",
     )
-    RETRAIN_RUN_TIMEOUT_MINUTES: float = Field(
-        default=12 * 60,
+    RETRAIN_RUN_TIMEOUT_MINUTES: float | None = Field(
+        default=None,
         gt=0,
-        description="An active run with no result by then is canceled and failed; its images are pending again.",
+        description="An active run with no result by then is canceled and failed; its images are pending again. "
+        f"Unset: TRAINING_JOB_TIMEOUT_MINUTES + PROMOTION_SCORING_MINUTES + {PIPELINE_OVERHEAD_MINUTES} "
+        "(queueing, provisioning, image builds and the data steps).",
     )
     RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
         default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."
@@ -236,6 +261,16 @@ class Settings(BaseSettings):
         description="Application Insights (set by the platform): logs, traces and metrics go there, with Entra auth.",
     )
     BEST_MODEL_BLOB: str = Field(default="models/best_model.json", description="Promoted model record in storage.")
+
+    def run_timeout_minutes(self) -> float:
+        """How long a run may take: as set, or training's timeout plus scoring's budget plus the other steps."""
+        if self.RETRAIN_RUN_TIMEOUT_MINUTES is not None:
+            return self.RETRAIN_RUN_TIMEOUT_MINUTES
+        return self.TRAINING_JOB_TIMEOUT_MINUTES + self.PROMOTION_SCORING_MINUTES + PIPELINE_OVERHEAD_MINUTES
+
+    def promotion_compute(self) -> str:
+        """Where the tag step runs: the GPU compute unless PROMOTION_COMPUTE_NAME says otherwise."""
+        return self.PROMOTION_COMPUTE_NAME or self.TRAINING_GPU_COMPUTE_NAME
 
     def image_data_path(self) -> str:
         return self.INPUT_IMAGE_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.IMAGE_FOLDER}"

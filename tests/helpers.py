@@ -7,10 +7,13 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import azure.functions as func
+import pytest
 from PIL import Image
 
 
@@ -109,3 +112,25 @@ def blob_trigger_client(container: str, path: str, connection: str = "DATASTORE"
     )
     datum = Datum(model_binding_data, "model_binding_data")
     return BlobClientConverter.decode(datum, trigger_metadata={}, pytype=BlobClient)
+
+
+@contextmanager
+def search_space_dumped_as_a_file() -> Iterator[None]:
+    """Within it, `_to_dict()` dumps a search space as `{type: choice, values: [...]}`, whatever ran before.
+
+    An SDK leak, not ours: the node's `_to_rest_object()` (every submission) dumps with the marshmallow
+    context `inside_pipeline=True`, which turns each distribution into its REST string (`"choice('yolov5')"`).
+    The schema's `search_space` field nests one `ImageModelDistributionSettingsObjectDetectionSchema()`
+    instance shared by every schema object, and marshmallow's `Nested.schema` shallow-copies it and
+    `update()`s the parent context into its `context` dict, which the copy shares with that instance: the
+    flag stays set for the rest of the process. Only later `_to_dict()` dumps change (the REST body already
+    uses the string form, and `build_automl_node` makes fresh distributions each build), but a test that ran a
+    submission before, as with pytest-xdist, would read strings. The flag is dropped for the dump here, and
+    restored after, so neither order nor this helper changes what the other tests see.
+    """
+    from azure.ai.ml._schema.automl.image_vertical.image_object_detection import ImageObjectDetectionSchema
+
+    shared = ImageObjectDetectionSchema._declared_fields["search_space"].inner.nested.context  # type: ignore[attr-defined]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delitem(shared, "inside_pipeline", raising=False)
+        yield

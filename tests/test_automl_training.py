@@ -1,8 +1,6 @@
 """Step 4 on Azure ML: the AutoML node builds and validates offline from the settings; its warm start."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,31 +18,10 @@ from pipeline_steps.automl_node import (
 )
 from retrainer.settings import load_settings
 from retrainer.workspace import ModelVersion
+from tests.helpers import search_space_dumped_as_a_file
 
 TRAIN = Input(type="mltable", path="azureml:pid-symbols-train:3")
 VAL = Input(type="mltable", path="azureml:pid-symbols-val:3")
-
-
-@contextmanager
-def search_space_dumped_as_a_file() -> Iterator[None]:
-    """Within it, `_to_dict()` dumps a search space as `{type: choice, values: [...]}`, whatever ran before.
-
-    An SDK leak, not ours: the node's `_to_rest_object()` (every submission) dumps with the marshmallow
-    context `inside_pipeline=True`, which turns each distribution into its REST string (`"choice('yolov5')"`).
-    The schema's `search_space` field nests one `ImageModelDistributionSettingsObjectDetectionSchema()`
-    instance shared by every schema object, and marshmallow's `Nested.schema` shallow-copies it and
-    `update()`s the parent context into its `context` dict, which the copy shares with that instance: the
-    flag stays set for the rest of the process. Only later `_to_dict()` dumps change (the REST body already
-    uses the string form, and `build_automl_node` makes fresh distributions each build), but a test that ran a
-    submission before, as with pytest-xdist, would read strings. The flag is dropped for the dump here, and
-    restored after, so neither order nor this helper changes what the other tests see.
-    """
-    from azure.ai.ml._schema.automl.image_vertical.image_object_detection import ImageObjectDetectionSchema
-
-    shared = ImageObjectDetectionSchema._declared_fields["search_space"].inner.nested.context  # type: ignore[attr-defined]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delitem(shared, "inside_pipeline", raising=False)
-        yield
 
 
 def dumped_node(config: AutoMLConfig, with_validation: bool = True) -> dict:
@@ -188,7 +165,6 @@ def submitted_training(monkeypatch: pytest.MonkeyPatch, champion_tags: dict[str,
         monkeypatch.delenv(key, raising=False)
     for key, value in {**WORKSPACE_ENV, **env}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(AzureMLPipelineRunner, "_label_map_class_ids", lambda self: CLASSES)  # a blob read
     submitted: list[PipelineJob] = []
 
     class Models:
@@ -203,7 +179,7 @@ def submitted_training(monkeypatch: pytest.MonkeyPatch, champion_tags: dict[str,
             return job
 
     client = type("Client", (), {"models": Models(), "jobs": Jobs()})()
-    assert AzureMLPipelineRunner(client, load_settings()).submit_pipeline("t") == "job-1"  # type: ignore[arg-type]
+    assert AzureMLPipelineRunner(client, load_settings(), lambda: CLASSES).submit_pipeline("t") == "job-1"  # type: ignore[arg-type]
     rest = submitted[0]._to_rest_object().properties
     return rest.jobs["train"], dict(rest.tags)
 

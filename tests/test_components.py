@@ -65,6 +65,8 @@ EXPECTED = {
             "min_map_improvement": "number",
             "confidence_level": "number",
             "bootstrap_resamples": "integer",
+            "max_holdout_images": "integer",
+            "scoring_budget_minutes": "number",
             "scoring_env_manager": "string",
         },
         {"best_model_metadata_path": "uri_folder"},

@@ -51,7 +51,8 @@ def test_deployed_package_is_the_function_app_and_nothing_else() -> None:
     tops = {path.split("/")[0] for path in shipped}
     assert tops == {"function_app.py", "host.json", "requirements.txt", "retrainer", "pipeline_steps"}
     assert "retrainer/triggers/event_grid.py" in shipped and "pipeline_steps/components/tag_model.yml" in shipped
-    assert not [path for path in shipped if path.startswith(("pipeline_steps/detector/", "pipeline_steps/train.py"))]
+    steps = ("detector/", "evaluation/", "train.py", "tag_model.py", "data_split.py", "register_model.py", "_cli.py")
+    assert not [path for path in shipped if path.startswith(tuple(f"pipeline_steps/{step}" for step in steps))]
 
 
 def test_core_tools_ignore_rules_let_a_negated_line_win_wherever_it_stands() -> None:

@@ -11,6 +11,7 @@ from azure.ai.ml.entities import PipelineJob
 
 from retrainer import cli
 from retrainer.settings import load_settings
+from tests.helpers import search_space_dumped_as_a_file
 
 WORKSPACE_ENV = {
     "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
@@ -49,10 +50,8 @@ def built(**env: str) -> PipelineJob:
 
 
 def dumped(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
-    from tests.test_automl_training import search_space_dumped_as_a_file
-
     job = built(**env)
-    with search_space_dumped_as_a_file():  # an SDK leak from any earlier submission: see there
+    with search_space_dumped_as_a_file():  # an SDK leak from any earlier submission: see tests.helpers
         return job._to_dict()
 
 
@@ -115,6 +114,36 @@ def test_the_deciding_step_gets_the_holdout_and_scores_both_models_in_their_own_
     component = load_component(COMPONENTS / "tag_model.yml")
     assert component.inputs["scoring_env_manager"].default == "conda"
     assert "scoring_env_manager" not in tag or tag["scoring_env_manager"] == "conda"
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_the_deciding_step_scores_on_the_gpu_compute_within_a_cap_and_a_budget(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AutoML's tiled Faster R-CNN takes minutes a sheet on a CPU: the tag step runs on the GPU compute, bounded."""
+    output = tmp_path / "job.yml"
+    assert cli.main(["submit", "--backend", "azureml", "--dry-run", "--output", str(output), "--json"]) == 0
+    capsys.readouterr()
+    tag = yaml.safe_load(output.read_text())["jobs"]["tag_model"]
+    assert tag["compute"] == "azureml:gpu-cluster"
+    assert (tag["inputs"]["max_holdout_images"], tag["inputs"]["scoring_budget_minutes"]) == (200, 60)
+    for job in (built(), built(TRAIN_DATASET="azureml:t:1", VAL_DATASET="azureml:v:1")):
+        assert job.jobs["tag_model"].compute == "gpu-cluster"
+    jobs = dumped(
+        monkeypatch,
+        PROMOTION_COMPUTE_NAME="cpu-scoring",
+        PROMOTION_MAX_HOLDOUT_IMAGES="50",
+        PROMOTION_SCORING_MINUTES="20",
+    )["jobs"]
+    assert jobs["tag_model"]["compute"] == "azureml:cpu-scoring"
+    assert (
+        jobs["tag_model"]["inputs"]["max_holdout_images"],
+        jobs["tag_model"]["inputs"]["scoring_budget_minutes"],
+    ) == (
+        50,
+        20,
+    )
+    assert jobs["register_model"].get("compute") is None, "the other steps stay on the default CPU compute"
 
 
 @pytest.mark.usefixtures("azureml_env")
@@ -353,3 +382,19 @@ def test_the_azureml_runner_decides_the_warm_start_from_the_registry() -> None:
     runner = AzureMLPipelineRunner(Client(), load_settings())  # type: ignore[arg-type]
     decision = runner.warm_start()
     assert decision.checkpoint_run_id is None and "label map unknown" in decision.reason
+
+
+def test_a_component_is_never_uploaded_from_a_folder_without_its_step_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function app ships the components' YAML but no step code: uploading from there would break the step."""
+    import shutil
+
+    from pipeline_steps import pipeline
+
+    shutil.copytree(pipeline.COMPONENTS, tmp_path / "pipeline_steps" / "components")
+    monkeypatch.setattr(pipeline, "COMPONENTS", tmp_path / "pipeline_steps" / "components")
+    with pytest.raises(FileNotFoundError, match="retrain register-components"):
+        pipeline.component("tag_model")
+    (tmp_path / "pipeline_steps" / "tag_model.py").write_text("")
+    assert pipeline.component("tag_model").name == "pid_tag_model"

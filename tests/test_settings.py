@@ -107,3 +107,22 @@ def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="redaction-test"):
         logger.info("connecting with %s", CONNECTION)
     assert SECRET_KEY not in caplog.text and "AccountKey=***" in caplog.text
+
+
+def test_a_runs_deadline_follows_from_training_and_scoring_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrainer.settings import PIPELINE_OVERHEAD_MINUTES
+
+    for variable in ("RETRAIN_RUN_TIMEOUT_MINUTES", "TRAINING_JOB_TIMEOUT_MINUTES", "PROMOTION_SCORING_MINUTES"):
+        monkeypatch.delenv(variable, raising=False)
+    assert load_settings().run_timeout_minutes() == 180 + 60 + PIPELINE_OVERHEAD_MINUTES
+    longer = load_settings(TRAINING_JOB_TIMEOUT_MINUTES=600, PROMOTION_SCORING_MINUTES=90)
+    assert longer.run_timeout_minutes() == 600 + 90 + PIPELINE_OVERHEAD_MINUTES, "a longer training never times out"
+    assert load_settings(RETRAIN_RUN_TIMEOUT_MINUTES=45).run_timeout_minutes() == 45
+
+
+def test_the_tag_step_scores_on_the_gpu_compute_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("PROMOTION_COMPUTE_NAME", "TRAINING_GPU_COMPUTE_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    assert load_settings().promotion_compute() == "gpu-cluster"
+    assert load_settings(TRAINING_GPU_COMPUTE_NAME="a100").promotion_compute() == "a100"
+    assert load_settings(PROMOTION_COMPUTE_NAME="cpu-cluster").promotion_compute() == "cpu-cluster"

@@ -14,8 +14,8 @@ import torch
 
 from pipeline_steps import train as train_step
 from pipeline_steps.detector.data import CropSampler
-from pipeline_steps.detector.evaluation import Prediction, evaluate
-from pipeline_steps.detector.sheets import Sheet, load_sheets
+from pipeline_steps.evaluation.metrics import Prediction, evaluate
+from pipeline_steps.evaluation.sheets import Sheet, load_sheets
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_sheets_are_padded_with_paper_not_grey() -> None:
 
 
 def test_the_confusion_matrix_shows_look_alikes_misses_and_false_detections(data: tuple[Path, Path]) -> None:
-    from pipeline_steps.detector.evaluation import confusion
+    from pipeline_steps.evaluation.metrics import confusion
 
     sheets = load_sheets(data[1])
     classes = sorted({label for s in sheets for label in s.labels}, key=int)
@@ -283,7 +283,7 @@ def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(tmp_path: Pat
     from PIL import Image
 
     from pipeline_steps.detector import report
-    from pipeline_steps.detector.evaluation import Mistake
+    from pipeline_steps.evaluation.metrics import Mistake
 
     sheets = []
     for index in range(2):

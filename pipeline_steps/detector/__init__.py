@@ -1,5 +1,5 @@
-"""The local detector: a compact single-stage (FCOS) model trained from scratch on the CPU.
+"""The local detector: a compact single-stage (FCOS) model trained on the CPU, and its MLflow flavour.
 
-Self-contained (torch, torchvision, numpy, PIL, pandas, mlflow): the MLflow model ships this
-package as its code, so it must not import the service's own modules.
+The MLflow model ships `pipeline_steps` as its code, so this package imports nothing of the service
+(`retrainer`); it builds on `pipeline_steps.evaluation` (sheets, metrics), which never imports it back.
 """

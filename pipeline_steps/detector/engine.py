@@ -24,10 +24,10 @@ import torch
 from tqdm import tqdm
 
 from pipeline_steps.detector.data import CropSampler, read_image
-from pipeline_steps.detector.evaluation import Evaluation, Prediction, evaluate
 from pipeline_steps.detector.model import build_detector
-from pipeline_steps.detector.sheets import Sheet
 from pipeline_steps.detector.warm_start import WarmStart, WarmStartUnavailable, warm_start
+from pipeline_steps.evaluation.metrics import Evaluation, Prediction, evaluate
+from pipeline_steps.evaluation.sheets import Sheet
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from PIL import Image
 
 from pipeline_steps.detector.engine import predict
 from pipeline_steps.detector.model import ARCHITECTURE, build_detector
+from pipeline_steps.evaluation.scoring import IncompatibleModelError
 
 CONFIG_ARTIFACT = "detector_config"
 WEIGHTS_ARTIFACT = "detector_weights"
@@ -56,10 +57,6 @@ def to_contract(prediction: Any, width: int, height: int) -> list[dict[str, Any]
         }
         for box, score, label in zip(prediction.boxes, prediction.scores, prediction.labels, strict=True)
     ]
-
-
-class IncompatibleModelError(RuntimeError):
-    """The model's weights were saved for another detector architecture than this code builds."""
 
 
 class DetectorModel(PythonModel):

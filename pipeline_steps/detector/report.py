@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from pipeline_steps.detector.evaluation import Confusion, Evaluation, Mistake, Prediction, confusion
-from pipeline_steps.detector.sheets import Sheet
+from pipeline_steps.evaluation.metrics import Confusion, Evaluation, Mistake, Prediction, confusion
+from pipeline_steps.evaluation.sheets import Sheet
 from pipeline_steps.mltable_io import class_sort_key
 
 REPORT_FILE = "report.html"

@@ -10,6 +10,7 @@ processes and an MLflow registry on this machine), so the rest of the service ru
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,17 +149,33 @@ class ModelRegistry(Protocol):
         """The newest version of a small versioned document (None when there is none yet)."""
         ...
 
+    def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
+        """The newest version of a document and its number, read together (None when there is none yet).
+
+        The content is returned as stored, damaged or not (empty when the version lost its file): the reader
+        validates it and can name the version in what it reports.
+        """
+        ...
+
     def create_document(self, name: str, version: str, content: bytes) -> bool:
         """Store a document version only if it does not exist yet: False when another writer was first."""
         ...
 
 
-def open_runner(settings: Settings) -> PipelineRunner:
-    """The pipeline runner the settings point at (WORKSPACE_BACKEND, or azureml when its variables are set)."""
+#: The class ids the service accepts (its label map), or None when it has none; read when a run is submitted.
+AcceptedClasses = Callable[[], frozenset[str] | None]
+
+
+def open_runner(settings: Settings, accepted_classes: AcceptedClasses | None = None) -> PipelineRunner:
+    """The pipeline runner the settings point at (WORKSPACE_BACKEND, or azureml when its variables are set).
+
+    `accepted_classes` lets the Azure ML runner check that the champion's classes are the service's before
+    it trains from the champion's checkpoint; without it the check finds no label map and trains afresh.
+    """
     if settings.backend() == "azureml":
         from retrainer.workspace.azureml import AzureMLPipelineRunner
 
-        return AzureMLPipelineRunner.from_settings(settings)
+        return AzureMLPipelineRunner.from_settings(settings, accepted_classes=accepted_classes)
     from retrainer.workspace.local import LocalPipelineRunner
 
     return LocalPipelineRunner(settings.LOCAL_WORKSPACE_DIR)

@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from retrainer.identity import azure_credential
 from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
 from retrainer.settings import Settings
-from retrainer.workspace import DataAssetRef, ModelVersion, RunState, RunStatus, run_state
+from retrainer.workspace import AcceptedClasses, DataAssetRef, ModelVersion, RunState, RunStatus, run_state
 
 
 def ml_client(settings: Settings, credential: Any = None) -> MLClient:
@@ -108,6 +108,10 @@ class AzureMLModelRegistry:
         )
 
     def latest_document(self, name: str) -> bytes | None:
+        latest = self.latest_versioned_document(name)
+        return latest[1] if latest else None
+
+    def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
         import tempfile
 
         try:
@@ -119,9 +123,8 @@ class AzureMLModelRegistry:
         with tempfile.TemporaryDirectory() as scratch:
             self._ml_client.models.download(name=name, version=str(max(versions)), download_path=scratch)
             found = sorted(Path(scratch).rglob(self.DOCUMENT_FILE))
-            if not found:
-                raise FileNotFoundError(f"document {name}:{max(versions)} has no {self.DOCUMENT_FILE}")
-            return found[0].read_bytes()
+            # A version without its file is a damaged document, not a missing one: its reader says so by version.
+            return max(versions), found[0].read_bytes() if found else b""
 
     def create_document(self, name: str, version: str, content: bytes) -> bool:
         """Checked before and after: a version that exists, or that a racing writer overwrote, is not ours."""
@@ -152,13 +155,17 @@ def _model_version(model: Model) -> ModelVersion:
 class AzureMLPipelineRunner:
     """Pipeline jobs of an Azure ML workspace: the service's submit, status, cancel and list."""
 
-    def __init__(self, client: MLClient, settings: Settings) -> None:
+    def __init__(self, client: MLClient, settings: Settings, accepted_classes: AcceptedClasses | None = None) -> None:
         self._ml_client = client
         self._settings = settings
+        # The classes the service accepts (its label map): the caller, which has the datastore, reads them.
+        self._accepted_classes = accepted_classes or (lambda: None)
 
     @classmethod
-    def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLPipelineRunner:
-        return cls(ml_client(settings, credential), settings)
+    def from_settings(
+        cls, settings: Settings, credential: Any = None, accepted_classes: AcceptedClasses | None = None
+    ) -> AzureMLPipelineRunner:
+        return cls(ml_client(settings, credential), settings, accepted_classes)
 
     def build_pipeline(self, label: str) -> Any:
         """The six-step (or dataset-reuse) pipeline job for the settings, validated offline."""
@@ -178,21 +185,11 @@ class AzureMLPipelineRunner:
         versions = AzureMLModelRegistry(self._ml_client).model_versions(self._settings.MODEL_BASE_NAME)
         return champion_checkpoint(
             versions,
-            self._label_map_class_ids(),
+            self._accepted_classes(),
             enabled=self._settings.WARM_START,
             auto_mode=self._settings.AUTO_MODE,
             model_name=self._settings.TRAINING_MODEL_NAME,
         )
-
-    def _label_map_class_ids(self) -> frozenset[str] | None:
-        """The classes the service accepts (LABEL_MAP_BLOB), or None when there is no label map to read."""
-        from retrainer.datastore import Datastore
-        from retrainer.ingestion.ingest import read_label_map
-
-        if not self._settings.storage_configured():
-            return None
-        label_map = read_label_map(Datastore.from_settings(self._settings), self._settings.LABEL_MAP_BLOB)
-        return frozenset(label_map) if label_map else None
 
     def submit_pipeline(self, label: str) -> str:
         """Submit the pipeline job. With registered components (the default) nothing is uploaded."""

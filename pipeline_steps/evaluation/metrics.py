@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
-from pipeline_steps.detector.sheets import Sheet
+from pipeline_steps.evaluation.sheets import Sheet
 
 
 @dataclass(frozen=True)

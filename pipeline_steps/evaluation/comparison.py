@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline_steps.detector.evaluation import Prediction
-from pipeline_steps.detector.sheets import Sheet
+from pipeline_steps.evaluation.metrics import Prediction
+from pipeline_steps.evaluation.sheets import Sheet
 
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 _IOU = 0.5

@@ -1,0 +1,216 @@
+"""Rehearse the pipeline's CPU steps, their real code paths, in this Python environment.
+
+    python -m devtools.step_rehearsal [--work DIR]
+
+CI runs it inside the steps' pinned Azure ML environment (`make env-check`), where an import that only
+the development environment provides would otherwise surface on Azure ML, after the GPU time is spent.
+On the checked-in sample sheets, mounted as Azure ML mounts the datastore (image URLs under an
+`azureml://` prefix that the tag step maps onto the image folder): data aggregation, data split,
+register data asset, then register model and tag model twice, each step as its own process with
+the flags that the settings table gives every runner. Training is the one step left out (torch or
+AutoML): two stand-in models take its place (`devtools.stand_in_model`), MLflow models whose code
+needs nothing beyond this environment, one finding half of the symbols and one nearly all. The
+registry is the local one (MLflow on SQLite). The first model must be promoted (nothing was best),
+and the second must beat it on the holdout, through `mlflow.models.predict` as on Azure ML (served in
+this process here; in the model's own environment there). Exits 1 naming the step that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from urllib.parse import unquote
+
+from pipeline_steps.step_inputs import as_flags, step_settings
+from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
+from retrainer.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_artifacts" / "data"
+STAND_IN_CODE = Path(__file__).resolve().parent / "stand_in_model.py"
+#: Where Azure ML would mount the image folder from: the tag step maps this prefix onto the mount.
+IMAGES_PREFIX = (
+    "azureml://subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rehearsal/workspaces/"
+    "rehearsal/datastores/retraining_data/paths/data/images"
+)
+#: The stand-ins' recall: the share of each image's symbols they find.
+RECALLS = (0.5, 0.95)
+
+
+class RehearsalFailed(RuntimeError):
+    """A step failed or decided otherwise than it must; the message names the step."""
+
+
+def run_step(step: str, inputs: dict[str, object], env: dict[str, str], logs: Path) -> str:
+    """`python -m pipeline_steps.<step>` with these inputs as flags; its output, or RehearsalFailed."""
+    command = [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags(inputs)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    with (logs / f"{step}.log").open("a") as log:
+        log.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        tail = " | ".join((result.stdout + result.stderr).strip().splitlines()[-8:])
+        raise RehearsalFailed(f"step {step} failed (exit {result.returncode}): {tail}")
+    return result.stdout.strip()
+
+
+def stand_in_answers(aggregated: Path, recall: float, images: Path, prefix: str) -> dict[str, list[dict]]:
+    """For each image of an annotation folder, `recall` of its boxes (chosen by hash), keyed by the image's sha256."""
+    answers: dict[str, list[dict]] = {}
+    for line in (aggregated / "annotations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        image = images / unquote(record["image_url"].removeprefix(prefix.rstrip("/") + "/"))
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        answers[digest] = [
+            {"box": {k: box[k] for k in ("topX", "topY", "bottomX", "bottomY")}, "label": box["label"], "score": 0.9}
+            for index, box in enumerate(record["label"])
+            if int(hashlib.sha256(f"{digest}:{index}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < recall
+        ]
+    return answers
+
+
+def save_stand_in(folder: Path, answers: dict[str, list[dict]], validation_map: float) -> Path:
+    """An MLflow model folder of the stand-in with these answers, and the metrics.json a trainer writes beside it."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    table = folder.parent / f"{folder.name}-answers.json"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(json.dumps(answers))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        mlflow.pyfunc.save_model(
+            path=str(folder),
+            python_model=str(STAND_IN_CODE),
+            artifacts={"answers": str(table)},
+            signature=ModelSignature(inputs=Schema([ColSpec("string", "image")])),  # AutoML's input
+            pip_requirements=["mlflow-skinny", "pandas"],
+        )
+    metrics = {"mean_average_precision": validation_map, "precision": 1.0, "recall": validation_map}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def rehearse(work: Path) -> list[PromotionRecord]:
+    """Run the CPU steps on the sample sheets; the two tag steps' records, or RehearsalFailed."""
+    settings = load_settings(WORKSPACE_BACKEND="local", LOCAL_WORKSPACE_DIR=work / "workspace", HOLDOUT_FRACTION=0.4)
+    inputs = step_settings(settings)
+    env = {
+        **os.environ,
+        "WORKSPACE_BACKEND": "local",
+        "LOCAL_WORKSPACE_DIR": str(work / "workspace"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(variable, None)
+    logs, out = work / "logs", work / "outputs"
+    logs.mkdir(parents=True, exist_ok=True)
+    run_step(
+        "data_aggregation",
+        {
+            "input_image_data_path": SAMPLES / "images",
+            "input_label_data_path": SAMPLES / "labels",
+            "input_images_string_absolute_path": IMAGES_PREFIX,
+            "output_path": out / "aggregated",
+        },
+        env,
+        logs,
+    )
+    sides = {side: out / side for side in ("train", "val", "holdout")}
+    run_step(
+        "data_split",
+        {
+            **inputs["data_split"],
+            "input_data_path": out / "aggregated",
+            **{f"{side}_output_path": folder for side, folder in sides.items()},
+        },
+        env,
+        logs,
+    )
+    run_step(
+        "register_data_asset",
+        {
+            **inputs["register_data_asset"],
+            **{f"{side}_input_path": folder for side, folder in sides.items()},
+            "output_path": out / "data_assets",
+        },
+        env,
+        logs,
+    )
+    records = []
+    for index, recall in enumerate(RECALLS, start=1):
+        answers = stand_in_answers(out / "aggregated", recall, SAMPLES / "images", IMAGES_PREFIX)
+        model = save_stand_in(out / f"model-{index}", answers, validation_map=recall)
+        run_step(
+            "register_model",
+            {
+                **inputs["register_model"],
+                "model_input_path": model,
+                "data_assets_path": out / "data_assets",
+                "model_metadata_path": out / f"model_metadata-{index}",
+            },
+            env,
+            logs,
+        )
+        run_step(
+            "tag_model",
+            {
+                **inputs["tag_model"],
+                "model_metadata_path": out / f"model_metadata-{index}",
+                "holdout_data_path": sides["holdout"],
+                "holdout_images_path": SAMPLES / "images",
+                "images_string_absolute_path": IMAGES_PREFIX,
+                "scoring_env_manager": "local",
+                "best_model_metadata_path": out / f"best_model-{index}",
+            },
+            env,
+            logs,
+        )
+        records.append(PromotionRecord.from_json((out / f"best_model-{index}" / PROMOTION_RECORD_FILE).read_text()))
+    check_decisions(records)
+    return records
+
+
+def check_decisions(records: list[PromotionRecord]) -> None:
+    first, second = records
+    if not first.promoted or first.best_version != "1":
+        raise RehearsalFailed(f"step tag_model: the first model was not promoted: {first.reason}")
+    interval = second.comparison.interval
+    if interval is None or second.comparison.scored_images is None:
+        raise RehearsalFailed(f"step tag_model: the models were not compared on the holdout: {second.reason}")
+    if not second.promoted or interval.low <= 0 or second.best_version != "2":
+        raise RehearsalFailed(f"step tag_model: the better stand-in did not win on the holdout: {second.reason}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, help="folder for the run (default: a temporary one, removed after)")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="step-rehearsal-"))
+    try:
+        records = rehearse(work)
+    except RehearsalFailed as error:
+        print(f"step rehearsal: {error} (logs in {work / 'logs'})", file=sys.stderr)
+        return 1
+    decided = records[-1]
+    print(
+        f"step rehearsal: 5 CPU steps ran in {sys.prefix}; the tag step scored {decided.comparison.scored_images} "
+        f"holdout images and decided: {decided.reason}"
+    )
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Every component's import closure is provided by the steps' pinned environment.
+
+A component runs `python -m pipeline_steps.<step>`; from that module every import is followed
+through the project's own modules, also those inside functions (a lazy import runs on Azure ML as
+surely as a top-level one), and each third-party module it reaches must come from a distribution
+pinned in `components/conda.yml`. An import under `if TYPE_CHECKING:` never runs and is skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devtools.step_environment import pip_list
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPONENTS = ROOT / "pipeline_steps" / "components"
+PROJECT_PACKAGES = ("pipeline_steps", "retrainer")
+
+
+def _normalise(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a project module (its __init__.py for a package), or None when it is not one."""
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _runs(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """False for an import that sits under `if TYPE_CHECKING:`."""
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return False
+    return True
+
+
+def imported_names(path: Path, module: str) -> set[str]:
+    """Every module an executable import statement in the file names, wherever it stands."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and _runs(node, parents):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and _runs(node, parents):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            if base == "__future__":
+                continue
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from package import submodule`
+    return names
+
+
+def import_closure(entry: str) -> tuple[set[str], set[str]]:
+    """(project modules, third-party top-level modules) reached from `entry`."""
+    project: set[str] = set()
+    third_party: set[str] = set()
+    pending = [entry]
+    while pending:
+        module = pending.pop()
+        if module in project:
+            continue
+        top = module.split(".")[0]
+        if top not in PROJECT_PACKAGES:
+            if top not in sys.stdlib_module_names:
+                third_party.add(top)
+            continue
+        path = module_file(module)
+        if path is None:
+            continue  # `from package import name` where name is not a module
+        project.add(module)
+        parts = module.split(".")
+        pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # a package's __init__ runs first
+        pending.extend(imported_names(path, module))
+    return project, third_party
+
+
+def component_entry_points() -> dict[str, str]:
+    entries = {}
+    for component in sorted(COMPONENTS.glob("*.yml")):
+        document = yaml.safe_load(component.read_text())
+        if document.get("type") != "command":
+            continue
+        match = re.search(r"python -m ([\w.]+)", document["command"])
+        assert match, f"{component.name}: the command runs no module"
+        entries[component.stem] = match.group(1)
+    return entries
+
+
+def locked_distributions() -> set[str]:
+    return {_normalise(line.split("==")[0]) for line in pip_list()}
+
+
+def providers(top_level: str) -> set[str]:
+    return {_normalise(d) for d in importlib.metadata.packages_distributions().get(top_level, [])}
+
+
+def missing_from_lock(entry: str) -> dict[str, set[str]]:
+    """Third-party modules the entry reaches that no locked distribution provides, with who provides them here."""
+    _, third_party = import_closure(entry)
+    locked = locked_distributions()
+    return {name: providers(name) for name in sorted(third_party) if not providers(name) & locked}
+
+
+def test_every_command_component_is_found() -> None:
+    assert set(component_entry_points()) == {
+        "data_aggregation",
+        "data_split",
+        "register_data_asset",
+        "register_model",
+        "tag_model",
+    }
+
+
+@pytest.mark.parametrize("component", sorted(component_entry_points()))
+def test_the_step_environment_provides_every_module_the_component_can_import(component: str) -> None:
+    entry = component_entry_points()[component]
+    assert missing_from_lock(entry) == {}, f"{component} ({entry}) imports modules the step environment lacks"
+
+
+def test_the_closure_follows_imports_inside_functions_into_the_detector(tmp_path: Path) -> None:
+    """The check must see what it was written for: torch reached through a lazy import, as the tag step once did."""
+    _, third_party = import_closure("pipeline_steps.train")
+    assert "torch" in third_party
+    assert "torch" in missing_from_lock("pipeline_steps.train")
+    project, _ = import_closure("pipeline_steps.tag_model")
+    assert "pipeline_steps.evaluation.scoring" in project
+    assert not any(m.startswith("pipeline_steps.detector") for m in project), "the tag step must not reach the detector"
+
+
+def test_imports_inside_functions_and_type_checking_blocks_are_told_apart(tmp_path: Path) -> None:
+    source = tmp_path / "sample.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import torch\n"
+        "def later():\n    import mlflow.models\n    from PIL import Image\n"
+    )
+    names = imported_names(source, "pipeline_steps.sample")
+    assert {"mlflow.models", "PIL", "PIL.Image"} <= names
+    assert "torch" not in names

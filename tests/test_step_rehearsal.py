@@ -1,0 +1,79 @@
+"""The CPU steps' rehearsal (what `make env-check` runs inside the steps' pinned environment), run here too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devtools import step_rehearsal
+from pipeline_steps.contracts import HoldoutManifest
+from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rehearsed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[PromotionRecord]]:
+    work = tmp_path_factory.mktemp("rehearsal")
+    return work, step_rehearsal.rehearse(work)
+
+
+def test_the_better_model_wins_on_the_holdout_through_the_deciding_steps_own_call(
+    rehearsed: tuple[Path, list[PromotionRecord]],
+) -> None:
+    work, (first, second) = rehearsed
+    holdout = HoldoutManifest.read(work / "outputs" / "holdout").holdout
+    assert first.promoted and first.reason == "no model was tagged best yet"
+    assert second.promoted and second.best_version == "2" and second.previous_best_version == "1"
+    assert second.comparison.holdout == holdout and second.comparison.scored_images == holdout.images > 0
+    assert second.comparison.interval is not None and second.comparison.interval.low > 0
+    assert second.candidate_score > second.previous_best_score  # type: ignore[operator]
+
+
+def test_a_capped_decision_says_how_many_images_of_how_many_it_scored(
+    rehearsed: tuple[Path, list[PromotionRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, _ = rehearsed
+    out = work / "outputs"
+    for key, value in {"WORKSPACE_BACKEND": "local", "LOCAL_WORKSPACE_DIR": str(work / "workspace")}.items():
+        monkeypatch.setenv(key, value)
+    answers = step_rehearsal.stand_in_answers(
+        out / "aggregated", 0.95, step_rehearsal.SAMPLES / "images", step_rehearsal.IMAGES_PREFIX
+    )
+    model = step_rehearsal.save_stand_in(out / "model-3", answers, validation_map=0.95)
+    env = {**step_rehearsal.os.environ}
+    step_rehearsal.run_step(
+        "register_model",
+        {"model_input_path": model, "data_assets_path": out / "data_assets", "model_metadata_path": out / "meta-3"},
+        env,
+        work / "logs",
+    )
+    step_rehearsal.run_step(
+        "tag_model",
+        {
+            "model_metadata_path": out / "meta-3",
+            "holdout_data_path": out / "holdout",
+            "holdout_images_path": step_rehearsal.SAMPLES / "images",
+            "images_string_absolute_path": step_rehearsal.IMAGES_PREFIX,
+            "scoring_env_manager": "local",
+            "max_holdout_images": 3,
+            "bootstrap_resamples": 200,
+            "best_model_metadata_path": out / "best-3",
+        },
+        env,
+        work / "logs",
+    )
+    record = PromotionRecord.from_json((out / "best-3" / PROMOTION_RECORD_FILE).read_text())
+    holdout = HoldoutManifest.read(out / "holdout").holdout
+    assert (record.comparison.scored_images, record.comparison.sample_limit) == (3, 3)
+    assert f"on 3 of its {holdout.images} images, a fixed sample (at most 3)" in record.comparison.describe()
+    assert not record.promoted, "the same answers as the champion on the same images: no reason to promote"
+
+
+def test_a_failing_step_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(step_rehearsal, "SAMPLES", tmp_path / "no-such-folder")
+    assert step_rehearsal.main(["--work", str(tmp_path / "work")]) == 1
+    assert "step rehearsal: step data_aggregation failed (exit 1)" in capsys.readouterr().err
