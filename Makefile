@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/events.py
 	$(PY) bench/ledger.py --images 1000,10000 --runs 100,1000,10000
 	$(PY) bench/full_sheet.py
+	$(PY) bench/holdout_scoring.py
 	$(PY) bench/step_profile.py --realistic
 	$(PY) bench/train.py
 	$(PY) bench/train.py --realistic --warm-minutes 3
