@@ -6,6 +6,7 @@
     retrain cancel RUN_ID
     retrain runs
     retrain models
+    retrain split reset --reason TEXT [--force]   (a damaged split assignment: start a fresh version)
 
 The backend defaults to azureml when AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and
 AZUREML_WORKSPACE_NAME are set, else local. `--json` prints machine-readable output.
@@ -87,11 +88,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         from retrainer import bootstrap
         from retrainer.ledger import SlotTaken
+        from retrainer.retraining import SubmissionConflict
 
         try:
             run_id = bootstrap.service_for(settings).submit("manual", reason, force=args.force)
         except SlotTaken as taken:
             print(f"not submitted: {taken} (wait for it, or use --force)", file=sys.stderr)
+            return 2
+        except SubmissionConflict as conflict:
+            print(f"not submitted: {conflict}", file=sys.stderr)
             return 2
         through = "through the service: recorded, holding a slot, with the pending images"
     _print(
@@ -165,6 +170,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_split_reset(args: argparse.Namespace) -> int:
+    """Store a fresh, empty split assignment that records why; the next run draws every side anew."""
+    from pipeline_steps.data_split import RestartRefused, restart_assignment
+
+    settings = _settings(args.backend)
+    name = args.name or settings.SPLIT_ASSIGNMENT_NAME
+    try:
+        restart = restart_assignment(_registry(settings), name, args.reason, force=args.force)
+    except RestartRefused as refused:
+        print(f"retrain split reset: {refused}", file=sys.stderr)
+        return 2
+    version = restart.replaces_version + 1
+    _print(
+        {"name": name, "version": version, **restart.model_dump()},
+        args.json,
+        lambda v: (
+            f"started split assignment {v['name']} version {v['version']} (empty), replacing version "
+            f"{v['replaces_version']}, which was {v['replaced']}: the next run draws every side anew, so the "
+            "holdout changes and the next promotion is compared on the new one"
+        ),
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", parents=[common], help="registered versions and which is best")
     models.add_argument("--name", help="model name (default MODEL_BASE_NAME)")
     models.set_defaults(handler=cmd_models)
+    split = commands.add_parser("split", help="the split assignment that keeps every image's side")
+    split_commands = split.add_subparsers(dest="split_command", required=True)
+    reset = split_commands.add_parser(
+        "reset",
+        parents=[common],
+        help="start a fresh, empty version of the split assignment (the repair for a damaged one); the next run "
+        "draws every side anew",
+    )
+    reset.add_argument("--reason", required=True, help="why (recorded in the new version)")
+    reset.add_argument("--name", help="the assignment document (default SPLIT_ASSIGNMENT_NAME)")
+    reset.add_argument(
+        "--force", action="store_true", help="restart even a readable assignment (its holdout is then drawn anew)"
+    )
+    reset.set_defaults(handler=cmd_split_reset)
     return parser
 
 

@@ -13,7 +13,9 @@ starts with the state, `pending|<hash>`, `run|<run id>|<hash>` or `trained|<run 
 deletes one state row and inserts the next in one same-partition transaction. Runs have a row
 `id|<run id>` (point reads, ETag-guarded writes) and a copy `time|<inverted submit time>|<run id>`,
 written in the same transaction, so the newest N runs are the first N rows of one range. A ledger
-written with the first layout is migrated in place on `ensure_tables` (`migrate`).
+written with the first layout is migrated in place on `ensure_tables` (`migrate`), by inserts that
+never overwrite what the new layout already holds, so a repeated or concurrent migration cannot undo
+what the service did in between.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import enum
 import hashlib
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +43,8 @@ from retrainer.identity import signed_in_credential
 from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings
 from retrainer.workspace import RunState
+
+log = logging.getLogger(__name__)
 
 _WAITING = "waiting"
 #: The first layout's partitions (a non-key `state` filter); `migrate` moves their rows to the new ones.
@@ -187,6 +192,17 @@ class SlotTaken(RuntimeError):
     """No submission slot is free (RETRAIN_MAX_ACTIVE_RUNS runs are in flight)."""
 
 
+class ImagesMoved(RuntimeError):
+    """Someone else moved some of the images first (a concurrent submission or run end).
+
+    `moved` holds the images this call had already moved, as they now are, so the caller can put them back.
+    """
+
+    def __init__(self, message: str, moved: list[ImageRecord]) -> None:
+        super().__init__(message)
+        self.moved = moved
+
+
 class Ledger:
     def __init__(self, service: TableServiceClient, table_prefix: str) -> None:
         self._labels = service.get_table_client(f"{table_prefix}labels")
@@ -218,31 +234,70 @@ class Ledger:
         self.migrate()
 
     def migrate(self) -> int:
-        """Move rows of the first layout into the keyed one; returns how many moved (0 once done).
+        """Move rows of the first layout into the keyed one; returns how many legacy rows it retired (0 once done).
 
-        Safe to interrupt and repeat: a legacy row is deleted only after its new rows exist (the two
-        layouts live in different partitions, which no transaction spans); writing them again is an upsert.
+        A legacy row is deleted only after its new rows exist (the two layouts live in different
+        partitions, which no transaction spans), so an interrupted migration leaves copies in both. The
+        new rows are therefore inserted, never upserted: an image or run the new layout already holds is
+        left as it is there, because the service may have moved or followed it since (a resumed
+        migration, or two instances cold-starting during a deploy), and only its legacy row goes.
+        A legacy row that cannot be read is logged and left in place; the others migrate.
         """
-        moved = 0
+        retired = 0
         legacy = list(self._images.query_entities(f"PartitionKey eq {_literal(_LEGACY_IMAGES)}"))
         for start in range(0, len(legacy), _BATCH // 2):
-            chunk = legacy[start : start + _BATCH // 2]
-            self.import_images(
-                ImageRecord(e["RowKey"], e["path"], e["etag"], e["seen"], ImageState(e["state"]), e["run_id"])
-                for e in chunk
-            )
-            for e in chunk:
-                self._images.delete_entity(_LEGACY_IMAGES, e["RowKey"])
-            moved += len(chunk)
+            chunk = [(entity, _legacy_image(entity)) for entity in legacy[start : start + _BATCH // 2]]
+            self._insert_new_images([image for _, image in chunk if image is not None])
+            for entity, image in chunk:
+                if image is not None:
+                    self._images.delete_entity(_LEGACY_IMAGES, entity["RowKey"])
+                    retired += 1
         for entity in self._runs.query_entities(f"PartitionKey eq {_literal(_LEGACY_RUNS)}"):
-            self.save_run(_run(entity))
+            try:
+                run = _run(entity)
+                if not is_run_id(run.run_id):
+                    raise ValueError(f"not a run id: {bounded(run.run_id, 80)!r}")
+            except (KeyError, ValueError, TypeError) as error:
+                log.error("legacy run row %r cannot be migrated and stays: %s", entity.get("RowKey"), error)
+                continue
+            self._insert_run_once(run)
             self._runs.delete_entity(_LEGACY_RUNS, entity["RowKey"])
-            moved += 1
-        return moved
+            retired += 1
+        return retired
+
+    def _insert_new_images(self, images: list[ImageRecord]) -> None:
+        """Insert both rows of each image the new layout does not hold yet; never touch one it holds.
+
+        One transaction for the chunk; when it meets an image that is there already (a resumed or
+        concurrent migration), image by image, skipping those.
+        """
+        if not images:
+            return
+        try:
+            self._images.submit_transaction(
+                [op for image in images for op in self._insert_operations(image)]  # 2 rows an image, 100 at most
+            )
+            return
+        except TableTransactionError as error:
+            if _error_code(error) != "EntityAlreadyExists":
+                raise
+        for image in images:
+            try:
+                self._images.submit_transaction(self._insert_operations(image))
+            except TableTransactionError as error:
+                if _error_code(error) != "EntityAlreadyExists":
+                    raise
+
+    def _insert_operations(self, image: ImageRecord) -> list:
+        return [
+            (TransactionOperation.CREATE, self._identity_entity(image)),
+            (TransactionOperation.CREATE, self._state_entity(image)),
+        ]
 
     def import_images(self, images: Iterable[ImageRecord]) -> int:
-        """Write image records as they are, both rows of each, 50 images a transaction (upserts, so a
-        repeat is harmless): for migration and bulk loads. Returns how many were written."""
+        """Write image records as they are, both rows of each, 50 images a transaction (upserts): for bulk
+        loads into a ledger nothing else writes (benchmarks). Upserts would add a second state row to an
+        image the service has moved since, so the migration inserts instead. Returns how many were written."""
         written = 0
         records = iter(images)
         while chunk := list(itertools.islice(records, _BATCH // 2)):
@@ -337,13 +392,16 @@ class Ledger:
         """Move images to a state (and run); returns them as they now are.
 
         Each move deletes one state row and inserts the next, in same-partition transactions (atomic
-        each; 50 moves a transaction). A move of an image that someone else moved first fails the
-        transaction (TableTransactionError) instead of overwriting their move.
+        each; 50 moves a transaction). A move of an image that someone else moved first fails its
+        transaction instead of overwriting their move: ImagesMoved, carrying what earlier transactions
+        of this call moved.
         """
         moves = [(image, ImageRecord(image.key, image.path, image.etag, image.seen, state, run_id)) for image in images]
+        done: list[ImageRecord] = []
         for start in range(0, len(moves), _BATCH // 2):
+            chunk = moves[start : start + _BATCH // 2]
             operations: list = []
-            for old, new in moves[start : start + _BATCH // 2]:
+            for old, new in chunk:
                 old_row = _state_row(old.key, old.state, old.run_id)
                 if old_row == _state_row(new.key, new.state, new.run_id):
                     continue
@@ -352,8 +410,18 @@ class Ledger:
                     (TransactionOperation.CREATE, self._state_entity(new)),
                 ]
             if operations:
-                self._images.submit_transaction(operations)
-        return [new for _, new in moves]
+                try:
+                    self._images.submit_transaction(operations)
+                except TableTransactionError as error:
+                    if _error_code(error) not in ("ResourceNotFound", "EntityAlreadyExists"):
+                        raise
+                    raise ImagesMoved(
+                        f"{len(moves) - len(done)} of {len(moves)} images could not be moved to {state} "
+                        f"{run_id}: someone moved some of them first",
+                        done,
+                    ) from error
+            done += [new for _, new in chunk]
+        return done
 
     @staticmethod
     def _identity_entity(image: ImageRecord) -> dict:
@@ -379,6 +447,42 @@ class Ledger:
 
         Texts are bounded and the history keeps its first and latest entries, so a record always fits.
         """
+        entity, by_time = self._run_entities(run)
+        first = (
+            (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.REPLACE})
+            if etag is None
+            else (
+                TransactionOperation.UPDATE,
+                entity,
+                {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
+            )
+        )
+        try:
+            self._runs.submit_transaction([first, (TransactionOperation.UPSERT, by_time, {"mode": UpdateMode.REPLACE})])
+        except TableTransactionError as error:
+            if _error_code(error) in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
+                raise ResourceModifiedError(f"run {run.run_id} changed since it was read") from error
+            raise
+
+    def _insert_run_once(self, run: RunRecord) -> bool:
+        """Write a run only if the ledger has no record of it: False (and nothing written) when it has one."""
+        entity, by_time = self._run_entities(run)
+        try:
+            self._runs.submit_transaction(
+                [
+                    (TransactionOperation.CREATE, entity),
+                    (TransactionOperation.UPSERT, by_time, {"mode": UpdateMode.REPLACE}),
+                ]
+            )
+        except TableTransactionError as error:
+            if _error_code(error) != "EntityAlreadyExists":
+                raise
+            return False
+        return True
+
+    @staticmethod
+    def _run_entities(run: RunRecord) -> tuple[dict, dict]:
+        """A run's `id|` row and its `time|` copy; ValueError for an id that cannot be a key."""
         if not is_run_id(run.run_id):
             raise ValueError(f"not a run id: {bounded(run.run_id, 80)!r}")
         kept = run.history if len(run.history) <= MAX_HISTORY else run.history[:1] + run.history[-MAX_HISTORY + 1 :]
@@ -399,22 +503,7 @@ class Ledger:
             "deadline": run.deadline.isoformat() if run.deadline else "",
             "promotion_done": run.promotion_done,
         }
-        by_time = {**entity, "RowKey": _run_time_key(run)}
-        first = (
-            (TransactionOperation.UPSERT, entity, {"mode": UpdateMode.REPLACE})
-            if etag is None
-            else (
-                TransactionOperation.UPDATE,
-                entity,
-                {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified},
-            )
-        )
-        try:
-            self._runs.submit_transaction([first, (TransactionOperation.UPSERT, by_time, {"mode": UpdateMode.REPLACE})])
-        except TableTransactionError as error:
-            if _error_code(error) in ("UpdateConditionNotSatisfied", "ConditionNotMet"):
-                raise ResourceModifiedError(f"run {run.run_id} changed since it was read") from error
-            raise
+        return entity, {**entity, "RowKey": _run_time_key(run)}
 
     def run(self, run_id: str) -> RunRecord | None:
         found = self.run_with_etag(run_id)
@@ -519,6 +608,22 @@ class Ledger:
 def _error_code(error: TableTransactionError) -> str:
     """The service's error code of a failed transaction (the SDK sets it on the exception)."""
     return str(getattr(error, "error_code", "") or "")
+
+
+def _legacy_image(entity: dict) -> ImageRecord | None:
+    """An image row of the first layout; None (logged) when it cannot be read."""
+    try:
+        return ImageRecord(
+            entity["RowKey"],
+            entity["path"],
+            entity["etag"],
+            entity["seen"],
+            ImageState(entity["state"]),
+            entity["run_id"],
+        )
+    except (KeyError, ValueError) as error:
+        log.error("legacy image row %r cannot be migrated and stays: %s", entity.get("RowKey"), error)
+        return None
 
 
 def _run(entity: dict) -> RunRecord:

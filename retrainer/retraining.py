@@ -8,24 +8,28 @@ pipeline is reached only through the workspace interface; the clock is injected.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 from azure.core.exceptions import ResourceModifiedError
 from pydantic import ValidationError
 
 from retrainer.datastore import BlobMissingError, Datastore
-from retrainer.events import BlobRef, ImageUploaded, RunChanged
+from retrainer.events import BlobRef, ImageUploaded, RunChanged, is_run_id
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import (
     MAX_REASON_CHARS,
     STALE_CLAIM,
     ImageRecord,
+    ImagesMoved,
     ImageState,
     Ledger,
     RunRecord,
@@ -42,6 +46,8 @@ from retrainer.workspace import PipelineRunner, RunState, RunStatus
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class SubmissionState:
@@ -50,16 +56,51 @@ class SubmissionState:
 
 
 @dataclass(frozen=True)
+class TickFailure:
+    """One part of a timer tick that failed (the others still ran): what it was doing, and the error."""
+
+    part: str
+    error: Exception
+
+    def __str__(self) -> str:
+        return f"{self.part}: {describe_error(self.error)}"
+
+
+def describe_error(error: BaseException) -> str:
+    """Type, redacted message and where it was raised: a log line that locates a fault without a traceback
+    (whose frames would carry unredacted text)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = (
+        f" (at {PurePosixPath(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    )
+    return f"{type(error).__name__}: {redact(str(error))[:500]}{where}"
+
+
+@dataclass(frozen=True)
 class TickOutcome:
-    """What one timer tick did: the state of each run it followed, the run it submitted, why it held back."""
+    """What one timer tick did: the state of each run it followed, the run it submitted, why it held back,
+    and the parts that failed."""
 
     followed: dict[str, RunState] = field(default_factory=dict)
     submitted: str | None = None
     paused_reason: str | None = None
+    failures: list[TickFailure] = field(default_factory=list)
 
 
 class UnreadableRecordError(RuntimeError):
     """A record exists but cannot be read; the message says which and what repairs it."""
+
+
+class SubmissionConflict(RuntimeError):
+    """Another submission took the pending images at the same moment; this one submitted nothing and holds nothing."""
+
+
+class UnusableRunIdError(RuntimeError):
+    """The workspace named its run with an id the ledger cannot key; the run was canceled, nothing is held."""
+
+
+class ClaimsUnsettled(RuntimeError):
+    """Some stale claims could not be settled this time (each is logged); the next tick tries them again."""
 
 
 class RetrainingService:
@@ -174,8 +215,11 @@ class RetrainingService:
             log.warning("batch due (%s) but not submitted: %s", reason, state.reason)
             return None
         try:
-            return self.submit(trigger, reason)
+            return self.submit(trigger, reason, batch_only=True)
         except SlotTaken:
+            return None
+        except SubmissionConflict as conflict:  # another instance submitted this batch: nothing to do
+            log.info("batch due (%s) but not submitted: %s", reason, conflict)
             return None
 
     def submit_if_due_after_event(self, min_interval_s: float = 5.0) -> str | None:
@@ -191,18 +235,21 @@ class RetrainingService:
             self._last_event_check = moment
         return self.submit_if_due("event")
 
-    def submit(self, trigger: str, reason: str, force: bool = False) -> str:
-        """Claim a slot (SlotTaken when none is free), submit, and bind the pending images.
+    def submit(self, trigger: str, reason: str, force: bool = False, *, batch_only: bool = False) -> str:
+        """Claim a slot (SlotTaken when none is free) and the pending images, submit, and bind them to the run.
 
-        `force` may start up to RETRAIN_MAX_FORCED_RUNS runs beyond the active limit, never more.
-        The intent is recorded before the workspace is called: the claim holds the images, and the
-        run is labelled with the claim, so a submission whose bookkeeping failed afterwards is found
-        again by `reconcile_claims` instead of being lost or submitted twice.
+        `force` may start up to RETRAIN_MAX_FORCED_RUNS runs beyond the active limit, never more. The
+        loser of a race for the pending images gets SubmissionConflict and holds nothing (no slot, no
+        image); with `batch_only` (automatic submissions) so does a submission that finds no pending
+        image left. The intent is recorded before the workspace is called: the claim holds the images,
+        and the run is labelled with the claim, so a submission whose bookkeeping failed afterwards is
+        found again by `reconcile_claims` instead of being lost or submitted twice. A run id the ledger
+        cannot key is refused at once (UnusableRunIdError): the run is canceled and nothing is held.
         """
         reason = bounded(reason, MAX_REASON_CHARS)
         limit = self._settings.RETRAIN_MAX_ACTIVE_RUNS + (self._settings.RETRAIN_MAX_FORCED_RUNS if force else 0)
         claim = self._ledger.claim_slot(limit, self._clock())
-        images = self._ledger.assign_images(self._ledger.pending_images(), ImageState.IN_RUN, claim)
+        images = self._claim_pending_images(claim, batch_only)
         try:
             run_id = self.runner.submit_pipeline(f"{trigger}: {reason} [{claim}]")
         except Exception as error:  # the workspace boundary: record, keep the images pending, re-raise
@@ -210,10 +257,46 @@ class RetrainingService:
             self._ledger.release_slot(claim, failed=True, when=self._clock())
             log.error("submission failed; %d images stay pending: %s", len(images), redact(str(error)))
             raise
+        if not is_run_id(run_id):
+            raise UnusableRunIdError(self._refuse_run(claim, run_id, images))
         self._adopt(claim, run_id, trigger, reason, images)
         self._metrics.runs_submitted.add(1, {"trigger": trigger})
         log.info("submitted %s with %d images (%s)", run_id, len(images), reason, extra={"run_id": run_id})
         return run_id
+
+    def _claim_pending_images(self, claim: str, batch_only: bool) -> list[ImageRecord]:
+        """Move the pending images to the claim; on a lost race give back what was moved and the slot."""
+        try:
+            images = self._ledger.assign_images(self._ledger.pending_images(), ImageState.IN_RUN, claim)
+        except ImagesMoved as moved:
+            self._ledger.assign_images(moved.moved, ImageState.PENDING, "")
+            self._ledger.release_slot(claim)
+            raise SubmissionConflict(
+                "another submission took the pending images at the same moment; nothing was submitted and no "
+                "slot is held: look at the runs, or try again"
+            ) from None
+        if batch_only and not images:
+            self._ledger.release_slot(claim)
+            raise SubmissionConflict("another submission took the pending batch; nothing was submitted")
+        return images
+
+    def _refuse_run(self, claim: str, run_id: str, images: list[ImageRecord]) -> str:
+        """Undo a submission whose run id the ledger cannot key: cancel the run, free the images and the slot.
+
+        Counted as a failed submission, so a backend that keeps doing it backs off and then pauses
+        automatic submission instead of starting and canceling a run every tick. Returns what happened.
+        """
+        canceled = self._cancel_quietly(run_id)
+        self._ledger.assign_images(images, ImageState.PENDING, "")
+        self._ledger.release_slot(claim, failed=True, when=self._clock())
+        message = (
+            f"the workspace named its run {bounded(repr(run_id), 80)}, which the ledger cannot store as a run id "
+            "(letters, digits, '_', '.', ':' and '-', at most 200 characters); "
+            + ("the run was canceled" if canceled else "canceling it failed: cancel it in the workspace")
+            + f", and the {len(images)} images are pending again"
+        )
+        log.error("%s (claim %s)", message, claim)
+        return message
 
     def _adopt(self, claim: str, run_id: str, trigger: str, reason: str, images: list[ImageRecord]) -> None:
         """Bind a submitted run to its claim: its record first, so an active run always has one."""
@@ -236,7 +319,8 @@ class RetrainingService:
     def reconcile_claims(self) -> list[str]:
         """Settle claims whose submitter vanished: adopt the run it submitted, or free the claim's images.
 
-        Returns what was done, one line per claim.
+        Returns what was done, one line per claim. Each claim is settled on its own: one that cannot be
+        (logged) does not keep the others waiting; ClaimsUnsettled afterwards says which failed.
         """
         settled: list[str] = []
         moment = self._clock()
@@ -249,39 +333,77 @@ class RetrainingService:
         if not stale:
             return settled
         submitted = {status.label: status for status in self.runner.list_runs(limit=100)}
+        unsettled: list[str] = []
         for claim in stale:
-            images = self._ledger.run_images(claim)
             found = next((status for label, status in submitted.items() if f"[{claim}]" in label), None)
-            if found is not None:
-                self._adopt(claim, found.run_id, "recovered", f"submitted by a handler that stopped ({claim})", images)
-                settled.append(f"{claim}: adopted {found.run_id}")
-            else:
-                self._ledger.assign_images(images, ImageState.PENDING, "")
-                self._ledger.release_slot(claim)
-                settled.append(f"{claim}: nothing was submitted; {len(images)} images are pending again")
+            try:
+                settled.append(f"{claim}: {self._settle_claim(claim, found.run_id if found else None)}")
+            except Exception as error:  # one claim's fault, logged here; the others are still settled
+                log.error(
+                    "stale submission claim %s not settled; the next tick tries again: %s", claim, describe_error(error)
+                )
+                unsettled.append(f"{claim}: {describe_error(error)}")
         for line in settled:
             log.warning("stale submission claim %s", line)
+        if unsettled:
+            raise ClaimsUnsettled(f"{len(unsettled)} stale claim(s) not settled: {'; '.join(unsettled)}")
         return settled
+
+    def _settle_claim(self, claim: str, run_id: str | None) -> str:
+        images = self._ledger.run_images(claim)
+        if run_id is None:
+            self._ledger.assign_images(images, ImageState.PENDING, "")
+            self._ledger.release_slot(claim)
+            return f"nothing was submitted; {len(images)} images are pending again"
+        if not is_run_id(run_id):
+            return self._refuse_run(claim, run_id, images)
+        self._adopt(claim, run_id, "recovered", f"submitted by a handler that stopped ({claim})", images)
+        return f"adopted {run_id}"
 
     # --- following runs -----------------------------------------------------------------------------
 
     def tick(self) -> TickOutcome:
         """The timer: settle stale claims, follow every active run, finish promotions, sweep waiting
-        labels, then submit a batch that became due."""
-        self.reconcile_claims()
-        followed = {}
-        for run_id in self._ledger.control().active_runs:
-            state = self.follow_run(run_id)
-            if state is None:  # a slot held by a run the ledger has no record of: free it, say so
-                log.error("run %s holds a submission slot but has no record; the slot is freed", run_id)
-                self._ledger.release_slot(run_id)
-            else:
+        labels, then submit a batch that became due.
+
+        Each part (and each run) is attempted on its own: one that fails is logged with what it was
+        doing and reported in the outcome, and the rest of the tick still runs, so no single bad
+        record or unreachable backend stops runs being followed, promoted or submitted.
+        """
+        failures: list[TickFailure] = []
+
+        def attempt(part: str, action: Callable[[], _T]) -> _T | None:
+            try:
+                return action()
+            except Exception as error:  # the timer's boundary, one part at a time: logged and reported
+                failure = TickFailure(part, error)
+                log.error("tick: %s; the rest of the tick goes on", failure)
+                failures.append(failure)
+                return None
+
+        attempt("settle stale claims", self.reconcile_claims)
+        followed: dict[str, RunState] = {}
+        for run_id in attempt("read the active runs", self._active_runs) or []:
+            state = attempt(f"follow run {run_id}", functools.partial(self._follow_active_run, run_id))
+            if state is not None:
                 followed[run_id] = state
-        self._finish_promotions()
+        attempt("finish promotions", self._finish_promotions)
         if self._sweep_waiting is not None:
-            self._sweep_waiting()
-        submitted = self.submit_if_due("timer")
-        return TickOutcome(followed, submitted, self.submission_state().reason or None)
+            attempt("sweep waiting labels", self._sweep_waiting)
+        submitted = attempt("submit a due batch", functools.partial(self.submit_if_due, "timer"))
+        submission = attempt("read the submission state", self.submission_state)
+        paused_reason = (submission.reason or None) if submission else None
+        return TickOutcome(followed, submitted, paused_reason, failures)
+
+    def _active_runs(self) -> list[str]:
+        return self._ledger.control().active_runs
+
+    def _follow_active_run(self, run_id: str) -> RunState | None:
+        state = self.follow_run(run_id)
+        if state is None:  # a slot held by a run the ledger has no record of: free it, say so
+            log.error("run %s holds a submission slot but has no record; the slot is freed", run_id)
+            self._ledger.release_slot(run_id)
+        return state
 
     def follow_run(self, run_id: str) -> RunState | None:
         """Record the run's progress; on its end promote or return its images. Handling an end twice changes nothing.
@@ -304,7 +426,7 @@ class RetrainingService:
                 return record.state
             status = RunStatus(run_id, RunState.FAILED, "unknown", f"no status by the deadline: {str(error)[:300]}")
         if overdue and not status.finished:
-            self._cancel_quietly(run_id)
+            self._cancel_quietly(run_id)  # failed in the ledger either way
             status = RunStatus(
                 run_id,
                 RunState.FAILED,
@@ -330,11 +452,14 @@ class RetrainingService:
             self._fail(record)
         return record.state
 
-    def _cancel_quietly(self, run_id: str) -> None:
+    def _cancel_quietly(self, run_id: str) -> bool:
+        """Ask the workspace to stop a run; False (logged) when it could not."""
         try:
             self.runner.cancel_run(run_id)
-        except Exception as error:  # best effort: the run is failed in the ledger either way
-            log.warning("could not cancel overdue run %s: %s", run_id, redact(str(error)[:300]))
+        except Exception as error:  # the workspace boundary, best effort: the caller says what follows
+            log.warning("could not cancel run %s: %s", bounded(repr(run_id), 80), redact(str(error)[:300]))
+            return False
+        return True
 
     def _complete(self, record: RunRecord) -> None:
         self._ledger.assign_images(self._ledger.run_images(record.run_id), ImageState.TRAINED, record.run_id)

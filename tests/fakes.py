@@ -31,13 +31,15 @@ class FakeRunner:
         self.fail_submit: Exception | None = None
         self.fail_status: Exception | None = None
         self.canceled: list[str] = []
+        #: Ids the next submissions return, in order (a backend that names its runs oddly); then run-<n>.
+        self.next_run_ids: list[str] = []
         self._lock = threading.Lock()
 
     def submit_pipeline(self, label: str) -> str:
         if self.fail_submit is not None:
             raise self.fail_submit
         with self._lock:
-            run_id = f"run-{len(self.submitted) + 1}"
+            run_id = self.next_run_ids.pop(0) if self.next_run_ids else f"run-{len(self.submitted) + 1}"
             self.submitted.append(label)
             self.statuses[run_id] = RunStatus(run_id, RunState.QUEUED, "Queued", label=label)
         return run_id

@@ -238,3 +238,97 @@ def test_without_stratified_split_there_is_no_validation_set(tmp_path: Path, mon
     assert code == 0
     assert (tmp_path / "val" / "annotations.jsonl").read_text() == ""
     assert len(list(read_records(tmp_path / "train"))) + len(list(read_records(tmp_path / "holdout"))) == 20
+
+
+# --- a damaged stored assignment: refused with one line that names it and its repair ------------------
+
+ASSIGNMENT = data_split.DEFAULT_ASSIGNMENT_NAME
+DAMAGED_ASSIGNMENTS = {
+    "half-written": b'{"version": 1, "by_name": {"img_0000.jpg": "hold',
+    "empty": b"",
+    "list-shaped": b'[{"version": 1}]',
+    "wrong-sided": b'{"version": 1, "by_name": {"img_0000.jpg": "test"}}',
+    "another version's document": b'{"version": 0, "by_name": {}, "by_fingerprint": {}}',
+    "not UTF-8": b"\xff\xfe{",
+    "a side for a name with a newline": b'{"version": 1, "by_name": {"a\\nb.jpg": "test"}}',
+}
+
+
+def run_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: list[dict]) -> int:
+    """The split step's command line on a local workspace, as a pipeline run starts it."""
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    get_settings.cache_clear()
+    write_records(tmp_path / "agg", records)
+    flags = [f"--{side}_output_path={tmp_path / side}" for side in ("train", "val", "holdout")]
+    try:
+        return data_split.main(["--input_data_path", str(tmp_path / "agg"), *flags])
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_ASSIGNMENTS))
+def test_a_damaged_assignment_fails_the_step_with_one_line_naming_it_and_its_repair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    LocalModelRegistry(tmp_path / "workspace").create_document(ASSIGNMENT, "1", DAMAGED_ASSIGNMENTS[case])
+    assert run_step(tmp_path, monkeypatch, dataset(images=30)) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"split assignment {ASSIGNMENT} version 1 is unreadable" in err
+    assert f"retrain split reset --name {ASSIGNMENT} --reason" in err
+    assert not (tmp_path / "train" / "annotations.jsonl").exists(), "nothing trains on a guessed split"
+
+
+def test_an_assignment_that_leaves_no_training_image_fails_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = dataset(images=30)
+    everything_held_out = SplitAssignment(version=1, by_name={basename(r): SplitSide.HOLDOUT for r in records})
+    LocalModelRegistry(tmp_path / "workspace").create_document(ASSIGNMENT, "1", everything_held_out.to_bytes())
+    assert run_step(tmp_path, monkeypatch, records) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "leaves no training image" in err, err
+    assert "30 held out" in err and f"{ASSIGNMENT} version 1" in err and "retrain split reset" in err
+
+
+def test_retrain_split_reset_starts_a_new_version_that_records_why_and_the_next_run_splits_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retrainer import cli
+
+    registry = LocalModelRegistry(tmp_path / "workspace")
+    registry.create_document(ASSIGNMENT, "1", DAMAGED_ASSIGNMENTS["half-written"])
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    get_settings.cache_clear()
+    assert cli.main(["split", "reset", "--reason", "version 1 was half-written by a killed step"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"started split assignment {ASSIGNMENT} version 2" in out
+        and "replacing version 1, which was unreadable (Invalid JSON" in out
+    )
+    restarted = json.loads(registry.latest_document(ASSIGNMENT))
+    assert restarted["version"] == 2 and restarted["by_name"] == {}
+    assert restarted["restart"]["reason"] == "version 1 was half-written by a killed step"
+    assert restarted["restart"]["replaces_version"] == 1 and "unreadable" in restarted["restart"]["replaced"]
+    assert run_step(tmp_path, monkeypatch, dataset(images=30)) == 0
+    assert SplitReport.read(tmp_path / "train").assignment_version == 3
+
+
+def test_retrain_split_reset_refuses_to_discard_a_readable_assignment_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A readable assignment holds the holdout every promotion so far was decided on."""
+    from retrainer import cli
+
+    assert run_step(tmp_path, monkeypatch, dataset(images=30)) == 0
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    get_settings.cache_clear()
+    capsys.readouterr()
+    assert cli.main(["split", "reset", "--reason", "new holdout fraction"]) == 2
+    assert "version 1 is readable (30 images)" in capsys.readouterr().err
+    assert cli.main(["split", "reset", "--reason", "new holdout fraction", "--force"]) == 0
+    registry = LocalModelRegistry(tmp_path / "workspace")
+    assert json.loads(registry.latest_document(ASSIGNMENT))["restart"]["replaced"] == "readable (30 images)"

@@ -46,15 +46,17 @@ def test_images_move_between_states_and_each_state_is_one_key_range() -> None:
 
 
 def test_moving_an_image_someone_else_moved_fails_instead_of_overwriting() -> None:
-    from azure.data.tables import TableTransactionError
+    from retrainer.ledger import ImagesMoved
 
     ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
-    ledger.record_image("data/images/a.jpg", "0x1", START)
+    for i in range(60):
+        ledger.record_image(f"data/images/{i}.jpg", "0x1", START)
     stale = ledger.pending_images()
-    ledger.assign_images(stale, ImageState.IN_RUN, "run-1")
-    with pytest.raises(TableTransactionError):
+    ledger.assign_images(stale[50:], ImageState.IN_RUN, "run-1")
+    with pytest.raises(ImagesMoved, match="10 of 60 images could not be moved") as moved:
         ledger.assign_images(stale, ImageState.IN_RUN, "run-2")
-    assert [i.run_id for i in ledger.run_images("run-1")] == ["run-1"] and ledger.run_images("run-2") == []
+    assert len(ledger.run_images("run-1")) == 10 and ledger.run_images("run-2") == moved.value.moved
+    assert len(moved.value.moved) == 50, "the first transaction landed; the caller gets what it moved"
 
 
 def write_first_layout(service: TableServiceClient, prefix: str, images: int, runs: int) -> None:
@@ -110,3 +112,73 @@ def test_a_ledger_of_the_first_layout_migrates_in_place_without_losing_a_record(
     assert ledger.run("run-00007") is not None and len(ledger.runs(limit=100)) == 40
     assert ledger.migrate() == 0, "a second pass finds nothing left"
     assert not ledger.record_image("data/images/3.jpg", "0x3"), "migrated images still refuse duplicates"
+
+
+# --- migration against a live service: never a second state for an image, never an older run -------------
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def table_service(request: pytest.FixtureRequest) -> TableServiceClient:
+    """One table service for the legacy writer and every ledger instance: in memory or on Azurite."""
+    if request.param == "memory":
+        return InMemoryTableService()  # type: ignore[return-value]
+    return TableServiceClient.from_connection_string(request.getfixturevalue("connection_string"))
+
+
+def state_rows_per_image(ledger: Ledger) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for image in ledger.all_images():
+        counts[image.path] = counts.get(image.path, 0) + 1
+    return counts
+
+
+def test_a_migration_resumed_after_the_service_moved_images_writes_no_second_state(
+    table_service: TableServiceClient, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after its first transaction (new rows written, legacy rows not yet deleted), then a
+    submission takes the pending images, then the migration runs again (the next cold start)."""
+    write_first_layout(table_service, table_prefix, images=120, runs=0)
+    ledger = Ledger(table_service, table_prefix)
+    with monkeypatch.context() as crash:
+        crash.setattr(ledger._images, "delete_entity", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("gone")))
+        with pytest.raises(ConnectionError):
+            ledger.ensure_tables()
+    taken = ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, "claim-0123")
+    assert taken, "the first transaction's pending images were in the new layout"
+    ledger.migrate()
+    assert state_rows_per_image(ledger) == {f"data/images/{i}.jpg": 1 for i in range(120)}
+    assert len(ledger.run_images("claim-0123")) == len(taken), "the submission keeps what it took"
+    assert len(ledger.pending_images()) + len(taken) == 40
+    assert ledger.migrate() == 0
+
+
+def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_between(
+    table_service: TableServiceClient, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cold starts during a deploy: B reads the legacy rows, A migrates them all, the service moves
+    images and finishes a run, then B writes what it read."""
+    write_first_layout(table_service, table_prefix, images=90, runs=5)
+    first, second = Ledger(table_service, table_prefix), Ledger(table_service, table_prefix)
+    legacy = {
+        name: list(table_service.get_table_client(f"{table_prefix}{name}").query_entities(f"PartitionKey eq '{name}'"))
+        for name in ("images", "runs")
+    }
+    first.ensure_tables()
+    taken = first.assign_images(first.pending_images(), ImageState.IN_RUN, "claim-4567")
+    moved_on = first.run("run-00002")
+    moved_on.state, moved_on.error = RunState.FAILED, "failed after the migration"
+    first.save_run(moved_on)
+    for name, table in (("images", second._images), ("runs", second._runs)):
+        real_query = table.query_entities
+
+        def stale_read(query_filter: str, *args: object, _name: str = name, _real=real_query, **kwargs: object):
+            if query_filter == f"PartitionKey eq '{_name}'":
+                return iter(legacy[_name])  # what B read before A finished
+            return _real(query_filter, *args, **kwargs)
+
+        monkeypatch.setattr(table, "query_entities", stale_read)
+    second.migrate()
+    assert state_rows_per_image(second) == {f"data/images/{i}.jpg": 1 for i in range(90)}
+    assert len(second.run_images("claim-4567")) == len(taken) == 30 and second.pending_images() == []
+    assert second.run("run-00002").state == RunState.FAILED, "a legacy copy never overwrites a newer record"
+    assert len(second.runs(limit=100)) == 5

@@ -721,3 +721,205 @@ def test_retrain_submit_goes_through_the_service_records_the_run_and_holds_the_s
     assert cli.main(["submit", "--backend", "local", "--bypass-service"]) == 0, "the named expert path"
     assert len(runner.submitted) == 2
     bootstrap.reset()
+
+
+# --- a run id the ledger cannot key, and a tick that one bad record cannot stop --------------------------
+
+
+UNKEYABLE_RUN_IDS = ["run/1", "#", "why?", "back\\slash", "bell\x07", "r" * 201]
+
+
+@pytest.mark.parametrize("bad_id", UNKEYABLE_RUN_IDS, ids=["slash", "hash", "question", "backslash", "control", "201"])
+def test_a_run_id_the_ledger_cannot_key_is_refused_at_submission_and_frees_everything(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, bad_id: str
+) -> None:
+    from retrainer.retraining import UnusableRunIdError
+
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    pending_three(svc, container_name)
+    workspace.next_run_ids = [bad_id]
+    with pytest.raises(UnusableRunIdError, match="cannot store") as refused:
+        svc.submit("manual", "t")
+    assert "3 images are pending again" in str(refused.value) and "canceled" in str(refused.value)
+    assert workspace.canceled == [bad_id], "the backend's run is stopped, not left running unrecorded"
+    assert len(ledger.pending_images()) == 3 and ledger.control().active == {} and ledger.runs() == []
+    clock.advance(minutes=16)  # past the back-off a refused submission counts for
+    outcome = svc.tick()
+    assert outcome.failures == [] and outcome.submitted == "run-2"
+
+
+def test_the_api_says_which_run_id_was_refused_and_holds_no_slot(
+    app_service: RetrainingService, workspace: FakeRunner, ledger: Ledger
+) -> None:
+    workspace.next_run_ids = ["run/1"]
+    response = handler("submit_run")(request("POST", "/api/runs", b"{}"))
+    error = json.loads(response.get_body())["error"]
+    assert response.status_code == 502 and "'run/1'" in error and "canceled" in error
+    assert ledger.control().active == {}
+    assert handler("submit_run")(request("POST", "/api/runs", b"{}")).status_code == 202, "the slot is free"
+
+
+def test_a_stale_claim_whose_run_cannot_be_keyed_is_settled_and_the_tick_goes_on(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+) -> None:
+    """What an earlier release left behind: the backend accepted `run/1` under the claim's label, the ledger
+    could not record it, and the claim kept its images."""
+    from retrainer.workspace import RunStatus
+
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
+    good = svc.submit("manual", "a run that completes")
+    pending_three(svc, container_name)
+    claim = ledger.claim_slot(2, clock.now)
+    ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, claim)
+    workspace.statuses["run/1"] = RunStatus("run/1", RunState.QUEUED, "Queued", label=f"manual: t [{claim}]")
+    workspace.finish(good, RunState.COMPLETED, DECISION)
+    clock.advance(minutes=16)
+    outcome = svc.tick()
+    assert outcome.failures == [] and outcome.followed == {good: "completed"}
+    assert "run/1" in workspace.canceled and claim not in ledger.control().active
+    assert ledger.run_images(claim) == [] and svc.best_model().version == "4"
+    assert svc.tick().failures == [], "and the next tick has nothing left to trip on"
+
+
+def test_a_part_of_the_tick_that_fails_is_reported_and_every_other_part_still_runs(
+    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, caplog
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="3")
+    unreadable, completing = svc.submit("manual", "its record breaks"), svc.submit("manual", "completes")
+    ledger._runs.upsert_entity({"PartitionKey": "runs.v2", "RowKey": f"id|{unreadable}", "history": "{not json"})
+    ledger.claim_slot(3, clock.now)  # a stale claim, and a workspace that cannot list its runs
+    workspace.list_runs = lambda limit=20: (_ for _ in ()).throw(ValueError("the workspace answered nonsense"))
+    workspace.finish(completing, RunState.COMPLETED, DECISION)
+    pending_three(svc, container_name)
+    clock.advance(minutes=16)
+    with caplog.at_level("ERROR", logger="retrainer"):
+        outcome = svc.tick()
+    assert outcome.followed == {completing: "completed"} and svc.best_model().version == "4"
+    assert outcome.submitted == "run-3", "the due batch is still submitted"
+    parts = {failure.part: str(failure) for failure in outcome.failures}
+    assert set(parts) == {"settle stale claims", f"follow run {unreadable}"}
+    assert "the workspace answered nonsense" in parts["settle stale claims"]
+    assert f"follow run {unreadable}" in caplog.text, "each failure is logged with what it was doing"
+
+
+def test_a_failing_part_of_the_tick_is_logged_with_where_it_failed_and_no_secret(
+    make_service, container_name: str, workspace: FakeRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    pending_three(svc, container_name)
+    workspace.fail_submit = RuntimeError("denied: AccountKey=c2VjcmV0 https://x/?sig=abc")
+    with caplog.at_level("INFO"):
+        outcome = svc.tick()
+    (failure,) = outcome.failures
+    assert failure.part == "submit a due batch" and "(at fakes.py:" in str(failure) and "denied" in str(failure)
+    assert "submit a due batch" in caplog.text and len(svc._ledger.pending_images()) == 3
+    text = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
+    assert "c2VjcmV0" not in text and "sig=abc" not in text
+
+
+def test_the_timer_handler_raises_after_the_whole_tick_when_a_part_failed(
+    app_service: RetrainingService, workspace: FakeRunner, ledger: Ledger, clock: Clock
+) -> None:
+    """The host then records the invocation as failed; the rest of the tick's work is done."""
+    run_id = app_service.submit("manual", "t")
+    workspace.finish(run_id, RunState.COMPLETED, DECISION)
+    ledger._runs.upsert_entity({"PartitionKey": "runs.v2", "RowKey": "id|run-77", "history": "{not json"})
+    ledger.update_control(lambda control: control.active.update({"run-77": clock.now.isoformat()}))
+    with pytest.raises(RuntimeError, match="follow run run-77"):
+        handler("monitor")(TimerRequest(past_due=False))
+    assert app_service.run(run_id).state == "completed"
+
+
+# --- simultaneous submissions: the loser gets a conflict and holds nothing --------------------------------
+
+
+def pending_images(svc: RetrainingService, container_name: str, count: int) -> None:
+    for i in range(count):
+        deliver(svc, *blob_created(container_name, f"data/images/many/{i}.jpg", "0x1"))
+
+
+def test_the_loser_of_a_race_for_the_pending_images_gets_a_conflict_and_holds_nothing(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both had a slot and read the same pending images; the winner moved the later ones first, so the loser's
+    first transaction lands and its second fails."""
+    from retrainer.retraining import SubmissionConflict
+
+    svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
+    pending_images(svc, container_name, 120)
+    seen_by_both = ledger.pending_images()
+    ledger.assign_images(seen_by_both[50:], ImageState.IN_RUN, "claim-winner")
+    with monkeypatch.context() as stale:
+        stale.setattr(ledger, "pending_images", lambda: seen_by_both)
+        with pytest.raises(SubmissionConflict, match="another submission took the pending images"):
+            svc.submit("manual", "at the same moment")
+    assert workspace.submitted == [] and ledger.control().active == {}
+    assert len(ledger.pending_images()) == 50 and len(ledger.run_images("claim-winner")) == 70
+
+
+def test_the_api_answers_409_to_the_loser_of_a_race(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
+    pending_images(svc, container_name, 3)
+    seen_by_both = ledger.pending_images()
+    ledger.assign_images(seen_by_both, ImageState.IN_RUN, "claim-winner")
+    with monkeypatch.context() as patch:
+        patch.setattr(bootstrap, "retraining", lambda: svc)
+        patch.setattr(ledger, "pending_images", lambda: seen_by_both)
+        response = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "me too"}'))
+    assert response.status_code == 409, response.get_body()
+    assert "another submission took the pending images" in json.loads(response.get_body())["error"]
+    assert ledger.control().active == {} and workspace.submitted == []
+
+
+def test_an_automatic_submission_that_finds_its_batch_taken_submits_nothing(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance submitted the due batch between this one's look and its claim."""
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
+    pending_three(svc, container_name)
+    real_pending = ledger.pending_images
+    looks: list[int] = []
+
+    def taken_after_the_look() -> list:
+        looks.append(1)
+        if len(looks) == 2:  # the claim's read: the other instance took them in between
+            ledger.assign_images(real_pending(), ImageState.IN_RUN, "claim-other")
+        return real_pending()
+
+    monkeypatch.setattr(ledger, "pending_images", taken_after_the_look)
+    assert svc.submit_if_due("timer") is None
+    assert workspace.submitted == [] and ledger.control().active == {}
+
+
+def test_simultaneous_submissions_with_two_slots_leave_no_claim_and_no_image_twice(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+) -> None:
+    from retrainer.retraining import SubmissionConflict
+
+    svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
+    pending_images(svc, container_name, 120)
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(svc.submit("manual", "race"))
+        except SlotTaken:
+            outcomes.append("no slot")
+        except SubmissionConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    active = ledger.control().active
+    assert len(outcomes) == 6 and set(active) == set(ledger.control().active_runs), "no claim is left behind"
+    assert sorted(active) == sorted(o for o in outcomes if o.startswith("run-")) == sorted(workspace.statuses)
+    held = [image.path for run_id in active for image in ledger.run_images(run_id)]
+    pending = [image.path for image in ledger.pending_images()]
+    assert sorted(held + pending) == sorted(f"data/images/many/{i}.jpg" for i in range(120))

@@ -1,6 +1,7 @@
 """HTTP API (function auth level): start a run by hand and report runs and the best model.
 
-POST /api/runs          {"reason": "...", "force": false}  -> 202 + Location, 409 when a run is active
+POST /api/runs          {"reason": "...", "force": false}  -> 202 + Location, 409 when a run is active or
+                        another submission took the pending images at the same moment
 GET  /api/runs          recent runs, pending images, whether auto-submission is paused
 GET  /api/runs/{run_id}
 POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure)
@@ -45,12 +46,15 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.ledger import SlotTaken
     from retrainer.redact import redact
+    from retrainer.retraining import SubmissionConflict
 
     try:
         run_id = bootstrap.retraining().submit("manual", reason, force=force)
     except SlotTaken as taken:
         hint = "" if force else '; send "force": true to start another (up to RETRAIN_MAX_FORCED_RUNS extra runs)'
         return _json({"error": f"no submission slot is free ({taken}){hint}"}, 409)
+    except SubmissionConflict as conflict:
+        return _json({"error": str(conflict)}, 409)
     except Exception as error:  # the workspace refused or failed: say so, without secrets (log included)
         message = redact(str(error))[:1000]
         log.error("manual submission failed: %s: %s", type(error).__name__, message)

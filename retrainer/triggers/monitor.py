@@ -21,3 +21,10 @@ def monitor(timer: func.TimerRequest) -> None:
         log.warning("auto-submission: %s", outcome.paused_reason)
     followed = {run_id: str(state) for run_id, state in outcome.followed.items()}
     log.info("monitor: followed %s, submitted %s", followed, outcome.submitted)
+    if outcome.failures:
+        # Raised after the whole tick ran (each failure is logged where it happened), so the host records
+        # this invocation as failed and alerts on failed executions see it.
+        raise RuntimeError(
+            f"monitor: {len(outcome.failures)} part(s) of the tick failed, the rest was done: "
+            + "; ".join(str(failure) for failure in outcome.failures)
+        )

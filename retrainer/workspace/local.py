@@ -159,9 +159,13 @@ class LocalModelRegistry:
     # --- versioned documents ------------------------------------------------------------------
 
     def latest_document(self, name: str) -> bytes | None:
+        latest = self.latest_versioned_document(name)
+        return latest[1] if latest else None
+
+    def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
         folder = self.root / "documents" / name
         versions = [int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()] if folder.is_dir() else []
-        return (folder / f"{max(versions)}.json").read_bytes() if versions else None
+        return (max(versions), (folder / f"{max(versions)}.json").read_bytes()) if versions else None
 
     def create_document(self, name: str, version: str, content: bytes) -> bool:
         """Written aside, then linked into place: the link fails if the version exists, and is never half-written."""
