@@ -103,7 +103,12 @@ def save_stand_in(folder: Path, answers: dict[str, list[dict]], validation_map: 
 
 def rehearse(work: Path) -> list[PromotionRecord]:
     """Run the CPU steps on the sample sheets; the two tag steps' records, or RehearsalFailed."""
-    settings = load_settings(WORKSPACE_BACKEND="local", LOCAL_WORKSPACE_DIR=work / "workspace", HOLDOUT_FRACTION=0.4)
+    settings = load_settings(
+        WORKSPACE_BACKEND="local",
+        LOCAL_WORKSPACE_DIR=work / "workspace",
+        HOLDOUT_FRACTION=0.4,
+        PROMOTION_MIN_HOLDOUT_IMAGES=5,  # the 24 sample sheets leave about 9 for the holdout
+    )
     inputs = step_settings(settings)
     env = {
         **os.environ,

@@ -35,6 +35,7 @@ def step_settings(settings: Settings) -> StepSettings:
             "bootstrap_resamples": settings.PROMOTION_BOOTSTRAP_RESAMPLES,
             "max_holdout_images": settings.PROMOTION_MAX_HOLDOUT_IMAGES,
             "scoring_budget_minutes": settings.PROMOTION_SCORING_MINUTES,
+            "min_holdout_images": settings.PROMOTION_MIN_HOLDOUT_IMAGES,
         },
     }
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import add_flag
@@ -44,6 +46,7 @@ from retrainer.promotion import (
     PROMOTION_RECORD_FILE,
     Comparison,
     DifferenceInterval,
+    PromotionDecision,
     PromotionRecord,
     decide_promotion,
 )
@@ -73,18 +76,29 @@ HoldoutScorer = Callable[[ModelVersion, ModelVersion | None], HoldoutScores]
 
 
 class ScoringUnavailable(Exception):
-    """The models cannot be scored on the holdout here; the recorded scores decide, and the record says why."""
+    """The models cannot be compared on the holdout here; the record says why, and the safe path decides.
+
+    `side` says whose failure it was: the challenger's (the champion stays), the champion's (its recorded
+    score decides, or the challenger replaces a champion whose model is gone), or the holdout's.
+    """
+
+    def __init__(self, reason: str, side: Literal["challenger", "champion", "holdout"] = "holdout", gone: bool = False):
+        super().__init__(reason)
+        self.side = side
+        self.gone = gone
 
 
 class TagError(ValueError):
-    """The candidate cannot be compared (not registered, no score)."""
+    """The candidate cannot be compared (it is not registered)."""
 
 
-def score_of(version: ModelVersion) -> float:
+def recorded_score(version: ModelVersion) -> float | None:
+    """The version's recorded validation mAP, or None when the tag is missing or not a finite number."""
     try:
-        return float(version.tags[SCORE_TAG])
+        score = float(version.tags[SCORE_TAG])
     except (KeyError, ValueError):
-        raise TagError(f"{version.name}:{version.version} has no numeric {SCORE_TAG} tag") from None
+        return None
+    return score if math.isfinite(score) else None
 
 
 def repair_best_tags(registry: ModelRegistry, versions: list[ModelVersion]) -> list[str]:
@@ -92,7 +106,7 @@ def repair_best_tags(registry: ModelRegistry, versions: list[ModelVersion]) -> l
     tagged = [v for v in versions if v.is_best]
     if len(tagged) <= 1:
         return []
-    keep = max(tagged, key=lambda v: (score_of(v), -int(v.version)))
+    keep = max(tagged, key=lambda v: (recorded_score(v) or -math.inf, -int(v.version)))
     removed = [v.version for v in tagged if v.version != keep.version]
     for version in removed:
         registry.set_model_tags(keep.name, version, {BEST_MODEL_TAG: "false"})
@@ -106,6 +120,7 @@ def choose_best(
     min_improvement: float,
     scorer: HoldoutScorer | None,
     holdout: HoldoutManifest | None = None,
+    min_holdout_images: int = 1,
 ) -> PromotionRecord:
     with registry.promotion_lock(name):
         versions = registry.model_versions(name)
@@ -116,7 +131,7 @@ def choose_best(
             raise TagError(f"{name}:{candidate_version} is not registered")
         candidate = by_version[candidate_version]
         incumbent = next((v for v in versions if v.is_best), None)
-        record = _decide(registry, candidate, incumbent, min_improvement, scorer, holdout)
+        record = _decide(registry, candidate, incumbent, min_improvement, scorer, holdout, min_holdout_images)
         after = registry.model_versions(name)
         repaired += repair_best_tags(registry, after)  # a racing step on a lock-less registry
         record.repaired_best_tags_on_versions = repaired
@@ -147,10 +162,11 @@ def _decide(
     min_improvement: float,
     scorer: HoldoutScorer | None,
     holdout: HoldoutManifest | None,
+    min_holdout_images: int,
 ) -> PromotionRecord:
     previous = incumbent.version if incumbent else None
     if incumbent is not None and incumbent.version == candidate.version:
-        score = score_of(candidate)
+        score = recorded_score(candidate) or math.nan
         return PromotionRecord(
             name=candidate.name,
             candidate_version=candidate.version,
@@ -162,11 +178,14 @@ def _decide(
             min_map_improvement=min_improvement,
             reason="already the best model; nothing to change",
         )
-    candidate_score = score_of(candidate)
-    incumbent_score = score_of(incumbent) if incumbent else None
+    # A damaged recorded score reads as NaN (the challenger) or None (the champion): holdout scores replace
+    # both, and where they cannot, the safe path decides and says so.
+    candidate_score = recorded_score(candidate)
+    candidate_score = math.nan if candidate_score is None else candidate_score
+    incumbent_score = recorded_score(incumbent) if incumbent else None
     per_class = (_per_class(candidate), _per_class(incumbent))
     comparison = Comparison(holdout=holdout.holdout if holdout else None)
-    interval = None
+    interval, unavailable = None, None
     if scorer is None:
         comparison.not_rescored = "no holdout data was given (HOLDOUT_FRACTION=0): recorded validation scores"
     else:
@@ -179,8 +198,9 @@ def _decide(
             comparison.scored_images, comparison.sample_limit = scores.scored_images, scores.sample_limit
             comparison.stopped_by_budget = scores.stopped_by_budget
         except ScoringUnavailable as reason:
-            comparison.not_rescored = str(reason)
-    decision = decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
+            comparison.not_rescored, unavailable = str(reason), reason
+    decision = _safe_path(candidate_score, incumbent, incumbent_score, unavailable, comparison, min_holdout_images)
+    decision = decision or decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
     if decision.promote:
         if incumbent is not None:  # untag first: for a moment no version is best, never two
             registry.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
@@ -201,6 +221,42 @@ def _decide(
         reason=decision.reason,
         comparison=comparison,
     )
+
+
+def _safe_path(
+    candidate_score: float,
+    incumbent: ModelVersion | None,
+    incumbent_score: float | None,
+    unavailable: ScoringUnavailable | None,
+    comparison: Comparison,
+    min_holdout_images: int,
+) -> PromotionDecision | None:
+    """The decision where the evidence the score rule needs is missing or damaged; None where the rule applies."""
+    if unavailable is not None and unavailable.side == "challenger":
+        outcome = "the champion stays" if incumbent else "not promoted; no version is tagged best yet"
+        return PromotionDecision(
+            False, f"the challenger could not be scored ({unavailable}): {outcome}", candidate_score, incumbent_score
+        )
+    if incumbent is None:
+        return None
+    if unavailable is not None and unavailable.gone:
+        reason = f"the champion's model is gone ({unavailable}): the challenger replaces it"
+        return PromotionDecision(True, reason, candidate_score, incumbent_score)
+    if comparison.interval is None and incumbent_score is None:
+        reason = (
+            f"the champion's recorded {SCORE_TAG} is missing or not a finite number "
+            f"({incumbent.tags.get(SCORE_TAG)!r}) and it could not be rescored: the challenger's {candidate_score:.3f} "
+            "replaces it"
+        )
+        return PromotionDecision(True, reason, candidate_score, None)
+    scored = comparison.scored_images
+    if comparison.interval is not None and scored is not None and scored < min_holdout_images:
+        reason = (
+            f"only {scored} holdout images were scored, fewer than the {min_holdout_images} a comparison needs "
+            "(PROMOTION_MIN_HOLDOUT_IMAGES): too few to tell the models apart, the champion stays"
+        )
+        return PromotionDecision(False, reason, candidate_score, incumbent_score)
+    return None
 
 
 def holdout_scorer(
@@ -224,9 +280,13 @@ def holdout_scorer(
             raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
         sample = scoring_sample(sheets, max_images)
         models = [candidate] if incumbent is None else [candidate, incumbent]
+        sides: list[Literal["challenger", "champion"]] = ["challenger", "champion"]
         with tempfile.TemporaryDirectory() as scratch:
+            folders = [
+                _fetch(registry, v, Path(scratch) / v.version, side)
+                for v, side in zip(models, sides[: len(models)], strict=True)
+            ]
             try:
-                folders = [registry.local_model_path(v, Path(scratch) / v.version) for v in models]
                 scored = score_models(
                     folders,
                     sample,
@@ -234,7 +294,8 @@ def holdout_scorer(
                     budget_seconds=None if budget_minutes is None else budget_minutes * 60,
                 )
             except ModelNotScorable as error:  # e.g. a champion saved by an older detector architecture
-                raise ScoringUnavailable(str(error)) from error
+                side = sides[folders.index(error.model)] if error.model in folders else "holdout"
+                raise ScoringUnavailable(str(error), side) from error
         classes = class_vocabulary(scored.sheets)
         evaluations = [evaluate(scored.sheets, p, classes) for p in scored.predictions]
         per_class = [{c: round(v["ap50"], 4) for c, v in e.per_class.items()} for e in evaluations]
@@ -273,6 +334,21 @@ def holdout_scorer(
     return score
 
 
+def _fetch(
+    registry: ModelRegistry, version: ModelVersion, scratch: Path, side: Literal["challenger", "champion"]
+) -> Path:
+    """The version's MLflow model folder; ScoringUnavailable (gone) when the registry no longer has its files."""
+    try:
+        folder = registry.local_model_path(version, scratch)
+    except Exception as error:  # the registry's boundary: a deleted version, lost files, a network fault
+        raise ScoringUnavailable(
+            f"{version.name}:{version.version} could not be fetched: {error!r}", side, True
+        ) from None
+    if not (folder / "MLmodel").is_file():
+        raise ScoringUnavailable(f"{version.name}:{version.version} has no model files at {folder}", side, True)
+    return folder
+
+
 def append_comparison(report: Path, record: PromotionRecord) -> None:
     """Add the champion and the challenger, per class, with the decision, to the challenger's report."""
     classes = sorted(set(record.candidate_per_class) | set(record.previous_per_class), key=lambda c: (len(c), c))
@@ -293,6 +369,21 @@ def append_comparison(report: Path, record: PromotionRecord) -> None:
     text = report.read_text(encoding="utf-8")
     if 'id="champion-challenger"' not in text:
         report.write_text(text.replace("</body>", section + "</body>"), encoding="utf-8")
+
+
+def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Numbers that make no sense are refused with one line naming the flag (exit 2, as argparse does)."""
+    checks = [
+        ("--min-map-improvement", args.min_map_improvement, 0 <= args.min_map_improvement < 1, "in [0, 1)"),
+        ("--confidence-level", args.confidence_level, 0.5 < args.confidence_level < 1, "in (0.5, 1)"),
+        ("--bootstrap-resamples", args.bootstrap_resamples, args.bootstrap_resamples >= 100, "at least 100"),
+        ("--max-holdout-images", args.max_holdout_images, args.max_holdout_images >= 1, "at least 1"),
+        ("--scoring-budget-minutes", args.scoring_budget_minutes, args.scoring_budget_minutes > 0, "above 0"),
+        ("--min-holdout-images", args.min_holdout_images, args.min_holdout_images >= 1, "at least 1"),
+    ]
+    for flag, value, valid, expected in checks:
+        if not valid or not math.isfinite(value):
+            parser.error(f"{flag} must be a finite number {expected}, got {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(parser, "bootstrap-resamples", type=int, default=1000)
     add_flag(parser, "max-holdout-images", type=int, default=200, help="a fixed seeded sample of at most this many")
     add_flag(parser, "scoring-budget-minutes", type=float, default=60.0, help="scoring both models stops after")
+    add_flag(parser, "min-holdout-images", type=int, default=10, help="fewer scored images: the champion stays")
     add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
     args = parser.parse_args(argv)
+    _check_ranges(parser, args)
     try:
         registered = RegisteredModel.read(args.model_metadata_path)
         registry = open_registry(get_settings())
@@ -340,7 +433,13 @@ def main(argv: list[str] | None = None) -> int:
             else None
         )
         record = choose_best(
-            registry, args.model_base_name, registered.version, args.min_map_improvement, scorer, holdout
+            registry,
+            args.model_base_name,
+            registered.version,
+            args.min_map_improvement,
+            scorer,
+            holdout,
+            args.min_holdout_images,
         )
     except (TagError, SettingsError, FileNotFoundError, ValueError) as error:
         print(f"tag model failed: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ as a `BestModel` in the datastore. The CLI, the demo and the reports read the sa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,10 +29,15 @@ class HoldoutInfo(BaseModel):
         return f"assignment v{self.assignment_version}, {self.images} images, {self.digest}"
 
 
+#: Records stay readable whatever a float holds: inf and NaN are written as "Infinity" and "NaN" (and read
+#: back as such), never as null, which a float field would refuse.
+_RECORD = ConfigDict(extra="ignore", ser_json_inf_nan="strings")
+
+
 class DifferenceInterval(BaseModel):
     """Challenger's mAP@0.5 minus the champion's on the same holdout, with a paired bootstrap interval."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _RECORD
 
     difference: float
     low: float
@@ -65,6 +71,10 @@ def decide_promotion(
     use. Without one (no holdout), the point scores decide and the reason says so. A tie keeps the
     incumbent: a promotion moves a deployment and the reports, which an equal score does not justify.
     """
+    if not math.isfinite(candidate_score):
+        outcome = "the champion stays" if incumbent_score is not None else "not promoted"
+        reason = f"the challenger's score is not a finite number ({candidate_score}): {outcome}"
+        return PromotionDecision(False, reason, candidate_score, incumbent_score)
     if incumbent_score is None:
         return PromotionDecision(True, "no model was tagged best yet", candidate_score, None)
     if interval is not None:
@@ -92,7 +102,7 @@ def decide_promotion(
 class Comparison(BaseModel):
     """How the two models were compared: on which holdout, by which scorer, with what interval."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _RECORD
 
     holdout: HoldoutInfo | None = None
     interval: DifferenceInterval | None = None
@@ -124,7 +134,7 @@ class Comparison(BaseModel):
 class PromotionRecord(BaseModel):
     """The tag step's verdict on one newly registered version."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _RECORD
 
     name: str
     candidate_version: str
@@ -156,7 +166,7 @@ class PromotionRecord(BaseModel):
 class BestModel(BaseModel):
     """The promoted model as the service records it (`BEST_MODEL_BLOB`) and announces it (ModelPromoted)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _RECORD
 
     name: str
     version: str

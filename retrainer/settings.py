@@ -212,6 +212,11 @@ class Settings(BaseSettings):
         description="Minutes the tag step may spend scoring both models (its model environment's build included); "
         "past them it decides on the images both models scored.",
     )
+    PROMOTION_MIN_HOLDOUT_IMAGES: int = Field(
+        default=10,
+        ge=1,
+        description="Holdout images both models must have scored for a promotion; fewer, and the champion stays.",
+    )
     PROMOTION_COMPUTE_NAME: str | None = Field(
         default=None,
         description="Compute of the tag step, which scores both models; unset: TRAINING_GPU_COMPUTE_NAME "

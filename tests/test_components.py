@@ -67,6 +67,7 @@ EXPECTED = {
             "bootstrap_resamples": "integer",
             "max_holdout_images": "integer",
             "scoring_budget_minutes": "number",
+            "min_holdout_images": "integer",
             "scoring_env_manager": "string",
         },
         {"best_model_metadata_path": "uri_folder"},

@@ -58,7 +58,11 @@ def register_and_tag(
     model = model_with_score(trained_model, run / "model", score)
     args = ["--model-base-name", NAME, "--model-input-path", str(model), "--model-metadata-path", str(run / "meta")]
     assert register_model.main(args) == 0
-    holdout_args = ["--holdout-data-path", str(holdout), "--bootstrap-resamples", "200"] if holdout else []
+    holdout_args = (
+        ["--holdout-data-path", str(holdout), "--bootstrap-resamples", "200", "--min-holdout-images", "2"]
+        if holdout
+        else []
+    )
     tag_args = ("--model-metadata-path", str(run / "meta"), "--best-model-metadata-path", str(run / "best"), *tag_args)
     assert tag_model.main([*tag_args, *holdout_args]) == 0
     return json.loads((run / "best" / "best_model_metadata.json").read_text())

@@ -38,7 +38,12 @@ _BATCH = {"local": 8, "model-environment": 32}
 
 
 class ModelNotScorable(RuntimeError):
-    """A model could not be loaded or could not score the sheets; the message names the model."""
+    """A model could not be fetched, loaded or could not score the sheets; the message names the model."""
+
+    def __init__(self, message: str, model: Path | None = None) -> None:
+        super().__init__(message)
+        #: The model folder that failed, so a caller scoring several can tell which one.
+        self.model = model
 
 
 class IncompatibleModelError(ModelNotScorable):
@@ -46,17 +51,20 @@ class IncompatibleModelError(ModelNotScorable):
 
 
 def from_contract(boxes: list[dict], sheet: Sheet) -> Prediction:
-    """AutoML's normalised boxes back to the sheet's pixels."""
+    """AutoML's normalised boxes back to the sheet's pixels; ValueError for an answer outside the contract."""
+    try:
+        coordinates = np.array(
+            [[b["box"]["topX"], b["box"]["topY"], b["box"]["bottomX"], b["box"]["bottomY"]] for b in boxes],
+            dtype=np.float32,
+        ).reshape(-1, 4)
+        scores = np.array([float(b["score"]) for b in boxes], dtype=np.float32)
+        labels = tuple(str(b["label"]) for b in boxes)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"an answer for {sheet.path.name} is not a box of the scoring contract: {error!r}") from None
+    if not (np.isfinite(coordinates).all() and np.isfinite(scores).all()):  # a diverged model answers NaN
+        raise ValueError(f"the answer for {sheet.path.name} holds non-finite coordinates or scores")
     scale = np.array([sheet.width, sheet.height, sheet.width, sheet.height], dtype=np.float32)
-    coordinates = np.array(
-        [[b["box"]["topX"], b["box"]["topY"], b["box"]["bottomX"], b["box"]["bottomY"]] for b in boxes],
-        dtype=np.float32,
-    ).reshape(-1, 4)
-    return Prediction(
-        coordinates * scale,
-        np.array([float(b["score"]) for b in boxes], dtype=np.float32),
-        tuple(str(b["label"]) for b in boxes),
-    )
+    return Prediction(coordinates * scale, scores, labels)
 
 
 def scoring_sample(sheets: list[Sheet], limit: int | None, seed: str = SAMPLE_SEED) -> list[Sheet]:
@@ -89,16 +97,24 @@ def predict_sheets(model_folder: Path, sheets: list[Sheet], env_manager: str = "
                 output_path=str(output),
                 env_manager=env_manager,
             )
-        except ModelNotScorable:
+        except ModelNotScorable as error:
+            error.model = model_folder
             raise
         except MlflowException as error:  # in its own environment: the subprocess's failure
-            raise ModelNotScorable(f"the model at {model_folder} could not score: {error.message}") from error
+            raise ModelNotScorable(
+                f"the model at {model_folder} could not score: {error.message}", model_folder
+            ) from error
         except Exception as error:  # in this process the model's own code runs: whatever it raises, it cannot score
-            raise ModelNotScorable(f"the model at {model_folder} could not score: {error!r}") from error
+            raise ModelNotScorable(f"the model at {model_folder} could not score: {error!r}", model_folder) from error
         rows = json.loads(output.read_text())["predictions"]
     if len(rows) != len(sheets):
-        raise ModelNotScorable(f"the model at {model_folder} answered {len(rows)} rows for {len(sheets)} images")
-    return [from_contract(list(row["boxes"]), sheet) for sheet, row in zip(sheets, rows, strict=True)]
+        raise ModelNotScorable(
+            f"the model at {model_folder} answered {len(rows)} rows for {len(sheets)} images", model_folder
+        )
+    try:
+        return [from_contract(list(row["boxes"]), sheet) for sheet, row in zip(sheets, rows, strict=True)]
+    except ValueError as error:
+        raise ModelNotScorable(f"the model at {model_folder}: {error}", model_folder) from None
 
 
 @dataclass(frozen=True)

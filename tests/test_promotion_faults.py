@@ -1,0 +1,199 @@
+"""The deciding step under attack: damaged scores, a diverged challenger, a deleted champion, a tiny holdout.
+
+Each case ends in a decision with its reason and a record the service can read back, never a traceback.
+Models are the rehearsal's stand-ins (MLflow models from code answering from a table), registered in
+the local MLflow registry by the real register step; the holdout comes from the real data steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools import step_rehearsal
+from pipeline_steps import register_model, tag_model
+from pipeline_steps.contracts import HoldoutManifest
+from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
+from retrainer.settings import get_settings
+from retrainer.workspace.local import LocalModelRegistry
+
+NAME = "pid-symbol-detector"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Aggregated sheets and their holdout, made once by the data steps."""
+    work = tmp_path_factory.mktemp("faults")
+    env = {**step_rehearsal.os.environ, "WORKSPACE_BACKEND": "local", "LOCAL_WORKSPACE_DIR": str(work / "ws0")}
+    out, logs = work / "outputs", work / "logs"
+    logs.mkdir()
+    step_rehearsal.run_step(
+        "data_aggregation",
+        {
+            "input_image_data_path": step_rehearsal.SAMPLES / "images",
+            "input_label_data_path": step_rehearsal.SAMPLES / "labels",
+            "input_images_string_absolute_path": step_rehearsal.IMAGES_PREFIX,
+            "output_path": out / "aggregated",
+        },
+        env,
+        logs,
+    )
+    sides = {side: out / side for side in ("train", "val", "holdout")}
+    step_rehearsal.run_step(
+        "data_split",
+        {
+            "input_data_path": out / "aggregated",
+            "holdout_fraction": 0.4,
+            **{f"{side}_output_path": folder for side, folder in sides.items()},
+        },
+        env,
+        logs,
+    )
+    return out
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    get_settings.cache_clear()
+    yield tmp_path / "workspace"
+    get_settings.cache_clear()
+
+
+def answers(prepared: Path, recall: float) -> dict[str, list[dict]]:
+    images = step_rehearsal.SAMPLES / "images"
+    return step_rehearsal.stand_in_answers(prepared / "aggregated", recall, images, step_rehearsal.IMAGES_PREFIX)
+
+
+def register(prepared: Path, tmp_path: Path, label: str, table: dict[str, list[dict]]) -> Path:
+    model = step_rehearsal.save_stand_in(tmp_path / f"model-{label}", table, validation_map=0.5)
+    meta = tmp_path / f"meta-{label}"
+    assert register_model.main(["--model-input-path", str(model), "--model-metadata-path", str(meta)]) == 0
+    return meta
+
+
+def tag(prepared: Path, meta: Path, *extra: str, holdout: bool = True) -> PromotionRecord:
+    out = meta.parent / f"best-{meta.name}"
+    arguments = ["--model-metadata-path", str(meta), "--best-model-metadata-path", str(out)]
+    if holdout:
+        arguments += [
+            "--holdout-data-path",
+            str(prepared / "holdout"),
+            "--holdout-images-path",
+            str(step_rehearsal.SAMPLES / "images"),
+            "--images-string-absolute-path",
+            step_rehearsal.IMAGES_PREFIX,
+            "--bootstrap-resamples",
+            "200",
+            "--min-holdout-images",
+            "3",
+        ]
+    assert tag_model.main([*arguments, *extra]) == 0
+    return PromotionRecord.from_json((out / PROMOTION_RECORD_FILE).read_text())
+
+
+def champion(prepared: Path, tmp_path: Path) -> PromotionRecord:
+    first = tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.9)))
+    assert first.promoted and first.best_version == "1"
+    return first
+
+
+def best(workspace: Path) -> list[str]:
+    return [v.version for v in LocalModelRegistry(workspace).model_versions(NAME) if v.is_best]
+
+
+def test_a_challenger_answering_nan_keeps_the_champion(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+    champion(prepared, tmp_path)
+    diverged = {
+        digest: [{**box, "score": math.nan} for box in boxes] for digest, boxes in answers(prepared, 1.0).items()
+    }
+    record = tag(prepared, register(prepared, tmp_path, "diverged", diverged))
+    assert not record.promoted and best(workspace) == ["1"]
+    assert "the challenger could not be scored" in record.reason and "non-finite" in record.reason
+    assert "the champion stays" in record.reason
+
+
+@pytest.mark.parametrize("damage", ["inf", "nan", "-inf", "not a number"])
+def test_a_damaged_challenger_score_never_promotes_and_the_record_reads_back(
+    prepared: Path, tmp_path: Path, workspace: Path, damage: str
+) -> None:
+    champion(prepared, tmp_path)
+    meta = register(prepared, tmp_path, "damaged", answers(prepared, 1.0))
+    LocalModelRegistry(workspace).set_model_tags(NAME, "2", {tag_model.SCORE_TAG: damage})
+    record = tag(prepared, meta, holdout=False)  # recorded scores decide
+    assert not record.promoted and best(workspace) == ["1"]
+    assert "not a finite number" in record.reason and "the champion stays" in record.reason
+    assert math.isnan(record.candidate_score)
+    stored = (meta.parent / f"best-{meta.name}" / PROMOTION_RECORD_FILE).read_text()
+    assert json.loads(stored)["candidate_score"] == "NaN", "readable JSON, never null"
+
+
+def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challenger(
+    prepared: Path, tmp_path: Path, workspace: Path
+) -> None:
+    champion(prepared, tmp_path)
+    LocalModelRegistry(workspace).set_model_tags(NAME, "1", {tag_model.SCORE_TAG: "inf"})
+    better = tag(prepared, register(prepared, tmp_path, "better", answers(prepared, 1.0)))
+    assert better.comparison.interval is not None, "on the holdout the recorded score does not matter"
+    LocalModelRegistry(workspace).set_model_tags(NAME, better.best_version or "", {tag_model.SCORE_TAG: "inf"})
+    record = tag(prepared, register(prepared, tmp_path, "third", answers(prepared, 0.6)), holdout=False)
+    assert record.promoted and "missing or not a finite number ('inf')" in record.reason
+    assert record.previous_best_score is None
+
+
+def test_a_deleted_champion_is_replaced_not_a_failure_of_every_later_run(
+    prepared: Path, tmp_path: Path, workspace: Path
+) -> None:
+    champion(prepared, tmp_path)
+    (version,) = [v for v in LocalModelRegistry(workspace).model_versions(NAME) if v.is_best]
+    shutil.rmtree(version.uri)
+    record = tag(prepared, register(prepared, tmp_path, "next", answers(prepared, 0.6)))
+    assert record.promoted and best(workspace) == ["2"]
+    assert "the champion's model is gone" in record.reason and "no model files" in record.reason
+
+
+def test_too_small_a_holdout_keeps_the_champion_and_says_so(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+    champion(prepared, tmp_path)
+    images = HoldoutManifest.read(prepared / "holdout").holdout.images
+    record = tag(
+        prepared,
+        register(prepared, tmp_path, "better", answers(prepared, 1.0)),
+        "--min-holdout-images",
+        str(images + 1),
+    )
+    assert not record.promoted and best(workspace) == ["1"]
+    assert f"only {images} holdout images were scored, fewer than the {images + 1}" in record.reason
+    assert record.comparison.interval is not None, "the comparison is still recorded"
+
+
+def test_the_first_model_is_promoted_whatever_the_holdout_size(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+    meta = register(prepared, tmp_path, "first", answers(prepared, 0.9))
+    assert tag(prepared, meta, "--min-holdout-images", "1000").promoted
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--bootstrap-resamples", "5"),
+        ("--confidence-level", "1.5"),
+        ("--max-holdout-images", "0"),
+        ("--scoring-budget-minutes", "-1"),
+        ("--min-holdout-images", "0"),
+        ("--min-map-improvement", "nan"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_with_one_line(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        tag_model.main(["--model-metadata-path", "m", "--best-model-metadata-path", "b", flag, value])
+    assert exit_.value.code == 2
+    assert f"{flag} must be a finite number" in capsys.readouterr().err
