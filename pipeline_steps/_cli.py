@@ -8,7 +8,10 @@ inputs), never from the environment: `step_inputs.py` maps settings to them for 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_Number = TypeVar("_Number", int, float)
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
@@ -33,3 +36,30 @@ def boolean(value: str | bool) -> bool:
 def filename_list(value: str) -> list[str]:
     """`a.jpg;b.jpg` (`;`-separated image basenames) as a list; empty entries dropped."""
     return [name.strip() for name in value.split(";") if name.strip()]
+
+
+def positive_int(value: str) -> int:
+    """A whole number of at least 1 (epochs: zero of them would train nothing and divide by zero)."""
+    return _checked(value, int, lambda number: number >= 1, "a whole number of at least 1")
+
+
+def positive_float(value: str) -> float:
+    """A number above 0 (a time budget of 0 or less trains nothing); `inf` means no cap, as in the settings."""
+    # `> 0` is false for NaN too, so NaN is refused without a case of its own.
+    return _checked(value, float, lambda number: number > 0, "a number above 0")
+
+
+def seed(value: str) -> int:
+    """A random seed: numpy takes 0 to 2**32 - 1 only, and would fail on any other after the data is read."""
+    return _checked(value, int, lambda number: 0 <= number < 2**32, f"a whole number from 0 to {2**32 - 1}")
+
+
+def _checked(value: str, parse: Callable[[str], _Number], accept: Callable[[_Number], bool], expected: str) -> _Number:
+    """`value` parsed and accepted, or the one-line refusal argparse prints after the flag's name (exit code 2)."""
+    try:
+        number = parse(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+    if not accept(number):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+    return number

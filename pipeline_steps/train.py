@@ -9,7 +9,10 @@ and `report/report.html` beside it. The model scores like an AutoML for Images m
 images in, normalised boxes out). The work is `--epochs` (from scratch) or `--warm-epochs` (from the
 champion's weights, `--warm-start-model`), the same on any machine; `--max-minutes` only caps it,
 and when it cuts training short the log, `metrics.json` (`budget_cut`) and the report say so. With
-the same seed and no cut, training repeats exactly.
+the same seed and no cut, training repeats exactly. A champion that cannot seed the model (another
+architecture, or damaged files) means training from scratch, and the log, `metrics.json`
+(`warm_start_skipped`) and the report say why. Numbers out of range (`--epochs 0`, `--max-minutes -1`)
+are refused before anything is read, with exit code 2.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline_steps._cli import add_flag
+from pipeline_steps._cli import add_flag, positive_float, positive_int, seed
 
 if TYPE_CHECKING:
     from pipeline_steps.detector.engine import TrainingConfig
@@ -107,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(parser, "train-data", required=True, type=Path, help="training MLTable folder")
     add_flag(parser, "val-data", type=Path, default=None, help="validation MLTable folder (optional)")
     add_flag(parser, "output", required=True, type=Path, help="MLflow model folder to write")
-    add_flag(parser, "max-minutes", type=float, default=15.0, help="time cap (reported when it cuts training)")
-    add_flag(parser, "epochs", type=int, default=60, help="epochs from scratch")
-    add_flag(parser, "warm-epochs", type=int, default=20, help="epochs from the champion's weights")
+    add_flag(parser, "max-minutes", type=positive_float, default=15.0, help="time cap (reported when it cuts training)")
+    add_flag(parser, "epochs", type=positive_int, default=60, help="epochs from scratch")
+    add_flag(parser, "warm-epochs", type=positive_int, default=20, help="epochs from the champion's weights")
     add_flag(parser, "warm-start-model", type=Path, default=None, help="the champion's MLflow model folder")
-    add_flag(parser, "seed", type=int, default=0)
+    add_flag(parser, "seed", type=seed, default=0)
     add_flag(parser, "label-map", type=Path, default=None, help="label map JSON, for class names in the report")
     args = parser.parse_args(argv)
     label_map = json.loads(args.label_map.read_text()) if args.label_map else None

@@ -414,3 +414,37 @@ def test_a_report_that_cannot_be_drawn_never_fails_training(
     args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--output", str(output), "--epochs", "1"]
     assert train_step.main(args) == 0
     assert (output / "MLmodel").is_file() and json.loads((output / "metrics.json").read_text())["report"] is None
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--epochs", "0"),
+        ("--epochs", "-3"),
+        ("--epochs", "1.5"),
+        ("--warm-epochs", "0"),
+        ("--warm_epochs", "-1"),
+        ("--max-minutes", "0"),
+        ("--max-minutes", "-1"),
+        ("--max-minutes", "nan"),
+        ("--seed", "-1"),
+        ("--seed", str(2**32)),
+    ],
+)
+def test_out_of_range_numbers_are_refused_naming_the_flag_before_anything_is_read(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--epochs 0` and `--max-minutes 0` ended in ZeroDivisionError; `--max-minutes -1` trained an epoch."""
+    missing = tmp_path / "never read"
+    with pytest.raises(SystemExit) as refused:
+        train_step.main(["--train-data", str(missing), "--output", str(tmp_path / "m"), flag, value])
+    assert refused.value.code == 2
+    complaint = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag.lstrip("-").replace("_", "-") in complaint and repr(value) in complaint, complaint
+
+
+def test_the_number_flags_take_what_the_settings_allow() -> None:
+    from pipeline_steps._cli import positive_float, positive_int, seed
+
+    assert positive_int("1") == 1 and seed("0") == 0 and seed(str(2**32 - 1)) == 2**32 - 1
+    assert positive_float("0.02") == 0.02 and positive_float("inf") == float("inf"), "LOCAL_TRAINING_MINUTES: gt=0"

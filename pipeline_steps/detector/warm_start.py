@@ -2,13 +2,20 @@
 
 The backbone and the box head carry over as they are. The class head has one row per class: a class
 the champion knew keeps its row, a class it never saw gets the fresh row of a new model, and a class
-that is gone is dropped. A champion saved by another detector architecture cannot be used (the
-weights would not fit), and the caller trains from scratch and says why.
+that is gone is dropped. A champion that cannot seed the model (not a model of this detector, saved by
+another detector architecture, or damaged) raises `WarmStartUnavailable` with a one-line reason naming
+the file, and the caller trains from scratch and says why.
+
+The champion is read here and nowhere else, so every check of its files lives here, before the model
+is touched: a damaged champion must cost one warm start, never every later run (a run that crashes
+on it records no model, so the champion stays and the next run reads the same files).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,33 +52,24 @@ class WarmStart:
 
 
 def warm_start(model: torch.nn.Module, champion_folder: Path, classes: list[str]) -> WarmStart:
-    """Load the champion (an MLflow model folder of this detector) into `model`, built for `classes`."""
-    config_path, weights_path = champion_folder / CONFIG_FILE, champion_folder / WEIGHTS_FILE
-    if not config_path.is_file() or not weights_path.is_file():
-        raise WarmStartUnavailable(f"{champion_folder} is not a model of the local detector (no {CONFIG_FILE})")
-    config = json.loads(config_path.read_text())
-    if config.get("architecture") != ARCHITECTURE:
-        raise WarmStartUnavailable(
-            f"the champion was saved by detector architecture {config.get('architecture')!r}, this code builds "
-            f"{ARCHITECTURE!r}"
-        )
-    old_classes = [str(c) for c in config["classes"]]
-    saved = torch.load(weights_path, weights_only=True)
+    """Load the champion (an MLflow model folder of this detector) into `model`, built for `classes`.
+
+    Raises `WarmStartUnavailable` before changing `model` when the champion cannot seed it.
+    """
+    old_classes = _read_classes(champion_folder)
     state = model.state_dict()
-    for name, value in saved.items():
-        if name in CLASS_ROWS or name not in state:
-            continue
-        if state[name].shape != value.shape:
-            raise WarmStartUnavailable(
-                f"{name} has shape {tuple(value.shape)}, the model wants {tuple(state[name].shape)}"
-            )
-        state[name] = value
+    saved = _read_weights(champion_folder / WEIGHTS_FILE, state, len(old_classes))
     old_row = {c: i + 1 for i, c in enumerate(old_classes)}
+    for name, value in saved.items():
+        if name not in CLASS_ROWS:
+            state[name] = value
     for name in CLASS_ROWS:
+        rows = state[name].clone()  # the fresh rows of new classes; the model changes only on load
+        rows[0] = saved[name][0]
         for new_index, c in enumerate(classes, start=1):
             if c in old_row:
-                state[name][new_index] = saved[name][old_row[c]]
-        state[name][0] = saved[name][0]
+                rows[new_index] = saved[name][old_row[c]]
+        state[name] = rows
     model.load_state_dict(state)
     return WarmStart(
         source=str(champion_folder),
@@ -79,3 +77,114 @@ def warm_start(model: torch.nn.Module, champion_folder: Path, classes: list[str]
         added=[c for c in classes if c not in old_row],
         dropped=[c for c in old_classes if c not in set(classes)],
     )
+
+
+def _read_classes(champion_folder: Path) -> list[str]:
+    """The champion's classes, in the order of its class rows, from a config of this architecture."""
+    config_path = champion_folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise WarmStartUnavailable(f"{champion_folder} is not a model of the local detector: {config_path} is missing")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise WarmStartUnavailable(f"{config_path} is not readable JSON ({_one_line(error)})") from error
+    if not isinstance(config, dict):
+        raise WarmStartUnavailable(f"{config_path} holds a JSON {type(config).__name__}, not an object")
+    if "architecture" not in config:
+        raise WarmStartUnavailable(f"{config_path} names no detector architecture; this code builds {ARCHITECTURE!r}")
+    if config["architecture"] != ARCHITECTURE:
+        raise WarmStartUnavailable(
+            f"the champion was saved by detector architecture {config['architecture']!r}, this code builds "
+            f"{ARCHITECTURE!r} ({config_path})"
+        )
+    if "classes" not in config:
+        raise WarmStartUnavailable(f"{config_path} names no classes")
+    classes = config["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise WarmStartUnavailable(f"{config_path}: 'classes' is {_shown(classes)}, not a list of class ids (text)")
+    if len(set(classes)) != len(classes):
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        raise WarmStartUnavailable(f"{config_path} lists classes {', '.join(twice)} more than once")
+    return classes
+
+
+def _read_weights(weights_path: Path, state: dict[str, torch.Tensor], champion_classes: int) -> dict[str, torch.Tensor]:
+    """The champion's parameters, each checked to fit `state` (the class rows: `champion_classes` + 1 rows)."""
+    saved = _load_tensors(weights_path)
+    missing, unexpected = sorted(set(state) - set(saved)), sorted(set(saved) - set(state))
+    if missing:
+        raise WarmStartUnavailable(
+            f"{weights_path} lacks {len(missing)} of the model's {len(state)} parameters (first: {missing[0]})"
+        )
+    if unexpected:  # the same architecture saves the same names, so a stranger means the file is not ours
+        raise WarmStartUnavailable(
+            f"{weights_path} holds parameters this model does not have ({len(unexpected)}, first: {unexpected[0]})"
+        )
+    for name, value in saved.items():
+        wanted = (champion_classes + 1, *state[name].shape[1:]) if name in CLASS_ROWS else tuple(state[name].shape)
+        if tuple(value.shape) != wanted:
+            raise WarmStartUnavailable(_shape_mismatch(weights_path, name, tuple(value.shape), wanted))
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise WarmStartUnavailable(f"{weights_path}: {name} holds NaN or infinite values")
+    return saved
+
+
+def _load_tensors(weights_path: Path) -> dict[str, torch.Tensor]:
+    """A dict of named tensors from `weights_path`, refused whole when the file is damaged.
+
+    torch.save writes a zip whose members carry CRC-32 checksums that torch.load never verifies: a
+    flipped byte inside a tensor loads silently. Checking them here turns such a file into a refusal.
+    """
+    if not weights_path.is_file():
+        raise WarmStartUnavailable(f"{weights_path} is missing")
+    if not zipfile.is_zipfile(weights_path):
+        raise WarmStartUnavailable(f"{weights_path} is not a whole torch checkpoint (empty, truncated or not torch's)")
+    try:
+        with zipfile.ZipFile(weights_path) as archive:
+            corrupt = archive.testzip()
+        if corrupt is not None:
+            raise WarmStartUnavailable(f"{weights_path} is damaged: its member {corrupt} fails its checksum")
+        saved = torch.load(weights_path, map_location="cpu", weights_only=True)  # a GPU-saved one too
+    except WarmStartUnavailable:
+        raise
+    except pickle.UnpicklingError as error:
+        # weights_only refuses a pickle that names anything beyond tensors and containers: it could run code.
+        raise WarmStartUnavailable(
+            f"{weights_path} holds more than tensors; torch.load(weights_only=True) refused it, as loading it "
+            "could run code"
+        ) from error
+    # A damaged file fails zipfile and torch.load in many ways, not a documented set (measured on cut and
+    # flipped files: BadZipFile, NotImplementedError, UnicodeDecodeError, RuntimeError; on a bare pickle
+    # stream also EOFError, KeyError, AssertionError, IndexError, TypeError). At this edge each is a
+    # reason, recorded with its type and message, never the crash of every later run.
+    except Exception as error:
+        raise WarmStartUnavailable(f"{weights_path} cannot be read ({_one_line(error)})") from error
+    if not isinstance(saved, dict):
+        raise WarmStartUnavailable(f"{weights_path} holds {_shown(saved)}, not a dict of named tensors")
+    strangers = [name for name, value in saved.items() if not isinstance(name, str) or not torch.is_tensor(value)]
+    if strangers:
+        raise WarmStartUnavailable(
+            f"{weights_path} holds entries that are not named tensors ({len(strangers)}, first: {strangers[0]!r})"
+        )
+    return saved
+
+
+def _shape_mismatch(weights_path: Path, name: str, shape: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    if name in CLASS_ROWS and shape[1:] == wanted[1:]:
+        return (
+            f"{weights_path} holds class rows for {shape[0] - 1} classes, but {CONFIG_FILE.name} names {wanted[0] - 1}"
+        )
+    return f"{weights_path}: {name} has shape {shape}, the model wants {wanted}"
+
+
+def _shown(value: object) -> str:
+    """A value's type, and the value itself when short: enough to recognise it in a one-line reason."""
+    if torch.is_tensor(value):
+        return f"a tensor of shape {tuple(value.shape)}"
+    text = " ".join(repr(value).split())  # a one-line reason: a tensor inside a list prints on many lines
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else 'no message'}"
