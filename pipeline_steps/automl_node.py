@@ -28,8 +28,8 @@ from azure.ai.ml.entities._job.automl.image.image_object_detection_search_space 
 from azure.ai.ml.sweep import BanditPolicy, Choice, Uniform
 
 from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG
+from retrainer.records import ModelVersion
 from retrainer.settings import Settings
-from retrainer.workspace import ModelVersion
 
 SEARCH_SPACE_FILE = Path(__file__).resolve().parent / "config" / "config_search_space.yml"
 TARGET_COLUMN = "label"

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from retrainer.records import RunState
 from retrainer.redact import redact
 from retrainer.settings import Settings, SettingsError, load_settings
-from retrainer.workspace import ModelRegistry, PipelineRunner, RunState, open_registry, open_runner
+from retrainer.workspace import ModelRegistry, PipelineRunner, open_registry, open_runner
 
 
 def _settings(backend: str | None) -> Settings:

@@ -41,8 +41,8 @@ from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.events import is_run_id
 from retrainer.identity import signed_in_credential
 from retrainer.promotion import PromotionRecord
+from retrainer.records import RunState
 from retrainer.settings import Settings
-from retrainer.workspace import RunState
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,11 @@ from retrainer.ledger import (
 )
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
+from retrainer.records import RunState, RunStatus
 from retrainer.redact import redact
 from retrainer.settings import Settings
 from retrainer.telemetry import Metrics
-from retrainer.workspace import PipelineRunner, RunState, RunStatus
+from retrainer.workspace import PipelineRunner
 
 log = logging.getLogger(__name__)
 

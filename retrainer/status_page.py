@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from retrainer.ledger import RunRecord
 from retrainer.promotion import BestModel
-from retrainer.workspace import RunState
+from retrainer.records import RunState
 
 _STATE_COLOURS = {
     RunState.QUEUED: "#6b7280",

@@ -19,7 +19,7 @@ from azure.data.tables import TableEntity, TableTransactionError, TransactionOpe
 
 from retrainer.datastore import BlobMissingError, StoredBlob
 from retrainer.promotion import PromotionRecord
-from retrainer.workspace import RunState, RunStatus
+from retrainer.records import RunState, RunStatus
 
 
 class FakeRunner:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Every tree of the project's own modules (tests aside): an import between two of them is an edge.
+PROJECT = ("function_app.py", "retrainer", "pipeline_steps", "devtools", "bench")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -113,3 +116,185 @@ def test_no_step_reads_a_setting_from_the_environment() -> None:
         if re.search(r"os\.environ(\.get|\[)|os\.getenv|\benv=", path.read_text())
     }
     assert readers == set()
+
+
+# --- the import graph: no cycle, and no edge back up ---------------------------------------------------------
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for tree in PROJECT:
+        top = ROOT / tree
+        for path in [top] if top.is_file() else sorted(top.rglob("*.py")):
+            found[module_name(path)] = path
+    return found
+
+
+def imported_names(name: str, path: Path) -> Iterator[str]:
+    """The dotted names a module imports, at any depth (inside functions too), relative imports resolved:
+    `from a.b import c` names `a.b.c`, which is the module `a.b.c` when there is one and `a.b` otherwise."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (each name resolved to the deepest module it names)."""
+    modules = project_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for imported in imported_names(name, path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                edges.add(imported)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        while work:
+            node, edges = work[-1]
+            step = next(edges, None)
+            if step is not None:
+                if step not in index:
+                    index[step] = low[step] = len(index)
+                    stack.append(step)
+                    work.append((step, iter(sorted(graph[step]))))
+                elif step in stack:
+                    low[node] = min(low[node], index[step])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_projects_modules_import_each_other_without_a_cycle() -> None:
+    """Lazy imports count: a cycle closed inside a function still makes the modules one knot."""
+    graph = import_graph()
+    knots = [
+        ", ".join(f"{a} -> {b}" for a in component for b in sorted(graph[a] & set(component)))
+        for component in cycles(graph)
+    ]
+    assert not knots, "import cycles:\n" + "\n".join(knots)
+
+
+def test_the_cycle_finder_sees_a_cycle_closed_by_a_lazy_import() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_of_retrainer_imports_the_package_above_it() -> None:
+    """A package's `__init__` may reach into its modules (the factories do, lazily); its modules never import
+    it back: what they share lives in a module below both."""
+    graph = import_graph()
+    back_edges = {
+        f"{name} -> {imported}"
+        for name, edges in graph.items()
+        if name.startswith("retrainer.")
+        for imported in edges
+        if name.startswith(imported + ".")
+    }
+    assert back_edges == set()
+
+
+def test_the_workspace_backends_never_import_the_ingestion() -> None:
+    """What a runner needs from the label map is handed to it by the composition root."""
+    offenders = {
+        f"{name} -> {imported}"
+        for name, edges in import_graph().items()
+        if name.startswith("retrainer.workspace")
+        for imported in edges
+        if imported.startswith("retrainer.ingestion")
+    }
+    assert offenders == set()
+
+
+#: The floors of `retrainer/`, top first: a module imports from its own floor or the floors below it. A module
+#: is placed by its longest listed prefix; a new module is placed here by whoever adds it.
+RETRAINER_FLOORS: tuple[tuple[str, ...], ...] = (
+    ("retrainer.triggers", "retrainer.cli", "retrainer.ingestion.loader"),  # adapters and command lines
+    ("retrainer.bootstrap",),  # the composition root
+    (  # the service and what it reads for people
+        "retrainer.retraining",
+        "retrainer.submission",
+        "retrainer.status_view",
+        "retrainer.status_page",
+        "retrainer.ingestion",
+        "retrainer.ledger_migration",
+    ),
+    ("retrainer.workspace",),  # the two backends of the runner and the registry
+    (  # storage and the outside world
+        "retrainer.ledger",
+        "retrainer.datastore",
+        "retrainer.best_model",
+        "retrainer.publisher",
+        "retrainer.telemetry",
+    ),
+    (  # domain records and pure rules, shared by every floor above and by the pipeline steps
+        "retrainer.records",
+        "retrainer.promotion",
+        "retrainer.step_file",
+        "retrainer.events",
+        "retrainer.policy",
+        "retrainer.images",
+    ),
+    ("retrainer", "retrainer.settings", "retrainer.identity", "retrainer.redact", "retrainer.logs"),
+)
+
+
+def floor_of(module: str) -> int:
+    placed = [
+        (len(prefix), floor)
+        for floor, prefixes in enumerate(RETRAINER_FLOORS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert placed, f"{module} has no floor in RETRAINER_FLOORS: place it"
+    return max(placed)[1]
+
+
+def test_every_import_inside_retrainer_goes_down_or_along_a_floor() -> None:
+    graph = import_graph()
+    upward = {
+        f"{name} (floor {floor_of(name)}) -> {imported} (floor {floor_of(imported)})"
+        for name, edges in graph.items()
+        if name.startswith("retrainer")
+        for imported in edges
+        if imported.startswith("retrainer") and floor_of(imported) < floor_of(name)
+    }
+    assert upward == set()

@@ -20,9 +20,9 @@ from devtools.synthetic import SheetSpec, write_dataset_zip
 from retrainer.datastore import Datastore
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
+from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, first_promotion
 from tests.helpers import deliver
 

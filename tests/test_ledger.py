@@ -9,7 +9,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from retrainer.ledger import ImageState, Ledger, RunRecord, row_key
-from retrainer.workspace import RunState
+from retrainer.records import RunState
 from tests.fakes import InMemoryTableService
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

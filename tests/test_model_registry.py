@@ -16,8 +16,8 @@ from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, HoldoutManifest, hol
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
 from retrainer.promotion import PromotionRecord
+from retrainer.records import ModelVersion
 from retrainer.settings import get_settings
-from retrainer.workspace import ModelVersion
 from retrainer.workspace.azureml import AzureMLModelRegistry
 from retrainer.workspace.local import LocalModelRegistry
 

@@ -23,9 +23,9 @@ from retrainer.ledger import ImageState, Ledger, SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.publisher import model_promoted_publisher
+from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
 from tests.helpers import deliver, indexed_functions
 
@@ -764,7 +764,7 @@ def test_a_stale_claim_whose_run_cannot_be_keyed_is_settled_and_the_tick_goes_on
 ) -> None:
     """What an earlier release left behind: the backend accepted `run/1` under the claim's label, the ledger
     could not record it, and the claim kept its images."""
-    from retrainer.workspace import RunStatus
+    from retrainer.records import RunStatus
 
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
     good = svc.submit("manual", "a run that completes")

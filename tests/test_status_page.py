@@ -15,8 +15,8 @@ from retrainer.promotion import (
     PromotionRecord,
     decide_promotion,
 )
+from retrainer.records import RunState
 from retrainer.status_page import StatusSnapshot, render_status_page
-from retrainer.workspace import RunState
 from tests.browser import console_errors, render
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -11,10 +11,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from retrainer import telemetry
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
+from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.telemetry import Metrics
-from retrainer.workspace import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion
 from tests.helpers import deliver, loaded_by_importing_function_app
 

@@ -9,93 +9,38 @@ processes and an MLflow registry on this machine), so the rest of the service ru
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from retrainer.promotion import PromotionRecord
+# The records the protocols speak in live below every layer (retrainer/records.py). Imported here for the
+# signatures; re-exported only for callers that still import them from here (import them from records).
+from retrainer.records import (
+    AZUREML_STATES,
+    BEST_MODEL_TAG,
+    AcceptedClasses,
+    DataAssetRef,
+    ModelVersion,
+    RunState,
+    RunStatus,
+    run_state,
+)
 from retrainer.settings import Settings
 
-
-@dataclass(frozen=True)
-class DataAssetRef:
-    name: str
-    version: str
-    uri: str  # azureml:<name>:<version> on Azure ML; a file:// URL of the stored copy locally
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    name: str
-    version: str
-    tags: dict[str, str]
-    uri: str  # azureml:<name>:<version> on Azure ML; the stored MLflow model folder locally
-
-    @property
-    def is_best(self) -> bool:
-        return self.tags.get(BEST_MODEL_TAG) == "true"
-
-
-#: The tag of the version currently promoted (the reference pipeline's name).
-BEST_MODEL_TAG = "best_model"
-
-
-class RunState(enum.StrEnum):
-    """The few run states the service reasons about; the last three are terminal."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELED)
-
-
-#: Azure ML job status -> service run state.
-AZUREML_STATES = {
-    "NotStarted": RunState.QUEUED,
-    "Queued": RunState.QUEUED,
-    "Preparing": RunState.QUEUED,
-    "Provisioning": RunState.QUEUED,
-    "Starting": RunState.QUEUED,
-    "Running": RunState.RUNNING,
-    "Finalizing": RunState.RUNNING,
-    "CancelRequested": RunState.RUNNING,
-    "Completed": RunState.COMPLETED,
-    "Failed": RunState.FAILED,
-    "NotResponding": RunState.FAILED,
-    "Canceled": RunState.CANCELED,
-    "Paused": RunState.CANCELED,
-}
-
-
-def run_state(azureml_status: str) -> RunState:
-    """The service's state for an Azure ML status; an unknown status counts as still running."""
-    return AZUREML_STATES.get(azureml_status, RunState.RUNNING)
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    run_id: str
-    state: RunState
-    detail: str = ""  # the backend's own status, or the step running now
-    error: str | None = None
-    decision: PromotionRecord | None = None  # the tag step's record, once the run completed
-    started: str | None = None
-    ended: str | None = None
-    #: The label it was submitted with (it carries the submission's claim id).
-    label: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.state.terminal
+__all__ = [
+    "AZUREML_STATES",
+    "BEST_MODEL_TAG",
+    "AcceptedClasses",
+    "DataAssetRef",
+    "ModelRegistry",
+    "ModelVersion",
+    "PipelineRunner",
+    "RunState",
+    "RunStatus",
+    "open_registry",
+    "open_runner",
+    "run_state",
+]
 
 
 class PipelineRunner(Protocol):
@@ -160,10 +105,6 @@ class ModelRegistry(Protocol):
     def create_document(self, name: str, version: str, content: bytes) -> bool:
         """Store a document version only if it does not exist yet: False when another writer was first."""
         ...
-
-
-#: The class ids the service accepts (its label map), or None when it has none; read when a run is submitted.
-AcceptedClasses = Callable[[], frozenset[str] | None]
 
 
 def open_runner(settings: Settings, accepted_classes: AcceptedClasses | None = None) -> PipelineRunner:

@@ -14,8 +14,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from retrainer.identity import azure_credential
 from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
+from retrainer.records import AcceptedClasses, DataAssetRef, ModelVersion, RunState, RunStatus, run_state
 from retrainer.settings import Settings
-from retrainer.workspace import AcceptedClasses, DataAssetRef, ModelVersion, RunState, RunStatus, run_state
 
 
 def ml_client(settings: Settings, credential: Any = None) -> MLClient:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.promotion import PromotionRecord
-from retrainer.workspace import DataAssetRef, ModelVersion, RunState, RunStatus
+from retrainer.records import DataAssetRef, ModelVersion, RunState, RunStatus
 
 _ASSET_FILE = "asset.json"
 _REGISTRY_RETRIES = 20
