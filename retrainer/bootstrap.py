@@ -14,6 +14,7 @@ from retrainer.datastore import Datastore
 from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
 from retrainer.ledger import Ledger
+from retrainer.ledger_migration import ensure_current_layout
 from retrainer.publisher import model_promoted_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
@@ -47,8 +48,11 @@ def datastore() -> Datastore:
 
 @functools.cache
 def ledger() -> Ledger:
+    """The ledger of this process: its tables made, and a ledger of the first layout migrated (once: after that
+    one point read of the layout marker per process)."""
     book = Ledger.from_settings(get_settings())
     book.ensure_tables()
+    ensure_current_layout(book)
     return book
 
 

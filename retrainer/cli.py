@@ -6,6 +6,7 @@
     retrain cancel RUN_ID
     retrain runs
     retrain models
+    retrain migrate-ledger           (rows of the ledger's first layout: the service moves them once by itself)
     retrain split reset --reason TEXT [--force]   (a damaged split assignment: start a fresh version)
 
 The backend defaults to azureml when AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and
@@ -171,6 +172,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate_ledger(args: argparse.Namespace) -> int:
+    """Move the rows of the ledger's first layout into the current one, whatever the layout marker says."""
+    from retrainer import bootstrap
+    from retrainer.ledger_migration import migrate_and_mark
+
+    migration = migrate_and_mark(bootstrap.ledger())
+    _print(
+        dataclasses.asdict(migration),
+        args.json,
+        lambda v: (
+            f"moved {v['retired']} rows of the ledger's first layout into the current one"
+            + (f"; {v['left']} cannot be read and stay (each is logged)" if v["left"] else "")
+        ),
+    )
+    return 1 if migration.left else 0
+
+
 def cmd_split_reset(args: argparse.Namespace) -> int:
     """Store a fresh, empty split assignment that records why; the next run draws every side anew."""
     from pipeline_steps.data_split import RestartRefused, restart_assignment
@@ -235,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", parents=[common], help="registered versions and which is best")
     models.add_argument("--name", help="model name (default MODEL_BASE_NAME)")
     models.set_defaults(handler=cmd_models)
+    migrate = commands.add_parser(
+        "migrate-ledger",
+        help="move rows of the ledger's first layout into the current one (the service does it once by itself; "
+        "safe to repeat and to run beside it)",
+    )
+    migrate.add_argument("--json", action="store_true", help="machine-readable output")
+    migrate.set_defaults(handler=cmd_migrate_ledger)
     split = commands.add_parser("split", help="the split assignment that keeps every image's side")
     split_commands = split.add_subparsers(dest="split_command", required=True)
     reset = split_commands.add_parser(

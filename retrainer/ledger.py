@@ -13,9 +13,8 @@ starts with the state, `pending|<hash>`, `run|<run id>|<hash>` or `trained|<run 
 deletes one state row and inserts the next in one same-partition transaction. Runs have a row
 `id|<run id>` (point reads, ETag-guarded writes) and a copy `time|<inverted submit time>|<run id>`,
 written in the same transaction, so the newest N runs are the first N rows of one range. A ledger
-written with the first layout is migrated in place on `ensure_tables` (`migrate`), by inserts that
-never overwrite what the new layout already holds, so a repeated or concurrent migration cannot undo
-what the service did in between.
+written with the first layout is moved into this one by `retrainer/ledger_migration.py`, once, outside
+the hot path; nothing here reads that layout.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import enum
 import hashlib
 import itertools
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +33,13 @@ from typing import TypedDict
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableServiceClient, TableTransactionError, TransactionOperation, UpdateMode
+from azure.data.tables import (
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+    UpdateMode,
+)
 
 from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.events import is_run_id
@@ -44,12 +48,7 @@ from retrainer.promotion import PromotionRecord
 from retrainer.records import RunState
 from retrainer.settings import Settings
 
-log = logging.getLogger(__name__)
-
 _WAITING = "waiting"
-#: The first layout's partitions (a non-key `state` filter); `migrate` moves their rows to the new ones.
-_LEGACY_IMAGES = "images"
-_LEGACY_RUNS = "runs"
 _IMAGES = "images.v2"
 _RUNS = "runs.v2"
 #: The largest submit time in milliseconds that keys runs newest first (year 2286).
@@ -231,45 +230,20 @@ class Ledger:
         for table in (self._labels, self._images, self._runs, self._control):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
-        self.migrate()
 
-    def migrate(self) -> int:
-        """Move rows of the first layout into the keyed one; returns how many legacy rows it retired (0 once done).
+    def table(self, name: str) -> TableClient:
+        """One of the ledger's tables (`labels`, `images`, `runs`, `control`), for the migration of the first
+        layout (`retrainer/ledger_migration.py`), which reads and retires that layout's rows. Everything else
+        reads and writes through the methods below."""
+        tables = {"labels": self._labels, "images": self._images, "runs": self._runs, "control": self._control}
+        return tables[name]
 
-        A legacy row is deleted only after its new rows exist (the two layouts live in different
-        partitions, which no transaction spans), so an interrupted migration leaves copies in both. The
-        new rows are therefore inserted, never upserted: an image or run the new layout already holds is
-        left as it is there, because the service may have moved or followed it since (a resumed
-        migration, or two instances cold-starting during a deploy), and only its legacy row goes.
-        A legacy row that cannot be read is logged and left in place; the others migrate.
-        """
-        retired = 0
-        legacy = list(self._images.query_entities(f"PartitionKey eq {_literal(_LEGACY_IMAGES)}"))
-        for start in range(0, len(legacy), _BATCH // 2):
-            chunk = [(entity, _legacy_image(entity)) for entity in legacy[start : start + _BATCH // 2]]
-            self._insert_new_images([image for _, image in chunk if image is not None])
-            for entity, image in chunk:
-                if image is not None:
-                    self._images.delete_entity(_LEGACY_IMAGES, entity["RowKey"])
-                    retired += 1
-        for entity in self._runs.query_entities(f"PartitionKey eq {_literal(_LEGACY_RUNS)}"):
-            try:
-                run = _run(entity)
-                if not is_run_id(run.run_id):
-                    raise ValueError(f"not a run id: {bounded(run.run_id, 80)!r}")
-            except (KeyError, ValueError, TypeError) as error:
-                log.error("legacy run row %r cannot be migrated and stays: %s", entity.get("RowKey"), error)
-                continue
-            self._insert_run_once(run)
-            self._runs.delete_entity(_LEGACY_RUNS, entity["RowKey"])
-            retired += 1
-        return retired
+    def insert_images_once(self, images: list[ImageRecord]) -> None:
+        """Insert both rows of each image the ledger does not hold yet; never touch one it holds (whatever its
+        state there: the service may have moved it since). At most 50 images a call.
 
-    def _insert_new_images(self, images: list[ImageRecord]) -> None:
-        """Insert both rows of each image the new layout does not hold yet; never touch one it holds.
-
-        One transaction for the chunk; when it meets an image that is there already (a resumed or
-        concurrent migration), image by image, skipping those.
+        One transaction for them all; when it meets an image that is there already (a resumed or concurrent
+        migration), image by image, skipping those.
         """
         if not images:
             return
@@ -297,7 +271,8 @@ class Ledger:
     def import_images(self, images: Iterable[ImageRecord]) -> int:
         """Write image records as they are, both rows of each, 50 images a transaction (upserts): for bulk
         loads into a ledger nothing else writes (benchmarks). Upserts would add a second state row to an
-        image the service has moved since, so the migration inserts instead. Returns how many were written."""
+        image the service has moved since, so the migration inserts instead (`insert_images_once`).
+        Returns how many were written."""
         written = 0
         records = iter(images)
         while chunk := list(itertools.islice(records, _BATCH // 2)):
@@ -352,12 +327,7 @@ class Ledger:
         """Record one image version once: True when new, False for a duplicate or redelivered event."""
         record = ImageRecord(_image_key(path, etag), path, etag, seen or now_utc(), ImageState.PENDING, "")
         try:
-            self._images.submit_transaction(
-                [
-                    (TransactionOperation.CREATE, self._identity_entity(record)),
-                    (TransactionOperation.CREATE, self._state_entity(record)),
-                ]
-            )
+            self._images.submit_transaction(self._insert_operations(record))
         except TableTransactionError as error:
             if _error_code(error) != "EntityAlreadyExists":
                 raise
@@ -464,7 +434,7 @@ class Ledger:
                 raise ResourceModifiedError(f"run {run.run_id} changed since it was read") from error
             raise
 
-    def _insert_run_once(self, run: RunRecord) -> bool:
+    def insert_run_once(self, run: RunRecord) -> bool:
         """Write a run only if the ledger has no record of it: False (and nothing written) when it has one."""
         entity, by_time = self._run_entities(run)
         try:
@@ -516,13 +486,13 @@ class Ledger:
             entity = self._runs.get_entity(_RUNS, f"id|{run_id}")
         except ResourceNotFoundError:
             return None
-        return _run(entity), str(entity.metadata["etag"])
+        return run_from_row(entity), str(entity.metadata["etag"])
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         """The newest `limit` runs, newest first: the first rows of one key range, read a page at a time."""
         query = f"PartitionKey eq {_literal(_RUNS)} and {_prefix_range('time|')}"
         pages = self._runs.query_entities(query, results_per_page=min(max(limit, 1), 1000))
-        return [_run(entity) for entity in itertools.islice(pages, limit)]
+        return [run_from_row(entity) for entity in itertools.islice(pages, limit)]
 
     # --- the submission slot ---------------------------------------------------------------------
 
@@ -610,29 +580,13 @@ def _error_code(error: TableTransactionError) -> str:
     return str(getattr(error, "error_code", "") or "")
 
 
-def _legacy_image(entity: dict) -> ImageRecord | None:
-    """An image row of the first layout; None (logged) when it cannot be read."""
-    try:
-        return ImageRecord(
-            entity["RowKey"],
-            entity["path"],
-            entity["etag"],
-            entity["seen"],
-            ImageState(entity["state"]),
-            entity["run_id"],
-        )
-    except (KeyError, ValueError) as error:
-        log.error("legacy image row %r cannot be migrated and stays: %s", entity.get("RowKey"), error)
-        return None
-
-
-def _run(entity: dict) -> RunRecord:
-    """A run from its row (either layout: the first keyed runs by id alone)."""
+def run_from_row(entity: dict) -> RunRecord:
+    """A run from its row."""
     ended = entity.get("ended_at") or ""
     decision = entity.get("decision") or ""
     decision = "" if decision == "{}" else decision  # rows written before the record was typed
     return RunRecord(
-        run_id=entity.get("run_id") or entity["RowKey"],
+        run_id=entity["run_id"],
         trigger=entity["trigger"],
         reason=entity["reason"],
         image_count=int(entity["image_count"]),

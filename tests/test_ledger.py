@@ -1,14 +1,17 @@
-"""The ledger's keys: every frequent read is a key range, and a ledger of the first layout migrates in place."""
+"""The ledger's keys: every frequent read is a key range; a ledger of the first layout migrates in place, once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 
 from retrainer.ledger import ImageState, Ledger, RunRecord, row_key
+from retrainer.ledger_migration import Migration, ensure_current_layout, migrate_first_layout
 from retrainer.records import RunState
 from tests.fakes import InMemoryTableService
 
@@ -63,7 +66,8 @@ def write_first_layout(service: TableServiceClient, prefix: str, images: int, ru
     """Rows exactly as the first layout wrote them: one partition each, state and run as properties."""
     image_table, run_table = (service.get_table_client(f"{prefix}{name}") for name in ("images", "runs"))
     for table in (image_table, run_table):
-        table.create_table()
+        with contextlib.suppress(ResourceExistsError):  # the current layout's tables may be there already
+            table.create_table()
     for i in range(images):
         state = ImageState.PENDING if i % 3 == 0 else ImageState.IN_RUN if i % 3 == 1 else ImageState.TRAINED
         image_table.create_entity(
@@ -105,12 +109,14 @@ def test_a_ledger_of_the_first_layout_migrates_in_place_without_losing_a_record(
     service = TableServiceClient.from_connection_string(connection_string)
     write_first_layout(service, table_prefix, images=250, runs=40)
     ledger = Ledger.from_connection_string(connection_string, table_prefix)
-    ledger.ensure_tables()  # migrates
+    ledger.ensure_tables()
+    assert ensure_current_layout(ledger) == Migration(retired=290, left=0)
     assert len(ledger.pending_images()) == 84 and len(ledger.run_images("run-00001")) == 83
     assert len(ledger.run_images("run-00001", ImageState.TRAINED)) == 83 and len(ledger.all_images()) == 250
     assert [r.run_id for r in ledger.runs(limit=3)] == ["run-00039", "run-00038", "run-00037"]
     assert ledger.run("run-00007") is not None and len(ledger.runs(limit=100)) == 40
-    assert ledger.migrate() == 0, "a second pass finds nothing left"
+    assert migrate_first_layout(ledger) == Migration(0, 0), "a second pass finds nothing left"
+    assert ensure_current_layout(ledger) is None, "and the marked ledger is not scanned again"
     assert not ledger.record_image("data/images/3.jpg", "0x3"), "migrated images still refuse duplicates"
 
 
@@ -139,17 +145,18 @@ def test_a_migration_resumed_after_the_service_moved_images_writes_no_second_sta
     submission takes the pending images, then the migration runs again (the next cold start)."""
     write_first_layout(table_service, table_prefix, images=120, runs=0)
     ledger = Ledger(table_service, table_prefix)
+    ledger.ensure_tables()
     with monkeypatch.context() as crash:
         crash.setattr(ledger._images, "delete_entity", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("gone")))
         with pytest.raises(ConnectionError):
-            ledger.ensure_tables()
+            ensure_current_layout(ledger)
     taken = ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, "claim-0123")
     assert taken, "the first transaction's pending images were in the new layout"
-    ledger.migrate()
+    assert ensure_current_layout(ledger) == Migration(retired=120, left=0), "unmarked: the next cold start resumes"
     assert state_rows_per_image(ledger) == {f"data/images/{i}.jpg": 1 for i in range(120)}
     assert len(ledger.run_images("claim-0123")) == len(taken), "the submission keeps what it took"
     assert len(ledger.pending_images()) + len(taken) == 40
-    assert ledger.migrate() == 0
+    assert migrate_first_layout(ledger) == Migration(0, 0)
 
 
 def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_between(
@@ -164,6 +171,7 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
         for name in ("images", "runs")
     }
     first.ensure_tables()
+    ensure_current_layout(first)
     taken = first.assign_images(first.pending_images(), ImageState.IN_RUN, "claim-4567")
     moved_on = first.run("run-00002")
     moved_on.state, moved_on.error = RunState.FAILED, "failed after the migration"
@@ -177,8 +185,55 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
             return _real(query_filter, *args, **kwargs)
 
         monkeypatch.setattr(table, "query_entities", stale_read)
-    second.migrate()
+    migrate_first_layout(second)
     assert state_rows_per_image(second) == {f"data/images/{i}.jpg": 1 for i in range(90)}
     assert len(second.run_images("claim-4567")) == len(taken) == 30 and second.pending_images() == []
     assert second.run("run-00002").state == RunState.FAILED, "a legacy copy never overwrites a newer record"
     assert len(second.runs(limit=100)) == 5
+
+
+def test_the_hot_path_never_reads_the_first_layout_once_the_ledger_is_marked(
+    table_service: TableServiceClient, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold start makes the tables and reads the layout marker: one point read, no partition scanned."""
+    write_first_layout(table_service, table_prefix, images=3, runs=2)
+    ledger = Ledger(table_service, table_prefix)
+    ledger.ensure_tables()
+    assert ensure_current_layout(ledger) == Migration(retired=5, left=0)
+    for table in (ledger._images, ledger._runs):
+        monkeypatch.setattr(table, "query_entities", lambda *a, **k: pytest.fail("a partition was scanned"))
+    ledger.ensure_tables()
+    assert ensure_current_layout(ledger) is None
+
+
+def test_a_legacy_row_that_cannot_be_read_stays_and_keeps_the_ledger_unmarked(
+    table_service: TableServiceClient, table_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_first_layout(table_service, table_prefix, images=4, runs=1)
+    legacy_images = table_service.get_table_client(f"{table_prefix}images")
+    legacy_images.upsert_entity({"PartitionKey": "images", "RowKey": "broken", "path": "data/images/x.jpg"})
+    ledger = Ledger(table_service, table_prefix)
+    ledger.ensure_tables()
+    with caplog.at_level("ERROR", logger="retrainer"):
+        assert ensure_current_layout(ledger) == Migration(retired=5, left=1)
+    assert "legacy image row 'broken' cannot be migrated and stays" in caplog.text
+    assert len(ledger.all_images()) == 4
+    assert ensure_current_layout(ledger) == Migration(retired=0, left=1), "unmarked: tried again, nothing lost"
+    legacy_images.delete_entity("images", "broken")  # the operator's repair
+    assert ensure_current_layout(ledger) == Migration(retired=0, left=0)
+    assert ensure_current_layout(ledger) is None
+
+
+@pytest.mark.usefixtures("service_env")
+def test_retrain_migrate_ledger_moves_rows_written_after_the_ledger_was_marked(
+    connection_string: str, table_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An instance of a first-layout release wrote during a deploy, after the service had marked the ledger."""
+    from retrainer import bootstrap, cli
+
+    ledger = bootstrap.ledger()  # makes the tables, finds nothing to migrate, marks the ledger
+    assert ensure_current_layout(ledger) is None
+    write_first_layout(TableServiceClient.from_connection_string(connection_string), table_prefix, images=6, runs=2)
+    assert cli.main(["migrate-ledger", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"retired": 8, "left": 0}
+    assert len(ledger.all_images()) == 6 and len(ledger.runs(limit=10)) == 2
