@@ -53,107 +53,135 @@ class Settings(BaseSettings):
     STORAGE_ACCOUNT_CONNECTION_STRING: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE"),
-        description="Connection string of the datastore's storage account (Azurite, or users who want keys).",
+        description="Connection string of the datastore's storage account (Azurite, or users who want keys). "
+        "This or the keyless DATASTORE__blobServiceUri and DATASTORE__tableServiceUri: one of the two is required.",
     )
     DATASTORE_BLOB_SERVICE_URI: str | None = Field(
         default=None,
         validation_alias="DATASTORE__blobServiceUri",
         pattern=r"^https://",
-        description="Keyless: the datastore account's blob endpoint, https://<account>.blob.core.windows.net.",
+        description="Keyless (how Azure runs it): the datastore account's blob endpoint, "
+        "https://<account>.blob.core.windows.net, signed in with DefaultAzureCredential (the managed identity).",
     )
     DATASTORE_QUEUE_SERVICE_URI: str | None = Field(
         default=None,
         validation_alias="DATASTORE__queueServiceUri",
         pattern=r"^https://",
-        description="Keyless: the queue endpoint (the Functions host's blob trigger needs it).",
+        description="Keyless: the datastore account's queue endpoint (the Functions host's blob trigger needs it).",
     )
     DATASTORE_TABLE_SERVICE_URI: str | None = Field(
         default=None,
         validation_alias="DATASTORE__tableServiceUri",
         pattern=r"^https://",
-        description="Keyless: the table endpoint of the ledger.",
+        description="Keyless: the datastore account's table endpoint, the ledger's; required with the blob one.",
     )
     DATASTORE_CLIENT_ID: str | None = Field(
         default=None,
         validation_alias="DATASTORE__clientId",
-        description="Keyless: client id of a user-assigned identity; unset, the default identity signs in.",
+        description="Keyless: client id of a user-assigned identity; unset, the default identity signs in. Set it only "
+        "together with DATASTORE__credential=managedidentity (read by the Functions host), or the blob trigger signs "
+        "in as the system identity while the code uses the user-assigned one.",
     )
     STORAGE_ACCOUNT_CONTAINER_NAME: str = Field(
-        default="data", description="Container that holds images, labels, quarantine and models."
+        default="data",
+        description="Blob container that holds images, labels, quarantine and the promoted model's record.",
     )
-    IMAGE_FOLDER: str = Field(default="data/images", description="Folder of images in the container.")
-    LABEL_FOLDER: str = Field(default="data/labels", description="Folder of .npy labels and their JSONL.")
+    IMAGE_FOLDER: str = Field(default="data/images", description="Folder of the images in the container.")
+    LABEL_FOLDER: str = Field(
+        default="data/labels", description="Folder of the .npy labels and their converted .jsonl."
+    )
     QUARANTINE_FOLDER: str = Field(
         default="quarantine", description="Where invalid files are moved, each with a reason beside it."
     )
     LABEL_MAP_BLOB: str = Field(
         default="data/label_map.json",
-        description="Blob holding the class-id to name map; when absent, class ids are not checked.",
+        description="Blob mapping class id to <Instrument|Piping|Equipment>/<Subcategory>/<Label>; "
+        "when absent, class ids are not checked.",
     )
     LEDGER_TABLE_PREFIX: str = Field(
         default="retrain", description="Prefix of the Table Storage tables that hold the service state."
     )
     WORKSPACE_BACKEND: Literal["auto", "azureml", "local"] = Field(
-        default="auto", description="Where pipelines, data assets and models live; auto: azureml when configured."
+        default="auto",
+        description="Where pipelines, data assets and models live: azureml, local, or auto "
+        "(azureml when the three workspace variables are set).",
     )
     # Inside an Azure ML job the platform sets AZUREML_ARM_*: steps find their own workspace with no extra setting.
     AZURE_SUBSCRIPTION_ID: str | None = Field(
         default=None,
         validation_alias=AliasChoices("AZURE_SUBSCRIPTION_ID", "AZUREML_ARM_SUBSCRIPTION"),
-        description="Subscription of the Azure ML workspace.",
+        description="Subscription of the Azure ML workspace (in an Azure ML job the platform sets the second).",
     )
     AZURE_RESOURCE_GROUP: str | None = Field(
         default=None,
         validation_alias=AliasChoices("AZURE_RESOURCE_GROUP", "AZUREML_ARM_RESOURCEGROUP"),
-        description="Resource group of the Azure ML workspace.",
+        description="Resource group of the Azure ML workspace (in an Azure ML job the platform sets the second).",
     )
     AZUREML_WORKSPACE_NAME: str | None = Field(
         default=None,
         validation_alias=AliasChoices("AZUREML_WORKSPACE_NAME", "AZUREML_ARM_WORKSPACE_NAME"),
-        description="Name of the Azure ML workspace.",
+        description="Name of the Azure ML workspace (in an Azure ML job the platform sets the second).",
     )
     LOCAL_WORKSPACE_DIR: Path = Field(
-        default=Path(".workspace"), description="Folder of the local workspace (data assets, runs, MLflow registry)."
+        default=Path(".workspace"),
+        description="Folder of the local backend: data assets, runs, MLflow registry (mlflow.db), models.",
     )
 
     # Pipeline and training: the original pipeline's names; CPU steps on cpu-cluster, AutoML on gpu-cluster.
-    PIPELINE_CPU_COMPUTE_NAME: str = Field(default="cpu-cluster", description="Compute of the non-training steps.")
-    TRAINING_GPU_COMPUTE_NAME: str = Field(default="gpu-cluster", description="Compute of the AutoML training.")
-    TRAINING_JOB_TIMEOUT_MINUTES: int = Field(default=180, gt=0, description="AutoML job timeout.")
-    TRAINING_MAX_TRIALS: int = Field(default=8, gt=0, description="AutoML trials (hyperparameter combinations).")
-    TRAINING_CONCURRENT_TRIALS: int = Field(default=4, gt=0, description="AutoML trials run at once.")
+    PIPELINE_CPU_COMPUTE_NAME: str = Field(default="cpu-cluster", description="Azure ML compute of the CPU steps.")
+    TRAINING_GPU_COMPUTE_NAME: str = Field(
+        default="gpu-cluster", description="Azure ML compute of the AutoML training."
+    )
+    TRAINING_JOB_TIMEOUT_MINUTES: int = Field(default=180, gt=0, description="Minutes the AutoML training job may run.")
+    TRAINING_MAX_TRIALS: int = Field(
+        default=8, gt=0, description="AutoML trials of a sweep (AUTO_MODE=false); a fixed model is one trial."
+    )
+    TRAINING_CONCURRENT_TRIALS: int = Field(default=4, gt=0, description="AutoML trials of a sweep run at once.")
     TRAINING_VALIDATION_DATA_SIZE: float = Field(
         default=0.2, gt=0, lt=1, description="Share of training data AutoML holds out when no validation set is given."
     )
     AUTO_MODE: bool = Field(
-        default=True, description="True: AutoML picks models; false: sweep config_search_space.yml."
+        default=True,
+        description="true: AutoML trains one fixed model, TRAINING_MODEL_NAME; false: it sweeps "
+        "config/config_search_space.yml.",
     )
     TRAIN_DATASET: str | None = Field(default=None, description="Reuse this training data asset (skips steps 1-3).")
     VAL_DATASET: str | None = Field(default=None, description="Reuse this validation data asset (skips steps 1-3).")
-    DATASET_VERSION_PATH: str | None = Field(default=None, description="Dataset version file of the reused assets.")
-    USE_STRATIFIED_SPLIT: bool = Field(default=True, description="Split into train and validation sets.")
-    STRATIFIED_SPLIT_N_FOLD: int = Field(default=5, ge=2, description="Folds of the split; one is validation.")
-    MANDATORY_TRAIN_FILENAMES: str = Field(default="", description="';'-separated images forced into training.")
-    MANDATORY_VAL_FILENAMES: str = Field(default="", description="';'-separated images forced into validation.")
+    DATASET_VERSION_PATH: str | None = Field(
+        default=None, description="Data asset step output of the reused assets, for the model's tags."
+    )
+    USE_STRATIFIED_SPLIT: bool = Field(
+        default=True,
+        description="Split into training and validation sets; false: no validation set, AutoML holds out its own.",
+    )
+    STRATIFIED_SPLIT_N_FOLD: int = Field(default=5, ge=2, description="Folds of the split; one of them is validation.")
+    MANDATORY_TRAIN_FILENAMES: str = Field(default="", description="Images forced into training, ';'-separated.")
+    MANDATORY_VAL_FILENAMES: str = Field(default="", description="Images forced into validation, ';'-separated.")
     HOLDOUT_FRACTION: float = Field(
-        default=0.2, ge=0, lt=0.9, description="Share of images kept for comparing models; nothing trains on them."
+        default=0.2,
+        ge=0,
+        lt=0.9,
+        description="Share of images kept for good to compare models on; nothing trains on them.",
     )
     HOLDOUT_MIN_IMAGES_PER_CLASS: int = Field(
         default=2, ge=0, description="Holdout images of each class at least, where the class has enough images."
     )
     RARE_CLASS_POLICY: Literal["train_only", "copy"] = Field(
         default="train_only",
-        description="Images of classes with fewer images than folds: train only, or copied to validation too.",
+        description="Images of classes with fewer images than folds: train_only, or copy (their training images "
+        "also validate).",
     )
     SPLIT_ASSIGNMENT_NAME: str = Field(
-        default="pid-symbols-split-assignment", description="Registry document that keeps every image's side."
+        default="pid-symbols-split-assignment",
+        description="Registry document that keeps every image's side (training, validation, holdout) for good.",
     )
     # Not `workspaceblobstore`: that is the workspace's own system container, not the service's. infra/
     # registers a datastore of this name over STORAGE_ACCOUNT_CONTAINER_NAME (identity-based, no key).
     DATA_STORE_NAME: str = Field(
         default="retraining_data",
         pattern=r"^[A-Za-z0-9_]{1,255}$",
-        description="Azure ML datastore registered over the service's container: the pipeline reads from it.",
+        description="Azure ML datastore registered over the service's container, which the pipeline reads "
+        "(not workspaceblobstore, the workspace's own).",
     )
     # AutoML for Images shrinks each image to the model's input size; 15-100 px symbols on a
     # 7,000 x 4,500 px sheet would become a few pixels. Tiling cuts the sheet into a grid first: with
@@ -161,11 +189,17 @@ class Settings(BaseSettings):
     # 0.87x or more, so a 15 px symbol stays about 13 px. Tiling and min/max size are not supported by
     # yolov5, so auto mode trains TRAINING_MODEL_NAME; in sweep mode they go to every other family.
     TRAINING_TILE_GRID_SIZE: str = Field(
-        default="6x4", pattern=r"^[1-9][0-9]*x[1-9][0-9]*$", description="AutoML tile grid, columns x rows."
+        default="6x4",
+        pattern=r"^[1-9][0-9]*x[1-9][0-9]*$",
+        description="AutoML small-object tiling: the grid, columns x rows.",
     )
-    TRAINING_TILE_OVERLAP_RATIO: float = Field(default=0.25, ge=0, lt=1, description="Overlap of adjacent tiles.")
-    TRAINING_MIN_SIZE: int = Field(default=1200, gt=0, description="AutoML model input: the shorter side, px.")
-    TRAINING_MAX_SIZE: int = Field(default=1600, gt=0, description="AutoML model input: the longer side at most, px.")
+    TRAINING_TILE_OVERLAP_RATIO: float = Field(
+        default=0.25, ge=0, lt=1, description="Overlap of adjacent AutoML tiles, a share of a tile."
+    )
+    TRAINING_MIN_SIZE: int = Field(default=1200, gt=0, description="AutoML model input: the shorter side, in px.")
+    TRAINING_MAX_SIZE: int = Field(
+        default=1600, gt=0, description="AutoML model input: the longer side at most, in px."
+    )
     TRAINING_MODEL_NAME: str = Field(
         default="fasterrcnn_resnet50_fpn",
         description="The model AutoML trains in auto mode (one that supports tiling).",
@@ -185,16 +219,22 @@ class Settings(BaseSettings):
     INPUT_LABEL_DATA_PATH: str | None = Field(
         default=None, description="Label folder as an Azure ML path; default: the datastore's LABEL_FOLDER."
     )
-    EXPERIMENT_NAME: str = Field(default="pid-symbol-retraining", description="Azure ML experiment of the runs.")
-    MODEL_BASE_NAME: str = Field(default="pid-symbol-detector", description="Registered model name.")
+    EXPERIMENT_NAME: str = Field(
+        default="pid-symbol-retraining", description="Azure ML experiment the runs are filed under."
+    )
+    MODEL_BASE_NAME: str = Field(default="pid-symbol-detector", description="Name the models are registered under.")
     MIN_MAP_IMPROVEMENT: float = Field(
-        default=0.0, ge=0, description="How much a new model's mAP must beat the best one's to be promoted."
+        default=0.0,
+        ge=0,
+        description="How much a new model's mAP@0.5 must beat the best one's to be promoted: "
+        "the lower bound of the interval must clear it.",
     )
     PROMOTION_CONFIDENCE_LEVEL: float = Field(
         default=0.95,
         gt=0.5,
         lt=1,
-        description="Confidence of the interval on the challenger's mAP minus the champion's.",
+        description="Confidence of the paired bootstrap interval on the challenger's mAP minus the champion's, "
+        "on the holdout.",
     )
     PROMOTION_BOOTSTRAP_RESAMPLES: int = Field(
         default=1000, ge=100, description="Paired bootstrap resamples of the holdout images."
@@ -223,23 +263,29 @@ class Settings(BaseSettings):
         "(AutoML's model uses CUDA when present, and a CPU takes minutes a sheet).",
     )
     LOCAL_TRAINING_MINUTES: float = Field(
-        default=15.0, gt=0, description="Time cap of the local trainer; reported when it cuts training short."
+        default=15.0,
+        gt=0,
+        description="Minutes the local trainer may train; reported when the cap cuts training short.",
     )
     LOCAL_TRAINING_EPOCHS: int = Field(default=60, ge=1, description="Epochs the local trainer runs from scratch.")
     LOCAL_WARM_START_EPOCHS: int = Field(
         default=20, ge=1, description="Epochs the local trainer runs when it starts from the champion's weights."
     )
     WARM_START: bool = Field(
-        default=True, description="Retrain from the champion's weights (AutoML: its checkpoint run) when possible."
+        default=True,
+        description="Retrain from the champion: its weights locally, its AutoML run as checkpoint_run_id on Azure ML "
+        "when it is the same model and knew every class.",
     )
 
     # The event-driven service.
-    RETRAIN_MIN_NEW_IMAGES: int = Field(default=20, ge=1, description="Pending images that make a batch.")
-    RETRAIN_QUIET_MINUTES: float = Field(default=10, ge=0, description="Minutes without a new image before a batch.")
+    RETRAIN_MIN_NEW_IMAGES: int = Field(default=20, ge=1, description="New images that make a batch due.")
+    RETRAIN_QUIET_MINUTES: float = Field(
+        default=10, ge=0, description="Minutes without a new image before a batch is due."
+    )
     RETRAIN_MAX_WAIT_MINUTES: float = Field(
         default=24 * 60, gt=0, description="A pending image waits at most this long, however few arrived."
     )
-    RETRAIN_MAX_ACTIVE_RUNS: int = Field(default=1, ge=1, description="Runs in flight at once.")
+    RETRAIN_MAX_ACTIVE_RUNS: int = Field(default=1, ge=1, description="Runs in flight at once (1: single flight).")
     RETRAIN_MAX_FORCED_RUNS: int = Field(
         default=1,
         ge=0,
@@ -255,9 +301,13 @@ class Settings(BaseSettings):
     RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
         default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."
     )
-    RETRAIN_BACKOFF_MINUTES: float = Field(default=15, ge=0, description="Wait after a failed run; doubles each time.")
+    RETRAIN_BACKOFF_MINUTES: float = Field(
+        default=15, ge=0, description="Minutes to wait after a failed run; doubles with each failure in a row."
+    )
     MONITOR_SCHEDULE: str = Field(default="0 */5 * * * *", description="NCRONTAB schedule of the monitor timer.")
-    EVENTGRID_TOPIC_ENDPOINT: str | None = Field(default=None, description="Where ModelPromoted events go.")
+    EVENTGRID_TOPIC_ENDPOINT: str | None = Field(
+        default=None, description="Event Grid topic that ModelPromoted events are sent to; unset, none are sent."
+    )
     EVENTGRID_TOPIC_KEY: SecretStr | None = Field(
         default=None, description="Access key of that topic; without it the function's identity is used."
     )
@@ -265,7 +315,7 @@ class Settings(BaseSettings):
         default=None,
         description="Application Insights (set by the platform): logs, traces and metrics go there, with Entra auth.",
     )
-    BEST_MODEL_BLOB: str = Field(default="models/best_model.json", description="Promoted model record in storage.")
+    BEST_MODEL_BLOB: str = Field(default="models/best_model.json", description="Blob of the promoted model's record.")
 
     def run_timeout_minutes(self) -> float:
         """How long a run may take: as set, or training's timeout plus scoring's budget plus the other steps."""

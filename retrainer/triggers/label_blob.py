@@ -4,6 +4,12 @@ The trigger binds a BlobClient (an SDK-type binding): the host passes only the b
 content, so an oversized label is never loaded into the host or the worker; the ingestor checks its
 size and reads it itself, with the ETag its later moves depend on.
 
+What the binding costs: the worker needs the BlobClient type when it indexes the app, so importing
+`function_app` loads `azure.storage.blob` (the figure is in docs/benchmarks.md). The cost is moved,
+not added: every handler's first call imports the composition root, which loads it too. The bound
+client is a reference only, not the read handle: `retrainer.datastore` stays the one module that
+reads and moves blobs.
+
 Invalid files are quarantined (not raised), so the host never retries them. Storage errors are
 raised: the host retries the event a bounded number of times (maxDequeueCount), then parks it in
 the poison queue, where nothing is lost.
