@@ -2,22 +2,58 @@
 
 Every flag answers to its `--kebab-case` and `--snake_case` spelling: the steps' users already call
 them both ways (the original pipeline mixed the two). Settings reach a step only as flags (component
-inputs), never from the environment: `step_inputs.py` maps settings to them for both runners.
+inputs), never from the environment: `step_inputs.py` maps settings to them for both runners. A flag
+added without a default takes its component's (`components/<step>.yml`), so each input has one
+default, which a test holds equal to the setting's.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 _Number = TypeVar("_Number", int, float)
 
 
+COMPONENTS = Path(__file__).resolve().parent / "components"
+
+
+class StepParser(argparse.ArgumentParser):
+    """A step's parser, holding its component's input defaults."""
+
+    component_defaults: dict[str, Any]
+
+
+def step_parser(step: str, description: str | None) -> StepParser:
+    parser = StepParser(
+        prog=f"python -m pipeline_steps.{step}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.component_defaults = component_defaults(step)
+    return parser
+
+
+def component_defaults(step: str) -> dict[str, Any]:
+    """The defaults of a step's component inputs, by input name (none for the local trainer, which has no component)."""
+    import yaml
+
+    path = COMPONENTS / f"{step}.yml"
+    if not path.is_file():
+        return {}
+    inputs = yaml.safe_load(path.read_text()).get("inputs") or {}
+    return {name: spec["default"] for name, spec in inputs.items() if isinstance(spec, dict) and "default" in spec}
+
+
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Add `--kebab-case` and `--snake_case` spellings of one flag."""
+    """Add `--kebab-case` and `--snake_case` spellings of one flag; without a default, the component's."""
     kebab, snake = name.replace("_", "-"), name.replace("-", "_")
     spellings = [f"--{kebab}"] if kebab == snake else [f"--{kebab}", f"--{snake}"]
+    defaults = getattr(parser, "component_defaults", {})
+    if "default" not in kwargs and not kwargs.get("required") and snake in defaults:
+        kwargs["default"] = defaults[snake]
     parser.add_argument(*spellings, dest=snake, **kwargs)
 
 

@@ -8,38 +8,18 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrainer.promotion import HoldoutInfo
+from retrainer.step_file import StepFile
 
 #: The model and data-asset tag listing the class ids a set holds or a model was trained on (a JSON list).
 CLASS_IDS_TAG = "class_ids"
 #: The model tag naming the AutoML model (`model_name`, e.g. fasterrcnn_resnet50_fpn) an AutoML model is;
 #: a checkpoint seeds only that model. Absent on the local detector's models.
 AUTOML_MODEL_NAME_TAG = "automl_model_name"
-
-
-class StepFile(BaseModel):
-    """A JSON document that one step writes into its output folder and a later step reads."""
-
-    model_config = ConfigDict(extra="ignore")
-    FILE_NAME: ClassVar[str]
-
-    @classmethod
-    def read(cls, folder: Path) -> Self:
-        path = folder / cls.FILE_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: the step that writes {cls.FILE_NAME} did not run here")
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
-
-    def write(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / self.FILE_NAME
-        path.write_text(self.model_dump_json(indent=2), encoding="utf-8")
-        return path
 
 
 class SplitSide(enum.StrEnum):
@@ -141,3 +121,31 @@ class RegisteredModel(StepFile):
     train_data: str | None = None
     val_data: str | None = None
     source_run: str = ""
+
+
+class TrainingMetrics(StepFile):
+    """What the local trainer writes beside its MLflow model, and registration reads (an AutoML model has
+    none: its metrics are on its run). Scores are checked where they are read, so a NaN is named there."""
+
+    model_config = ConfigDict(extra="allow", ser_json_inf_nan="strings")
+    FILE_NAME: ClassVar[str] = "metrics.json"
+
+    mean_average_precision: float
+    precision: float
+    recall: float
+    coco_map: float | None = None
+    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    classes: list[str] = Field(default_factory=list)
+    train_images: int = 0
+    val_images: int = 0
+    best_epoch: int | None = None
+    epochs: int | None = None
+    planned_epochs: int | None = None
+    budget_cut: bool = False
+    warm_start: str | None = None
+    warm_start_skipped: str | None = None
+    training_seconds: float | None = None
+    seconds: float | None = None
+    seed: int | None = None
+    architecture: str | None = None
+    report: str | None = None

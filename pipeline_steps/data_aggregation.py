@@ -12,7 +12,6 @@ remains. Files are streamed: memory does not grow with their number.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -24,7 +23,7 @@ from typing import BinaryIO
 
 import orjson
 
-from pipeline_steps._cli import add_flag
+from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.mltable_io import ANNOTATIONS_FILE, write_mltable_file
 
 SUMMARY_FILE = "aggregation_summary.json"
@@ -165,12 +164,8 @@ class _Aggregator:
         self.summary.boxes += len(record["label"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline_steps.data_aggregation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> StepParser:
+    parser = step_parser("data_aggregation", __doc__)
     add_flag(
         parser,
         "input-image-data-path",
@@ -194,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         "default: file:// URL of --input-image-data-path",
     )
     add_flag(parser, "output_path", required=True, type=Path, help="output MLTable folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     image_dir = Path(args.input_image_data_path)
     prefix = args.input_images_string_absolute_path or image_dir.resolve().as_uri()

@@ -31,7 +31,6 @@ run draws every side anew. An assignment that leaves no training image fails the
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from collections import Counter
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline_steps._cli import add_flag, boolean, filename_list
+from pipeline_steps._cli import StepParser, add_flag, boolean, filename_list, step_parser
 from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide, holdout_info
 from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records, write_records
 from retrainer.promotion import HoldoutInfo
@@ -537,24 +536,25 @@ def registry_store(assignment_name: str) -> tuple[Callable[[], SplitAssignment],
     return load, create
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline_steps.data_split",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> StepParser:
+    parser = step_parser("data_split", __doc__)
     add_flag(parser, "input_data_path", required=True, type=Path, help="aggregated MLTable folder")
-    add_flag(parser, "use_stratified_split", type=boolean, default=True)
-    add_flag(parser, "stratified_split_n_fold", type=int, default=5)
-    add_flag(parser, "holdout_fraction", type=float, default=0.2)
-    add_flag(parser, "holdout_min_images_per_class", type=int, default=2)
-    add_flag(parser, "mandatory_train_filenames", type=filename_list, default=[])
-    add_flag(parser, "mandatory_val_filenames", type=filename_list, default=[])
-    add_flag(parser, "rare_class_policy", choices=RARE_CLASS_POLICIES, default="train_only")
-    add_flag(parser, "assignment_name", default=DEFAULT_ASSIGNMENT_NAME, help="registry document of the sides")
+    add_flag(parser, "use_stratified_split", type=boolean)
+    add_flag(parser, "stratified_split_n_fold", type=int)
+    add_flag(parser, "holdout_fraction", type=float)
+    add_flag(parser, "holdout_min_images_per_class", type=int)
+    add_flag(parser, "mandatory_train_filenames", type=filename_list)
+    add_flag(parser, "mandatory_val_filenames", type=filename_list)
+    add_flag(parser, "rare_class_policy", choices=RARE_CLASS_POLICIES)
+    add_flag(parser, "assignment_name", help="registry document of the sides")
     add_flag(parser, "train_output_path", required=True, type=Path)
     add_flag(parser, "val_output_path", required=True, type=Path)
     add_flag(parser, "holdout_output_path", required=True, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     config = SplitConfig(
         use_stratified_split=args.use_stratified_split,

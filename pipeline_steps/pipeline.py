@@ -29,6 +29,7 @@ from azure.ai.ml.entities import CommandComponent, Environment, ManagedIdentityC
 
 from pipeline_steps import pipeline_release
 from pipeline_steps.automl_node import AutoMLConfig, WarmStartDecision, build_automl_node
+from pipeline_steps.graph import REUSE_STEPS, STEPS, TRAIN, PipelineInput, Step
 from pipeline_steps.step_inputs import step_settings
 from retrainer.settings import Settings
 
@@ -94,84 +95,59 @@ def build_pipeline_job(
     warm_start: WarmStartDecision | None = None,
     components: ComponentSource = component,
 ) -> PipelineJob:
-    """The pipeline job for the settings: six steps, or three when datasets are reused.
+    """The pipeline job for the settings: the six steps of `graph.STEPS`, or `graph.REUSE_STEPS` when datasets
+    are reused.
 
     `warm_start` (the champion's AutoML run, decided by the submitter) seeds the AutoML node;
     `components` gives each step's component (its YAML by default; the registered ones when submitting).
     """
     automl = AutoMLConfig.from_settings(settings, warm_start.checkpoint_run_id if warm_start else None)
-    inputs = step_settings(settings)
-    register_model, tag_model = components("register_model"), components("tag_model")
+    extras = _azure_inputs(settings)
 
-    def register_and_tag(best_model: Any, data_assets: Any, holdout: dict[str, Any]) -> tuple[Any, Any]:
-        registered = register_model(
-            **inputs["register_model"],
-            model_input_path=best_model,
-            data_assets_path=data_assets,
-            train_dataset=settings.TRAIN_DATASET if settings.reuses_datasets() else None,
-            val_dataset=settings.VAL_DATASET if settings.reuses_datasets() else None,
-        )
-        tagged = tag_model(**inputs["tag_model"], model_metadata_path=registered.outputs.model_metadata_path, **holdout)
-        registered.name, tagged.name = "register_model", "tag_model"
+    def wire(steps: tuple[Step, ...], sources: dict[str, Any]) -> Any:
+        """Each step as a node, in order; its data inputs from the pipeline's inputs or earlier nodes' outputs."""
+        nodes: dict[str, Any] = {}
+        for step in steps:
+            data: dict[str, Any] = {
+                name: sources.get(source.name)
+                if isinstance(source, PipelineInput)
+                else nodes[source.step].outputs[source.output]
+                for name, source in step.inputs.items()
+            }
+            data = {name: value for name, value in data.items() if value is not None or name not in step.optional}
+            if step.name == TRAIN:
+                # Without a split the validation MLTable is empty, which AutoML rejects: pass none, and
+                # AutoML holds out TRAINING_VALIDATION_DATA_SIZE of the training data instead.
+                validation = (
+                    data.get("val_data") if settings.USE_STRATIFIED_SPLIT or settings.reuses_datasets() else None
+                )
+                node: Any = build_automl_node(automl, data["train_data"], validation)
+            else:
+                node = components(step.name)(**extras.get(step.name, {}), **data)
+            node.name = step.name
+            nodes[step.name] = node
         # Scoring AutoML's tiled Faster R-CNN takes minutes a sheet on a CPU and seconds on a GPU.
-        tagged.compute = settings.promotion_compute()
-        return registered, tagged
+        nodes["tag_model"].compute = settings.promotion_compute()
+        return {"best_model_metadata": nodes["tag_model"].outputs.best_model_metadata_path}
 
     if settings.reuses_datasets():
+        version_file = (
+            Input(type="uri_folder", path=settings.DATASET_VERSION_PATH) if settings.DATASET_VERSION_PATH else None
+        )
 
         @pipeline(name="pid_symbol_retraining_reuse", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
         def reuse_pipeline(train_data: Input, val_data: Input) -> dict[str, Any]:
-            training: Any = build_automl_node(automl, train_data, val_data)
-            training.name = "train"
-            version_file = (
-                Input(type="uri_folder", path=settings.DATASET_VERSION_PATH) if settings.DATASET_VERSION_PATH else None
-            )
-            _, tagged = register_and_tag(training.outputs.best_model, version_file, {})
-            return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
+            return wire(REUSE_STEPS, {"train_data": train_data, "val_data": val_data, "dataset_version": version_file})
 
         job = reuse_pipeline(
             train_data=Input(type="mltable", path=settings.TRAIN_DATASET),
             val_data=Input(type="mltable", path=settings.VAL_DATASET),
         )
     else:
-        aggregation, split, register_data = (
-            components("data_aggregation"),
-            components("data_split"),
-            components("register_data_asset"),
-        )
 
         @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
         def full_pipeline(images: Input, labels: Input) -> dict[str, Any]:
-            aggregated = aggregation(
-                input_image_data_path=images,
-                input_label_data_path=labels,
-                input_images_string_absolute_path=settings.images_absolute_prefix(),
-            )
-            split_data = split(**inputs["data_split"], input_data_path=aggregated.outputs.output_path)
-            assets = register_data(
-                **inputs["register_data_asset"],
-                train_input_path=split_data.outputs.train_output_path,
-                val_input_path=split_data.outputs.val_output_path,
-                holdout_input_path=split_data.outputs.holdout_output_path,
-            )
-            # Without a split the validation MLTable is empty, which AutoML rejects: pass none, and
-            # AutoML holds out TRAINING_VALIDATION_DATA_SIZE of the training data instead.
-            validation = split_data.outputs.val_output_path if settings.USE_STRATIFIED_SPLIT else None
-            training: Any = build_automl_node(automl, split_data.outputs.train_output_path, validation)
-            aggregated.name, split_data.name, assets.name, training.name = (
-                "data_aggregation",
-                "data_split",
-                "register_data_asset",
-                "train",
-            )
-            # The tag step scores both models on the holdout: its MLTable, and the image folder its URLs point into.
-            holdout = {
-                "holdout_data_path": split_data.outputs.holdout_output_path,
-                "holdout_images_path": images,
-                "images_string_absolute_path": settings.images_absolute_prefix(),
-            }
-            _, tagged = register_and_tag(training.outputs.best_model, assets.outputs.output_path, holdout)
-            return {"best_model_metadata": tagged.outputs.best_model_metadata_path}
+            return wire(STEPS, {"images": images, "labels": labels})
 
         job = full_pipeline(
             images=Input(type="uri_folder", path=settings.image_data_path()),
@@ -188,6 +164,19 @@ def build_pipeline_job(
         **({"warm_start": warm_start.reason} if warm_start else {}),
     }
     return job
+
+
+def _azure_inputs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each step's settings (the table both runners share), and what only Azure ML needs: the long
+    `azureml://` image prefix the image URLs carry, and in reuse mode the reused assets' names."""
+    inputs: dict[str, dict[str, Any]] = {step: dict(values) for step, values in step_settings(settings).items()}
+    if settings.reuses_datasets():
+        inputs["register_model"].update(train_dataset=settings.TRAIN_DATASET, val_dataset=settings.VAL_DATASET)
+    else:
+        prefix = settings.images_absolute_prefix()
+        inputs["data_aggregation"]["input_images_string_absolute_path"] = prefix
+        inputs["tag_model"]["images_string_absolute_path"] = prefix
+    return inputs
 
 
 def validate_pipeline(job: PipelineJob) -> None:

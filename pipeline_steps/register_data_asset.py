@@ -13,12 +13,11 @@ folder (`contracts.DataAssets`) holds the asset URIs (`azureml:<name>:<version>`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from pipeline_steps._cli import add_flag
+from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import CLASS_IDS_TAG, DataAssetEntry, DataAssets
 from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records
 from retrainer.settings import SettingsError, get_settings
@@ -63,20 +62,21 @@ def register_split(
     return DataAssets.model_validate(entries)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline_steps.register_data_asset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> StepParser:
+    parser = step_parser("register_data_asset", __doc__)
     add_flag(parser, "train-input-path", required=True, type=Path, help="training MLTable folder")
     add_flag(parser, "val-input-path", required=True, type=Path, help="validation MLTable folder")
     add_flag(parser, "holdout-input-path", type=Path, default=None, help="holdout MLTable folder")
-    add_flag(parser, "data_store_name", default="workspaceblobstore", help="datastore that receives the upload")
+    add_flag(parser, "data_store_name", help="datastore that receives the upload")
     add_flag(parser, "train_asset_name", default="pid-symbols-train")
     add_flag(parser, "val_asset_name", default="pid-symbols-val")
     add_flag(parser, "holdout_asset_name", default="pid-symbols-holdout")
     add_flag(parser, "output_path", required=True, type=Path, help="folder that receives data_assets.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         assets = register_split(

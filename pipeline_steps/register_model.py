@@ -15,7 +15,6 @@ in the output holds name, version, mean_average_precision, precision, recall and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,8 +25,14 @@ from typing import Any
 
 import yaml
 
-from pipeline_steps._cli import add_flag
-from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG, DataAssets, RegisteredModel
+from pipeline_steps._cli import StepParser, add_flag, step_parser
+from pipeline_steps.contracts import (
+    AUTOML_MODEL_NAME_TAG,
+    CLASS_IDS_TAG,
+    DataAssets,
+    RegisteredModel,
+    TrainingMetrics,
+)
 from retrainer.settings import SettingsError, get_settings
 from retrainer.workspace import ModelRegistry, open_registry
 
@@ -53,7 +58,7 @@ def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
     """(metrics, source run) of the model; every required metric present and a finite number."""
     description = _mlmodel(model_folder)
     run_id = str(description.get("run_id") or "")
-    local_metrics = model_folder / "metrics.json"
+    local_metrics = model_folder / TrainingMetrics.FILE_NAME  # checked field by field below, AutoML's alike
     if local_metrics.is_file():
         raw = json.loads(local_metrics.read_text())
         source = run_id or "local-trainer"
@@ -134,14 +139,13 @@ PER_CLASS_TAG = "per_class_ap50"
 
 def per_class_ap(model_folder: Path) -> dict[str, float]:
     """Per-class AP@0.5 from the local trainer's metrics.json, when it recorded it (AutoML's model has none)."""
-    path = model_folder / "metrics.json"
-    if not path.is_file():
+    if not (model_folder / TrainingMetrics.FILE_NAME).is_file():
         return {}
-    per_class = json.loads(path.read_text()).get("per_class") or {}
+    per_class = TrainingMetrics.read(model_folder).per_class
     return {
         str(class_id): round(float(values["ap50"]), 4)
         for class_id, values in per_class.items()
-        if isinstance(values, dict) and isinstance(values.get("ap50"), (int, float)) and math.isfinite(values["ap50"])
+        if isinstance(values.get("ap50"), (int, float)) and math.isfinite(values["ap50"])
     }
 
 
@@ -175,18 +179,19 @@ def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline_steps.register_model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_flag(parser, "model-base-name", default="pid-symbol-detector")
+def build_parser() -> StepParser:
+    parser = step_parser("register_model", __doc__)
+    add_flag(parser, "model-base-name")
     add_flag(parser, "model-input-path", required=True, type=Path, help="MLflow model folder (MLmodel at its root)")
     add_flag(parser, "model-metadata-path", required=True, type=Path, help="output folder for model_metadata.json")
     add_flag(parser, "data-assets-path", type=Path, default=None, help="register_data_asset output folder")
     add_flag(parser, "train-dataset", default=None, help="the reused training data asset, when steps 1-3 are skipped")
     add_flag(parser, "val-dataset", default=None, help="the reused validation data asset, when steps 1-3 are skipped")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         metadata = register(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pipeline_steps._cli import add_flag
+from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
 from pipeline_steps.evaluation.comparison import match, paired_bootstrap
 from pipeline_steps.evaluation.metrics import evaluate
@@ -43,7 +43,6 @@ from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, sc
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.register_model import PER_CLASS_TAG
 from retrainer.promotion import (
-    PROMOTION_RECORD_FILE,
     Comparison,
     DifferenceInterval,
     PromotionDecision,
@@ -386,13 +385,9 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error(f"{flag} must be a finite number {expected}, got {value}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline_steps.tag_model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_flag(parser, "model-base-name", default="pid-symbol-detector")
+def build_parser() -> StepParser:
+    parser = step_parser("tag_model", __doc__)
+    add_flag(parser, "model-base-name")
     add_flag(parser, "model-metadata-path", required=True, type=Path, help="register_model output folder")
     add_flag(parser, "best-model-metadata-path", required=True, type=Path, help="output folder")
     add_flag(parser, "holdout-data-path", type=Path, default=None, help="the split's holdout MLTable folder")
@@ -402,15 +397,20 @@ def main(argv: list[str] | None = None) -> int:
         parser,
         "min-map-improvement",
         type=float,
-        default=0.0,
         help="how much the new model's mAP@0.5 must beat the best model's to be promoted",
     )
-    add_flag(parser, "confidence-level", type=float, default=0.95, help="of the bootstrap interval")
-    add_flag(parser, "bootstrap-resamples", type=int, default=1000)
-    add_flag(parser, "max-holdout-images", type=int, default=200, help="a fixed seeded sample of at most this many")
-    add_flag(parser, "scoring-budget-minutes", type=float, default=60.0, help="scoring both models stops after")
-    add_flag(parser, "min-holdout-images", type=int, default=10, help="fewer scored images: the champion stays")
+    add_flag(parser, "confidence-level", type=float, help="of the bootstrap interval")
+    add_flag(parser, "bootstrap-resamples", type=int)
+    add_flag(parser, "max-holdout-images", type=int, help="a fixed seeded sample of at most this many")
+    add_flag(parser, "scoring-budget-minutes", type=float, help="scoring both models stops after")
+    add_flag(parser, "min-holdout-images", type=int, help="fewer scored images: the champion stays")
+    # Run by hand the model runs here; the component (Azure ML) builds the model's own environment.
     add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     _check_ranges(parser, args)
     try:
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tag model failed: {error}", file=sys.stderr)
         return 1
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
-    (args.best_model_metadata_path / PROMOTION_RECORD_FILE).write_text(record.to_json())
+    record.write(args.best_model_metadata_path)
     if record.candidate_report and record.previous_best_version:
         append_comparison(Path(unquote(urlsplit(record.candidate_report).path)), record)
     print(f"best model: {record.name} version {record.best_version} ({record.reason})")

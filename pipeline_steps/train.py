@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline_steps._cli import add_flag, positive_float, positive_int, seed
+from pipeline_steps.contracts import TrainingMetrics
 
 if TYPE_CHECKING:
     from pipeline_steps.detector.engine import TrainingConfig
 
-METRICS_FILE = "metrics.json"
 REPORT_FOLDER = "report"
 
 
@@ -76,26 +76,28 @@ def run_training(
     except Exception as error:  # a report is for people: one that cannot be drawn never loses a good model
         print(f"the evaluation report could not be written ({type(error).__name__}: {error}); the model is saved")
         report = None
-    metrics = {
-        **result.evaluation.metrics,
-        "per_class": result.evaluation.per_class,
-        "classes": classes,
-        "train_images": len(train_sheets),
-        "val_images": len(val_sheets),
-        "best_epoch": result.best_epoch,
-        "epochs": result.epochs,
-        "planned_epochs": result.planned_epochs,
-        "budget_cut": result.budget_cut,
-        "warm_start": result.warm_start.describe() if result.warm_start else None,
-        "warm_start_skipped": result.warm_start_skipped,
-        "training_seconds": round(result.training_seconds, 1),
-        "seconds": round(result.seconds, 1),  # with validation
-        "seed": config.seed,
-        "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, native scale",
-        "report": f"{REPORT_FOLDER}/{report.name}" if report else None,
-    }
-    (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    return metrics
+    metrics = TrainingMetrics.model_validate(
+        {
+            **result.evaluation.metrics,
+            "per_class": result.evaluation.per_class,
+            "classes": classes,
+            "train_images": len(train_sheets),
+            "val_images": len(val_sheets),
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs,
+            "planned_epochs": result.planned_epochs,
+            "budget_cut": result.budget_cut,
+            "warm_start": result.warm_start.describe() if result.warm_start else None,
+            "warm_start_skipped": result.warm_start_skipped,
+            "training_seconds": round(result.training_seconds, 1),
+            "seconds": round(result.seconds, 1),  # with validation
+            "seed": config.seed,
+            "architecture": "FCOS, residual backbone merged top-down to one stride-8 head, native scale",
+            "report": f"{REPORT_FOLDER}/{report.name}" if report else None,
+        }
+    )
+    metrics.write(output)
+    return metrics.model_dump()
 
 
 def _print_epoch(row: dict[str, float]) -> None:

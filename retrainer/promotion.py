@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from retrainer.step_file import StepFile
 
 #: What the tag step writes into its output folder.
 PROMOTION_RECORD_FILE = "best_model_metadata.json"
@@ -131,10 +134,11 @@ class Comparison(BaseModel):
         return where
 
 
-class PromotionRecord(BaseModel):
-    """The tag step's verdict on one newly registered version."""
+class PromotionRecord(StepFile):
+    """The tag step's verdict on one newly registered version (its output folder's `best_model_metadata.json`)."""
 
     model_config = _RECORD
+    FILE_NAME: ClassVar[str] = PROMOTION_RECORD_FILE
 
     name: str
     candidate_version: str

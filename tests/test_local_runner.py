@@ -115,7 +115,10 @@ def test_three_runs_never_compare_a_model_on_images_it_trained_on(
         run_id = local_run_env.submit_pipeline(f"run {run}")
         assert wait_until_finished(local_run_env, run_id) == "completed", local_run_env.run_status(run_id).error
         outputs = local_run_env.root / "runs" / run_id / "outputs"
-        sides = {side: {basename(r) for r in read_records(outputs / side)} for side in ("train", "val", "holdout")}
+        sides = {
+            side: {basename(r) for r in read_records(outputs / "data_split" / f"{side}_output_path")}
+            for side in ("train", "val", "holdout")
+        }
         now = {name: side for side, names in sides.items() for name in names}
         assert len(now) == 16 * (run + 1) and sum(map(len, sides.values())) == len(now), "one side per image"
         assert {name: now[name] for name in sides_seen} == sides_seen, f"run {run} moved an image"

@@ -18,7 +18,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retrainer.promotion import PROMOTION_RECORD_FILE
+from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings, get_settings
 
 STATUS_FILE = "status.json"
@@ -37,56 +37,40 @@ def write_status(run_dir: Path, **fields: object) -> None:
     partial.replace(path)
 
 
+#: The local trainer's flag for what the graph calls the training step's `best_model`.
+_LOCAL_TRAIN_FLAGS = {"best_model": "output"}
+
+
 def step_commands(run_dir: Path, settings: Settings, champion: Path | None = None) -> dict[str, list[str]]:
-    """Each step's command: the settings table every runner uses, this run's folders, and the champion to start from."""
+    """Each step's command, from the pipeline's graph: its settings (the table every runner uses), its data
+    inputs as the folders earlier steps wrote (`outputs/<step>/<output>`), and the champion to start from."""
+    from pipeline_steps.graph import STEPS, TRAIN, PipelineInput
     from pipeline_steps.step_inputs import as_flags, step_settings
 
     data, out = run_dir / "data", run_dir / "outputs"
-    folders: dict[str, dict[str, object]] = {
-        "data_aggregation": {
-            "input_image_data_path": data / "images",
-            "input_label_data_path": data / "labels",
-            "output_path": out / "aggregated",
-        },
-        "data_split": {
-            "input_data_path": out / "aggregated",
-            "train_output_path": out / "train",
-            "val_output_path": out / "val",
-            "holdout_output_path": out / "holdout",
-        },
-        "register_data_asset": {
-            "train_input_path": out / "train",
-            "val_input_path": out / "val",
-            "holdout_input_path": out / "holdout",
-            "output_path": out / "data_assets",
-        },
-        "train": {
-            "train_data": out / "train",
-            "val_data": out / "val",
-            "output": out / "model",
+    inputs = step_settings(settings)
+    local: dict[str, dict[str, object]] = {
+        TRAIN: {
             "max_minutes": settings.LOCAL_TRAINING_MINUTES,
             "epochs": settings.LOCAL_TRAINING_EPOCHS,
             "warm_epochs": settings.LOCAL_WARM_START_EPOCHS,
             "warm_start_model": champion,
             **({"label_map": data / "label_map.json"} if (data / "label_map.json").is_file() else {}),
         },
-        "register_model": {
-            "model_input_path": out / "model",
-            "data_assets_path": out / "data_assets",
-            "model_metadata_path": out / "model_metadata",
-        },
-        "tag_model": {
-            "model_metadata_path": out / "model_metadata",
-            "holdout_data_path": out / "holdout",
-            "scoring_env_manager": "local",
-            "best_model_metadata_path": out / "best_model",
-        },
+        "tag_model": {"scoring_env_manager": "local"},  # the local detector runs in the step's own environment
     }
-    inputs = step_settings(settings)
-    return {
-        step: [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags({**inputs.get(step, {}), **paths})]
-        for step, paths in folders.items()
-    }
+    commands = {}
+    for step in STEPS:
+        folders: dict[str, object] = {
+            name: data / source.name if isinstance(source, PipelineInput) else out / source.step / source.output
+            for name, source in step.inputs.items()
+        }
+        folders.update(
+            {_LOCAL_TRAIN_FLAGS.get(o, o) if step.name == TRAIN else o: out / step.name / o for o in step.outputs}
+        )
+        flags = as_flags({**inputs.get(step.name, {}), **local.get(step.name, {}), **folders})
+        commands[step.name] = [sys.executable, "-m", f"pipeline_steps.{step.name}", *flags]
+    return commands
 
 
 def champion_model(settings: Settings) -> Path | None:
@@ -159,8 +143,8 @@ def run(run_dir: Path) -> int:
     except Exception as error:  # the run's outcome is recorded, never lost
         write_status(run_dir, state="failed", ended=now(), error=str(error)[-2000:])
         return 1
-    decision_path = run_dir / "outputs" / "best_model" / PROMOTION_RECORD_FILE
-    write_status(run_dir, state="completed", step=None, ended=now(), decision=json.loads(decision_path.read_text()))
+    decision = PromotionRecord.read(run_dir / "outputs" / "tag_model" / "best_model_metadata_path")
+    write_status(run_dir, state="completed", step=None, ended=now(), decision=json.loads(decision.model_dump_json()))
     return 0
 
 
