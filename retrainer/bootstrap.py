@@ -72,8 +72,8 @@ def retraining() -> RetrainingService:
 
 
 def status_view() -> StatusView:
-    """What the status page reads, for this process's service."""
-    return StatusView(retraining(), get_settings(), datastore())
+    """What the status page reads: this process's ledger and datastore."""
+    return StatusView(ledger(), datastore(), get_settings())
 
 
 def accepted_classes() -> frozenset[str] | None:

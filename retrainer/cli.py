@@ -90,7 +90,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         from retrainer import bootstrap
         from retrainer.ledger import SlotTaken
-        from retrainer.retraining import SubmissionConflict
+        from retrainer.submission import SubmissionConflict
 
         try:
             run_id = bootstrap.service_for(settings).submit("manual", reason, force=args.force)

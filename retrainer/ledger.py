@@ -27,9 +27,9 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
+from typing import cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -45,7 +45,7 @@ from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.events import is_run_id
 from retrainer.identity import signed_in_credential
 from retrainer.promotion import PromotionRecord
-from retrainer.records import RunState
+from retrainer.records import RunEvent, RunRecord, RunState
 from retrainer.settings import Settings
 
 _WAITING = "waiting"
@@ -129,47 +129,6 @@ class ImageRecord:
     seen: datetime
     state: ImageState
     run_id: str
-
-
-class RunEvent(TypedDict, total=False):
-    """One entry of a run's history: a state it reached, when, and the backend's detail (the step)."""
-
-    state: str
-    at: str
-    detail: str
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    trigger: str
-    reason: str
-    image_count: int
-    state: RunState
-    submitted_at: datetime
-    history: list[RunEvent] = field(default_factory=list)
-    error: str = ""
-    decision: PromotionRecord | None = None
-    ended_at: datetime | None = None
-    #: When an active run is looked up for the last time: past it, the run is failed or freed with a reason.
-    deadline: datetime | None = None
-    #: True once a completed run's promotion record is written (retried by the timer until then).
-    promotion_done: bool = False
-
-    def as_dict(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "trigger": self.trigger,
-            "reason": self.reason,
-            "image_count": self.image_count,
-            "state": self.state.value,
-            "submitted_at": self.submitted_at.isoformat(),
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-            "history": self.history,
-            "error": self.error or None,
-            "decision": self.decision.model_dump() if self.decision else None,
-            "deadline": self.deadline.isoformat() if self.deadline else None,
-        }
 
 
 @dataclass
@@ -580,6 +539,11 @@ def _error_code(error: TableTransactionError) -> str:
     return str(getattr(error, "error_code", "") or "")
 
 
+def _history(stored: str) -> list[RunEvent]:
+    """A run's history as stored (JSON), each entry's state typed again."""
+    return [cast(RunEvent, {**entry, "state": RunState(entry["state"])}) for entry in json.loads(stored)]
+
+
 def run_from_row(entity: dict) -> RunRecord:
     """A run from its row."""
     ended = entity.get("ended_at") or ""
@@ -592,7 +556,7 @@ def run_from_row(entity: dict) -> RunRecord:
         image_count=int(entity["image_count"]),
         state=RunState(entity["state"]),
         submitted_at=entity["submitted_at"],
-        history=json.loads(entity["history"]),
+        history=_history(entity["history"]),
         error=entity.get("error", ""),
         decision=PromotionRecord.from_json(decision) if decision else None,
         ended_at=datetime.fromisoformat(ended) if ended else None,

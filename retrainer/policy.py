@@ -1,9 +1,16 @@
-"""Pure policies of the service, with the clock passed in: batching and back-off."""
+"""Pure policies of the service, with the clock passed in: batching, back-off and pausing.
+
+The rules are built from the settings in one place each (`from_settings`); the service and the status
+view apply the same rules to what they read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from retrainer.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -12,12 +19,26 @@ class PendingBatch:
     oldest: datetime | None
     newest: datetime | None
 
+    @classmethod
+    def of(cls, seen: Iterable[datetime]) -> PendingBatch:
+        """The batch of pending images first seen at these times."""
+        times = list(seen)
+        return cls(len(times), min(times, default=None), max(times, default=None))
+
 
 @dataclass(frozen=True)
 class BatchRule:
     min_new_images: int
     quiet: timedelta
     max_wait: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchRule:
+        return cls(
+            settings.RETRAIN_MIN_NEW_IMAGES,
+            timedelta(minutes=settings.RETRAIN_QUIET_MINUTES),
+            timedelta(minutes=settings.RETRAIN_MAX_WAIT_MINUTES),
+        )
 
 
 def batch_due(batch: PendingBatch, rule: BatchRule, now: datetime) -> tuple[bool, str]:
@@ -40,6 +61,39 @@ def backoff_until(
     if failures <= 0:
         return last_failure
     return last_failure + min(base * (2 ** (failures - 1)), cap)
+
+
+@dataclass(frozen=True)
+class SubmissionState:
+    paused: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class HoldRule:
+    """When failed runs hold automatic submission back: a back-off after each, a pause after too many in a row."""
+
+    max_consecutive_failures: int
+    backoff: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HoldRule:
+        return cls(settings.RETRAIN_MAX_CONSECUTIVE_FAILURES, timedelta(minutes=settings.RETRAIN_BACKOFF_MINUTES))
+
+
+def submission_state(failures: int, last_failure: datetime | None, rule: HoldRule, now: datetime) -> SubmissionState:
+    """Whether automatic submission is held back after `failures` failed runs in a row, and why."""
+    if failures >= rule.max_consecutive_failures:
+        return SubmissionState(
+            True,
+            f"automatic submission paused after {failures} failed runs in a row; "
+            "a successful manual run (POST /api/runs) resumes it",
+        )
+    if failures and last_failure:
+        until = backoff_until(failures, last_failure, rule.backoff)
+        if now < until:
+            return SubmissionState(True, f"backing off after a failed run until {until.isoformat()}")
+    return SubmissionState(False, "")
 
 
 def _minutes(delta: timedelta) -> str:

@@ -1,9 +1,9 @@
-"""The records every layer shares: where a run is, and what the registry holds.
+"""The records every layer shares: where a run is, what the service knows of it, and what the registry holds.
 
 Below the ledger, the service, the status page, both workspace backends and the pipeline steps, all
-of which import it; it imports nothing of theirs. Run states and a run's status come from the
-workspace and are kept by the ledger; data assets and model versions are what the steps register
-and the service reports.
+of which import it; it imports nothing of theirs. A run's state and status come from the workspace;
+the service keeps its record of each run (with the history of the states it reached) in the ledger;
+data assets and model versions are what the steps register and the service reports.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypedDict
 
 from retrainer.promotion import PromotionRecord
 
@@ -69,6 +71,59 @@ class RunStatus:
     @property
     def finished(self) -> bool:
         return self.state.terminal
+
+
+class RunEvent(TypedDict, total=False):
+    """One entry of a run's history: a state it reached, when, and the backend's detail (the step).
+
+    Made only by `RunRecord.enter`."""
+
+    state: RunState
+    at: str
+    detail: str
+
+
+@dataclass
+class RunRecord:
+    """The service's record of a run it submitted, as the ledger keeps it."""
+
+    run_id: str
+    trigger: str
+    reason: str
+    image_count: int
+    state: RunState
+    submitted_at: datetime
+    history: list[RunEvent] = field(default_factory=list)
+    error: str = ""
+    decision: PromotionRecord | None = None
+    ended_at: datetime | None = None
+    #: When an active run is looked up for the last time: past it, the run is failed or freed with a reason.
+    deadline: datetime | None = None
+    #: True once a completed run's promotion record is written (retried by the timer until then).
+    promotion_done: bool = False
+
+    def enter(self, state: RunState, at: datetime, detail: str | None = None) -> None:
+        """Move the run to `state` and add it to the history, with the backend's `detail` when there is one."""
+        event: RunEvent = {"state": state, "at": at.isoformat()}
+        if detail is not None:
+            event["detail"] = detail
+        self.history.append(event)
+        self.state = state
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "reason": self.reason,
+            "image_count": self.image_count,
+            "state": self.state.value,
+            "submitted_at": self.submitted_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "history": self.history,
+            "error": self.error or None,
+            "decision": self.decision.model_dump() if self.decision else None,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+        }
 
 
 #: The class ids the service accepts (its label map), or None when it has none; read when a run is submitted.

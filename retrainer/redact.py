@@ -1,8 +1,10 @@
-"""Remove secrets (account keys, SAS signatures, function keys) from text before it is shown."""
+"""Remove secrets (account keys, SAS signatures, function keys) from text before it is shown or logged."""
 
 from __future__ import annotations
 
 import re
+import traceback
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
 
 _SECRET_PATTERNS = [
@@ -21,3 +23,13 @@ def url_without_query(url: str) -> str:
     """The URL with its query string (where a SAS token lives) cut off."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def describe_error(error: BaseException) -> str:
+    """Type, redacted message and where it was raised: a log line that locates a fault without a traceback
+    (whose frames would carry unredacted text)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = (
+        f" (at {PurePosixPath(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    )
+    return f"{type(error).__name__}: {redact(str(error))[:500]}{where}"

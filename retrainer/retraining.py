@@ -1,9 +1,11 @@
 """The event-driven retraining service: new images become one run per batch, runs are followed to the end,
 and the best model is promoted. Nothing is lost under duplicates, races and failures.
 
-Adapters call it: the Event Grid trigger (`on_blob_created`, `on_workspace_event`), the timer (`tick`)
-and the HTTP API (`submit`, `runs`, `best_model`). State lives in the ledger (Table Storage); the
-pipeline is reached only through the workspace interface; the clock is injected.
+Adapters call it: the Event Grid trigger (`on_image_uploaded`, `on_run_changed`), the timer (`tick`),
+the HTTP API and the `retrain` command (`submit`, `cancel`, `submission_state`). State lives in the
+ledger (Table Storage); how a run is submitted under races is `retrainer/submission.py`; the pipeline
+is reached only through the workspace interface; the clock is injected. What people read (runs, the
+best model, the status page) they read from the ledger and the datastore themselves.
 """
 
 from __future__ import annotations
@@ -12,48 +14,31 @@ import functools
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import TypeVar
 
 from azure.core.exceptions import ResourceModifiedError
-from pydantic import ValidationError
 
-from retrainer.datastore import BlobMissingError, Datastore
-from retrainer.events import BlobRef, ImageUploaded, RunChanged, is_run_id
+from retrainer.best_model import current_best_model, write_best_model
+from retrainer.datastore import Datastore
+from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
-from retrainer.ledger import (
-    MAX_REASON_CHARS,
-    STALE_CLAIM,
-    ImageRecord,
-    ImagesMoved,
-    ImageState,
-    Ledger,
-    RunRecord,
-    SlotTaken,
-    bounded,
-    now_utc,
-)
-from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
+from retrainer.ledger import ImageState, Ledger, SlotTaken, now_utc
+from retrainer.policy import BatchRule, HoldRule, PendingBatch, SubmissionState, batch_due, submission_state
 from retrainer.promotion import BestModel, PromotionRecord
-from retrainer.records import RunState, RunStatus
-from retrainer.redact import redact
+from retrainer.records import RunRecord, RunState, RunStatus
+from retrainer.redact import describe_error, redact
 from retrainer.settings import Settings
+from retrainer.submission import SubmissionConflict, Submitter, cancel_quietly
 from retrainer.telemetry import Metrics
 from retrainer.workspace import PipelineRunner
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class SubmissionState:
-    paused: bool
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -67,16 +52,6 @@ class TickFailure:
         return f"{self.part}: {describe_error(self.error)}"
 
 
-def describe_error(error: BaseException) -> str:
-    """Type, redacted message and where it was raised: a log line that locates a fault without a traceback
-    (whose frames would carry unredacted text)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    where = (
-        f" (at {PurePosixPath(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    )
-    return f"{type(error).__name__}: {redact(str(error))[:500]}{where}"
-
-
 @dataclass(frozen=True)
 class TickOutcome:
     """What one timer tick did: the state of each run it followed, the run it submitted, why it held back,
@@ -88,23 +63,9 @@ class TickOutcome:
     failures: list[TickFailure] = field(default_factory=list)
 
 
-class UnreadableRecordError(RuntimeError):
-    """A record exists but cannot be read; the message says which and what repairs it."""
-
-
-class SubmissionConflict(RuntimeError):
-    """Another submission took the pending images at the same moment; this one submitted nothing and holds nothing."""
-
-
-class UnusableRunIdError(RuntimeError):
-    """The workspace named its run with an id the ledger cannot key; the run was canceled, nothing is held."""
-
-
-class ClaimsUnsettled(RuntimeError):
-    """Some stale claims could not be settled this time (each is logged); the next tick tries them again."""
-
-
 class RetrainingService:
+    """Decides when to submit, follows runs to their end, and records promotions."""
+
     def __init__(
         self,
         settings: Settings,
@@ -116,7 +77,10 @@ class RetrainingService:
         publish: Callable[[BestModel], None] | None = None,
         sweep_waiting: Callable[[], object] | None = None,
         metrics: Metrics | None = None,
+        event_check_interval: float = 5.0,
     ) -> None:
+        """`event_check_interval`: from the event path, the pending batch is looked at once per this many
+        seconds per instance at most (`submit_if_due_after_event`)."""
         self._settings = settings
         self._ledger = ledger
         self._datastore = datastore
@@ -127,8 +91,12 @@ class RetrainingService:
         self._publish = publish
         self._sweep_waiting = sweep_waiting
         self._metrics = metrics or Metrics()
+        self._batch_rule = BatchRule.from_settings(settings)
+        self._hold_rule = HoldRule.from_settings(settings)
+        self._event_check_interval = event_check_interval
         self._last_event_check: float | None = None  # monotonic seconds: rate limiting, not policy
         self._event_check_lock = threading.Lock()
+        self._submitter = Submitter(settings, ledger, lambda: self.runner, clock, self._metrics)
 
     @property
     def runner(self) -> PipelineRunner:
@@ -178,37 +146,18 @@ class RetrainingService:
     # --- submission -------------------------------------------------------------------------------
 
     def submission_state(self) -> SubmissionState:
+        """Whether failed runs hold automatic submission back (backing off, or paused), and why."""
         control = self._ledger.control()
-        if control.consecutive_failures >= self._settings.RETRAIN_MAX_CONSECUTIVE_FAILURES:
-            return SubmissionState(
-                True,
-                f"automatic submission paused after {control.consecutive_failures} failed runs in a row; "
-                "a successful manual run (POST /api/runs) resumes it",
-            )
-        if control.consecutive_failures and control.last_failure:
-            until = backoff_until(
-                control.consecutive_failures,
-                control.last_failure,
-                timedelta(minutes=self._settings.RETRAIN_BACKOFF_MINUTES),
-            )
-            if self._clock() < until:
-                return SubmissionState(True, f"backing off after a failed run until {until.isoformat()}")
-        return SubmissionState(False, "")
+        return submission_state(control.consecutive_failures, control.last_failure, self._hold_rule, self._clock())
 
     def pending_batch(self) -> PendingBatch:
-        pending = self._ledger.pending_images()
-        seen = [image.seen for image in pending]
-        self._metrics.pending_images.set(len(pending))
-        return PendingBatch(len(pending), min(seen, default=None), max(seen, default=None))
+        batch = PendingBatch.of(image.seen for image in self._ledger.pending_images())
+        self._metrics.pending_images.set(batch.count)
+        return batch
 
     def submit_if_due(self, trigger: str) -> str | None:
         """Submit the pending batch when the policy says it is due and nothing stops it."""
-        rule = BatchRule(
-            self._settings.RETRAIN_MIN_NEW_IMAGES,
-            timedelta(minutes=self._settings.RETRAIN_QUIET_MINUTES),
-            timedelta(minutes=self._settings.RETRAIN_MAX_WAIT_MINUTES),
-        )
-        due, reason = batch_due(self.pending_batch(), rule, self._clock())
+        due, reason = batch_due(self.pending_batch(), self._batch_rule, self._clock())
         if not due:
             return None
         state = self.submission_state()
@@ -223,143 +172,23 @@ class RetrainingService:
             log.info("batch due (%s) but not submitted: %s", reason, conflict)
             return None
 
-    def submit_if_due_after_event(self, min_interval_s: float = 5.0) -> str | None:
-        """From the event path, look at the batch at most once per `min_interval_s` per instance.
+    def submit_if_due_after_event(self) -> str | None:
+        """From the event path, look at the batch at most once per `event_check_interval` seconds per instance.
 
         A storm of uploads would otherwise read the pending list once per image; the timer still looks
         every few minutes, so a batch is never missed.
         """
         moment = time.monotonic()
         with self._event_check_lock:
-            if self._last_event_check is not None and moment - self._last_event_check < min_interval_s:
+            if self._last_event_check is not None and moment - self._last_event_check < self._event_check_interval:
                 return None
             self._last_event_check = moment
         return self.submit_if_due("event")
 
     def submit(self, trigger: str, reason: str, force: bool = False, *, batch_only: bool = False) -> str:
-        """Claim a slot (SlotTaken when none is free) and the pending images, submit, and bind them to the run.
-
-        `force` may start up to RETRAIN_MAX_FORCED_RUNS runs beyond the active limit, never more. The
-        loser of a race for the pending images gets SubmissionConflict and holds nothing (no slot, no
-        image); with `batch_only` (automatic submissions) so does a submission that finds no pending
-        image left. The intent is recorded before the workspace is called: the claim holds the images,
-        and the run is labelled with the claim, so a submission whose bookkeeping failed afterwards is
-        found again by `reconcile_claims` instead of being lost or submitted twice. A run id the ledger
-        cannot key is refused at once (UnusableRunIdError): the run is canceled and nothing is held.
-        """
-        reason = bounded(reason, MAX_REASON_CHARS)
-        limit = self._settings.RETRAIN_MAX_ACTIVE_RUNS + (self._settings.RETRAIN_MAX_FORCED_RUNS if force else 0)
-        claim = self._ledger.claim_slot(limit, self._clock())
-        images = self._claim_pending_images(claim, batch_only)
-        try:
-            run_id = self.runner.submit_pipeline(f"{trigger}: {reason} [{claim}]")
-        except Exception as error:  # the workspace boundary: record, keep the images pending, re-raise
-            self._ledger.assign_images(images, ImageState.PENDING, "")
-            self._ledger.release_slot(claim, failed=True, when=self._clock())
-            log.error("submission failed; %d images stay pending: %s", len(images), redact(str(error)))
-            raise
-        if not is_run_id(run_id):
-            raise UnusableRunIdError(self._refuse_run(claim, run_id, images))
-        self._adopt(claim, run_id, trigger, reason, images)
-        self._metrics.runs_submitted.add(1, {"trigger": trigger})
-        log.info("submitted %s with %d images (%s)", run_id, len(images), reason, extra={"run_id": run_id})
-        return run_id
-
-    def _claim_pending_images(self, claim: str, batch_only: bool) -> list[ImageRecord]:
-        """Move the pending images to the claim; on a lost race give back what was moved and the slot."""
-        try:
-            images = self._ledger.assign_images(self._ledger.pending_images(), ImageState.IN_RUN, claim)
-        except ImagesMoved as moved:
-            self._ledger.assign_images(moved.moved, ImageState.PENDING, "")
-            self._ledger.release_slot(claim)
-            raise SubmissionConflict(
-                "another submission took the pending images at the same moment; nothing was submitted and no "
-                "slot is held: look at the runs, or try again"
-            ) from None
-        if batch_only and not images:
-            self._ledger.release_slot(claim)
-            raise SubmissionConflict("another submission took the pending batch; nothing was submitted")
-        return images
-
-    def _refuse_run(self, claim: str, run_id: str, images: list[ImageRecord]) -> str:
-        """Undo a submission whose run id the ledger cannot key: cancel the run, free the images and the slot.
-
-        Counted as a failed submission, so a backend that keeps doing it backs off and then pauses
-        automatic submission instead of starting and canceling a run every tick. Returns what happened.
-        """
-        canceled = self._cancel_quietly(run_id)
-        self._ledger.assign_images(images, ImageState.PENDING, "")
-        self._ledger.release_slot(claim, failed=True, when=self._clock())
-        message = (
-            f"the workspace named its run {bounded(repr(run_id), 80)}, which the ledger cannot store as a run id "
-            "(letters, digits, '_', '.', ':' and '-', at most 200 characters); "
-            + ("the run was canceled" if canceled else "canceling it failed: cancel it in the workspace")
-            + f", and the {len(images)} images are pending again"
-        )
-        log.error("%s (claim %s)", message, claim)
-        return message
-
-    def _adopt(self, claim: str, run_id: str, trigger: str, reason: str, images: list[ImageRecord]) -> None:
-        """Bind a submitted run to its claim: its record first, so an active run always has one."""
-        moment = self._clock()
-        self._ledger.save_run(
-            RunRecord(
-                run_id,
-                trigger,
-                reason,
-                len(images),
-                RunState.QUEUED,
-                moment,
-                [{"state": RunState.QUEUED.value, "at": moment.isoformat()}],
-                deadline=moment + timedelta(minutes=self._settings.run_timeout_minutes()),
-            )
-        )
-        self._ledger.assign_images(images, ImageState.IN_RUN, run_id)
-        self._ledger.bind_slot(claim, run_id)
-
-    def reconcile_claims(self) -> list[str]:
-        """Settle claims whose submitter vanished: adopt the run it submitted, or free the claim's images.
-
-        Returns what was done, one line per claim. Each claim is settled on its own: one that cannot be
-        (logged) does not keep the others waiting; ClaimsUnsettled afterwards says which failed.
-        """
-        settled: list[str] = []
-        moment = self._clock()
-        control = self._ledger.control()
-        stale = [
-            claim
-            for claim, taken in control.active.items()
-            if claim not in control.active_runs and moment - datetime.fromisoformat(taken) > STALE_CLAIM
-        ]
-        if not stale:
-            return settled
-        submitted = {status.label: status for status in self.runner.list_runs(limit=100)}
-        unsettled: list[str] = []
-        for claim in stale:
-            found = next((status for label, status in submitted.items() if f"[{claim}]" in label), None)
-            try:
-                settled.append(f"{claim}: {self._settle_claim(claim, found.run_id if found else None)}")
-            except Exception as error:  # one claim's fault, logged here; the others are still settled
-                log.error(
-                    "stale submission claim %s not settled; the next tick tries again: %s", claim, describe_error(error)
-                )
-                unsettled.append(f"{claim}: {describe_error(error)}")
-        for line in settled:
-            log.warning("stale submission claim %s", line)
-        if unsettled:
-            raise ClaimsUnsettled(f"{len(unsettled)} stale claim(s) not settled: {'; '.join(unsettled)}")
-        return settled
-
-    def _settle_claim(self, claim: str, run_id: str | None) -> str:
-        images = self._ledger.run_images(claim)
-        if run_id is None:
-            self._ledger.assign_images(images, ImageState.PENDING, "")
-            self._ledger.release_slot(claim)
-            return f"nothing was submitted; {len(images)} images are pending again"
-        if not is_run_id(run_id):
-            return self._refuse_run(claim, run_id, images)
-        self._adopt(claim, run_id, "recovered", f"submitted by a handler that stopped ({claim})", images)
-        return f"adopted {run_id}"
+        """Submit the pending images as one run (see `Submitter.submit`): SlotTaken when no slot is free,
+        SubmissionConflict when another submission took the images first."""
+        return self._submitter.submit(trigger, reason, force, batch_only=batch_only)
 
     # --- following runs -----------------------------------------------------------------------------
 
@@ -382,7 +211,7 @@ class RetrainingService:
                 failures.append(failure)
                 return None
 
-        attempt("settle stale claims", self.reconcile_claims)
+        attempt("settle stale claims", self._submitter.reconcile_claims)
         followed: dict[str, RunState] = {}
         for run_id in attempt("read the active runs", self._active_runs) or []:
             state = attempt(f"follow run {run_id}", functools.partial(self._follow_active_run, run_id))
@@ -427,7 +256,7 @@ class RetrainingService:
                 return record.state
             status = RunStatus(run_id, RunState.FAILED, "unknown", f"no status by the deadline: {str(error)[:300]}")
         if overdue and not status.finished:
-            self._cancel_quietly(run_id)  # failed in the ledger either way
+            cancel_quietly(self.runner, run_id)  # failed in the ledger either way
             status = RunStatus(
                 run_id,
                 RunState.FAILED,
@@ -436,8 +265,7 @@ class RetrainingService:
             )
         if status.state == record.state:
             return record.state
-        record.history.append({"state": status.state.value, "at": moment.isoformat(), "detail": status.detail})
-        record.state = status.state
+        record.enter(status.state, moment, status.detail)
         if status.finished:
             record.ended_at = moment
             record.error = status.error or ""
@@ -452,15 +280,6 @@ class RetrainingService:
         elif status.finished:
             self._fail(record)
         return record.state
-
-    def _cancel_quietly(self, run_id: str) -> bool:
-        """Ask the workspace to stop a run; False (logged) when it could not."""
-        try:
-            self.runner.cancel_run(run_id)
-        except Exception as error:  # the workspace boundary, best effort: the caller says what follows
-            log.warning("could not cancel run %s: %s", bounded(repr(run_id), 80), redact(str(error)[:300]))
-            return False
-        return True
 
     def _complete(self, record: RunRecord) -> None:
         self._ledger.assign_images(self._ledger.run_images(record.run_id), ImageState.TRAINED, record.run_id)
@@ -531,36 +350,16 @@ class RetrainingService:
         # tick (subscribers see ModelPromoted at least once) instead of never sending it.
         if self._publish is not None:
             self._publish(record)
-        self._datastore.write_json(self._settings.BEST_MODEL_BLOB, record.model_dump())
+        write_best_model(self._datastore, self._settings.BEST_MODEL_BLOB, record)
         self._metrics.models_promoted.add(1)
         log.info("promoted %s version %s (mAP %s)", record.name, record.version, score)
         return record
 
     def best_model(self) -> BestModel | None:
-        """The promoted model, or None when none was promoted or its record is unreadable (the next
-        promotion rewrites it)."""
-        try:
-            return self.read_best_model()
-        except UnreadableRecordError:
-            return None
+        """The promoted model, or None when none was promoted or its record is unreadable."""
+        return current_best_model(self._datastore, self._settings.BEST_MODEL_BLOB)
 
-    def read_best_model(self) -> BestModel | None:
-        """The promoted model; None when none was promoted; UnreadableRecordError when one was but its record
-        cannot be read (the next promotion rewrites it)."""
-        try:
-            return BestModel.model_validate_json(self._datastore.read(self._settings.BEST_MODEL_BLOB))
-        except BlobMissingError:
-            return None
-        except ValidationError as error:
-            log.error("%s is not a valid best-model record: %s", self._settings.BEST_MODEL_BLOB, str(error)[:300])
-            raise UnreadableRecordError(
-                f"{self._settings.BEST_MODEL_BLOB} is not a valid best-model record: a model was promoted, "
-                "and the next promotion rewrites the record"
-            ) from None
-
-    def now(self) -> datetime:
-        """The service's clock (injected in tests)."""
-        return self._clock()
+    # devtools/demo.py reads the runs here; the API and the status view read the ledger themselves.
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
         return self._ledger.runs(limit)

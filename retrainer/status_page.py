@@ -10,9 +10,8 @@ import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from retrainer.ledger import RunRecord
 from retrainer.promotion import BestModel
-from retrainer.records import RunState
+from retrainer.records import RunRecord, RunState
 
 _STATE_COLOURS = {
     RunState.QUEUED: "#6b7280",

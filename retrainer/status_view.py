@@ -1,13 +1,21 @@
-"""What the status page shows, read from the ledger, the best-model record and the label map alone."""
+"""What the status page shows, read from the ledger, the best-model record and the label map alone.
+
+The view reads for itself and decides nothing: whether submission is held back comes from the same
+rule the service applies (`retrainer/policy.py`) to the same ledger row.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
+from retrainer.best_model import current_best_model
 from retrainer.datastore import Datastore
-from retrainer.ledger import RunRecord
-from retrainer.retraining import RetrainingService
+from retrainer.ledger import Ledger, now_utc
+from retrainer.policy import HoldRule, PendingBatch, SubmissionState, submission_state
+from retrainer.records import RunRecord
 from retrainer.settings import Settings
 from retrainer.status_page import StatusSnapshot
 
@@ -15,27 +23,30 @@ log = logging.getLogger(__name__)
 
 
 class StatusView:
-    """Assembles the status page's snapshot; the service decides, this only reads."""
+    """Assembles the status page's snapshot."""
 
-    def __init__(self, service: RetrainingService, settings: Settings, datastore: Datastore) -> None:
-        self._service = service
-        self._settings = settings
+    def __init__(
+        self, ledger: Ledger, datastore: Datastore, settings: Settings, clock: Callable[[], datetime] = now_utc
+    ) -> None:
+        self._ledger = ledger
         self._datastore = datastore
+        self._settings = settings
+        self._clock = clock
 
     def snapshot(self, limit: int = 100) -> StatusSnapshot:
         """The latest `limit` runs (one key range), pending images, submission state, the best model and
         the class names: five independent reads, made at once, so the page waits for the slowest only."""
         with ThreadPoolExecutor(max_workers=5, thread_name_prefix="status-view") as reads:
-            runs_read = reads.submit(self._service.runs, limit)
-            pending_read = reads.submit(self._service.pending_batch)
-            state_read = reads.submit(self._service.submission_state)
-            best_read = reads.submit(self._service.best_model)
+            runs_read = reads.submit(self._ledger.runs, limit)
+            pending_read = reads.submit(self._pending)
+            state_read = reads.submit(self._submission_state)
+            best_read = reads.submit(current_best_model, self._datastore, self._settings.BEST_MODEL_BLOB)
             names_read = reads.submit(self._class_names)
             runs, pending, state = runs_read.result(), pending_read.result(), state_read.result()
             best, class_names = best_read.result(), names_read.result()
         links = {run.run_id: self._report_link(run) for run in runs}
         return StatusSnapshot(
-            generated_at=self._service.now(),
+            generated_at=self._clock(),
             paused=state.paused,
             paused_reason=state.reason,
             pending_images=pending.count,
@@ -45,6 +56,14 @@ class StatusView:
             report_links={run_id: link for run_id, link in links.items() if link},
             class_names=class_names,
         )
+
+    def _pending(self) -> PendingBatch:
+        return PendingBatch.of(image.seen for image in self._ledger.pending_images())
+
+    def _submission_state(self) -> SubmissionState:
+        control = self._ledger.control()
+        rule = HoldRule.from_settings(self._settings)
+        return submission_state(control.consecutive_failures, control.last_failure, rule, self._clock())
 
     def _class_names(self) -> dict[str, str]:
         from retrainer.ingestion.ingest import read_label_map

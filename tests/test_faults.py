@@ -70,7 +70,9 @@ def test_storage_lost_mid_load_exits_3_and_the_same_command_resumes(tmp_path: Pa
         assert len([b for b in store.list("data/labels/") if b.name.endswith(".jsonl")]) == 300
 
 
-def service_on(azurite: AzuriteEndpoints, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch) -> RetrainingService:
+def service_on(
+    azurite: AzuriteEndpoints, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RetrainingService, Ledger]:
     monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", azurite.connection_string)
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     monkeypatch.setenv("RETRAIN_MIN_NEW_IMAGES", "2")
@@ -80,7 +82,7 @@ def service_on(azurite: AzuriteEndpoints, runner: FakeRunner, monkeypatch: pytes
     ledger.ensure_tables()
     store = Datastore.from_settings(settings)
     store.ensure_container()
-    return RetrainingService(settings, ledger, store, runner=lambda: runner)
+    return RetrainingService(settings, ledger, store, runner=lambda: runner), ledger
 
 
 def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_back(
@@ -91,7 +93,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
     runner = FakeRunner()
     data_folder = tmp_path / "azurite-data"
     with running_azurite(ROOT, data_folder=data_folder) as azurite:
-        service = service_on(azurite, runner, monkeypatch)
+        service, ledger = service_on(azurite, runner, monkeypatch)
         for name in ("a.jpg", "b.jpg"):
             deliver(service, build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "0x1"})
         run_id = service.tick().submitted
@@ -109,10 +111,10 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
         assert outcome.failures and all(isinstance(failure.error, AzureError) for failure in outcome.failures)
         assert outcome.followed == {} and outcome.submitted is None
     with running_azurite(ROOT, data_folder=data_folder) as azurite:
-        service = service_on(azurite, runner, monkeypatch)
+        service, ledger = service_on(azurite, runner, monkeypatch)
         outcome = service.tick()
         assert outcome.followed == {run_id: "completed"} and outcome.submitted is None
-        assert service.best_model() is not None and service.run(run_id).promotion_done
+        assert service.best_model() is not None and ledger.run(run_id).promotion_done
         assert len(runner.submitted) == 1
 
 

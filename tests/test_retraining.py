@@ -87,7 +87,7 @@ def make_service(
     workspace: FakeRunner,
     clock: Clock,
 ):
-    def make(**env: str) -> RetrainingService:
+    def make(event_check_interval: float = 5.0, **env: str) -> RetrainingService:
         defaults = {
             "RETRAIN_MIN_NEW_IMAGES": "3",
             "RETRAIN_QUIET_MINUTES": "10",
@@ -97,7 +97,14 @@ def make_service(
         }
         for key, value in {**defaults, **env}.items():
             monkeypatch.setenv(key, value)
-        return RetrainingService(load_settings(), ledger, datastore, runner=lambda: workspace, clock=clock)
+        return RetrainingService(
+            load_settings(),
+            ledger,
+            datastore,
+            runner=lambda: workspace,
+            clock=clock,
+            event_check_interval=event_check_interval,
+        )
 
     return make
 
@@ -156,6 +163,20 @@ def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submi
     assert len(workspace.submitted) == 1
     (run,) = ledger.runs()
     assert run.image_count == 3000 and ledger.pending_images() == []
+
+
+@pytest.mark.parametrize(("interval", "submitted"), [(3600.0, []), (0.0, ["run-1"])], ids=["hourly", "every-event"])
+def test_the_event_path_looks_at_the_batch_at_most_once_per_interval(
+    make_service, container_name: str, workspace: FakeRunner, interval: float, submitted: list[str]
+) -> None:
+    """The first image's look finds 1 of 3 images; within the interval the later images look at nothing."""
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", event_check_interval=interval)
+    looks = []
+    for i in range(3):
+        deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
+        looks.append(svc.submit_if_due_after_event())
+    assert [run_id for run_id in looks if run_id] == submitted
+    assert [label.split(":")[0] for label in workspace.submitted] == ["event"] * len(submitted)
 
 
 def test_concurrent_submissions_never_exceed_the_active_limit(make_service, workspace: FakeRunner) -> None:
@@ -290,13 +311,17 @@ def test_policies_with_an_injected_clock() -> None:
 
 
 @pytest.fixture
-def app_service(make_service, datastore: Datastore) -> Iterator[RetrainingService]:
+def app_service(make_service, ledger: Ledger, datastore: Datastore, clock: Clock) -> Iterator[RetrainingService]:
+    """The service the handlers reach through the composition root, on this test's storage; every event may
+    look at the batch (no rate limit)."""
     from retrainer.status_view import StatusView
 
-    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", event_check_interval=0)
     with pytest.MonkeyPatch.context() as patch:  # undone before the environment fixture resets the service
         patch.setattr(bootstrap, "retraining", lambda: svc)
-        patch.setattr(bootstrap, "status_view", lambda: StatusView(svc, load_settings(), datastore))
+        patch.setattr(bootstrap, "ledger", lambda: ledger)
+        patch.setattr(bootstrap, "datastore", lambda: datastore)
+        patch.setattr(bootstrap, "status_view", lambda: StatusView(ledger, datastore, load_settings(), clock))
         yield svc
 
 
@@ -320,15 +345,31 @@ def test_event_grid_handler_records_images_and_submits_a_due_batch(
                 data_version="1",
             )
         )
-        app_service._last_event_check = None  # each event may look at the batch in this test
     assert workspace.submitted and app_service.pending_batch().count == 0
 
 
-def test_timer_handler_follows_runs(app_service: RetrainingService, workspace: FakeRunner) -> None:
+def test_the_timer_handler_follows_a_run_to_its_end_and_submits_the_batch_that_became_due(
+    app_service: RetrainingService,
+    container_name: str,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    datastore: Datastore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pending_three(app_service, container_name)
     run_id = app_service.submit("manual", "t")
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
-    handler("monitor")(TimerRequest(past_due=False))
-    assert app_service.run(run_id).state == "completed"
+    for i in range(3):
+        deliver(app_service, *blob_created(container_name, f"data/images/later{i}.jpg", "0x1"))
+    with caplog.at_level("INFO", logger="retrainer.triggers.monitor"):
+        handler("monitor")(TimerRequest(past_due=False))
+    assert f"monitor: followed {{'{run_id}': 'completed'}}, submitted run-2" in caplog.text
+    record = ledger.run(run_id)
+    assert record.state == RunState.COMPLETED and record.promotion_done
+    assert len(ledger.run_images(run_id, ImageState.TRAINED)) == 3, "the finished run's images are trained"
+    assert BestModel.model_validate_json(datastore.read("models/best_model.json")).version == "4"
+    assert ledger.control().active_runs == ["run-2"] and len(ledger.run_images("run-2")) == 3
+    assert ledger.pending_images() == []
 
 
 def request(method: str, url: str, body: bytes = b"", route_params: dict | None = None) -> func.HttpRequest:
@@ -337,30 +378,88 @@ def request(method: str, url: str, body: bytes = b"", route_params: dict | None 
     )
 
 
-def test_http_api_starts_and_reports_runs(app_service: RetrainingService, workspace: FakeRunner) -> None:
-    response = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "new symbols"}'))
+def post_run(body: bytes) -> func.HttpResponse:
+    return handler("submit_run")(request("POST", "/api/runs", body))
+
+
+def test_post_runs_starts_a_run_and_answers_202_with_its_location(
+    app_service: RetrainingService, workspace: FakeRunner, ledger: Ledger
+) -> None:
+    response = post_run(b'{"reason": "new symbols"}')
     assert response.status_code == 202
-    run_id = json.loads(response.get_body())["run_id"]
-    assert response.headers["Location"] == f"/api/runs/{run_id}"
-    assert handler("submit_run")(request("POST", "/api/runs", b'{"reason": "again"}')).status_code == 409
-    forced = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "again", "force": true}'))
-    assert forced.status_code == 202
-    capped = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "more", "force": true}'))
+    body = json.loads(response.get_body())
+    assert body == {"run_id": "run-1", "state": "queued"} and response.headers["Location"] == "/api/runs/run-1"
+    assert ledger.run("run-1").reason == "new symbols" and ledger.control().active_runs == ["run-1"]
+
+
+def test_post_runs_answers_409_while_the_slot_is_taken_and_force_starts_one_more_at_most(
+    app_service: RetrainingService, workspace: FakeRunner
+) -> None:
+    assert post_run(b'{"reason": "first"}').status_code == 202
+    taken = post_run(b'{"reason": "again"}')
+    assert taken.status_code == 409 and "RETRAIN_MAX_FORCED_RUNS" in json.loads(taken.get_body())["error"]
+    assert post_run(b'{"reason": "again", "force": true}').status_code == 202
+    capped = post_run(b'{"reason": "more", "force": true}')
     assert capped.status_code == 409, "force starts at most RETRAIN_MAX_FORCED_RUNS extra runs"
-    assert "RETRAIN_MAX_FORCED_RUNS" not in json.loads(capped.get_body())["error"]
-    bad = handler("submit_run")(request("POST", "/api/runs", b"{not json"))
-    assert bad.status_code == 400 and "must be JSON" in json.loads(bad.get_body())["error"]
-    assert handler("submit_run")(request("POST", "/api/runs", b'{"force": "yes"}')).status_code == 400
+    assert "RETRAIN_MAX_FORCED_RUNS" not in json.loads(capped.get_body())["error"], "no hint to force again"
+    assert len(workspace.submitted) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "must be JSON"),
+        (b'["a list"]', "must be a JSON object"),
+        (b'{"force": "yes"}', "'force' a boolean"),
+        (b'{"reason": 7}', "'reason' must be a string"),
+    ],
+    ids=["not-json", "not-an-object", "force-not-a-boolean", "reason-not-a-string"],
+)
+def test_post_runs_refuses_a_body_it_cannot_read_with_400_and_submits_nothing(
+    app_service: RetrainingService, workspace: FakeRunner, body: bytes, error: str
+) -> None:
+    response = post_run(body)
+    assert response.status_code == 400 and error in json.loads(response.get_body())["error"]
+    assert workspace.submitted == []
+
+
+def test_get_runs_lists_the_runs_newest_first_the_pending_images_and_whether_submission_is_paused(
+    app_service: RetrainingService, container_name: str, clock: Clock
+) -> None:
+    first = json.loads(post_run(b'{"reason": "one"}').get_body())["run_id"]
+    clock.advance(minutes=1)
+    forced = json.loads(post_run(b'{"reason": "two", "force": true}').get_body())["run_id"]
+    deliver(app_service, *blob_created(container_name, "data/images/new.jpg", "0x1"))
     listing = json.loads(handler("list_runs")(request("GET", "/api/runs")).get_body())
-    assert {r["run_id"] for r in listing["runs"]} == {run_id, "run-2"} and listing["auto_submission"]["paused"] is False
+    assert [run["run_id"] for run in listing["runs"]] == [forced, first]
+    assert listing["pending_images"] == 1
+    assert listing["auto_submission"] == {"paused": False, "reason": None}
+
+
+def test_get_run_answers_its_record_and_404_for_a_run_it_does_not_know(app_service: RetrainingService) -> None:
+    run_id = json.loads(post_run(b'{"reason": "new symbols"}').get_body())["run_id"]
     one = handler("get_run")(request("GET", f"/api/runs/{run_id}", route_params={"run_id": run_id}))
-    assert json.loads(one.get_body())["reason"] == "new symbols"
+    assert one.status_code == 200
+    assert json.loads(one.get_body())["reason"] == "new symbols" and json.loads(one.get_body())["state"] == "queued"
     assert handler("get_run")(request("GET", "/api/runs/x", route_params={"run_id": "x"})).status_code == 404
+
+
+def test_get_best_model_answers_404_until_a_run_promotes_one_then_the_model(
+    app_service: RetrainingService, workspace: FakeRunner
+) -> None:
     assert handler("best_model")(request("GET", "/api/models/best")).status_code == 404
+    run_id = json.loads(post_run(b"{}").get_body())["run_id"]
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
     app_service.tick()
     best = handler("best_model")(request("GET", "/api/models/best"))
-    assert best.status_code == 200 and json.loads(best.get_body())["version"] == "4"
+    assert best.status_code == 200
+    assert json.loads(best.get_body()) | {"time": "t"} == {
+        "name": "pid-symbol-detector",
+        "version": "4",
+        "score": 0.91,
+        "run": run_id,
+        "time": "t",
+    }
 
 
 def test_http_submit_failure_is_a_502_without_secrets(app_service: RetrainingService, workspace: FakeRunner) -> None:
@@ -593,7 +692,6 @@ def test_cloud_events_are_accepted_like_event_grid_events(
                 data=data,
             )
         )
-        app_service._last_event_check = None
     assert workspace.submitted
 
 
@@ -733,7 +831,7 @@ UNKEYABLE_RUN_IDS = ["run/1", "#", "why?", "back\\slash", "bell\x07", "r" * 201]
 def test_a_run_id_the_ledger_cannot_key_is_refused_at_submission_and_frees_everything(
     make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, bad_id: str
 ) -> None:
-    from retrainer.retraining import UnusableRunIdError
+    from retrainer.submission import UnusableRunIdError
 
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
@@ -827,7 +925,7 @@ def test_the_timer_handler_raises_after_the_whole_tick_when_a_part_failed(
     ledger.update_control(lambda control: control.active.update({"run-77": clock.now.isoformat()}))
     with pytest.raises(RuntimeError, match="follow run run-77"):
         handler("monitor")(TimerRequest(past_due=False))
-    assert app_service.run(run_id).state == "completed"
+    assert ledger.run(run_id).state == "completed"
 
 
 # --- simultaneous submissions: the loser gets a conflict and holds nothing --------------------------------
@@ -843,7 +941,7 @@ def test_the_loser_of_a_race_for_the_pending_images_gets_a_conflict_and_holds_no
 ) -> None:
     """Both had a slot and read the same pending images; the winner moved the later ones first, so the loser's
     first transaction lands and its second fails."""
-    from retrainer.retraining import SubmissionConflict
+    from retrainer.submission import SubmissionConflict
 
     svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_images(svc, container_name, 120)
@@ -896,7 +994,7 @@ def test_an_automatic_submission_that_finds_its_batch_taken_submits_nothing(
 def test_simultaneous_submissions_with_two_slots_leave_no_claim_and_no_image_twice(
     make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
 ) -> None:
-    from retrainer.retraining import SubmissionConflict
+    from retrainer.submission import SubmissionConflict
 
     svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_images(svc, container_name, 120)

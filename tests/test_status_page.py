@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from retrainer.ledger import RunRecord
+import pytest
+
+from retrainer.ledger import Ledger
 from retrainer.promotion import (
     BestModel,
     Comparison,
@@ -15,9 +18,12 @@ from retrainer.promotion import (
     PromotionRecord,
     decide_promotion,
 )
-from retrainer.records import RunState
+from retrainer.records import RunRecord, RunState
+from retrainer.settings import load_settings
 from retrainer.status_page import StatusSnapshot, render_status_page
+from retrainer.status_view import StatusView
 from tests.browser import console_errors, render
+from tests.fakes import InMemoryDatastore, InMemoryTableService
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 NAMES = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve", "3": "Piping/Fitting/Reducer"}
@@ -116,3 +122,24 @@ def test_the_page_renders_in_chromium_with_every_element_and_no_console_error(tm
     assert rendered.dom.count("<circle") == 20
     assert console_errors(rendered.console) == []
     assert rendered.screenshot.stat().st_size > 20_000, "a real, non-blank screenshot"
+
+
+def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No service in between: runs, pending images, the hold after a failure, the best model and the names."""
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
+    monkeypatch.setenv("RETRAIN_BACKOFF_MINUTES", "15")
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    ledger.record_image("data/images/a.jpg", "0x1", NOW - timedelta(minutes=75))
+    ledger.record_image("data/images/b.jpg", "0x1", NOW - timedelta(minutes=5))
+    ledger.save_run(RunRecord("run-1", "timer", "two images", 2, RunState.FAILED, NOW - timedelta(hours=2)))
+    ledger.release_slot("run-1", failed=True, when=NOW - timedelta(minutes=5))
+    best = BestModel(name="pid-symbol-detector", version="5", score=0.86, run="run-0", time=NOW.isoformat())
+    store.write_json("models/best_model.json", best.model_dump())
+    store.write("data/label_map.json", json.dumps(NAMES).encode())
+    snapshot = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
+    assert snapshot.generated_at == NOW and [run.run_id for run in snapshot.runs] == ["run-1"]
+    assert (snapshot.pending_images, snapshot.oldest_pending) == (2, NOW - timedelta(minutes=75))
+    assert (
+        snapshot.paused and snapshot.paused_reason == "backing off after a failed run until 2026-11-29T12:10:00+00:00"
+    )
+    assert snapshot.best == best and snapshot.class_names == NAMES

@@ -46,7 +46,7 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.ledger import SlotTaken
     from retrainer.redact import redact
-    from retrainer.retraining import SubmissionConflict
+    from retrainer.submission import SubmissionConflict
 
     try:
         run_id = bootstrap.retraining().submit("manual", reason, force=force)
@@ -71,7 +71,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     state = retraining.submission_state()
     return _json(
         {
-            "runs": [run.as_dict() for run in retraining.runs()],
+            "runs": [run.as_dict() for run in bootstrap.ledger().runs()],
             "pending_images": retraining.pending_batch().count,
             "auto_submission": {"paused": state.paused, "reason": state.reason or None},
         },
@@ -86,7 +86,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer.events import is_run_id
 
     run_id = req.route_params.get("run_id", "")
-    run = bootstrap.retraining().run(run_id) if is_run_id(run_id) else None
+    run = bootstrap.ledger().run(run_id) if is_run_id(run_id) else None
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
 
 
@@ -125,10 +125,10 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/best", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def best_model(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
-    from retrainer.retraining import UnreadableRecordError
+    from retrainer.best_model import UnreadableRecordError, read_best_model
 
     try:
-        best = bootstrap.retraining().read_best_model()
+        best = read_best_model(bootstrap.datastore(), bootstrap.get_settings().BEST_MODEL_BLOB)
     except UnreadableRecordError as error:
         return _json({"error": str(error)}, 500)
     return _json(best.model_dump(), 200) if best else _json({"error": "no model has been promoted yet"}, 404)
