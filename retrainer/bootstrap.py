@@ -7,7 +7,6 @@ them (the service, the ingestion, the workspace backends) imports this module.
 from __future__ import annotations
 
 import functools
-import logging
 
 from retrainer import telemetry
 from retrainer.datastore import Datastore
@@ -20,8 +19,6 @@ from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 from retrainer.status_view import StatusView
 from retrainer.workspace import PipelineRunner
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "datastore",

@@ -87,14 +87,36 @@ def test_a_killed_runner_reads_as_failed_not_running(local_run_env: LocalPipelin
     assert status.state == "failed" and "ended without finishing" in status.error
 
 
-def test_cancel_stops_a_running_run(local_run_env: LocalPipelineRunner, tmp_path: Path) -> None:
+def living_members(group: int) -> list[int]:
+    """The processes of a process group that are still running (zombies awaiting their reaper are not)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_cancel_stops_a_running_run_and_leaves_no_process_of_it(
+    local_run_env: LocalPipelineRunner, tmp_path: Path
+) -> None:
     load_images(tmp_path, count=12)
     run_id = local_run_env.submit_pipeline("to cancel")
+    group = int((local_run_env.root / "runs" / run_id / "runner.pid").read_text())  # it leads its own group
     deadline = time.monotonic() + 30
     while local_run_env.run_status(run_id).state != "running" and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert living_members(group), "the runner and its step are running before the cancel"
     local_run_env.cancel_run(run_id)
-    assert local_run_env.run_status(run_id).state == "canceled"
+    status = local_run_env.run_status(run_id)
+    assert status.state == "canceled" and status.error == "canceled on request"
+    deadline = time.monotonic() + 10
+    while living_members(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert living_members(group) == [], "neither the runner nor the step it started is left running"
 
 
 def test_three_runs_never_compare_a_model_on_images_it_trained_on(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from azure.ai.ml.entities import Data
@@ -100,7 +101,10 @@ def test_concurrent_local_registrations_get_distinct_versions(tmp_path: Path, sp
             )
         )
     assert sorted(int(ref.version) for ref in refs) == list(range(1, 17))
-    assert [ref.version for ref in workspace.data_assets("set")] == [str(v) for v in range(1, 17)]
+    entries = (tmp_path / "ws" / "data" / "set").glob("*/asset.json")
+    stored = {json.loads(entry.read_text())["version"] for entry in entries}
+    assert stored == {str(v) for v in range(1, 17)}, "each version stored once, under its own folder"
+    assert len({ref.uri for ref in refs}) == 16 and all(Path(urlsplit(ref.uri).path).is_dir() for ref in refs)
 
 
 def test_a_folder_without_mltable_is_refused(tmp_path: Path) -> None:

@@ -148,14 +148,6 @@ class LocalModelRegistry:
         (target / _ASSET_FILE).write_text(json.dumps(entry, indent=2))
         return ref
 
-    def data_assets(self, name: str) -> list[DataAssetRef]:
-        """Registered versions of an asset, oldest first."""
-        refs = []
-        for entry_path in (self.root / "data" / name).glob(f"*/{_ASSET_FILE}"):
-            entry = json.loads(entry_path.read_text())
-            refs.append(DataAssetRef(entry["name"], entry["version"], entry["uri"], entry["tags"]))
-        return sorted(refs, key=lambda ref: int(ref.version))
-
     # --- versioned documents ------------------------------------------------------------------
 
     def latest_document(self, name: str) -> bytes | None:
