@@ -43,7 +43,7 @@ class Step:
 
 
 TRAIN = "train"
-IMAGES, LABELS = PipelineInput("images"), PipelineInput("labels")
+IMAGES, LABELS, LABEL_MAP = PipelineInput("images"), PipelineInput("labels"), PipelineInput("label_map")
 
 #: The six steps, in the order they run.
 STEPS: tuple[Step, ...] = (
@@ -90,8 +90,11 @@ STEPS: tuple[Step, ...] = (
             # The tag step scores both models on the holdout: its MLTable, and the image folder its URLs point into.
             "holdout_data_path": StepOutput("data_split", "holdout_output_path"),
             "holdout_images_path": IMAGES,
+            # Class names for the decision's words ("relief valve AP fell"), where the datastore has a label map.
+            "label_map_path": LABEL_MAP,
         },
         ("best_model_metadata_path",),
+        optional=frozenset({"label_map_path"}),
     ),
 )
 

@@ -94,12 +94,14 @@ def build_pipeline_job(
     run_label: str = "",
     warm_start: WarmStartDecision | None = None,
     components: ComponentSource = component,
+    with_label_map: bool = False,
 ) -> PipelineJob:
     """The pipeline job for the settings: the six steps of `graph.STEPS`, or `graph.REUSE_STEPS` when datasets
     are reused.
 
     `warm_start` (the champion's AutoML run, decided by the submitter) seeds the AutoML node;
-    `components` gives each step's component (its YAML by default; the registered ones when submitting).
+    `components` gives each step's component (its YAML by default; the registered ones when submitting);
+    `with_label_map` gives the tag step the datastore's label map (the submitter knows whether there is one).
     """
     automl = AutoMLConfig.from_settings(settings, warm_start.checkpoint_run_id if warm_start else None)
     extras = _azure_inputs(settings)
@@ -145,9 +147,11 @@ def build_pipeline_job(
         )
     else:
 
+        label_map = Input(type="uri_file", path=settings.label_map_path()) if with_label_map else None
+
         @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
         def full_pipeline(images: Input, labels: Input) -> dict[str, Any]:
-            return wire(STEPS, {"images": images, "labels": labels})
+            return wire(STEPS, {"images": images, "labels": labels, "label_map": label_map})
 
         job = full_pipeline(
             images=Input(type="uri_folder", path=settings.image_data_path()),

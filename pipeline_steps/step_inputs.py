@@ -36,6 +36,8 @@ def step_settings(settings: Settings) -> StepSettings:
             "max_holdout_images": settings.PROMOTION_MAX_HOLDOUT_IMAGES,
             "scoring_budget_minutes": settings.PROMOTION_SCORING_MINUTES,
             "min_holdout_images": settings.PROMOTION_MIN_HOLDOUT_IMAGES,
+            "min_class_instances": settings.MIN_CLASS_INSTANCES,
+            "max_class_ap_drop": settings.MAX_CLASS_AP_DROP,
         },
     }
 

@@ -37,12 +37,15 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
-from pipeline_steps.evaluation.comparison import match, paired_bootstrap
+from pipeline_steps.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
 from pipeline_steps.evaluation.metrics import evaluate
 from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, scoring_sample
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+from pipeline_steps.mltable_io import class_sort_key
 from pipeline_steps.register_model import PER_CLASS_TAG
 from retrainer.promotion import (
+    ClassComparison,
+    ClassGuard,
     Comparison,
     DifferenceInterval,
     PromotionDecision,
@@ -69,6 +72,7 @@ class HoldoutScores:
     scored_images: int | None = None
     sample_limit: int | None = None
     stopped_by_budget: bool = False
+    class_guard: ClassGuard | None = None
 
 
 HoldoutScorer = Callable[[ModelVersion, ModelVersion | None], HoldoutScores]
@@ -196,10 +200,13 @@ def _decide(
             comparison.interval, comparison.scoring_seconds = interval, round(scores.seconds, 1)
             comparison.scored_images, comparison.sample_limit = scores.scored_images, scores.sample_limit
             comparison.stopped_by_budget = scores.stopped_by_budget
+            comparison.class_guard = scores.class_guard
         except ScoringUnavailable as reason:
             comparison.not_rescored, unavailable = str(reason), reason
     decision = _safe_path(candidate_score, incumbent, incumbent_score, unavailable, comparison, min_holdout_images)
     decision = decision or decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
+    if comparison.class_guard is not None:
+        decision = comparison.class_guard.verdict(decision)
     if decision.promote:
         if incumbent is not None:  # untag first: for a moment no version is best, never two
             registry.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
@@ -269,8 +276,12 @@ def holdout_scorer(
     budget_minutes: float | None = None,
     images_folder: Path | None = None,
     images_prefix: str = "",
+    min_class_instances: int = 20,
+    max_class_ap_drop: float = 0.10,
+    class_names: dict[str, str] | None = None,
 ) -> HoldoutScorer:
-    """Score both models on a fixed sample of the holdout through the scoring contract; bootstrap the difference."""
+    """Score both models on a fixed sample of the holdout through the scoring contract; bootstrap the difference,
+    overall and per class."""
 
     def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
         started = time.monotonic()
@@ -312,6 +323,16 @@ def holdout_scorer(
         paired = paired_bootstrap(
             matches[1], matches[0], len(scored.sheets), resamples=resamples, confidence=confidence
         )
+        guard = class_guard(
+            matches[0],
+            matches[1],
+            len(scored.sheets),
+            resamples=resamples,
+            confidence=confidence,
+            min_instances=min_class_instances,
+            max_drop=max_class_ap_drop,
+            names=class_names or {},
+        )
         return HoldoutScores(
             maps[0],
             per_class[0],
@@ -328,9 +349,48 @@ def holdout_scorer(
             scored_images=len(scored.sheets),
             sample_limit=max_images,
             stopped_by_budget=scored.stopped_by_budget,
+            class_guard=guard,
         )
 
     return score
+
+
+def class_guard(
+    challenger: dict[str, ClassMatches],
+    champion: dict[str, ClassMatches],
+    images: int,
+    *,
+    resamples: int,
+    confidence: float,
+    min_instances: int,
+    max_drop: float,
+    names: dict[str, str],
+) -> ClassGuard:
+    """Each class's AP@0.5 for both models and the challenger's change, with an interval at the confidence
+    adjusted for the number of guarded classes (see `ClassGuard`)."""
+    instances = {c: int(m.ground_truth.sum()) for c, m in challenger.items()}
+    guarded = sum(1 for count in instances.values() if count >= min_instances)
+    adjusted = 1.0 - (1.0 - confidence) / max(guarded, 1)
+    intervals = per_class_bootstrap(champion, challenger, images, resamples=resamples, confidence=adjusted)
+    before, after = class_ap50(champion), class_ap50(challenger)
+    return ClassGuard(
+        min_instances=min_instances,
+        max_drop=max_drop,
+        confidence=adjusted,
+        classes=[
+            ClassComparison(
+                class_id=c,
+                name=names.get(c),
+                instances=instances[c],
+                champion_ap=round(before[c], 4),
+                challenger_ap=round(after[c], 4),
+                interval=DifferenceInterval(
+                    difference=i.difference, low=i.low, high=i.high, confidence=i.confidence, resamples=i.resamples
+                ),
+            )
+            for c, i in sorted(intervals.items(), key=lambda item: class_sort_key(item[0]))
+        ],
+    )
 
 
 def _fetch(
@@ -365,9 +425,27 @@ def append_comparison(report: Path, record: PromotionRecord) -> None:
         f"<table><tr><th>class</th><th>champion AP@0.5</th><th>challenger AP@0.5</th>"
         f"<th>difference</th></tr>{rows}</table>"
     )
+    if record.comparison.class_guard is not None:
+        section += class_guard_chart(record.comparison.class_guard)
     text = report.read_text(encoding="utf-8")
     if 'id="champion-challenger"' not in text:
         report.write_text(text.replace("</body>", section + "</body>"), encoding="utf-8")
+
+
+def class_names(label_map: Path | None) -> dict[str, str]:
+    """Class id -> the last part of its name (`Instrument/Valve/Relief valve` -> `Relief valve`); {} without a map.
+
+    Names are for the decision's words only: a map that cannot be read leaves the ids, it never stops a decision.
+    """
+    if label_map is None or not label_map.is_file():
+        return {}
+    try:
+        mapping = json.loads(label_map.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(mapping, dict):
+        return {}
+    return {str(k): str(v).rsplit("/", 1)[-1] for k, v in mapping.items() if isinstance(v, str) and v}
 
 
 def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -379,6 +457,8 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         ("--max-holdout-images", args.max_holdout_images, args.max_holdout_images >= 1, "at least 1"),
         ("--scoring-budget-minutes", args.scoring_budget_minutes, args.scoring_budget_minutes > 0, "above 0"),
         ("--min-holdout-images", args.min_holdout_images, args.min_holdout_images >= 1, "at least 1"),
+        ("--min-class-instances", args.min_class_instances, args.min_class_instances >= 1, "at least 1"),
+        ("--max-class-ap-drop", args.max_class_ap_drop, 0 <= args.max_class_ap_drop <= 1, "in [0, 1]"),
     ]
     for flag, value, valid, expected in checks:
         if not valid or not math.isfinite(value):
@@ -404,9 +484,46 @@ def build_parser() -> StepParser:
     add_flag(parser, "max-holdout-images", type=int, help="a fixed seeded sample of at most this many")
     add_flag(parser, "scoring-budget-minutes", type=float, help="scoring both models stops after")
     add_flag(parser, "min-holdout-images", type=int, help="fewer scored images: the champion stays")
+    add_flag(parser, "min-class-instances", type=int, help="symbols of a class on the holdout for it to be guarded")
+    add_flag(parser, "max-class-ap-drop", type=float, help="AP@0.5 a guarded class may lose before the champion stays")
+    add_flag(parser, "label-map-path", type=Path, default=None, help="class id -> name JSON, for the decision's words")
     # Run by hand the model runs here; the component (Azure ML) builds the model's own environment.
     add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
     return parser
+
+
+def class_guard_chart(guard: ClassGuard) -> str:
+    """Each class's AP@0.5 change as a bar with its interval, and the guard's line at -max_drop (inline SVG)."""
+    rows, width, left, row_height = guard.classes, 640, 190, 22
+    height = 30 + row_height * len(rows)
+
+    def x(value: float) -> float:  # -1 .. +1 across the plot
+        return left + (value + 1.0) / 2.0 * (width - left - 20)
+
+    bars = []
+    for index, c in enumerate(rows):
+        y = 20 + index * row_height
+        fallen = c in guard.regressions()
+        colour = "#c0392b" if fallen else ("#7f8c8d" if c.instances < guard.min_instances else "#2e86c1")
+        start, end = sorted((x(0.0), x(c.interval.difference)))
+        bars.append(
+            f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">{html.escape(c.label())} '
+            f"({c.instances})</text>"
+            f'<rect x="{start:.1f}" y="{y + 4}" width="{max(end - start, 1):.1f}" height="12" fill="{colour}"/>'
+            f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 10}" y2="{y + 10}" '
+            'stroke="#222" stroke-width="1.5"/>'
+        )
+    guard_x = x(-guard.max_drop)
+    return (
+        f"<h3>Per class: challenger minus champion AP@0.5</h3><p>Bars: the change; lines: its "
+        f"{guard.confidence:.1%} interval (adjusted for the classes watched); red: a watched class that fell by more "
+        f"than {guard.max_drop:g} beyond doubt; grey: fewer than {guard.min_instances} symbols on the holdout, not "
+        f'watched; the dashed line: the guard at -{guard.max_drop:g}.</p><svg xmlns="http://www.w3.org/2000/svg" '
+        f'width="{width}" height="{height}" role="img" aria-label="per-class AP change">'
+        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="10" y2="{height - 5}" stroke="#999"/>'
+        f'<line x1="{guard_x:.1f}" x2="{guard_x:.1f}" y1="10" y2="{height - 5}" stroke="#c0392b" '
+        f'stroke-dasharray="4 3" class="guard-line"/>{"".join(bars)}</svg>'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                 env_manager=args.scoring_env_manager,
                 max_images=args.max_holdout_images,
                 budget_minutes=args.scoring_budget_minutes,
+                min_class_instances=args.min_class_instances,
+                max_class_ap_drop=args.max_class_ap_drop,
+                class_names=class_names(args.label_map_path),
                 images_folder=args.holdout_images_path,
                 images_prefix=args.images_string_absolute_path,
             )

@@ -102,6 +102,66 @@ def decide_promotion(
     return PromotionDecision(False, reason, candidate_score, incumbent_score)
 
 
+class ClassComparison(BaseModel):
+    """One class on the scored holdout images: both models' AP@0.5 and the challenger's change, with an interval."""
+
+    model_config = _RECORD
+
+    class_id: str
+    name: str | None = None
+    instances: int
+    champion_ap: float
+    challenger_ap: float
+    #: Challenger minus champion for this class, at the guard's Bonferroni-adjusted confidence.
+    interval: DifferenceInterval
+
+    def label(self) -> str:
+        return self.name or f"class {self.class_id}"
+
+
+class ClassGuard(BaseModel):
+    """The per-class guard: no promotion that loses a class, however much the average gains.
+
+    A class is guarded when the scored holdout holds at least `min_instances` of its symbols. It blocks a
+    promotion when its AP fell by more than `max_drop` and its own interval lies wholly below zero. With
+    many classes one would look worse by chance alone, so each interval is drawn at the confidence
+    level adjusted for the number of guarded classes (Bonferroni): the chance that any of them blocks a
+    challenger that lost nothing stays within the decision's own level.
+    """
+
+    model_config = _RECORD
+
+    min_instances: int
+    max_drop: float
+    confidence: float
+    classes: list[ClassComparison] = Field(default_factory=list)
+
+    def regressions(self) -> list[ClassComparison]:
+        """Guarded classes that fell by more than `max_drop`, beyond doubt; the worst first."""
+        fallen = [
+            c
+            for c in self.classes
+            if c.instances >= self.min_instances
+            and c.champion_ap - c.challenger_ap > self.max_drop
+            and c.interval.high < 0
+        ]
+        return sorted(fallen, key=lambda c: c.challenger_ap - c.champion_ap)
+
+    def verdict(self, decision: PromotionDecision) -> PromotionDecision:
+        """The decision, unless it promotes a challenger that lost a guarded class: then the champion stays."""
+        fallen = self.regressions()
+        if not decision.promote or not fallen:
+            return decision
+        worst = fallen[0]
+        more = f" (and {len(fallen) - 1} more)" if len(fallen) > 1 else ""
+        overall = decision.reason.split(":", 1)[0]
+        reason = (
+            f"the challenger is better overall, {overall}, but {worst.label()} AP fell {worst.champion_ap:.2f} -> "
+            f"{worst.challenger_ap:.2f}{more}: the champion stays"
+        )
+        return PromotionDecision(False, reason, decision.candidate_score, decision.incumbent_score)
+
+
 class Comparison(BaseModel):
     """How the two models were compared: on which holdout, by which scorer, with what interval."""
 
@@ -118,6 +178,8 @@ class Comparison(BaseModel):
     scored_images: int | None = None
     sample_limit: int | None = None
     stopped_by_budget: bool = False
+    #: Per class, when both models were scored: what the guard saw.
+    class_guard: ClassGuard | None = None
 
     def describe(self) -> str:
         """How the scores were obtained, for the report and the CLI."""

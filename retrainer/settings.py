@@ -257,6 +257,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Holdout images both models must have scored for a promotion; fewer, and the champion stays.",
     )
+    MIN_CLASS_INSTANCES: int = Field(
+        default=20,
+        ge=1,
+        description="Symbols of a class on the scored holdout images for the per-class guard to watch it.",
+    )
+    MAX_CLASS_AP_DROP: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="AP@0.5 a watched class may lose, beyond doubt, before a challenger that is better overall is "
+        "kept out and the champion stays.",
+    )
     PROMOTION_COMPUTE_NAME: str | None = Field(
         default=None,
         description="Compute of the tag step, which scores both models; unset: TRAINING_GPU_COMPUTE_NAME "
@@ -329,6 +341,9 @@ class Settings(BaseSettings):
 
     def image_data_path(self) -> str:
         return self.INPUT_IMAGE_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.IMAGE_FOLDER}"
+
+    def label_map_path(self) -> str:
+        return f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.LABEL_MAP_BLOB}"
 
     def label_data_path(self) -> str:
         return self.INPUT_LABEL_DATA_PATH or f"azureml://datastores/{self.DATA_STORE_NAME}/paths/{self.LABEL_FOLDER}"

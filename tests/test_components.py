@@ -68,6 +68,9 @@ EXPECTED = {
             "max_holdout_images": "integer",
             "scoring_budget_minutes": "number",
             "min_holdout_images": "integer",
+            "min_class_instances": "integer",
+            "max_class_ap_drop": "number",
+            "label_map_path": "uri_file",
             "scoring_env_manager": "string",
         },
         {"best_model_metadata_path": "uri_folder"},
@@ -149,7 +152,9 @@ def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Pa
         ports = set(component.inputs) | set(component.outputs)
         flags = {word[2:] for word in command[3:] if word.startswith("--")}
         assert flags <= ports, f"{step}: {sorted(flags - ports)} are not ports of {step}.yml"
-        settable = {name for name, port in component.inputs.items() if port.type not in ("mltable", "uri_folder")}
+        settable = {
+            name for name, port in component.inputs.items() if port.type not in ("mltable", "uri_folder", "uri_file")
+        }
         azure_only = {
             "input_images_string_absolute_path",
             "images_string_absolute_path",

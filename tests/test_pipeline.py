@@ -398,3 +398,30 @@ def test_a_component_is_never_uploaded_from_a_folder_without_its_step_code(
         pipeline.component("tag_model")
     (tmp_path / "pipeline_steps" / "tag_model.py").write_text("")
     assert pipeline.component("tag_model").name == "pid_tag_model"
+
+
+@pytest.mark.usefixtures("azureml_env")
+def test_the_deciding_step_gets_the_label_map_only_where_the_datastore_has_one() -> None:
+    from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+
+    with_map = build_pipeline_job(load_settings(), with_label_map=True)
+    validate_pipeline(with_map)
+    tag = with_map._to_dict()["jobs"]["tag_model"]["inputs"]
+    assert tag["label_map_path"] == {
+        "type": "uri_file",
+        "path": "azureml://datastores/retraining_data/paths/data/label_map.json",
+    }
+    assert "label_map_path" not in built()._to_dict()["jobs"]["tag_model"]["inputs"], (
+        "an absent file would fail the job"
+    )
+
+
+def test_the_local_runner_hands_the_label_map_to_the_deciding_step_when_it_was_downloaded(tmp_path: Path) -> None:
+    from retrainer.settings import Settings
+    from retrainer.workspace.local_runner import step_commands
+
+    assert "--label_map_path" not in step_commands(tmp_path, Settings())["tag_model"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "label_map.json").write_text("{}")
+    command = step_commands(tmp_path, Settings())["tag_model"]
+    assert command[command.index("--label_map_path") + 1] == str(tmp_path / "data" / "label_map.json")

@@ -150,3 +150,38 @@ def paired_bootstrap(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(differences, [tail, 1.0 - tail])
     return PairedInterval(difference, float(low), float(high), confidence, resamples)
+
+
+def per_class_bootstrap(
+    champion: dict[str, ClassMatches],
+    challenger: dict[str, ClassMatches],
+    images: int,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int = 0,
+) -> dict[str, PairedInterval]:
+    """Each class's AP@0.5, challenger minus champion, with a percentile interval over the same image draws."""
+    if images == 0:
+        raise ValueError("a comparison needs at least one holdout image")
+    rng = np.random.default_rng(seed)
+    weights = np.ones((1 + resamples, images))
+    draws = rng.integers(0, images, size=(resamples, images))
+    weights[1:] = 0.0
+    np.add.at(weights[1:], (np.arange(resamples)[:, None], draws), 1.0)
+    tail = (1.0 - confidence) / 2.0
+    intervals = {}
+    for name in challenger.keys() & champion.keys():
+        positives = weights @ challenger[name].ground_truth
+        difference = _weighted_ap(challenger[name], weights, positives) - _weighted_ap(
+            champion[name], weights, positives
+        )
+        low, high = np.quantile(difference[1:], [tail, 1.0 - tail])
+        intervals[name] = PairedInterval(float(difference[0]), float(low), float(high), confidence, resamples)
+    return intervals
+
+
+def class_ap50(matches: dict[str, ClassMatches]) -> dict[str, float]:
+    """Each class's AP@0.5 on all images (weight 1), the figure the per-class intervals are centred on."""
+    ones = np.ones((1, len(next(iter(matches.values())).ground_truth))) if matches else np.ones((1, 0))
+    return {name: float(_weighted_ap(m, ones, ones @ m.ground_truth)[0]) for name, m in matches.items()}

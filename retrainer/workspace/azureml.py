@@ -173,7 +173,13 @@ class AzureMLPipelineRunner:
 
         registered = self._settings.PIPELINE_COMPONENTS == "registered"
         source = registered_components(self._ml_client) if registered else component
-        job = build_pipeline_job(self._settings, run_label=label, warm_start=self.warm_start(), components=source)
+        job = build_pipeline_job(
+            self._settings,
+            run_label=label,
+            warm_start=self.warm_start(),
+            components=source,
+            with_label_map=self._accepted_classes() is not None,  # the tag step names classes in its words
+        )
         validate_pipeline(job)
         return job
 

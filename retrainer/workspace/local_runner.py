@@ -39,6 +39,8 @@ def write_status(run_dir: Path, **fields: object) -> None:
 
 #: The local trainer's flag for what the graph calls the training step's `best_model`.
 _LOCAL_TRAIN_FLAGS = {"best_model": "output"}
+#: Where `download_data` puts each of the pipeline's inputs, under the run's `data/`.
+_LOCAL_DATA = {"images": "images", "labels": "labels", "label_map": "label_map.json"}
 
 
 def step_commands(run_dir: Path, settings: Settings, champion: Path | None = None) -> dict[str, list[str]]:
@@ -61,10 +63,14 @@ def step_commands(run_dir: Path, settings: Settings, champion: Path | None = Non
     }
     commands = {}
     for step in STEPS:
-        folders: dict[str, object] = {
-            name: data / source.name if isinstance(source, PipelineInput) else out / source.step / source.output
+        folders: dict[str, Path] = {
+            name: data / _LOCAL_DATA[source.name]
+            if isinstance(source, PipelineInput)
+            else out / source.step / source.output
             for name, source in step.inputs.items()
         }
+        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML.
+        folders = {name: path for name, path in folders.items() if name not in step.optional or path.exists()}
         folders.update(
             {_LOCAL_TRAIN_FLAGS.get(o, o) if step.name == TRAIN else o: out / step.name / o for o in step.outputs}
         )

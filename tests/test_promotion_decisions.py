@@ -1,4 +1,5 @@
-"""The deciding step under attack: damaged scores, a diverged challenger, a deleted champion, a tiny holdout.
+"""The deciding step: the per-class guard, and the step under attack (damaged scores, a diverged challenger,
+a deleted champion, a tiny holdout).
 
 Each case ends in a decision with its reason and a record the service can read back, never a traceback.
 Models are the rehearsal's stand-ins (MLflow models from code answering from a table), registered in
@@ -197,3 +198,100 @@ def test_out_of_range_numbers_are_refused_with_one_line(
         tag_model.main(["--model-metadata-path", "m", "--best-model-metadata-path", "b", flag, value])
     assert exit_.value.code == 2
     assert f"{flag} must be a finite number" in capsys.readouterr().err
+
+
+def without_class(table: dict[str, list[dict]], class_id: str) -> dict[str, list[dict]]:
+    return {digest: [box for box in boxes if box["label"] != class_id] for digest, boxes in table.items()}
+
+
+def holdout_class_counts(prepared: Path) -> dict[str, int]:
+    from pipeline_steps.evaluation.sheets import load_sheets
+
+    sheets = load_sheets(
+        prepared / "holdout",
+        images_folder=step_rehearsal.SAMPLES / "images",
+        images_prefix=step_rehearsal.IMAGES_PREFIX,
+    )
+    counts: dict[str, int] = {}
+    for sheet in sheets:
+        for label in sheet.labels:
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def test_a_challenger_better_overall_that_loses_a_class_is_kept_out_naming_the_class(
+    prepared: Path, tmp_path: Path, workspace: Path
+) -> None:
+    counts = holdout_class_counts(prepared)
+    lost = max(counts, key=lambda c: counts[c])  # the commonest class: enough instances to be watched
+    # The champion finds every symbol of that class and half of the others; the challenger all but that class.
+    everything, half = answers(prepared, 1.0), answers(prepared, 0.5)
+    champion_table = {
+        digest: [b for b in boxes if b["label"] == lost] + [b for b in half[digest] if b["label"] != lost]
+        for digest, boxes in everything.items()
+    }
+    tag(prepared, register(prepared, tmp_path, "champion", champion_table))
+    challenger = without_class(everything, lost)
+    label_map = step_rehearsal.SAMPLES / "label_map.json"
+    meta = register(prepared, tmp_path, "challenger", challenger)
+    record = tag(prepared, meta, "--min-class-instances", "3", "--label-map-path", str(label_map))
+    assert not record.promoted and best(workspace) == ["1"]
+    assert record.comparison.interval is not None and record.comparison.interval.low > 0, "better overall"
+    name = json.loads(label_map.read_text())[lost].rsplit("/", 1)[-1]
+    assert "the challenger is better overall, +" in record.reason
+    assert (
+        f"but {name} AP fell" in record.reason and "-> 0.00" in record.reason and "the champion stays" in record.reason
+    )
+    guard = record.comparison.class_guard
+    assert guard is not None and [c.class_id for c in guard.regressions()] == [lost]
+    watched = sum(1 for c in guard.classes if c.instances >= 3)
+    assert guard.confidence == pytest.approx(1 - 0.05 / watched), "Bonferroni over the watched classes"
+
+
+def test_the_guard_lets_through_a_challenger_whose_classes_all_hold(
+    prepared: Path, tmp_path: Path, workspace: Path
+) -> None:
+    tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.5)))
+    record = tag(
+        prepared, register(prepared, tmp_path, "challenger", answers(prepared, 1.0)), "--min-class-instances", "3"
+    )
+    assert record.promoted and best(workspace) == ["2"]
+    assert record.comparison.class_guard is not None and record.comparison.class_guard.regressions() == []
+
+
+def test_a_class_too_rare_on_the_holdout_is_not_watched(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+    counts = holdout_class_counts(prepared)
+    lost = max(counts, key=lambda c: counts[c])
+    tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.5)))
+    meta = register(prepared, tmp_path, "challenger", without_class(answers(prepared, 1.0), lost))
+    record = tag(prepared, meta, "--min-class-instances", str(counts[lost] + 1))
+    assert record.promoted, "a class with fewer symbols than MIN_CLASS_INSTANCES does not block"
+
+
+def test_the_reports_per_class_chart_shows_the_guard_line_and_the_fallen_class(tmp_path: Path) -> None:
+    from retrainer.promotion import ClassComparison, ClassGuard, DifferenceInterval
+    from tests.browser import console_errors, render
+
+    def compared(class_id: str, name: str, before: float, after: float, low: float, high: float) -> ClassComparison:
+        interval = DifferenceInterval(difference=after - before, low=low, high=high, confidence=0.99, resamples=500)
+        return ClassComparison(
+            class_id=class_id, name=name, instances=30, champion_ap=before, challenger_ap=after, interval=interval
+        )
+
+    guard = ClassGuard(
+        min_instances=20,
+        max_drop=0.1,
+        confidence=0.99,
+        classes=[
+            compared("1", "Gate valve", 0.70, 0.95, 0.10, 0.40),
+            compared("7", "Relief valve", 0.31, 0.12, -0.30, -0.08),
+        ],
+    )
+    assert [c.name for c in guard.regressions()] == ["Relief valve"]
+    page = tmp_path / "report.html"
+    page.write_text(f"<!doctype html><html><body>{tag_model.class_guard_chart(guard)}</body></html>")
+    shown = render(page, "class-guard-chart.png", size="800,400")
+    assert console_errors(shown.console) == []
+    assert 'class="guard-line"' in shown.dom and "Relief valve (30)" in shown.dom
+    assert shown.dom.count('fill="#c0392b"') == 1, "one fallen class, drawn in red"
+    assert shown.screenshot.stat().st_size > 1000
