@@ -146,7 +146,6 @@ def build_pipeline_job(
             val_data=Input(type="mltable", path=settings.VAL_DATASET),
         )
     else:
-
         label_map = Input(type="uri_file", path=settings.label_map_path()) if with_label_map else None
 
         @pipeline(name="pid_symbol_retraining", default_compute=settings.PIPELINE_CPU_COMPUTE_NAME)
