@@ -33,9 +33,9 @@ from pathlib import Path
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
 from devtools.azurite import running_azurite
-from retrainer.ledger import ImageRecord, ImageState, Ledger, RunRecord, row_key
+from retrainer.ledger import ImageRecord, ImageState, Ledger, row_key
 from retrainer.promotion import PromotionRecord
-from retrainer.workspace import RunState
+from retrainer.records import RunRecord, RunState
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -178,7 +178,7 @@ def run_entity(index: int) -> RunRecord:
         40,
         RunState.COMPLETED,
         submitted,
-        [{"state": "completed", "at": submitted.isoformat()}],
+        [{"state": RunState.COMPLETED, "at": submitted.isoformat()}],
         decision=decision,
         ended_at=submitted + timedelta(minutes=90),
         promotion_done=True,
@@ -225,8 +225,7 @@ def fill_runs(service: TableServiceClient, prefix: str, count: int, progress: Ca
 
 def measure_runs(service: TableServiceClient, prefix: str, count: int, connection_string: str) -> list[str]:
     from retrainer.datastore import Datastore
-    from retrainer.ledger import _run
-    from retrainer.retraining import RetrainingService
+    from retrainer.ledger_migration import legacy_run
     from retrainer.settings import load_settings
     from retrainer.status_page import render_status_page
     from retrainer.status_view import StatusView
@@ -235,7 +234,8 @@ def measure_runs(service: TableServiceClient, prefix: str, count: int, connectio
     ledger = Ledger(service, prefix)
 
     def legacy_latest() -> int:
-        found = [_run(e) for e in legacy.query_entities("PartitionKey eq 'runs'")]
+        read = (legacy_run(e) for e in legacy.query_entities("PartitionKey eq 'runs'"))
+        found = [run for run in read if run is not None]
         return len(sorted(found, key=lambda r: r.submitted_at, reverse=True)[:50])
 
     def keyed_latest() -> int:
@@ -246,14 +246,10 @@ def measure_runs(service: TableServiceClient, prefix: str, count: int, connectio
     )
     store = Datastore.from_connection_string(connection_string, "bench")
     store.ensure_container()
-
-    def no_runner() -> object:
-        raise RuntimeError("the status page submits nothing")
-
-    service_object = RetrainingService(settings, ledger, store, runner=no_runner)  # type: ignore[arg-type]
+    view = StatusView(ledger, store, settings)
 
     def status_page() -> int:
-        snapshot = StatusView(service_object, settings, store).snapshot()
+        snapshot = view.snapshot()
         render_status_page(snapshot)
         return len(snapshot.runs)
 
