@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.workspace import RunState
+from retrainer.records import RunState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,10 +126,10 @@ def training_notes(run_id: str) -> str:
 
 def summary(workdir: Path) -> str:
     from retrainer import bootstrap
+    from retrainer.best_model import current_best_model
 
-    retraining = bootstrap.retraining()
     rows = []
-    for run in reversed(retraining.runs()):
+    for run in reversed(bootstrap.ledger().runs()):
         decision = run.decision
         score = f"{decision.candidate_score:.3f}" if decision else "-"
         champion = (
@@ -166,7 +166,7 @@ def summary(workdir: Path) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    best = retraining.best_model()
+    best = current_best_model(bootstrap.datastore(), bootstrap.get_settings().BEST_MODEL_BLOB)
     if best is not None:
         score = f"{best.score:.3f}" if best.score is not None else "not recorded"
         lines.append(f"\npromoted model: {best.name} version {best.version} (mAP@0.5 {score})")
@@ -232,7 +232,7 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
             prefix = "[3/5]" if number == 1 else "     "
             print(f"{prefix} {_elapsed(started)}  the timer handler submits and follows run {number}", flush=True)
             run_id = follow_until_done(functions["monitor"], started)
-            record = bootstrap.retraining().run(run_id)
+            record = bootstrap.ledger().run(run_id)
             if record is None or record.state != RunState.COMPLETED or record.decision is None:
                 state = record.state if record else "unknown"
                 raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
@@ -243,9 +243,8 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
                 f"{decision.candidate_score:.3f}; {decision.reason}"
             )
         status_path = args.workdir / "status.html"
-        retraining = bootstrap.retraining()
         status_path.write_text(render_status_page(bootstrap.status_view().snapshot()), encoding="utf-8")
-        last = retraining.runs()[0]
+        last = bootstrap.ledger().runs(limit=1)[0]
         report = last.decision.candidate_report if last.decision else None
         print(f"\n[5/5] {_elapsed(started)}  summary\n")
         print(summary(args.workdir))
