@@ -7,7 +7,13 @@ the curve (held-out mAP vs minutes). Targets: >= 0.95 and >= 0.75 within 5 minut
 Run it on an otherwise idle machine: the budget is wall-clock time.
 
     .venv/bin/python bench/train.py [--minutes 5] [--train-sheets 200] [--val-sheets 40] [--only-chosen] [--seed 0]
-    .venv/bin/python bench/train.py --realistic [--minutes 5 | --epochs 81] [--warm-minutes 3] [--float32]
+    .venv/bin/python bench/train.py --realistic [--minutes 5 | --epochs 81] [--warm-minutes 3] [--start scratch]
+    .venv/bin/python bench/train.py --build-base [--base-epochs 30 --base-sheets 400]   # remakes detector/base/
+
+--build-base trains the base model that ships in pipeline_steps/detector/base/ (the start of every first
+model): the chosen detector from scratch on realistic sheets of styles 0-2 with seeds of its own (9001 for
+training, 9002 and 9003 to measure), never the benchmark's (101, 202, 303), never style 3, and writes
+its record (seed, data, epochs, steps, figures, pace) beside the weights.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
 from devtools.synthetic import write_mltable_set
-from pipeline_steps.detector.engine import TrainingConfig, train
+from pipeline_steps.detector.engine import TrainingConfig, TrainingResult, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 
@@ -111,9 +117,21 @@ def main() -> None:
         help="with --realistic: train from scratch for this many epochs, uncapped, instead of --minutes "
         "(the same work on any machine, to tell the trainer's quality from the CPU's speed)",
     )
+    parser.add_argument(
+        "--start",
+        choices=("base", "scratch"),
+        default="base",
+        help="with --realistic: the first model starts from the shipped base model (the default) or from noise",
+    )
+    parser.add_argument("--build-base", action="store_true", help="train and write the shipped base model")
+    parser.add_argument("--base-epochs", type=int, default=30, help="with --build-base: epochs from scratch")
+    parser.add_argument("--base-sheets", type=int, default=400, help="with --build-base: training sheets")
     parser.add_argument("--min-side", type=int, default=1400, help="with --realistic: smallest sheet side, px")
     parser.add_argument("--max-side", type=int, default=2400, help="with --realistic: largest sheet side, px")
     args = parser.parse_args()
+    if args.build_base:
+        build_base(args)
+        return
     if args.realistic:
         realistic(args)
         return
@@ -121,10 +139,7 @@ def main() -> None:
         train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.train_sheets, seed=101))
         val_sheets = load_sheets(write_mltable_set(Path(tmp, "val"), args.val_sheets, seed=202))
         classes = class_vocabulary(train_sheets, val_sheets)
-        print(
-            f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
-        )
+        print(f"{machine()}, Python {platform.python_version()}")
         print(
             f"{len(train_sheets)} training sheets, {len(val_sheets)} held-out sheets, {len(classes)} classes, "
             f"{sum(len(s.labels) for s in train_sheets)} training symbols; budget {args.minutes:g} min"
@@ -134,18 +149,15 @@ def main() -> None:
                 config, max_minutes=args.minutes, epochs=1_000_000, evaluation_sheets=len(val_sheets), seed=args.seed
             )
             result = train(train_sheets, val_sheets, classes, config, build_model=build_model)
-            curve = ", ".join(
-                f"{row['minutes']:.1f} min: {row['val_mean_average_precision']:.3f}"
-                for row in result.history
-                if "val_mean_average_precision" in row
-            )
+            curve = held_out_curve(result)
             metrics = result.evaluation.metrics
             weakest = sorted(result.evaluation.per_class.items(), key=lambda item: item[1]["ap50"])[:3]
             print(
                 f"\n{name}\n  held-out mAP@0.5 {metrics['mean_average_precision']:.3f}, "
                 f"COCO mAP@[.5:.95] {metrics['coco_map']:.3f}, precision {metrics['precision']:.3f}, "
                 f"recall {metrics['recall']:.3f} after {result.seconds / 60:.1f} min ({result.epochs} epochs, "
-                f"best {result.best_epoch})\n  curve (held-out mAP@0.5): {curve}\n  weakest classes (AP@0.5): "
+                f"best {result.best_epoch}; {result.pace()})\n  curve (held-out mAP@0.5): {curve}\n"
+                "  weakest classes (AP@0.5): "
                 + ", ".join(f"{label} {scores['ap50']:.2f}" for label, scores in weakest),
                 flush=True,
             )
@@ -160,21 +172,18 @@ def realistic(args: argparse.Namespace) -> None:
     from pipeline_steps.detector.pyfunc import save_detector
 
     spec = dataclasses.replace(REALISTIC_SPEC, min_side=args.min_side, max_side=args.max_side)
-    seen, unseen = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
+    seen, unseen_style = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
     with tempfile.TemporaryDirectory(prefix="bench-realistic-") as tmp:
         train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.train_sheets, 101, generate=seen))
         seen_val = load_sheets(write_mltable_set(Path(tmp, "seen"), args.val_sheets, 202, generate=seen))
-        unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 303, generate=unseen))
+        unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 303, generate=unseen_style))
         classes = class_vocabulary(train_sheets, seen_val, unseen_val)
         precision = (
             "float32 (--float32)"
             if args.float32
             else f"bfloat16 {'native' if native_bfloat16() else 'not native (float32 used)'}"
         )
-        print(
-            f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores, torch {torch.__version__}, "
-            + precision
-        )
+        print(f"{machine()}, {precision}")
         print(
             f"{len(train_sheets)} training sheets (styles 0-2), {len(seen_val)} held-out seen-style and "
             f"{len(unseen_val)} unseen-style (3) sheets of {args.min_side}-{args.max_side} px, {len(classes)} classes, "
@@ -190,14 +199,11 @@ def realistic(args: argparse.Namespace) -> None:
             evaluation_sheets=min(16, len(seen_val)),
             seed=args.seed,
             bfloat16=not args.float32,
+            base_start=args.start == "base",
         )
-        result = train(train_sheets, seen_val, classes, config)
+        result = train(train_sheets, seen_val, classes, config, on_epoch=print_epoch)
         unseen, _ = validate(result.model, unseen_val, classes)
-        curve = ", ".join(
-            f"{row['minutes']:.1f} min: {row['val_mean_average_precision']:.3f}"
-            for row in result.history
-            if "val_mean_average_precision" in row
-        )
+        curve = held_out_curve(result)
         for label, evaluation in (("seen styles", result.evaluation), ("unseen style", unseen)):
             metrics = evaluation.metrics
             weakest = sorted(evaluation.per_class.items(), key=lambda item: item[1]["ap50"])[:5]
@@ -206,11 +212,21 @@ def realistic(args: argparse.Namespace) -> None:
                 f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}; weakest (AP@0.5): "
                 + ", ".join(f"{LABEL_MAP[c].rsplit('/', 1)[-1]} ({c}) {v['ap50']:.2f}" for c, v in weakest)
             )
-        print(f"after {result.seconds / 60:.1f} min ({result.epochs} epochs); seen-style curve: {curve}", flush=True)
+        print(
+            f"after {result.seconds / 60:.1f} min ({result.epochs} epochs, {result.training_seconds / 60:.1f} of "
+            f"training); {result.notes()[0]}; {result.pace()}\nseen-style curve: {curve}",
+            flush=True,
+        )
+        print(describe_start(len(classes), config.base_start), flush=True)
         full_size = sheet_generator((3,), dataclasses.replace(spec, min_side=7000, max_side=7000))
         full_table = write_mltable_set(Path(tmp, "full"), 1, 404, generate=full_size)
         save_detector(Path(tmp, "model"), result.model, classes, score_threshold=0.05, work_dir=Path(tmp, "work"))
-        print(describe_scoring(score_saved_model(Path(tmp, "model"), full_table)), flush=True)
+        weights_mb = Path(tmp, "model", "artifacts", "weights.pt").stat().st_size / 1e6
+        print(
+            f"model size: {weights_mb:.1f} MB of weights; "
+            + describe_scoring(score_saved_model(Path(tmp, "model"), full_table)),
+            flush=True,
+        )
         if args.warm_minutes > 0:
             more = load_sheets(write_mltable_set(Path(tmp, "more"), args.train_sheets // 2, 505, generate=seen))
             warm_config = dataclasses.replace(
@@ -220,21 +236,130 @@ def realistic(args: argparse.Namespace) -> None:
                 warm_epochs=1_000_000,
                 warm_learning_rate=args.warm_learning_rate,
             )
-            warm = train(train_sheets + more, seen_val, classes, warm_config)
+            warm = train(train_sheets + more, seen_val, classes, warm_config, on_epoch=print_epoch)
             warm_unseen, _ = validate(warm.model, unseen_val, classes)
-            warm_curve = ", ".join(
-                f"{row['minutes']:.1f} min: {row['val_mean_average_precision']:.3f}"
-                for row in warm.history
-                if "val_mean_average_precision" in row
-            )
+            warm_curve = held_out_curve(warm)
             print(
                 f"warm start (rate {args.warm_learning_rate:g}) on {len(train_sheets) + len(more)} sheets (50% more) "
                 f"for {args.warm_minutes:g} min "
                 f"({warm.epochs} epochs): unseen style mAP@0.5 {warm_unseen.metrics['mean_average_precision']:.3f} "
                 f"(COCO {warm_unseen.metrics['coco_map']:.3f}), seen styles "
-                f"{warm.evaluation.metrics['mean_average_precision']:.3f}; seen-style curve: {warm_curve}",
+                f"{warm.evaluation.metrics['mean_average_precision']:.3f}; {warm.pace()}; "
+                f"seen-style curve: {warm_curve}",
                 flush=True,
             )
+
+
+def held_out_curve(result: TrainingResult) -> str:
+    """Held-out mAP@0.5 by minutes of training, each point with the pace of its epoch and the machine's load."""
+    return ", ".join(
+        f"{row['minutes']:.1f} min: {row['val_mean_average_precision']:.3f} "
+        f"({row['ms_per_step']:.0f} ms/step, load {row['load']:.1f})"
+        for row in result.history
+        if "val_mean_average_precision" in row
+    )
+
+
+def describe_start(num_classes: int, from_base: bool) -> str:
+    """What the start costs before the first step: building the detector, and loading the base model."""
+    import time
+
+    from pipeline_steps.detector.warm_start import BASE_WEIGHTS, base_start
+
+    started = time.perf_counter()
+    model = build_detector(num_classes)
+    built = time.perf_counter()
+    if from_base:
+        base_start(model)
+    loaded = time.perf_counter()
+    size = f"base model {BASE_WEIGHTS.stat().st_size / 1e6:.1f} MB on disk, " if BASE_WEIGHTS.is_file() else ""
+    return (
+        f"start-up: building the detector {(built - started) * 1000:.0f} ms, "
+        + (f"{size}loading it {(loaded - built) * 1000:.0f} ms" if from_base else "from noise, nothing to load")
+        + f" (load {os.getloadavg()[0]:.1f})"
+    )
+
+
+def build_base(args: argparse.Namespace) -> None:
+    """Train the base model from scratch and write it, with its record, to pipeline_steps/detector/base/."""
+    import json
+    import time
+
+    from devtools.realistic import REALISTIC_SPEC, sheet_generator
+    from pipeline_steps.detector.engine import native_bfloat16, validate
+    from pipeline_steps.detector.warm_start import BASE_FOLDER, save_base
+
+    spec = dataclasses.replace(REALISTIC_SPEC, min_side=args.min_side, max_side=args.max_side)
+    seen, unseen_style = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
+        train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.base_sheets, 9001, generate=seen))
+        seen_val = load_sheets(write_mltable_set(Path(tmp, "seen"), args.val_sheets, 9002, generate=seen))
+        unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 9003, generate=unseen_style))
+        classes = class_vocabulary(train_sheets, seen_val, unseen_val)
+        print(f"{machine()}; base model: {len(train_sheets)} sheets, {args.base_epochs} epochs", flush=True)
+        config = dataclasses.replace(
+            TrainingConfig(),
+            max_minutes=math.inf,
+            epochs=args.base_epochs,
+            evaluation_sheets=min(16, len(seen_val)),
+            evaluations=3,
+            seed=args.seed,
+            base_start=False,
+        )
+        result = train(train_sheets, seen_val, classes, config, on_epoch=print_epoch)
+        unseen, _ = validate(result.model, unseen_val, classes)
+    figures = {
+        "seen_style_map50": round(result.evaluation.metrics["mean_average_precision"], 3),
+        "unseen_style_map50": round(unseen.metrics["mean_average_precision"], 3),
+    }
+    steps = sum(int(row["steps"]) for row in result.history)
+    record = {
+        "summary": (
+            f"{result.epochs} epochs, {steps} steps on {len(train_sheets)} realistic sheets of styles 0-2 (seed 9001); "
+            f"held-out seen styles {figures['seen_style_map50']:.3f}, unseen style {figures['unseen_style_map50']:.3f}"
+        ),
+        "command": (
+            f"python bench/train.py --build-base --base-epochs {args.base_epochs} --base-sheets {args.base_sheets} "
+            f"--val-sheets {args.val_sheets} --seed {args.seed} --min-side {args.min_side} --max-side {args.max_side}"
+        ),
+        "training_seed": args.seed,
+        "data": {
+            "generator": "devtools.realistic, styles 0-2 (style 3 never seen: the benchmark's unseen style)",
+            "train": {"seed": 9001, "sheets": len(train_sheets), "symbols": sum(len(s.labels) for s in train_sheets)},
+            "seen_style_holdout": {"seed": 9002, "sheets": len(seen_val)},
+            "unseen_style_holdout": {"seed": 9003, "sheets": len(unseen_val)},
+            "sides_px": [args.min_side, args.max_side],
+            "classes": classes,
+        },
+        "epochs": result.epochs,
+        "steps": steps,
+        "figures": figures,
+        "pace": result.pace(),
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "machine": machine(),
+        "bfloat16": native_bfloat16(),
+        "class_rows": "left out: every class of a deployment starts fresh",
+    }
+    save_base(result.model, record)
+    print(json.dumps(record, indent=2))
+    print(f"written to {BASE_FOLDER}")
+
+
+def machine() -> str:
+    return (
+        f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
+    )
+
+
+def print_epoch(row: dict[str, float]) -> None:
+    score = f", held-out mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
+    print(
+        f"  epoch {int(row['epoch'])}: {row['minutes']:.1f} min, loss {row['loss']:.3f}{score} "
+        f"({row['ms_per_step']:.0f} ms/step, load {row['load']:.1f})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

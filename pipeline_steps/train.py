@@ -1,18 +1,22 @@
 """Step 4 locally: train the symbol detector on the CPU and write an MLflow model folder.
 
     python -m pipeline_steps.train --train-data <MLTable folder> --val-data <MLTable folder> \
-        --output <folder> --epochs 60 --max-minutes 15 [--warm-start-model <champion's model folder>] --seed 0
+        --output <folder> --epochs 60 --max-minutes 15 [--warm-start-model <champion's model folder>] --seed 0 \
+        [--from-scratch]
 
 `--output` becomes an MLflow model folder (MLmodel at its root, like AutoML's `best_model` output)
 with `metrics.json` (mean_average_precision = mAP@0.5, coco_map, precision, recall, per-class AP)
 and `report/report.html` beside it. The model scores like an AutoML for Images model (base64
 images in, normalised boxes out). The work is `--epochs` (from scratch) or `--warm-epochs` (from the
-champion's weights, `--warm-start-model`), the same on any machine; `--max-minutes` only caps it,
+champion's weights, `--warm-start-model`), the same on any machine; with no champion, training starts from
+the base model that ships with the detector (trained once on P&ID symbols, every class row fresh), or
+from noise with `--from-scratch`; `--max-minutes` only caps it,
 and when it cuts training short the log, `metrics.json` (`budget_cut`) and the report say so. With
 the same seed and no cut, training repeats exactly. A champion that cannot seed the model (another
 architecture, or damaged files) means training from scratch, and the log, `metrics.json`
 (`warm_start_skipped`) and the report say why. Numbers out of range (`--epochs 0`, `--max-minutes -1`)
-are refused before anything is read, with exit code 2.
+are refused before anything is read, with exit code 2. Every epoch's line gives the milliseconds per
+step and the machine's load, so a slow run on a busy machine says so.
 """
 
 from __future__ import annotations
@@ -102,7 +106,11 @@ def run_training(
 
 def _print_epoch(row: dict[str, float]) -> None:
     score = f", val mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
-    print(f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min of training, loss {row['loss']:.3f}{score}", flush=True)
+    print(
+        f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min of training, loss {row['loss']:.3f}{score} "
+        f"({row['ms_per_step']:.0f} ms per step, machine load {row['load']:.1f})",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     add_flag(parser, "warm-epochs", type=positive_int, default=20, help="epochs from the champion's weights")
     add_flag(parser, "warm-start-model", type=Path, default=None, help="the champion's MLflow model folder")
     add_flag(parser, "seed", type=seed, default=0)
+    add_flag(
+        parser, "from-scratch", action="store_true", help="with no champion, start from noise, not from the base model"
+    )
     add_flag(parser, "label-map", type=Path, default=None, help="label map JSON, for class names in the report")
     args = parser.parse_args(argv)
     label_map = json.loads(args.label_map.read_text()) if args.label_map else None
@@ -130,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_epochs=args.warm_epochs,
             warm_start_from=args.warm_start_model,
             seed=args.seed,
+            base_start=not args.from_scratch,
         )
         metrics = run_training(args.train_data, val_data, args.output, config, label_map)
     except (ValueError, FileNotFoundError) as error:

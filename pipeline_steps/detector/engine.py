@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.model import build_detector
-from pipeline_steps.detector.warm_start import WarmStart, WarmStartUnavailable, warm_start
+from pipeline_steps.detector.warm_start import BaseStart, WarmStart, WarmStartUnavailable, base_start, warm_start
 from pipeline_steps.evaluation.metrics import Evaluation, Prediction, evaluate
 from pipeline_steps.evaluation.sheets import Sheet
 
@@ -37,6 +38,8 @@ class TrainingConfig:
     warm_epochs: int = 20  # the work when starting from the champion's weights
     warm_start_from: Path | None = None  # the champion's MLflow model folder (the local detector's)
     warm_learning_rate: float = 1e-3  # fine-tuning: no warm-up, a third of the from-scratch rate
+    base_start: bool = True  # with no champion, start from the base model (every class row fresh), not from noise
+    base_learning_rate: float = 3e-3  # from the base model: no warm-up
     seed: int = 0
     crop: int = 192  # small crops around symbols: most of a sheet is blank paper, which teaches little
     batch_size: int = 12
@@ -63,16 +66,19 @@ class TrainingResult:
     training_seconds: float = 0.0  # what the budget counts: `seconds` less validation
     warm_start: WarmStart | None = None
     warm_start_skipped: str | None = None  # why a champion was given but not used
+    base: BaseStart | None = None  # started from the base model (no champion seeded the model)
+    base_skipped: str | None = None  # why the base model was not used
 
     def notes(self) -> list[str]:
         """What a reader of the log and the report should know about how this model was trained."""
         lines = []
         if self.warm_start is not None:
             lines.append(self.warm_start.describe())
-        elif self.warm_start_skipped:
-            lines.append(f"trained from scratch: {self.warm_start_skipped}")
+        elif self.base is not None:
+            lines.append(self.base.describe() + (f": {self.warm_start_skipped}" if self.warm_start_skipped else ""))
         else:
-            lines.append("trained from scratch")
+            reasons = [reason for reason in (self.warm_start_skipped, self.base_skipped) if reason]
+            lines.append("trained from scratch" + (": " + "; ".join(reasons) if reasons else ""))
         if self.budget_cut:
             lines.append(
                 f"the time budget cut training short: {self.epochs} of {self.planned_epochs} planned epochs "
@@ -85,7 +91,20 @@ class TrainingResult:
                 "of training"
             )
         lines.append(f"validation took {(self.seconds - self.training_seconds) / 60:.1f} min besides")
+        lines.append(self.pace())
         return lines
+
+    def pace(self) -> str:
+        """Milliseconds per training step and the machine's load: what a figure from a busy machine shows."""
+        steps = sum(int(row.get("steps", 0)) for row in self.history)
+        loads = [row["load"] for row in self.history if "load" in row]
+        if not steps:
+            return "no training step was taken"
+        return (
+            f"pace: {self.training_seconds / steps * 1000:.0f} ms per step over {steps} steps, "
+            f"{torch.get_num_threads()} threads, machine load {min(loads):.1f}-{max(loads):.1f} "
+            f"on {len(os.sched_getaffinity(0))} usable cores"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -180,14 +199,19 @@ def train(
     started = time.monotonic()
     budget = config.max_minutes * 60
     model = build_model(len(classes))
-    seeded, skipped = None, None
+    seeded, skipped, based, base_skipped = None, None, None, None
     if config.warm_start_from is not None:
         try:
             seeded = warm_start(model, config.warm_start_from, classes)
         except WarmStartUnavailable as reason:
             skipped = str(reason)
+    if seeded is None and config.base_start:
+        try:
+            based = base_start(model)
+        except WarmStartUnavailable as reason:
+            base_skipped = str(reason)
     planned = config.warm_epochs if seeded else config.epochs
-    base_rate = config.warm_learning_rate if seeded else config.learning_rate
+    base_rate = config.warm_learning_rate if seeded else config.base_learning_rate if based else config.learning_rate
     sampler = CropSampler(train_sheets, classes, config.crop, config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=base_rate, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train_sheets) * config.crops_per_sheet / config.batch_size))
@@ -200,7 +224,7 @@ def train(
         epoch += 1
         epoch_started = time.monotonic()
         progress = max((epoch - 1) / planned, trained / budget)
-        lr = _cosine(base_rate, progress, warm_up=epoch == 1 and seeded is None)
+        lr = _cosine(base_rate, progress, warm_up=epoch == 1 and seeded is None and based is None)
         for group in optimizer.param_groups:
             group["lr"] = lr
         losses = []
@@ -225,7 +249,15 @@ def train(
         trained += epoch_seconds
         budget_cut = epoch < planned and trained + epoch_seconds > budget
         done = epoch >= planned or budget_cut
-        row = {"epoch": epoch, "minutes": trained / 60, "loss": float(np.mean(losses)), "lr": lr}
+        row = {
+            "epoch": epoch,
+            "minutes": trained / 60,
+            "loss": float(np.mean(losses)),
+            "lr": lr,
+            "steps": steps_per_epoch,
+            "ms_per_step": epoch_seconds / steps_per_epoch * 1000,
+            "load": os.getloadavg()[0],  # other work on the machine: a slow epoch says why
+        }
         if val_sheets and (done or evaluation_due(epoch, planned, config.evaluations, trained / budget, evaluated)):
             evaluated += 1
             metrics = validate(model, val_sheets[: config.evaluation_sheets], classes)[0].metrics
@@ -256,6 +288,8 @@ def train(
         training_seconds=trained,
         warm_start=seeded,
         warm_start_skipped=skipped,
+        base=based,
+        base_skipped=base_skipped,
     )
 
 

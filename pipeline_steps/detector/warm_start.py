@@ -9,6 +9,11 @@ the file, and the caller trains from scratch and says why.
 The champion is read here and nowhere else, so every check of its files lives here, before the model
 is touched: a damaged champion must cost one warm start, never every later run (a run that crashes
 on it records no model, so the champion stays and the next run reads the same files).
+
+With no champion, the model starts from the base model that ships with this package (`base/`): the
+same detector trained once on P&ID symbols (`bench/train.py --build-base`, its record in
+`base/base.json`), saved without class rows, so every class of a new deployment starts fresh. The
+base is checked like a champion; one that cannot seed the model means training from scratch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from pipeline_steps.detector.model import ARCHITECTURE
 CLASS_ROWS = ("head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias")
 WEIGHTS_FILE = Path("artifacts") / "weights.pt"
 CONFIG_FILE = Path("artifacts") / "config.json"
+#: The base model: its weights (float16, class rows left out) and its record (architecture, how it was made).
+BASE_FOLDER = Path(__file__).resolve().parent / "base"
+BASE_WEIGHTS = BASE_FOLDER / "weights.pt"
+BASE_RECORD = BASE_FOLDER / "base.json"
 
 
 class WarmStartUnavailable(ValueError):
@@ -49,6 +58,55 @@ class WarmStart:
         if self.dropped:
             parts.append(f"classes {', '.join(self.dropped)} are gone and were dropped")
         return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class BaseStart:
+    """The model started from the base model: every parameter but the class rows, which start fresh."""
+
+    source: str
+    summary: str  # how the base was made, from its record
+
+    def describe(self) -> str:
+        return f"started from the base model for P&ID symbols ({self.summary}); every class row fresh"
+
+
+def base_start(model: torch.nn.Module, folder: Path = BASE_FOLDER) -> BaseStart:
+    """Load the base model into `model`, all but its class rows. Raises `WarmStartUnavailable` before
+    changing `model` when the base cannot seed it (missing, damaged, or of another architecture)."""
+    record_path = folder / BASE_RECORD.name
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise WarmStartUnavailable(
+            f"the base model's record {record_path} is not readable ({_one_line(error)})"
+        ) from error
+    if not isinstance(record, dict) or record.get("architecture") != ARCHITECTURE:
+        found = record.get("architecture") if isinstance(record, dict) else record
+        raise WarmStartUnavailable(
+            f"the base model {record_path} was made for detector architecture {found!r}, this code builds "
+            f"{ARCHITECTURE!r}"
+        )
+    state = model.state_dict()
+    saved = _read_weights(folder / BASE_WEIGHTS.name, state, champion_classes=None)
+    for name, value in saved.items():
+        state[name] = value.to(state[name].dtype)
+    model.load_state_dict(state)
+    summary = str(record.get("summary", "no summary recorded"))
+    return BaseStart(source=str(folder), summary=summary)
+
+
+def save_base(model: torch.nn.Module, record: dict, folder: Path = BASE_FOLDER) -> None:
+    """Write `model` as the base model: float16 (half the size; training runs in float32 or bfloat16 anyway),
+    without its class rows, and `record` (how it was made) beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: value.half() if value.is_floating_point() else value
+        for name, value in model.state_dict().items()
+        if name not in CLASS_ROWS
+    }
+    torch.save(state, folder / BASE_WEIGHTS.name)
+    (folder / BASE_RECORD.name).write_text(json.dumps({**record, "architecture": ARCHITECTURE}, indent=2) + "\n")
 
 
 def warm_start(model: torch.nn.Module, champion_folder: Path, classes: list[str]) -> WarmStart:
@@ -108,10 +166,14 @@ def _read_classes(champion_folder: Path) -> list[str]:
     return classes
 
 
-def _read_weights(weights_path: Path, state: dict[str, torch.Tensor], champion_classes: int) -> dict[str, torch.Tensor]:
-    """The champion's parameters, each checked to fit `state` (the class rows: `champion_classes` + 1 rows)."""
+def _read_weights(
+    weights_path: Path, state: dict[str, torch.Tensor], champion_classes: int | None
+) -> dict[str, torch.Tensor]:
+    """The champion's parameters, each checked to fit `state` (the class rows: `champion_classes` + 1 rows;
+    None: a base model, which has no class rows)."""
     saved = _load_tensors(weights_path)
-    missing, unexpected = sorted(set(state) - set(saved)), sorted(set(saved) - set(state))
+    expected = set(state) - set(CLASS_ROWS) if champion_classes is None else set(state)
+    missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
     if missing:
         raise WarmStartUnavailable(
             f"{weights_path} lacks {len(missing)} of the model's {len(state)} parameters (first: {missing[0]})"
@@ -121,7 +183,9 @@ def _read_weights(weights_path: Path, state: dict[str, torch.Tensor], champion_c
             f"{weights_path} holds parameters this model does not have ({len(unexpected)}, first: {unexpected[0]})"
         )
     for name, value in saved.items():
-        wanted = (champion_classes + 1, *state[name].shape[1:]) if name in CLASS_ROWS else tuple(state[name].shape)
+        wanted = tuple(state[name].shape)
+        if champion_classes is not None and name in CLASS_ROWS:
+            wanted = (champion_classes + 1, *wanted[1:])
         if tuple(value.shape) != wanted:
             raise WarmStartUnavailable(_shape_mismatch(weights_path, name, tuple(value.shape), wanted))
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
