@@ -114,12 +114,18 @@ def main() -> int:
         return 0 if scored.get("peak_mb", 1e9) < 2048 else 1
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     tiled = run(args.width, args.height, tiled=True)
-    print(f"tiled ({tiled.get('tiles')} tiles): {tiled.get('seconds', 0):.1f} s, peak {tiled.get('peak_mb', 0):.0f} MB")
+    print(
+        f"tiled ({tiled.get('tiles')} tiles): {tiled.get('seconds', 0):.1f} s, peak {tiled.get('peak_mb', 0):.0f} MB "
+        f"(load {os.getloadavg()[0]:.1f})"
+    )
     whole = run(args.width, args.height, tiled=False)
     if "error" in whole:
         print(f"whole sheet in one pass: failed ({whole['error']})")
     else:
-        print(f"whole sheet in one pass: {whole['seconds']:.1f} s, peak {whole['peak_mb']:.0f} MB")
+        print(
+            f"whole sheet in one pass: {whole['seconds']:.1f} s, peak {whole['peak_mb']:.0f} MB "
+            f"(load {os.getloadavg()[0]:.1f})"
+        )
         print(
             f"ratio: tiled uses {tiled['peak_mb'] / whole['peak_mb']:.2f}x the memory, "
             f"{tiled['seconds'] / whole['seconds']:.2f}x the time"
@@ -134,7 +140,7 @@ def describe_scoring(scored: dict) -> str:
     return (
         f"full-sheet scoring through the MLflow model ({sizes} px, {scored['symbols']} symbols): "
         f"{scored['seconds']:.1f} s, peak {scored['peak_mb']:.0f} MB, mAP@0.5 {scored['map50']:.3f}, "
-        f"COCO mAP {scored['coco_map']:.3f}"
+        f"COCO mAP {scored['coco_map']:.3f} (load {os.getloadavg()[0]:.1f})"
     )
 
 

@@ -68,6 +68,7 @@ def profile(sheets: list, classes: list[str], steps: int, *, bfloat16: bool, cha
                 parts[name].append(seconds * 1000)
     result = {name: statistics.median(values) for name, values in parts.items()}
     result["step"] = sum(result.values())
+    result["load"] = os.getloadavg()[0]  # other work on the machine while this row was measured
     return result
 
 
@@ -90,7 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(
-        f"machine: {cpu_model()}, {cores} usable cores, torch {torch.__version__}, bfloat16 native: {native_bfloat16()}"
+        f"machine: {cpu_model()}, {cores} usable cores, torch {torch.__version__}, bfloat16 native: "
+        f"{native_bfloat16()}, load {os.getloadavg()[0]:.1f} (the load column: other work while each row ran)"
     )
     with tempfile.TemporaryDirectory() as scratch:
         if args.realistic:
@@ -112,19 +114,22 @@ def main() -> None:
         baseline = next(t for threads, bf, cl, t in rows if threads == cores and not bf and not cl)["step"]
         print(
             f"{'threads':>7} {'dtype':>8} {'layout':>13} {'sampling':>9} {'fwd+loss':>9} {'backward':>9} "
-            f"{'optimiser':>9} {'step ms':>8} {'vs fp32':>8}"
+            f"{'optimiser':>9} {'step ms':>8} {'vs fp32':>8} {'load':>5}"
         )
         for threads, bfloat16, channels_last, timing in rows:
             print(
                 f"{threads:>7} {'bfloat16' if bfloat16 else 'float32':>8} "
                 f"{'channels-last' if channels_last else 'contiguous':>13} {timing['sampling']:>9.1f} "
                 f"{timing['forward+loss']:>9.1f} {timing['backward']:>9.1f} {timing['optimiser']:>9.1f} "
-                f"{timing['step']:>8.1f} {timing['step'] / baseline:>7.2f}x"
+                f"{timing['step']:>8.1f} {timing['step'] / baseline:>7.2f}x {timing['load']:>5.1f}"
             )
         torch.set_num_threads(cores)
         plain, inference = (validation_seconds(sheets, classes, mode) for mode in (False, True))
         ratio = inference / plain
-        print(f"validation of 8 sheets: no_grad {plain:.2f} s, inference_mode {inference:.2f} s ({ratio:.2f}x)")
+        print(
+            f"validation of 8 sheets: no_grad {plain:.2f} s, inference_mode {inference:.2f} s ({ratio:.2f}x), "
+            f"load {os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -123,6 +123,12 @@ def main() -> None:
         default="base",
         help="with --realistic: the first model starts from the shipped base model (the default) or from noise",
     )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="with --realistic: keep the generated sets here and reuse them in later runs (e.g. to compare starts)",
+    )
     parser.add_argument("--build-base", action="store_true", help="train and write the shipped base model")
     parser.add_argument("--base-epochs", type=int, default=30, help="with --build-base: epochs from scratch")
     parser.add_argument("--base-sheets", type=int, default=400, help="with --build-base: training sheets")
@@ -174,9 +180,18 @@ def realistic(args: argparse.Namespace) -> None:
     spec = dataclasses.replace(REALISTIC_SPEC, min_side=args.min_side, max_side=args.max_side)
     seen, unseen_style = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
     with tempfile.TemporaryDirectory(prefix="bench-realistic-") as tmp:
-        train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.train_sheets, 101, generate=seen))
-        seen_val = load_sheets(write_mltable_set(Path(tmp, "seen"), args.val_sheets, 202, generate=seen))
-        unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 303, generate=unseen_style))
+        sets = args.data_dir or Path(tmp)
+
+        def sheets(name: str, count: int, seed: int, generate: Callable) -> list:
+            """A set written once into --data-dir and read again by later runs (the same seeds, the same sheets)."""
+            folder = sets / f"{name}-{count}-{seed}-{args.min_side}-{args.max_side}"
+            if not (folder / "annotations.jsonl").is_file():
+                write_mltable_set(folder, count, seed, generate=generate)
+            return load_sheets(folder)
+
+        train_sheets = sheets("train", args.train_sheets, 101, seen)
+        seen_val = sheets("seen", args.val_sheets, 202, seen)
+        unseen_val = sheets("unseen", args.val_sheets, 303, unseen_style)
         classes = class_vocabulary(train_sheets, seen_val, unseen_val)
         precision = (
             "float32 (--float32)"
