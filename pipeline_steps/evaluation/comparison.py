@@ -10,6 +10,7 @@ AP50 (a test checks it), so the bootstrap resamples exactly the number the decis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,16 @@ def _weighted_ap(m: ClassMatches, weights: np.ndarray, positives: np.ndarray) ->
     return ap
 
 
+def resample_weights(images: int, resamples: int, seed: int, batch: int = 100) -> Iterator[np.ndarray]:
+    """Bootstrap draws of the images as weights (how often each image was drawn), `batch` rows at a time."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, batch):
+        count = min(batch, resamples - start)
+        weights = np.zeros((count, images))
+        np.add.at(weights, (np.arange(count)[:, None], rng.integers(0, images, size=(count, images))), 1.0)
+        yield weights
+
+
 def paired_bootstrap(
     champion: dict[str, ClassMatches],
     challenger: dict[str, ClassMatches],
@@ -139,14 +150,9 @@ def paired_bootstrap(
         raise ValueError("a comparison needs at least one holdout image")
     ones = np.ones((1, images))
     difference = float(weighted_map50(challenger, ones)[0] - weighted_map50(champion, ones)[0])
-    rng = np.random.default_rng(seed)
-    differences = np.empty(resamples)
-    for start in range(0, resamples, 100):
-        count = min(100, resamples - start)
-        draws = rng.integers(0, images, size=(count, images))
-        weights = np.zeros((count, images))
-        np.add.at(weights, (np.arange(count)[:, None], draws), 1.0)
-        differences[start : start + count] = weighted_map50(challenger, weights) - weighted_map50(champion, weights)
+    differences = np.concatenate(
+        [weighted_map50(challenger, w) - weighted_map50(champion, w) for w in resample_weights(images, resamples, seed)]
+    )
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(differences, [tail, 1.0 - tail])
     return PairedInterval(difference, float(low), float(high), confidence, resamples)
@@ -164,11 +170,7 @@ def per_class_bootstrap(
     """Each class's AP@0.5, challenger minus champion, with a percentile interval over the same image draws."""
     if images == 0:
         raise ValueError("a comparison needs at least one holdout image")
-    rng = np.random.default_rng(seed)
-    weights = np.ones((1 + resamples, images))
-    draws = rng.integers(0, images, size=(resamples, images))
-    weights[1:] = 0.0
-    np.add.at(weights[1:], (np.arange(resamples)[:, None], draws), 1.0)
+    weights = np.vstack([np.ones((1, images)), *resample_weights(images, resamples, seed)])  # row 0: every image once
     tail = (1.0 - confidence) / 2.0
     intervals = {}
     for name in challenger.keys() & champion.keys():
