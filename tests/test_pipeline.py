@@ -184,7 +184,7 @@ def test_dry_run_without_workspace_settings_names_the_variables(monkeypatch: pyt
 
 
 def test_azureml_statuses_map_to_the_service_states() -> None:
-    from retrainer.workspace import run_state
+    from retrainer.records import run_state
 
     assert [run_state(s) for s in ("NotStarted", "Preparing", "Running", "Finalizing", "Completed")] == [
         "queued",
