@@ -16,8 +16,9 @@ minus the champion's; the challenger is promoted only when the interval's lower 
 --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
 the recorded validation scores decide, and the record says so. Idempotent, and never more than one
 version tagged best: local tag steps take a lock; on Azure ML the step re-reads after writing and
-repairs. `best_model_metadata.json` records both scores, the interval, the holdout's version and
-per-class AP of both.
+repairs. A champion the operator pinned (tags on its version, `retrainer/champion_tags.py`) stays, and the
+comparison is still made and recorded. `best_model_metadata.json` records both scores, the interval, the
+holdout's version and per-class AP of both.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, sc
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.mltable_io import class_sort_key
 from pipeline_steps.register_model import PER_CLASS_TAG
+from retrainer.champion_tags import SCORE_TAG, pin_of, recorded_score, repair_best_tags
 from retrainer.promotion import (
     ClassComparison,
     ClassGuard,
@@ -52,11 +54,9 @@ from retrainer.promotion import (
     PromotionRecord,
     decide_promotion,
 )
-from retrainer.records import BEST_MODEL_TAG, ModelVersion
-from retrainer.settings import SettingsError, load_registry_location
-from retrainer.workspace import ModelRegistry, open_registry
+from retrainer.settings import SettingsError, get_settings
+from retrainer.workspace import BEST_MODEL_TAG, ModelRegistry, ModelVersion, open_registry
 
-SCORE_TAG = "mean_average_precision"
 SCORING_ENV_MANAGERS = ("local", "conda", "virtualenv", "uv")
 
 
@@ -94,27 +94,6 @@ class ScoringUnavailable(Exception):
 
 class TagError(ValueError):
     """The candidate cannot be compared (it is not registered)."""
-
-
-def recorded_score(version: ModelVersion) -> float | None:
-    """The version's recorded validation mAP, or None when the tag is missing or not a finite number."""
-    try:
-        score = float(version.tags[SCORE_TAG])
-    except (KeyError, ValueError):
-        return None
-    return score if math.isfinite(score) else None
-
-
-def repair_best_tags(registry: ModelRegistry, versions: list[ModelVersion]) -> list[str]:
-    """Leave the best tag on one version only (highest score, then the oldest); returns the versions untagged."""
-    tagged = [v for v in versions if v.is_best]
-    if len(tagged) <= 1:
-        return []
-    keep = max(tagged, key=lambda v: (recorded_score(v) or -math.inf, -int(v.version)))
-    removed = [v.version for v in tagged if v.version != keep.version]
-    for version in removed:
-        registry.set_model_tags(keep.name, version, {BEST_MODEL_TAG: "false"})
-    return removed
 
 
 def choose_best(
@@ -208,6 +187,9 @@ def _decide(
     decision = decision or decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
     if comparison.class_guard is not None:
         decision = comparison.class_guard.verdict(decision)
+    pin = pin_of(incumbent)
+    if pin is not None:  # the operator pinned the champion: compared and recorded, never replaced
+        decision = pin.verdict(decision)
     if decision.promote:
         if incumbent is not None:  # untag first: for a moment no version is best, never two
             registry.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
@@ -533,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_ranges(parser, args)
     try:
         registered = RegisteredModel.read(args.model_metadata_path)
-        registry = open_registry(load_registry_location())
+        registry = open_registry(get_settings())
         holdout = HoldoutManifest.read(args.holdout_data_path) if args.holdout_data_path else None
         scorer = (
             holdout_scorer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from retrainer import telemetry
+from retrainer.champion import ChampionControls
 from retrainer.datastore import Datastore
 from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
@@ -18,9 +19,10 @@ from retrainer.publisher import model_promoted_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 from retrainer.status_view import StatusView
-from retrainer.workspace import PipelineRunner
+from retrainer.workspace import PipelineRunner, open_registry
 
 __all__ = [
+    "champion_controls",
     "datastore",
     "get_settings",
     "label_ingestor",
@@ -77,6 +79,21 @@ def accepted_classes() -> frozenset[str] | None:
     """The class ids of the label map (LABEL_MAP_BLOB), or None when the datastore has none."""
     label_map = read_label_map(datastore(), get_settings().LABEL_MAP_BLOB)
     return frozenset(label_map) if label_map else None
+
+
+def champion_controls(settings: Settings | None = None) -> ChampionControls:
+    """The operator's controls over the champion: the registry `settings` point at (the `retrain` command's
+    --backend; the app's own by default), this process's ledger and datastore, the label map's classes and
+    the ModelPromoted topic."""
+    settings = settings or get_settings()
+    return ChampionControls(
+        settings,
+        open_registry(settings),
+        ledger(),
+        datastore(),
+        accepted_classes=accepted_classes,
+        publish=model_promoted_publisher(settings),
+    )
 
 
 def runner_for(settings: Settings) -> PipelineRunner:

@@ -5,7 +5,10 @@
     retrain status RUN_ID
     retrain cancel RUN_ID
     retrain runs
-    retrain models
+    retrain models                   (versions, which is best and pinned, and the champion's latest changes)
+    retrain promote VERSION --reason TEXT [--force]   (by hand; a rollback when it was best before)
+    retrain pin --reason TEXT        (the champion stays; runs still train and compare)
+    retrain unpin [--reason TEXT]
     retrain migrate-ledger           (rows of the ledger's first layout: the service moves them once by itself)
     retrain split reset --reason TEXT [--force]   (a damaged split assignment: start a fresh version)
 
@@ -17,16 +20,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from retrainer.promotion import ClassGuard
 from retrainer.records import RunState
 from retrainer.redact import redact
 from retrainer.settings import Settings, SettingsError, load_settings
 from retrainer.workspace import ModelRegistry, PipelineRunner, open_registry, open_runner
+
+if TYPE_CHECKING:
+    from retrainer.champion import ChampionControls, Outcome
 
 
 def _settings(backend: str | None) -> Settings:
@@ -130,10 +138,30 @@ def cmd_status(args: argparse.Namespace) -> int:
             decision = status.decision
             lines.append(f"decision: best version {decision.best_version}: {decision.reason}")
             lines.append(f"compared: {decision.comparison.describe()}")
+            if decision.comparison.class_guard is not None:
+                lines += _guard_lines(decision.comparison.class_guard)
         return "\n".join(lines)
 
     _print(document, args.json, render)
     return 1 if status.state == RunState.FAILED else 0
+
+
+def _guard_lines(guard: ClassGuard) -> list[str]:
+    """The per-class guard: what it watched, each watched class's change (the worst first), which fell."""
+    watched = [c for c in guard.classes if c.instances >= guard.min_instances]
+    fallen = guard.regressions()
+    verdict = "fell: " + ", ".join(c.label() for c in fallen) if fallen else "none fell"
+    lines = [
+        f"class guard: {len(watched)} of {len(guard.classes)} classes watched (at least {guard.min_instances} "
+        f"symbols on the holdout), each may lose at most {guard.max_drop:g} AP@0.5 beyond doubt "
+        f"({guard.confidence:.1%} intervals): {verdict}"
+    ]
+    for c in sorted(watched, key=lambda c: (c.challenger_ap - c.champion_ap, c.class_id)):
+        mark = "  FELL" if c in fallen else ""
+        lines.append(
+            f"  {c.label()} ({c.instances}): {c.champion_ap:.2f} -> {c.challenger_ap:.2f}, {c.interval.words()}{mark}"
+        )
+    return lines
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -152,24 +180,84 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from retrainer.champion import change_dict
+    from retrainer.champion_tags import pin_of
+
     settings = _settings(args.backend)
     versions = _registry(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
     rows = [
         {
             "version": v.version,
             "best": "yes" if v.is_best else "",
+            "pinned": (pin.reason[:40] if (pin := pin_of(v)) else ""),
             "mAP@0.5": v.tags.get("mean_average_precision", ""),
             "val_data": v.tags.get("val_data", ""),
             "registered": v.tags.get("registered_at", ""),
         }
         for v in versions
     ]
+    history = []
+    if settings.storage_configured():  # the history is in the ledger
+        from retrainer import bootstrap
+
+        history = bootstrap.ledger().champion_history(args.history)
+
+    def render(_: object) -> str:
+        text = _table(rows, ["version", "best", "pinned", "mAP@0.5", "val_data", "registered"])
+        if history:
+            text += "\n\nlatest changes of the champion, newest first:\n" + "\n".join(
+                f"{c.at:%Y-%m-%d %H:%M}  {c.id}  {c.words()}: {c.reason}"
+                + (f" (undoes {c.undoes})" if c.undoes else "")
+                for c in history
+            )
+        return text
+
     _print(
-        [dataclasses.asdict(v) for v in versions],
+        {"versions": [dataclasses.asdict(v) for v in versions], "history": [change_dict(c) for c in history]},
         args.json,
-        lambda _: _table(rows, ["version", "best", "mAP@0.5", "val_data", "registered"]),
+        render,
     )
     return 0
+
+
+def _actor() -> str:
+    """Who the history names for a change made with this command."""
+    try:
+        return f"{getpass.getuser()} (retrain)"
+    except (OSError, KeyError):  # no user name in this environment
+        return "operator (retrain)"
+
+
+def _champion_command(args: argparse.Namespace, call: Callable[[ChampionControls], Outcome]) -> int:
+    """Run one of the operator's controls; a refusal is one line on stderr and exit 2."""
+    from retrainer import bootstrap
+    from retrainer.champion import ChampionError
+
+    settings = _settings(args.backend)
+    if not settings.storage_configured():
+        raise SettingsError(
+            "needs the datastore (STORAGE_ACCOUNT_CONNECTION_STRING or DATASTORE_BLOB_SERVICE_URI): the best-model "
+            "record and the champion's history live there"
+        )
+    try:
+        outcome = call(bootstrap.champion_controls(settings))
+    except ChampionError as refused:
+        print(f"retrain {args.command}: {refused}", file=sys.stderr)
+        return 2
+    _print(outcome.as_dict(), args.json, lambda _: outcome.message)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    return _champion_command(args, lambda controls: controls.promote(args.version, args.reason, _actor(), args.force))
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    return _champion_command(args, lambda controls: controls.pin(args.reason, _actor()))
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    return _champion_command(args, lambda controls: controls.unpin(_actor(), args.reason or ""))
 
 
 def cmd_migrate_ledger(args: argparse.Namespace) -> int:
@@ -252,7 +340,28 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(handler=cmd_runs)
     models = commands.add_parser("models", parents=[common], help="registered versions and which is best")
     models.add_argument("--name", help="model name (default MODEL_BASE_NAME)")
+    models.add_argument("--history", type=int, default=10, help="how many of the champion's latest changes")
     models.set_defaults(handler=cmd_models)
+    promote = commands.add_parser(
+        "promote",
+        parents=[common],
+        help="make a version the champion by hand (a rollback when it was best before): moves the best tag, "
+        "writes the best-model record and the history, publishes ModelPromoted",
+    )
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True, help="why (recorded in the history and the record)")
+    promote.add_argument(
+        "--force", action="store_true", help="promote a version trained on a class map the service no longer uses"
+    )
+    promote.set_defaults(handler=cmd_promote)
+    pin = commands.add_parser(
+        "pin", parents=[common], help="pin the champion: runs still train and compare, and the champion stays"
+    )
+    pin.add_argument("--reason", required=True, help="why (shown on the status page and in every run's decision)")
+    pin.set_defaults(handler=cmd_pin)
+    unpin = commands.add_parser("unpin", parents=[common], help="take the pin off: runs decide again")
+    unpin.add_argument("--reason", help="why (recorded in the history)")
+    unpin.set_defaults(handler=cmd_unpin)
     migrate = commands.add_parser(
         "migrate-ledger",
         help="move rows of the ledger's first layout into the current one (the service does it once by itself; "

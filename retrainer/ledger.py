@@ -14,16 +14,20 @@ deletes one state row and inserts the next in one same-partition transaction. Ru
 `id|<run id>` (point reads, ETag-guarded writes) and a copy `time|<inverted submit time>|<run id>`,
 written in the same transaction, so the newest N runs are the first N rows of one range. A ledger
 written with the first layout is moved into this one by `retrainer/ledger_migration.py`, once, outside
-the hot path; nothing here reads that layout.
+the hot path; nothing here reads that layout. The champion's history (each promotion, automatic or by
+hand, each rollback and pin) is one partition keyed by inverted time, so the latest entries are the first
+rows of one range.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import hashlib
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +58,7 @@ _RUNS = "runs.v2"
 #: The largest submit time in milliseconds that keys runs newest first (year 2286).
 _TIME_CEILING_MS = 10**13
 _CONTROL = "control"
+_CHAMPION = "champion"
 _SLOT = "submission"
 _CLAIM_PREFIX = "claim-"
 _BATCH = 100  # Table Storage's transaction limit
@@ -65,6 +70,7 @@ STALE_CLAIM = timedelta(minutes=15)
 MAX_REASON_CHARS = 500
 MAX_ERROR_CHARS = 4000
 MAX_HISTORY = 50
+MAX_EVIDENCE_CHARS = 2000
 _CONTROL_ATTEMPTS = 50
 
 
@@ -146,6 +152,48 @@ class Control:
         return [key for key in self.active if not key.startswith(_CLAIM_PREFIX)]
 
 
+class ChangeKind(enum.StrEnum):
+    """What happened to the champion."""
+
+    PROMOTED = "promoted"  # a new best version, by a run's tag step or by hand
+    ROLLED_BACK = "rolled back"  # by hand, to a version that was best before
+    PINNED = "pinned"
+    UNPINNED = "unpinned"
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """One entry of the champion's history: when, what, from which version to which, who, why, on what evidence.
+
+    `decided_by` is "service" (a run's tag step) or "operator"; `actor` says which operator, through what.
+    A rollback names, in `undoes`, the id of the promotion it undoes.
+    """
+
+    at: datetime
+    kind: ChangeKind
+    model: str
+    from_version: str | None
+    to_version: str | None
+    decided_by: str
+    actor: str
+    reason: str
+    evidence: str = ""
+    #: The score the record gives `to_version` (holdout or recorded), and the run that registered it.
+    score: float | None = None
+    run_id: str = ""
+    undoes: str = ""
+    #: `<UTC time>-<suffix>`, unique; given by `Ledger.record_champion_change` when empty.
+    id: str = ""
+
+    def words(self) -> str:
+        """ "promoted 3 -> 5 by service (run-7)": the change in a few words, for lists."""
+        moved = f"{self.from_version or '-'} -> {self.to_version or '-'}"
+        if self.kind in (ChangeKind.PINNED, ChangeKind.UNPINNED):
+            moved = f"version {self.to_version or self.from_version or '-'}"
+        run = f" ({self.run_id})" if self.run_id else ""
+        return f"{self.kind} {moved} by {self.actor or self.decided_by}{run}"
+
+
 class SlotTaken(RuntimeError):
     """No submission slot is free (RETRAIN_MAX_ACTIVE_RUNS runs are in flight)."""
 
@@ -167,6 +215,7 @@ class Ledger:
         self._images = service.get_table_client(f"{table_prefix}images")
         self._runs = service.get_table_client(f"{table_prefix}runs")
         self._control = service.get_table_client(f"{table_prefix}control")
+        self._champion = service.get_table_client(f"{table_prefix}champion")
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_prefix: str) -> Ledger:
@@ -186,7 +235,7 @@ class Ledger:
         return cls(service, settings.LEDGER_TABLE_PREFIX)
 
     def ensure_tables(self) -> None:
-        for table in (self._labels, self._images, self._runs, self._control):
+        for table in (self._labels, self._images, self._runs, self._control, self._champion):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
 
@@ -453,6 +502,45 @@ class Ledger:
         pages = self._runs.query_entities(query, results_per_page=min(max(limit, 1), 1000))
         return [run_from_row(entity) for entity in itertools.islice(pages, limit)]
 
+    # --- the champion's history ------------------------------------------------------------------
+
+    def record_champion_change(self, change: ChampionChange) -> ChampionChange:
+        """Append an entry to the champion's history; returns it with its id.
+
+        An entry with an id is written under it (an upsert): recording the same change twice, as a retried
+        promotion does, leaves one entry.
+        """
+        if not change.id:
+            change = dataclasses.replace(
+                change, id=f"{change.at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+            )
+        inverted = _TIME_CEILING_MS - int(change.at.timestamp() * 1000)
+        entity = {
+            "PartitionKey": _CHAMPION,
+            "RowKey": f"{inverted:013d}|{change.id}",
+            "id": change.id,
+            "at": change.at,
+            "kind": change.kind.value,
+            "model": bounded(change.model, 200),
+            "from_version": change.from_version or "",
+            "to_version": change.to_version or "",
+            "decided_by": bounded(change.decided_by, 40),
+            "actor": bounded(change.actor, 200),
+            "reason": bounded(change.reason, MAX_REASON_CHARS),
+            "evidence": bounded(change.evidence, MAX_EVIDENCE_CHARS),
+            "score": json.dumps(change.score if change.score is None or math.isfinite(change.score) else None),
+            "run_id": change.run_id,
+            "undoes": change.undoes,
+        }
+        self._champion.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return change
+
+    def champion_history(self, limit: int = 10) -> list[ChampionChange]:
+        """The latest `limit` entries of the champion's history, newest first: the first rows of one key range."""
+        query = f"PartitionKey eq {_literal(_CHAMPION)}"
+        pages = self._champion.query_entities(query, results_per_page=min(max(limit, 1), 1000))
+        return [_champion_change(entity) for entity in itertools.islice(pages, limit)]
+
     # --- the submission slot ---------------------------------------------------------------------
 
     def control(self) -> Control:
@@ -542,6 +630,25 @@ def _error_code(error: TableTransactionError) -> str:
 def _history(stored: str) -> list[RunEvent]:
     """A run's history as stored (JSON), each entry's state typed again."""
     return [cast(RunEvent, {**entry, "state": RunState(entry["state"])}) for entry in json.loads(stored)]
+
+
+def _champion_change(entity: dict) -> ChampionChange:
+    score = json.loads(entity.get("score") or "null")
+    return ChampionChange(
+        at=entity["at"],
+        kind=ChangeKind(entity["kind"]),
+        model=entity["model"],
+        from_version=entity.get("from_version") or None,
+        to_version=entity.get("to_version") or None,
+        decided_by=entity["decided_by"],
+        actor=entity.get("actor", ""),
+        reason=entity.get("reason", ""),
+        evidence=entity.get("evidence", ""),
+        score=float(score) if score is not None else None,
+        run_id=entity.get("run_id", ""),
+        undoes=entity.get("undoes", ""),
+        id=entity["id"],
+    )
 
 
 def run_from_row(entity: dict) -> RunRecord:

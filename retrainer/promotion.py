@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -239,3 +239,13 @@ class BestModel(BaseModel):
     score: float | None
     run: str
     time: str
+    #: Who moved the best tag here: "service" (a run's tag step) or "operator" (`retrain promote`, the API).
+    decided_by: Literal["service", "operator"] = "service"
+    reason: str = ""
+    #: The version it replaced as the champion (None for the first).
+    replaced_version: str | None = None
+    #: The operator's pin on this version, mirrored from its registry tags (retrainer/champion_tags.py) for
+    #: readers that never call the registry: while set, runs compare and the champion stays.
+    pinned_reason: str | None = None
+    pinned_by: str | None = None
+    pinned_at: str | None = None

@@ -23,6 +23,7 @@ from typing import TypeVar
 from azure.core.exceptions import ResourceModifiedError
 
 from retrainer.best_model import current_best_model, write_best_model
+from retrainer.champion import automatic_change, overridden_by_operator
 from retrainer.datastore import Datastore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
@@ -291,12 +292,22 @@ class RetrainingService:
         if record.decision is None or record.promotion_done:
             return
         try:
-            self.record_promotion(record.decision, record.run_id)
+            best = self.record_promotion(record.decision, record.run_id)
+            self._record_in_history(record, record.decision, best)
         except Exception as error:  # storage or the topic failed: the next tick tries again
             log.error("promotion of %s not recorded yet: %s", record.run_id, redact(str(error)[:500]))
             return
         record.promotion_done = True
         self._ledger.save_run(record)
+
+    def _record_in_history(self, record: RunRecord, decision: PromotionRecord, best: BestModel | None) -> None:
+        """Append the run's promotion to the champion's history (once, however often this is retried)."""
+        note = ""
+        if best is not None and best.version != decision.best_version:
+            note = f"the operator had made version {best.version} the champion meanwhile; it stays"
+        change = automatic_change(decision, record.run_id, record.ended_at or self._clock(), note)
+        if change is not None:
+            self._ledger.record_champion_change(change)
 
     def _finish_promotions(self) -> None:
         for record in self._ledger.runs(limit=20):
@@ -341,10 +352,25 @@ class RetrainingService:
         current = self.best_model()
         if current and current.version == decision.best_version and current.name == decision.name:
             return current
+        if overridden_by_operator(current, decision):  # the operator's later choice stands
+            log.warning(
+                "run %s promoted version %s before the operator chose %s: the record stays",
+                run_id,
+                decision.best_version,
+                current.version if current else None,
+                extra={"run_id": run_id},
+            )
+            return current
         promoted = decision.promoted and decision.chosen_version == decision.best_version
         score = decision.candidate_score if promoted else decision.previous_best_score
         record = BestModel(
-            name=decision.name, version=decision.best_version, score=score, run=run_id, time=self._clock().isoformat()
+            name=decision.name,
+            version=decision.best_version,
+            score=score,
+            run=run_id,
+            time=self._clock().isoformat(),
+            reason=decision.reason,
+            replaced_version=decision.previous_best_version if promoted else None,
         )
         # Announce first, then record: a failure between the two repeats the announcement at the next
         # tick (subscribers see ModelPromoted at least once) instead of never sending it.

@@ -11,7 +11,9 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -20,6 +22,9 @@ from azure.data.tables import TableEntity, TableTransactionError, TransactionOpe
 from retrainer.datastore import BlobMissingError, StoredBlob
 from retrainer.promotion import PromotionRecord
 from retrainer.records import RunState, RunStatus
+
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import Model
 
 
 class FakeRunner:
@@ -130,14 +135,12 @@ class InMemoryTable:
             assert name in ("PartitionKey", "RowKey"), f"a filter on {name} scans the partition: {query_filter}"
             assert operator in compare and literal.startswith("'") and literal.endswith("'"), clause
             clauses.append((name, compare[operator], literal[1:-1].replace("''", "'")))
-        with self._lock:  # the rows as they stood when the query ran: a row deleted meanwhile still comes back
+        with self._lock:
             rows = sorted(self._rows.items())
-        for (partition_key, row_key), (values, etag) in rows:
+        for (partition_key, row_key), _ in rows:
             keys = {"PartitionKey": partition_key, "RowKey": row_key}
             if all(test(keys[name], value) for name, test, value in clauses):
-                row = TableEntity(**values)
-                row._metadata = {"etag": etag}
-                yield row
+                yield self.get_entity(partition_key, row_key)
 
     def submit_transaction(self, operations: list[tuple]) -> None:
         """All or nothing, as an entity group transaction: on any failure the rows are as before."""
@@ -226,3 +229,69 @@ def first_promotion(reason: str = "the first model") -> PromotionRecord:
         candidate_score=0.9,
         reason=reason,
     )
+
+
+class FakeAzureMLModels:
+    """Stands in for `MLClient.models`' network calls, keeping the SDK's own `Model` entities and their files.
+
+    `create_or_update` stores what the SDK would send (a copy of the entity, the next version when it has none,
+    the files of a local `path`); `get` answers a copy, as the service does; `download` writes the files where
+    the SDK would. `lose_files(version)` is a version whose files the registry no longer has; `before_write` and
+    `after_write` run around each write (a racing tag step)."""
+
+    def __init__(self) -> None:
+        from azure.ai.ml.entities import Model
+
+        self._model = Model
+        self.stored: dict[str, Model] = {}
+        self.files: dict[str, dict[str, bytes]] = {}
+        self.before_write: Callable[[Model], None] | None = None
+        self.after_write: Callable[[Model], None] | None = None
+
+    def create_or_update(self, model: Model) -> Model:
+        if self.before_write is not None:
+            self.before_write(model)
+        version = str(model.version or len(self.stored) + 1)
+        source = Path(str(model.path)) if model.path and not str(model.path).startswith("azureml") else None
+        if source is not None and source.is_dir():
+            self.files[version] = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+        stored = self._model(
+            name=model.name,
+            version=version,
+            path=f"azureml://models/{model.name}/{version}",
+            type=model.type,
+            tags=dict(model.tags or {}),
+        )
+        self.stored[version] = stored
+        if self.after_write is not None:
+            self.after_write(stored)
+        return stored
+
+    def list(self, name: str) -> list[Model]:
+        return [self.get(name, v) for v, m in self.stored.items() if m.name == name]
+
+    def get(self, name: str, version: str) -> Model:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if version not in self.stored:
+            raise ResourceNotFoundError(f"{name}:{version} not found")
+        model = self.stored[version]
+        return self._model(
+            name=model.name, version=model.version, path=model.path, type=model.type, tags=dict(model.tags)
+        )
+
+    def download(self, name: str, version: str, download_path: str) -> None:
+        target = Path(download_path) / name / "model"
+        target.mkdir(parents=True)
+        for file_name, content in self.files.get(version, {}).items():
+            (target / file_name).write_bytes(content)
+
+    def lose_files(self, version: str) -> None:
+        self.files.pop(version, None)
+
+
+class FakeMLClient:
+    """An `MLClient` with only its model operations."""
+
+    def __init__(self) -> None:
+        self.models = FakeAzureMLModels()

@@ -105,13 +105,17 @@ def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
         "cancel_run",
         "status_page",
         "best_model",
+        "promote_model",
+        "pin_model",
+        "unpin_model",
     }
     assert bindings["on_event"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
     (timer,) = bindings["monitor"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%MONITOR_SCHEDULE%"
     assert timer["runOnStartup"] is False
     routes = {}
-    for name in ("submit_run", "list_runs", "get_run", "cancel_run", "status_page", "best_model"):
+    http = ("submit_run", "list_runs", "get_run", "cancel_run", "status_page", "best_model")
+    for name in (*http, "promote_model", "pin_model", "unpin_model"):
         trigger, output = bindings[name]
         assert trigger["type"] == "httpTrigger" and trigger["authLevel"] == "FUNCTION" and output["type"] == "http"
         routes[name] = (trigger["route"], trigger["methods"])
@@ -122,4 +126,7 @@ def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
         "cancel_run": ("runs/{run_id}/cancel", ["POST"]),
         "status_page": ("status", ["GET"]),
         "best_model": ("models/best", ["GET"]),
+        "promote_model": ("models/best", ["POST"]),
+        "pin_model": ("models/best/pin", ["PUT"]),
+        "unpin_model": ("models/best/pin", ["DELETE"]),
     }

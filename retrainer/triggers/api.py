@@ -6,6 +6,10 @@ GET  /api/runs          recent runs, pending images, whether auto-submission is 
 GET  /api/runs/{run_id}
 POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure)
 GET  /api/models/best
+POST /api/models/best            {"version": "3", "reason": "...", "force": false}: make a version the champion by
+                                 hand (a rollback when it was best before); 404 no such version, 409 refused
+PUT  /api/models/best/pin        {"reason": "..."}: the champion stays while runs still train and compare
+DELETE /api/models/best/pin      {"reason": "..."} (optional): runs decide again
 GET  /api/status                 the operator's status page (HTML)
 """
 
@@ -13,10 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+if TYPE_CHECKING:
+    from retrainer.champion import ChampionControls, Outcome
+
 MAX_REASON_CHARS = 500  # the ledger's bound on a run's reason
+#: Who the history names for a change made through this API (the function key names no person).
+HTTP_ACTOR = "operator (HTTP API)"
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +143,96 @@ def best_model(req: func.HttpRequest) -> func.HttpResponse:
     except UnreadableRecordError as error:
         return _json({"error": str(error)}, 500)
     return _json(best.model_dump(), 200) if best else _json({"error": "no model has been promoted yet"}, 404)
+
+
+def _object(req: func.HttpRequest, example: str, *, optional: bool = False) -> dict | func.HttpResponse:
+    """The request's JSON object, or the 400 to answer (one line, with an example of a good body)."""
+    try:
+        body = req.get_json() if req.get_body() else ({} if optional else None)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return _json({"error": f"the body must be a JSON object, like {example}"}, 400)
+    return body
+
+
+def _text(body: dict, key: str, *, required: bool) -> str | None:
+    """A string field (a number is taken as its text for a version); None when it is missing and optional.
+
+    ValueError with the one line to answer when it is missing, empty or of another type."""
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"'{key}' must be a non-empty string")
+    if len(value) > MAX_REASON_CHARS:
+        raise ValueError(f"'{key}' is longer than {MAX_REASON_CHARS} characters")
+    return value
+
+
+def _champion_call(action: str, call: Callable[[ChampionControls], Outcome]) -> func.HttpResponse:
+    """Run one of the operator's controls: 200 with what it did, 404 / 409 for a refusal, 502 when the registry or
+    storage failed (without secrets)."""
+    from retrainer import bootstrap
+    from retrainer.champion import BadRequest, ChampionError, VersionNotFound
+    from retrainer.redact import redact
+
+    try:
+        outcome = call(bootstrap.champion_controls())
+    except BadRequest as refused:
+        return _json({"error": str(refused)}, 400)
+    except VersionNotFound as missing:
+        return _json({"error": str(missing)}, 404)
+    except ChampionError as refused:
+        return _json({"error": str(refused)}, 409)
+    except Exception as error:  # the registry, the topic or storage failed: say so, without secrets
+        message = redact(str(error))[:1000]
+        log.error("%s failed: %s: %s", action, type(error).__name__, message)
+        return _json({"error": f"{action} failed: {message}"}, 502)
+    return _json(outcome.as_dict(), 200)
+
+
+@bp.function_name("promote_model")
+@bp.route(route="models/best", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def promote_model(req: func.HttpRequest) -> func.HttpResponse:
+    body = _object(req, '{"version": "3", "reason": "version 4 misses gate valves", "force": false}')
+    if isinstance(body, func.HttpResponse):
+        return body
+    try:
+        version, reason = _text(body, "version", required=True), _text(body, "reason", required=True)
+    except ValueError as error:
+        return _json({"error": str(error)}, 400)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        return _json({"error": "'force' must be a boolean"}, 400)
+    return _champion_call(
+        "promotion", lambda controls: controls.promote(str(version), str(reason), HTTP_ACTOR, force=force)
+    )
+
+
+@bp.function_name("pin_model")
+@bp.route(route="models/best/pin", methods=["PUT"], auth_level=func.AuthLevel.FUNCTION)
+def pin_model(req: func.HttpRequest) -> func.HttpResponse:
+    body = _object(req, '{"reason": "audit until Friday"}')
+    if isinstance(body, func.HttpResponse):
+        return body
+    try:
+        reason = _text(body, "reason", required=True)
+    except ValueError as error:
+        return _json({"error": str(error)}, 400)
+    return _champion_call("pin", lambda controls: controls.pin(str(reason), HTTP_ACTOR))
+
+
+@bp.function_name("unpin_model")
+@bp.route(route="models/best/pin", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def unpin_model(req: func.HttpRequest) -> func.HttpResponse:
+    body = _object(req, '{"reason": "audit done"}', optional=True)
+    if isinstance(body, func.HttpResponse):
+        return body
+    try:
+        reason = _text(body, "reason", required=False) or ""
+    except ValueError as error:
+        return _json({"error": str(error)}, 400)
+    return _champion_call("unpin", lambda controls: controls.unpin(HTTP_ACTOR, reason))

@@ -1,0 +1,571 @@
+"""The operator's controls: promote and roll back by hand, pin, unpin, and the champion's history.
+
+Every test runs on both registries (the local MLflow one, and Azure ML's client answering with the SDK's own
+`Model` entities) and on both storages (in-memory tables and blobs, and Azurite). The tag step is the real
+one (`choose_best`), and the service records its runs as it does in production.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline_steps.tag_model import HoldoutScores, choose_best
+from retrainer.best_model import read_best_model
+from retrainer.champion import ChampionConflict, ChampionControls, PromotionRefused, VersionNotFound
+from retrainer.champion_tags import pin_of
+from retrainer.datastore import Datastore
+from retrainer.ledger import ChangeKind, Ledger
+from retrainer.promotion import (
+    BestModel,
+    ClassComparison,
+    ClassGuard,
+    DifferenceInterval,
+    PromotionRecord,
+    decide_promotion,
+)
+from retrainer.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
+from retrainer.retraining import RetrainingService
+from retrainer.settings import load_settings
+from retrainer.workspace import ModelRegistry
+from retrainer.workspace.azureml import AzureMLModelRegistry
+from retrainer.workspace.local import LocalModelRegistry
+from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
+
+NAME = "pid-symbol-detector"
+CLASSES = frozenset({"1", "2", "3"})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def storage(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
+) -> tuple[Ledger, Datastore]:
+    if request.param == "memory":
+        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
+        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()  # type: ignore[arg-type,return-value]
+    request.getfixturevalue("service_env")
+    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
+    book.ensure_tables()
+    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
+    store.ensure_container()
+    return book, store
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow registry database with its tables made, once: making them costs seconds, a copy nothing."""
+    root = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            patch.delenv(variable, raising=False)
+        LocalModelRegistry(root).model_versions(NAME)
+    return root / "mlflow.db"
+
+
+@pytest.fixture(params=["local", "azureml"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    if request.param == "local":
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            monkeypatch.delenv(variable, raising=False)
+        (tmp_path / "workspace").mkdir()
+        shutil.copy(request.getfixturevalue("empty_mlflow_db"), tmp_path / "workspace" / "mlflow.db")
+        return LocalModelRegistry(tmp_path / "workspace")
+    return AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
+
+
+class World:
+    """The registry, the service recording runs, and the operator's controls, on one storage."""
+
+    def __init__(self, registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path):
+        self.registry, (self.ledger, self.datastore), self.clock, self.tmp_path = registry, storage, clock, tmp_path
+        self.published: list[BestModel] = []
+        self.runner = FakeRunner()
+        settings = load_settings()
+        self.service = RetrainingService(
+            settings,
+            self.ledger,
+            self.datastore,
+            runner=lambda: self.runner,
+            clock=clock,
+            publish=self.published.append,
+        )
+        self.controls = ChampionControls(
+            settings, registry, self.ledger, self.datastore, lambda: CLASSES, self.published.append, clock
+        )
+
+    def register(self, score: float, classes: frozenset[str] = CLASSES) -> ModelVersion:
+        folder = self.tmp_path / f"model-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        (folder / "MLmodel").write_text("flavors: {}\n")
+        tags = {"mean_average_precision": f"{score:.6f}", "class_ids": json.dumps(sorted(classes))}
+        return self.registry.register_model(NAME, folder, description="", tags=tags)
+
+    def run(self, score: float, scorer: object = None) -> tuple[str, PromotionRecord]:
+        """A run: a new version registered, the real tag step's decision, and the service recording the run."""
+        version = self.register(score)
+        decision = self.tag_step(version, scorer)
+        return self.record_run(decision), decision
+
+    def tag_step(self, version: ModelVersion, scorer: object = None) -> PromotionRecord:
+        return choose_best(self.registry, NAME, version.version, 0.0, scorer=scorer)  # type: ignore[arg-type]
+
+    def record_run(self, decision: PromotionRecord) -> str:
+        self.clock.advance(minutes=30)
+        run_id = self.service.submit("manual", "new images")
+        self.runner.finish(run_id, RunState.COMPLETED, decision)
+        self.clock.advance(minutes=5)
+        assert self.service.follow_run(run_id) == RunState.COMPLETED
+        self.clock.advance(minutes=1)  # what comes next is later: the history is ordered by time
+        return run_id
+
+    def best(self) -> list[str]:
+        return [v.version for v in self.registry.model_versions(NAME) if v.is_best]
+
+    def record(self) -> BestModel | None:
+        return read_best_model(self.datastore, "models/best_model.json")
+
+    def lose_files(self, version: str) -> None:
+        if isinstance(self.registry, LocalModelRegistry):
+            shutil.rmtree(next(v.uri for v in self.registry.model_versions(NAME) if v.version == version))
+        else:
+            self.registry._ml_client.models.lose_files(version)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def world(registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path) -> World:
+    return World(registry, storage, clock, tmp_path)
+
+
+def test_a_rollback_restores_the_earlier_version_with_its_record_its_event_and_names_what_it_undoes(
+    world: World,
+) -> None:
+    first_run, first = world.run(0.60)
+    second_run, second = world.run(0.70)
+    assert first.promoted and second.promoted and world.best() == ["2"]
+    world.published.clear()
+
+    outcome = world.controls.promote("1", "version 2 misses gate valves on scanned sheets", "ana (retrain)")
+
+    assert world.best() == ["1"]
+    record = world.record()
+    assert record == outcome.record and record is not None
+    assert (record.version, record.score, record.run) == ("1", 0.60, first_run), "the record it had when promoted"
+    assert record.decided_by == "operator" and record.reason == "version 2 misses gate valves on scanned sheets"
+    assert world.published == [record], "ModelPromoted, as for an automatic promotion"
+    rollback, undone, earlier = world.controls.history(3)
+    assert (undone.kind, undone.from_version, undone.to_version, undone.run_id) == ("promoted", "1", "2", second_run)
+    assert rollback == outcome.change
+    assert (rollback.kind, rollback.from_version, rollback.to_version) == (ChangeKind.ROLLED_BACK, "2", "1")
+    assert rollback.undoes == undone.id and rollback.decided_by == "operator" and rollback.actor == "ana (retrain)"
+    assert f"undoes {undone.id}" in rollback.evidence and "trained on the label map's classes" in rollback.evidence
+    assert (earlier.kind, earlier.from_version, earlier.to_version, earlier.decided_by) == (
+        "promoted",
+        None,
+        "1",
+        "service",
+    )
+    assert "no model was tagged best yet" in earlier.reason
+
+
+def test_refused_with_one_line_for_a_missing_version_lost_files_or_another_class_map(world: World) -> None:
+    world.run(0.60)
+    world.register(0.65)
+    world.register(0.66, classes=frozenset({"1", "2", "9"}))
+    world.register(0.67)
+    world.lose_files("4")
+    world.published.clear()
+    with pytest.raises(
+        VersionNotFound, match=r"^pid-symbol-detector has no version '7' \(the registry holds versions 1 to 4\)$"
+    ):
+        world.controls.promote("7", "try", "ana")
+    with pytest.raises(PromotionRefused, match=r"^version 4 has no model files"):
+        world.controls.promote("4", "try", "ana", force=True)
+    with pytest.raises(PromotionRefused) as refused:
+        world.controls.promote("3", "try", "ana")
+    assert str(refused.value) == (
+        "version 3 was trained on a class map the service no longer uses (classes added since: 3; gone since: 9): "
+        "--force to promote it anyway"
+    )
+    assert "\n" not in str(refused.value)
+    assert world.best() == ["1"] and world.published == [] and len(world.controls.history()) == 1, "nothing moved"
+
+    forced = world.controls.promote("3", "the old map is what the plant uses", "ana", force=True)
+    assert world.best() == ["3"] and forced.change is not None and forced.change.kind == ChangeKind.PROMOTED
+    assert forced.change.evidence.startswith("forced: was trained on a class map the service no longer uses")
+
+
+def test_a_pin_holds_across_runs_and_the_history_shows_it_all(world: World) -> None:
+    world.run(0.60)
+    world.clock.advance(minutes=1)
+    pinned = world.controls.pin("plant audit until Friday", "ana (retrain)")
+    assert pinned.record is not None and pinned.record.pinned_reason == "plant audit until Friday"
+    assert pin_of(next(v for v in world.registry.model_versions(NAME) if v.is_best)) is not None
+
+    for score in (0.80, 0.90):
+        _, decision = world.run(score)
+        assert not decision.promoted and decision.best_version == "1" and world.best() == ["1"]
+        assert decision.reason.startswith("pinned: the champion stays (plant audit until Friday); the comparison: ")
+        assert "promoted" in decision.reason, "what the comparison would have done is kept"
+    record = world.record()
+    assert record is not None and record.version == "1" and record.pinned_reason == "plant audit until Friday"
+
+    world.clock.advance(minutes=1)
+    world.controls.unpin("ana (retrain)", "audit done")
+    assert world.record().pinned_reason is None  # type: ignore[union-attr]
+    _, decision = world.run(0.95)
+    assert decision.promoted and world.best() == ["4"]
+    kinds = [(c.kind.value, c.to_version, c.decided_by) for c in world.controls.history()]
+    assert kinds == [
+        ("promoted", "4", "service"),
+        ("unpinned", "1", "operator"),
+        ("pinned", "1", "operator"),
+        ("promoted", "1", "service"),
+    ]
+
+
+def test_the_pinned_tag_step_still_scores_and_records_the_comparison(world: World) -> None:
+    world.run(0.60)
+    world.controls.pin("audit", "ana")
+    challenger = world.register(0.61)
+    interval = DifferenceInterval(difference=0.2, low=0.1, high=0.3, confidence=0.95, resamples=200)
+    guard = ClassGuard(
+        min_instances=1,
+        max_drop=0.1,
+        confidence=0.95,
+        classes=[ClassComparison(class_id="1", instances=30, champion_ap=0.5, challenger_ap=0.7, interval=interval)],
+    )
+
+    def scorer(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
+        return HoldoutScores(0.8, {"1": 0.7}, 0.6, {"1": 0.5}, interval, scored_images=40, class_guard=guard)
+
+    decision = world.tag_step(challenger, scorer)
+    assert not decision.promoted and world.best() == ["1"]
+    assert decision.comparison.interval == interval and decision.comparison.class_guard == guard
+    assert decision.reason == (
+        "pinned: the champion stays (audit); the comparison: +0.200 (95% interval +0.100 to +0.300): "
+        "the challenger is better by more than 0, promoted"
+    )
+
+
+def test_a_promotion_by_hand_carries_the_pin_to_the_new_champion(world: World) -> None:
+    world.run(0.60)
+    world.register(0.70)
+    world.controls.pin("audit", "ana")
+    outcome = world.controls.promote("2", "the audit wants version 2", "ana")
+    versions = {v.version: v for v in world.registry.model_versions(NAME)}
+    assert pin_of(versions["2"]) is not None and pin_of(versions["1"]) is None and world.best() == ["2"]
+    assert outcome.record is not None and outcome.record.pinned_reason == "audit"
+    _, decision = world.run(0.99)
+    assert not decision.promoted and world.best() == ["2"]
+
+
+def test_pin_is_refused_without_a_champion_or_while_a_runs_promotion_is_not_recorded(world: World) -> None:
+    with pytest.raises(ChampionConflict, match="no version of pid-symbol-detector is tagged best"):
+        world.controls.pin("audit", "ana")
+    world.run(0.60)
+    world.tag_step(world.register(0.70))  # the tag step moved the tag; the service has not recorded the run yet
+    with pytest.raises(ChampionConflict, match="names version 1 but the registry's champion is version 2"):
+        world.controls.pin("audit", "ana")
+    assert all(pin_of(v) is None for v in world.registry.model_versions(NAME))
+
+
+def test_a_run_recorded_after_the_operator_rolled_back_does_not_overturn_the_rollback(world: World) -> None:
+    world.run(0.60)
+    decision = world.tag_step(world.register(0.70))  # promotes 2 in the registry ...
+    world.controls.promote("1", "2 is wrong", "ana")  # ... and the operator rolls back before the run is recorded
+    world.published.clear()
+    run_id = world.record_run(decision)
+    record = world.record()
+    assert record is not None and record.version == "1" and record.decided_by == "operator"
+    assert world.published == [] and world.best() == ["1"]
+    automatic = next(c for c in world.controls.history() if c.run_id == run_id)
+    assert "the operator had made version 1 the champion meanwhile; it stays" in automatic.evidence
+
+
+def test_promoting_the_champion_again_changes_nothing_but_completes_a_record_left_behind(world: World) -> None:
+    world.run(0.60)
+    world.register(0.70)
+    world.controls.promote("2", "fix", "ana")
+    world.published.clear()
+    again = world.controls.promote("2", "fix", "ana")
+    assert again.change is None and "already the best model" in again.message and world.published == []
+    world.datastore.write("models/best_model.json", b"{damaged")  # e.g. a write that failed half-way
+    repaired = world.controls.promote("2", "fix", "ana")
+    assert repaired.change is not None and world.record() == repaired.record and len(world.published) == 1
+
+
+def test_a_retried_automatic_promotion_leaves_one_entry(world: World) -> None:
+    run_id, decision = world.run(0.60)
+    record = world.ledger.run(run_id)
+    assert record is not None
+    world.service._record_in_history(record, decision, world.record())  # as a retry after a failed save would
+    assert [c.run_id for c in world.controls.history()] == [run_id]
+
+
+@pytest.mark.parametrize("registry", ["local"], indirect=True)
+@pytest.mark.parametrize("storage", ["memory"], indirect=True)
+def test_a_promotion_racing_tag_steps_leaves_exactly_one_best_on_the_local_registry(world: World) -> None:
+    world.run(0.50)
+    challengers = [world.register(score) for score in (0.7, 0.8, 0.9)]
+    world.register(0.4)
+    barrier = threading.Barrier(len(challengers) + 1)
+    errors: list[BaseException] = []
+
+    def at_once(action) -> None:  # type: ignore[no-untyped-def]
+        try:
+            barrier.wait()
+            action()
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    actions = [lambda v=v: world.tag_step(v) for v in challengers]
+    actions.append(lambda: world.controls.promote("5", "rollback", "ana"))
+    threads = [threading.Thread(target=at_once, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(world.best()) == 1
+
+
+@pytest.mark.parametrize("registry", ["azureml"], indirect=True)
+@pytest.mark.parametrize("storage", ["memory"], indirect=True)
+def test_on_azure_ml_a_tag_step_tagging_another_version_meanwhile_is_repaired_to_the_operators_choice(
+    world: World,
+) -> None:
+    world.run(0.50)
+    world.register(0.90)
+    world.register(0.30)
+    models = world.registry._ml_client.models  # type: ignore[attr-defined]
+
+    def racing_tag_step(model: object) -> None:  # the moment the operator's tag lands, a tag step tags version 2
+        if getattr(model, "version", None) == "3" and model.tags.get(BEST_MODEL_TAG) == "true":  # type: ignore[attr-defined]
+            models.before_write = None
+            world.registry.set_model_tags(NAME, "2", {BEST_MODEL_TAG: "true"})
+
+    models.before_write = racing_tag_step
+    world.controls.promote("3", "rollback", "ana")
+    assert world.best() == ["3"]
+
+
+@pytest.mark.parametrize("registry", ["azureml"], indirect=True)
+@pytest.mark.parametrize("storage", ["memory"], indirect=True)
+def test_on_azure_ml_a_tag_step_that_took_the_tag_back_is_reported_not_claimed(world: World) -> None:
+    world.run(0.50)
+    world.register(0.90)
+    world.register(0.30)
+    models = world.registry._ml_client.models  # type: ignore[attr-defined]
+
+    def racing_tag_step(model: object) -> None:  # the operator's tag landed; a racing tag step's repair untags it
+        if getattr(model, "version", None) == "3" and model.tags.get(BEST_MODEL_TAG) == "true":  # type: ignore[attr-defined]
+            models.after_write = None
+            world.registry.set_model_tags(NAME, "2", {BEST_MODEL_TAG: "true"})
+            world.registry.set_model_tags(NAME, "3", {BEST_MODEL_TAG: "false"})
+
+    models.after_write = racing_tag_step
+    with pytest.raises(ChampionConflict, match="version 2 is best now; promote 3 again"):
+        world.controls.promote("3", "rollback", "ana")
+    assert world.best() == ["2"]
+
+
+# --- the command and the HTTP API, through the composition root, on Azurite and the local registry -------------
+
+
+@pytest.fixture
+def topic(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """A local Event Grid topic: the events the real publisher sends to EVENTGRID_TOPIC_ENDPOINT (ask for it before
+    `deployed`, which reads the settings)."""
+    received: list[dict] = []
+
+    class Topic(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.extend(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Topic)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"http://127.0.0.1:{server.server_port}/api/events")
+    monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key")
+    yield received
+    server.shutdown()
+
+
+@pytest.fixture
+def deployed(
+    service_env: None,
+    datastore: Datastore,  # the test's container, made
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    empty_mlflow_db: Path,
+    clock: Clock,
+) -> World:
+    """The app's own wiring (bootstrap) on Azurite and the local registry; versions 1 then 2 promoted by runs."""
+    from retrainer import bootstrap
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(empty_mlflow_db, workspace / "mlflow.db")
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(workspace))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    bootstrap.reset()
+    labels = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve", "3": "Piping/Fitting/Reducer"}
+    bootstrap.datastore().write("data/label_map.json", json.dumps(labels).encode())
+    world = World(LocalModelRegistry(workspace), (bootstrap.ledger(), bootstrap.datastore()), clock, tmp_path)
+    world.run(0.60)
+    world.run(0.70)
+    assert world.best() == ["2"]
+    return world
+
+
+def test_a_rollback_by_the_command_restores_version_1_with_its_record_and_event(
+    topic: list[dict], deployed: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retrainer import cli
+
+    assert cli.main(["promote", "1", "--reason", "version 2 misses gate valves"]) == 0
+    assert "rolled back to pid-symbol-detector version 1 (from 2)" in capsys.readouterr().out
+    assert deployed.best() == ["1"]
+    record = deployed.record()
+    assert record is not None and (record.version, record.decided_by, record.score) == ("1", "operator", 0.60)
+    (event,) = topic
+    assert event["eventType"] == "PidSymbolRetraining.ModelPromoted"
+    assert event["subject"] == "models/pid-symbol-detector/versions/1" and event["data"]["decided_by"] == "operator"
+
+    assert cli.main(["models"]) == 0
+    shown = capsys.readouterr().out
+    assert "rolled back 2 -> 1 by " in shown and "version 2 misses gate valves (undoes " in shown
+    assert "promoted 1 -> 2 by service (run-2)" in shown
+
+    assert cli.main(["promote", "9", "--reason", "typo"]) == 2
+    assert capsys.readouterr().err == (
+        "retrain promote: pid-symbol-detector has no version '9' (the registry holds versions 1 to 2)\n"
+    )
+    assert cli.main(["pin", "--reason", "audit"]) == 0 and deployed.record().pinned_reason == "audit"  # type: ignore[union-attr]
+    assert "pinned pid-symbol-detector version 1: the champion stays" in capsys.readouterr().out
+    assert cli.main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [c["kind"] for c in listed["history"]][:2] == ["pinned", "rolled back"]
+    assert [v["tags"].get("pinned_reason") for v in listed["versions"]] == ["audit", ""]
+    assert cli.main(["unpin"]) == 0 and deployed.record().pinned_reason is None  # type: ignore[union-attr]
+
+
+def http(name: str, method: str, url: str, body: bytes = b"") -> tuple[int, dict]:
+    import azure.functions as func
+
+    from tests.helpers import indexed_functions
+
+    request = func.HttpRequest(method, url, headers={"Content-Type": "application/json"}, params={}, body=body)
+    response = indexed_functions()[name].get_user_function()(request)
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_a_rollback_over_http_restores_version_1_and_bad_requests_get_one_line(
+    topic: list[dict], deployed: World
+) -> None:
+    status, body = http("promote_model", "POST", "/api/models/best", b'{"version": 1, "reason": "2 misses valves"}')
+    assert status == 200 and deployed.best() == ["1"] and body["best_model"]["version"] == "1"
+    assert body["change"]["kind"] == "rolled back" and body["change"]["actor"] == "operator (HTTP API)"
+    assert body["change"]["undoes"] == deployed.controls.history(2)[1].id
+    assert [event["data"]["version"] for event in topic] == ["1"]
+    deployed.register(0.9, classes=frozenset({"1", "2", "8"}))
+    refusals = [
+        (b"not json", 400, "the body must be a JSON object"),
+        (b'["1"]', 400, "the body must be a JSON object"),
+        (b'{"version": "2"}', 400, "'reason' must be a non-empty string"),
+        (b'{"version": true, "reason": "x"}', 400, "'version' must be a non-empty string"),
+        (b'{"version": "2", "reason": "x", "force": "yes"}', 400, "'force' must be a boolean"),
+        (b'{"version": "9", "reason": "x"}', 404, "has no version '9'"),
+        (b'{"version": "3", "reason": "x"}', 409, "was trained on a class map the service no longer uses"),
+    ]
+    for request_body, expected, words in refusals:
+        status, body = http("promote_model", "POST", "/api/models/best", request_body)
+        assert status == expected and words in body["error"] and "\n" not in body["error"], request_body
+    assert deployed.best() == ["1"] and len(topic) == 1, "nothing moved"
+    status, body = http("promote_model", "POST", "/api/models/best", b'{"version": "3", "reason": "x", "force": true}')
+    assert status == 200 and deployed.best() == ["3"]
+
+    status, body = http("pin_model", "PUT", "/api/models/best/pin", b'{"reason": "audit"}')
+    assert status == 200 and body["best_model"]["pinned_reason"] == "audit" and body["change"]["kind"] == "pinned"
+    assert http("pin_model", "PUT", "/api/models/best/pin", b"{}")[0] == 400
+    status, body = http("unpin_model", "DELETE", "/api/models/best/pin")
+    assert status == 200 and body["best_model"]["pinned_reason"] is None and body["change"]["kind"] == "unpinned"
+    assert http("unpin_model", "DELETE", "/api/models/best/pin")[1]["change"] is None, "unpinning twice is harmless"
+
+
+def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retrainer import cli
+
+    def compared(class_id: str, name: str, before: float, after: float, high: float, count: int) -> ClassComparison:
+        interval = DifferenceInterval(
+            difference=after - before, low=after - before - 0.1, high=high, confidence=0.98, resamples=500
+        )
+        return ClassComparison(
+            class_id=class_id, name=name, instances=count, champion_ap=before, challenger_ap=after, interval=interval
+        )
+
+    guard = ClassGuard(
+        min_instances=20,
+        max_drop=0.1,
+        confidence=0.983,
+        classes=[
+            compared("1", "Gate valve", 0.70, 0.95, 0.40, 31),
+            compared("7", "Relief valve", 0.41, 0.05, -0.2, 22),
+            compared("9", "Reducer", 0.50, 0.10, 0.1, 3),
+        ],
+    )
+    decision = PromotionRecord(
+        name=NAME,
+        candidate_version="7",
+        previous_best_version="6",
+        chosen_version="6",
+        best_version="6",
+        promoted=False,
+        candidate_score=0.86,
+        previous_best_score=0.80,
+        reason=guard.verdict(decide_promotion(0.86, 0.80, 0.0)).reason,
+    )
+    decision.comparison.class_guard = guard
+    runner = FakeRunner()
+    runner.statuses["run-9"] = RunStatus("run-9", RunState.COMPLETED, "Completed", decision=decision)
+    monkeypatch.setattr(cli, "_runner", lambda settings: runner)
+    assert cli.main(["status", "run-9", "--backend", "local"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert "but Relief valve AP fell 0.41 -> 0.05: the champion stays" in shown[1]
+    assert shown[3] == (
+        "class guard: 2 of 3 classes watched (at least 20 symbols on the holdout), each may lose at most 0.1 AP@0.5 "
+        "beyond doubt (98.3% intervals): fell: Relief valve"
+    )
+    assert shown[4].startswith("  Relief valve (22): 0.41 -> 0.05, -0.360 (98% interval") and shown[4].endswith("FELL")
+    assert shown[5].startswith("  Gate valve (31): 0.70 -> 0.95") and len(shown) == 6, "unwatched classes are counted"
