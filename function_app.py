@@ -1,4 +1,9 @@
-"""Azure Functions entry point (Python v2 model): wiring only, no logic and no heavy imports."""
+"""Azure Functions entry point (Python v2 model): wiring only, no logic.
+
+One heavy import happens here, at indexing: the label trigger binds a `BlobClient` (an SDK-type binding), so
+indexing loads `azure.storage.blob`, about half a second (docs/benchmarks.md). Every other SDK loads inside
+the handler that needs it.
+"""
 
 import azure.functions as func
 

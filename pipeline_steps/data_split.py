@@ -46,6 +46,7 @@ from pipeline_steps._cli import StepParser, add_flag, boolean, filename_list, st
 from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide, holdout_info
 from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records, write_records
 from retrainer.promotion import HoldoutInfo
+from retrainer.settings import SettingsError
 
 if TYPE_CHECKING:
     from retrainer.workspace import ModelRegistry
@@ -522,10 +523,10 @@ def restart_assignment(registry: ModelRegistry, name: str, reason: str, *, force
 
 def registry_store(assignment_name: str) -> tuple[Callable[[], SplitAssignment], Callable[[SplitAssignment], bool]]:
     """Load and create-only store of the assignment as versioned documents of the model registry."""
-    from retrainer.settings import get_settings
+    from retrainer.settings import load_registry_location
     from retrainer.workspace import open_registry
 
-    registry = open_registry(get_settings())
+    registry = open_registry(load_registry_location())
 
     def load() -> SplitAssignment:
         return read_assignment(registry, assignment_name)
@@ -573,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = registry_store(args.assignment_name)
         report = run_split(args.input_data_path, outputs, config, *store, name=args.assignment_name)
-    except SplitError as error:
+    except (SplitError, SettingsError) as error:
         print(f"data split failed: {error}", file=sys.stderr)
         return 1
     print(

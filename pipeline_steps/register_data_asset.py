@@ -20,7 +20,7 @@ from pathlib import Path
 from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import CLASS_IDS_TAG, DataAssetEntry, DataAssets
 from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records
-from retrainer.settings import SettingsError, get_settings
+from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         assets = register_split(
-            open_registry(get_settings()),
+            open_registry(load_registry_location()),
             {"train": args.train_input_path, "val": args.val_input_path, "holdout": args.holdout_input_path},
             {"train": args.train_asset_name, "val": args.val_asset_name, "holdout": args.holdout_asset_name},
             datastore=args.data_store_name,

@@ -33,7 +33,7 @@ from pipeline_steps.contracts import (
     RegisteredModel,
     TrainingMetrics,
 )
-from retrainer.settings import SettingsError, get_settings
+from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
 
 PRIMARY_METRIC = "mean_average_precision"
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metadata = register(
-            open_registry(get_settings()),
+            open_registry(load_registry_location()),
             args.model_base_name,
             args.model_input_path,
             data_versions(args.data_assets_path, args.train_dataset, args.val_dataset),

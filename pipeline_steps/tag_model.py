@@ -54,8 +54,9 @@ from retrainer.promotion import (
     PromotionRecord,
     decide_promotion,
 )
-from retrainer.settings import SettingsError, get_settings
-from retrainer.workspace import BEST_MODEL_TAG, ModelRegistry, ModelVersion, open_registry
+from retrainer.records import BEST_MODEL_TAG, ModelVersion
+from retrainer.settings import SettingsError, load_registry_location
+from retrainer.workspace import ModelRegistry, open_registry
 
 SCORING_ENV_MANAGERS = ("local", "conda", "virtualenv", "uv")
 
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_ranges(parser, args)
     try:
         registered = RegisteredModel.read(args.model_metadata_path)
-        registry = open_registry(get_settings())
+        registry = open_registry(load_registry_location())
         holdout = HoldoutManifest.read(args.holdout_data_path) if args.holdout_data_path else None
         scorer = (
             holdout_scorer(

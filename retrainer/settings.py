@@ -11,7 +11,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +22,8 @@ _FOLDER_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 #: What a run needs beyond training and scoring: queueing, cluster provisioning, the first build of the
 #: steps' image, and the data and registry steps (minutes; a margin, not a measurement).
 PIPELINE_OVERHEAD_MINUTES = 120
+
+_Model = TypeVar("_Model", bound=BaseSettings)
 
 
 class SettingsError(RuntimeError):
@@ -42,10 +44,78 @@ class StorageConnection:
         return f"StorageConnection({kind})"
 
 
-class Settings(BaseSettings):
-    """Service configuration; each field reads the environment variable of its upper-case name."""
+class RegistryLocation(BaseSettings):
+    """Where the model registry is, and who signs in to it: what a pipeline step reads, and nothing else.
+
+    Six fields of the service settings (`Settings` is a RegistryLocation), read from the same variables; a
+    step builds this alone (`load_registry_location`), so the rest of the service configuration never
+    reaches a step, which takes its behaviour from its component inputs.
+    """
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    WORKSPACE_BACKEND: Literal["auto", "azureml", "local"] = Field(
+        default="auto",
+        description="Where pipelines, data assets and models live: azureml, local, or auto "
+        "(azureml when the three workspace variables are set).",
+    )
+    # Inside an Azure ML job the platform sets AZUREML_ARM_*: steps find their own workspace with no extra setting.
+    AZURE_SUBSCRIPTION_ID: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_SUBSCRIPTION_ID", "AZUREML_ARM_SUBSCRIPTION"),
+        description="Subscription of the Azure ML workspace (in an Azure ML job the platform sets the second).",
+    )
+    AZURE_RESOURCE_GROUP: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZURE_RESOURCE_GROUP", "AZUREML_ARM_RESOURCEGROUP"),
+        description="Resource group of the Azure ML workspace (in an Azure ML job the platform sets the second).",
+    )
+    AZUREML_WORKSPACE_NAME: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AZUREML_WORKSPACE_NAME", "AZUREML_ARM_WORKSPACE_NAME"),
+        description="Name of the Azure ML workspace (in an Azure ML job the platform sets the second).",
+    )
+    LOCAL_WORKSPACE_DIR: Path = Field(
+        default=Path(".workspace"),
+        description="Folder of the local backend: data assets, runs, MLflow registry (mlflow.db), models.",
+    )
+    # Who signs in to the workspace from a compute (retrainer/identity.py); unset, the default identity.
+    DEFAULT_IDENTITY_CLIENT_ID: str | None = Field(
+        default=None,
+        description="Client id of the managed identity of an Azure ML compute (the platform sets it in jobs).",
+    )
+
+    def backend(self) -> Literal["azureml", "local"]:
+        """The workspace backend: as set, or azureml when all three workspace variables are set."""
+        if self.WORKSPACE_BACKEND != "auto":
+            if self.WORKSPACE_BACKEND == "azureml":
+                self.azureml_workspace()
+            return self.WORKSPACE_BACKEND
+        return "azureml" if all(self._workspace_fields().values()) else "local"
+
+    def names_a_workspace(self) -> bool:
+        """True when all three workspace variables are set."""
+        return all(self._workspace_fields().values())
+
+    def azureml_workspace(self) -> tuple[str, str, str]:
+        """(subscription, resource group, workspace); SettingsError naming whatever is missing."""
+        fields = self._workspace_fields()
+        missing = [name for name, value in fields.items() if not value]
+        if missing:
+            raise SettingsError(f"invalid configuration: {', '.join(missing)} not set (needed for the azureml backend)")
+        subscription, resource_group, workspace = (str(value) for value in fields.values())
+        return subscription, resource_group, workspace
+
+    def _workspace_fields(self) -> dict[str, str | None]:
+        return {
+            "AZURE_SUBSCRIPTION_ID": self.AZURE_SUBSCRIPTION_ID,
+            "AZURE_RESOURCE_GROUP": self.AZURE_RESOURCE_GROUP,
+            "AZUREML_WORKSPACE_NAME": self.AZUREML_WORKSPACE_NAME,
+        }
+
+
+class Settings(RegistryLocation):
+    """Service configuration; each field reads the environment variable of its upper-case name."""
 
     # The datastore connection, named DATASTORE as the blob trigger's `connection`: either Azure
     # Functions' identity-based form (DATASTORE__blobServiceUri, ...: no key anywhere) or a connection
@@ -101,32 +171,6 @@ class Settings(BaseSettings):
     LEDGER_TABLE_PREFIX: str = Field(
         default="retrain", description="Prefix of the Table Storage tables that hold the service state."
     )
-    WORKSPACE_BACKEND: Literal["auto", "azureml", "local"] = Field(
-        default="auto",
-        description="Where pipelines, data assets and models live: azureml, local, or auto "
-        "(azureml when the three workspace variables are set).",
-    )
-    # Inside an Azure ML job the platform sets AZUREML_ARM_*: steps find their own workspace with no extra setting.
-    AZURE_SUBSCRIPTION_ID: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("AZURE_SUBSCRIPTION_ID", "AZUREML_ARM_SUBSCRIPTION"),
-        description="Subscription of the Azure ML workspace (in an Azure ML job the platform sets the second).",
-    )
-    AZURE_RESOURCE_GROUP: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("AZURE_RESOURCE_GROUP", "AZUREML_ARM_RESOURCEGROUP"),
-        description="Resource group of the Azure ML workspace (in an Azure ML job the platform sets the second).",
-    )
-    AZUREML_WORKSPACE_NAME: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("AZUREML_WORKSPACE_NAME", "AZUREML_ARM_WORKSPACE_NAME"),
-        description="Name of the Azure ML workspace (in an Azure ML job the platform sets the second).",
-    )
-    LOCAL_WORKSPACE_DIR: Path = Field(
-        default=Path(".workspace"),
-        description="Folder of the local backend: data assets, runs, MLflow registry (mlflow.db), models.",
-    )
-
     # Pipeline and training: the original pipeline's names; CPU steps on cpu-cluster, AutoML on gpu-cluster.
     PIPELINE_CPU_COMPUTE_NAME: str = Field(default="cpu-cluster", description="Azure ML compute of the CPU steps.")
     TRAINING_GPU_COMPUTE_NAME: str = Field(
@@ -203,10 +247,6 @@ class Settings(BaseSettings):
     TRAINING_MODEL_NAME: str = Field(
         default="fasterrcnn_resnet50_fpn",
         description="The model AutoML trains in auto mode (one that supports tiling).",
-    )
-    DEFAULT_IDENTITY_CLIENT_ID: str | None = Field(
-        default=None,
-        description="Client id of the managed identity of an Azure ML compute (the platform sets it in jobs).",
     )
     PIPELINE_COMPONENTS: Literal["registered", "local"] = Field(
         default="registered",
@@ -381,34 +421,6 @@ class Settings(BaseSettings):
             )
         return StorageConnection(self.STORAGE_ACCOUNT_CONNECTION_STRING.get_secret_value(), None, None, None)
 
-    def backend(self) -> Literal["azureml", "local"]:
-        """The workspace backend: as set, or azureml when all three workspace variables are set."""
-        if self.WORKSPACE_BACKEND != "auto":
-            if self.WORKSPACE_BACKEND == "azureml":
-                self.azureml_workspace()
-            return self.WORKSPACE_BACKEND
-        return "azureml" if all(self._workspace_fields().values()) else "local"
-
-    def names_a_workspace(self) -> bool:
-        """True when all three workspace variables are set."""
-        return all(self._workspace_fields().values())
-
-    def azureml_workspace(self) -> tuple[str, str, str]:
-        """(subscription, resource group, workspace); SettingsError naming whatever is missing."""
-        fields = self._workspace_fields()
-        missing = [name for name, value in fields.items() if not value]
-        if missing:
-            raise SettingsError(f"invalid configuration: {', '.join(missing)} not set (needed for the azureml backend)")
-        subscription, resource_group, workspace = (str(value) for value in fields.values())
-        return subscription, resource_group, workspace
-
-    def _workspace_fields(self) -> dict[str, str | None]:
-        return {
-            "AZURE_SUBSCRIPTION_ID": self.AZURE_SUBSCRIPTION_ID,
-            "AZURE_RESOURCE_GROUP": self.AZURE_RESOURCE_GROUP,
-            "AZUREML_WORKSPACE_NAME": self.AZUREML_WORKSPACE_NAME,
-        }
-
     @field_validator("STORAGE_ACCOUNT_CONTAINER_NAME")
     @classmethod
     def _container_name_is_valid(cls, value: str) -> str:
@@ -458,8 +470,17 @@ def _variable_set(field: str) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the settings (`overrides` win over the environment); SettingsError names every bad one."""
+    return _validated(Settings, overrides)
+
+
+def load_registry_location(**overrides: object) -> RegistryLocation:
+    """Read and validate the registry's location alone (a step's only settings); errors as `load_settings`."""
+    return _validated(RegistryLocation, overrides)
+
+
+def _validated(model: type[_Model], overrides: dict[str, object]) -> _Model:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return model(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         problems = []
         for item in error.errors():

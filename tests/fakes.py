@@ -135,12 +135,14 @@ class InMemoryTable:
             assert name in ("PartitionKey", "RowKey"), f"a filter on {name} scans the partition: {query_filter}"
             assert operator in compare and literal.startswith("'") and literal.endswith("'"), clause
             clauses.append((name, compare[operator], literal[1:-1].replace("''", "'")))
-        with self._lock:
+        with self._lock:  # the rows as they stood when the query ran: a row deleted meanwhile still comes back
             rows = sorted(self._rows.items())
-        for (partition_key, row_key), _ in rows:
+        for (partition_key, row_key), (values, etag) in rows:
             keys = {"PartitionKey": partition_key, "RowKey": row_key}
             if all(test(keys[name], value) for name, test, value in clauses):
-                yield self.get_entity(partition_key, row_key)
+                row = TableEntity(**values)
+                row._metadata = {"etag": etag}
+                yield row
 
     def submit_transaction(self, operations: list[tuple]) -> None:
         """All or nothing, as an entity group transaction: on any failure the rows are as before."""

@@ -308,3 +308,101 @@ def test_every_import_inside_retrainer_goes_down_or_along_a_floor() -> None:
         if imported.startswith("retrainer") and floor_of(imported) < floor_of(name)
     }
     assert upward == set()
+
+
+# --- what a step reads: the registry's location, never the service settings ----------------------------------
+
+#: What reads the service's settings from the environment. A pipeline step, and every module it runs, imports
+#: neither: a step's behaviour comes from its component inputs, and where the registry is from RegistryLocation.
+SETTINGS_READERS = frozenset({"retrainer.settings.get_settings", "retrainer.settings.load_settings"})
+#: The step's own modules import not even the service settings' type (nor the module, which holds the readers).
+SERVICE_SETTINGS = SETTINGS_READERS | {"retrainer.settings.Settings", "retrainer.settings", "retrainer.settings.*"}
+#: Step 4 on the local backend (Azure ML trains with the AutoML node, which is no module of ours).
+LOCAL_TRAINER = "pipeline_steps.train"
+#: The four steps that open the registry: the test must find them among the components, or it checks nothing.
+REGISTRY_STEPS = {
+    "pipeline_steps.data_split",
+    "pipeline_steps.register_data_asset",
+    "pipeline_steps.register_model",
+    "pipeline_steps.tag_model",
+}
+
+
+def step_entry_modules() -> set[str]:
+    """The module each component runs (`python -m <module>` in its `command`), and the local trainer."""
+    import yaml
+
+    entries = {LOCAL_TRAINER}
+    for path in sorted((ROOT / "pipeline_steps" / "components").glob("*.yml")):
+        document = yaml.safe_load(path.read_text())
+        command = document.get("command") if isinstance(document, dict) else None
+        if command:
+            entries.update(re.findall(r"python -m ([\w.]+)", command))
+    return entries
+
+
+def reached_from(entry: str, within: str = "") -> set[str]:
+    """The project modules `entry` runs: itself and what it imports, directly or through others (lazy imports
+    too); with `within`, only through modules of that package."""
+    graph = import_graph()
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += [imported for imported in graph[name] if imported.startswith(within)]
+    return seen
+
+
+def settings_imports(name: str, path: Path, forbidden: frozenset[str] | set[str]) -> set[str]:
+    return {imported for imported in imported_names(name, path) if imported in forbidden}
+
+
+def constructs_settings(path: Path) -> bool:
+    """Whether the module calls the service settings' class (by whatever name it imported it under)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bound = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "retrainer.settings"
+        for alias in node.names
+        if alias.name == "Settings"
+    }
+    return any(
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in bound
+        for node in ast.walk(tree)
+    )
+
+
+def test_every_component_and_the_local_trainer_are_found() -> None:
+    entries = step_entry_modules()
+    assert REGISTRY_STEPS | {LOCAL_TRAINER} <= entries
+    assert entries <= set(project_modules()), "a component runs a module that is not in the tree"
+
+
+def test_no_step_reads_the_service_settings() -> None:
+    """A step opens the registry from `RegistryLocation` (six variables), never the 66-field service settings:
+    its own modules import neither `Settings` nor its readers, and nothing it runs (the registry backends, the
+    workspace package) imports a reader or builds `Settings`. Service-side code in that closure (the Azure ML
+    runner, the pipeline builder) may name `Settings`: it is handed one by the service."""
+    modules = project_modules()
+    offenders = set()
+    for entry in sorted(step_entry_modules()):
+        own = reached_from(entry, within="pipeline_steps")
+        for name in sorted(reached_from(entry)):
+            forbidden = SERVICE_SETTINGS if name in own else SETTINGS_READERS
+            offenders.update(
+                f"{entry}: {name} imports {found}" for found in settings_imports(name, modules[name], forbidden)
+            )
+            if constructs_settings(modules[name]):
+                offenders.add(f"{entry}: {name} builds Settings")
+    assert offenders == set(), "steps that read the service settings:\n" + "\n".join(sorted(offenders))
+
+
+def test_the_settings_check_sees_an_aliased_import_inside_a_function(tmp_path: Path) -> None:
+    module = tmp_path / "step.py"
+    module.write_text("def main():\n    from retrainer.settings import get_settings as read\n    return read()\n")
+    assert settings_imports("pipeline_steps.step", module, SERVICE_SETTINGS) == {"retrainer.settings.get_settings"}
+    module.write_text("from retrainer.settings import Settings as S\n\nLOCATION = S()\n")
+    assert constructs_settings(module)

@@ -8,15 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from devtools.synthetic import SheetSpec, write_dataset_zip
 from retrainer import cli
 from retrainer.ingestion import loader as data_loader
-from retrainer.workspace.local import LocalModelRegistry, LocalPipelineRunner
+from retrainer.promotion import PromotionRecord
+from retrainer.records import RunState
+from retrainer.workspace.local import STATUS_FILE, LocalModelRegistry, LocalPipelineRunner, LocalRunStatus
 
 SMALL = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
 
-pytestmark = pytest.mark.slow  # runs the real steps as processes
+# The tests marked slow run the real steps as processes; the status file's own tests are fast.
 
 
 @pytest.fixture
@@ -45,6 +48,7 @@ def wait_until_finished(workspace: LocalPipelineRunner, run_id: str, timeout: fl
     raise AssertionError(f"{run_id} still {workspace.run_status(run_id)} after {timeout} s")
 
 
+@pytest.mark.slow
 def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     local_run_env: LocalPipelineRunner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -69,12 +73,14 @@ def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     assert run_id in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_with_no_data_fails_with_its_reason(local_run_env: LocalPipelineRunner) -> None:
     run_id = local_run_env.submit_pipeline("empty")
     assert wait_until_finished(local_run_env, run_id, timeout=60) == "failed"
     assert "holds no images" in local_run_env.run_status(run_id).error
 
 
+@pytest.mark.slow
 def test_a_killed_runner_reads_as_failed_not_running(local_run_env: LocalPipelineRunner, tmp_path: Path) -> None:
     load_images(tmp_path, count=12)
     run_id = local_run_env.submit_pipeline("killed")
@@ -100,6 +106,7 @@ def living_members(group: int) -> list[int]:
     return members
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_running_run_and_leaves_no_process_of_it(
     local_run_env: LocalPipelineRunner, tmp_path: Path
 ) -> None:
@@ -119,6 +126,7 @@ def test_cancel_stops_a_running_run_and_leaves_no_process_of_it(
     assert living_members(group) == [], "neither the runner nor the step it started is left running"
 
 
+@pytest.mark.slow
 def test_three_runs_never_compare_a_model_on_images_it_trained_on(
     local_run_env: LocalPipelineRunner, tmp_path: Path
 ) -> None:
@@ -151,3 +159,101 @@ def test_three_runs_never_compare_a_model_on_images_it_trained_on(
         if run > 0:
             assert decision.comparison.interval is not None, decision.comparison.not_rescored
         sides_seen, trained_by_earlier_runs = now, trained_by_earlier_runs | sides["train"]
+
+
+# --- status.json: one typed model, written whole -------------------------------------------------------------
+
+
+def a_decision() -> PromotionRecord:
+    return PromotionRecord(
+        name="pid-symbol-detector",
+        candidate_version="2",
+        chosen_version="2",
+        best_version="2",
+        promoted=True,
+        candidate_score=0.9,
+        reason="the challenger is better",
+    )
+
+
+def submitted_run(root: Path, run_id: str = "run-20260101-000000-abcdef", runner_pid: int | None = None) -> Path:
+    """A run folder as `submit_pipeline` leaves it: queued, and the runner's pid (this process: alive)."""
+    run_dir = root / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    LocalRunStatus(run_id=run_id, label="claim-1").write(run_dir)
+    (run_dir / "runner.pid").write_text(str(runner_pid or os.getpid()))
+    return run_dir
+
+
+def test_the_runners_status_updates_keep_what_they_do_not_change(tmp_path: Path) -> None:
+    run_dir = submitted_run(tmp_path)
+    LocalRunStatus.update(run_dir, state="running", started="2026-01-01T00:00:00+00:00", pid=123)
+    LocalRunStatus.update(run_dir, step="train", images=24)
+    status = LocalRunStatus.read(run_dir)
+    assert (status.state, status.step, status.images, status.pid, status.label) == (
+        RunState.RUNNING,
+        "train",
+        24,
+        123,
+        "claim-1",
+    )
+    LocalRunStatus.update(
+        run_dir, state="completed", step=None, ended="2026-01-01T01:00:00+00:00", decision=a_decision()
+    )
+    assert LocalRunStatus.read(run_dir).decision == a_decision()
+    assert [path.name for path in run_dir.iterdir() if path.name != "runner.pid"] == [STATUS_FILE], (
+        "no partial file left"
+    )
+
+
+def test_a_field_the_status_does_not_have_is_refused_when_written(tmp_path: Path) -> None:
+    run_dir = submitted_run(tmp_path)
+    before = (run_dir / STATUS_FILE).read_text()
+    with pytest.raises(ValidationError, match="stage"):
+        LocalRunStatus.update(run_dir, stage="train")
+    with pytest.raises(ValidationError, match="images"):
+        LocalRunStatus.update(run_dir, images="many")
+    assert (run_dir / STATUS_FILE).read_text() == before
+
+
+def test_a_write_that_breaks_off_leaves_the_last_whole_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The status is written beside the file and then replaces it: a reader sees the old status or the new one."""
+    run_dir = submitted_run(tmp_path)
+    real_write_text = Path.write_text
+
+    def write_half_then_fail(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        real_write_text(path, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        LocalRunStatus.update(run_dir, state="running")
+    monkeypatch.undo()
+    assert LocalRunStatus.read(run_dir).state == RunState.QUEUED
+
+
+def test_the_pipeline_runner_reads_the_status_the_runner_wrote(tmp_path: Path) -> None:
+    runner = LocalPipelineRunner(tmp_path)
+    run_dir = submitted_run(tmp_path)
+    run_id = run_dir.name
+    assert runner.run_status(run_id).state == RunState.QUEUED and runner.run_status(run_id).label == "claim-1"
+    LocalRunStatus.update(run_dir, state="running", step="data_split", started="2026-01-01T00:00:00+00:00")
+    status = runner.run_status(run_id)
+    assert (status.state, status.detail, status.started) == (
+        RunState.RUNNING,
+        "data_split",
+        "2026-01-01T00:00:00+00:00",
+    )
+    LocalRunStatus.update(
+        run_dir, state="completed", step=None, ended="2026-01-01T01:00:00+00:00", decision=a_decision()
+    )
+    status = runner.run_status(run_id)
+    assert status.finished and status.decision == a_decision() and status.ended == "2026-01-01T01:00:00+00:00"
+
+
+def test_a_status_left_running_by_a_dead_runner_reads_as_failed(tmp_path: Path) -> None:
+    run_dir = submitted_run(tmp_path, runner_pid=2**31 - 1)  # no such process
+    LocalRunStatus.update(run_dir, state="running", step="train")
+    status = LocalPipelineRunner(tmp_path).run_status(run_dir.name)
+    assert status.state == RunState.FAILED and "ended without finishing" in (status.error or "")
+    assert LocalRunStatus.read(run_dir).state == RunState.RUNNING, "reading changes nothing"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from retrainer.logs import RedactingFilter
 from retrainer.redact import redact, url_without_query
-from retrainer.settings import SettingsError, load_settings
+from retrainer.settings import RegistryLocation, Settings, SettingsError, load_registry_location, load_settings
 
 SECRET_KEY = "c2VjcmV0LWtleS1ub3QtdG8tYmUtbG9nZ2Vk"
 CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={SECRET_KEY};EndpointSuffix=core.windows.net"
@@ -126,3 +127,66 @@ def test_the_tag_step_scores_on_the_gpu_compute_unless_told_otherwise(monkeypatc
     assert load_settings().promotion_compute() == "gpu-cluster"
     assert load_settings(TRAINING_GPU_COMPUTE_NAME="a100").promotion_compute() == "a100"
     assert load_settings(PROMOTION_COMPUTE_NAME="cpu-cluster").promotion_compute() == "cpu-cluster"
+
+
+REGISTRY_FIELDS = {
+    "WORKSPACE_BACKEND",
+    "AZURE_SUBSCRIPTION_ID",
+    "AZURE_RESOURCE_GROUP",
+    "AZUREML_WORKSPACE_NAME",
+    "LOCAL_WORKSPACE_DIR",
+    "DEFAULT_IDENTITY_CLIENT_ID",
+}
+
+
+def test_the_registry_location_is_six_fields_the_settings_inherit_and_never_redeclare() -> None:
+    assert set(RegistryLocation.model_fields) == REGISTRY_FIELDS
+    assert issubclass(Settings, RegistryLocation) and set(Settings.model_fields) > REGISTRY_FIELDS
+    assert not REGISTRY_FIELDS & set(vars(Settings).get("__annotations__", {})), "each field is declared once"
+
+
+def test_a_step_finds_its_workspace_from_the_platforms_variables_whatever_the_service_settings_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In an Azure ML job the platform sets AZUREML_ARM_*; a service setting a step never reads cannot stop it."""
+    for variable in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "WORKSPACE_BACKEND"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AZUREML_ARM_SUBSCRIPTION", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("AZUREML_ARM_RESOURCEGROUP", "rg")
+    monkeypatch.setenv("AZUREML_ARM_WORKSPACE_NAME", "ws")
+    monkeypatch.setenv("DEFAULT_IDENTITY_CLIENT_ID", "33333333-3333-3333-3333-333333333333")
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "Bad_Name")
+    monkeypatch.setenv("RETRAIN_MIN_NEW_IMAGES", "none")
+    with pytest.raises(SettingsError, match=r"STORAGE_ACCOUNT_CONTAINER_NAME.*RETRAIN_MIN_NEW_IMAGES"):
+        load_settings()
+    location = load_registry_location()
+    assert type(location) is RegistryLocation and location.backend() == "azureml"
+    assert location.azureml_workspace() == ("00000000-0000-0000-0000-000000000000", "rg", "ws")
+    assert location.DEFAULT_IDENTITY_CLIENT_ID == "33333333-3333-3333-3333-333333333333"
+    assert not hasattr(location, "STORAGE_ACCOUNT_CONTAINER_NAME")
+
+
+def test_the_registry_location_names_the_variable_it_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKSPACE_BACKEND", "cloud")
+    with pytest.raises(SettingsError, match=r"^invalid configuration: WORKSPACE_BACKEND Input should be"):
+        load_registry_location()
+    monkeypatch.setenv("WORKSPACE_BACKEND", "azureml")
+    for variable in ("AZURE_SUBSCRIPTION_ID", "AZUREML_ARM_SUBSCRIPTION", "AZURE_RESOURCE_GROUP"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AZUREML_ARM_RESOURCEGROUP", "rg")
+    monkeypatch.setenv("AZUREML_WORKSPACE_NAME", "ws")
+    with pytest.raises(SettingsError, match=r"AZURE_SUBSCRIPTION_ID not set \(needed for the azureml backend\)"):
+        load_registry_location().backend()
+
+
+def test_a_step_cli_says_which_variable_keeps_it_from_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline_steps import register_model
+
+    monkeypatch.setenv("WORKSPACE_BACKEND", "cloud")
+    code = register_model.main(
+        ["--model_input_path", str(tmp_path), "--model_metadata_path", str(tmp_path / "out"), "--model_base_name", "m"]
+    )
+    assert code == 1
+    assert "register model failed: invalid configuration: WORKSPACE_BACKEND" in capsys.readouterr().err

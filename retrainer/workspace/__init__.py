@@ -13,34 +13,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-# The records the protocols speak in live below every layer (retrainer/records.py). Imported here for the
-# signatures; re-exported only for callers that still import them from here (import them from records).
-from retrainer.records import (
-    AZUREML_STATES,
-    BEST_MODEL_TAG,
-    AcceptedClasses,
-    DataAssetRef,
-    ModelVersion,
-    RunState,
-    RunStatus,
-    run_state,
-)
-from retrainer.settings import Settings
+from retrainer.records import AcceptedClasses, DataAssetRef, ModelVersion, RunStatus
+from retrainer.settings import RegistryLocation, Settings
 
-__all__ = [
-    "AZUREML_STATES",
-    "BEST_MODEL_TAG",
-    "AcceptedClasses",
-    "DataAssetRef",
-    "ModelRegistry",
-    "ModelVersion",
-    "PipelineRunner",
-    "RunState",
-    "RunStatus",
-    "open_registry",
-    "open_runner",
-    "run_state",
-]
+__all__ = ["ModelRegistry", "PipelineRunner", "open_registry", "open_runner"]
 
 
 class PipelineRunner(Protocol):
@@ -122,12 +98,13 @@ def open_runner(settings: Settings, accepted_classes: AcceptedClasses | None = N
     return LocalPipelineRunner(settings.LOCAL_WORKSPACE_DIR)
 
 
-def open_registry(settings: Settings) -> ModelRegistry:
-    """The model registry the settings point at (same choice of backend as `open_runner`)."""
-    if settings.backend() == "azureml":
+def open_registry(location: RegistryLocation) -> ModelRegistry:
+    """The model registry at `location` (same choice of backend as `open_runner`). A step passes the
+    `RegistryLocation` it read alone; the service passes its `Settings`, which are one."""
+    if location.backend() == "azureml":
         from retrainer.workspace.azureml import AzureMLModelRegistry
 
-        return AzureMLModelRegistry.from_settings(settings)
+        return AzureMLModelRegistry.from_settings(location)
     from retrainer.workspace.local import LocalModelRegistry
 
-    return LocalModelRegistry(settings.LOCAL_WORKSPACE_DIR)
+    return LocalModelRegistry(location.LOCAL_WORKSPACE_DIR)

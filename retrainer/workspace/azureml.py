@@ -15,14 +15,14 @@ from azure.core.exceptions import ResourceNotFoundError
 from retrainer.identity import azure_credential
 from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
 from retrainer.records import AcceptedClasses, DataAssetRef, ModelVersion, RunState, RunStatus, run_state
-from retrainer.settings import Settings
+from retrainer.settings import RegistryLocation, Settings
 
 
-def ml_client(settings: Settings, credential: Any = None) -> MLClient:
-    """MLClient for the configured workspace; by default keyless (managed identity, or az login)."""
-    subscription, resource_group, workspace = settings.azureml_workspace()
+def ml_client(location: RegistryLocation, credential: Any = None) -> MLClient:
+    """MLClient for the workspace at `location`; by default keyless (managed identity, or az login)."""
+    subscription, resource_group, workspace = location.azureml_workspace()
     if credential is None:
-        credential = azure_credential(settings.DEFAULT_IDENTITY_CLIENT_ID)
+        credential = azure_credential(location.DEFAULT_IDENTITY_CLIENT_ID)
     return MLClient(credential, subscription, resource_group, workspace)
 
 
@@ -33,8 +33,8 @@ class AzureMLModelRegistry:
         self._ml_client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLModelRegistry:
-        return cls(ml_client(settings, credential))
+    def from_settings(cls, location: RegistryLocation, credential: Any = None) -> AzureMLModelRegistry:
+        return cls(ml_client(location, credential))
 
     @staticmethod
     def data_asset_entity(

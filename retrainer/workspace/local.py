@@ -24,11 +24,52 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from retrainer.promotion import PromotionRecord
 from retrainer.records import DataAssetRef, ModelVersion, RunState, RunStatus
 
 _ASSET_FILE = "asset.json"
 _REGISTRY_RETRIES = 20
+STATUS_FILE = "status.json"
+
+
+class LocalRunStatus(BaseModel):
+    """A local run's `status.json`: written queued by the submitter, moved on by the run's runner process
+    (`local_runner`), read by `LocalPipelineRunner`. Each write replaces the whole file atomically, so a
+    reader never sees half of one; a field that is not here, or a value of the wrong type, is refused when
+    written rather than misread later."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    label: str = ""
+    state: RunState = RunState.QUEUED
+    step: str | None = None  # the step running now
+    started: str | None = None
+    ended: str | None = None
+    pid: int | None = None  # the runner process
+    images: int | None = None  # downloaded from the datastore
+    warm_start_from: str | None = None  # the champion's model folder training starts from
+    error: str | None = None
+    decision: PromotionRecord | None = None  # the tag step's record, once the run completed
+
+    @classmethod
+    def read(cls, run_dir: Path) -> LocalRunStatus:
+        return cls.model_validate_json((run_dir / STATUS_FILE).read_text())
+
+    def write(self, run_dir: Path) -> None:
+        path = run_dir / STATUS_FILE
+        partial = path.with_suffix(".tmp")
+        partial.write_text(self.model_dump_json(indent=2))
+        partial.replace(path)
+
+    @classmethod
+    def update(cls, run_dir: Path, **changes: object) -> LocalRunStatus:
+        """The run's status with `changes` (validated), written back."""
+        changed = cls.model_validate({**cls.read(run_dir).model_dump(), **changes})
+        changed.write(run_dir)
+        return changed
 
 
 class LocalPipelineRunner:
@@ -43,7 +84,7 @@ class LocalPipelineRunner:
         run_dir.mkdir(parents=True)
         submitted = datetime.now(UTC).isoformat(timespec="seconds")
         (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "label": label, "submitted": submitted}))
-        (run_dir / "status.json").write_text(json.dumps({"run_id": run_id, "state": "queued", "label": label}))
+        LocalRunStatus(run_id=run_id, label=label).write(run_dir)
         # The runner inherits this process's settings (environment), so it reads the same datastore.
         child_env = {**os.environ, "LOCAL_WORKSPACE_DIR": str(self.root), "WORKSPACE_BACKEND": "local"}
         with open(run_dir / "runner.log", "wb") as log:
@@ -60,20 +101,12 @@ class LocalPipelineRunner:
 
     def run_status(self, run_id: str) -> RunStatus:
         run_dir = self._run_dir(run_id)
-        status = json.loads((run_dir / "status.json").read_text())
-        state = RunState(status.get("state", RunState.QUEUED))
+        status = LocalRunStatus.read(run_dir)
+        state, error = status.state, status.error
         if not state.terminal and not _alive(run_dir):
-            state, status["error"] = RunState.FAILED, "the runner process ended without finishing the run"
-        decision = PromotionRecord.model_validate(status["decision"]) if status.get("decision") else None
+            state, error = RunState.FAILED, "the runner process ended without finishing the run"
         return RunStatus(
-            run_id,
-            state,
-            status.get("step") or "",
-            status.get("error"),
-            decision,
-            status.get("started"),
-            status.get("ended"),
-            str(status.get("label") or ""),
+            run_id, state, status.step or "", error, status.decision, status.started, status.ended, status.label
         )
 
     def cancel_run(self, run_id: str) -> None:
@@ -99,7 +132,7 @@ class LocalPipelineRunner:
 
     def _run_dir(self, run_id: str) -> Path:
         run_dir = self.root / "runs" / run_id
-        if "/" in run_id or not (run_dir / "status.json").exists():
+        if "/" in run_id or not (run_dir / STATUS_FILE).exists():
             raise KeyError(f"no local run {run_id!r} under {self.root / 'runs'}")
         return run_dir
 

@@ -4,13 +4,12 @@
 
 Started detached by `LocalPipelineRunner.submit_pipeline`. It downloads the datastore's images and
 per-image JSONL (Azurite locally), then runs `python -m pipeline_steps.<step>` for each step with
-its log in `logs/<step>.log`, and keeps `status.json` current (atomically replaced). SIGTERM
+its log in `logs/<step>.log`, and keeps `status.json` current (`LocalRunStatus`, atomically replaced). SIGTERM
 (cancel) stops the step in progress and marks the run canceled.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,21 +19,11 @@ from pathlib import Path
 
 from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings, get_settings
-
-STATUS_FILE = "status.json"
+from retrainer.workspace.local import LocalRunStatus
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_status(run_dir: Path, **fields: object) -> None:
-    path = run_dir / STATUS_FILE
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(fields)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(current, indent=2))
-    partial.replace(path)
 
 
 #: The local trainer's flag for what the graph calls the training step's `best_model`.
@@ -122,22 +111,22 @@ def run(run_dir: Path) -> int:
         process = current["process"]
         if process is not None and process.poll() is None:
             process.terminate()
-        write_status(run_dir, state="canceled", ended=now(), error="canceled on request")
+        LocalRunStatus.update(run_dir, state="canceled", ended=now(), error="canceled on request")
         sys.exit(130)
 
     signal.signal(signal.SIGTERM, cancel)
-    write_status(run_dir, state="running", started=now(), pid=os.getpid())
+    LocalRunStatus.update(run_dir, state="running", started=now(), pid=os.getpid())
     try:
         settings = get_settings()
-        write_status(run_dir, step="download")
+        LocalRunStatus.update(run_dir, step="download")
         images = download_data(run_dir, settings)
-        write_status(run_dir, images=images)
+        LocalRunStatus.update(run_dir, images=images)
         if images == 0:
             raise RuntimeError("the datastore holds no images")
         champion = champion_model(settings) if settings.WARM_START else None
-        write_status(run_dir, warm_start_from=str(champion) if champion else None)
+        LocalRunStatus.update(run_dir, warm_start_from=str(champion) if champion else None)
         for step, command in step_commands(run_dir, settings, champion).items():
-            write_status(run_dir, step=step)
+            LocalRunStatus.update(run_dir, step=step)
             with open(logs / f"{step}.log", "wb") as log:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
                 current["process"] = process
@@ -147,10 +136,10 @@ def run(run_dir: Path) -> int:
                 tail = (logs / f"{step}.log").read_text(errors="replace").strip().splitlines()[-5:]
                 raise RuntimeError(f"step {step} failed (exit {code}): " + " | ".join(tail))
     except Exception as error:  # the run's outcome is recorded, never lost
-        write_status(run_dir, state="failed", ended=now(), error=str(error)[-2000:])
+        LocalRunStatus.update(run_dir, state="failed", ended=now(), error=str(error)[-2000:])
         return 1
     decision = PromotionRecord.read(run_dir / "outputs" / "tag_model" / "best_model_metadata_path")
-    write_status(run_dir, state="completed", step=None, ended=now(), decision=json.loads(decision.model_dump_json()))
+    LocalRunStatus.update(run_dir, state="completed", step=None, ended=now(), decision=decision)
     return 0
 
 
