@@ -9,9 +9,13 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from retrainer.promotion import BestModel
+from retrainer.promotion import BestModel, ClassComparison, ClassGuard, PromotionRecord
 from retrainer.records import RunRecord, RunState
+
+if TYPE_CHECKING:
+    from retrainer.ledger import ChampionChange
 
 _STATE_COLOURS = {
     RunState.QUEUED: "#6b7280",
@@ -35,6 +39,8 @@ class StatusSnapshot:
     report_links: dict[str, str] = field(default_factory=dict)
     #: class id -> name, from the label map
     class_names: dict[str, str] = field(default_factory=dict)
+    #: The champion's latest changes (promotions, rollbacks, pins), newest first.
+    history: list[ChampionChange] = field(default_factory=list)
 
 
 def _e(value: object) -> str:
@@ -172,7 +178,18 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
 
 
 def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
-    promoted = next((run.decision for run in snapshot.runs if run.decision is not None and run.decision.promoted), None)
+    """The champion's per-class AP as its promotion recorded it (after a rollback: the version rolled back to)."""
+    best = snapshot.best
+    promoted = next(
+        (
+            run.decision
+            for run in snapshot.runs
+            if run.decision is not None
+            and run.decision.promoted
+            and (best is None or run.decision.candidate_version == best.version)
+        ),
+        None,
+    )
     if promoted is None or not promoted.candidate_per_class:
         return '<section><h2>Per-class AP of the best model</h2><p id="per-class">not recorded yet</p></section>'
     current, previous = promoted.candidate_per_class, promoted.previous_per_class or {}
@@ -208,6 +225,120 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
     return f"<section><h2>Per-class AP@0.5 of the best model</h2>{svg}<p class='legend'>{caption}</p></section>"
 
 
+def _pin(snapshot: StatusSnapshot) -> str:
+    best = snapshot.best
+    if best is None or not best.pinned_reason:
+        return ""
+    by = f" by {_e(best.pinned_by)}" if best.pinned_by else ""
+    at = f" at {_e(_when(best.pinned_at))}" if best.pinned_at else ""
+    return (
+        f'<section id="pin" class="pin"><h2>Pinned</h2><p>Version <b>{_e(best.version)}</b> is pinned{by}{at}: '
+        f"<b>{_e(best.pinned_reason)}</b>. Runs still train, score and record their comparison; the champion stays "
+        "until it is unpinned (<code>retrain unpin</code>).</p></section>"
+    )
+
+
+def _when(stamp: str) -> str:
+    """An ISO time as the page writes times; as it is when it is not one."""
+    try:
+        return f"{datetime.fromisoformat(stamp):%Y-%m-%d %H:%M} UTC"
+    except ValueError:
+        return stamp
+
+
+def _latest_guard(snapshot: StatusSnapshot) -> tuple[RunRecord, PromotionRecord, ClassGuard] | None:
+    for run in snapshot.runs:
+        if run.decision is not None and run.decision.comparison.class_guard is not None:
+            return run, run.decision, run.decision.comparison.class_guard
+    return None
+
+
+def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
+    """The latest run's per-class guard: each class's AP@0.5 change with its interval, and the guard line."""
+    latest = _latest_guard(snapshot)
+    if latest is None:
+        return '<section id="class-guard"><h2>Per-class guard</h2><p>no per-class comparison recorded yet</p></section>'
+    run, decision, guard = latest
+    rows = sorted(guard.classes, key=lambda c: (c.challenger_ap - c.champion_ap, c.class_id))
+    fallen = guard.regressions()
+    left, row_height = 220, 20
+    height = 24 + row_height * len(rows)
+
+    def label(c: ClassComparison) -> str:
+        return c.name or snapshot.class_names.get(c.class_id, "").rsplit("/", 1)[-1] or f"class {c.class_id}"
+
+    # Symmetric around zero, wide enough for every interval and the guard line.
+    reach = 1.1 * max([guard.max_drop, 0.05, *(abs(end) for c in rows for end in (c.interval.low, c.interval.high))])
+    reach = min(reach, 1.0)
+
+    def x(value: float) -> float:  # -reach .. +reach across the plot
+        return left + (max(-reach, min(reach, value)) + reach) / (2 * reach) * (width - left - 16)
+
+    bars = []
+    for index, c in enumerate(rows):
+        y = 14 + index * row_height
+        kind = "fell" if c in fallen else ("held" if c.instances >= guard.min_instances else "unwatched")
+        name = label(c)
+        start, end = sorted((x(0.0), x(c.interval.difference)))
+        bars.append(
+            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{_e(name[-30:])} '
+            f"({c.instances})</text>"
+            f'<rect x="{start:.1f}" y="{y + 3}" width="{max(end - start, 1):.1f}" height="11" class="{kind}">'
+            f"<title>{_e(name)}: {c.champion_ap:.3f} -&gt; {c.challenger_ap:.3f}, "
+            f"{_e(c.interval.words())}</title></rect>"
+            f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 8}" y2="{y + 8}" '
+            'class="interval"/>'
+        )
+    guard_x = x(-guard.max_drop)
+    svg = (
+        f'<svg id="class-guard-chart" role="img" aria-label="per-class AP@0.5 change" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}">'
+        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="6" y2="{height - 4}" class="zero"/>'
+        f'<line x1="{guard_x:.1f}" x2="{guard_x:.1f}" y1="6" y2="{height - 4}" class="guard-line"/>'
+        f"{''.join(bars)}</svg>"
+    )
+    watched = sum(1 for c in guard.classes if c.instances >= guard.min_instances)
+    verdict = (
+        "fell: " + ", ".join(_e(label(c)) for c in fallen) + " (the champion stays)"
+        if fallen
+        else "no watched class fell"
+    )
+    return (
+        f'<section id="class-guard"><h2>Per-class guard (run <code>{_e(run.run_id)}</code>: challenger version '
+        f"{_e(decision.candidate_version)} against version {_e(decision.previous_best_version or '-')})</h2>"
+        f"<p>{watched} of {len(guard.classes)} classes watched (at least {guard.min_instances} symbols on the "
+        f"holdout); a watched class may lose at most {guard.max_drop:g} AP@0.5 beyond doubt: <b>{verdict}</b>.</p>"
+        f"{svg}<p class='legend'>bars: challenger minus champion AP@0.5; lines: its {guard.confidence:.1%} interval "
+        "(adjusted for the classes watched); red: fell; grey: too few symbols to watch; dashed: the guard at "
+        f"-{guard.max_drop:g}</p></section>"
+    )
+
+
+def _history(snapshot: StatusSnapshot, limit: int = 10) -> str:
+    if not snapshot.history:
+        return '<section><h2>Champion history</h2><p id="champion-history">no promotion recorded yet</p></section>'
+    rows = []
+    for change in snapshot.history[:limit]:
+        undoes = f"undoes <code>{_e(change.undoes)}</code>" if change.undoes else ""
+        moved = f"{_e(change.from_version or '-')} &rarr; {_e(change.to_version or '-')}"
+        if change.from_version == change.to_version:  # a pin or an unpin
+            moved = f"version {_e(change.to_version or '-')}"
+        rows.append(
+            "<tr>"
+            f"<td>{change.at:%Y-%m-%d %H:%M}</td><td>{_e(change.kind.value)}</td>"
+            f"<td>{moved}</td>"
+            f"<td>{_e(change.actor or change.decided_by)}</td><td class='why'>{_e(change.reason[:300])}</td>"
+            f"<td class='why'>{_e(change.evidence[:300])}</td><td>{undoes}</td><td><code>{_e(change.id)}</code></td>"
+            "</tr>"
+        )
+    header = "".join(f"<th>{name}</th>" for name in ("time", "change", "version", "by", "why", "evidence", "", "id"))
+    return (
+        f"<section><h2>Champion history (the latest {min(limit, len(snapshot.history))})</h2>"
+        f'<table id="champion-history"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        "</section>"
+    )
+
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#111}
 h1{margin:0 0 .2em}h2{margin:1.2em 0 .4em;font-size:1.1em}
@@ -220,6 +351,10 @@ circle.promoted{fill:#15803d}circle.kept{fill:#fff;stroke:#6b7280;stroke-width:2
 rect.current{fill:#60a5fa}line.previous{stroke:#111;stroke-width:2}
 .legend{font-size:.85em;color:#555}.dot{display:inline-block;width:10px;height:10px;border-radius:5px}
 .dot.promoted{background:#15803d}.dot.kept{border:2px solid #6b7280}
+.pin{border-left:4px solid #b45309;background:#fffbeb;padding:.2em 1em}
+rect.fell{fill:#b91c1c}rect.held{fill:#2563eb}rect.unwatched{fill:#9ca3af}
+line.interval{stroke:#111;stroke-width:1.5}line.zero{stroke:#9ca3af}
+line.guard-line{stroke:#b91c1c;stroke-dasharray:4 3}
 """
 
 
@@ -227,6 +362,8 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
     best = (
         f"best model <b>{_e(snapshot.best.name)}</b> version <b>{_e(snapshot.best.version)}</b>"
         f"{f' (mAP@0.5 {snapshot.best.score:.3f})' if snapshot.best.score is not None else ''}"
+        f"{f', chosen by the operator: {_e(snapshot.best.reason)}' if snapshot.best.decided_by == 'operator' else ''}"
+        f"{', <b>pinned</b>' if snapshot.best.pinned_reason else ''}"
         if snapshot.best
         else "no model promoted yet"
     )
@@ -236,7 +373,7 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
         f"<title>P&amp;ID detector retraining: status</title><style>{_STYLE}</style></head><body>"
         "<h1>P&amp;ID detector retraining</h1>"
         f'<p class="sub">{best}; generated {snapshot.generated_at:%Y-%m-%d %H:%M:%S} UTC</p>'
-        f"{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}{_per_class_chart(snapshot)}"
-        f"{_runs_table(snapshot)}"
+        f"{_pin(snapshot)}{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}"
+        f"{_per_class_chart(snapshot)}{_class_guard(snapshot)}{_history(snapshot)}{_runs_table(snapshot)}"
         "</body></html>"
     )

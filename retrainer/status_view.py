@@ -34,16 +34,18 @@ class StatusView:
         self._clock = clock
 
     def snapshot(self, limit: int = 100) -> StatusSnapshot:
-        """The latest `limit` runs (one key range), pending images, submission state, the best model and
-        the class names: five independent reads, made at once, so the page waits for the slowest only."""
-        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="status-view") as reads:
+        """The latest `limit` runs (one key range), pending images, submission state, the best model (with the
+        pin), the class names and the champion's latest changes (one key range): six independent reads, made
+        at once, so the page waits for the slowest only."""
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="status-view") as reads:
             runs_read = reads.submit(self._ledger.runs, limit)
             pending_read = reads.submit(self._pending)
             state_read = reads.submit(self._submission_state)
             best_read = reads.submit(current_best_model, self._datastore, self._settings.BEST_MODEL_BLOB)
             names_read = reads.submit(self._class_names)
+            history_read = reads.submit(self._ledger.champion_history, 10)
             runs, pending, state = runs_read.result(), pending_read.result(), state_read.result()
-            best, class_names = best_read.result(), names_read.result()
+            best, class_names, history = best_read.result(), names_read.result(), history_read.result()
         links = {run.run_id: self._report_link(run) for run in runs}
         return StatusSnapshot(
             generated_at=self._clock(),
@@ -55,6 +57,7 @@ class StatusView:
             best=best,
             report_links={run_id: link for run_id, link in links.items() if link},
             class_names=class_names,
+            history=history,
         )
 
     def _pending(self) -> PendingBatch:

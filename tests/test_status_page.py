@@ -143,3 +143,123 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
         snapshot.paused and snapshot.paused_reason == "backing off after a failed run until 2026-11-29T12:10:00+00:00"
     )
     assert snapshot.best == best and snapshot.class_names == NAMES
+
+
+def guarded_snapshot() -> StatusSnapshot:
+    """A champion rolled back and pinned by the operator, and a run whose challenger lost a class."""
+    from retrainer.ledger import ChampionChange, ChangeKind
+    from retrainer.promotion import ClassComparison, ClassGuard
+
+    def compared(class_id: str, before: float, after: float, low: float, high: float, count: int) -> ClassComparison:
+        interval = DifferenceInterval(difference=after - before, low=low, high=high, confidence=0.983, resamples=500)
+        return ClassComparison(
+            class_id=class_id, instances=count, champion_ap=before, challenger_ap=after, interval=interval
+        )
+
+    guard = ClassGuard(
+        min_instances=20,
+        max_drop=0.1,
+        confidence=0.983,
+        classes=[
+            compared("1", 0.70, 0.95, 0.10, 0.40, 31),
+            compared("2", 0.60, 0.62, -0.05, 0.09, 25),
+            compared("3", 0.41, 0.05, -0.50, -0.20, 22),
+            compared("4", 0.50, 0.20, -0.60, 0.10, 4),
+        ],
+    )
+    base = snapshot()
+    kept = decision(7, 0.86, False, 0.80)
+    kept.comparison.class_guard = guard
+    kept.reason = guard.verdict(decide_promotion(0.86, 0.80, 0.0, kept.comparison.interval)).reason
+    run = RunRecord("run-guard", "timer", "40 new images", 40, RunState.COMPLETED, NOW - timedelta(hours=1))
+    run.decision, run.ended_at = kept, NOW - timedelta(minutes=10)
+    promoted = ChampionChange(
+        NOW - timedelta(days=2),
+        ChangeKind.PROMOTED,
+        "pid-symbol-detector",
+        "4",
+        "5",
+        "service",
+        "service",
+        "better",
+        "both scored on the holdout",
+        0.86,
+        "run-004",
+        id="20261127T120000Z-a1b2c3",
+    )
+    rollback = ChampionChange(
+        NOW - timedelta(hours=5),
+        ChangeKind.ROLLED_BACK,
+        "pid-symbol-detector",
+        "5",
+        "4",
+        "operator",
+        "ana (retrain)",
+        "version 5 misses gate valves",
+        "undoes 20261127T120000Z-a1b2c3",
+        0.80,
+        "run-003",
+        undoes="20261127T120000Z-a1b2c3",
+        id="20261129T070000Z-d4e5f6",
+    )
+    pinned = ChampionChange(
+        NOW - timedelta(hours=4),
+        ChangeKind.PINNED,
+        "pid-symbol-detector",
+        "4",
+        "4",
+        "operator",
+        "ana (retrain)",
+        "plant audit until Friday",
+        id="20261129T080000Z-0a0b0c",
+    )
+    best = BestModel(
+        name="pid-symbol-detector",
+        version="4",
+        score=0.80,
+        run="run-003",
+        time=NOW.isoformat(),
+        decided_by="operator",
+        reason="version 5 misses gate valves",
+        pinned_reason="plant audit until Friday",
+        pinned_by="ana (retrain)",
+        pinned_at="2026-11-29T08:00:00+00:00",
+    )
+    return StatusSnapshot(
+        **{**base.__dict__, "runs": [run, *base.runs], "best": best, "history": [pinned, rollback, promoted]}
+    )
+
+
+def test_the_page_shows_the_pin_the_class_guard_and_the_champion_history() -> None:
+    page = render_status_page(guarded_snapshot())
+    assert 'id="pin"' in page and "plant audit until Friday" in page and "pinned</b>" in page
+    assert "chosen by the operator: version 5 misses gate valves" in page
+    assert "Per-class guard (run <code>run-guard</code>: challenger version 7 against version 6)" in page
+    assert "3 of 4 classes watched" in page and "fell: Reducer (the champion stays)" in page
+    assert page.count('class="fell"') == 1 and page.count('class="unwatched"') == 1
+    assert "Reducer (22)" in page, "names from the label map"
+    assert page.count("<tr><td>2026-") == 3 and "undoes <code>20261127T120000Z-a1b2c3</code>" in page
+    assert "rolled back" in page and "ana (retrain)" in page
+
+
+def test_the_pin_guard_and_history_render_in_chromium(tmp_path: Path) -> None:
+    page = tmp_path / "status.html"
+    page.write_text(render_status_page(guarded_snapshot()))
+    rendered = render(page, "status-page-operator.png")
+    for element in ('id="pin"', 'id="class-guard-chart"', 'class="guard-line"', 'id="champion-history"'):
+        assert element in rendered.dom, element
+    assert console_errors(rendered.console) == []
+    assert rendered.screenshot.stat().st_size > 20_000
+
+
+def test_the_view_reads_the_champions_history_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrainer.ledger import ChampionChange, ChangeKind
+
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    for hours, kind in ((3, ChangeKind.PROMOTED), (2, ChangeKind.ROLLED_BACK), (1, ChangeKind.PINNED)):
+        ledger.record_champion_change(
+            ChampionChange(NOW - timedelta(hours=hours), kind, "pid-symbol-detector", "1", "2", "operator", "ana", "x")
+        )
+    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
+    assert [c.kind for c in view.history] == [ChangeKind.PINNED, ChangeKind.ROLLED_BACK, ChangeKind.PROMOTED]
