@@ -384,11 +384,3 @@ class RetrainingService:
     def best_model(self) -> BestModel | None:
         """The promoted model, or None when none was promoted or its record is unreadable."""
         return current_best_model(self._datastore, self._settings.BEST_MODEL_BLOB)
-
-    # devtools/demo.py reads the runs here; the API and the status view read the ledger themselves.
-
-    def runs(self, limit: int = 50) -> list[RunRecord]:
-        return self._ledger.runs(limit)
-
-    def run(self, run_id: str) -> RunRecord | None:
-        return self._ledger.run(run_id)
