@@ -231,7 +231,9 @@ class ChampionControls:
     def _score_and_run(self, target: ModelVersion, history: list[ChampionChange]) -> tuple[float | None, str]:
         """The score the record gave the version when it was promoted before, else its run's holdout score, else
         its recorded validation score; and the service's run that registered it, when known."""
-        earlier = next((c for c in history if c.to_version == target.version and c.kind in _MOVES), None)
+        earlier = next(
+            (c for c in history if c.to_version == target.version and c.kind in _MOVES and c.model == self._name), None
+        )
         if earlier is not None and earlier.run_id:
             return earlier.score, earlier.run_id
         for run in self._ledger.runs(limit=100):
