@@ -459,6 +459,12 @@ def test_get_best_model_answers_404_until_a_run_promotes_one_then_the_model(
         "score": 0.91,
         "run": run_id,
         "time": "t",
+        "decided_by": "service",
+        "reason": "better",
+        "replaced_version": "3",
+        "pinned_reason": None,
+        "pinned_by": None,
+        "pinned_at": None,
     }
 
 
