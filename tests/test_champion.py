@@ -569,3 +569,12 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     )
     assert shown[4].startswith("  Relief valve (22): 0.41 -> 0.05, -0.360 (98% interval") and shown[4].endswith("FELL")
     assert shown[5].startswith("  Gate valve (31): 0.70 -> 0.95") and len(shown) == 6, "unwatched classes are counted"
+
+
+def test_the_tag_names_the_core_reads_are_the_ones_the_steps_write() -> None:
+    """The core cannot import the steps, so it names the registry tags itself: the same names."""
+    from pipeline_steps.contracts import CLASS_IDS_TAG
+    from pipeline_steps.register_model import PRIMARY_METRIC
+    from retrainer import champion_tags
+
+    assert (champion_tags.CLASS_IDS_TAG, champion_tags.SCORE_TAG) == (CLASS_IDS_TAG, PRIMARY_METRIC)
