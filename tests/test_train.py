@@ -355,6 +355,22 @@ def test_warm_start_runs_the_warm_epochs_from_the_champions_weights(
     assert "warm start from" in (output / "report" / "report.html").read_text()
 
 
+def test_a_first_model_starts_from_the_base_model_unless_told_and_the_log_says_the_pace(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--train-data", str(data[0]), "--val-data", str(data[1]), "--epochs", "1"]
+    assert train_step.main([*args, "--output", str(tmp_path / "based")]) == 0
+    based = capsys.readouterr().out
+    assert "started from the base model for P&ID symbols" in based and "every class row fresh" in based
+    assert "ms per step, machine load" in based, "every epoch's line gives the pace and the load"
+    assert (
+        "pace: " in based
+        and "started from the base model" in (tmp_path / "based" / "report" / "report.html").read_text()
+    )
+    assert train_step.main([*args, "--output", str(tmp_path / "noise"), "--from-scratch"]) == 0
+    assert "trained from scratch" in capsys.readouterr().out
+
+
 def test_the_time_budget_caps_the_epochs_and_the_cut_is_reported(
     data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

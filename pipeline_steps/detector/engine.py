@@ -100,11 +100,15 @@ class TrainingResult:
         loads = [row["load"] for row in self.history if "load" in row]
         if not steps:
             return "no training step was taken"
-        return (
+        cores = len(os.sched_getaffinity(0))
+        pace = (
             f"pace: {self.training_seconds / steps * 1000:.0f} ms per step over {steps} steps, "
-            f"{torch.get_num_threads()} threads, machine load {min(loads):.1f}-{max(loads):.1f} "
-            f"on {len(os.sched_getaffinity(0))} usable cores"
+            f"{torch.get_num_threads()} threads, machine load {min(loads):.1f}-{max(loads):.1f} on {cores} usable cores"
         )
+        if max(loads) > cores:
+            # Measured on 2 cores at load 4: 2 threads took 3.1 s a step, 1 thread 0.43 s (bench/step_profile.py).
+            pace += " (other work shared the CPU: steps were slower than this CPU's own pace)"
+        return pace
 
 
 def seed_everything(seed: int) -> None:
