@@ -38,7 +38,7 @@ class TrainingConfig:
     warm_epochs: int = 20  # the work when starting from the champion's weights
     warm_start_from: Path | None = None  # the champion's MLflow model folder (the local detector's)
     warm_learning_rate: float = 1e-3  # fine-tuning: no warm-up, a third of the from-scratch rate
-    base_start: bool = True  # with no champion, start from the base model (every class row fresh), not from noise
+    base_start: bool = True  # with no champion given, start from the base model (class rows fresh), not from noise
     base_learning_rate: float = 3e-3  # from the base model: no warm-up
     seed: int = 0
     crop: int = 192  # small crops around symbols: most of a sheet is blank paper, which teaches little
@@ -75,7 +75,7 @@ class TrainingResult:
         if self.warm_start is not None:
             lines.append(self.warm_start.describe())
         elif self.base is not None:
-            lines.append(self.base.describe() + (f": {self.warm_start_skipped}" if self.warm_start_skipped else ""))
+            lines.append(self.base.describe())
         else:
             reasons = [reason for reason in (self.warm_start_skipped, self.base_skipped) if reason]
             lines.append("trained from scratch" + (": " + "; ".join(reasons) if reasons else ""))
@@ -209,7 +209,9 @@ def train(
             seeded = warm_start(model, config.warm_start_from, classes)
         except WarmStartUnavailable as reason:
             skipped = str(reason)
-    if seeded is None and config.base_start:
+    # A first model (no champion given) starts from the base model; a champion that was given but refused
+    # means noise, as before: the refusal is news the log must carry, not something the base would hide.
+    if config.warm_start_from is None and config.base_start:
         try:
             based = base_start(model)
         except WarmStartUnavailable as reason:
