@@ -9,12 +9,26 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import azure.functions as func
 import pytest
 from PIL import Image
+
+
+class Clock:
+    """A clock a test moves by hand: the service reads the time only through it."""
+
+    def __init__(self, now: datetime = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 @functools.cache

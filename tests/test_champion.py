@@ -12,7 +12,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -39,25 +39,15 @@ from retrainer.workspace import ModelRegistry
 from retrainer.workspace.azureml import AzureMLModelRegistry
 from retrainer.workspace.local import LocalModelRegistry
 from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.helpers import Clock
 
 NAME = "pid-symbol-detector"
 CLASSES = frozenset({"1", "2", "3"})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture(params=["memory", "azurite"])

@@ -27,18 +27,7 @@ from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
-from tests.helpers import deliver, indexed_functions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from tests.helpers import Clock, deliver, indexed_functions
 
 
 @pytest.fixture
