@@ -8,7 +8,7 @@ Run it on an otherwise idle machine: the budget is wall-clock time.
 
     .venv/bin/python bench/train.py [--minutes 5] [--train-sheets 200] [--val-sheets 40] [--only-chosen] [--seed 0]
     .venv/bin/python bench/train.py --realistic [--minutes 5 | --epochs 81] [--warm-minutes 3] [--start scratch]
-    .venv/bin/python bench/train.py --build-base [--base-epochs 30 --base-sheets 400]   # remakes detector/base/
+    .venv/bin/python bench/train.py --build-base [--base-epochs 100 --base-sheets 400]   # remakes detector/base/
 
 --build-base trains the base model that ships in pipeline_steps/detector/base/ (the start of every first
 model): the chosen detector from scratch on realistic sheets of styles 0-2 with seeds of its own (9001 for
@@ -201,7 +201,7 @@ def main() -> None:
         help="with --realistic: keep the generated sets here and reuse them in later runs (e.g. to compare starts)",
     )
     parser.add_argument("--build-base", action="store_true", help="train and write the shipped base model")
-    parser.add_argument("--base-epochs", type=int, default=30, help="with --build-base: epochs from scratch")
+    parser.add_argument("--base-epochs", type=int, default=100, help="with --build-base: epochs from scratch")
     parser.add_argument("--base-sheets", type=int, default=400, help="with --build-base: training sheets")
     parser.add_argument("--min-side", type=int, default=1400, help="with --realistic: smallest sheet side, px")
     parser.add_argument("--max-side", type=int, default=2400, help="with --realistic: largest sheet side, px")
