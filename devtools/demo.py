@@ -4,7 +4,8 @@
 2. loads batch 1 with the data loader, then announces each image with a BlobCreated event through
    the function app's own Event Grid handler;
 3. lets the timer handler submit and follow a local run (six steps, CPU training, MLflow registry);
-4. drops batch 2 the same way, and shows the second model compared with the first and the decision;
+4. drops batch 2 the same way, and shows the second model compared with the first and the decision
+   (batch 2 brings a symbol type batch 1 lacks, as a real deployment meets new ones);
 5. prints a summary table and the path of the evaluation report.
 """
 
@@ -23,6 +24,9 @@ from typing import Any
 from retrainer.records import RunState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The symbol type that first appears in batch 2 (a ball valve): from the shipped base model, the first
+#: model scores 1.000 on its holdout after 8 epochs, so only something new can show a promotion.
+ARRIVING_CLASS = "4"
 
 
 def configure(workdir: Path, connection_string: str, batch_size: int, training: argparse.Namespace) -> None:
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=80, help="sheets per batch")
     parser.add_argument(
-        "--epochs", type=int, default=45, help="epochs of the first model, from the base model (90 from noise: 0.983)"
+        "--epochs", type=int, default=15, help="epochs of the first model, from the base model (90 from noise: 0.983)"
     )
     parser.add_argument("--warm-epochs", type=int, default=20, help="epochs of the second, from the first's weights")
     parser.add_argument("--minutes", type=float, default=10, help="time cap per training run (reported if it cuts)")
@@ -210,14 +214,21 @@ def _log_to_file(path: Path) -> None:
 
 def _run_demo(args: argparse.Namespace, started: float) -> int:
     from devtools.azurite import running_azurite
-    from devtools.synthetic import write_dataset_zip
+    from devtools.synthetic import LABEL_MAP, SheetSpec, write_dataset_zip
     from retrainer.status_page import render_status_page
 
     shutil.rmtree(args.workdir / "workspace", ignore_errors=True)
-    print(f"[1/5] {_elapsed(started)}  generating two batches of {args.batch} synthetic P&ID sheets", flush=True)
+    arriving = LABEL_MAP[ARRIVING_CLASS].rsplit("/", 1)[-1].lower()
+    print(
+        f"[1/5] {_elapsed(started)}  generating two batches of {args.batch} synthetic P&ID sheets "
+        f"(the {arriving} first appears in batch 2)",
+        flush=True,
+    )
     sets = args.workdir / "sets"
+    first_batch = SheetSpec(classes=tuple(c for c in LABEL_MAP if c != ARRIVING_CLASS))
     batches = [
-        write_dataset_zip(sets / f"batch{i + 1}.zip", args.batch, args.seed, start=i * args.batch) for i in range(2)
+        write_dataset_zip(sets / f"batch{i + 1}.zip", args.batch, args.seed, spec, start=i * args.batch)
+        for i, spec in enumerate((first_batch, SheetSpec()))
     ]
     with running_azurite(PROJECT_ROOT) as azurite:
         configure(args.workdir, azurite.connection_string, args.batch, args)

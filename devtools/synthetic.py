@@ -139,6 +139,9 @@ class SheetSpec:
     max_symbols: int = 16
     min_symbol_px: int = 18
     max_symbol_px: int = 44
+    #: The class ids drawn from (all of them by default): the demo's first batch lacks one, as a new
+    #: symbol type arrives in a real deployment.
+    classes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def generate_sheet(seed: int, index: int, spec: SheetSpec = SheetSpec()) -> Shee
     pipes = _draw_pipes(draw, rng, width, height)
     rows: list[tuple[str, list[int], str]] = []
     placed: list[Box] = []
-    class_ids = list(_SYMBOLS)
+    class_ids = list(spec.classes or _SYMBOLS)
     wanted = int(rng.integers(spec.min_symbols, spec.max_symbols + 1))
     for _ in range(wanted * 8):
         if len(rows) == wanted:

@@ -33,6 +33,13 @@ def test_sheets_hold_many_classes_on_white_paper_with_boxes_inside() -> None:
     assert len(LABEL_MAP) >= 8 and seen == set(LABEL_MAP)
 
 
+def test_a_spec_limited_to_some_classes_draws_only_those() -> None:
+    without_drums = SheetSpec(classes=tuple(c for c in LABEL_MAP if c != "10"))
+    drawn = {row[2] for i in range(30) for row in generate_sheet(5, i, without_drums).rows}
+    assert drawn == set(LABEL_MAP) - {"10"}
+    assert "10" in {row[2] for i in range(30) for row in generate_sheet(5, i).rows}
+
+
 def test_sizes_vary_within_the_spec() -> None:
     spec = SheetSpec(min_side=300, max_side=900)
     sizes = {generate_sheet(2, i, spec).image.size for i in range(10)}
