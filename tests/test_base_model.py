@@ -82,7 +82,7 @@ def test_a_damaged_base_model_is_refused_with_a_reason(base_copy: Path, damage, 
         base_start(build_detector(3), base_copy)
 
 
-def test_the_notes_say_the_start_and_the_pace() -> None:
+def test_the_notes_say_the_start_and_the_pace(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline_steps.detector.engine import TrainingResult
     from pipeline_steps.detector.warm_start import BaseStart
     from pipeline_steps.evaluation.metrics import evaluate
@@ -96,6 +96,12 @@ def test_the_notes_say_the_start_and_the_pace() -> None:
     )
     assert result.notes()[0] == "trained from scratch"
     assert "pace: 300 ms per step over 200 steps" in result.pace() and "machine load 1.2-3.4" in result.pace()
+    # A run pinned to one core of four: the machine's load of 3.4 is other cores' work, not this run's sharing.
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert "1 usable cores" in result.pace() and "other work shared the CPU" not in result.pace()
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert "other work shared the CPU" in result.pace()
     result.base = BaseStart(source="base", summary="30 epochs")
     assert result.notes()[0].startswith("started from the base model for P&ID symbols (30 epochs)")
     result.base, result.base_skipped = None, "the base model's record is not readable"
