@@ -7,9 +7,12 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,6 +32,39 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+@dataclass(frozen=True)
+class Posted:
+    """One POST a `listening_server` received."""
+
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: object
+
+
+@contextmanager
+def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
+    """A real HTTP server on loopback (an Event Grid topic, the Functions host's webhooks): its base URL, and
+    every JSON POST it received, in order."""
+    received: list[Posted] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(Posted(self.path, {name.lower(): value for name, value in self.headers.items()}, body))
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", received
+    finally:
+        server.shutdown()
 
 
 @functools.cache

@@ -13,7 +13,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ from retrainer.workspace import ModelRegistry
 from retrainer.workspace.azureml import AzureMLModelRegistry
 from retrainer.workspace.local import LocalModelRegistry
 from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
-from tests.helpers import Clock
+from tests.helpers import Clock, Posted, listening_server
 
 NAME = "pid-symbol-detector"
 CLASSES = frozenset({"1", "2", "3"})
@@ -386,26 +385,18 @@ def test_on_azure_ml_a_tag_step_that_took_the_tag_back_is_reported_not_claimed(w
 
 
 @pytest.fixture
-def topic(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
-    """A local Event Grid topic: the events the real publisher sends to EVENTGRID_TOPIC_ENDPOINT (ask for it before
+def topic(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Posted]]:
+    """A local Event Grid topic: the posts the real publisher sends to EVENTGRID_TOPIC_ENDPOINT (ask for it before
     `deployed`, which reads the settings)."""
-    received: list[dict] = []
+    with listening_server() as (url, posted):
+        monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"{url}/api/events")
+        monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key")
+        yield posted
 
-    class Topic(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.extend(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Topic)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"http://127.0.0.1:{server.server_port}/api/events")
-    monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key")
-    yield received
-    server.shutdown()
+def events(posted: list[Posted]) -> list[dict]:
+    """Every event of every post, in order (the publisher sends a JSON array)."""
+    return [event for post in posted for event in post.body]  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -438,7 +429,7 @@ def deployed(
 
 
 def test_a_rollback_by_the_command_restores_version_1_with_its_record_and_event(
-    topic: list[dict], deployed: World, capsys: pytest.CaptureFixture[str]
+    topic: list[Posted], deployed: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from retrainer import cli
 
@@ -447,7 +438,7 @@ def test_a_rollback_by_the_command_restores_version_1_with_its_record_and_event(
     assert deployed.best() == ["1"]
     record = deployed.record()
     assert record is not None and (record.version, record.decided_by, record.score) == ("1", "operator", 0.60)
-    (event,) = topic
+    (event,) = events(topic)
     assert event["eventType"] == "PidSymbolRetraining.ModelPromoted"
     assert event["subject"] == "models/pid-symbol-detector/versions/1" and event["data"]["decided_by"] == "operator"
 
@@ -480,13 +471,13 @@ def http(name: str, method: str, url: str, body: bytes = b"") -> tuple[int, dict
 
 
 def test_a_rollback_over_http_restores_version_1_and_bad_requests_get_one_line(
-    topic: list[dict], deployed: World
+    topic: list[Posted], deployed: World
 ) -> None:
     status, body = http("promote_model", "POST", "/api/models/best", b'{"version": 1, "reason": "2 misses valves"}')
     assert status == 200 and deployed.best() == ["1"] and body["best_model"]["version"] == "1"
     assert body["change"]["kind"] == "rolled back" and body["change"]["actor"] == "operator (HTTP API)"
     assert body["change"]["undoes"] == deployed.controls.history(2)[1].id
-    assert [event["data"]["version"] for event in topic] == ["1"]
+    assert [event["data"]["version"] for event in events(topic)] == ["1"]
     deployed.register(0.9, classes=frozenset({"1", "2", "8"}))
     refusals = [
         (b"not json", 400, "the body must be a JSON object"),

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from devtools import post_events
 from retrainer.datastore import Datastore
-from tests.helpers import jpeg_bytes
+from tests.helpers import jpeg_bytes, listening_server
 
 
 @pytest.mark.usefixtures("service_env")
@@ -18,32 +14,16 @@ def test_events_reach_the_webhooks_core_tools_exposes(datastore: Datastore, cont
     datastore.write("data/images/a.jpg", jpeg_bytes(20, 20))
     datastore.write("data/labels/a_symbols.npy", b"npy")
     datastore.write("data/labels/a.jsonl", b"{}")
-    received: list[tuple[str, dict, list]] = []
-
-    class Host(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append((self.path, {"aeg-event-type": self.headers.get("aeg-event-type")}, body))
-            self.send_response(202)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Host)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        code = post_events.main(["--host", f"http://127.0.0.1:{server.server_port}", "--labels"])
-    finally:
-        server.shutdown()
+    with listening_server(status=202) as (url, received):
+        code = post_events.main(["--host", url, "--labels"])
     assert code == 0
-    paths = [path for path, _, _ in received]
+    paths = [post.path for post in received]
     assert paths == [
         "/runtime/webhooks/EventGrid?functionName=on_event",
         "/runtime/webhooks/blobs?functionName=Host.Functions.convert_label",
     ]
-    _, headers, (event,) = received[0]
-    assert headers["aeg-event-type"] == "Notification"
+    (event,) = received[0].body  # type: ignore[misc]
+    assert received[0].headers["aeg-event-type"] == "Notification"
     assert event["eventType"] == "Microsoft.Storage.BlobCreated"
     assert event["subject"] == f"/blobServices/default/containers/{container_name}/blobs/data/images/a.jpg"
     assert event["data"]["eTag"] == datastore.etag("data/images/a.jpg") and event["data"]["api"] == "PutBlob"

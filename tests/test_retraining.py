@@ -27,7 +27,7 @@ from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
-from tests.helpers import Clock, deliver, indexed_functions
+from tests.helpers import Clock, deliver, indexed_functions, listening_server
 
 
 @pytest.fixture
@@ -465,31 +465,14 @@ def test_http_submit_failure_is_a_502_without_secrets(app_service: RetrainingSer
 
 
 def test_promotion_publishes_model_promoted_to_the_configured_topic(monkeypatch: pytest.MonkeyPatch) -> None:
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[tuple[str | None, list]] = []
-
-    class Topic(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append((self.headers.get("aeg-sas-key"), body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Topic)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"http://127.0.0.1:{server.server_port}/api/events")
-    monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key-not-logged")
-    try:
+    with listening_server() as (url, received):
+        monkeypatch.setenv("EVENTGRID_TOPIC_ENDPOINT", f"{url}/api/events")
+        monkeypatch.setenv("EVENTGRID_TOPIC_KEY", "topic-key-not-logged")
         publish = model_promoted_publisher(load_settings())
         assert publish is not None
         publish(BestModel(name="pid-symbol-detector", version="4", score=0.91, run="run-1", time="t"))
-    finally:
-        server.shutdown()
-    ((key, (event,)),) = received
+    (post,) = received
+    key, (event,) = post.headers.get("aeg-sas-key"), post.body  # type: ignore[misc]
     assert key == "topic-key-not-logged"
     assert event["eventType"] == "PidSymbolRetraining.ModelPromoted"
     assert event["subject"] == "models/pid-symbol-detector/versions/4" and event["data"]["score"] == 0.91
