@@ -34,7 +34,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
 from devtools.synthetic import write_mltable_set
-from pipeline_steps.detector.engine import TrainingConfig, TrainingResult, train
+from pipeline_steps.detector.engine import TrainingConfig, TrainingResult, describe_epoch, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 
@@ -442,12 +442,7 @@ def machine() -> str:
 
 
 def print_epoch(row: dict[str, float]) -> None:
-    score = f", held-out mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
-    print(
-        f"  epoch {int(row['epoch'])}: {row['minutes']:.1f} min, loss {row['loss']:.3f}{score} "
-        f"({row['ms_per_step']:.0f} ms/step, load {row['load']:.1f})",
-        flush=True,
-    )
+    print(f"  {describe_epoch(row)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def run_training(
     config: TrainingConfig,
     label_map: dict[str, str] | None = None,
 ) -> dict:
-    from pipeline_steps.detector.engine import train
+    from pipeline_steps.detector.engine import describe_epoch, train
     from pipeline_steps.detector.pyfunc import save_detector
     from pipeline_steps.detector.report import write_report
     from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
@@ -60,7 +60,9 @@ def run_training(
         f"{config.epochs} epochs from scratch or {config.warm_epochs} from a champion, capped at "
         f"{config.max_minutes:g} min, seed {config.seed}"
     )
-    result = train(train_sheets, val_sheets, classes, config, on_epoch=_print_epoch)
+    result = train(
+        train_sheets, val_sheets, classes, config, on_epoch=lambda row: print(describe_epoch(row), flush=True)
+    )
     for note in result.notes():
         print(note, flush=True)
     if output.exists():
@@ -102,15 +104,6 @@ def run_training(
     )
     metrics.write(output)
     return metrics.model_dump()
-
-
-def _print_epoch(row: dict[str, float]) -> None:
-    score = f", val mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
-    print(
-        f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min of training, loss {row['loss']:.3f}{score} "
-        f"({row['ms_per_step']:.0f} ms per step, machine load {row['load']:.1f})",
-        flush=True,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,15 @@ class TrainingResult:
         return pace
 
 
+def describe_epoch(row: dict[str, float]) -> str:
+    """One epoch's line of the training log: time, loss, held-out score when it was measured, and the pace."""
+    score = f", held-out mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
+    return (
+        f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min of training, loss {row['loss']:.3f}{score} "
+        f"({row['ms_per_step']:.0f} ms per step, machine load {row['load']:.1f})"
+    )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
