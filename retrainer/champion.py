@@ -77,27 +77,9 @@ class Outcome:
     def as_dict(self) -> dict:
         return {
             "best_model": self.record.model_dump() if self.record else None,
-            "change": change_dict(self.change) if self.change else None,
+            "change": self.change.as_dict() if self.change else None,
             "message": self.message,
         }
-
-
-def change_dict(change: ChampionChange) -> dict:
-    return {
-        "id": change.id,
-        "at": change.at.isoformat(),
-        "kind": change.kind.value,
-        "model": change.model,
-        "from_version": change.from_version,
-        "to_version": change.to_version,
-        "decided_by": change.decided_by,
-        "actor": change.actor,
-        "reason": change.reason,
-        "evidence": change.evidence,
-        "score": change.score,
-        "run_id": change.run_id,
-        "undoes": change.undoes or None,
-    }
 
 
 class ChampionControls:

@@ -180,7 +180,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from retrainer.champion import change_dict
     from retrainer.champion_tags import pin_of
 
     settings = _settings(args.backend)
@@ -213,7 +212,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return text
 
     _print(
-        {"versions": [dataclasses.asdict(v) for v in versions], "history": [change_dict(c) for c in history]},
+        {"versions": [dataclasses.asdict(v) for v in versions], "history": [c.as_dict() for c in history]},
         args.json,
         render,
     )

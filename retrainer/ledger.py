@@ -185,6 +185,15 @@ class ChampionChange:
     #: `<UTC time>-<suffix>`, unique; given by `Ledger.record_champion_change` when empty.
     id: str = ""
 
+    def as_dict(self) -> dict:
+        """The entry as JSON values (the API's and `retrain models --json`'s)."""
+        return {
+            **dataclasses.asdict(self),
+            "at": self.at.isoformat(),
+            "kind": self.kind.value,
+            "undoes": self.undoes or None,
+        }
+
     def words(self) -> str:
         """ "promoted 3 -> 5 by service (run-7)": the change in a few words, for lists."""
         moved = f"{self.from_version or '-'} -> {self.to_version or '-'}"
