@@ -130,7 +130,7 @@ def training_notes(run_id: str) -> str:
 
 def summary(workdir: Path) -> str:
     from retrainer import bootstrap
-    from retrainer.best_model import current_best_model
+    from retrainer.champion.record import current_best_model
 
     rows = []
     for run in reversed(bootstrap.ledger().runs()):

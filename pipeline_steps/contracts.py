@@ -12,11 +12,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrainer.champion.tags import CLASS_IDS_TAG as CLASS_IDS_TAG  # defined with the registry's other tags
 from retrainer.promotion import HoldoutInfo
 from retrainer.step_file import StepFile
 
-#: The model and data-asset tag listing the class ids a set holds or a model was trained on (a JSON list).
-CLASS_IDS_TAG = "class_ids"
 #: The model tag naming the AutoML model (`model_name`, e.g. fasterrcnn_resnet50_fpn) an AutoML model is;
 #: a checkpoint seeds only that model. Absent on the local detector's models.
 AUTOML_MODEL_NAME_TAG = "automl_model_name"

@@ -33,10 +33,11 @@ from pipeline_steps.contracts import (
     RegisteredModel,
     TrainingMetrics,
 )
+from retrainer.champion.tags import PER_CLASS_TAG, SCORE_TAG
 from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
 
-PRIMARY_METRIC = "mean_average_precision"
+PRIMARY_METRIC = SCORE_TAG  # AutoML for Images' primary metric names the score tag
 REQUIRED_METRICS = (PRIMARY_METRIC, "precision", "recall")
 OPTIONAL_METRICS = ("coco_map",)
 
@@ -132,9 +133,6 @@ def data_versions(
         if CLASS_IDS_TAG in assets.train.tags:  # what the model can recognise: the submitter's warm-start check
             versions[CLASS_IDS_TAG] = assets.train.tags[CLASS_IDS_TAG]
     return {key: value for key, value in versions.items() if value}
-
-
-PER_CLASS_TAG = "per_class_ap50"
 
 
 def per_class_ap(model_folder: Path) -> dict[str, float]:

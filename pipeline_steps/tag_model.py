@@ -14,11 +14,12 @@ of at most --max-holdout-images, and --scoring-budget-minutes, after which the i
 scored decide. A paired bootstrap over the scored images gives an interval for the challenger's mAP@0.5
 minus the champion's; the challenger is promoted only when the interval's lower bound clears
 --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
-the recorded validation scores decide, and the record says so. Idempotent, and never more than one
-version tagged best: local tag steps take a lock; on Azure ML the step re-reads after writing and
-repairs. A champion the operator pinned (tags on its version, `retrainer/champion_tags.py`) stays, and the
-comparison is still made and recorded. `best_model_metadata.json` records both scores, the interval, the
-holdout's version and per-class AP of both.
+the recorded validation scores decide, and the record says so. The decision is applied by a
+compare-and-swap (`retrainer/champion/swap.py`): only if the champion and its pin are still the ones
+it was compared against once scoring is over; otherwise the champion stays and the record says what
+changed meanwhile (an operator's pin or rollback is never overruled). A champion the operator pinned
+(tags on its version) stays, and the comparison is still made and recorded. `best_model_metadata.json`
+records both scores, the interval, the holdout's version and per-class AP of both.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import math
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -43,8 +46,8 @@ from pipeline_steps.evaluation.metrics import evaluate
 from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, scoring_sample
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.mltable_io import class_sort_key
-from pipeline_steps.register_model import PER_CLASS_TAG
-from retrainer.champion_tags import SCORE_TAG, pin_of, recorded_score, repair_best_tags
+from retrainer.champion.swap import compare_and_swap, read_champion
+from retrainer.champion.tags import SCORE_TAG, Claim, moment, per_class_scores, pin_of, recorded_score
 from retrainer.promotion import (
     ClassComparison,
     ClassGuard,
@@ -54,7 +57,7 @@ from retrainer.promotion import (
     PromotionRecord,
     decide_promotion,
 )
-from retrainer.records import BEST_MODEL_TAG, ModelVersion
+from retrainer.records import ModelVersion
 from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
 
@@ -105,32 +108,31 @@ def choose_best(
     scorer: HoldoutScorer | None,
     holdout: HoldoutManifest | None = None,
     min_holdout_images: int = 1,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> PromotionRecord:
-    with registry.promotion_lock(name):
-        versions = registry.model_versions(name)
-        repaired = repair_best_tags(registry, versions)
-        versions = registry.model_versions(name) if repaired else versions
-        by_version = {v.version: v for v in versions}
-        if candidate_version not in by_version:
-            raise TagError(f"{name}:{candidate_version} is not registered")
-        candidate = by_version[candidate_version]
-        incumbent = next((v for v in versions if v.is_best), None)
-        record = _decide(registry, candidate, incumbent, min_improvement, scorer, holdout, min_holdout_images)
-        after = registry.model_versions(name)
-        repaired += repair_best_tags(registry, after)  # a racing step on a lock-less registry
-        record.repaired_best_tags_on_versions = repaired
-        record.best_version = next((v.version for v in registry.model_versions(name) if v.is_best), None)
+    """Compare the challenger with the champion read now, and apply the decision only if that champion, and its
+    pin, are still the registry's when scoring is over (a compare-and-swap): no lock is held while scoring."""
+    expected, versions = read_champion(registry, name)
+    by_version = {v.version: v for v in versions}
+    if candidate_version not in by_version:
+        raise TagError(f"{name}:{candidate_version} is not registered")
+    candidate = by_version[candidate_version]
+    champion = by_version.get(expected.version) if expected.version else None
+    record = _decide(candidate, champion, min_improvement, scorer, holdout, min_holdout_images)
+    if not record.promoted:
+        record.best_version = read_champion(registry, name)[0].version
+        return record
+    claim = Claim("service", moment(clock()), f"service-{uuid.uuid4().hex[:12]}")
+    swap = compare_and_swap(registry, name, expected, candidate.version, claim)
+    record.best_version = swap.champion.version
+    if swap.applied:
+        record.champion_change, record.champion_since = claim.change, claim.since
+        return record
+    record.promoted = False
+    record.chosen_version = swap.champion.version or candidate.version
+    record.not_applied = swap.why_not
+    record.reason = f"{record.reason}; not applied: {swap.why_not}, so the champion stays"
     return record
-
-
-def _per_class(version: ModelVersion | None) -> dict[str, float]:
-    if version is None or not version.tags.get(PER_CLASS_TAG):
-        return {}
-    try:
-        values = json.loads(version.tags[PER_CLASS_TAG])
-    except json.JSONDecodeError:
-        return {}
-    return {str(k): float(v) for k, v in values.items() if isinstance(v, (int, float))}
 
 
 def _report_link(version: ModelVersion) -> str | None:
@@ -140,7 +142,6 @@ def _report_link(version: ModelVersion) -> str | None:
 
 
 def _decide(
-    registry: ModelRegistry,
     candidate: ModelVersion,
     incumbent: ModelVersion | None,
     min_improvement: float,
@@ -167,7 +168,7 @@ def _decide(
     candidate_score = recorded_score(candidate)
     candidate_score = math.nan if candidate_score is None else candidate_score
     incumbent_score = recorded_score(incumbent) if incumbent else None
-    per_class = (_per_class(candidate), _per_class(incumbent))
+    per_class = (per_class_scores(candidate), per_class_scores(incumbent))
     comparison = Comparison(holdout=holdout.holdout if holdout else None)
     interval, unavailable = None, None
     if scorer is None:
@@ -190,11 +191,8 @@ def _decide(
         decision = comparison.class_guard.verdict(decision)
     pin = pin_of(incumbent)
     if pin is not None:  # the operator pinned the champion: compared and recorded, never replaced
-        decision = pin.verdict(decision)
-    if decision.promote:
-        if incumbent is not None:  # untag first: for a moment no version is best, never two
-            registry.set_model_tags(incumbent.name, incumbent.version, {BEST_MODEL_TAG: "false"})
-        registry.set_model_tags(candidate.name, candidate.version, {BEST_MODEL_TAG: "true"})
+        kept = f"pinned: the champion stays ({pin.reason}); the comparison: {decision.reason}"
+        decision = PromotionDecision(False, kept, decision.candidate_score, decision.incumbent_score)
     chosen = candidate if decision.promote or incumbent is None else incumbent
     return PromotionRecord(
         candidate_per_class=per_class[0],
@@ -229,6 +227,9 @@ def _safe_path(
         )
     if incumbent is None:
         return None
+    if not math.isfinite(candidate_score):  # whatever the champion's own state: non-finite never promotes
+        reason = f"the challenger's score is not a finite number ({candidate_score}): the champion stays"
+        return PromotionDecision(False, reason, candidate_score, incumbent_score)
     if unavailable is not None and unavailable.gone:
         reason = f"the champion's model is gone ({unavailable}): the challenger replaces it"
         return PromotionDecision(True, reason, candidate_score, incumbent_score)

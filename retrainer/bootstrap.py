@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from retrainer import telemetry
-from retrainer.champion import ChampionControls
+from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
@@ -22,7 +22,7 @@ from retrainer.status_view import StatusView
 from retrainer.workspace import PipelineRunner, open_registry
 
 __all__ = [
-    "champion_controls",
+    "champion",
     "datastore",
     "get_settings",
     "label_ingestor",
@@ -81,12 +81,11 @@ def accepted_classes() -> frozenset[str] | None:
     return frozenset(label_map) if label_map else None
 
 
-def champion_controls(settings: Settings | None = None) -> ChampionControls:
-    """The operator's controls over the champion: the registry `settings` point at (the `retrain` command's
-    --backend; the app's own by default), this process's ledger and datastore, the label map's classes and
-    the ModelPromoted topic."""
+def champion(settings: Settings | None = None) -> ChampionAuthority:
+    """The champion's authority: the registry `settings` point at (the `retrain` command's --backend; the app's
+    own by default), this process's ledger and datastore, the label map's classes and the ModelPromoted topic."""
     settings = settings or get_settings()
-    return ChampionControls(
+    return ChampionAuthority(
         settings,
         open_registry(settings),
         ledger(),
@@ -111,8 +110,8 @@ def service_for(settings: Settings) -> RetrainingService:
         ledger(),
         datastore(),
         runner=lambda: runner_for(settings),
+        champion=lambda: champion(settings),
         on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),
-        publish=model_promoted_publisher(settings),
         sweep_waiting=lambda: label_ingestor(handler="timer-sweep").sweep_waiting(),
     )
 

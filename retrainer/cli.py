@@ -34,7 +34,7 @@ from retrainer.settings import Settings, SettingsError, load_settings
 from retrainer.workspace import ModelRegistry, PipelineRunner, open_registry, open_runner
 
 if TYPE_CHECKING:
-    from retrainer.champion import ChampionControls, Outcome
+    from retrainer.champion.authority import ChampionAuthority, Outcome
 
 
 def _settings(backend: str | None) -> Settings:
@@ -180,7 +180,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from retrainer.champion_tags import pin_of
+    from retrainer.champion.tags import SCORE_TAG, pin_of
 
     settings = _settings(args.backend)
     versions = _registry(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
@@ -189,7 +189,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "version": v.version,
             "best": "yes" if v.is_best else "",
             "pinned": (pin.reason[:40] if (pin := pin_of(v)) else ""),
-            "mAP@0.5": v.tags.get("mean_average_precision", ""),
+            "mAP@0.5": v.tags.get(SCORE_TAG, ""),
             "val_data": v.tags.get("val_data", ""),
             "registered": v.tags.get("registered_at", ""),
         }
@@ -227,10 +227,10 @@ def _actor() -> str:
         return "operator (retrain)"
 
 
-def _champion_command(args: argparse.Namespace, call: Callable[[ChampionControls], Outcome]) -> int:
+def _champion_command(args: argparse.Namespace, call: Callable[[ChampionAuthority], Outcome]) -> int:
     """Run one of the operator's controls; a refusal is one line on stderr and exit 2."""
     from retrainer import bootstrap
-    from retrainer.champion import ChampionError
+    from retrainer.champion.authority import ChampionError
 
     settings = _settings(args.backend)
     if not settings.storage_configured():
@@ -239,7 +239,7 @@ def _champion_command(args: argparse.Namespace, call: Callable[[ChampionControls
             "record and the champion's history live there"
         )
     try:
-        outcome = call(bootstrap.champion_controls(settings))
+        outcome = call(bootstrap.champion(settings))
     except ChampionError as refused:
         print(f"retrain {args.command}: {refused}", file=sys.stderr)
         return 2

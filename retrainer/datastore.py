@@ -6,13 +6,19 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from retrainer.identity import signed_in_credential
@@ -44,6 +50,14 @@ TABLE_CLIENT_OPTIONS: dict[str, Any] = {
 
 class BlobMissingError(LookupError):
     """The blob does not exist (any more)."""
+
+
+class LockBusy(TimeoutError):
+    """Another holder kept the lock for longer than the caller waits."""
+
+
+#: A lock's lease lapses this long after its holder died (Blob Storage allows 15 to 60 s).
+LOCK_LEASE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,30 @@ class Datastore:
                 content_md5=bytearray(hashlib.md5(data).digest()),
             ),
         )
+
+    @contextlib.contextmanager
+    def exclusive(self, path: str, wait_seconds: float = 90.0) -> Iterator[None]:
+        """Hold a lease on the blob `path` (made empty when missing): one holder at a time, across processes and
+        machines. A holder that dies loses it within LOCK_LEASE_SECONDS; LockBusy after `wait_seconds`."""
+        blob = self._container.get_blob_client(path)
+        with contextlib.suppress(ResourceExistsError):
+            blob.upload_blob(b"", overwrite=False)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                lease = blob.acquire_lease(lease_duration=LOCK_LEASE_SECONDS)
+                break
+            except HttpResponseError as error:
+                if error.status_code != 409 or time.monotonic() > deadline:
+                    if error.status_code == 409:
+                        raise LockBusy(f"{path} stayed locked for {wait_seconds:g} s; try again") from None
+                    raise
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(HttpResponseError):
+                lease.release()
 
     def write_unless_identical(self, path: str, data: bytes) -> bool:
         """Write unless the stored blob already has this content; True when it wrote."""

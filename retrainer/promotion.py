@@ -1,15 +1,15 @@
 """The promotion rule and its typed records, shared by the tag step (writer) and the service (reader).
 
 The tag step decides with `decide_promotion` and writes a `PromotionRecord` as
-`best_model_metadata.json`; the service reads it from the finished run and keeps the promoted model
-as a `BestModel` in the datastore. The CLI, the demo and the reports read the same two types.
+`best_model_metadata.json`; the service reads it from the finished run, and the champion's authority
+(`retrainer.champion`) records what it changed. The CLI, the demo and the reports read the same record.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -212,9 +212,13 @@ class PromotionRecord(StepFile):
     min_map_improvement: float = 0.0
     reason: str
     comparison: Comparison = Field(default_factory=Comparison)
-    repaired_best_tags_on_versions: list[str] = Field(default_factory=list)
-    #: The version tagged best after the step (None only if a racing step left none).
+    #: The version tagged best after the step (None before any version was promoted).
     best_version: str | None = None
+    #: When the step made the challenger the champion: the registry's id of that change, and its time.
+    champion_change: str = ""
+    champion_since: str = ""
+    #: Why a promotion the comparison called for was not applied (the champion or its pin moved meanwhile).
+    not_applied: str | None = None
     #: Per-class AP@0.5 of the candidate and of the previous best, when their training recorded it.
     candidate_per_class: dict[str, float] = Field(default_factory=dict)
     previous_per_class: dict[str, float] = Field(default_factory=dict)
@@ -227,25 +231,3 @@ class PromotionRecord(StepFile):
     @classmethod
     def from_json(cls, text: str | bytes) -> PromotionRecord:
         return cls.model_validate_json(text)
-
-
-class BestModel(BaseModel):
-    """The promoted model as the service records it (`BEST_MODEL_BLOB`) and announces it (ModelPromoted)."""
-
-    model_config = _RECORD
-
-    name: str
-    version: str
-    score: float | None
-    run: str
-    time: str
-    #: Who moved the best tag here: "service" (a run's tag step) or "operator" (`retrain promote`, the API).
-    decided_by: Literal["service", "operator"] = "service"
-    reason: str = ""
-    #: The version it replaced as the champion (None for the first).
-    replaced_version: str | None = None
-    #: The operator's pin on this version, mirrored from its registry tags (retrainer/champion_tags.py) for
-    #: readers that never call the registry: while set, runs compare and the champion stays.
-    pinned_reason: str | None = None
-    pinned_by: str | None = None
-    pinned_at: str | None = None

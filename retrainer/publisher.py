@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from retrainer.champion.record import BestModel
 from retrainer.events import MODEL_PROMOTED
 from retrainer.identity import azure_credential
-from retrainer.promotion import BestModel
 from retrainer.settings import Settings
 
 

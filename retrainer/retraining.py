@@ -22,14 +22,13 @@ from typing import TypeVar
 
 from azure.core.exceptions import ResourceModifiedError
 
-from retrainer.best_model import current_best_model, write_best_model
-from retrainer.champion import automatic_change, overridden_by_operator
+from retrainer.champion.authority import ChampionAuthority
+from retrainer.champion.record import BestModel, current_best_model
 from retrainer.datastore import Datastore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import ImageState, Ledger, SlotTaken, now_utc
 from retrainer.policy import BatchRule, HoldRule, PendingBatch, SubmissionState, batch_due, submission_state
-from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.records import RunRecord, RunState, RunStatus
 from retrainer.redact import describe_error, redact
 from retrainer.settings import Settings
@@ -73,23 +72,25 @@ class RetrainingService:
         ledger: Ledger,
         datastore: Datastore,
         runner: Callable[[], PipelineRunner],
+        champion: Callable[[], ChampionAuthority],
         clock: Callable[[], datetime] = now_utc,
         on_image: Callable[[str], object] | None = None,
-        publish: Callable[[BestModel], None] | None = None,
         sweep_waiting: Callable[[], object] | None = None,
         metrics: Metrics | None = None,
         event_check_interval: float = 5.0,
     ) -> None:
-        """`event_check_interval`: from the event path, the pending batch is looked at once per this many
-        seconds per instance at most (`submit_if_due_after_event`)."""
+        """`champion`: the champion's authority, which records what a completed run changed (built on first use:
+        on Azure ML its registry client is slow to import). `event_check_interval`: from the event path, the
+        pending batch is looked at once per this many seconds per instance at most (`submit_if_due_after_event`)."""
         self._settings = settings
         self._ledger = ledger
         self._datastore = datastore
         self._runner_factory = runner
         self._runner: PipelineRunner | None = None
+        self._champion_factory = champion
+        self._champion: ChampionAuthority | None = None
         self._clock = clock
         self._on_image = on_image
-        self._publish = publish
         self._sweep_waiting = sweep_waiting
         self._metrics = metrics or Metrics()
         self._batch_rule = BatchRule.from_settings(settings)
@@ -105,6 +106,12 @@ class RetrainingService:
         if self._runner is None:
             self._runner = self._runner_factory()
         return self._runner
+
+    @property
+    def champion(self) -> ChampionAuthority:
+        if self._champion is None:
+            self._champion = self._champion_factory()
+        return self._champion
 
     # --- events -----------------------------------------------------------------------------------
 
@@ -288,26 +295,20 @@ class RetrainingService:
         self._finish_promotion(record)
 
     def _finish_promotion(self, record: RunRecord) -> None:
-        """Record the promotion of a completed run; a failure is retried by the next tick."""
+        """Record what a completed run's tag step changed; a failure is retried by the next tick."""
         if record.decision is None or record.promotion_done:
             return
         try:
-            best = self.record_promotion(record.decision, record.run_id)
-            self._record_in_history(record, record.decision, best)
-        except Exception as error:  # storage or the topic failed: the next tick tries again
+            before = self.champion.record()
+            after = self.champion.record_run(record.decision, record.run_id)
+        except Exception as error:  # storage, the registry or the topic failed: the next tick tries again
             log.error("promotion of %s not recorded yet: %s", record.run_id, redact(str(error)[:500]))
             return
+        if after is not None and (before is None or before.version != after.version):
+            self._metrics.models_promoted.add(1)
+            log.info("the champion is %s version %s (mAP %s)", after.name, after.version, after.score)
         record.promotion_done = True
         self._ledger.save_run(record)
-
-    def _record_in_history(self, record: RunRecord, decision: PromotionRecord, best: BestModel | None) -> None:
-        """Append the run's promotion to the champion's history (once, however often this is retried)."""
-        note = ""
-        if best is not None and best.version != decision.best_version:
-            note = f"the operator had made version {best.version} the champion meanwhile; it stays"
-        change = automatic_change(decision, record.run_id, record.ended_at or self._clock(), note)
-        if change is not None:
-            self._ledger.record_champion_change(change)
 
     def _finish_promotions(self) -> None:
         for record in self._ledger.runs(limit=20):
@@ -345,42 +346,6 @@ class RetrainingService:
         self.runner.cancel_run(run_id)
         return self.follow_run(run_id)
 
-    def record_promotion(self, decision: PromotionRecord, run_id: str) -> BestModel | None:
-        """Keep the tag step's verdict as the best-model record (and publish ModelPromoted) when the best changed."""
-        if not decision.best_version:
-            return None
-        current = self.best_model()
-        if current and current.version == decision.best_version and current.name == decision.name:
-            return current
-        if overridden_by_operator(current, decision):  # the operator's later choice stands
-            log.warning(
-                "run %s promoted version %s before the operator chose %s: the record stays",
-                run_id,
-                decision.best_version,
-                current.version if current else None,
-                extra={"run_id": run_id},
-            )
-            return current
-        promoted = decision.promoted and decision.chosen_version == decision.best_version
-        score = decision.candidate_score if promoted else decision.previous_best_score
-        record = BestModel(
-            name=decision.name,
-            version=decision.best_version,
-            score=score,
-            run=run_id,
-            time=self._clock().isoformat(),
-            reason=decision.reason,
-            replaced_version=decision.previous_best_version if promoted else None,
-        )
-        # Announce first, then record: a failure between the two repeats the announcement at the next
-        # tick (subscribers see ModelPromoted at least once) instead of never sending it.
-        if self._publish is not None:
-            self._publish(record)
-        write_best_model(self._datastore, self._settings.BEST_MODEL_BLOB, record)
-        self._metrics.models_promoted.add(1)
-        log.info("promoted %s version %s (mAP %s)", record.name, record.version, score)
-        return record
-
     def best_model(self) -> BestModel | None:
-        """The promoted model, or None when none was promoted or its record is unreadable."""
+        """The champion's record, or None when none was promoted or its record is unreadable."""
         return current_best_model(self._datastore, self._settings.BEST_MODEL_BLOB)

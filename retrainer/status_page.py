@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from retrainer.promotion import BestModel, ClassComparison, ClassGuard, PromotionRecord
+from retrainer.champion.record import BestModel
+from retrainer.promotion import ClassComparison, ClassGuard, PromotionRecord
 from retrainer.records import RunRecord, RunState
 
 if TYPE_CHECKING:

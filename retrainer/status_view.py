@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from retrainer.best_model import current_best_model
+from retrainer.champion.record import current_best_model
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger, now_utc
 from retrainer.policy import HoldRule, PendingBatch, SubmissionState, submission_state

@@ -7,6 +7,7 @@ both these fakes and Azurite, which keeps the fakes honest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -19,12 +20,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableEntity, TableTransactionError, TransactionOperation, UpdateMode
 
-from retrainer.datastore import BlobMissingError, StoredBlob
+from retrainer.datastore import BlobMissingError, LockBusy, StoredBlob
 from retrainer.promotion import PromotionRecord
 from retrainer.records import RunState, RunStatus
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Model
+
+    from retrainer.workspace.azureml import AzureMLModelRegistry
 
 
 class FakeRunner:
@@ -189,6 +192,19 @@ class InMemoryDatastore:
 
     def __init__(self) -> None:
         self._blobs: dict[str, tuple[bytes, str]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def exclusive(self, path: str, wait_seconds: float = 90.0) -> Iterator[None]:
+        with self._locks_lock:
+            lock = self._locks.setdefault(path, threading.Lock())
+        if not lock.acquire(timeout=wait_seconds):
+            raise LockBusy(f"{path} stayed locked for {wait_seconds:g} s; try again")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def read(self, path: str) -> bytes:
         return self.read_with_etag(path)[0]
@@ -223,11 +239,13 @@ class InMemoryDatastore:
 def first_promotion(reason: str = "the first model") -> PromotionRecord:
     """The tag step's record for a first model, promoted because no model was best yet."""
     return PromotionRecord(
-        name="m",
+        name="pid-symbol-detector",
         candidate_version="1",
         chosen_version="1",
         best_version="1",
         promoted=True,
+        champion_change="service-first",
+        champion_since="2026-01-01T00:00:00.000000+00:00",
         candidate_score=0.9,
         reason=reason,
     )
@@ -238,8 +256,8 @@ class FakeAzureMLModels:
 
     `create_or_update` stores what the SDK would send (a copy of the entity, the next version when it has none,
     the files of a local `path`); `get` answers a copy, as the service does; `download` writes the files where
-    the SDK would. `lose_files(version)` is a version whose files the registry no longer has; `before_write` and
-    `after_write` run around each write (a racing tag step)."""
+    the SDK would. `lose_files(version)` is a version whose files the registry no longer has. `before_write` and
+    `after_write` run around each write, `before_get` before each `get` of one version: a racing writer."""
 
     def __init__(self) -> None:
         from azure.ai.ml.entities import Model
@@ -249,6 +267,7 @@ class FakeAzureMLModels:
         self.files: dict[str, dict[str, bytes]] = {}
         self.before_write: Callable[[Model], None] | None = None
         self.after_write: Callable[[Model], None] | None = None
+        self.before_get: Callable[[str], None] | None = None
 
     def create_or_update(self, model: Model) -> Model:
         if self.before_write is not None:
@@ -270,9 +289,14 @@ class FakeAzureMLModels:
         return stored
 
     def list(self, name: str) -> list[Model]:
-        return [self.get(name, v) for v, m in self.stored.items() if m.name == name]
+        return [self._copy(name, v) for v, m in self.stored.items() if m.name == name]
 
     def get(self, name: str, version: str) -> Model:
+        if self.before_get is not None:
+            self.before_get(version)
+        return self._copy(name, version)
+
+    def _copy(self, name: str, version: str) -> Model:
         from azure.core.exceptions import ResourceNotFoundError
 
         if version not in self.stored:
@@ -290,6 +314,29 @@ class FakeAzureMLModels:
 
     def lose_files(self, version: str) -> None:
         self.files.pop(version, None)
+
+
+def registry_after(decision: PromotionRecord, tmp_path: Path) -> AzureMLModelRegistry:
+    """An Azure ML registry (the SDK's `Model` entities) as a run's tag step leaves it after `decision`: versions 1 to
+    its challenger registered, the previous champion tagged best, then, when the step applied its promotion, the
+    challenger tagged best under the decision's claim."""
+    from retrainer.champion.swap import move_best
+    from retrainer.champion.tags import Claim
+    from retrainer.workspace.azureml import AzureMLModelRegistry
+
+    registry = AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
+    folder = tmp_path / "registered-model"
+    folder.mkdir(exist_ok=True)
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    for _ in range(int(decision.candidate_version)):
+        registry.register_model(decision.name, folder, description="", tags={"mean_average_precision": "0.5"})
+    if decision.previous_best_version:
+        earlier = Claim("service", "2026-01-01T00:00:00.000000+00:00", "service-earlier")
+        move_best(registry, decision.name, None, decision.previous_best_version, earlier, None)
+    if decision.champion_change:
+        claim = Claim("service", decision.champion_since, decision.champion_change)
+        move_best(registry, decision.name, decision.previous_best_version, decision.candidate_version, claim, None)
+    return registry
 
 
 class FakeMLClient:

@@ -270,14 +270,15 @@ RETRAINER_FLOORS: tuple[tuple[str, ...], ...] = (
     (  # storage and the outside world
         "retrainer.ledger",
         "retrainer.datastore",
-        "retrainer.best_model",
+        "retrainer.champion.record",
         "retrainer.publisher",
         "retrainer.telemetry",
     ),
     (  # domain records and pure rules, shared by every floor above and by the pipeline steps
         "retrainer.records",
         "retrainer.promotion",
-        "retrainer.champion_tags",
+        "retrainer.champion.tags",
+        "retrainer.champion.swap",
         "retrainer.step_file",
         "retrainer.events",
         "retrainer.policy",

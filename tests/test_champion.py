@@ -10,21 +10,17 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from pipeline_steps.tag_model import HoldoutScores, choose_best
-from retrainer.best_model import read_best_model
-from retrainer.champion import ChampionConflict, ChampionControls, PromotionRefused, VersionNotFound
-from retrainer.champion_tags import pin_of
+from pipeline_steps.tag_model import HoldoutScores
+from retrainer.champion.authority import ChampionConflict, PromotionRefused, VersionNotFound
+from retrainer.champion.tags import pin_of
 from retrainer.datastore import Datastore
-from retrainer.ledger import ChangeKind, Ledger
+from retrainer.ledger import ChangeKind
 from retrainer.promotion import (
-    BestModel,
     ClassComparison,
     ClassGuard,
     DifferenceInterval,
@@ -32,121 +28,12 @@ from retrainer.promotion import (
     decide_promotion,
 )
 from retrainer.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
-from retrainer.retraining import RetrainingService
-from retrainer.settings import load_settings
-from retrainer.workspace import ModelRegistry
-from retrainer.workspace.azureml import AzureMLModelRegistry
 from retrainer.workspace.local import LocalModelRegistry
-from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.champion_world import NAME, World, clock, empty_mlflow_db, registry, storage, world
+from tests.fakes import FakeRunner
 from tests.helpers import Clock, Posted, listening_server
 
-NAME = "pid-symbol-detector"
-CLASSES = frozenset({"1", "2", "3"})
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
-
-
-@pytest.fixture(params=["memory", "azurite"])
-def storage(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
-) -> tuple[Ledger, Datastore]:
-    if request.param == "memory":
-        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
-        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()  # type: ignore[arg-type,return-value]
-    request.getfixturevalue("service_env")
-    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
-    book.ensure_tables()
-    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
-    store.ensure_container()
-    return book, store
-
-
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow registry database with its tables made, once: making them costs seconds, a copy nothing."""
-    root = tmp_path_factory.mktemp("mlflow-template")
-    with pytest.MonkeyPatch.context() as patch:
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            patch.delenv(variable, raising=False)
-        LocalModelRegistry(root).model_versions(NAME)
-    return root / "mlflow.db"
-
-
-@pytest.fixture(params=["local", "azureml"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
-    if request.param == "local":
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            monkeypatch.delenv(variable, raising=False)
-        (tmp_path / "workspace").mkdir()
-        shutil.copy(request.getfixturevalue("empty_mlflow_db"), tmp_path / "workspace" / "mlflow.db")
-        return LocalModelRegistry(tmp_path / "workspace")
-    return AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
-
-
-class World:
-    """The registry, the service recording runs, and the operator's controls, on one storage."""
-
-    def __init__(self, registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path):
-        self.registry, (self.ledger, self.datastore), self.clock, self.tmp_path = registry, storage, clock, tmp_path
-        self.published: list[BestModel] = []
-        self.runner = FakeRunner()
-        settings = load_settings()
-        self.service = RetrainingService(
-            settings,
-            self.ledger,
-            self.datastore,
-            runner=lambda: self.runner,
-            clock=clock,
-            publish=self.published.append,
-        )
-        self.controls = ChampionControls(
-            settings, registry, self.ledger, self.datastore, lambda: CLASSES, self.published.append, clock
-        )
-
-    def register(self, score: float, classes: frozenset[str] = CLASSES) -> ModelVersion:
-        folder = self.tmp_path / f"model-{uuid.uuid4().hex[:8]}"
-        folder.mkdir()
-        (folder / "MLmodel").write_text("flavors: {}\n")
-        tags = {"mean_average_precision": f"{score:.6f}", "class_ids": json.dumps(sorted(classes))}
-        return self.registry.register_model(NAME, folder, description="", tags=tags)
-
-    def run(self, score: float, scorer: object = None) -> tuple[str, PromotionRecord]:
-        """A run: a new version registered, the real tag step's decision, and the service recording the run."""
-        version = self.register(score)
-        decision = self.tag_step(version, scorer)
-        return self.record_run(decision), decision
-
-    def tag_step(self, version: ModelVersion, scorer: object = None) -> PromotionRecord:
-        return choose_best(self.registry, NAME, version.version, 0.0, scorer=scorer)  # type: ignore[arg-type]
-
-    def record_run(self, decision: PromotionRecord) -> str:
-        self.clock.advance(minutes=30)
-        run_id = self.service.submit("manual", "new images")
-        self.runner.finish(run_id, RunState.COMPLETED, decision)
-        self.clock.advance(minutes=5)
-        assert self.service.follow_run(run_id) == RunState.COMPLETED
-        self.clock.advance(minutes=1)  # what comes next is later: the history is ordered by time
-        return run_id
-
-    def best(self) -> list[str]:
-        return [v.version for v in self.registry.model_versions(NAME) if v.is_best]
-
-    def record(self) -> BestModel | None:
-        return read_best_model(self.datastore, "models/best_model.json")
-
-    def lose_files(self, version: str) -> None:
-        if isinstance(self.registry, LocalModelRegistry):
-            shutil.rmtree(next(v.uri for v in self.registry.model_versions(NAME) if v.version == version))
-        else:
-            self.registry._ml_client.models.lose_files(version)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def world(registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path) -> World:
-    return World(registry, storage, clock, tmp_path)
+__all__ = ["clock", "empty_mlflow_db", "registry", "storage", "world"]  # the fixtures these tests use
 
 
 def test_a_rollback_restores_the_earlier_version_with_its_record_its_event_and_names_what_it_undoes(
@@ -272,14 +159,20 @@ def test_a_promotion_by_hand_carries_the_pin_to_the_new_champion(world: World) -
     assert not decision.promoted and world.best() == ["2"]
 
 
-def test_pin_is_refused_without_a_champion_or_while_a_runs_promotion_is_not_recorded(world: World) -> None:
+def test_pin_is_refused_without_a_champion_and_pins_the_registrys_champion_before_its_run_is_recorded(
+    world: World,
+) -> None:
     with pytest.raises(ChampionConflict, match="no version of pid-symbol-detector is tagged best"):
         world.controls.pin("audit", "ana")
     world.run(0.60)
-    world.tag_step(world.register(0.70))  # the tag step moved the tag; the service has not recorded the run yet
-    with pytest.raises(ChampionConflict, match="names version 1 but the registry's champion is version 2"):
-        world.controls.pin("audit", "ana")
-    assert all(pin_of(v) is None for v in world.registry.model_versions(NAME))
+    decision = world.tag_step(world.register(0.70))  # the tag step moved the tag; the run is not recorded yet
+    pinned = world.controls.pin("audit", "ana")
+    assert "pinned pid-symbol-detector version 2" in pinned.message
+    assert pinned.record is not None and (pinned.record.version, pinned.record.pinned_reason) == ("2", "audit")
+    world.record_run(decision)
+    record = world.record()
+    assert record is not None and (record.version, record.decided_by, record.pinned_reason) == ("2", "service", "audit")
+    assert record.reason == decision.reason, "the run's record brings its reason, and keeps the pin"
 
 
 def test_a_run_recorded_after_the_operator_rolled_back_does_not_overturn_the_rollback(world: World) -> None:
@@ -292,7 +185,7 @@ def test_a_run_recorded_after_the_operator_rolled_back_does_not_overturn_the_rol
     assert record is not None and record.version == "1" and record.decided_by == "operator"
     assert world.published == [] and world.best() == ["1"]
     automatic = next(c for c in world.controls.history() if c.run_id == run_id)
-    assert "the operator had made version 1 the champion meanwhile; it stays" in automatic.evidence
+    assert "replaced since: version 1 is the champion now (operator)" in automatic.evidence
 
 
 def test_promoting_the_champion_again_changes_nothing_but_completes_a_record_left_behind(world: World) -> None:
@@ -301,17 +194,18 @@ def test_promoting_the_champion_again_changes_nothing_but_completes_a_record_lef
     world.controls.promote("2", "fix", "ana")
     world.published.clear()
     again = world.controls.promote("2", "fix", "ana")
-    assert again.change is None and "already the best model" in again.message and world.published == []
+    assert again.change is None and "already the champion" in again.message and world.published == []
     world.datastore.write("models/best_model.json", b"{damaged")  # e.g. a write that failed half-way
     repaired = world.controls.promote("2", "fix", "ana")
-    assert repaired.change is not None and world.record() == repaired.record and len(world.published) == 1
+    assert world.record() == repaired.record and repaired.record is not None and len(world.published) == 1
+    assert (repaired.record.version, repaired.record.decided_by) == ("2", "operator")
 
 
 def test_a_retried_automatic_promotion_leaves_one_entry(world: World) -> None:
     run_id, decision = world.run(0.60)
     record = world.ledger.run(run_id)
     assert record is not None
-    world.service._record_in_history(record, decision, world.record())  # as a retry after a failed save would
+    world.controls.record_run(decision, run_id)  # as a retry after a failed save would
     assert [c.run_id for c in world.controls.history()] == [run_id]
 
 
@@ -363,7 +257,7 @@ def test_on_azure_ml_a_tag_step_tagging_another_version_meanwhile_is_repaired_to
 
 @pytest.mark.parametrize("registry", ["azureml"], indirect=True)
 @pytest.mark.parametrize("storage", ["memory"], indirect=True)
-def test_on_azure_ml_a_tag_step_that_took_the_tag_back_is_reported_not_claimed(world: World) -> None:
+def test_on_azure_ml_a_tag_step_that_took_the_tag_back_loses_to_the_operator(world: World) -> None:
     world.run(0.50)
     world.register(0.90)
     world.register(0.30)
@@ -376,9 +270,9 @@ def test_on_azure_ml_a_tag_step_that_took_the_tag_back_is_reported_not_claimed(w
             world.registry.set_model_tags(NAME, "3", {BEST_MODEL_TAG: "false"})
 
     models.after_write = racing_tag_step
-    with pytest.raises(ChampionConflict, match="version 2 is best now; promote 3 again"):
-        world.controls.promote("3", "rollback", "ana")
-    assert world.best() == ["2"]
+    outcome = world.controls.promote("3", "rollback", "ana")
+    assert world.best() == ["3"], "the operator's choice is written again over the run's"
+    assert outcome.record is not None and world.record() == outcome.record and outcome.record.version == "3"
 
 
 # --- the command and the HTTP API, through the composition root, on Azurite and the local registry -------------
@@ -552,10 +446,21 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     assert shown[5].startswith("  Gate valve (31): 0.70 -> 0.95") and len(shown) == 6, "unwatched classes are counted"
 
 
-def test_the_tag_names_the_core_reads_are_the_ones_the_steps_write() -> None:
-    """The core cannot import the steps, so it names the registry tags itself: the same names."""
-    from pipeline_steps.contracts import CLASS_IDS_TAG
-    from pipeline_steps.register_model import PRIMARY_METRIC
-    from retrainer import champion_tags
+def test_a_reason_that_is_not_text_or_too_long_is_refused_by_every_door_with_one_line(
+    deployed: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lone surrogate is what Python makes of a Latin-1 terminal's bytes in argv; it cannot be stored as UTF-8."""
+    from retrainer import cli
 
-    assert (champion_tags.CLASS_IDS_TAG, champion_tags.SCORE_TAG) == (CLASS_IDS_TAG, PRIMARY_METRIC)
+    latin1 = "caf\udce9 audit"
+    for argv in (["pin", "--reason", latin1], ["promote", "1", "--reason", latin1], ["unpin", "--reason", latin1]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "the reason holds bytes that are not UTF-8 text" in err and err.count("\n") == 1, err
+    assert cli.main(["unpin", "--reason", "x" * 10_000]) == 2
+    assert capsys.readouterr().err == "retrain unpin: the reason is longer than 500 characters (10000)\n"
+    status, body = http("promote_model", "POST", "/api/models/best", b'{"version": "1", "reason": "caf\\udce9"}')
+    assert status == 400 and "\n" not in body["error"], "the host's JSON reader refuses a lone surrogate already"
+    assert http("unpin_model", "DELETE", "/api/models/best/pin", b'{"reason": "' + b"x" * 10_000 + b'"}')[0] == 400
+    assert deployed.best() == ["2"] and deployed.record().version == "2"  # type: ignore[union-attr]
+    assert cli.main(["models", "--json"]) == 0 and capsys.readouterr().out, "nothing stored that cannot be read back"

@@ -17,13 +17,14 @@ import pytest
 
 from devtools.azurite import AzuriteEndpoints, running_azurite
 from devtools.synthetic import SheetSpec, write_dataset_zip
+from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
 from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from tests.fakes import FakeRunner, first_promotion
+from tests.fakes import FakeRunner, first_promotion, registry_after
 from tests.helpers import deliver
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def test_storage_lost_mid_load_exits_3_and_the_same_command_resumes(tmp_path: Pa
 
 
 def service_on(
-    azurite: AzuriteEndpoints, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+    azurite: AzuriteEndpoints, runner: FakeRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> tuple[RetrainingService, Ledger]:
     monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", azurite.connection_string)
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
@@ -82,7 +83,8 @@ def service_on(
     ledger.ensure_tables()
     store = Datastore.from_settings(settings)
     store.ensure_container()
-    return RetrainingService(settings, ledger, store, runner=lambda: runner), ledger
+    champion = ChampionAuthority(settings, registry_after(first_promotion(), tmp_path), ledger, store)
+    return RetrainingService(settings, ledger, store, runner=lambda: runner, champion=lambda: champion), ledger
 
 
 def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_back(
@@ -93,7 +95,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
     runner = FakeRunner()
     data_folder = tmp_path / "azurite-data"
     with running_azurite(ROOT, data_folder=data_folder) as azurite:
-        service, ledger = service_on(azurite, runner, monkeypatch)
+        service, ledger = service_on(azurite, runner, monkeypatch, tmp_path)
         for name in ("a.jpg", "b.jpg"):
             deliver(service, build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "0x1"})
         run_id = service.tick().submitted
@@ -111,7 +113,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
         assert outcome.failures and all(isinstance(failure.error, AzureError) for failure in outcome.failures)
         assert outcome.followed == {} and outcome.submitted is None
     with running_azurite(ROOT, data_folder=data_folder) as azurite:
-        service, ledger = service_on(azurite, runner, monkeypatch)
+        service, ledger = service_on(azurite, runner, monkeypatch, tmp_path)
         outcome = service.tick()
         assert outcome.followed == {run_id: "completed"} and outcome.submitted is None
         assert service.best_model() is not None and ledger.run(run_id).promotion_done

@@ -150,6 +150,21 @@ def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challe
     assert record.previous_best_score is None
 
 
+@pytest.mark.parametrize("champion_damage", ["oops", None, "-inf"])
+@pytest.mark.parametrize("challenger_damage", ["nan", "inf"])
+def test_a_non_finite_challenger_never_replaces_a_champion_without_a_finite_score(
+    prepared: Path, tmp_path: Path, workspace: Path, champion_damage: str | None, challenger_damage: str
+) -> None:
+    champion(prepared, tmp_path)
+    registry = LocalModelRegistry(workspace)
+    registry.set_model_tags(NAME, "1", {tag_model.SCORE_TAG: champion_damage or ""})
+    meta = register(prepared, tmp_path, "damaged", answers(prepared, 1.0))
+    registry.set_model_tags(NAME, "2", {tag_model.SCORE_TAG: challenger_damage})
+    record = tag(prepared, meta, holdout=False)  # recorded scores decide, and neither is a finite number
+    assert not record.promoted and best(workspace) == ["1"]
+    assert "the challenger's score is not a finite number" in record.reason and "the champion stays" in record.reason
+
+
 def test_a_deleted_champion_is_replaced_not_a_failure_of_every_later_run(
     prepared: Path, tmp_path: Path, workspace: Path
 ) -> None:

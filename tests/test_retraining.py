@@ -11,22 +11,25 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
 from retrainer import bootstrap
+from retrainer.champion.authority import ChampionAuthority
+from retrainer.champion.record import BestModel
 from retrainer.datastore import Datastore
 from retrainer.events import BLOB_CREATED, build_subject
 from retrainer.ledger import ImageState, Ledger, SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
-from retrainer.promotion import BestModel, PromotionRecord
+from retrainer.promotion import PromotionRecord
 from retrainer.publisher import model_promoted_publisher
 from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, registry_after
 from tests.helpers import Clock, deliver, indexed_functions, listening_server
 
 
@@ -75,7 +78,10 @@ def make_service(
     datastore: Datastore,
     workspace: FakeRunner,
     clock: Clock,
+    tmp_path: Path,
 ):
+    """A service whose runs' tag steps leave the registry as DECISION says."""
+
     def make(event_check_interval: float = 5.0, **env: str) -> RetrainingService:
         defaults = {
             "RETRAIN_MIN_NEW_IMAGES": "3",
@@ -86,11 +92,14 @@ def make_service(
         }
         for key, value in {**defaults, **env}.items():
             monkeypatch.setenv(key, value)
+        settings = load_settings()
+        champion = ChampionAuthority(settings, registry_after(DECISION, tmp_path), ledger, datastore, clock=clock)
         return RetrainingService(
-            load_settings(),
+            settings,
             ledger,
             datastore,
             runner=lambda: workspace,
+            champion=lambda: champion,
             clock=clock,
             event_check_interval=event_check_interval,
         )
@@ -112,6 +121,8 @@ DECISION = PromotionRecord(
     candidate_score=0.91,
     previous_best_score=0.88,
     reason="better",
+    champion_change="service-run-1",
+    champion_since="2026-01-01T06:00:00.000000+00:00",
 )
 
 
@@ -451,6 +462,7 @@ def test_get_best_model_answers_404_until_a_run_promotes_one_then_the_model(
         "decided_by": "service",
         "reason": "better",
         "replaced_version": "3",
+        "change": "service-run-1",
         "pinned_reason": None,
         "pinned_by": None,
         "pinned_at": None,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from retrainer.champion.record import BestModel
 from retrainer.ledger import Ledger
 from retrainer.promotion import (
-    BestModel,
     Comparison,
     DifferenceInterval,
     HoldoutInfo,

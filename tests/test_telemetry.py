@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from retrainer import telemetry
+from retrainer.champion.authority import ChampionAuthority
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
 from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.telemetry import Metrics
-from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion, registry_after
 from tests.helpers import deliver, loaded_by_importing_function_app
 
 
@@ -29,7 +31,9 @@ def values(reader: InMemoryMetricReader) -> dict[str, float]:
     return found
 
 
-def test_runs_submitted_failed_promoted_and_pending_images_are_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_submitted_failed_promoted_and_pending_images_are_measured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for key, value in {
         "RETRAIN_MIN_NEW_IMAGES": "2",
         "RETRAIN_QUIET_MINUTES": "0",
@@ -40,11 +44,14 @@ def test_runs_submitted_failed_promoted_and_pending_images_are_measured(monkeypa
     reader = InMemoryMetricReader()
     runner = FakeRunner()
     ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    datastore = InMemoryDatastore()
+    champion = ChampionAuthority(load_settings(), registry_after(first_promotion(), tmp_path), ledger, datastore)  # type: ignore[arg-type]
     service = RetrainingService(
         load_settings(),
         ledger,
-        InMemoryDatastore(),
+        datastore,  # type: ignore[arg-type]
         runner=lambda: runner,
+        champion=lambda: champion,
         metrics=Metrics(MeterProvider([reader])),  # type: ignore[arg-type]
     )
     for name in ("a.jpg", "b.jpg", "c.jpg"):
@@ -73,6 +80,7 @@ def test_log_records_carry_the_run_id_as_a_field(caplog: pytest.LogCaptureFixtur
         Ledger(InMemoryTableService(), "t"),
         InMemoryDatastore(),
         runner=lambda: runner,  # type: ignore[arg-type]
+        champion=lambda: pytest.fail("this test records no promotion"),
     )
     with caplog.at_level(logging.INFO, logger="retrainer"):
         run_id = service.submit("manual", "telemetry")

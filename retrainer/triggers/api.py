@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from retrainer.champion import ChampionControls, Outcome
+    from retrainer.champion.authority import ChampionAuthority, Outcome
 
 MAX_REASON_CHARS = 500  # the ledger's bound on a run's reason
 #: Who the history names for a change made through this API (the function key names no person).
@@ -136,7 +136,7 @@ def status_page(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/best", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def best_model(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
-    from retrainer.best_model import UnreadableRecordError, read_best_model
+    from retrainer.champion.record import UnreadableRecordError, read_best_model
 
     try:
         best = read_best_model(bootstrap.datastore(), bootstrap.get_settings().BEST_MODEL_BLOB)
@@ -172,15 +172,15 @@ def _text(body: dict, key: str, *, required: bool) -> str | None:
     return value
 
 
-def _champion_call(action: str, call: Callable[[ChampionControls], Outcome]) -> func.HttpResponse:
+def _champion_call(action: str, call: Callable[[ChampionAuthority], Outcome]) -> func.HttpResponse:
     """Run one of the operator's controls: 200 with what it did, 404 / 409 for a refusal, 502 when the registry or
     storage failed (without secrets)."""
     from retrainer import bootstrap
-    from retrainer.champion import BadRequest, ChampionError, VersionNotFound
+    from retrainer.champion.authority import BadRequest, ChampionError, VersionNotFound
     from retrainer.redact import redact
 
     try:
-        outcome = call(bootstrap.champion_controls())
+        outcome = call(bootstrap.champion())
     except BadRequest as refused:
         return _json({"error": str(refused)}, 400)
     except VersionNotFound as missing:

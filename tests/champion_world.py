@@ -1,0 +1,139 @@
+"""The champion's world for tests: a registry (local MLflow, or Azure ML answering with the SDK's own `Model`
+entities), a storage (in memory or Azurite), the service recording runs, and the champion's authority.
+
+Fixtures are imported by the test modules that use them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline_steps.tag_model import choose_best
+from retrainer.champion.authority import ChampionAuthority
+from retrainer.champion.record import BestModel, read_best_model
+from retrainer.datastore import Datastore
+from retrainer.ledger import Ledger
+from retrainer.promotion import PromotionRecord
+from retrainer.records import ModelVersion, RunState
+from retrainer.retraining import RetrainingService
+from retrainer.settings import load_settings
+from retrainer.workspace import ModelRegistry
+from retrainer.workspace.azureml import AzureMLModelRegistry
+from retrainer.workspace.local import LocalModelRegistry
+from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.helpers import Clock
+
+NAME = "pid-symbol-detector"
+CLASSES = frozenset({"1", "2", "3"})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def storage(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
+) -> tuple[Ledger, Datastore]:
+    if request.param == "memory":
+        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
+        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()  # type: ignore[arg-type,return-value]
+    request.getfixturevalue("service_env")
+    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
+    book.ensure_tables()
+    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
+    store.ensure_container()
+    return book, store
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow registry database with its tables made, once: making them costs seconds, a copy nothing."""
+    root = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            patch.delenv(variable, raising=False)
+        LocalModelRegistry(root).model_versions(NAME)
+    return root / "mlflow.db"
+
+
+@pytest.fixture(params=["local", "azureml"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    if request.param == "local":
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            monkeypatch.delenv(variable, raising=False)
+        (tmp_path / "workspace").mkdir()
+        shutil.copy(request.getfixturevalue("empty_mlflow_db"), tmp_path / "workspace" / "mlflow.db")
+        return LocalModelRegistry(tmp_path / "workspace")
+    return AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
+
+
+class World:
+    """The registry, the service recording runs, and the operator's controls, on one storage."""
+
+    def __init__(self, registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path):
+        self.registry, (self.ledger, self.datastore), self.clock, self.tmp_path = registry, storage, clock, tmp_path
+        self.published: list[BestModel] = []
+        self.runner = FakeRunner()
+        settings = load_settings()
+        self.controls = ChampionAuthority(
+            settings, registry, self.ledger, self.datastore, lambda: CLASSES, self.published.append, clock
+        )
+        self.service = RetrainingService(
+            settings,
+            self.ledger,
+            self.datastore,
+            runner=lambda: self.runner,
+            champion=lambda: self.controls,
+            clock=clock,
+        )
+
+    def register(self, score: float, classes: frozenset[str] = CLASSES) -> ModelVersion:
+        folder = self.tmp_path / f"model-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        (folder / "MLmodel").write_text("flavors: {}\n")
+        tags = {"mean_average_precision": f"{score:.6f}", "class_ids": json.dumps(sorted(classes))}
+        return self.registry.register_model(NAME, folder, description="", tags=tags)
+
+    def run(self, score: float, scorer: object = None) -> tuple[str, PromotionRecord]:
+        """A run: a new version registered, the real tag step's decision, and the service recording the run."""
+        version = self.register(score)
+        decision = self.tag_step(version, scorer)
+        return self.record_run(decision), decision
+
+    def tag_step(self, version: ModelVersion, scorer: object = None) -> PromotionRecord:
+        self.clock.advance(minutes=20)  # a run trains before its tag step decides
+        return choose_best(self.registry, NAME, version.version, 0.0, scorer=scorer, clock=self.clock)  # type: ignore[arg-type]
+
+    def record_run(self, decision: PromotionRecord) -> str:
+        self.clock.advance(minutes=30)
+        run_id = self.service.submit("manual", "new images")
+        self.runner.finish(run_id, RunState.COMPLETED, decision)
+        self.clock.advance(minutes=5)
+        assert self.service.follow_run(run_id) == RunState.COMPLETED
+        self.clock.advance(minutes=1)  # what comes next is later: the history is ordered by time
+        return run_id
+
+    def best(self) -> list[str]:
+        return [v.version for v in self.registry.model_versions(NAME) if v.is_best]
+
+    def record(self) -> BestModel | None:
+        return read_best_model(self.datastore, "models/best_model.json")
+
+    def lose_files(self, version: str) -> None:
+        if isinstance(self.registry, LocalModelRegistry):
+            shutil.rmtree(next(v.uri for v in self.registry.model_versions(NAME) if v.version == version))
+        else:
+            self.registry._ml_client.models.lose_files(version)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def world(registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path) -> World:
+    return World(registry, storage, clock, tmp_path)
