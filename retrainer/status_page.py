@@ -298,6 +298,12 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         f"{''.join(bars)}</svg>"
     )
     watched = sum(1 for c in guard.classes if c.instances >= guard.min_instances)
+    left_out = (
+        f" ({guard.classes_left_out} more that changed least are left out of the ledger's copy; the run's own "
+        "record holds them)"
+        if guard.classes_left_out
+        else ""
+    )
     verdict = (
         "fell: " + ", ".join(_e(label(c)) for c in fallen) + " (the champion stays)"
         if fallen
@@ -307,7 +313,8 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         f'<section id="class-guard"><h2>Per-class guard (run <code>{_e(run.run_id)}</code>: challenger version '
         f"{_e(decision.candidate_version)} against version {_e(decision.previous_best_version or '-')})</h2>"
         f"<p>{watched} of {len(guard.classes)} classes watched (at least {guard.min_instances} symbols on the "
-        f"holdout); a watched class may lose at most {guard.max_drop:g} AP@0.5 beyond doubt: <b>{verdict}</b>.</p>"
+        f"holdout){left_out}; a watched class may lose at most {guard.max_drop:g} AP@0.5 beyond doubt: "
+        f"<b>{verdict}</b>.</p>"
         f"{svg}<p class='legend'>bars: challenger minus champion AP@0.5; lines: its {guard.confidence:.1%} interval "
         "(adjusted for the classes watched); red: fell; grey: too few symbols to watch; dashed: the guard at "
         f"-{guard.max_drop:g}</p></section>"

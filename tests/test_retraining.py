@@ -26,7 +26,7 @@ from retrainer.publisher import model_promoted_publisher
 from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, promotion_with_classes
 from tests.helpers import Clock, deliver, indexed_functions, listening_server
 
 
@@ -527,6 +527,27 @@ def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_
     record = ledger.run(run_id)
     assert record is not None and len(record.reason) <= 500
     assert ledger.control().active_runs == [run_id]
+
+
+def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its_slot(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+) -> None:
+    """The tag step's record of a 150-class label map is longer than a table property may hold (32K characters):
+    it was refused at every tick, also past the deadline, and the run held the only slot for good."""
+    svc = make_service(RETRAIN_QUIET_MINUTES="0")
+    pending_three(svc, container_name)
+    run_id = svc.tick().submitted
+    decision = promotion_with_classes(150)
+    assert len(decision.model_dump_json()) > 32_768
+    workspace.finish(run_id, RunState.COMPLETED, decision)
+    outcome = svc.tick()
+    assert outcome.failures == [] and outcome.followed == {run_id: RunState.COMPLETED}
+    record = ledger.run(run_id)
+    assert record is not None and record.promotion_done
+    assert record.decision == decision, "the whole record is kept, every class of the guard"
+    assert svc.best_model() is not None and svc.best_model().version == "2"
+    assert ledger.control().active == {} and len(ledger.run_images(run_id, ImageState.TRAINED)) == 3
+    assert [run.run_id for run in ledger.runs()] == [run_id]
 
 
 def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resubmitted(
