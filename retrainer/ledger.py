@@ -49,7 +49,7 @@ from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.events import is_run_id
 from retrainer.identity import signed_in_credential
 from retrainer.promotion import PromotionRecord
-from retrainer.records import RunEvent, RunRecord, RunState
+from retrainer.records import RunEvent, RunRecord, RunState, UnreadableRun
 from retrainer.settings import Settings
 
 _WAITING = "waiting"
@@ -297,6 +297,14 @@ class ChampionChange:
             moved = f"version {self.to_version or self.from_version or '-'}"
         run = f" ({self.run_id})" if self.run_id else ""
         return f"{self.kind} {moved} by {self.actor or self.decided_by}{run}"
+
+
+class UnreadableRunError(ValueError):
+    """A run's row this release cannot read (`row` says which and why)."""
+
+    def __init__(self, row: UnreadableRun) -> None:
+        super().__init__(f"run {row.run_id}: {row.problem}")
+        self.row = row
 
 
 class SlotTaken(RuntimeError):
@@ -587,10 +595,13 @@ class Ledger:
         return entity, {**entity, "RowKey": _run_time_key(run)}
 
     def run(self, run_id: str) -> RunRecord | None:
+        """The run's record; None when there is none, UnreadableRunError when this release cannot read it."""
         found = self.run_with_etag(run_id)
         return found[0] if found else None
 
     def run_with_etag(self, run_id: str) -> tuple[RunRecord, str] | None:
+        """The run's record and its row's ETag; None when there is none, UnreadableRunError when this release
+        cannot read it."""
         if not is_run_id(run_id):
             return None
         try:
@@ -600,10 +611,21 @@ class Ledger:
         return run_from_row(entity), str(entity.metadata["etag"])
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
-        """The newest `limit` runs, newest first: the first rows of one key range, read a page at a time."""
+        """The runs this release can read among the newest `limit`, newest first: what the service acts on."""
+        return [run for run in self.run_rows(limit) if isinstance(run, RunRecord)]
+
+    def run_rows(self, limit: int = 50) -> list[RunRecord | UnreadableRun]:
+        """The newest `limit` runs, newest first, a row this release cannot read as such (what people are
+        shown): the first rows of one key range, read a page at a time."""
         query = f"PartitionKey eq {_literal(_RUNS)} and {_prefix_range('time|')}"
         pages = self._runs.query_entities(query, results_per_page=min(max(limit, 1), 1000))
-        return [run_from_row(entity) for entity in itertools.islice(pages, limit)]
+        rows: list[RunRecord | UnreadableRun] = []
+        for entity in itertools.islice(pages, limit):
+            try:
+                rows.append(run_from_row(entity))
+            except UnreadableRunError as unreadable:
+                rows.append(unreadable.row)
+        return rows
 
     # --- the champion's history ------------------------------------------------------------------
 
@@ -755,7 +777,30 @@ def _champion_change(entity: dict) -> ChampionChange:
 
 
 def run_from_row(entity: dict) -> RunRecord:
-    """A run from its row."""
+    """A run from its row; UnreadableRunError for a row this release cannot read (a state a newer release
+    wrote, or a damaged row), which its callers skip instead of failing on."""
+    try:
+        return _run_from_row(entity)
+    except (KeyError, ValueError, TypeError) as error:  # ValueError: pydantic's and JSON's errors too
+        raise UnreadableRunError(_unreadable_run(entity, error)) from error
+
+
+def _unreadable_run(entity: dict, error: Exception) -> UnreadableRun:
+    run_id = str(entity.get("run_id") or str(entity.get("RowKey", "")).rsplit("|", 1)[-1])
+    run = UnreadableRun(bounded(run_id, 200), bounded(str(entity.get("state", "")), 40), "")
+    if run.of_a_newer_release:
+        known = ", ".join(state.value for state in RunState)
+        problem = (
+            f"its state {run.stored_state!r} is not one this release knows ({known}); a newer release may have "
+            "written it: left as it is"
+        )
+    else:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        problem = f"its row is damaged ({type(error).__name__}: {bounded(first_line, 200)}): left as it is"
+    return dataclasses.replace(run, problem=problem)
+
+
+def _run_from_row(entity: dict) -> RunRecord:
     ended = entity.get("ended_at") or ""
     decision = _stored_decision(entity)
     decision = "" if decision == "{}" else decision  # rows written before the record was typed

@@ -126,6 +126,26 @@ class RunRecord:
         }
 
 
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A run's row this release cannot read: a state a newer release wrote (say "suspended"), or a damaged row.
+
+    Shown as unknown and skipped: never followed, promoted, canceled or rewritten here, so the release that
+    wrote it still finds it as it left it. A damaged row is also reported as a fault where the service meets it."""
+
+    run_id: str
+    stored_state: str
+    problem: str
+
+    @property
+    def of_a_newer_release(self) -> bool:
+        """The row names a state this release does not know: a newer release wrote it (not damage)."""
+        return bool(self.stored_state) and self.stored_state not in {state.value for state in RunState}
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "state": "unknown", "stored_state": self.stored_state, "problem": self.problem}
+
+
 #: The class ids the service accepts (its label map), or None when it has none; read when a run is submitted.
 AcceptedClasses = Callable[[], frozenset[str] | None]
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from retrainer.promotion import BestModel, ClassComparison, ClassGuard, PromotionRecord
-from retrainer.records import RunRecord, RunState
+from retrainer.records import RunRecord, RunState, UnreadableRun
 
 if TYPE_CHECKING:
     from retrainer.ledger import ChampionChange
@@ -24,6 +24,7 @@ _STATE_COLOURS = {
     RunState.FAILED: "#b91c1c",
     RunState.CANCELED: "#a16207",
 }
+_UNKNOWN_COLOUR = "#7c3aed"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class StatusSnapshot:
     class_names: dict[str, str] = field(default_factory=dict)
     #: The champion's latest changes (promotions, rollbacks, pins), newest first.
     history: list[ChampionChange] = field(default_factory=list)
+    #: Runs among the latest whose rows this release cannot read (a state a newer release wrote), newest first.
+    unreadable_runs: list[UnreadableRun] = field(default_factory=list)
 
 
 def _e(value: object) -> str:
@@ -128,6 +131,21 @@ def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
     return (
         f'<section><h2>Recent runs{shown}</h2><table id="runs"><thead><tr>{header}</tr></thead>'
         f"<tbody>{body}</tbody></table></section>"
+    )
+
+
+def _unreadable_runs(snapshot: StatusSnapshot) -> str:
+    if not snapshot.unreadable_runs:
+        return ""
+    rows = "".join(
+        f'<li><code>{_e(run.run_id)}</code> <span class="state" style="background:{_UNKNOWN_COLOUR}">unknown</span> '
+        f"stored as <b>{_e(run.stored_state or '-')}</b>: {_e(run.problem)}</li>"
+        for run in snapshot.unreadable_runs
+    )
+    return (
+        '<section id="unreadable-runs"><h2>Runs this release cannot read</h2>'
+        f"<p>Not followed, promoted, canceled or changed here; a slot one holds stays taken.</p><ul>{rows}</ul>"
+        "</section>"
     )
 
 
@@ -381,6 +399,7 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
         "<h1>P&amp;ID detector retraining</h1>"
         f'<p class="sub">{best}; generated {snapshot.generated_at:%Y-%m-%d %H:%M:%S} UTC</p>'
         f"{_pin(snapshot)}{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}"
-        f"{_per_class_chart(snapshot)}{_class_guard(snapshot)}{_history(snapshot)}{_runs_table(snapshot)}"
+        f"{_per_class_chart(snapshot)}{_class_guard(snapshot)}{_history(snapshot)}{_unreadable_runs(snapshot)}"
+        f"{_runs_table(snapshot)}"
         "</body></html>"
     )

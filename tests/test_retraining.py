@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 import pytest
+from azure.data.tables import UpdateMode
 from azure.functions.timer import TimerRequest
 
 from retrainer import bootstrap
 from retrainer.datastore import Datastore
-from retrainer.events import BLOB_CREATED, build_subject
-from retrainer.ledger import ImageState, Ledger, SlotTaken
+from retrainer.events import BLOB_CREATED, RunChanged, build_subject
+from retrainer.ledger import ImageState, Ledger, SlotTaken, UnreadableRunError
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import BestModel, PromotionRecord
 from retrainer.publisher import model_promoted_publisher
@@ -607,6 +608,66 @@ def test_a_promotion_that_failed_is_retried_by_the_next_tick(
     monkeypatch.setattr(datastore, "write_json", real_write)
     svc.tick()
     assert ledger.run(run_id).promotion_done and svc.best_model().version == "4"
+
+
+def write_as_a_newer_release(ledger: Ledger, run_id: str, state: str = "suspended") -> None:
+    """Both rows of a run as a newer release could write them: in a state this release does not know."""
+    runs = ledger.table("runs")
+    for row in list(runs.query_entities("PartitionKey eq 'runs.v2'")):
+        if row["run_id"] == run_id:
+            history = [*json.loads(row["history"]), {"state": state, "at": "2026-11-28T09:30:00+00:00"}]
+            runs.upsert_entity({**row, "state": state, "history": json.dumps(history)}, mode=UpdateMode.REPLACE)
+
+
+def test_a_run_row_of_a_state_this_release_does_not_know_is_skipped_and_the_tick_goes_on(
+    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore, monkeypatch, caplog
+) -> None:
+    """A promotion whose record write failed once is retried although a newer release's run is in the way."""
+    svc = make_service()
+    done = svc.submit("manual", "t")
+    workspace.finish(done, RunState.COMPLETED, DECISION)
+    real_write = datastore.write_json
+    monkeypatch.setattr(datastore, "write_json", lambda *a: (_ for _ in ()).throw(ConnectionError("lost")))
+    svc.tick()
+    monkeypatch.setattr(datastore, "write_json", real_write)
+    newer = svc.submit("manual", "a newer release suspends this one")
+    write_as_a_newer_release(ledger, newer)
+    with caplog.at_level("WARNING", logger="retrainer"):
+        outcome = svc.tick()
+    assert outcome.failures == [] and newer not in outcome.followed
+    assert ledger.run(done).promotion_done and svc.best_model().version == "4"
+    assert f"run {newer}" in caplog.text and "'suspended'" in caplog.text
+    assert ledger.control().active_runs == [newer], "its slot is the newer release's to settle"
+    assert [run.run_id for run in ledger.runs()] == [done], "runs() lists the runs this release can act on"
+    assert svc.on_run_changed(RunChanged(newer)) is False
+    with pytest.raises(UnreadableRunError, match="'suspended'"):
+        ledger.run(newer)
+    raw = next(r for r in ledger.table("runs").query_entities("PartitionKey eq 'runs.v2'") if r["run_id"] == newer)
+    assert raw["state"] == "suspended", "never rewritten by a release that cannot read it"
+
+
+def test_the_api_and_the_status_page_show_a_run_of_an_unknown_state_as_unknown(
+    app_service: RetrainingService, workspace: FakeRunner, ledger: Ledger, clock: Clock
+) -> None:
+    done = app_service.submit("manual", "t")
+    workspace.finish(done, RunState.COMPLETED, DECISION)
+    app_service.tick()
+    clock.advance(minutes=1)
+    newer = app_service.submit("manual", "a newer release suspends this one")
+    write_as_a_newer_release(ledger, newer)
+    listing = handler("list_runs")(request("GET", "/api/runs"))
+    assert listing.status_code == 200
+    runs = json.loads(listing.get_body())["runs"]
+    assert [(run["run_id"], run["state"]) for run in runs] == [(newer, "unknown"), (done, "completed")]
+    assert runs[0]["stored_state"] == "suspended" and "suspended" in runs[0]["problem"]
+    one = handler("get_run")(request("GET", f"/api/runs/{newer}", route_params={"run_id": newer}))
+    assert one.status_code == 200 and json.loads(one.get_body())["state"] == "unknown"
+    cancel = handler("cancel_run")(request("POST", f"/api/runs/{newer}/cancel", route_params={"run_id": newer}))
+    assert cancel.status_code == 409 and "'suspended'" in json.loads(cancel.get_body())["error"]
+    assert workspace.canceled == []
+    page = handler("status_page")(request("GET", "/api/status"))
+    body = page.get_body().decode()
+    assert page.status_code == 200 and newer in body and "suspended" in body and done in body
 
 
 def test_a_redelivered_image_event_retries_the_conversion_that_failed(

@@ -2,9 +2,11 @@
 
 POST /api/runs          {"reason": "...", "force": false}  -> 202 + Location, 409 when a run is active or
                         another submission took the pending images at the same moment
-GET  /api/runs          recent runs, pending images, whether auto-submission is paused
+GET  /api/runs          recent runs, pending images, whether auto-submission is paused (a run whose row this
+                        release cannot read has state "unknown", its `stored_state` and the `problem`)
 GET  /api/runs/{run_id}
-POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure)
+POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure); 409 for a run
+                                 this release cannot read
 GET  /api/models/best
 POST /api/models/best            {"version": "3", "reason": "...", "force": false}: make a version the champion by
                                  hand (a rollback when it was best before); 404 no such version, 409 refused
@@ -82,7 +84,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     state = retraining.submission_state()
     return _json(
         {
-            "runs": [run.as_dict() for run in bootstrap.ledger().runs()],
+            "runs": [run.as_dict() for run in bootstrap.ledger().run_rows()],
             "pending_images": retraining.pending_batch().count,
             "auto_submission": {"paused": state.paused, "reason": state.reason or None},
         },
@@ -95,9 +97,13 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.events import is_run_id
+    from retrainer.ledger import UnreadableRunError
 
     run_id = req.route_params.get("run_id", "")
-    run = bootstrap.ledger().run(run_id) if is_run_id(run_id) else None
+    try:
+        run = bootstrap.ledger().run(run_id) if is_run_id(run_id) else None
+    except UnreadableRunError as unreadable:
+        return _json(unreadable.row.as_dict(), 200)
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
 
 
@@ -106,6 +112,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.events import is_run_id
+    from retrainer.ledger import UnreadableRunError
     from retrainer.redact import redact
 
     run_id = req.route_params.get("run_id", "")
@@ -113,6 +120,8 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
         return _json({"error": "no such run"}, 404)
     try:
         state = bootstrap.retraining().cancel(run_id)
+    except UnreadableRunError as unreadable:
+        return _json({"error": f"not canceled: {unreadable}; the release that wrote it can cancel it"}, 409)
     except Exception as error:  # the workspace refused or failed: say so, without secrets
         message = redact(str(error))[:1000]
         log.error("cancel of %s failed: %s: %s", run_id, type(error).__name__, message, extra={"run_id": run_id})
