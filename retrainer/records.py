@@ -9,6 +9,8 @@ data assets and model versions are what the steps register and the service repor
 from __future__ import annotations
 
 import enum
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -144,6 +146,26 @@ class UnreadableRun:
 
     def as_dict(self) -> dict:
         return {"run_id": self.run_id, "state": "unknown", "stored_state": self.stored_state, "problem": self.problem}
+
+
+def json_document(value: object, indent: int | None = None) -> str:
+    """Strict JSON, which every client parses (JSON.parse refuses the bare NaN and Infinity Python writes).
+
+    A float that is not finite is written as the string records write (`"NaN"`, `"Infinity"`, `"-Infinity"`),
+    which JavaScript's `Number()` reads back as the value (null would read as 0); anything else JSON cannot
+    hold (a time, an enum) as its text.
+    """
+    return json.dumps(_finite_or_named(value), indent=indent, default=str, allow_nan=False)
+
+
+def _finite_or_named(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite_or_named(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_named(item) for item in value]
+    return value
 
 
 #: The class ids the service accepts (its label map), or None when it has none; read when a run is submitted.

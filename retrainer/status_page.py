@@ -7,6 +7,7 @@ it at GET /api/status; the local demo writes the same page to a file.
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -48,6 +49,12 @@ class StatusSnapshot:
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _ap_length(value: float) -> float:
+    """An AP as a bar's share of its scale: 0 to 1, and 0 for a figure that is not a finite number (a record may
+    hold NaN or infinity: a chart never draws those as coordinates, its text says them)."""
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
 
 
 def _duration(delta: timedelta) -> str:
@@ -151,13 +158,24 @@ def _unreadable_runs(snapshot: StatusSnapshot) -> str:
 
 def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220) -> str:
     """mAP@0.5 of every registered version, oldest first; promoted versions are filled."""
-    points = [
+    registered = [
         (run.ended_at or run.submitted_at, run.decision)
         for run in reversed(snapshot.runs)
         if run.decision is not None and run.state == RunState.COMPLETED
     ]
-    if not points:
+    if not registered:
         return '<section><h2>Model history</h2><p id="history">no model registered yet</p></section>'
+    points = [(when, decision) for when, decision in registered if math.isfinite(decision.candidate_score)]
+    undrawn = len(registered) - len(points)
+    unscored = (
+        f'<p class="legend">{undrawn} version{"s" if undrawn > 1 else ""} without a finite score '
+        f"{'are' if undrawn > 1 else 'is'} not drawn</p>"
+        if undrawn
+        else ""
+    )
+    if not points:
+        nothing = '<p id="history">no registered version has a finite score</p>'
+        return f"<section><h2>Model history</h2>{nothing}{unscored}</section>"
     left, right, top, bottom = 48, 16, 16, 36
     scores = [decision.candidate_score for _, decision in points]
     low, high = min(0.0, min(scores)), max(1.0, max(scores))
@@ -192,7 +210,7 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
         f'viewBox="0 0 {width} {height}">{grid}<path d="{path}" class="line"/>{marks}{labels}</svg>'
     )
     legend = '<p class="legend"><span class="dot promoted"></span> promoted <span class="dot kept"></span> kept</p>'
-    return f"<section><h2>Model history (mAP@0.5 per registered version)</h2>{svg}{legend}</section>"
+    return f"<section><h2>Model history (mAP@0.5 per registered version)</h2>{svg}{legend}{unscored}</section>"
 
 
 def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
@@ -212,7 +230,7 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
         return '<section><h2>Per-class AP of the best model</h2><p id="per-class">not recorded yet</p></section>'
     current, previous = promoted.candidate_per_class, promoted.previous_per_class or {}
     names = snapshot.class_names
-    classes = sorted(current, key=lambda c: (current[c], c))
+    classes = sorted(current, key=lambda c: (math.isfinite(current[c]), _ap_length(current[c]), c))
     bar_height, label_width, top = 18, 220, 8
     height = top + len(classes) * (bar_height + 6) + 8
     scale = width - label_width - 60
@@ -220,16 +238,17 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
     for index, class_id in enumerate(classes):
         y = top + index * (bar_height + 6)
         name = names.get(class_id, class_id)
+        length = scale * _ap_length(current[class_id])
         rows.append(
             f'<text x="{label_width - 6}" y="{y + 13}" text-anchor="end">{_e(name[-32:])}</text>'
-            f'<rect x="{label_width}" y="{y}" width="{scale * current[class_id]:.1f}" height="{bar_height}" '
+            f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}" '
             f'class="current"><title>{_e(name)}: {current[class_id]:.3f}</title></rect>'
-            f'<text x="{label_width + scale * current[class_id] + 4:.1f}" y="{y + 13}">{current[class_id]:.2f}</text>'
+            f'<text x="{label_width + length + 4:.1f}" y="{y + 13}">{current[class_id]:.2f}</text>'
         )
-        if class_id in previous:
+        if class_id in previous and math.isfinite(previous[class_id]):
+            tick = label_width + scale * _ap_length(previous[class_id])
             rows.append(
-                f'<line x1="{label_width + scale * previous[class_id]:.1f}" '
-                f'x2="{label_width + scale * previous[class_id]:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
+                f'<line x1="{tick:.1f}" x2="{tick:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
                 f'class="previous"><title>previous best: {previous[class_id]:.3f}</title></line>'
             )
     svg = (
@@ -277,7 +296,13 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
     if latest is None:
         return '<section id="class-guard"><h2>Per-class guard</h2><p>no per-class comparison recorded yet</p></section>'
     run, decision, guard = latest
-    rows = sorted(guard.classes, key=lambda c: (c.challenger_ap - c.champion_ap, c.class_id))
+
+    def order(c: ClassComparison) -> tuple[bool, float, str]:
+        """The largest loss first; a class whose figures are not finite numbers last (drawn as text alone)."""
+        change = c.challenger_ap - c.champion_ap
+        return (False, change, c.class_id) if math.isfinite(change) else (True, 0.0, c.class_id)
+
+    rows = sorted(guard.classes, key=order)
     fallen = guard.regressions()
     left, row_height = 220, 20
     height = 24 + row_height * len(rows)
@@ -286,10 +311,10 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         return c.name or snapshot.class_names.get(c.class_id, "").rsplit("/", 1)[-1] or f"class {c.class_id}"
 
     # Symmetric around zero, wide enough for every interval and the guard line.
-    reach = 1.1 * max([guard.max_drop, 0.05, *(abs(end) for c in rows for end in (c.interval.low, c.interval.high))])
-    reach = min(reach, 1.0)
+    ends = [abs(end) for c in rows for end in (c.interval.low, c.interval.high) if math.isfinite(end)]
+    reach = min(1.1 * max([guard.max_drop, 0.05, *ends]), 1.0)
 
-    def x(value: float) -> float:  # -reach .. +reach across the plot
+    def x(value: float) -> float:  # -reach .. +reach across the plot (an infinite end at its edge)
         return left + (max(-reach, min(reach, value)) + reach) / (2 * reach) * (width - left - 16)
 
     bars = []
@@ -297,16 +322,21 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         y = 14 + index * row_height
         kind = "fell" if c in fallen else ("held" if c.instances >= guard.min_instances else "unwatched")
         name = label(c)
+        what = f"{_e(name)}: {c.champion_ap:.3f} -&gt; {c.challenger_ap:.3f}, {_e(c.interval.words())}"
+        bars.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{_e(name[-30:])} ({c.instances})</text>')
+        if not all(math.isfinite(v) for v in (c.interval.difference, c.champion_ap, c.challenger_ap)):
+            bars.append(f'<text x="{x(0.0) + 4:.1f}" y="{y + 12}">not a number<title>{what}</title></text>')
+            continue
         start, end = sorted((x(0.0), x(c.interval.difference)))
         bars.append(
-            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{_e(name[-30:])} '
-            f"({c.instances})</text>"
             f'<rect x="{start:.1f}" y="{y + 3}" width="{max(end - start, 1):.1f}" height="11" class="{kind}">'
-            f"<title>{_e(name)}: {c.champion_ap:.3f} -&gt; {c.challenger_ap:.3f}, "
-            f"{_e(c.interval.words())}</title></rect>"
-            f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 8}" y2="{y + 8}" '
-            'class="interval"/>'
+            f"<title>{what}</title></rect>"
         )
+        if not (math.isnan(c.interval.low) or math.isnan(c.interval.high)):
+            bars.append(
+                f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 8}" y2="{y + 8}" '
+                'class="interval"/>'
+            )
     guard_x = x(-guard.max_drop)
     svg = (
         f'<svg id="class-guard-chart" role="img" aria-label="per-class AP@0.5 change" width="{width}" '

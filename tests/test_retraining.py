@@ -28,7 +28,14 @@ from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, promotion_with_classes
-from tests.helpers import Clock, deliver, indexed_functions, listening_server
+from tests.helpers import (
+    Clock,
+    deliver,
+    indexed_functions,
+    listening_server,
+    parsed_by_javascript,
+    strict_json,
+)
 
 
 @pytest.fixture
@@ -668,6 +675,45 @@ def test_the_api_and_the_status_page_show_a_run_of_an_unknown_state_as_unknown(
     page = handler("status_page")(request("GET", "/api/status"))
     body = page.get_body().decode()
     assert page.status_code == 200 and newer in body and "suspended" in body and done in body
+
+
+def test_every_api_answer_is_json_a_javascript_client_parses_whatever_the_figures_hold(
+    app_service: RetrainingService, workspace: FakeRunner, datastore: Datastore
+) -> None:
+    """NaN and Infinity are not JSON: figures that hold them are answered as the strings records write."""
+    nan, inf = float("nan"), float("inf")
+    unscored = DECISION.model_copy(
+        update={
+            "promoted": False,
+            "chosen_version": "3",
+            "best_version": "3",
+            "candidate_score": nan,
+            "previous_best_score": inf,
+            "candidate_per_class": {"1": nan, "2": inf, "3": -inf, "4": 0.5},
+        }
+    )
+    run_id = app_service.submit("manual", "t")
+    workspace.finish(run_id, RunState.COMPLETED, unscored)
+    app_service.tick()
+    datastore.write_json(
+        "models/best_model.json",
+        {
+            **BestModel(name="m", version="3", score=None, run=run_id, time="2026-11-28T09:00:00+00:00").model_dump(),
+            "score": "NaN",
+        },
+    )
+    answers = {
+        "list_runs": handler("list_runs")(request("GET", "/api/runs")),
+        "get_run": handler("get_run")(request("GET", f"/api/runs/{run_id}", route_params={"run_id": run_id})),
+        "best_model": handler("best_model")(request("GET", "/api/models/best")),
+    }
+    for route, answer in answers.items():
+        assert answer.status_code == 200, route
+        assert strict_json(answer.get_body()) == parsed_by_javascript(answer.get_body()), route
+    run = strict_json(answers["get_run"].get_body())["decision"]  # type: ignore[index]
+    assert (run["candidate_score"], run["previous_best_score"]) == ("NaN", "Infinity")
+    assert run["candidate_per_class"] == {"1": "NaN", "2": "Infinity", "3": "-Infinity", "4": 0.5}
+    assert strict_json(answers["best_model"].get_body())["score"] == "NaN"  # type: ignore[index]
 
 
 def test_a_redelivered_image_event_retries_the_conversion_that_failed(

@@ -13,11 +13,13 @@ POST /api/models/best            {"version": "3", "reason": "...", "force": fals
 PUT  /api/models/best/pin        {"reason": "..."}: the champion stays while runs still train and compare
 DELETE /api/models/best/pin      {"reason": "..."} (optional): runs decide again
 GET  /api/status                 the operator's status page (HTML)
+
+Every answer is strict JSON: a figure that is not a finite number is the string "NaN", "Infinity" or "-Infinity"
+(as the records write it; JavaScript's Number() reads it back), never a bare NaN token, which JSON.parse refuses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,9 +39,10 @@ bp = func.Blueprint()
 
 
 def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
-    )
+    """Strict JSON: a figure that is not finite is the string "NaN", "Infinity" or "-Infinity" (`json_document`)."""
+    from retrainer.records import json_document
+
+    return func.HttpResponse(json_document(body), status_code=status, mimetype="application/json", headers=headers)
 
 
 @bp.function_name("submit_run")
