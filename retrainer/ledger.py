@@ -72,9 +72,9 @@ MAX_REASON_CHARS = 500
 MAX_ERROR_CHARS = 4000
 MAX_HISTORY = 50
 MAX_EVIDENCE_CHARS = 2000
-#: What one property holds: JSON the ledger writes is ASCII (`json.dumps` escapes the rest), one UTF-16 unit a
-#: character, so this many characters are 64 KiB.
-PROPERTY_CHARS = 32_768
+#: What the ledger puts in one property: JSON it writes is ASCII (`json.dumps` escapes the rest), one UTF-16 unit
+#: a character, so this is under 64 KiB with a margin (the limit is 32,768).
+PROPERTY_CHARS = 32_000
 #: A run's status history, as JSON: its first entry and as many of the latest as fit.
 MAX_HISTORY_CHARS = 24_000
 #: A run's decision (the tag step's record), as JSON over at most this many properties (512 KiB): a record of a
