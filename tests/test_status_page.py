@@ -305,3 +305,11 @@ def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> No
     path = tmp_path / "status.html"
     path.write_text(page)
     assert console_errors(render(path, "status-page-non-finite.png").console) == []
+
+
+def test_the_guard_says_how_many_classes_the_ledgers_copy_left_out() -> None:
+    base = guarded_snapshot()
+    guarded = next(run for run in base.runs if run.run_id == "run-guard")
+    guarded.decision.comparison.class_guard.classes_left_out = 4850
+    page = render_status_page(base)
+    assert "4850 more that changed least are left out of the ledger's copy" in page
