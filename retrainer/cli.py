@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.promotion import ClassGuard
-from retrainer.records import RunState
+from retrainer.records import RunState, json_document
 from retrainer.redact import redact
 from retrainer.settings import Settings, SettingsError, load_settings
 from retrainer.workspace import ModelRegistry, PipelineRunner, open_registry, open_runner
@@ -55,7 +54,7 @@ def _registry(settings: Settings) -> ModelRegistry:
 
 def _print(value: Any, as_json: bool, render: Callable[[Any], str]) -> None:
     if as_json:
-        print(json.dumps(value, indent=2, default=str))
+        print(json_document(value, indent=2))
     else:
         print(render(value))
 

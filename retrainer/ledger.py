@@ -49,7 +49,7 @@ from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.events import is_run_id
 from retrainer.identity import signed_in_credential
 from retrainer.promotion import PromotionRecord
-from retrainer.records import RunEvent, RunRecord, RunState
+from retrainer.records import RunEvent, RunRecord, RunState, UnreadableRun
 from retrainer.settings import Settings
 
 _WAITING = "waiting"
@@ -66,11 +66,20 @@ _BATCH = 100  # Table Storage's transaction limit
 STALE_CLAIM = timedelta(minutes=15)
 
 
-#: Bounds on text the ledger stores (Table Storage's string properties hold at most 32K characters).
+#: Bounds on text the ledger stores (Table Storage's string properties hold at most 64 KiB of UTF-16, 32K
+#: characters, and an entity at most 1 MiB).
 MAX_REASON_CHARS = 500
 MAX_ERROR_CHARS = 4000
 MAX_HISTORY = 50
 MAX_EVIDENCE_CHARS = 2000
+#: What the ledger puts in one property: JSON it writes is ASCII (`json.dumps` escapes the rest), one UTF-16 unit
+#: a character, so this is under 64 KiB with a margin (the limit is 32,768).
+PROPERTY_CHARS = 32_000
+#: A run's status history, as JSON: its first entry and as many of the latest as fit.
+MAX_HISTORY_CHARS = 24_000
+#: A run's decision (the tag step's record), as JSON over at most this many properties (512 KiB): a record of a
+#: few hundred classes fits whole; a longer one keeps every class that fell and as many others as fit.
+DECISION_PROPERTIES = 8
 _CONTROL_ATTEMPTS = 50
 
 
@@ -81,6 +90,93 @@ def row_key(text: str) -> str:
 
 def bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def ascii_json(value: object) -> str:
+    """JSON of ASCII characters only, so its length is its size in a table property (one UTF-16 unit each)."""
+    return json.dumps(value, ensure_ascii=True, allow_nan=False)
+
+
+def _bounded_history(history: list[RunEvent]) -> str:
+    """The history as JSON: its first entry and the latest ones, as many as `MAX_HISTORY` and the property allow."""
+    entries = [{key: bounded(str(value), MAX_REASON_CHARS) for key, value in entry.items()} for entry in history]
+    kept = entries if len(entries) <= MAX_HISTORY else entries[:1] + entries[-MAX_HISTORY + 1 :]
+    while len(kept) > 1 and len(ascii_json(kept)) > MAX_HISTORY_CHARS:
+        del kept[1]  # the oldest after the first: when it started and where it is now stay
+    return ascii_json(kept)
+
+
+def _decision_text(decision: PromotionRecord) -> str:
+    """The decision as ASCII JSON within `DECISION_PROPERTIES` properties.
+
+    Whole when it fits (inf and NaN as the strings the record writes). A longer one (a label map of thousands of
+    classes) keeps every guarded class that fell, then the classes that changed most, as many as fit, and says in
+    `classes_left_out` how many it left out; the run's own record in the workspace holds them all.
+    """
+    limit = DECISION_PROPERTIES * PROPERTY_CHARS
+    text = ascii_json(json.loads(decision.model_dump_json()))
+    guard = decision.comparison.class_guard
+    if len(text) <= limit or guard is None:
+        return text if len(text) <= limit else _minimal_decision_text(decision)
+    fallen = guard.regressions()
+    ranked = fallen + sorted(
+        (c for c in guard.classes if c not in fallen), key=lambda c: abs(c.challenger_ap - c.champion_ap), reverse=True
+    )
+    keep = len(ranked)
+    while keep > 0:
+        keep //= 2
+        kept = ranked[:keep]
+        ids = {c.class_id for c in kept}
+        shortened = decision.model_copy(
+            update={
+                "comparison": decision.comparison.model_copy(
+                    update={
+                        "class_guard": guard.model_copy(
+                            update={"classes": kept, "classes_left_out": guard.classes_left_out + len(ranked) - keep}
+                        )
+                    }
+                ),
+                "candidate_per_class": {c: v for c, v in decision.candidate_per_class.items() if c in ids},
+                "previous_per_class": {c: v for c, v in decision.previous_per_class.items() if c in ids},
+            }
+        )
+        text = ascii_json(json.loads(shortened.model_dump_json()))
+        if len(text) <= limit:
+            return text
+    return _minimal_decision_text(decision)
+
+
+def _minimal_decision_text(decision: PromotionRecord) -> str:
+    """The verdict alone (who, which versions, the scores, the reason bounded): what the service acts on."""
+    minimal = PromotionRecord(
+        name=bounded(decision.name, 200),
+        candidate_version=bounded(decision.candidate_version, 200),
+        previous_best_version=decision.previous_best_version and bounded(decision.previous_best_version, 200),
+        chosen_version=bounded(decision.chosen_version, 200),
+        best_version=decision.best_version and bounded(decision.best_version, 200),
+        promoted=decision.promoted,
+        candidate_score=decision.candidate_score,
+        previous_best_score=decision.previous_best_score,
+        min_map_improvement=decision.min_map_improvement,
+        reason=bounded(decision.reason, MAX_ERROR_CHARS),
+        candidate_report=decision.candidate_report and bounded(decision.candidate_report, MAX_EVIDENCE_CHARS),
+    )
+    return ascii_json(json.loads(minimal.model_dump_json()))  # every field bounded: a few pieces at most
+
+
+def _decision_properties(decision: PromotionRecord | None) -> dict[str, str]:
+    """`decision`, `decision_1`, ...: the decision's JSON cut into pieces a property holds."""
+    text = _decision_text(decision) if decision else ""
+    pieces = [text[start : start + PROPERTY_CHARS] for start in range(0, len(text), PROPERTY_CHARS)] or [""]
+    return {("decision" if index == 0 else f"decision_{index}"): piece for index, piece in enumerate(pieces)}
+
+
+def _stored_decision(entity: dict) -> str:
+    """The decision's JSON from its pieces (a row written before decisions were cut holds one)."""
+    pieces = [entity.get("decision") or ""]
+    while f"decision_{len(pieces)}" in entity:
+        pieces.append(entity[f"decision_{len(pieces)}"])
+    return "".join(pieces)
 
 
 def _image_key(path: str, etag: str) -> str:
@@ -201,6 +297,14 @@ class ChampionChange:
             moved = f"version {self.to_version or self.from_version or '-'}"
         run = f" ({self.run_id})" if self.run_id else ""
         return f"{self.kind} {moved} by {self.actor or self.decided_by}{run}"
+
+
+class UnreadableRunError(ValueError):
+    """A run's row this release cannot read (`row` says which and why)."""
+
+    def __init__(self, row: UnreadableRun) -> None:
+        super().__init__(f"run {row.run_id}: {row.problem}")
+        self.row = row
 
 
 class SlotTaken(RuntimeError):
@@ -472,8 +576,6 @@ class Ledger:
         """A run's `id|` row and its `time|` copy; ValueError for an id that cannot be a key."""
         if not is_run_id(run.run_id):
             raise ValueError(f"not a run id: {bounded(run.run_id, 80)!r}")
-        kept = run.history if len(run.history) <= MAX_HISTORY else run.history[:1] + run.history[-MAX_HISTORY + 1 :]
-        history = [{key: bounded(str(value), MAX_REASON_CHARS) for key, value in entry.items()} for entry in kept]
         entity = {
             "PartitionKey": _RUNS,
             "RowKey": f"id|{run.run_id}",
@@ -483,9 +585,9 @@ class Ledger:
             "image_count": run.image_count,
             "state": run.state.value,
             "submitted_at": run.submitted_at,
-            "history": json.dumps(history),
+            "history": _bounded_history(run.history),
             "error": bounded(run.error, MAX_ERROR_CHARS),
-            "decision": run.decision.model_dump_json() if run.decision else "",
+            **_decision_properties(run.decision),
             "ended_at": run.ended_at.isoformat() if run.ended_at else "",
             "deadline": run.deadline.isoformat() if run.deadline else "",
             "promotion_done": run.promotion_done,
@@ -493,10 +595,13 @@ class Ledger:
         return entity, {**entity, "RowKey": _run_time_key(run)}
 
     def run(self, run_id: str) -> RunRecord | None:
+        """The run's record; None when there is none, UnreadableRunError when this release cannot read it."""
         found = self.run_with_etag(run_id)
         return found[0] if found else None
 
     def run_with_etag(self, run_id: str) -> tuple[RunRecord, str] | None:
+        """The run's record and its row's ETag; None when there is none, UnreadableRunError when this release
+        cannot read it."""
         if not is_run_id(run_id):
             return None
         try:
@@ -506,10 +611,21 @@ class Ledger:
         return run_from_row(entity), str(entity.metadata["etag"])
 
     def runs(self, limit: int = 50) -> list[RunRecord]:
-        """The newest `limit` runs, newest first: the first rows of one key range, read a page at a time."""
+        """The runs this release can read among the newest `limit`, newest first: what the service acts on."""
+        return [run for run in self.run_rows(limit) if isinstance(run, RunRecord)]
+
+    def run_rows(self, limit: int = 50) -> list[RunRecord | UnreadableRun]:
+        """The newest `limit` runs, newest first, a row this release cannot read as such (what people are
+        shown): the first rows of one key range, read a page at a time."""
         query = f"PartitionKey eq {_literal(_RUNS)} and {_prefix_range('time|')}"
         pages = self._runs.query_entities(query, results_per_page=min(max(limit, 1), 1000))
-        return [run_from_row(entity) for entity in itertools.islice(pages, limit)]
+        rows: list[RunRecord | UnreadableRun] = []
+        for entity in itertools.islice(pages, limit):
+            try:
+                rows.append(run_from_row(entity))
+            except UnreadableRunError as unreadable:
+                rows.append(unreadable.row)
+        return rows
 
     # --- the champion's history ------------------------------------------------------------------
 
@@ -531,15 +647,15 @@ class Ledger:
             "at": change.at,
             "kind": change.kind.value,
             "model": bounded(change.model, 200),
-            "from_version": change.from_version or "",
-            "to_version": change.to_version or "",
+            "from_version": bounded(change.from_version or "", 200),
+            "to_version": bounded(change.to_version or "", 200),
             "decided_by": bounded(change.decided_by, 40),
             "actor": bounded(change.actor, 200),
             "reason": bounded(change.reason, MAX_REASON_CHARS),
             "evidence": bounded(change.evidence, MAX_EVIDENCE_CHARS),
             "score": json.dumps(change.score if change.score is None or math.isfinite(change.score) else None),
-            "run_id": change.run_id,
-            "undoes": change.undoes,
+            "run_id": bounded(change.run_id, 200),
+            "undoes": bounded(change.undoes, 200),
         }
         self._champion.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return change
@@ -661,9 +777,32 @@ def _champion_change(entity: dict) -> ChampionChange:
 
 
 def run_from_row(entity: dict) -> RunRecord:
-    """A run from its row."""
+    """A run from its row; UnreadableRunError for a row this release cannot read (a state a newer release
+    wrote, or a damaged row), which its callers skip instead of failing on."""
+    try:
+        return _run_from_row(entity)
+    except (KeyError, ValueError, TypeError) as error:  # ValueError: pydantic's and JSON's errors too
+        raise UnreadableRunError(_unreadable_run(entity, error)) from error
+
+
+def _unreadable_run(entity: dict, error: Exception) -> UnreadableRun:
+    run_id = str(entity.get("run_id") or str(entity.get("RowKey", "")).rsplit("|", 1)[-1])
+    run = UnreadableRun(bounded(run_id, 200), bounded(str(entity.get("state", "")), 40), "")
+    if run.of_a_newer_release:
+        known = ", ".join(state.value for state in RunState)
+        problem = (
+            f"its state {run.stored_state!r} is not one this release knows ({known}); a newer release may have "
+            "written it: left as it is"
+        )
+    else:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        problem = f"its row is damaged ({type(error).__name__}: {bounded(first_line, 200)}): left as it is"
+    return dataclasses.replace(run, problem=problem)
+
+
+def _run_from_row(entity: dict) -> RunRecord:
     ended = entity.get("ended_at") or ""
-    decision = entity.get("decision") or ""
+    decision = _stored_decision(entity)
     decision = "" if decision == "{}" else decision  # rows written before the record was typed
     return RunRecord(
         run_id=entity["run_id"],

@@ -135,6 +135,9 @@ class ClassGuard(BaseModel):
     max_drop: float
     confidence: float
     classes: list[ClassComparison] = Field(default_factory=list)
+    #: Classes a copy leaves out to fit where it is kept (the ledger's row, for a label map of thousands of
+    #: classes): never one that fell. The tag step's own record holds them all.
+    classes_left_out: int = 0
 
     def regressions(self) -> list[ClassComparison]:
         """Guarded classes that fell by more than `max_drop`, beyond doubt; the worst first."""

@@ -9,6 +9,8 @@ data assets and model versions are what the steps register and the service repor
 from __future__ import annotations
 
 import enum
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,6 +126,46 @@ class RunRecord:
             "decision": self.decision.model_dump() if self.decision else None,
             "deadline": self.deadline.isoformat() if self.deadline else None,
         }
+
+
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A run's row this release cannot read: a state a newer release wrote (say "suspended"), or a damaged row.
+
+    Shown as unknown and skipped: never followed, promoted, canceled or rewritten here, so the release that
+    wrote it still finds it as it left it. A damaged row is also reported as a fault where the service meets it."""
+
+    run_id: str
+    stored_state: str
+    problem: str
+
+    @property
+    def of_a_newer_release(self) -> bool:
+        """The row names a state this release does not know: a newer release wrote it (not damage)."""
+        return bool(self.stored_state) and self.stored_state not in {state.value for state in RunState}
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "state": "unknown", "stored_state": self.stored_state, "problem": self.problem}
+
+
+def json_document(value: object, indent: int | None = None) -> str:
+    """Strict JSON, which every client parses (JSON.parse refuses the bare NaN and Infinity Python writes).
+
+    A float that is not finite is written as the string records write (`"NaN"`, `"Infinity"`, `"-Infinity"`),
+    which JavaScript's `Number()` reads back as the value (null would read as 0); anything else JSON cannot
+    hold (a time, an enum) as its text.
+    """
+    return json.dumps(_finite_or_named(value), indent=indent, default=str, allow_nan=False)
+
+
+def _finite_or_named(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite_or_named(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_named(item) for item in value]
+    return value
 
 
 #: The class ids the service accepts (its label map), or None when it has none; read when a run is submitted.

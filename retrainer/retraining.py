@@ -27,9 +27,9 @@ from retrainer.champion.record import BestModel, current_best_model
 from retrainer.datastore import Datastore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
-from retrainer.ledger import ImageState, Ledger, SlotTaken, now_utc
+from retrainer.ledger import ImageState, Ledger, SlotTaken, UnreadableRunError, now_utc
 from retrainer.policy import BatchRule, HoldRule, PendingBatch, SubmissionState, batch_due, submission_state
-from retrainer.records import RunRecord, RunState, RunStatus
+from retrainer.records import RunRecord, RunState, RunStatus, UnreadableRun
 from retrainer.redact import describe_error, redact
 from retrainer.settings import Settings
 from retrainer.submission import SubmissionConflict, Submitter, cancel_quietly
@@ -145,11 +145,14 @@ class RetrainingService:
         return blob.path if PurePosixPath(blob.path).suffix.lower() in IMAGE_FORMATS else None
 
     def on_run_changed(self, command: RunChanged) -> bool:
-        """Azure ML's own RunCompleted / RunStatusChanged for a run the service submitted: follow it now."""
-        if self._ledger.run(command.run_id) is None:
+        """Azure ML's own RunCompleted / RunStatusChanged for a run the service submitted: follow it now.
+
+        False (nothing done) for a run the ledger has no record of, or one this release cannot read."""
+        try:
+            return self.follow_run(command.run_id) is not None
+        except UnreadableRunError as unreadable:
+            log.warning("run event skipped: %s", unreadable, extra={"run_id": command.run_id})
             return False
-        self.follow_run(command.run_id)
-        return True
 
     # --- submission -------------------------------------------------------------------------------
 
@@ -237,7 +240,14 @@ class RetrainingService:
         return self._ledger.control().active_runs
 
     def _follow_active_run(self, run_id: str) -> RunState | None:
-        state = self.follow_run(run_id)
+        try:
+            state = self.follow_run(run_id)
+        except UnreadableRunError as unreadable:
+            if not unreadable.row.of_a_newer_release:
+                raise  # damage: a failure of this part of the tick, reported
+            # Skipped with its slot: the release that wrote it settles it.
+            log.warning("tick: %s; skipped, its submission slot stays taken", unreadable, extra={"run_id": run_id})
+            return None
         if state is None:  # a slot held by a run the ledger has no record of: free it, say so
             log.error("run %s holds a submission slot but has no record; the slot is freed", run_id)
             self._ledger.release_slot(run_id)
@@ -246,7 +256,7 @@ class RetrainingService:
     def follow_run(self, run_id: str) -> RunState | None:
         """Record the run's progress; on its end promote or return its images. Handling an end twice changes nothing.
 
-        None when the ledger holds no such run.
+        None when the ledger holds no such run; UnreadableRunError (nothing done) for a run this release cannot read.
         """
         found = self._ledger.run_with_etag(run_id)
         if found is None:
@@ -311,8 +321,10 @@ class RetrainingService:
         self._ledger.save_run(record)
 
     def _finish_promotions(self) -> None:
-        for record in self._ledger.runs(limit=20):
-            if record.state == RunState.COMPLETED and not record.promotion_done:
+        for record in self._ledger.run_rows(limit=20):
+            if isinstance(record, UnreadableRun):  # one unreadable row never holds back the others' promotions
+                log.warning("finish promotions: run %s skipped: %s", record.run_id, record.problem)
+            elif record.state == RunState.COMPLETED and not record.promotion_done:
                 self._finish_promotion(record)
 
     def _fail(self, record: RunRecord) -> None:
@@ -336,7 +348,8 @@ class RetrainingService:
     def cancel(self, run_id: str) -> RunState | None:
         """Cancel an active run: the backend stops it, its images are pending again, no failure is counted.
 
-        Returns the run's state afterwards (unchanged when it had already ended), None for no such run.
+        Returns the run's state afterwards (unchanged when it had already ended), None for no such run;
+        UnreadableRunError (nothing done) for a run this release cannot read.
         """
         record = self._ledger.run(run_id)
         if record is None:

@@ -7,13 +7,14 @@ it at GET /api/status; the local demo writes the same page to a file.
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from retrainer.champion.record import BestModel
 from retrainer.promotion import ClassComparison, ClassGuard, PromotionRecord
-from retrainer.records import RunRecord, RunState
+from retrainer.records import RunRecord, RunState, UnreadableRun
 
 if TYPE_CHECKING:
     from retrainer.ledger import ChampionChange
@@ -25,6 +26,7 @@ _STATE_COLOURS = {
     RunState.FAILED: "#b91c1c",
     RunState.CANCELED: "#a16207",
 }
+_UNKNOWN_COLOUR = "#7c3aed"
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,18 @@ class StatusSnapshot:
     class_names: dict[str, str] = field(default_factory=dict)
     #: The champion's latest changes (promotions, rollbacks, pins), newest first.
     history: list[ChampionChange] = field(default_factory=list)
+    #: Runs among the latest whose rows this release cannot read (a state a newer release wrote), newest first.
+    unreadable_runs: list[UnreadableRun] = field(default_factory=list)
 
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _ap_length(value: float) -> float:
+    """An AP as a bar's share of its scale: 0 to 1, and 0 for a figure that is not a finite number (a record may
+    hold NaN or infinity: a chart never draws those as coordinates, its text says them)."""
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
 
 
 def _duration(delta: timedelta) -> str:
@@ -132,15 +142,41 @@ def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
     )
 
 
+def _unreadable_runs(snapshot: StatusSnapshot) -> str:
+    if not snapshot.unreadable_runs:
+        return ""
+    rows = "".join(
+        f'<li><code>{_e(run.run_id)}</code> <span class="state" style="background:{_UNKNOWN_COLOUR}">unknown</span> '
+        f"stored as <b>{_e(run.stored_state or '-')}</b>: {_e(run.problem)}</li>"
+        for run in snapshot.unreadable_runs
+    )
+    return (
+        '<section id="unreadable-runs"><h2>Runs this release cannot read</h2>'
+        f"<p>Not followed, promoted, canceled or changed here; a slot one holds stays taken.</p><ul>{rows}</ul>"
+        "</section>"
+    )
+
+
 def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220) -> str:
     """mAP@0.5 of every registered version, oldest first; promoted versions are filled."""
-    points = [
+    registered = [
         (run.ended_at or run.submitted_at, run.decision)
         for run in reversed(snapshot.runs)
         if run.decision is not None and run.state == RunState.COMPLETED
     ]
-    if not points:
+    if not registered:
         return '<section><h2>Model history</h2><p id="history">no model registered yet</p></section>'
+    points = [(when, decision) for when, decision in registered if math.isfinite(decision.candidate_score)]
+    undrawn = len(registered) - len(points)
+    unscored = (
+        f'<p class="legend">{undrawn} version{"s" if undrawn > 1 else ""} without a finite score '
+        f"{'are' if undrawn > 1 else 'is'} not drawn</p>"
+        if undrawn
+        else ""
+    )
+    if not points:
+        nothing = '<p id="history">no registered version has a finite score</p>'
+        return f"<section><h2>Model history</h2>{nothing}{unscored}</section>"
     left, right, top, bottom = 48, 16, 16, 36
     scores = [decision.candidate_score for _, decision in points]
     low, high = min(0.0, min(scores)), max(1.0, max(scores))
@@ -175,7 +211,7 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
         f'viewBox="0 0 {width} {height}">{grid}<path d="{path}" class="line"/>{marks}{labels}</svg>'
     )
     legend = '<p class="legend"><span class="dot promoted"></span> promoted <span class="dot kept"></span> kept</p>'
-    return f"<section><h2>Model history (mAP@0.5 per registered version)</h2>{svg}{legend}</section>"
+    return f"<section><h2>Model history (mAP@0.5 per registered version)</h2>{svg}{legend}{unscored}</section>"
 
 
 def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
@@ -195,7 +231,7 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
         return '<section><h2>Per-class AP of the best model</h2><p id="per-class">not recorded yet</p></section>'
     current, previous = promoted.candidate_per_class, promoted.previous_per_class or {}
     names = snapshot.class_names
-    classes = sorted(current, key=lambda c: (current[c], c))
+    classes = sorted(current, key=lambda c: (math.isfinite(current[c]), _ap_length(current[c]), c))
     bar_height, label_width, top = 18, 220, 8
     height = top + len(classes) * (bar_height + 6) + 8
     scale = width - label_width - 60
@@ -203,16 +239,17 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
     for index, class_id in enumerate(classes):
         y = top + index * (bar_height + 6)
         name = names.get(class_id, class_id)
+        length = scale * _ap_length(current[class_id])
         rows.append(
             f'<text x="{label_width - 6}" y="{y + 13}" text-anchor="end">{_e(name[-32:])}</text>'
-            f'<rect x="{label_width}" y="{y}" width="{scale * current[class_id]:.1f}" height="{bar_height}" '
+            f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}" '
             f'class="current"><title>{_e(name)}: {current[class_id]:.3f}</title></rect>'
-            f'<text x="{label_width + scale * current[class_id] + 4:.1f}" y="{y + 13}">{current[class_id]:.2f}</text>'
+            f'<text x="{label_width + length + 4:.1f}" y="{y + 13}">{current[class_id]:.2f}</text>'
         )
-        if class_id in previous:
+        if class_id in previous and math.isfinite(previous[class_id]):
+            tick = label_width + scale * _ap_length(previous[class_id])
             rows.append(
-                f'<line x1="{label_width + scale * previous[class_id]:.1f}" '
-                f'x2="{label_width + scale * previous[class_id]:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
+                f'<line x1="{tick:.1f}" x2="{tick:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
                 f'class="previous"><title>previous best: {previous[class_id]:.3f}</title></line>'
             )
     svg = (
@@ -260,7 +297,13 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
     if latest is None:
         return '<section id="class-guard"><h2>Per-class guard</h2><p>no per-class comparison recorded yet</p></section>'
     run, decision, guard = latest
-    rows = sorted(guard.classes, key=lambda c: (c.challenger_ap - c.champion_ap, c.class_id))
+
+    def order(c: ClassComparison) -> tuple[bool, float, str]:
+        """The largest loss first; a class whose figures are not finite numbers last (drawn as text alone)."""
+        change = c.challenger_ap - c.champion_ap
+        return (False, change, c.class_id) if math.isfinite(change) else (True, 0.0, c.class_id)
+
+    rows = sorted(guard.classes, key=order)
     fallen = guard.regressions()
     left, row_height = 220, 20
     height = 24 + row_height * len(rows)
@@ -269,10 +312,10 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         return c.name or snapshot.class_names.get(c.class_id, "").rsplit("/", 1)[-1] or f"class {c.class_id}"
 
     # Symmetric around zero, wide enough for every interval and the guard line.
-    reach = 1.1 * max([guard.max_drop, 0.05, *(abs(end) for c in rows for end in (c.interval.low, c.interval.high))])
-    reach = min(reach, 1.0)
+    ends = [abs(end) for c in rows for end in (c.interval.low, c.interval.high) if math.isfinite(end)]
+    reach = min(1.1 * max([guard.max_drop, 0.05, *ends]), 1.0)
 
-    def x(value: float) -> float:  # -reach .. +reach across the plot
+    def x(value: float) -> float:  # -reach .. +reach across the plot (an infinite end at its edge)
         return left + (max(-reach, min(reach, value)) + reach) / (2 * reach) * (width - left - 16)
 
     bars = []
@@ -280,16 +323,21 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         y = 14 + index * row_height
         kind = "fell" if c in fallen else ("held" if c.instances >= guard.min_instances else "unwatched")
         name = label(c)
+        what = f"{_e(name)}: {c.champion_ap:.3f} -&gt; {c.challenger_ap:.3f}, {_e(c.interval.words())}"
+        bars.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{_e(name[-30:])} ({c.instances})</text>')
+        if not all(math.isfinite(v) for v in (c.interval.difference, c.champion_ap, c.challenger_ap)):
+            bars.append(f'<text x="{x(0.0) + 4:.1f}" y="{y + 12}">not a number<title>{what}</title></text>')
+            continue
         start, end = sorted((x(0.0), x(c.interval.difference)))
         bars.append(
-            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{_e(name[-30:])} '
-            f"({c.instances})</text>"
             f'<rect x="{start:.1f}" y="{y + 3}" width="{max(end - start, 1):.1f}" height="11" class="{kind}">'
-            f"<title>{_e(name)}: {c.champion_ap:.3f} -&gt; {c.challenger_ap:.3f}, "
-            f"{_e(c.interval.words())}</title></rect>"
-            f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 8}" y2="{y + 8}" '
-            'class="interval"/>'
+            f"<title>{what}</title></rect>"
         )
+        if not (math.isnan(c.interval.low) or math.isnan(c.interval.high)):
+            bars.append(
+                f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 8}" y2="{y + 8}" '
+                'class="interval"/>'
+            )
     guard_x = x(-guard.max_drop)
     svg = (
         f'<svg id="class-guard-chart" role="img" aria-label="per-class AP@0.5 change" width="{width}" '
@@ -299,6 +347,12 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         f"{''.join(bars)}</svg>"
     )
     watched = sum(1 for c in guard.classes if c.instances >= guard.min_instances)
+    left_out = (
+        f" ({guard.classes_left_out} more that changed least are left out of the ledger's copy; the run's own "
+        "record holds them)"
+        if guard.classes_left_out
+        else ""
+    )
     verdict = (
         "fell: " + ", ".join(_e(label(c)) for c in fallen) + " (the champion stays)"
         if fallen
@@ -308,7 +362,8 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
         f'<section id="class-guard"><h2>Per-class guard (run <code>{_e(run.run_id)}</code>: challenger version '
         f"{_e(decision.candidate_version)} against version {_e(decision.previous_best_version or '-')})</h2>"
         f"<p>{watched} of {len(guard.classes)} classes watched (at least {guard.min_instances} symbols on the "
-        f"holdout); a watched class may lose at most {guard.max_drop:g} AP@0.5 beyond doubt: <b>{verdict}</b>.</p>"
+        f"holdout){left_out}; a watched class may lose at most {guard.max_drop:g} AP@0.5 beyond doubt: "
+        f"<b>{verdict}</b>.</p>"
         f"{svg}<p class='legend'>bars: challenger minus champion AP@0.5; lines: its {guard.confidence:.1%} interval "
         "(adjusted for the classes watched); red: fell; grey: too few symbols to watch; dashed: the guard at "
         f"-{guard.max_drop:g}</p></section>"
@@ -375,6 +430,7 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
         "<h1>P&amp;ID detector retraining</h1>"
         f'<p class="sub">{best}; generated {snapshot.generated_at:%Y-%m-%d %H:%M:%S} UTC</p>'
         f"{_pin(snapshot)}{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}"
-        f"{_per_class_chart(snapshot)}{_class_guard(snapshot)}{_history(snapshot)}{_runs_table(snapshot)}"
+        f"{_per_class_chart(snapshot)}{_class_guard(snapshot)}{_history(snapshot)}{_unreadable_runs(snapshot)}"
+        f"{_runs_table(snapshot)}"
         "</body></html>"
     )

@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, TableTransactionError, TransactionOperation, UpdateMode
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableEntity, TableErrorCode, TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.datastore import BlobMissingError, LockBusy, StoredBlob
 from retrainer.promotion import PromotionRecord
@@ -71,8 +76,53 @@ class FakeRunner:
         return list(self.statuses.values())[:limit]
 
 
+#: Table Storage's documented limits: a string property holds at most 64 KiB of UTF-16 (32K characters of the
+#: Basic Multilingual Plane; Azurite refuses the 32,769th), an entity at most 1 MiB, counted as the service does.
+MAX_PROPERTY_BYTES = 64 * 1024
+MAX_ENTITY_BYTES = 1024 * 1024
+
+
+def _utf16_bytes(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass"))
+
+
+def _entity_bytes(entity: dict) -> int:
+    """An entity's size by the service's published formula (4 bytes, the keys, then each property)."""
+    size = 4 + _utf16_bytes(entity["PartitionKey"] + entity["RowKey"])
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            continue
+        if isinstance(value, str):
+            value_bytes = 4 + _utf16_bytes(value)
+        elif isinstance(value, bytes):
+            value_bytes = 4 + len(value)
+        else:  # bool 1, int32 4, int64, double and datetime 8: 8 is never too little
+            value_bytes = 8
+        size += 8 + 2 * len(name) + value_bytes
+    return size
+
+
+def _refused(code: TableErrorCode, message: str) -> HttpResponseError:
+    error = HttpResponseError(message=message)
+    error.error_code = code  # type: ignore[attr-defined]  # as the SDK decodes it from the service's answer
+    return error
+
+
+def check_table_limits(entity: dict) -> None:
+    """Refuse, as Table Storage and Azurite do, a string property over 64 KiB or an entity over 1 MiB."""
+    for name, value in entity.items():
+        if isinstance(value, str) and _utf16_bytes(value) > MAX_PROPERTY_BYTES:
+            raise _refused(
+                TableErrorCode.PROPERTY_VALUE_TOO_LARGE,
+                f"The property value exceeds the maximum allowed size (64KB): {name} holds {len(value)} characters",
+            )
+    if _entity_bytes(entity) > MAX_ENTITY_BYTES:
+        raise _refused(TableErrorCode.ENTITY_TOO_LARGE, "The entity is larger than the maximum allowed size (1MB).")
+
+
 class InMemoryTable:
-    """The part of `azure.data.tables.TableClient` the ledger uses, with ETag semantics."""
+    """The part of `azure.data.tables.TableClient` the ledger uses, with ETag semantics and the service's size
+    limits."""
 
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], tuple[dict, str]] = {}
@@ -82,6 +132,7 @@ class InMemoryTable:
         pass
 
     def _stored(self, entity: dict) -> TableEntity:
+        check_table_limits(entity)
         row = TableEntity(**entity)
         etag = f'W/"{uuid.uuid4().hex}"'
         row._metadata = {"etag": etag}
@@ -165,7 +216,7 @@ class InMemoryTable:
                     else:
                         assert operation == TransactionOperation.UPDATE, operation
                         self.update_entity(entity, **options)
-            except (ResourceExistsError, ResourceNotFoundError, ResourceModifiedError) as error:
+            except HttpResponseError as error:
                 self._rows = before
                 codes = {
                     ResourceExistsError: "EntityAlreadyExists",
@@ -173,7 +224,8 @@ class InMemoryTable:
                     ResourceModifiedError: "UpdateConditionNotSatisfied",
                 }
                 failed = TableTransactionError(message=str(error))
-                failed.error_code = codes[type(error)]  # type: ignore[attr-defined]
+                code = codes.get(type(error)) or getattr(error, "error_code", "")
+                failed.error_code = getattr(code, "value", code)  # type: ignore[attr-defined]
                 raise failed from error
 
 
@@ -344,3 +396,59 @@ class FakeMLClient:
 
     def __init__(self) -> None:
         self.models = FakeAzureMLModels()
+
+
+def promotion_with_classes(classes: int, seed: int = 7) -> PromotionRecord:
+    """The tag step's record of a challenger promoted over version 1 on a label map of `classes` classes, every
+    class in the per-class guard (held) and in both per-class maps, with full-precision figures as it writes
+    them: 150 classes make a record longer than a table property may hold."""
+    import random
+
+    from retrainer.promotion import ClassComparison, ClassGuard, Comparison, DifferenceInterval, HoldoutInfo
+
+    draw = random.Random(seed)
+    guarded = []
+    for index in range(1, classes + 1):
+        before = round(draw.uniform(0.3, 0.9), 4)
+        after = round(min(1.0, before + draw.uniform(-0.02, 0.1)), 4)
+        low = after - before - draw.uniform(0.01, 0.05)
+        interval = DifferenceInterval(
+            difference=after - before,
+            low=low,
+            high=after - before + draw.uniform(0.01, 0.05),
+            confidence=0.9997,
+            resamples=500,
+        )
+        guarded.append(
+            ClassComparison(
+                class_id=str(index),
+                name=f"instrumentation/pressure indicator type {index}",
+                instances=draw.randint(5, 60),
+                champion_ap=before,
+                challenger_ap=after,
+                interval=interval,
+            )
+        )
+    overall = DifferenceInterval(difference=0.04, low=0.012, high=0.071, confidence=0.95, resamples=500)
+    return PromotionRecord(
+        name="pid-symbol-detector",
+        candidate_version="2",
+        previous_best_version="1",
+        chosen_version="2",
+        best_version="2",
+        promoted=True,
+        candidate_score=0.84,
+        previous_best_score=0.8,
+        reason=f"{overall.words()}: the challenger is better by more than 0, promoted",
+        champion_change="service-many-classes",
+        champion_since="2026-01-01T06:00:00.000000+00:00",
+        comparison=Comparison(
+            holdout=HoldoutInfo(assignment_version=1, images=60, digest="sha256:0123456789abcdef"),
+            interval=overall,
+            scored_images=60,
+            sample_limit=200,
+            class_guard=ClassGuard(min_instances=20, max_drop=0.1, confidence=0.9997, classes=guarded),
+        ),
+        candidate_per_class={c.class_id: c.challenger_ap for c in guarded},
+        previous_per_class={c.class_id: c.champion_ap for c in guarded},
+    )

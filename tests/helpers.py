@@ -184,3 +184,28 @@ def search_space_dumped_as_a_file() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delitem(shared, "inside_pipeline", raising=False)
         yield
+
+
+def strict_json(text: str | bytes) -> object:
+    """The document as JSON.parse reads it: NaN and Infinity are not JSON, so they are refused here too."""
+
+    def refuse(token: str) -> object:
+        raise ValueError(f"{token} is not JSON (JSON.parse refuses it)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def parsed_by_javascript(text: str | bytes) -> object:
+    """The document through a real JSON.parse (Node's V8, which Azurite needs anyway), read back as Python."""
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (Azurite's tests need it)")
+    script = (
+        "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s))))"
+    )
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    parsed = subprocess.run([node, "-e", script], input=data, capture_output=True, timeout=60)
+    assert parsed.returncode == 0, f"JSON.parse refused the document: {parsed.stderr.decode()[-300:]}"
+    return json.loads(parsed.stdout)

@@ -67,14 +67,23 @@ def test_a_base_model_of_another_architecture_is_refused_and_the_model_untouched
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
 
 
+def _store_as_int8(weights: Path) -> None:
+    """Every float parameter cast to int8 (a quantisation gone wrong): loads, and would train from rounded noise."""
+    saved = torch.load(weights, weights_only=True)
+    torch.save(
+        {name: value.to(torch.int8) if value.is_floating_point() else value for name, value in saved.items()}, weights
+    )
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
         (lambda folder: (folder / BASE_WEIGHTS.name).write_bytes(b""), "not a whole torch checkpoint"),
         (lambda folder: (folder / BASE_WEIGHTS.name).unlink(), "is missing"),
         (lambda folder: (folder / BASE_RECORD.name).write_text("{"), "not readable"),
+        (lambda folder: _store_as_int8(folder / BASE_WEIGHTS.name), "is stored as torch.int8"),
     ],
-    ids=["empty weights", "no weights", "broken record"],
+    ids=["empty weights", "no weights", "broken record", "float weights stored as int8"],
 )
 def test_a_damaged_base_model_is_refused_with_a_reason(base_copy: Path, damage, reason: str) -> None:
     damage(base_copy)

@@ -7,13 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableServiceClient
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.data.tables import TableErrorCode, TableServiceClient, TableTransactionError, TransactionOperation
 
 from retrainer.ledger import ImageState, Ledger, RunRecord, row_key
 from retrainer.ledger_migration import Migration, ensure_current_layout, migrate_first_layout
 from retrainer.records import RunState
-from tests.fakes import InMemoryTableService
+from tests.fakes import InMemoryTableService, promotion_with_classes
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -237,3 +237,73 @@ def test_retrain_migrate_ledger_moves_rows_written_after_the_ledger_was_marked(
     assert cli.main(["migrate-ledger", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"retired": 8, "left": 0}
     assert len(ledger.all_images()) == 6 and len(ledger.runs(limit=10)) == 2
+
+
+# --- every row fits: Table Storage refuses a string over 64 KiB and an entity over 1 MiB -------------------
+
+
+@pytest.mark.parametrize("text", ["x" * 32_769, "\N{GRINNING FACE}" * 16_385], ids=["32,769 characters", "astral"])
+def test_the_fake_refuses_a_property_over_64_kib_as_azurite_does(
+    table_service: TableServiceClient, table_prefix: str, text: str
+) -> None:
+    """The in-memory tables keep Table Storage's limit, so the fast tier cannot pass what the service refuses."""
+    table = table_service.get_table_client(f"{table_prefix}limits")
+    table.create_table()
+    table.upsert_entity({"PartitionKey": "p", "RowKey": "fits", "text": "x" * 32_768})
+    with pytest.raises(HttpResponseError) as refused:
+        table.upsert_entity({"PartitionKey": "p", "RowKey": "too-long", "text": text})
+    assert refused.value.error_code == TableErrorCode.PROPERTY_VALUE_TOO_LARGE  # type: ignore[attr-defined]
+    with pytest.raises(TableTransactionError) as refused_in_a_batch:
+        table.submit_transaction([(TransactionOperation.UPSERT, {"PartitionKey": "p", "RowKey": "b", "text": text})])
+    assert refused_in_a_batch.value.error_code == "PropertyValueTooLarge"  # type: ignore[attr-defined]
+
+
+def hostile_run(decision_classes: int) -> RunRecord:
+    """A run with every text at its worst: a long history of details full of quotes, control and astral
+    characters (which JSON escapes to 2, 6 and 12 characters), such an error, and a decision of many classes."""
+    worst = '"\\\x01\N{GRINNING FACE}' * 200
+    run = RunRecord("run-hostile", "timer", worst, 3, RunState.QUEUED, START, error=worst * 10)
+    for minute in range(120):
+        run.enter(RunState.RUNNING if minute % 2 else RunState.QUEUED, START + timedelta(minutes=minute), worst)
+    run.enter(RunState.COMPLETED, START + timedelta(hours=3), "Completed")
+    run.decision = promotion_with_classes(decision_classes)
+    return run
+
+
+def test_a_run_with_every_text_at_its_worst_is_written_and_read_back(
+    table_service: TableServiceClient, table_prefix: str
+) -> None:
+    ledger = Ledger(table_service, table_prefix)
+    ledger.ensure_tables()
+    run = hostile_run(decision_classes=400)
+    ledger.save_run(run)
+    stored = ledger.run(run.run_id)
+    assert stored is not None and stored.state == RunState.COMPLETED
+    assert stored.decision == run.decision, "a record of 400 classes is kept whole"
+    when = [(entry["state"], entry["at"]) for entry in stored.history]
+    assert when[0] == (RunState.QUEUED, START.isoformat()) and when[-1][0] == RunState.COMPLETED
+    assert 1 < len(stored.history) < len(run.history), "the first entry and the latest that fit"
+    assert stored.error and stored.reason and len(stored.reason) <= 500
+    assert [r.run_id for r in ledger.runs()] == [run.run_id]
+
+
+def test_a_decision_of_thousands_of_classes_keeps_the_verdict_and_every_class_that_fell(
+    table_service: TableServiceClient, table_prefix: str
+) -> None:
+    ledger = Ledger(table_service, table_prefix)
+    ledger.ensure_tables()
+    run = hostile_run(decision_classes=5000)
+    guard = run.decision.comparison.class_guard
+    fallen = guard.classes[1234]
+    fallen.champion_ap, fallen.challenger_ap = 0.9, 0.2
+    fallen.interval = fallen.interval.model_copy(update={"difference": -0.7, "low": -0.8, "high": -0.6})
+    fallen.instances = 50
+    ledger.save_run(run)
+    stored = ledger.run(run.run_id)
+    assert stored is not None and stored.decision is not None
+    kept = stored.decision.comparison.class_guard
+    assert kept.regressions() == [fallen]
+    assert 0 < len(kept.classes) < 5000 and len(kept.classes) + kept.classes_left_out == 5000
+    assert set(stored.decision.candidate_per_class) == {c.class_id for c in kept.classes}
+    verdict = ("name", "candidate_version", "best_version", "promoted", "candidate_score", "reason")
+    assert all(getattr(stored.decision, field) == getattr(run.decision, field) for field in verdict)

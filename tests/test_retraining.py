@@ -15,22 +15,30 @@ from pathlib import Path
 
 import azure.functions as func
 import pytest
+from azure.data.tables import UpdateMode
 from azure.functions.timer import TimerRequest
 
 from retrainer import bootstrap
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel
 from retrainer.datastore import Datastore
-from retrainer.events import BLOB_CREATED, build_subject
-from retrainer.ledger import ImageState, Ledger, SlotTaken
+from retrainer.events import BLOB_CREATED, RunChanged, build_subject
+from retrainer.ledger import ImageState, Ledger, SlotTaken, UnreadableRunError
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import PromotionRecord
 from retrainer.publisher import model_promoted_publisher
 from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, registry_after
-from tests.helpers import Clock, deliver, indexed_functions, listening_server
+from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, promotion_with_classes, registry_after
+from tests.helpers import (
+    Clock,
+    deliver,
+    indexed_functions,
+    listening_server,
+    parsed_by_javascript,
+    strict_json,
+)
 
 
 @pytest.fixture
@@ -80,9 +88,9 @@ def make_service(
     clock: Clock,
     tmp_path: Path,
 ):
-    """A service whose runs' tag steps leave the registry as DECISION says."""
+    """A service whose runs' tag steps leave the registry as `decision` (DECISION by default) says."""
 
-    def make(event_check_interval: float = 5.0, **env: str) -> RetrainingService:
+    def make(event_check_interval: float = 5.0, decision: PromotionRecord = DECISION, **env: str) -> RetrainingService:
         defaults = {
             "RETRAIN_MIN_NEW_IMAGES": "3",
             "RETRAIN_QUIET_MINUTES": "10",
@@ -93,7 +101,7 @@ def make_service(
         for key, value in {**defaults, **env}.items():
             monkeypatch.setenv(key, value)
         settings = load_settings()
-        champion = ChampionAuthority(settings, registry_after(DECISION, tmp_path), ledger, datastore, clock=clock)
+        champion = ChampionAuthority(settings, registry_after(decision, tmp_path), ledger, datastore, clock=clock)
         return RetrainingService(
             settings,
             ledger,
@@ -541,6 +549,27 @@ def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_
     assert ledger.control().active_runs == [run_id]
 
 
+def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its_slot(
+    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+) -> None:
+    """The tag step's record of a 150-class label map is longer than a table property may hold (32K characters):
+    it was refused at every tick, also past the deadline, and the run held the only slot for good."""
+    decision = promotion_with_classes(150)
+    svc = make_service(RETRAIN_QUIET_MINUTES="0", decision=decision)
+    pending_three(svc, container_name)
+    run_id = svc.tick().submitted
+    assert len(decision.model_dump_json()) > 32_768
+    workspace.finish(run_id, RunState.COMPLETED, decision)
+    outcome = svc.tick()
+    assert outcome.failures == [] and outcome.followed == {run_id: RunState.COMPLETED}
+    record = ledger.run(run_id)
+    assert record is not None and record.promotion_done
+    assert record.decision == decision, "the whole record is kept, every class of the guard"
+    assert svc.best_model() is not None and svc.best_model().version == "2"
+    assert ledger.control().active == {} and len(ledger.run_images(run_id, ImageState.TRAINED)) == 3
+    assert [run.run_id for run in ledger.runs()] == [run_id]
+
+
 def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resubmitted(
     make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, monkeypatch
 ) -> None:
@@ -598,6 +627,105 @@ def test_a_promotion_that_failed_is_retried_by_the_next_tick(
     monkeypatch.setattr(datastore, "write_json", real_write)
     svc.tick()
     assert ledger.run(run_id).promotion_done and svc.best_model().version == "4"
+
+
+def write_as_a_newer_release(ledger: Ledger, run_id: str, state: str = "suspended") -> None:
+    """Both rows of a run as a newer release could write them: in a state this release does not know."""
+    runs = ledger.table("runs")
+    for row in list(runs.query_entities("PartitionKey eq 'runs.v2'")):
+        if row["run_id"] == run_id:
+            history = [*json.loads(row["history"]), {"state": state, "at": "2026-11-28T09:30:00+00:00"}]
+            runs.upsert_entity({**row, "state": state, "history": json.dumps(history)}, mode=UpdateMode.REPLACE)
+
+
+def test_a_run_row_of_a_state_this_release_does_not_know_is_skipped_and_the_tick_goes_on(
+    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore, monkeypatch, caplog
+) -> None:
+    """A promotion whose record write failed once is retried although a newer release's run is in the way."""
+    svc = make_service()
+    done = svc.submit("manual", "t")
+    workspace.finish(done, RunState.COMPLETED, DECISION)
+    real_write = datastore.write_json
+    monkeypatch.setattr(datastore, "write_json", lambda *a: (_ for _ in ()).throw(ConnectionError("lost")))
+    svc.tick()
+    monkeypatch.setattr(datastore, "write_json", real_write)
+    newer = svc.submit("manual", "a newer release suspends this one")
+    write_as_a_newer_release(ledger, newer)
+    with caplog.at_level("WARNING", logger="retrainer"):
+        outcome = svc.tick()
+    assert outcome.failures == [] and newer not in outcome.followed
+    assert ledger.run(done).promotion_done and svc.best_model().version == "4"
+    assert f"run {newer}" in caplog.text and "'suspended'" in caplog.text
+    assert ledger.control().active_runs == [newer], "its slot is the newer release's to settle"
+    assert [run.run_id for run in ledger.runs()] == [done], "runs() lists the runs this release can act on"
+    assert svc.on_run_changed(RunChanged(newer)) is False
+    with pytest.raises(UnreadableRunError, match="'suspended'"):
+        ledger.run(newer)
+    raw = next(r for r in ledger.table("runs").query_entities("PartitionKey eq 'runs.v2'") if r["run_id"] == newer)
+    assert raw["state"] == "suspended", "never rewritten by a release that cannot read it"
+
+
+def test_the_api_and_the_status_page_show_a_run_of_an_unknown_state_as_unknown(
+    app_service: RetrainingService, workspace: FakeRunner, ledger: Ledger, clock: Clock
+) -> None:
+    done = app_service.submit("manual", "t")
+    workspace.finish(done, RunState.COMPLETED, DECISION)
+    app_service.tick()
+    clock.advance(minutes=1)
+    newer = app_service.submit("manual", "a newer release suspends this one")
+    write_as_a_newer_release(ledger, newer)
+    listing = handler("list_runs")(request("GET", "/api/runs"))
+    assert listing.status_code == 200
+    runs = json.loads(listing.get_body())["runs"]
+    assert [(run["run_id"], run["state"]) for run in runs] == [(newer, "unknown"), (done, "completed")]
+    assert runs[0]["stored_state"] == "suspended" and "suspended" in runs[0]["problem"]
+    one = handler("get_run")(request("GET", f"/api/runs/{newer}", route_params={"run_id": newer}))
+    assert one.status_code == 200 and json.loads(one.get_body())["state"] == "unknown"
+    cancel = handler("cancel_run")(request("POST", f"/api/runs/{newer}/cancel", route_params={"run_id": newer}))
+    assert cancel.status_code == 409 and "'suspended'" in json.loads(cancel.get_body())["error"]
+    assert workspace.canceled == []
+    page = handler("status_page")(request("GET", "/api/status"))
+    body = page.get_body().decode()
+    assert page.status_code == 200 and newer in body and "suspended" in body and done in body
+
+
+def test_every_api_answer_is_json_a_javascript_client_parses_whatever_the_figures_hold(
+    app_service: RetrainingService, workspace: FakeRunner, datastore: Datastore
+) -> None:
+    """NaN and Infinity are not JSON: figures that hold them are answered as the strings records write."""
+    nan, inf = float("nan"), float("inf")
+    unscored = DECISION.model_copy(
+        update={
+            "promoted": False,
+            "chosen_version": "3",
+            "best_version": "3",
+            "candidate_score": nan,
+            "previous_best_score": inf,
+            "candidate_per_class": {"1": nan, "2": inf, "3": -inf, "4": 0.5},
+        }
+    )
+    run_id = app_service.submit("manual", "t")
+    workspace.finish(run_id, RunState.COMPLETED, unscored)
+    app_service.tick()
+    datastore.write_json(
+        "models/best_model.json",
+        {
+            **BestModel(name="m", version="3", score=None, run=run_id, time="2026-11-28T09:00:00+00:00").model_dump(),
+            "score": "NaN",
+        },
+    )
+    answers = {
+        "list_runs": handler("list_runs")(request("GET", "/api/runs")),
+        "get_run": handler("get_run")(request("GET", f"/api/runs/{run_id}", route_params={"run_id": run_id})),
+        "best_model": handler("best_model")(request("GET", "/api/models/best")),
+    }
+    for route, answer in answers.items():
+        assert answer.status_code == 200, route
+        assert strict_json(answer.get_body()) == parsed_by_javascript(answer.get_body()), route
+    run = strict_json(answers["get_run"].get_body())["decision"]  # type: ignore[index]
+    assert (run["candidate_score"], run["previous_best_score"]) == ("NaN", "Infinity")
+    assert run["candidate_per_class"] == {"1": "NaN", "2": "Infinity", "3": "-Infinity", "4": 0.5}
+    assert strict_json(answers["best_model"].get_body())["score"] is None, "a champion's score is a number or none"  # type: ignore[index]
 
 
 def test_a_redelivered_image_event_retries_the_conversion_that_failed(

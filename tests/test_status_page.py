@@ -263,3 +263,53 @@ def test_the_view_reads_the_champions_history_newest_first(monkeypatch: pytest.M
         )
     view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
     assert [c.kind for c in view.history] == [ChangeKind.PINNED, ChangeKind.ROLLED_BACK, ChangeKind.PROMOTED]
+
+
+def non_finite_snapshot() -> StatusSnapshot:
+    """The guarded page with runs whose figures hold NaN and infinities (a challenger that could not be scored,
+    a class with no symbols on either side), and the champion's own per-class figures among them."""
+    nan, inf = float("nan"), float("inf")
+    base = guarded_snapshot()
+    guarded = next(run for run in base.runs if run.run_id == "run-guard")
+    guard = guarded.decision.comparison.class_guard
+    odd = guard.classes[0].model_copy(update={"class_id": "5", "champion_ap": inf, "challenger_ap": nan})
+    odd.interval = odd.interval.model_copy(update={"difference": nan, "low": -inf, "high": inf})
+    guard.classes.append(odd)
+    runs = []
+    for index, score in enumerate((nan, inf, -inf)):
+        run = RunRecord(f"run-odd-{index}", "timer", "x", 3, RunState.COMPLETED, NOW - timedelta(minutes=30 - index))
+        run.decision, run.ended_at = decision(20 + index, score, index == 0, 0.8), NOW - timedelta(minutes=5)
+        runs.append(run)
+    champion = runs[0].decision
+    champion.candidate_per_class = {"1": nan, "2": inf, "3": 0.5}
+    champion.previous_per_class = {"1": -inf, "2": nan, "3": 0.4}
+    best = base.best.model_copy(update={"version": "20", "score": nan})
+    return StatusSnapshot(**{**base.__dict__, "runs": [*runs, *base.runs], "best": best})
+
+
+#: Every attribute of the page's SVG that holds a coordinate or a length.
+_GEOMETRY = re.compile(r'\s(cx|cy|r|x|y|x1|x2|y1|y2|width|height)="([^"]*)"')
+
+
+def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> None:
+    import math
+
+    page = render_status_page(non_finite_snapshot())
+    numbers = [value for _, value in _GEOMETRY.findall(page)]
+    numbers += re.findall(r"[-+]?[\d.]+|nan|inf", " ".join(re.findall(r'\sd="([^"]*)"', page)), re.IGNORECASE)
+    assert numbers and all(math.isfinite(float(value)) for value in numbers), sorted(
+        {value for value in numbers if not math.isfinite(float(value))}
+    )
+    assert page.count("<circle") == 5, "the versions with a finite score, drawn"
+    assert "3 versions without a finite score are not drawn" in page
+    path = tmp_path / "status.html"
+    path.write_text(page)
+    assert console_errors(render(path, "status-page-non-finite.png").console) == []
+
+
+def test_the_guard_says_how_many_classes_the_ledgers_copy_left_out() -> None:
+    base = guarded_snapshot()
+    guarded = next(run for run in base.runs if run.run_id == "run-guard")
+    guarded.decision.comparison.class_guard.classes_left_out = 4850
+    page = render_status_page(base)
+    assert "4850 more that changed least are left out of the ledger's copy" in page

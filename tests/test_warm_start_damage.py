@@ -123,6 +123,18 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str, Path]] = {
         WEIGHTS_FILE,
     ),
     "NaN weights": (lambda f: _edit_weights(f, _with_nan), "NaN", WEIGHTS_FILE),
+    "a float parameter stored as int8": (
+        lambda f: _edit_weights(
+            f, lambda s: {**s, "backbone.smooth.weight": s["backbone.smooth.weight"].to(torch.int8)}
+        ),
+        "backbone.smooth.weight is stored as torch.int8, the model wants torch.float32",
+        WEIGHTS_FILE,
+    ),
+    "a float parameter stored as booleans": (
+        lambda f: _edit_weights(f, lambda s: {**s, "backbone.smooth.bias": s["backbone.smooth.bias"] > 0}),
+        "is stored as torch.bool",
+        WEIGHTS_FILE,
+    ),
     "missing weights": (lambda f: (f / WEIGHTS_FILE).unlink(), "missing", WEIGHTS_FILE),
     "missing config": (lambda f: (f / CONFIG_FILE).unlink(), "not a model of the local detector", CONFIG_FILE),
     "a config that is a list": (lambda f: _write_config(f, CHAMPION_CLASSES), "a JSON list", CONFIG_FILE),

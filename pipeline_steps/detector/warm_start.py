@@ -188,6 +188,12 @@ def _read_weights(
             wanted = (champion_classes + 1, *wanted[1:])
         if tuple(value.shape) != wanted:
             raise WarmStartUnavailable(_shape_mismatch(weights_path, name, tuple(value.shape), wanted))
+        # Loading casts silently: a float parameter stored as integers (a quantisation gone wrong) would seed
+        # training with rounded noise, and a counter stored as floats is not this detector's either.
+        if value.is_floating_point() != state[name].is_floating_point():
+            raise WarmStartUnavailable(
+                f"{weights_path}: {name} is stored as {value.dtype}, the model wants {state[name].dtype}"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise WarmStartUnavailable(f"{weights_path}: {name} holds NaN or infinite values")
     return saved

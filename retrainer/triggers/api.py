@@ -2,20 +2,24 @@
 
 POST /api/runs          {"reason": "...", "force": false}  -> 202 + Location, 409 when a run is active or
                         another submission took the pending images at the same moment
-GET  /api/runs          recent runs, pending images, whether auto-submission is paused
+GET  /api/runs          recent runs, pending images, whether auto-submission is paused (a run whose row this
+                        release cannot read has state "unknown", its `stored_state` and the `problem`)
 GET  /api/runs/{run_id}
-POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure)
+POST /api/runs/{run_id}/cancel   stops an active run; its images are pending again (not a failure); 409 for a run
+                                 this release cannot read
 GET  /api/models/best
 POST /api/models/best            {"version": "3", "reason": "...", "force": false}: make a version the champion by
                                  hand (a rollback when it was best before); 404 no such version, 409 refused
 PUT  /api/models/best/pin        {"reason": "..."}: the champion stays while runs still train and compare
 DELETE /api/models/best/pin      {"reason": "..."} (optional): runs decide again
 GET  /api/status                 the operator's status page (HTML)
+
+Every answer is strict JSON: a figure that is not a finite number is the string "NaN", "Infinity" or "-Infinity"
+(as the records write it; JavaScript's Number() reads it back), never a bare NaN token, which JSON.parse refuses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -35,9 +39,10 @@ bp = func.Blueprint()
 
 
 def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
-    )
+    """Strict JSON: a figure that is not finite is the string "NaN", "Infinity" or "-Infinity" (`json_document`)."""
+    from retrainer.records import json_document
+
+    return func.HttpResponse(json_document(body), status_code=status, mimetype="application/json", headers=headers)
 
 
 @bp.function_name("submit_run")
@@ -82,7 +87,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     state = retraining.submission_state()
     return _json(
         {
-            "runs": [run.as_dict() for run in bootstrap.ledger().runs()],
+            "runs": [run.as_dict() for run in bootstrap.ledger().run_rows()],
             "pending_images": retraining.pending_batch().count,
             "auto_submission": {"paused": state.paused, "reason": state.reason or None},
         },
@@ -95,9 +100,13 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.events import is_run_id
+    from retrainer.ledger import UnreadableRunError
 
     run_id = req.route_params.get("run_id", "")
-    run = bootstrap.ledger().run(run_id) if is_run_id(run_id) else None
+    try:
+        run = bootstrap.ledger().run(run_id) if is_run_id(run_id) else None
+    except UnreadableRunError as unreadable:
+        return _json(unreadable.row.as_dict(), 200)
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
 
 
@@ -106,6 +115,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.events import is_run_id
+    from retrainer.ledger import UnreadableRunError
     from retrainer.redact import redact
 
     run_id = req.route_params.get("run_id", "")
@@ -113,6 +123,8 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
         return _json({"error": "no such run"}, 404)
     try:
         state = bootstrap.retraining().cancel(run_id)
+    except UnreadableRunError as unreadable:
+        return _json({"error": f"not canceled: {unreadable}; the release that wrote it can cancel it"}, 409)
     except Exception as error:  # the workspace refused or failed: say so, without secrets
         message = redact(str(error))[:1000]
         log.error("cancel of %s failed: %s: %s", run_id, type(error).__name__, message, extra={"run_id": run_id})
