@@ -7,19 +7,25 @@ them (the service, the ingestion, the workspace backends) imports this module.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from retrainer import telemetry
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
-from retrainer.ledger import Ledger
+from retrainer.ledger import Ledger, now_utc
 from retrainer.ledger_migration import ensure_current_layout
-from retrainer.publisher import model_promoted_publisher
+from retrainer.publisher import model_promoted_publisher, serving_failed_publisher
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 from retrainer.status_view import StatusView
 from retrainer.workspace import PipelineRunner, open_registry
+
+if TYPE_CHECKING:
+    from retrainer.serving.endpoint import Endpoint
+    from retrainer.serving.rollout import Rollout
+    from retrainer.serving.smoke import SmokeSheet
 
 __all__ = [
     "champion",
@@ -31,6 +37,7 @@ __all__ = [
     "retraining",
     "runner_for",
     "service_for",
+    "serving_rollout",
     "status_view",
 ]
 
@@ -92,6 +99,41 @@ def champion(settings: Settings | None = None) -> ChampionAuthority:
         datastore(),
         accepted_classes=accepted_classes,
         publish=model_promoted_publisher(settings),
+    )
+
+
+def serving_rollout(settings: Settings, endpoint: Endpoint) -> Rollout:
+    """The rollout that makes `endpoint` follow the champion of the registry `settings` point at: smoke-tested on
+    holdout sheets from this process's datastore, its status in SERVING_STATUS_BLOB, ServingFailed on the topic."""
+    from retrainer.champion.tags import recorded_score
+    from retrainer.serving.rollout import Champion, Rollout, ServingRule
+    from retrainer.serving.smoke import SmokeTest, holdout_sheets
+    from retrainer.serving.status import status_store
+
+    authority = champion(settings)
+    registry = open_registry(settings)
+
+    def current() -> Champion | None:
+        version = authority.champion()
+        if version is None:
+            return None
+        record = authority.record()
+        score = record.score if record is not None and record.version == version.version else None
+        return Champion(version, score if score is not None else recorded_score(version))
+
+    def sheets() -> list[SmokeSheet]:
+        document = lambda: registry.latest_document(settings.SPLIT_ASSIGNMENT_NAME)  # noqa: E731
+        return holdout_sheets(document, datastore(), settings, settings.SERVING_SMOKE_SHEETS)
+
+    rule = ServingRule(settings.SERVING_CANARY_PERCENT, settings.SERVING_CANARY_MINUTES, settings.SERVING_RETRY_MINUTES)
+    return Rollout(
+        endpoint,
+        current,
+        SmokeTest(sheets, settings.SERVING_SMOKE_TOLERANCE),
+        status_store(datastore(), settings.SERVING_STATUS_BLOB),
+        rule,
+        now_utc,
+        serving_failed_publisher(settings),
     )
 
 

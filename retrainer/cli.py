@@ -9,6 +9,8 @@
     retrain promote VERSION --reason TEXT [--force]   (by hand; a rollback when it was best before)
     retrain pin --reason TEXT        (the champion stays; runs still train and compare)
     retrain unpin [--reason TEXT]
+    retrain serve [--port N]         (serve the champion here over HTTP, following it as it changes)
+    retrain endpoint [--json] [--dry-run --output DIR]   (which version serves; the Azure ML endpoint's YAML)
     retrain migrate-ledger           (rows of the ledger's first layout: the service moves them once by itself)
     retrain split reset --reason TEXT [--force]   (a damaged split assignment: start a fresh version)
 
@@ -258,6 +260,86 @@ def cmd_unpin(args: argparse.Namespace) -> int:
     return _champion_command(args, lambda controls: controls.unpin(_actor(), args.reason or ""))
 
 
+def _storage_settings(args: argparse.Namespace) -> Settings:
+    settings = _settings(args.backend)
+    if not settings.storage_configured():
+        raise SettingsError(
+            "needs the datastore (STORAGE_ACCOUNT_CONNECTION_STRING or DATASTORE_BLOB_SERVICE_URI): the champion's "
+            "record, the holdout sheets of the smoke test and the serving status live there"
+        )
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the champion on this machine until stopped, following it as it changes (one rollout tick a second)."""
+    import signal
+    import time
+
+    from retrainer import bootstrap
+    from retrainer.serving.local import LocalEndpoint
+
+    settings = _storage_settings(args)
+    registry = _registry(settings)
+    root = settings.LOCAL_WORKSPACE_DIR.resolve() / "serving"
+    endpoint = LocalEndpoint(
+        settings.SERVING_ENDPOINT_NAME or "local",
+        args.port,
+        settings.LOCAL_SERVING_ENVIRONMENT.resolve(),
+        root,
+        fetch=lambda version: registry.local_model_path(version, root / "models" / version.version),
+    )
+    rollout = bootstrap.serving_rollout(settings, endpoint)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    endpoint.start()
+    print(
+        f"retrain serve: the endpoint is {endpoint.url} (POST /score, GET / for liveness); Ctrl-C stops it", flush=True
+    )
+    said = ""
+    try:
+        while True:
+            try:
+                status = rollout.tick()
+            except Exception as error:  # the loop's boundary: storage or the registry failed; the next tick retries
+                status = None
+                print(f"retrain serve: {redact(str(error))[:300]}; trying again", file=sys.stderr, flush=True)
+            if status is not None and status.message != said:
+                said = status.message
+                print(f"retrain serve: [{status.state}] {status.message}", flush=True)
+            time.sleep(args.interval)
+    finally:
+        endpoint.close()
+
+
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    """What serves the champion (the serving status), or the Azure ML endpoint's YAML with --dry-run."""
+    if args.dry_run:
+        from retrainer.serving.azureml import write_endpoint_yaml
+
+        settings = _settings("azureml")
+        written = write_endpoint_yaml(settings, args.output or Path("endpoint"), args.version)
+        _print([str(path) for path in written], args.json, lambda paths: "wrote " + ", ".join(paths))
+        return 0
+    from retrainer import bootstrap
+    from retrainer.serving.status import read_serving_status
+
+    settings = _storage_settings(args)
+    status = read_serving_status(bootstrap.datastore(), settings.SERVING_STATUS_BLOB)
+    if status is None:
+        print(
+            "retrain endpoint: nothing serves the champion yet (retrain serve, or SERVING_ENDPOINT_NAME on Azure ML)",
+            file=sys.stderr,
+        )
+        return 1
+
+    def render(value: dict) -> str:
+        serving = f"version {value['version']} since {value['since']}" if value["version"] else "no version yet"
+        where = value["url"] or "(being created)"
+        return f"{value['backend']} endpoint {where}: {serving}; {value['state']}: {status.message}"
+
+    _print(status.as_dict(), args.json, render)
+    return 0
+
+
 def cmd_migrate_ledger(args: argparse.Namespace) -> int:
     """Move the rows of the ledger's first layout into the current one, whatever the layout marker says."""
     from retrainer import bootstrap
@@ -360,6 +442,23 @@ def build_parser() -> argparse.ArgumentParser:
     unpin = commands.add_parser("unpin", parents=[common], help="take the pin off: runs decide again")
     unpin.add_argument("--reason", help="why (recorded in the history)")
     unpin.set_defaults(handler=cmd_unpin)
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the champion over HTTP on this machine (POST /score), following it as it changes",
+    )
+    serve.add_argument("--port", type=int, default=5050, help="the endpoint's port (default 5050)")
+    serve.add_argument("--interval", type=float, default=1.0, help="seconds between two looks at the champion")
+    serve.set_defaults(handler=cmd_serve)
+    endpoint = commands.add_parser(
+        "endpoint", parents=[common], help="which version serves, where, since when (--dry-run: the Azure ML YAML)"
+    )
+    endpoint.add_argument(
+        "--dry-run", action="store_true", help="write the Azure ML endpoint and deployment YAML; deploy nothing"
+    )
+    endpoint.add_argument("--output", type=Path, help="with --dry-run: the folder the YAML goes to")
+    endpoint.add_argument("--version", default="1", help="with --dry-run: the model version the deployment serves")
+    endpoint.set_defaults(handler=cmd_endpoint)
     migrate = commands.add_parser(
         "migrate-ledger",
         help="move rows of the ledger's first layout into the current one (the service does it once by itself; "

@@ -23,6 +23,7 @@ WORKSPACE_RUN_EVENTS = frozenset(
 )
 
 MODEL_PROMOTED = "PidSymbolRetraining.ModelPromoted"
+SERVING_FAILED = "PidSymbolRetraining.ServingFailed"
 
 _SUBJECT_PREFIX = "/blobServices/default/containers/"
 _BLOBS = "/blobs/"

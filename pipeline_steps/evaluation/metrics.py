@@ -14,14 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
+from pipeline_steps.evaluation.sheets import Prediction as Prediction  # defined beside Sheet, numpy only
 from pipeline_steps.evaluation.sheets import Sheet
-
-
-@dataclass(frozen=True)
-class Prediction:
-    boxes: np.ndarray  # (N, 4) pixels x1 y1 x2 y2
-    scores: np.ndarray  # (N,)
-    labels: tuple[str, ...]  # class ids
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Annotated sheets from AutoML JSONL (`file://` image URLs), without torch: scoring reads them too."""
+"""Annotated sheets from AutoML JSONL (`file://` image URLs) and predictions on them: numpy only, so that scoring,
+the comparison and the serving smoke test read them alike (Pillow is imported only to size an image)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from PIL import Image
 
 from pipeline_steps.mltable_io import annotations_path, class_sort_key
 
@@ -22,6 +22,15 @@ class Sheet:
     height: int
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2
     labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's detections on one sheet."""
+
+    boxes: np.ndarray  # (N, 4) pixels x1 y1 x2 y2
+    scores: np.ndarray  # (N,)
+    labels: tuple[str, ...]  # class ids
 
 
 def image_path(url: str) -> Path:
@@ -58,6 +67,8 @@ def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, imag
             details = record.get("image_details") or {}
             width, height = details.get("width"), details.get("height")
             if not width or not height:
+                from PIL import Image
+
                 with Image.open(path) as image:
                     width, height = image.size
             kept = [box for box in record["label"] if not box.get("isCrowd")]
