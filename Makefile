@@ -7,11 +7,13 @@ PY := $(VENV)/bin/python
 PIP_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 MLTABLE_STAMP := .venv-mltable/.installed
+SERVING_STAMP := .venv-serving/.installed
 
-.PHONY: setup setup-python test test-fast demo bench lint infra-check env-check deploy clean
+.PHONY: setup setup-python setup-serving test test-fast demo bench lint infra-check env-check deploy clean
 
-setup: $(PIP_STAMP) $(MLTABLE_STAMP) $(NODE_STAMP)
+setup: $(PIP_STAMP) $(MLTABLE_STAMP) $(NODE_STAMP) $(SERVING_STAMP)
 setup-python: $(PIP_STAMP) $(MLTABLE_STAMP)
+setup-serving: $(SERVING_STAMP)
 
 $(PIP_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -29,6 +31,15 @@ $(MLTABLE_STAMP):
 	@echo "installing mltable into .venv-mltable (log: .venv-mltable/install.log)"
 	@{ .venv-mltable/bin/pip install --quiet --upgrade pip && .venv-mltable/bin/pip install --quiet 'mltable>=1.7' 'pandas>=2.2,<3'; } \
 		> .venv-mltable/install.log 2>&1 || { tail -40 .venv-mltable/install.log; exit 1; }
+	@touch $@
+
+# The local endpoint's inference server and the model's packages, in an environment of their own (the server pins
+# pydantic ~=2.12 and opentelemetry-sdk 1.33.0, which the function app's packages cannot share); about 2 min.
+$(SERVING_STAMP): retrainer/serving/requirements.txt
+	test -x .venv-serving/bin/python || $(PYTHON) -m venv .venv-serving
+	@echo "installing the local endpoint's inference server into .venv-serving (log: .venv-serving/install.log)"
+	@{ .venv-serving/bin/pip install --quiet --upgrade pip && .venv-serving/bin/pip install --quiet -r retrainer/serving/requirements.txt; } \
+		> .venv-serving/install.log 2>&1 || { tail -40 .venv-serving/install.log; exit 1; }
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -86,4 +97,4 @@ lint: setup-python
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .venv-checkov .venv-mltable node_modules .pytest_cache .demo
+	rm -rf $(VENV) .venv-checkov .venv-mltable .venv-serving node_modules .pytest_cache .demo

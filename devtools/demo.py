@@ -6,16 +6,23 @@
 3. lets the timer handler submit and follow a local run (six steps, CPU training, MLflow registry);
 4. drops batch 2 the same way, and shows the second model compared with the first and the decision
    (batch 2 brings a symbol type batch 1 lacks, as a real deployment meets new ones);
-5. prints a summary table and the path of the evaluation report.
+5. the local endpoint (`retrain serve`, started with Azurite) has followed the champion all along: one unseen
+   sheet goes to it, and the symbols that came back are counted and drawn on the sheet;
+6. prints a summary table and the paths of the evaluation report, the status page and the picture.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +50,7 @@ def configure(workdir: Path, connection_string: str, batch_size: int, training: 
             "RETRAIN_MIN_NEW_IMAGES": str(batch_size),
             "RETRAIN_QUIET_MINUTES": "0",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "LOCAL_SERVING_ENVIRONMENT": str(PROJECT_ROOT / ".venv-serving"),
         }
     )
     for variable in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "MLFLOW_TRACKING_URI"):
@@ -126,6 +134,64 @@ def training_notes(run_id: str) -> str:
     keys = ("warm start from", "started from the base model", "trained from scratch", "the time budget cut")
     notes = [line.strip() for line in log.splitlines() if line.strip().startswith(keys) or "planned epochs" in line]
     return "; ".join(dict.fromkeys(notes))
+
+
+def start_serving(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`retrain serve` in a process of its own, as a user starts it: it follows the champion from now on."""
+    from retrainer.serving.local import free_port
+
+    port = free_port()
+    with open(workdir / "serve.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "retrainer.cli", "serve", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            cwd=PROJECT_ROOT,
+        )
+    return process, f"http://127.0.0.1:{port}/score"
+
+
+def wait_until_serving(version: str, serve: subprocess.Popen[bytes], seconds: float = 180) -> float:
+    """Seconds until the endpoint answers with `version` (the rollout's own status says so)."""
+    from retrainer import bootstrap
+    from retrainer.serving.status import read_serving_status
+
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        status = read_serving_status(bootstrap.datastore(), bootstrap.get_settings().SERVING_STATUS_BLOB)
+        if status is not None and status.version == version and status.state == "serving":
+            return time.monotonic() - started
+        if serve.poll() is not None:
+            raise RuntimeError(f"retrain serve ended ({serve.returncode}); see serve.log")
+        time.sleep(0.5)
+    raise RuntimeError(f"the endpoint did not serve version {version} within {seconds:g} s; see serve.log")
+
+
+def ask_the_endpoint(url: str, seed: int, picture: Path) -> str:
+    """Send one sheet no model trained or was scored on; count what came back by class and draw it on the sheet."""
+    from PIL import ImageDraw
+
+    from devtools.synthetic import LABEL_MAP, encode_jpeg, generate_sheet
+    from retrainer.serving.contract import detections, scoring_request
+
+    sheet = generate_sheet(seed + 1000, 0)  # a seed no batch used: unseen
+    body = json.dumps(scoring_request([encode_jpeg(sheet.image)])).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        (found,) = detections(json.loads(response.read()), 1)
+    image = sheet.image.copy()
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    names = {class_id: name.rsplit("/", 1)[-1].lower() for class_id, name in LABEL_MAP.items()}
+    for d in found:
+        box = (d.top_x * width, d.top_y * height, d.bottom_x * width, d.bottom_y * height)
+        draw.rectangle(box, outline=(220, 30, 30), width=2)
+        draw.text((box[0], max(0.0, box[1] - 11)), f"{names.get(d.label, d.label)} {d.score:.2f}", fill=(220, 30, 30))
+    image.save(picture)
+    counts = Counter(names.get(d.label, d.label) for d in found)
+    listed = ", ".join(f"{count} {name}" for name, count in counts.most_common())
+    return f"{len(found)} symbols came back ({listed or 'none'}); the sheet holds {len(sheet.rows)}"
 
 
 def summary(workdir: Path) -> str:
@@ -215,12 +281,11 @@ def _log_to_file(path: Path) -> None:
 def _run_demo(args: argparse.Namespace, started: float) -> int:
     from devtools.azurite import running_azurite
     from devtools.synthetic import LABEL_MAP, SheetSpec, write_dataset_zip
-    from retrainer.status_page import render_status_page
 
     shutil.rmtree(args.workdir / "workspace", ignore_errors=True)
     arriving = LABEL_MAP[ARRIVING_CLASS].rsplit("/", 1)[-1].lower()
     print(
-        f"[1/5] {_elapsed(started)}  generating two batches of {args.batch} synthetic P&ID sheets "
+        f"[1/6] {_elapsed(started)}  generating two batches of {args.batch} synthetic P&ID sheets "
         f"(the {arriving} first appears in batch 2)",
         flush=True,
     )
@@ -234,36 +299,64 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
         configure(args.workdir, azurite.connection_string, args.batch, args)
         from retrainer import bootstrap
 
-        functions = handlers()
-        announced: set[str] = set()
-        for number, zip_path in enumerate(batches, start=1):
-            stage = 2 if number == 1 else 4
-            summary_line = _load(zip_path)
-            print(f"[{stage}/5] {_elapsed(started)}  batch {number}: {summary_line}", flush=True)
-            sent = announce_images(functions["on_event"], announced)
-            print(f"      {_elapsed(started)}  {sent} BlobCreated events handled by on_event", flush=True)
-            prefix = "[3/5]" if number == 1 else "     "
-            print(f"{prefix} {_elapsed(started)}  the timer handler submits and follows run {number}", flush=True)
-            run_id = follow_until_done(functions["monitor"], started)
-            record = bootstrap.ledger().run(run_id)
-            if record is None or record.state != RunState.COMPLETED or record.decision is None:
-                state = record.state if record else "unknown"
-                raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
-            decision = record.decision
-            print(f"      {_elapsed(started)}  {training_notes(run_id)}")
-            print(
-                f"      {_elapsed(started)}  version {decision.candidate_version}: holdout mAP@0.5 "
-                f"{decision.candidate_score:.3f}; {decision.reason}"
-            )
-        status_path = args.workdir / "status.html"
-        status_path.write_text(render_status_page(bootstrap.status_view().snapshot()), encoding="utf-8")
-        last = bootstrap.ledger().runs(limit=1)[0]
-        report = last.decision.candidate_report if last.decision else None
-        print(f"\n[5/5] {_elapsed(started)}  summary\n")
-        print(summary(args.workdir))
-        print(f"\nevaluation report: {report or '(none)'}")
-        print(f"status page:       {status_path.as_uri()}")
-        print(f"handlers' log:     {args.workdir / 'demo.log'}")
+        bootstrap.datastore().ensure_container()
+        serve, url = start_serving(args.workdir)
+        try:
+            return _loop_and_serve(args, started, batches, serve, url)
+        finally:
+            serve.terminate()
+            serve.wait(timeout=60)
+
+
+def _loop_and_serve(
+    args: argparse.Namespace, started: float, batches: list[Path], serve: subprocess.Popen[bytes], url: str
+) -> int:
+    """Stages 2 to 6: both batches through the function app's handlers, then the endpoint that followed them."""
+    from retrainer import bootstrap
+    from retrainer.status_page import render_status_page
+
+    functions = handlers()
+    announced: set[str] = set()
+    for number, zip_path in enumerate(batches, start=1):
+        stage = 2 if number == 1 else 4
+        summary_line = _load(zip_path)
+        print(f"[{stage}/6] {_elapsed(started)}  batch {number}: {summary_line}", flush=True)
+        sent = announce_images(functions["on_event"], announced)
+        print(f"      {_elapsed(started)}  {sent} BlobCreated events handled by on_event", flush=True)
+        prefix = "[3/6]" if number == 1 else "     "
+        print(f"{prefix} {_elapsed(started)}  the timer handler submits and follows run {number}", flush=True)
+        run_id = follow_until_done(functions["monitor"], started)
+        record = bootstrap.ledger().run(run_id)
+        if record is None or record.state != RunState.COMPLETED or record.decision is None:
+            state = record.state if record else "unknown"
+            raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
+        decision = record.decision
+        print(f"      {_elapsed(started)}  {training_notes(run_id)}")
+        print(
+            f"      {_elapsed(started)}  version {decision.candidate_version}: holdout mAP@0.5 "
+            f"{decision.candidate_score:.3f}; {decision.reason}"
+        )
+    champion = bootstrap.champion().record()
+    if champion is None:
+        raise RuntimeError("no model was promoted: nothing to serve")
+    waited = wait_until_serving(champion.version, serve)
+    print(
+        f"[5/6] {_elapsed(started)}  the local endpoint {url} serves version {champion.version} "
+        f"(it followed the champion; {waited:.0f} s after the last promotion was recorded)",
+        flush=True,
+    )
+    picture = args.workdir / "detections.png"
+    print(f"      {_elapsed(started)}  an unseen sheet sent to it: {ask_the_endpoint(url, args.seed, picture)}")
+    status_path = args.workdir / "status.html"
+    status_path.write_text(render_status_page(bootstrap.status_view().snapshot()), encoding="utf-8")
+    last = bootstrap.ledger().runs(limit=1)[0]
+    report = last.decision.candidate_report if last.decision else None
+    print(f"\n[6/6] {_elapsed(started)}  summary\n")
+    print(summary(args.workdir))
+    print(f"\nevaluation report: {report or '(none)'}")
+    print(f"status page:       {status_path.as_uri()}")
+    print(f"detections:        {picture.as_uri()}")
+    print(f"handlers' log:     {args.workdir / 'demo.log'} (the endpoint's: {args.workdir / 'serve.log'})")
     return 0
 
 

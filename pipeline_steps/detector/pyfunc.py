@@ -110,14 +110,19 @@ def _save(output: Path, weights: Path, config: Path, package: Path) -> None:
         artifacts={WEIGHTS_ARTIFACT: str(weights), CONFIG_ARTIFACT: str(config)},
         code_paths=[str(package)],
         signature=ModelSignature(inputs=Schema([ColSpec("string", "image")])),
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            "torchvision",
-            "numpy",
-            "pillow",
-            "pandas<3",
-            "faster-coco-eval",
-            "tqdm",
-            f"mlflow=={mlflow.__version__}",
-        ],
+        pip_requirements=model_requirements(),
     )
+
+
+def model_requirements() -> list[str]:
+    """What the saved model declares it needs (an environment that serves it installs these)."""
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        "torchvision",
+        "numpy",
+        "pillow",
+        "pandas<3",
+        "faster-coco-eval",
+        "tqdm",
+        f"mlflow=={mlflow.__version__}",
+    ]

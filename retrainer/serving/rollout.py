@@ -128,11 +128,15 @@ class Rollout:
 
     def tick(self) -> ServingStatus:
         """Take the next step towards serving the champion; returns (and keeps) the status."""
-        status = self._store.load() or ServingStatus(backend=self._endpoint.backend, endpoint=self._endpoint.name)
-        status = status.model_copy(update={"backend": self._endpoint.backend, "endpoint": self._endpoint.name})
+        stored = self._store.load()
+        status = stored or ServingStatus(backend=self._endpoint.backend, endpoint=self._endpoint.name)
+        status = status.model_copy(
+            deep=True, update={"backend": self._endpoint.backend, "endpoint": self._endpoint.name}
+        )
         status = self._step(status)
-        status.updated = self._clock().isoformat()
-        self._store.save(status)
+        if stored is None or status.model_dump(exclude={"updated"}) != stored.model_dump(exclude={"updated"}):
+            status.updated = self._clock().isoformat()
+            self._store.save(status)  # written when something changed: a tick a second costs a read, not a write
         return status
 
     def _step(self, status: ServingStatus) -> ServingStatus:
@@ -154,6 +158,8 @@ class Rollout:
             status.smoke, status.canary_since = None, None
         if live is not None and live.name == name and view.traffic.get(name, 0) == 100:
             self._clean_up(view, keep={name, status.previous or ""})
+            if status.state == "serving":
+                return status  # keeps saying how it came to serve
             return self._say(status, "serving", f"version {target} answers every request")
         if status.retry_at is not None and self._clock() < datetime.fromisoformat(status.retry_at):
             return status  # failed: waits for its back-off, traffic where it was

@@ -1,0 +1,216 @@
+"""Serving the champion: the scoring contract, and the local endpoint answering real requests across changes.
+
+The local endpoint is the real thing: `retrain serve` in a process of its own, Azure ML's inference server
+(azureml-inference-server-http) per deployment in the serving environment, real HTTP. The models are small MLflow
+models whose answers name their version, so a client sees which version answered each request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from retrainer.champion.authority import ChampionAuthority
+from retrainer.datastore import Datastore
+from retrainer.ledger import Ledger
+from retrainer.serving.contract import InvalidAnswer, detections, scoring_request
+from retrainer.serving.local import free_port
+from retrainer.serving.status import read_serving_status
+from retrainer.settings import load_settings
+from retrainer.workspace.local import LocalModelRegistry
+from tests.helpers import png_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVING_ENVIRONMENT = ROOT / ".venv-serving"
+NAME = "pid-symbol-detector"
+
+
+# --- the contract ------------------------------------------------------------------------------------------------
+
+
+def test_a_request_carries_each_image_as_one_base64_row_and_an_answer_is_checked_box_by_box() -> None:
+    request = scoring_request([b"\xff\xd8jpeg", b"png"])
+    assert request == {"input_data": {"columns": ["image"], "data": [["/9hqcGVn"], ["cG5n"]]}}
+    box = {"box": {"topX": 0.1, "topY": 0.2, "bottomX": 0.3, "bottomY": 0.4}, "label": 3, "score": 0.9}
+    ((found,), ()) = detections([{"boxes": [box]}, {"boxes": []}], 2)
+    assert (found.top_x, found.bottom_y, found.label, found.score) == (0.1, 0.4, "3", 0.9)
+    broken = [
+        ({"boxes": [box]}, "expected a list of 1 image results"),
+        ([{"boxes": [box]}], "expected a list of 2"),
+        ([{"boxes": [{**box, "score": 1.5}]}, {"boxes": []}], "outside [0, 1]"),
+        ([{"boxes": [{**box, "box": {**box["box"], "topX": 0.5}}]}, {"boxes": []}], "the wrong way round"),
+        ([{"boxes": [{"box": {}}]}, {"boxes": []}], "without box/label/score"),
+        ([{"detections": []}, {"boxes": []}], "with a list 'boxes'"),
+    ]
+    for answer, words in broken:
+        with pytest.raises(InvalidAnswer, match=words.replace("[", r"\[").replace("]", r"\]")):
+            detections(answer, 1 if words.startswith("expected a list of 1") else 2)
+
+
+def test_the_serving_environment_provides_every_package_the_local_detector_declares() -> None:
+    """The detector's MLflow model lists its requirements; the local endpoint's environment must install them."""
+    import re
+
+    from pipeline_steps.detector.pyfunc import model_requirements
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+    lines = (ROOT / "retrainer/serving/requirements.txt").read_text().splitlines()
+    provided = {name(line) for line in lines if line.strip() and not line.startswith("#")}
+    declared = {name(requirement) for requirement in model_requirements()}
+    assert "azureml-inference-server-http" in provided
+    assert {"mlflow-skinny" if n == "mlflow" else n for n in declared} <= provided
+    pins = {name(line): line.split("==")[1] for line in lines if "==" in line}
+    assert f"torch=={pins['torch']}" in model_requirements(), "the same torch as the model was trained with"
+
+
+# --- the local endpoint, for real ---------------------------------------------------------------------------------
+
+
+def stub_model(folder: Path, answer_label: str) -> Path:
+    """An MLflow model (models-from-code) that finds one symbol of class `answer_label` on every image."""
+    import mlflow.pyfunc
+
+    code = folder.with_suffix(".py")
+    code.write_text(
+        textwrap.dedent(
+            f"""
+            import mlflow.pyfunc
+            import pandas as pd
+
+            class Stub(mlflow.pyfunc.PythonModel):
+                def predict(self, context, model_input, params=None):
+                    box = {{"topX": 0.1, "topY": 0.1, "bottomX": 0.2, "bottomY": 0.3}}
+                    found = [{{"box": box, "label": "{answer_label}", "score": 0.9}}]
+                    return pd.DataFrame({{"boxes": [found for _ in model_input["image"]]}})
+
+            mlflow.models.set_model(Stub())
+            """
+        )
+    )
+    mlflow.pyfunc.save_model(str(folder), python_model=str(code), pip_requirements=["pandas"])
+    return folder
+
+
+@pytest.fixture
+def serving_world(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """A local registry with versions 1 and 2 (stub models answering "v1" and "v2"), version 1 the champion, and
+    `retrain serve` serving it."""
+    if not (SERVING_ENVIRONMENT / "bin" / "azmlinfsrv").is_file():
+        pytest.fail("the serving environment is missing: `make setup-serving` (make test sets it up)")
+    workspace = tmp_path / "workspace"
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(workspace))
+    monkeypatch.setenv("LOCAL_SERVING_ENVIRONMENT", str(SERVING_ENVIRONMENT))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = load_settings()
+    registry = LocalModelRegistry(workspace)
+    for label in ("v1", "v2"):
+        registry.register_model(NAME, stub_model(tmp_path / label, label), description="", tags={})
+    datastore = Datastore.from_settings(settings)
+    datastore.ensure_container()
+    ledger = Ledger.from_settings(settings)
+    ledger.ensure_tables()
+    authority = ChampionAuthority(settings, registry, ledger, datastore)
+    authority.promote("1", "the first model", "test")
+    port = free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "retrainer.cli", "serve", "--port", str(port), "--interval", "0.5"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    world = {"authority": authority, "datastore": datastore, "settings": settings, "url": f"http://127.0.0.1:{port}"}
+    try:
+        wait_until(world, lambda status: status.version == "1" and status.state == "serving", seconds=120, serve=serve)
+        yield world
+    finally:
+        serve.terminate()
+        out, _ = serve.communicate(timeout=60)
+        print(out)  # shown when a test fails
+
+
+def wait_until(world: dict, condition: object, seconds: float, serve: subprocess.Popen | None = None) -> float:
+    """Seconds until the serving status meets `condition`."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        status = read_serving_status(world["datastore"], world["settings"].SERVING_STATUS_BLOB)
+        if status is not None and condition(status):  # type: ignore[operator]
+            return time.monotonic() - started
+        assert serve is None or serve.poll() is None, serve.communicate()[0] if serve else ""
+        time.sleep(0.2)
+    raise AssertionError(f"not reached in {seconds} s: {status}")
+
+
+def ask(url: str) -> tuple[int, str | None]:
+    """One request through the endpoint: its status, and the class the answering model named."""
+    body = json.dumps(scoring_request([png_bytes(8, 8)])).encode()
+    request = urllib.request.Request(f"{url}/score", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            ((found,),) = detections(json.loads(response.read()), 1)
+            return response.status, found.label
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+@pytest.mark.slow
+def test_retrain_serve_follows_a_promotion_and_a_rollback_within_a_minute_without_a_failed_request(
+    serving_world: dict,
+) -> None:
+    url, authority = serving_world["url"], serving_world["authority"]
+    assert urllib.request.urlopen(f"{url}/", timeout=5).status == 200, "liveness"
+    answers: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            answers.append(ask(url))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        authority.promote("2", "a better model", "ana")
+        to_new = wait_until(serving_world, lambda s: s.version == "2" and s.state == "serving", seconds=60)
+        time.sleep(1.0)
+        assert answers[-1] == (200, "v2")
+        authority.promote("1", "2 misses valves", "ana")  # a rollback: version 1's deployment was kept
+        to_old = wait_until(serving_world, lambda s: s.version == "1" and s.state == "serving", seconds=60)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert to_new < 60 and to_old < 60
+    failed = [answer for answer in answers if answer[0] != 200]
+    assert failed == [] and len(answers) > 20, f"{len(failed)} of {len(answers)} requests failed"
+    labels = [label for _, label in answers]
+    assert labels[-1] == "v1" and "v2" in labels
+    status = read_serving_status(serving_world["datastore"], serving_world["settings"].SERVING_STATUS_BLOB)
+    assert status is not None and "switched back to the kept deployment" in status.message, "a traffic switch"
+    shown = subprocess.run(
+        [sys.executable, "-m", "retrainer.cli", "endpoint", "--json"], cwd=ROOT, capture_output=True, text=True
+    )
+    printed = json.loads(shown.stdout)
+    assert {key: printed[key] for key in ("backend", "url", "version", "state")} == {
+        "backend": "local",
+        "url": f"{url}/score",
+        "version": "1",
+        "state": "serving",
+    }
+    assert printed["since"]
