@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from devtools.step_rehearsal import save_stand_in
 from devtools.synthetic import SheetSpec, write_mltable_set
 from pipeline_steps.evaluation.scoring import ModelNotScorable, predict_sheets, score_models, scoring_sample
 from pipeline_steps.evaluation.sheets import Sheet, load_sheets
+from pipeline_steps.mltable_io import annotations_path
 
 SMALL = SheetSpec(min_side=200, max_side=260, min_symbols=2, max_symbols=4)
 
@@ -56,6 +59,38 @@ def test_the_sample_is_the_same_run_after_run_and_capped(holdout: list[Sheet]) -
     assert names(scoring_sample(list(reversed(holdout)), 8)) == names(sample), "order of the holdout does not matter"
     assert names(scoring_sample(holdout, None)) == names(scoring_sample(holdout, 100)) and len(holdout) == 20
     assert names(scoring_sample(holdout, 8, seed="another")) != names(sample), "the seed chooses the sample"
+
+
+def _holdout_at(images: Path, folder: Path, prefix: str, source: Path) -> Path:
+    """The source set's images under `images` and its MLTable in `folder`, with URLs `<prefix>/<relative>`."""
+    shutil.copytree(source / "images", images / "sub")
+    lines = []
+    for line in annotations_path(source).read_text().splitlines():
+        record = json.loads(line)
+        record["image_url"] = f"{prefix}/sub/{record['image_url'].rsplit('/', 1)[-1]}"
+        lines.append(json.dumps(record))
+    folder.mkdir(parents=True)
+    (folder / "annotations.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_the_sample_is_the_same_under_any_mount_point_or_run_folder(tmp_path: Path) -> None:
+    """Azure ML mounts the image folder under each job's own folder, and a local run copies it into its own."""
+    source = write_mltable_set(tmp_path / "source", 30, seed=32, spec=SMALL)
+    prefix = "azureml://subscriptions/s/resourcegroups/g/workspaces/w/datastores/retraining_data/paths/data/images"
+    samples = []
+    for job in ("0f1e2d", "9a8b7c"):
+        mount = tmp_path / "mnt" / "azureml" / "cr" / "j" / job / "cap" / "data-capability" / "wd" / "images"
+        holdout = _holdout_at(mount, tmp_path / job / "holdout", prefix, source)
+        samples.append(scoring_sample(load_sheets(holdout, images_folder=mount, images_prefix=prefix), 10))
+    for run in ("run-1", "run-2"):
+        images = tmp_path / run / "data" / "images"
+        holdout = _holdout_at(images, tmp_path / run / "holdout", images.resolve().as_uri(), source)
+        samples.append(scoring_sample(load_sheets(holdout, images_folder=images), 10))
+    assert all(s[0].path != samples[0][0].path for s in samples[1:]), "four different folders"
+    chosen = [names(sample) for sample in samples]
+    assert chosen == [chosen[0]] * 4
+    assert [sheet.key for sheet in samples[0]] == [f"sub/{name}" for name in chosen[0]]
 
 
 def test_a_growing_holdout_keeps_the_sample_where_no_new_image_ranks_in(holdout: list[Sheet]) -> None:

@@ -7,9 +7,10 @@ MLflow builds that environment once per process and reuses it for every later ca
 declaration, so a step that scores two AutoML models in many batches builds it once.
 
 A comparison is bounded twice: at most `limit` sheets, a sample fixed by a seeded hash of each
-image's name (the same images run after run, so decisions stay comparable; a growing holdout only
-changes the sample where a new image ranks in), and a time budget checked between batches. Both
-models score each batch in turn, so whatever was scored when the budget ran out is scored by both.
+image's path inside the image folder (the same images run after run, wherever a job mounts the
+folder or a local run copies it, so decisions stay comparable; a growing holdout only changes the
+sample where a new image ranks in), and a time budget checked between batches. Both models score
+each batch in turn, so whatever was scored when the budget ran out is scored by both.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def scoring_sample(sheets: list[Sheet], limit: int | None, seed: str = SAMPLE_SE
     """At most `limit` sheets (all with None), in the seeded order in which they are scored."""
 
     def rank(sheet: Sheet) -> str:
-        return hashlib.sha256(f"{seed}\0{sheet.path.name}\0{sheet.path}".encode()).hexdigest()
+        # The path inside the image folder, never the folder itself: on Azure ML that lies under each job's
+        # own mount point, locally under each run's folder, and the sample would be redrawn run after run.
+        return hashlib.sha256(f"{seed}\0{sheet.relative_name()}".encode()).hexdigest()
 
     ordered = sorted(sheets, key=rank)
     return ordered if limit is None else ordered[:limit]
