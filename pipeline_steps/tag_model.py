@@ -4,21 +4,22 @@
         --model-metadata-path <register_model output> --holdout-data-path <split's holdout MLTable> \
         --best-model-metadata-path <output folder> [--min-map-improvement 0] [--confidence-level 0.95] \
         [--bootstrap-resamples 1000] [--max-holdout-images 200] [--scoring-budget-minutes 60] \
-        [--scoring-env-manager local|conda|virtualenv|uv]
+        [--scoring-env-manager local|automl] [--automl-python <AutoML's interpreter>]
 
-Both models are scored on the holdout (images neither trained on) by one scorer: MLflow's
-`mlflow.models.predict` through the AutoML scoring contract, then COCO mAP@0.5. `--scoring-env-manager`
-says where a model runs: `local` in this process's environment (the local detector), `conda` in the
-environment the model declares (an AutoML model on Azure ML). Scoring is bounded: a fixed seeded sample
-of at most --max-holdout-images, and --scoring-budget-minutes, after which the images both models
-scored decide. A paired bootstrap over the scored images gives an interval for the challenger's mAP@0.5
-minus the champion's; the challenger is promoted only when the interval's lower bound clears
---min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
-the recorded validation scores decide, and the record says so. Idempotent, and never more than one
-version tagged best: local tag steps take a lock; on Azure ML the step re-reads after writing and
-repairs. A champion the operator pinned (tags on its version, `retrainer/champion_tags.py`) stays, and the
-comparison is still made and recorded. `best_model_metadata.json` records both scores, the interval, the
-holdout's version and per-class AP of both.
+Both models are scored on the holdout (images neither trained on) by one scorer: MLflow's `models
+predict` through the AutoML scoring contract, then COCO mAP@0.5. `--scoring-env-manager` says where a
+model's code runs, never in an environment built at run time: `local` in this process (the local
+detector), `automl` in `--automl-python`, the interpreter of AutoML's own training environment that the
+step's image carries (an AutoML model on Azure ML). Scoring is bounded: a fixed seeded sample of at most
+--max-holdout-images, and --scoring-budget-minutes from the step's start (fetching the models included),
+after which the images both models scored decide. A paired bootstrap over the scored images gives an
+interval for the challenger's mAP@0.5 minus the champion's; the challenger is promoted only when the
+interval's lower bound clears --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0) the recorded
+validation scores decide, and the record says so. Idempotent, and never more than one version tagged
+best: local tag steps take a lock; on Azure ML the step re-reads after writing and repairs. A champion
+the operator pinned (tags on its version, `retrainer/champion_tags.py`) stays, and the comparison is
+still made and recorded. `best_model_metadata.json` records both scores, the interval, the holdout's
+version and per-class AP of both.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
 from pipeline_steps.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
 from pipeline_steps.evaluation.metrics import evaluate
-from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, scoring_sample
+from pipeline_steps.evaluation.scoring import (
+    RUNTIME_KINDS,
+    ModelNotScorable,
+    ModelRuntime,
+    score_models,
+    scoring_sample,
+)
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.mltable_io import class_sort_key
 from pipeline_steps.register_model import PER_CLASS_TAG
@@ -57,8 +64,6 @@ from retrainer.promotion import (
 from retrainer.records import BEST_MODEL_TAG, ModelVersion
 from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
-
-SCORING_ENV_MANAGERS = ("local", "conda", "virtualenv", "uv")
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def holdout_scorer(
     *,
     confidence: float,
     resamples: int,
-    env_manager: str,
+    runtime: ModelRuntime,
     max_images: int | None = None,
     budget_minutes: float | None = None,
     images_folder: Path | None = None,
@@ -268,7 +273,8 @@ def holdout_scorer(
     overall and per class."""
 
     def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-        started = time.monotonic()
+        started = time.monotonic()  # the budget counts everything: reading the holdout, fetching the models
+        deadline = None if budget_minutes is None else started + budget_minutes * 60
         sheets = load_sheets(holdout_folder, images_folder=images_folder, images_prefix=images_prefix)
         if not sheets:
             raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
@@ -281,12 +287,7 @@ def holdout_scorer(
                 for v, side in zip(models, sides[: len(models)], strict=True)
             ]
             try:
-                scored = score_models(
-                    folders,
-                    sample,
-                    env_manager,
-                    budget_seconds=None if budget_minutes is None else budget_minutes * 60,
-                )
+                scored = score_models(folders, sample, runtime, deadline=deadline)
             except ModelNotScorable as error:  # e.g. a champion saved by an older detector architecture
                 side = sides[folders.index(error.model)] if error.model in folders else "holdout"
                 raise ScoringUnavailable(str(error), side) from error
@@ -471,8 +472,9 @@ def build_parser() -> StepParser:
     add_flag(parser, "min-class-instances", type=int, help="symbols of a class on the holdout for it to be guarded")
     add_flag(parser, "max-class-ap-drop", type=float, help="AP@0.5 a guarded class may lose before the champion stays")
     add_flag(parser, "label-map-path", type=Path, default=None, help="class id -> name JSON, for the decision's words")
-    # Run by hand the model runs here; the component (Azure ML) builds the model's own environment.
-    add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
+    # Run by hand the model runs here; the component (Azure ML) scores in AutoML's interpreter in its image.
+    add_flag(parser, "scoring-env-manager", choices=RUNTIME_KINDS, default="local")
+    add_flag(parser, "automl-python", help="AutoML's interpreter, with --scoring-env-manager automl")
     return parser
 
 
@@ -524,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.holdout_data_path,
                 confidence=args.confidence_level,
                 resamples=args.bootstrap_resamples,
-                env_manager=args.scoring_env_manager,
+                runtime=ModelRuntime(
+                    args.scoring_env_manager, args.automl_python if args.scoring_env_manager == "automl" else None
+                ),
                 max_images=args.max_holdout_images,
                 budget_minutes=args.scoring_budget_minutes,
                 min_class_instances=args.min_class_instances,
