@@ -24,7 +24,6 @@ version and per-class AP of both.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
@@ -433,23 +432,6 @@ def class_names(label_map: Path | None) -> dict[str, str]:
     return {str(k): str(v).rsplit("/", 1)[-1] for k, v in mapping.items() if isinstance(v, str) and v}
 
 
-def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Numbers that make no sense are refused with one line naming the flag (exit 2, as argparse does)."""
-    checks = [
-        ("--min-map-improvement", args.min_map_improvement, 0 <= args.min_map_improvement < 1, "in [0, 1)"),
-        ("--confidence-level", args.confidence_level, 0.5 < args.confidence_level < 1, "in (0.5, 1)"),
-        ("--bootstrap-resamples", args.bootstrap_resamples, args.bootstrap_resamples >= 100, "at least 100"),
-        ("--max-holdout-images", args.max_holdout_images, args.max_holdout_images >= 1, "at least 1"),
-        ("--scoring-budget-minutes", args.scoring_budget_minutes, args.scoring_budget_minutes > 0, "above 0"),
-        ("--min-holdout-images", args.min_holdout_images, args.min_holdout_images >= 1, "at least 1"),
-        ("--min-class-instances", args.min_class_instances, args.min_class_instances >= 1, "at least 1"),
-        ("--max-class-ap-drop", args.max_class_ap_drop, 0 <= args.max_class_ap_drop <= 1, "in [0, 1]"),
-    ]
-    for flag, value, valid, expected in checks:
-        if not valid or not math.isfinite(value):
-            parser.error(f"{flag} must be a finite number {expected}, got {value}")
-
-
 def build_parser() -> StepParser:
     parser = step_parser("tag_model", __doc__)
     add_flag(parser, "model-base-name")
@@ -458,19 +440,46 @@ def build_parser() -> StepParser:
     add_flag(parser, "holdout-data-path", type=Path, default=None, help="the split's holdout MLTable folder")
     add_flag(parser, "holdout-images-path", type=Path, default=None, help="where the holdout's images are mounted")
     add_flag(parser, "images-string-absolute-path", default="", help="image URL prefix to map onto the mount")
+    # Each number carries a setting and takes its range from the setting's field: what the service accepts at
+    # start, the step accepts (exit 2 naming the flag otherwise, as argparse does).
     add_flag(
         parser,
         "min-map-improvement",
-        type=float,
+        setting="MIN_MAP_IMPROVEMENT",
         help="how much the new model's mAP@0.5 must beat the best model's to be promoted",
     )
-    add_flag(parser, "confidence-level", type=float, help="of the bootstrap interval")
-    add_flag(parser, "bootstrap-resamples", type=int)
-    add_flag(parser, "max-holdout-images", type=int, help="a fixed seeded sample of at most this many")
-    add_flag(parser, "scoring-budget-minutes", type=float, help="scoring both models stops after")
-    add_flag(parser, "min-holdout-images", type=int, help="fewer scored images: the champion stays")
-    add_flag(parser, "min-class-instances", type=int, help="symbols of a class on the holdout for it to be guarded")
-    add_flag(parser, "max-class-ap-drop", type=float, help="AP@0.5 a guarded class may lose before the champion stays")
+    add_flag(parser, "confidence-level", setting="PROMOTION_CONFIDENCE_LEVEL", help="of the bootstrap interval")
+    add_flag(parser, "bootstrap-resamples", setting="PROMOTION_BOOTSTRAP_RESAMPLES")
+    add_flag(
+        parser,
+        "max-holdout-images",
+        setting="PROMOTION_MAX_HOLDOUT_IMAGES",
+        help="a fixed seeded sample of at most this many",
+    )
+    add_flag(
+        parser,
+        "scoring-budget-minutes",
+        setting="PROMOTION_SCORING_MINUTES",
+        help="from the step's start, scoring both models stops after",
+    )
+    add_flag(
+        parser,
+        "min-holdout-images",
+        setting="PROMOTION_MIN_HOLDOUT_IMAGES",
+        help="fewer scored images: the champion stays",
+    )
+    add_flag(
+        parser,
+        "min-class-instances",
+        setting="MIN_CLASS_INSTANCES",
+        help="symbols of a class on the holdout for it to be guarded",
+    )
+    add_flag(
+        parser,
+        "max-class-ap-drop",
+        setting="MAX_CLASS_AP_DROP",
+        help="AP@0.5 a guarded class may lose before the champion stays",
+    )
     add_flag(parser, "label-map-path", type=Path, default=None, help="class id -> name JSON, for the decision's words")
     # Run by hand the model runs here; the component (Azure ML) scores in AutoML's interpreter in its image.
     add_flag(parser, "scoring-env-manager", choices=RUNTIME_KINDS, default="local")
@@ -515,7 +524,6 @@ def class_guard_chart(guard: ClassGuard) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_ranges(parser, args)
     try:
         registered = RegisteredModel.read(args.model_metadata_path)
         registry = open_registry(load_registry_location())
