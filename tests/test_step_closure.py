@@ -191,3 +191,22 @@ def test_imports_inside_functions_and_type_checking_blocks_are_told_apart(tmp_pa
     names = imported_names(source, "pipeline_steps.sample")
     assert {"mlflow.models", "PIL", "PIL.Image"} <= names
     assert "torch" not in names
+
+
+def test_the_automl_rehearsal_runs_the_release_of_automl_the_image_pins() -> None:
+    """`make automl-rehearsal` saves and scores models with the AutoML release of the tag step's image, on its Python,
+    and its model script imports nothing of this project (it runs in AutoML's interpreter)."""
+    dockerfile = (COMPONENTS / "scoring.Dockerfile").read_text()
+    (python, automl) = re.findall(r"Python (3\.\d+), azureml-automl-dnn-vision (\S+),", dockerfile)[0]
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "devtools" / "automl_environment.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["azureml-automl-dnn-vision"] == automl
+    script = ROOT / "devtools" / "automl_model.py"
+    tree = ast.parse(script.read_text(), feature_version=tuple(int(p) for p in python.split(".")))  # type: ignore[arg-type]
+    imported = {name.split(".")[0] for name in imported_names(script, "devtools.automl_model")}
+    assert not imported & {"pipeline_steps", "retrainer", "devtools"}, "it runs outside this project's environment"
+    assert tree.body
+    assert "PYTHON310 ?=" in (ROOT / "Makefile").read_text() and python == "3.10"
