@@ -205,7 +205,8 @@ def test_the_automl_rehearsal_runs_the_release_of_automl_the_image_pins() -> Non
     )
     assert pins["azureml-automl-dnn-vision"] == automl
     script = ROOT / "devtools" / "automl_model.py"
-    tree = ast.parse(script.read_text(), feature_version=tuple(int(p) for p in python.split(".")))  # type: ignore[arg-type]
+    major, minor = (int(part) for part in python.split("."))
+    tree = ast.parse(script.read_text(), feature_version=(major, minor))
     imported = {name.split(".")[0] for name in imported_names(script, "devtools.automl_model")}
     assert not imported & {"pipeline_steps", "retrainer", "devtools"}, "it runs outside this project's environment"
     assert tree.body
