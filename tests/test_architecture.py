@@ -406,3 +406,20 @@ def test_the_settings_check_sees_an_aliased_import_inside_a_function(tmp_path: P
     assert settings_imports("pipeline_steps.step", module, SERVICE_SETTINGS) == {"retrainer.settings.get_settings"}
     module.write_text("from retrainer.settings import Settings as S\n\nLOCATION = S()\n")
     assert constructs_settings(module)
+
+
+def test_no_shipped_module_imports_a_private_module_of_the_azure_ml_sdk() -> None:
+    """`azure-ai-ml` is not pinned in the function app's requirements: only its public API is used (`_`-prefixed
+    modules move between releases), as `azure.ai.ml.automl` exports the AutoML job and search-space classes."""
+    shipped = {
+        **modules("retrainer"),
+        **modules("pipeline_steps"),
+        "function_app": imports_of(ROOT / "function_app.py"),
+    }
+    offenders = {
+        name: sorted(
+            m for m in imported if m.startswith("azure.ai.ml") and any(p.startswith("_") for p in m.split("."))
+        )
+        for name, imported in shipped.items()
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
