@@ -87,7 +87,8 @@ env-check: setup-python
 PYTHON310 ?= $(firstword $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null) \
 	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10))
 AUTOML_VENV := .venv-automl
-AUTOML_STAMP := $(AUTOML_VENV)/.installed
+# Not one of `make setup`'s environments (its stamp is named apart from theirs).
+AUTOML_STAMP := $(AUTOML_VENV)/.automl-installed
 
 $(AUTOML_STAMP): devtools/automl_environment.txt
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed (AutoML's training image runs 3.10): set PYTHON310"; exit 1; }
