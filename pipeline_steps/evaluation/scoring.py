@@ -158,8 +158,11 @@ def _predict_in(python: str, model_folder: Path, source: Path, output: Path, tim
     command = [python, "-m", "mlflow", "models", "predict", "--model-uri", str(model_folder)]
     command += ["--input-path", str(source), "--output-path", str(output), "--content-type", "json"]
     command += ["--env-manager", "local"]
+    # Its environment's own libraries first: the step's image puts the steps' environment's first for the step.
+    libraries = [str(Path(python).parent.parent / "lib"), os.environ.get("LD_LIBRARY_PATH", "")]
+    env = {**os.environ, "LD_LIBRARY_PATH": ":".join(part for part in libraries if part)}
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"scoring {model_folder} did not finish in the {timeout:.0f} s left") from None
     except OSError as error:  # the image holds no such interpreter
