@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 MLTABLE_STAMP := .venv-mltable/.installed
 SERVING_STAMP := .venv-serving/.installed
 
-.PHONY: setup setup-python setup-serving test test-fast demo bench lint infra-check env-check deploy clean
+.PHONY: setup setup-python setup-serving test test-fast demo bench lint infra-check env-check automl-rehearsal deploy clean
 
 setup: $(PIP_STAMP) $(MLTABLE_STAMP) $(NODE_STAMP) $(SERVING_STAMP)
 setup-python: $(PIP_STAMP) $(MLTABLE_STAMP)
@@ -91,10 +91,33 @@ infra-check: $(CHECKOV)
 env-check: setup-python
 	$(PY) -m devtools.step_environment check --import-steps --rehearse
 
+# AutoML's models scored as the tag step scores them on Azure ML: two MLflow models saved through AutoML for Images'
+# own wrapper class, in AutoML's interpreter (Python 3.10, devtools/automl_environment.txt), scored there by the tag
+# step. Not in CI: the environment is 222 packages, 8.2 GB (torch's CUDA build: the index has no other), and took
+# 844 s to install here; the rehearsal itself about 5 minutes (docs/pipeline.md, "What scoring costs").
+PYTHON310 ?= $(firstword $(shell python3.10 -c 'import sys; print(sys.executable)' 2>/dev/null) \
+	$(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10))
+AUTOML_VENV := .venv-automl
+# Not one of `make setup`'s environments (its stamp is named apart from theirs).
+AUTOML_STAMP := $(AUTOML_VENV)/.automl-installed
+
+$(AUTOML_STAMP): devtools/automl_environment.txt
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 is needed (AutoML's training image runs 3.10): set PYTHON310"; exit 1; }
+	test -x $(AUTOML_VENV)/bin/python || $(PYTHON310) -m venv $(AUTOML_VENV)
+	@echo "installing AutoML's scoring environment into $(AUTOML_VENV) (log: $(AUTOML_VENV)/install.log; ~15 min)"
+	@printf 'setuptools<81\n' > $(AUTOML_VENV)/build-constraints.txt
+	@PIP_CONSTRAINT=$(AUTOML_VENV)/build-constraints.txt $(AUTOML_VENV)/bin/pip install --quiet \
+		-r devtools/automl_environment.txt > $(AUTOML_VENV)/install.log 2>&1 \
+		|| { tail -40 $(AUTOML_VENV)/install.log; exit 1; }
+	@touch $@
+
+automl-rehearsal: setup-python $(AUTOML_STAMP)
+	$(PY) -m devtools.step_rehearsal --automl-python $(AUTOML_VENV)/bin/python
+
 lint: setup-python
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .venv-checkov .venv-mltable .venv-serving node_modules .pytest_cache .demo
+	rm -rf $(VENV) .venv-checkov .venv-mltable .venv-serving $(AUTOML_VENV) node_modules .pytest_cache .demo

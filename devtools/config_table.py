@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import AliasChoices, SecretStr
 from pydantic.fields import FieldInfo
 
-from retrainer.settings import Settings
+from retrainer.settings import Settings, setting_bound
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,6 +120,8 @@ def meaning(name: str, field: FieldInfo) -> str:
         raise TableError(f"Settings.{name} has no description= (retrainer/settings.py): the table has nothing to say")
     if is_secret(field):
         text += " A secret: shown as `**********` wherever the settings are printed or logged."
+    if field.annotation in (int, float) and any(not isinstance(m, type) for m in field.metadata):
+        text += f" Must be {setting_bound(name).describe()}."
     return text
 
 

@@ -1,6 +1,6 @@
 """Rehearse the pipeline's CPU steps, their real code paths, in this Python environment.
 
-    python -m devtools.step_rehearsal [--work DIR]
+    python -m devtools.step_rehearsal [--work DIR] [--automl-python PATH]
 
 CI runs it inside the steps' pinned Azure ML environment (`make env-check`), where an import that only
 the development environment provides would otherwise surface on Azure ML, after the GPU time is spent.
@@ -11,8 +11,14 @@ the flags that the settings table gives every runner. Training is the one step l
 AutoML): two stand-in models take its place (`devtools.stand_in_model`), MLflow models whose code
 needs nothing beyond this environment, one finding half of the symbols and one nearly all. The
 registry is the local one (MLflow on SQLite). The first model must be promoted (nothing was best),
-and the second must beat it on the holdout, through `mlflow.models.predict` as on Azure ML (served in
-this process here; in the model's own environment there). Exits 1 naming the step that failed.
+and the second must beat it on the holdout, through MLflow's `models predict` (served in this process).
+Exits 1 naming the step that failed.
+
+With `--automl-python` (`make automl-rehearsal`) the two models are real AutoML for Images MLflow
+models, saved in that interpreter through AutoML's own wrapper class (`devtools.automl_model`), and the
+tag step scores them there, in AutoML's interpreter, as it does in its Azure ML image
+(`--scoring-env-manager automl`). Their weights are random, so who wins is not checked: the first
+must be promoted, the second compared with it on the holdout.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ IMAGES_PREFIX = (
 )
 #: The stand-ins' recall: the share of each image's symbols they find.
 RECALLS = (0.5, 0.95)
+AUTOML_MODEL_SCRIPT = Path(__file__).resolve().parent / "automl_model.py"
 
 
 class RehearsalFailed(RuntimeError):
@@ -101,8 +108,31 @@ def save_stand_in(folder: Path, answers: dict[str, list[dict]], validation_map: 
     return folder
 
 
-def rehearse(work: Path) -> list[PromotionRecord]:
-    """Run the CPU steps on the sample sheets; the two tag steps' records, or RehearsalFailed."""
+def save_automl_model(folder: Path, python: str, aggregated: Path, seed: int, logs: Path) -> Path:
+    """An AutoML MLflow model saved in AutoML's interpreter (`devtools/automl_model.py`), with a metrics.json."""
+    classes = sorted(
+        {
+            str(box["label"])
+            for line in (aggregated / "annotations.jsonl").read_text().splitlines()
+            for box in json.loads(line)["label"]
+        }
+    )
+    command = [python, str(AUTOML_MODEL_SCRIPT), "--output", str(folder), "--classes", ",".join(classes)]
+    result = subprocess.run([*command, "--seed", str(seed)], capture_output=True, text=True, check=False)
+    with (logs / "automl_model.log").open("a") as log:
+        log.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        tail = " | ".join(result.stderr.strip().splitlines()[-8:])
+        raise RehearsalFailed(f"saving an AutoML model in {python} failed (exit {result.returncode}): {tail}")
+    metrics = {"mean_average_precision": 0.5, "precision": 0.5, "recall": 0.5}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def rehearse(work: Path, automl_python: str | None = None) -> list[PromotionRecord]:
+    """Run the CPU steps on the sample sheets; the two tag steps' records, or RehearsalFailed.
+
+    With `automl_python`, the models are AutoML's, scored in that interpreter."""
     settings = load_settings(
         WORKSPACE_BACKEND="local",
         LOCAL_WORKSPACE_DIR=work / "workspace",
@@ -154,8 +184,11 @@ def rehearse(work: Path) -> list[PromotionRecord]:
     )
     records = []
     for index, recall in enumerate(RECALLS, start=1):
-        answers = stand_in_answers(out / "aggregated", recall, SAMPLES / "images", IMAGES_PREFIX)
-        model = save_stand_in(out / f"model-{index}", answers, validation_map=recall)
+        if automl_python:
+            model = save_automl_model(out / f"model-{index}", automl_python, out / "aggregated", index, logs)
+        else:
+            answers = stand_in_answers(out / "aggregated", recall, SAMPLES / "images", IMAGES_PREFIX)
+            model = save_stand_in(out / f"model-{index}", answers, validation_map=recall)
         run_step(
             "register_model",
             {
@@ -175,42 +208,46 @@ def rehearse(work: Path) -> list[PromotionRecord]:
                 "holdout_data_path": sides["holdout"],
                 "holdout_images_path": SAMPLES / "images",
                 "images_string_absolute_path": IMAGES_PREFIX,
-                "scoring_env_manager": "local",
+                "scoring_env_manager": "automl" if automl_python else "local",
+                "automl_python": automl_python,
                 "best_model_metadata_path": out / f"best_model-{index}",
             },
             env,
             logs,
         )
         records.append(PromotionRecord.from_json((out / f"best_model-{index}" / PROMOTION_RECORD_FILE).read_text()))
-    check_decisions(records)
+    check_decisions(records, better_wins=automl_python is None)
     return records
 
 
-def check_decisions(records: list[PromotionRecord]) -> None:
+def check_decisions(records: list[PromotionRecord], better_wins: bool = True) -> None:
     first, second = records
     if not first.promoted or first.best_version != "1":
         raise RehearsalFailed(f"step tag_model: the first model was not promoted: {first.reason}")
     interval = second.comparison.interval
-    if interval is None or second.comparison.scored_images is None:
+    if interval is None or not second.comparison.scored_images:
         raise RehearsalFailed(f"step tag_model: the models were not compared on the holdout: {second.reason}")
-    if not second.promoted or interval.low <= 0 or second.best_version != "2":
+    if better_wins and (not second.promoted or interval.low <= 0 or second.best_version != "2"):
         raise RehearsalFailed(f"step tag_model: the better stand-in did not win on the holdout: {second.reason}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, help="folder for the run (default: a temporary one, removed after)")
+    parser.add_argument("--automl-python", help="AutoML's interpreter: rehearse with real AutoML models scored there")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="step-rehearsal-"))
     try:
-        records = rehearse(work)
+        records = rehearse(work, args.automl_python)
     except RehearsalFailed as error:
         print(f"step rehearsal: {error} (logs in {work / 'logs'})", file=sys.stderr)
         return 1
     decided = records[-1]
+    models = f"two AutoML models in {args.automl_python}" if args.automl_python else "two stand-ins"
     print(
-        f"step rehearsal: 5 CPU steps ran in {sys.prefix}; the tag step scored {decided.comparison.scored_images} "
-        f"holdout images and decided: {decided.reason}"
+        f"step rehearsal: 5 CPU steps ran in {sys.prefix}; the tag step scored {models} on "
+        f"{decided.comparison.scored_images} holdout images in {decided.comparison.scoring_seconds} s and decided: "
+        f"{decided.reason}"
     )
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

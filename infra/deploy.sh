@@ -47,6 +47,8 @@ resources() {
   terraform -chdir="$here" apply -input=false -auto-approve -var "event_subscriptions=$keep"
   keyless_host_storage
   workspace_storage_roles
+  workspace_registry_and_vault_roles
+  cluster_image_pull_roles
 }
 
 # azurerm re-adds AzureWebJobsStorage on every apply: delete it, then check it is gone.
@@ -108,6 +110,26 @@ workspace_storage_roles() {
   principal="$(output ml_workspace_principal_id)"
   for role in "Storage Blob Data Contributor" "Storage File Data Privileged Contributor"; do
     ensure_role "$principal" "$role" "$scope"
+  done
+}
+
+# The workspace's identity builds the steps' images into the registry and reads the workspace's secrets from
+# the RBAC key vault: the roles the docs list for a workspace identity (Contributor on the registry, Key Vault
+# Administrator on an RBAC vault), which the provider creates for a portal workspace. Checked like storage.
+workspace_registry_and_vault_roles() {
+  local principal
+  principal="$(output ml_workspace_principal_id)"
+  ensure_role "$principal" "Contributor" "$(output container_registry_id)"
+  ensure_role "$principal" "Key Vault Administrator" "$(output key_vault_id)"
+}
+
+# The clusters' system-assigned identities pull the images by the documented path: Azure ML grants them AcrPull
+# on the workspace registry itself. Checked after every apply, and granted where it is missing (infra/ml.tf).
+cluster_image_pull_roles() {
+  local principal registry
+  registry="$(output container_registry_id)"
+  for principal in $(output compute_system_principal_ids); do
+    ensure_role "$principal" "AcrPull" "$registry"
   done
 }
 

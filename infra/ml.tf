@@ -66,6 +66,14 @@ resource "azurerm_machine_learning_datastore_blobstorage" "data" {
 # identity-based default datastore, and the CPU steps register data assets and models, so both need
 # data-contributor rights (Azure ML's role table for identity-based data access). One identity, one
 # set of roles; jobs run under it explicitly (the pipeline sets a managed identity, not AmlToken).
+#
+# Each cluster also has its system-assigned identity, for the image pull: that is the path Microsoft
+# documents for a registry without admin user (Azure ML grants a cluster's system-assigned identity
+# AcrPull on the workspace registry itself), while a user-assigned identity alone has been reported to
+# fail the pull (MachineLearningNotebooks#1733, azureml-examples#3463). Both are kept: the user-assigned
+# identity keeps its explicit AcrPull and its data roles (roles.tf), the system-assigned ones get the same
+# data roles, so a job holds its rights whichever of the two it signs in as, and infra/deploy.sh checks
+# the system identities' AcrPull after every apply.
 resource "azurerm_user_assigned_identity" "compute" {
   name                = "id-${local.prefix}-compute"
   resource_group_name = azurerm_resource_group.main.name
@@ -86,7 +94,7 @@ resource "azurerm_machine_learning_compute_cluster" "cpu" {
     scale_down_nodes_after_idle_duration = "PT10M"
   }
   identity {
-    type         = "UserAssigned"
+    type         = "SystemAssigned, UserAssigned"
     identity_ids = [azurerm_user_assigned_identity.compute.id]
   }
   tags = var.tags
@@ -105,7 +113,7 @@ resource "azurerm_machine_learning_compute_cluster" "gpu" {
     scale_down_nodes_after_idle_duration = "PT10M"
   }
   identity {
-    type         = "UserAssigned"
+    type         = "SystemAssigned, UserAssigned"
     identity_ids = [azurerm_user_assigned_identity.compute.id]
   }
   tags = var.tags

@@ -77,3 +77,13 @@ output "container_registry_id" {
   description = "The workspace's container registry, which holds the steps' environment image."
   value       = azurerm_container_registry.main.id
 }
+
+output "compute_system_principal_ids" {
+  description = "Principals of the clusters' system-assigned identities, space-separated (deploy.sh checks their AcrPull)."
+  value       = join(" ", values(local.cluster_system_principals))
+}
+
+output "key_vault_id" {
+  description = "The workspace's key vault, RBAC-authorised (deploy.sh checks the workspace identity's role on it)."
+  value       = azurerm_key_vault.main.id
+}

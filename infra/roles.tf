@@ -80,12 +80,38 @@ resource "azurerm_role_assignment" "compute_acr_pull" {
   principal_id         = azurerm_user_assigned_identity.compute.principal_id
 }
 
+# The clusters' system-assigned identities (ml.tf says why they exist): the same data roles as the
+# user-assigned one. Their AcrPull is Azure ML's to grant; infra/deploy.sh checks it after each apply
+# (declaring it too would 409 where Azure ML already created it).
+locals {
+  cluster_system_principals = {
+    cpu = azurerm_machine_learning_compute_cluster.cpu.identity[0].principal_id
+    gpu = azurerm_machine_learning_compute_cluster.gpu.identity[0].principal_id
+  }
+}
+
+resource "azurerm_role_assignment" "cluster_blobs" {
+  for_each             = local.cluster_system_principals
+  scope                = azurerm_storage_account.datastore.id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = each.value
+}
+
+resource "azurerm_role_assignment" "cluster_ml" {
+  for_each             = local.cluster_system_principals
+  scope                = azurerm_machine_learning_workspace.main.id
+  role_definition_name = "AzureML Data Scientist"
+  principal_id         = each.value
+}
+
 # The workspace's own identity on its key-disabled system storage (Storage Blob Data Contributor and
 # Storage File Data Privileged Contributor) is not declared here: where the Azure ML resource provider
 # creates these assignments itself, declaring them too fails the apply with 409 RoleAssignmentExists.
 # The docs promise that only for workspaces created in the portal, and Terraform creates through ARM,
 # so infra/deploy.sh checks them after every apply of stage 1 and creates the missing ones
-# (outputs ml_workspace_principal_id and workspace_identity_storage_id).
+# (outputs ml_workspace_principal_id and workspace_identity_storage_id). The same holds for its roles on
+# the registry (Contributor: it builds the steps' images there) and on the RBAC key vault (Key Vault
+# Administrator), which the docs list for a workspace identity: deploy.sh checks those too.
 
 # The deployer (you, or a CI identity: var.deployer_principal_id): `retrain register-components`
 # uploads the component code with the caller's token to the key-disabled workspace storage (blobs and

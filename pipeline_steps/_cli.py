@@ -4,7 +4,9 @@ Every flag answers to its `--kebab-case` and `--snake_case` spelling: the steps'
 them both ways (the original pipeline mixed the two). Settings reach a step only as flags (component
 inputs), never from the environment: `step_inputs.py` maps settings to them for both runners. A flag
 added without a default takes its component's (`components/<step>.yml`), so each input has one
-default, which a test holds equal to the setting's.
+default, which a test holds equal to the setting's. A flag that carries a setting (`setting=`) takes
+its range from the setting's field (`retrainer.settings.setting_bound`): one bound, which the
+service checks at start and the step's CLI checks again, with one wording.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ COMPONENTS = Path(__file__).resolve().parent / "components"
 
 
 class StepParser(argparse.ArgumentParser):
-    """A step's parser, holding its component's input defaults."""
+    """A step's parser, holding its component's input defaults and the setting each bounded flag carries."""
 
     component_defaults: dict[str, Any]
+    settings_of: dict[str, str]
 
 
 def step_parser(step: str, description: str | None) -> StepParser:
@@ -33,6 +36,7 @@ def step_parser(step: str, description: str | None) -> StepParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.component_defaults = component_defaults(step)
+    parser.settings_of = {}
     return parser
 
 
@@ -47,14 +51,28 @@ def component_defaults(step: str) -> dict[str, Any]:
     return {name: spec["default"] for name, spec in inputs.items() if isinstance(spec, dict) and "default" in spec}
 
 
-def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Add `--kebab-case` and `--snake_case` spellings of one flag; without a default, the component's."""
+def add_flag(parser: argparse.ArgumentParser, name: str, *, setting: str | None = None, **kwargs: Any) -> None:
+    """Add `--kebab-case` and `--snake_case` spellings of one flag; without a default, the component's.
+
+    With `setting`, the flag carries that setting: its type and range are the setting field's.
+    """
     kebab, snake = name.replace("_", "-"), name.replace("-", "_")
     spellings = [f"--{kebab}"] if kebab == snake else [f"--{kebab}", f"--{snake}"]
     defaults = getattr(parser, "component_defaults", {})
     if "default" not in kwargs and not kwargs.get("required") and snake in defaults:
         kwargs["default"] = defaults[snake]
+    if setting is not None:
+        kwargs["type"] = bounded(setting)
+        getattr(parser, "settings_of", {})[snake] = setting
     parser.add_argument(*spellings, dest=snake, **kwargs)
+
+
+def bounded(setting: str) -> Callable[[str], float]:
+    """An argparse type for a flag that carries `setting`: a number of the field's kind, in the field's range."""
+    from retrainer.settings import setting_bound
+
+    bound = setting_bound(setting)
+    return lambda value: _checked(value, bound.kind, bound.admits, f"{bound.describe()} ({setting})")
 
 
 def boolean(value: str | bool) -> bool:

@@ -20,11 +20,7 @@ from typing import Any, cast
 
 import yaml
 from azure.ai.ml import Input, Output, automl
-from azure.ai.ml.automl import ObjectDetectionPrimaryMetrics
-from azure.ai.ml.entities._job.automl.image import ImageObjectDetectionJob
-from azure.ai.ml.entities._job.automl.image.image_object_detection_search_space import (
-    ImageObjectDetectionSearchSpace,
-)
+from azure.ai.ml.automl import ImageObjectDetectionJob, ImageObjectDetectionSearchSpace, ObjectDetectionPrimaryMetrics
 from azure.ai.ml.sweep import BanditPolicy, Choice, Uniform
 
 from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG

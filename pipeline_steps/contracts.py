@@ -19,6 +19,9 @@ from retrainer.step_file import StepFile
 #: The model tag naming the AutoML model (`model_name`, e.g. fasterrcnn_resnet50_fpn) an AutoML model is;
 #: a checkpoint seeds only that model. Absent on the local detector's models.
 AUTOML_MODEL_NAME_TAG = "automl_model_name"
+#: The AutoML image a model was trained in (its MLmodel's `azureml.base_image`): the AutoML release whose code
+#: scores it. The tag step's image is pinned to one release (components/scoring.Dockerfile).
+AUTOML_IMAGE_TAG = "automl_image"
 
 
 class SplitSide(enum.StrEnum):

@@ -46,7 +46,7 @@ from pipeline_steps._cli import StepParser, add_flag, boolean, filename_list, st
 from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide, holdout_info
 from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records, write_records
 from retrainer.promotion import HoldoutInfo
-from retrainer.settings import SettingsError
+from retrainer.settings import SettingsError, setting_bound
 
 if TYPE_CHECKING:
     from retrainer.workspace import ModelRegistry
@@ -195,12 +195,17 @@ def split_records(records: list[dict], previous: SplitAssignment, config: SplitC
 
 
 def _check_config(config: SplitConfig) -> None:
-    if config.n_fold < 2:
-        raise SplitError(f"STRATIFIED_SPLIT_N_FOLD must be at least 2, got {config.n_fold}")
-    if not 0.0 <= config.holdout_fraction < 0.9:
-        raise SplitError(f"HOLDOUT_FRACTION must be in [0, 0.9), got {config.holdout_fraction}")
-    if config.holdout_min_images_per_class < 0:
-        raise SplitError(f"HOLDOUT_MIN_IMAGES_PER_CLASS must be >= 0, got {config.holdout_min_images_per_class}")
+    """The settings' own ranges (`setting_bound`), for callers that build a SplitConfig without the CLI."""
+    numbers = {
+        "STRATIFIED_SPLIT_N_FOLD": config.n_fold,
+        "HOLDOUT_FRACTION": config.holdout_fraction,
+        "HOLDOUT_MIN_IMAGES_PER_CLASS": config.holdout_min_images_per_class,
+    }
+    for setting, value in numbers.items():
+        try:
+            setting_bound(setting).check(value)
+        except ValueError as error:
+            raise SplitError(str(error)) from None
     if config.rare_class_policy not in RARE_CLASS_POLICIES:
         raise SplitError(f"rare class policy must be one of {RARE_CLASS_POLICIES}, got {config.rare_class_policy!r}")
     both = sorted(set(config.mandatory_train) & set(config.mandatory_val))
@@ -541,9 +546,9 @@ def build_parser() -> StepParser:
     parser = step_parser("data_split", __doc__)
     add_flag(parser, "input_data_path", required=True, type=Path, help="aggregated MLTable folder")
     add_flag(parser, "use_stratified_split", type=boolean)
-    add_flag(parser, "stratified_split_n_fold", type=int)
-    add_flag(parser, "holdout_fraction", type=float)
-    add_flag(parser, "holdout_min_images_per_class", type=int)
+    add_flag(parser, "stratified_split_n_fold", setting="STRATIFIED_SPLIT_N_FOLD")
+    add_flag(parser, "holdout_fraction", setting="HOLDOUT_FRACTION")
+    add_flag(parser, "holdout_min_images_per_class", setting="HOLDOUT_MIN_IMAGES_PER_CLASS")
     add_flag(parser, "mandatory_train_filenames", type=filename_list)
     add_flag(parser, "mandatory_val_filenames", type=filename_list)
     add_flag(parser, "rare_class_policy", choices=RARE_CLASS_POLICIES)

@@ -44,15 +44,27 @@ STEP_COMPONENTS = ("data_aggregation", "data_split", "register_data_asset", "reg
 ComponentSource = Callable[[str], CommandComponent]
 
 
+#: The environments the components run on, each from its YAML here: the steps' pinned image, and the tag step's
+#: (AutoML's training image with the steps' environment beside it, so AutoML's models score where their code is).
+ENVIRONMENT_FILES = ("environment.yml", "scoring_environment.yml")
+
+
+def environments() -> list[Environment]:
+    """The components' environments, versioned with the release (registered once per release)."""
+    loaded = [load_environment(COMPONENTS / file) for file in ENVIRONMENT_FILES]
+    for env in loaded:
+        env.version = pipeline_release()
+    return loaded
+
+
 def environment() -> Environment:
     """The steps' environment, versioned with the release."""
-    env = load_environment(COMPONENTS / "environment.yml")
-    env.version = pipeline_release()
-    return env
+    return environments()[0]
 
 
 def component(name: str) -> CommandComponent:
-    """A step's component from its YAML, versioned with the release, on the release's environment.
+    """A step's component from its YAML, versioned with the release, on the release's version of the
+    environment its YAML names (one of `ENVIRONMENT_FILES`).
 
     Its code is this checkout (`code: ../..`), uploaded when the component is registered or submitted
     inline: refused where the step's code is not here (the function app ships none).
@@ -67,7 +79,10 @@ def component(name: str) -> CommandComponent:
     if not isinstance(loaded, CommandComponent):
         raise TypeError(f"{name}.yml is not a command component")
     loaded.version = pipeline_release()
-    loaded.environment = f"azureml:{environment().name}:{pipeline_release()}"
+    named = str(loaded.environment).removeprefix("azureml:").rsplit(":", 1)[0]
+    if named not in {env.name for env in environments()}:
+        raise ValueError(f"{name}.yml runs on {named!r}, which is not one of the release's environments")
+    loaded.environment = f"azureml:{named}:{pipeline_release()}"
     return loaded
 
 
@@ -182,6 +197,15 @@ def _azure_inputs(settings: Settings) -> dict[str, dict[str, Any]]:
     return inputs
 
 
+def step_environments(job: PipelineJob) -> dict[str, str]:
+    """The environment each command step runs on (AutoML's node runs on AutoML's own)."""
+    return {
+        name: str(node.component.environment)
+        for name, node in job.jobs.items()
+        if isinstance(getattr(node, "component", None), CommandComponent)
+    }
+
+
 def validate_pipeline(job: PipelineJob) -> None:
     result = job._validate()
     if not result.passed:
@@ -194,7 +218,9 @@ def write_pipeline_yaml(job: PipelineJob, path: Path, *, registered: bool = True
     The SDK dumps an AutoML node's typed output as `{job_output_type: ...}`, which its own loader
     rejects; the YAML schema spells it `{type: ...}`. With `registered`, each step names its
     registered component (`azureml:<name>:<release>`, the CLI's reference syntax) instead of
-    carrying it inline, as a submission does.
+    carrying it inline, as a submission does, and keeps the component's environment beside the
+    reference, so the file shows what each step runs on (the SDK's loader reads it; a submission
+    takes the registered component's, the same one).
     """
     import yaml
 
@@ -203,6 +229,7 @@ def write_pipeline_yaml(job: PipelineJob, path: Path, *, registered: bool = True
         inline = node.get("component")
         if registered and isinstance(inline, dict) and inline.get("name", "").startswith("pid_"):
             node["component"] = f"azureml:{inline['name']}:{inline['version']}"
+            node["environment"] = inline["environment"]
         for spec in (node.get("outputs") or {}).values():
             if isinstance(spec, dict) and "job_output_type" in spec:
                 spec["type"] = spec.pop("job_output_type")

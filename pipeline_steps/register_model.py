@@ -8,7 +8,9 @@ Metrics come from the training run: `metrics.json` beside `MLmodel` (the local t
 MLflow run named by the MLmodel's `run_id` (AutoML's best child run; inside Azure ML jobs the
 platform points MLFLOW_TRACKING_URI at the workspace). An AutoML model also gets the tag
 `automl_model_name`: the `base_model_name` AutoML writes into the MLmodel's `metadata` (the trial's
-`model_name`, the one its checkpoint holds), which the next run's warm start matches. `model_metadata.json`
+`model_name`, the one its checkpoint holds), which the next run's warm start matches, and the tag
+`automl_image`: the AutoML training image it records (`azureml.base_image`), the release of AutoML's
+code that scores it (the tag step scores in one pinned release). `model_metadata.json`
 in the output holds name, version, mean_average_precision, precision, recall and the data versions
 (`contracts.RegisteredModel`).
 """
@@ -27,6 +29,7 @@ import yaml
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import (
+    AUTOML_IMAGE_TAG,
     AUTOML_MODEL_NAME_TAG,
     CLASS_IDS_TAG,
     DataAssets,
@@ -89,9 +92,19 @@ def automl_model_name(model_folder: Path) -> str | None:
     name it saves in the checkpoint (`model.pt`) and compares when a later run loads that checkpoint.
     The local detector writes no such metadata.
     """
+    return _metadata(model_folder, "base_model_name")
+
+
+def automl_image(model_folder: Path) -> str | None:
+    """The image AutoML trained the model in, or None: AutoML's run context adds `azureml.base_image` to the
+    MLmodel's metadata when ENABLE_METADATA=true, which AutoML's curated training image sets."""
+    return _metadata(model_folder, "azureml.base_image")
+
+
+def _metadata(model_folder: Path, key: str) -> str | None:
     metadata = _mlmodel(model_folder).get("metadata") or {}
-    name = metadata.get("base_model_name") if isinstance(metadata, dict) else None
-    return name if isinstance(name, str) and name else None
+    value = metadata.get(key) if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _tracked_metrics(run_id: str) -> dict[str, float]:
@@ -150,7 +163,7 @@ def per_class_ap(model_folder: Path) -> dict[str, float]:
 def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> RegisteredModel:
     metrics, source = read_training_metrics(model_folder)
     per_class = per_class_ap(model_folder)
-    trained_as = automl_model_name(model_folder)
+    trained_as, trained_in = automl_model_name(model_folder), automl_image(model_folder)
     tags = {
         **{k: f"{v:.6f}" for k, v in metrics.items()},
         **data,
@@ -158,6 +171,7 @@ def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **({PER_CLASS_TAG: json.dumps(per_class, separators=(",", ":"))} if per_class else {}),
         **({AUTOML_MODEL_NAME_TAG: trained_as} if trained_as else {}),
+        **({AUTOML_IMAGE_TAG: trained_in} if trained_in else {}),
     }
     version = registry.register_model(
         name, model_folder, description="P&ID symbol detector (AutoML for Images contract)", tags=tags

@@ -4,27 +4,27 @@
         --model-metadata-path <register_model output> --holdout-data-path <split's holdout MLTable> \
         --best-model-metadata-path <output folder> [--min-map-improvement 0] [--confidence-level 0.95] \
         [--bootstrap-resamples 1000] [--max-holdout-images 200] [--scoring-budget-minutes 60] \
-        [--scoring-env-manager local|conda|virtualenv|uv]
+        [--scoring-env-manager local|automl] [--automl-python <AutoML's interpreter>]
 
-Both models are scored on the holdout (images neither trained on) by one scorer: MLflow's
-`mlflow.models.predict` through the AutoML scoring contract, then COCO mAP@0.5. `--scoring-env-manager`
-says where a model runs: `local` in this process's environment (the local detector), `conda` in the
-environment the model declares (an AutoML model on Azure ML). Scoring is bounded: a fixed seeded sample
-of at most --max-holdout-images, and --scoring-budget-minutes, after which the images both models
-scored decide. A paired bootstrap over the scored images gives an interval for the challenger's mAP@0.5
-minus the champion's; the challenger is promoted only when the interval's lower bound clears
---min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0)
-the recorded validation scores decide, and the record says so. The decision is applied by a
-compare-and-swap (`retrainer/champion/swap.py`): only if the champion and its pin are still the ones
-it was compared against once scoring is over; otherwise the champion stays and the record says what
-changed meanwhile (an operator's pin or rollback is never overruled). A champion the operator pinned
-(tags on its version) stays, and the comparison is still made and recorded. `best_model_metadata.json`
-records both scores, the interval, the holdout's version and per-class AP of both.
+Both models are scored on the holdout (images neither trained on) by one scorer: MLflow's `models
+predict` through the AutoML scoring contract, then COCO mAP@0.5. `--scoring-env-manager` says where a
+model's code runs, never in an environment built at run time: `local` in this process (the local
+detector), `automl` in `--automl-python`, the interpreter of AutoML's own training environment that the
+step's image carries (an AutoML model on Azure ML). Scoring is bounded: a fixed seeded sample of at most
+--max-holdout-images, and --scoring-budget-minutes from the step's start (fetching the models included),
+after which the images both models scored decide. A paired bootstrap over the scored images gives an
+interval for the challenger's mAP@0.5 minus the champion's; the challenger is promoted only when the
+interval's lower bound clears --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0) the recorded
+validation scores decide, and the record says so. The decision is applied by a compare-and-swap
+(`retrainer/champion/swap.py`): only if the champion and its pin are still the ones it was compared
+against once scoring is over; otherwise the champion stays and the record says what changed meanwhile (an
+operator's pin or rollback is never overruled). A champion the operator pinned (tags on its version)
+stays, and the comparison is still made and recorded. `best_model_metadata.json` records both scores, the
+interval, the holdout's version and per-class AP of both.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
@@ -43,7 +43,13 @@ from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
 from pipeline_steps.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
 from pipeline_steps.evaluation.metrics import evaluate
-from pipeline_steps.evaluation.scoring import ModelNotScorable, score_models, scoring_sample
+from pipeline_steps.evaluation.scoring import (
+    RUNTIME_KINDS,
+    ModelNotScorable,
+    ModelRuntime,
+    score_models,
+    scoring_sample,
+)
 from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.mltable_io import class_sort_key
 from retrainer.champion.swap import compare_and_swap, read_champion
@@ -60,8 +66,6 @@ from retrainer.promotion import (
 from retrainer.records import ModelVersion
 from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
-
-SCORING_ENV_MANAGERS = ("local", "conda", "virtualenv", "uv")
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ def holdout_scorer(
     *,
     confidence: float,
     resamples: int,
-    env_manager: str,
+    runtime: ModelRuntime,
     max_images: int | None = None,
     budget_minutes: float | None = None,
     images_folder: Path | None = None,
@@ -269,7 +273,8 @@ def holdout_scorer(
     overall and per class."""
 
     def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-        started = time.monotonic()
+        started = time.monotonic()  # the budget counts everything: reading the holdout, fetching the models
+        deadline = None if budget_minutes is None else started + budget_minutes * 60
         sheets = load_sheets(holdout_folder, images_folder=images_folder, images_prefix=images_prefix)
         if not sheets:
             raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
@@ -282,12 +287,7 @@ def holdout_scorer(
                 for v, side in zip(models, sides[: len(models)], strict=True)
             ]
             try:
-                scored = score_models(
-                    folders,
-                    sample,
-                    env_manager,
-                    budget_seconds=None if budget_minutes is None else budget_minutes * 60,
-                )
+                scored = score_models(folders, sample, runtime, deadline=deadline)
             except ModelNotScorable as error:  # e.g. a champion saved by an older detector architecture
                 side = sides[folders.index(error.model)] if error.model in folders else "holdout"
                 raise ScoringUnavailable(str(error), side) from error
@@ -433,23 +433,6 @@ def class_names(label_map: Path | None) -> dict[str, str]:
     return {str(k): str(v).rsplit("/", 1)[-1] for k, v in mapping.items() if isinstance(v, str) and v}
 
 
-def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Numbers that make no sense are refused with one line naming the flag (exit 2, as argparse does)."""
-    checks = [
-        ("--min-map-improvement", args.min_map_improvement, 0 <= args.min_map_improvement < 1, "in [0, 1)"),
-        ("--confidence-level", args.confidence_level, 0.5 < args.confidence_level < 1, "in (0.5, 1)"),
-        ("--bootstrap-resamples", args.bootstrap_resamples, args.bootstrap_resamples >= 100, "at least 100"),
-        ("--max-holdout-images", args.max_holdout_images, args.max_holdout_images >= 1, "at least 1"),
-        ("--scoring-budget-minutes", args.scoring_budget_minutes, args.scoring_budget_minutes > 0, "above 0"),
-        ("--min-holdout-images", args.min_holdout_images, args.min_holdout_images >= 1, "at least 1"),
-        ("--min-class-instances", args.min_class_instances, args.min_class_instances >= 1, "at least 1"),
-        ("--max-class-ap-drop", args.max_class_ap_drop, 0 <= args.max_class_ap_drop <= 1, "in [0, 1]"),
-    ]
-    for flag, value, valid, expected in checks:
-        if not valid or not math.isfinite(value):
-            parser.error(f"{flag} must be a finite number {expected}, got {value}")
-
-
 def build_parser() -> StepParser:
     parser = step_parser("tag_model", __doc__)
     add_flag(parser, "model-base-name")
@@ -458,22 +441,50 @@ def build_parser() -> StepParser:
     add_flag(parser, "holdout-data-path", type=Path, default=None, help="the split's holdout MLTable folder")
     add_flag(parser, "holdout-images-path", type=Path, default=None, help="where the holdout's images are mounted")
     add_flag(parser, "images-string-absolute-path", default="", help="image URL prefix to map onto the mount")
+    # Each number carries a setting and takes its range from the setting's field: what the service accepts at
+    # start, the step accepts (exit 2 naming the flag otherwise, as argparse does).
     add_flag(
         parser,
         "min-map-improvement",
-        type=float,
+        setting="MIN_MAP_IMPROVEMENT",
         help="how much the new model's mAP@0.5 must beat the best model's to be promoted",
     )
-    add_flag(parser, "confidence-level", type=float, help="of the bootstrap interval")
-    add_flag(parser, "bootstrap-resamples", type=int)
-    add_flag(parser, "max-holdout-images", type=int, help="a fixed seeded sample of at most this many")
-    add_flag(parser, "scoring-budget-minutes", type=float, help="scoring both models stops after")
-    add_flag(parser, "min-holdout-images", type=int, help="fewer scored images: the champion stays")
-    add_flag(parser, "min-class-instances", type=int, help="symbols of a class on the holdout for it to be guarded")
-    add_flag(parser, "max-class-ap-drop", type=float, help="AP@0.5 a guarded class may lose before the champion stays")
+    add_flag(parser, "confidence-level", setting="PROMOTION_CONFIDENCE_LEVEL", help="of the bootstrap interval")
+    add_flag(parser, "bootstrap-resamples", setting="PROMOTION_BOOTSTRAP_RESAMPLES")
+    add_flag(
+        parser,
+        "max-holdout-images",
+        setting="PROMOTION_MAX_HOLDOUT_IMAGES",
+        help="a fixed seeded sample of at most this many",
+    )
+    add_flag(
+        parser,
+        "scoring-budget-minutes",
+        setting="PROMOTION_SCORING_MINUTES",
+        help="from the step's start, scoring both models stops after",
+    )
+    add_flag(
+        parser,
+        "min-holdout-images",
+        setting="PROMOTION_MIN_HOLDOUT_IMAGES",
+        help="fewer scored images: the champion stays",
+    )
+    add_flag(
+        parser,
+        "min-class-instances",
+        setting="MIN_CLASS_INSTANCES",
+        help="symbols of a class on the holdout for it to be guarded",
+    )
+    add_flag(
+        parser,
+        "max-class-ap-drop",
+        setting="MAX_CLASS_AP_DROP",
+        help="AP@0.5 a guarded class may lose before the champion stays",
+    )
     add_flag(parser, "label-map-path", type=Path, default=None, help="class id -> name JSON, for the decision's words")
-    # Run by hand the model runs here; the component (Azure ML) builds the model's own environment.
-    add_flag(parser, "scoring-env-manager", choices=SCORING_ENV_MANAGERS, default="local")
+    # Run by hand the model runs here; the component (Azure ML) scores in AutoML's interpreter in its image.
+    add_flag(parser, "scoring-env-manager", choices=RUNTIME_KINDS, default="local")
+    add_flag(parser, "automl-python", help="AutoML's interpreter, with --scoring-env-manager automl")
     return parser
 
 
@@ -514,7 +525,6 @@ def class_guard_chart(guard: ClassGuard) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_ranges(parser, args)
     try:
         registered = RegisteredModel.read(args.model_metadata_path)
         registry = open_registry(load_registry_location())
@@ -525,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.holdout_data_path,
                 confidence=args.confidence_level,
                 resamples=args.bootstrap_resamples,
-                env_manager=args.scoring_env_manager,
+                runtime=ModelRuntime(
+                    args.scoring_env_manager, args.automl_python if args.scoring_env_manager == "automl" else None
+                ),
                 max_images=args.max_holdout_images,
                 budget_minutes=args.scoring_budget_minutes,
                 min_class_instances=args.min_class_instances,

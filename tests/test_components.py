@@ -72,6 +72,7 @@ EXPECTED = {
             "max_class_ap_drop": "number",
             "label_map_path": "uri_file",
             "scoring_env_manager": "string",
+            "automl_python": "string",
         },
         {"best_model_metadata_path": "uri_folder"},
     ),
@@ -85,7 +86,9 @@ def test_component_loads_and_validates_offline_with_typed_ports(step: str) -> No
     inputs, outputs = EXPECTED[step]
     assert {name: port.type for name, port in component.inputs.items()} == inputs
     assert {name: port.type for name, port in component.outputs.items()} == outputs
-    assert component.environment == "pid-symbol-pipeline:0.1.0"
+    # The tag step scores AutoML's models in AutoML's own image (scoring_environment.yml); the others need no torch.
+    expected = "pid-symbol-scoring:0.1.0" if step == "tag_model" else "pid-symbol-pipeline:0.1.0"
+    assert component.environment == expected
     assert component.is_deterministic is False
 
 
@@ -160,5 +163,6 @@ def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Pa
             "images_string_absolute_path",
             "train_dataset",
             "val_dataset",
+            "automl_python",  # AutoML's interpreter in the tag step's Azure ML image; locally the model runs in-process
         }
         assert settable - flags <= azure_only, f"{step}: a setting the local runner never passes"

@@ -265,13 +265,32 @@ def test_roles_the_azure_ml_provider_creates_for_the_workspace_are_not_declared(
 
 
 def test_the_compute_identity_may_pull_the_steps_image_from_the_registry(config: dict) -> None:
-    """Azure ML grants AcrPull by itself only to a system-assigned cluster identity; ours is user-assigned."""
+    """Azure ML grants AcrPull by itself only to a system-assigned cluster identity (the documented path): each
+    cluster has one, beside the user-assigned identity that keeps its explicit AcrPull, and both hold the data
+    roles, so a job has its rights whichever it signs in as."""
     assert config["resource"]["azurerm_container_registry"]["main"]["admin_enabled"] is False
     workspace = config["resource"]["azurerm_machine_learning_workspace"]["main"]
     assert workspace["container_registry_id"] == "${azurerm_container_registry.main.id}"
-    for cluster in config["resource"]["azurerm_machine_learning_compute_cluster"].values():
-        assert block(cluster, "identity")["identity_ids"] == ["${azurerm_user_assigned_identity.compute.id}"]
-    assert ("AcrPull", "azurerm_container_registry.main", "compute") in role_pairs(config)
+    clusters = config["resource"]["azurerm_machine_learning_compute_cluster"]
+    for cluster in clusters.values():
+        identity = block(cluster, "identity")
+        assert {t.strip() for t in identity["type"].split(",")} == {"SystemAssigned", "UserAssigned"}
+        assert identity["identity_ids"] == ["${azurerm_user_assigned_identity.compute.id}"]
+    roles = role_pairs(config)
+    assert ("AcrPull", "azurerm_container_registry.main", "compute") in roles
+    system = config["locals"]["cluster_system_principals"]
+    assert set(system) == set(clusters)
+    for name, principal in system.items():
+        assert principal == f"${{azurerm_machine_learning_compute_cluster.{name}.identity[0].principal_id}}"
+    for assignment, role, scope in (
+        ("cluster_blobs", "Storage Blob Data Contributor", "${azurerm_storage_account.datastore.id}"),
+        ("cluster_ml", "AzureML Data Scientist", "${azurerm_machine_learning_workspace.main.id}"),
+    ):
+        body = config["resource"]["azurerm_role_assignment"][assignment]
+        assert body["for_each"] == "${local.cluster_system_principals}" and body["principal_id"] == "${each.value}"
+        assert (body["role_definition_name"], body["scope"]) == (role, scope)
+        assert ("compute", body["role_definition_name"]) in {(w, r) for r, s, w in roles if s in scope}, "mirrored"
+    assert "compute_system_principal_ids" in config["output"]
     outputs = config["output"]
     assert outputs["compute_identity_principal_id"]["value"] == "${azurerm_user_assigned_identity.compute.principal_id}"
     assert outputs["container_registry_id"]["value"] == "${azurerm_container_registry.main.id}"
@@ -323,7 +342,7 @@ def test_clusters_scale_to_zero_and_share_one_user_assigned_identity(config: dic
         scale = block(cluster, "scale_settings")
         assert scale["min_node_count"] == 0 and scale["max_node_count"] == f"${{var.{name}_max_nodes}}"
         identity = block(cluster, "identity")
-        assert identity["type"] == "UserAssigned"
+        assert "UserAssigned" in identity["type"], "jobs run as the shared identity (and see the AcrPull test)"
         assert identity["identity_ids"] == ["${azurerm_user_assigned_identity.compute.id}"]
         assert cluster["local_auth_enabled"] is False
 
@@ -470,27 +489,47 @@ def test_stage_one_creates_the_workspace_identitys_missing_storage_roles(tmp_pat
     calls = run_deploy(tmp_path, "resources", state="", WORKSPACE_ROLES="Storage Blob Data Contributor")
     apply = next(i for i, c in enumerate(calls) if " apply " in c)
     checks = [i for i, c in enumerate(calls) if c.startswith("az role assignment list")]
-    (created,) = role_creations(calls)
-    assert len(checks) == 2 and apply < checks[0], "both roles are checked after the apply"
+    storage_checks = [i for i in checks if "value-of-workspace_identity_storage_id" in calls[i]]
+    (created,) = [c for c in role_creations(calls) if "value-of-workspace_identity_storage_id" in c]
+    assert len(storage_checks) == 2 and apply < checks[0], "both roles are checked after the apply"
     assert "--role Storage File Data Privileged Contributor" in created, "only the missing one is created"
     assert "--assignee-object-id value-of-ml_workspace_principal_id" in created
     assert "--assignee-principal-type ServicePrincipal" in created, "no Graph lookup of a fresh identity"
     assert "--scope value-of-workspace_identity_storage_id" in created
     both = "Storage Blob Data Contributor,Storage File Data Privileged Contributor"
-    again = run_deploy(tmp_path, "resources", state="", WORKSPACE_ROLES=both)
-    assert role_creations(again) == [], "a re-run finds both and creates nothing"
+    everything = f"{both},Contributor,Key Vault Administrator,AcrPull"
+    again = run_deploy(tmp_path, "resources", state="", WORKSPACE_ROLES=everything)
+    assert role_creations(again) == [], "a re-run finds them all and creates nothing"
 
 
 def test_a_workspace_role_azure_ml_created_meanwhile_is_not_an_error(tmp_path: Path) -> None:
     *calls, output = run_deploy(tmp_path, "resources", state="", expect_success=False, CREATE_ANSWER="denied")
     assert "could not assign" in output and "infra/deploy.sh resources" in output
     calls = run_deploy(tmp_path, "resources", state="", CREATE_ANSWER="exists")
-    assert len(role_creations(calls)) == 2, "409 RoleAssignmentExists counts as assigned, and the stage goes on"
+    assert len(role_creations(calls)) == 5, "409 RoleAssignmentExists counts as assigned, and the stage goes on"
 
 
 def test_key_based_workspace_storage_needs_no_workspace_identity_roles(tmp_path: Path) -> None:
     calls = run_deploy(tmp_path, "resources", state="", EMPTY_OUTPUT="workspace_identity_storage_id")
-    assert not any(c.startswith("az role assignment") for c in calls)
+    assert not any(c.startswith("az role assignment") and "workspace_identity_storage_id" in c for c in calls)
+
+
+def test_stage_one_checks_the_workspace_identitys_registry_and_vault_roles_and_the_clusters_pull(
+    tmp_path: Path,
+) -> None:
+    """As its storage roles: Contributor on the registry (it builds the images), Key Vault Administrator on the RBAC
+    vault; and the clusters' system identities' AcrPull, which Azure ML grants by itself. Missing ones are created."""
+    calls = run_deploy(tmp_path, "resources", state="", WORKSPACE_ROLES="Contributor")
+    apply = next(i for i, c in enumerate(calls) if " apply " in c)
+    checks = [c for c in calls[apply:] if c.startswith("az role assignment list")]
+    assert any("--role Contributor" in c and "value-of-container_registry_id" in c for c in checks)
+    assert any("--role Key Vault Administrator" in c and "value-of-key_vault_id" in c for c in checks)
+    created = role_creations(calls)
+    assert not any("--role Contributor" in c for c in created), "present: not created again"
+    (vault,) = [c for c in created if "Key Vault Administrator" in c]
+    assert "--assignee-object-id value-of-ml_workspace_principal_id" in vault and "value-of-key_vault_id" in vault
+    (pull,) = [c for c in created if "--role AcrPull" in c]
+    assert "value-of-compute_system_principal_ids" in pull and "--scope value-of-container_registry_id" in pull
 
 
 def test_publishing_waits_for_the_apps_role_on_its_host_storage(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from azure.ai.ml.entities import Model
 
 from pipeline_steps import register_model, tag_model
-from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
+from pipeline_steps.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
 from retrainer.promotion import PromotionRecord
@@ -255,6 +255,9 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
     automl_tags, local_tags = client.models.stored["1"].tags, client.models.stored["2"].tags
     assert automl_tags[AUTOML_MODEL_NAME_TAG] == "yolov5" and automl_tags["source_run"] == run.info.run_id
     assert AUTOML_MODEL_NAME_TAG not in local_tags and local_tags["source_run"] == "local-trainer"
+    # The AutoML release whose code scores it: the training image AutoML records in the MLmodel.
+    assert automl_tags[AUTOML_IMAGE_TAG] == "mcr.microsoft.com/azureml/curated/ai-ml-automl-dnn-vision-gpu:52"
+    assert AUTOML_IMAGE_TAG not in local_tags
 
 
 class FakeModelOperations:

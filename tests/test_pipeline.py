@@ -106,14 +106,16 @@ def test_the_deciding_step_gets_the_holdout_and_scores_both_models_in_their_own_
     assert jobs["register_data_asset"]["inputs"]["holdout_input_path"]["path"] == (
         "${{parent.jobs.data_split.outputs.holdout_output_path}}"
     )
-    # AutoML's MLflow model loads only in the environment it declares: the component's default builds it.
+    # AutoML's MLflow model loads only where AutoML's code is: the step runs on AutoML's image and scores in its
+    # interpreter, and nothing builds the model's declared environment at run time.
     from azure.ai.ml import load_component
 
     from pipeline_steps.pipeline import COMPONENTS
 
     component = load_component(COMPONENTS / "tag_model.yml")
-    assert component.inputs["scoring_env_manager"].default == "conda"
-    assert "scoring_env_manager" not in tag or tag["scoring_env_manager"] == "conda"
+    assert component.inputs["scoring_env_manager"].default == "automl"
+    assert "scoring_env_manager" not in tag or tag["scoring_env_manager"] == "automl"
+    assert jobs["tag_model"]["component"]["environment"].startswith("azureml:pid-symbol-scoring:")
 
 
 @pytest.mark.usefixtures("azureml_env")
@@ -173,6 +175,12 @@ def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, caps
     assert document["inputs"]["images"]["path"].startswith("azureml://datastores/retraining_data/")
     assert document["jobs"]["tag_model"]["component"].startswith("azureml:pid_tag_model:")
     assert "min_map_improvement" in document["jobs"]["tag_model"]["inputs"]
+    # The file shows what each step runs on: the tag step on AutoML's image with the steps' pins beside it.
+    release = document["jobs"]["tag_model"]["component"].rsplit(":", 1)[1]
+    assert document["jobs"]["tag_model"]["environment"] == f"azureml:pid-symbol-scoring:{release}"
+    assert document["jobs"]["data_split"]["environment"] == f"azureml:pid-symbol-pipeline:{release}"
+    assert report["environments"]["tag_model"] == f"azureml:pid-symbol-scoring:{release}"
+    assert str(reloaded.jobs["tag_model"].environment) == f"pid-symbol-scoring:{release}"
     assert document["jobs"]["train"]["training_parameters"]["tile_grid_size"] == "6x4"
 
 
@@ -329,7 +337,7 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
 ) -> None:
     import pipeline_steps
     from pipeline_steps import PACKAGE_VERSION, pipeline_release
-    from pipeline_steps.pipeline import STEP_COMPONENTS, component, environment
+    from pipeline_steps.pipeline import STEP_COMPONENTS, component, environment, environments
 
     root = Path(__file__).resolve().parent.parent
     assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == PACKAGE_VERSION
@@ -340,8 +348,10 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
     assert pipeline_release() == f"{PACKAGE_VERSION}-1a2b3c4d"
     for step in STEP_COMPONENTS:
         assert component(step).version == pipeline_release()
-        assert component(step).environment == f"azureml:pid-symbol-pipeline:{pipeline_release()}"
+        runs_on = "pid-symbol-scoring" if step == "tag_model" else "pid-symbol-pipeline"
+        assert component(step).environment == f"azureml:{runs_on}:{pipeline_release()}"
     assert environment().version == pipeline_release()
+    assert [env.version for env in environments()] == [pipeline_release()] * 2
     ignored = (root / ".amlignore").read_text().split()
     assert {".python_packages/", ".venv/", "node_modules/", "tests/", "devtools/", ".git/"} <= set(ignored)
     assert "pipeline_steps/RELEASE" in (root / ".gitignore").read_text()

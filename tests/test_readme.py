@@ -93,6 +93,6 @@ def test_readme_names_every_command_ci_runs_and_every_environment_setup_creates(
     (venv,) = re.findall(r"^VENV := (\S+)$", makefile, flags=re.MULTILINE)
     folders = {folder.replace("$(VENV)", venv) for folder in re.findall(r"(\S+)/\.installed$", makefile, flags=re.M)}
     (setup_row,) = [line for line in text.splitlines() if line.startswith("| `make setup` |")]
-    assert len(folders) == 3
+    assert len(folders) == 4
     for folder in sorted(folders):
         assert f"`{folder}/`" in setup_row, folder

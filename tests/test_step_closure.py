@@ -103,18 +103,34 @@ def component_entry_points() -> dict[str, str]:
     return entries
 
 
-def locked_distributions() -> set[str]:
-    return {_normalise(line.split("==")[0]) for line in pip_list()}
+def environment_conda_file(component: str) -> Path:
+    """The conda file of the environment the component runs on: the environment's `conda_file`, or the one its
+    Dockerfile builds into the image (the tag step's: AutoML's image with the steps' environment beside it)."""
+    name = str(yaml.safe_load((COMPONENTS / f"{component}.yml").read_text())["environment"])
+    name = name.removeprefix("azureml:").rsplit(":", 1)[0]
+    (definition,) = [
+        d for f in COMPONENTS.glob("*environment*.yml") if (d := yaml.safe_load(f.read_text()))["name"] == name
+    ]
+    if "conda_file" in definition:
+        return COMPONENTS / definition["conda_file"]
+    dockerfile = (COMPONENTS / definition["build"]["path"] / definition["build"]["dockerfile_path"]).read_text()
+    (copied,) = re.findall(r"^COPY (\S+\.yml) (\S+)$", dockerfile, flags=re.M)
+    assert re.search(rf"conda env create -p (\S+) -f {re.escape(copied[1])}", dockerfile), "the copy is built"
+    return COMPONENTS / definition["build"]["path"] / copied[0]
+
+
+def locked_distributions(conda_file: Path | None = None) -> set[str]:
+    return {_normalise(line.split("==")[0]) for line in (pip_list(conda_file) if conda_file else pip_list())}
 
 
 def providers(top_level: str) -> set[str]:
     return {_normalise(d) for d in importlib.metadata.packages_distributions().get(top_level, [])}
 
 
-def missing_from_lock(entry: str) -> dict[str, set[str]]:
+def missing_from_lock(entry: str, conda_file: Path | None = None) -> dict[str, set[str]]:
     """Third-party modules the entry reaches that no locked distribution provides, with who provides them here."""
     _, third_party = import_closure(entry)
-    locked = locked_distributions()
+    locked = locked_distributions(conda_file)
     return {name: providers(name) for name in sorted(third_party) if not providers(name) & locked}
 
 
@@ -131,7 +147,28 @@ def test_every_command_component_is_found() -> None:
 @pytest.mark.parametrize("component", sorted(component_entry_points()))
 def test_the_step_environment_provides_every_module_the_component_can_import(component: str) -> None:
     entry = component_entry_points()[component]
-    assert missing_from_lock(entry) == {}, f"{component} ({entry}) imports modules the step environment lacks"
+    conda_file = environment_conda_file(component)
+    assert missing_from_lock(entry, conda_file) == {}, f"{component} ({entry}) imports modules its environment lacks"
+
+
+def test_the_tag_steps_image_is_automls_own_with_the_steps_pins_beside_it() -> None:
+    """AutoML's models score in AutoML's interpreter, in AutoML's pinned training image; the step itself runs on the
+    steps' pinned environment, built into that image once per release. Nothing is resolved at run time."""
+    from azure.ai.ml import load_component, load_environment
+
+    assert environment_conda_file("tag_model") == COMPONENTS / "conda.yml"
+    environment = load_environment(COMPONENTS / "scoring_environment.yml")
+    dockerfile = (Path(environment.base_path, environment.build.path, environment.build.dockerfile_path)).read_text()
+    (base,) = re.findall(r"^FROM (\S+)$", dockerfile, flags=re.M)
+    image, tag = base.rsplit(":", 1)
+    assert image == "mcr.microsoft.com/azureml/curated/ai-ml-automl-dnn-vision-gpu" and tag.isdigit(), "a release"
+    (automl_env,) = re.findall(r"^ENV AUTOML_ENVIRONMENT_PATH=(\S+)$", dockerfile, flags=re.M)
+    component = load_component(COMPONENTS / "tag_model.yml")
+    assert component.inputs["automl_python"].default == f"{automl_env}/bin/python"
+    assert component.inputs["scoring_env_manager"].default == "automl"
+    (steps_env,) = re.findall(r"conda env create -p (\S+) ", dockerfile)
+    assert re.search(rf"^ENV PATH={re.escape(steps_env)}/bin:\$PATH$", dockerfile, flags=re.M), "the step's python"
+    assert "conda" not in "".join(str(p.enum) for p in component.inputs.values() if getattr(p, "enum", None))
 
 
 def test_the_closure_follows_imports_inside_functions_into_the_detector(tmp_path: Path) -> None:
@@ -154,3 +191,23 @@ def test_imports_inside_functions_and_type_checking_blocks_are_told_apart(tmp_pa
     names = imported_names(source, "pipeline_steps.sample")
     assert {"mlflow.models", "PIL", "PIL.Image"} <= names
     assert "torch" not in names
+
+
+def test_the_automl_rehearsal_runs_the_release_of_automl_the_image_pins() -> None:
+    """`make automl-rehearsal` saves and scores models with the AutoML release of the tag step's image, on its Python,
+    and its model script imports nothing of this project (it runs in AutoML's interpreter)."""
+    dockerfile = (COMPONENTS / "scoring.Dockerfile").read_text()
+    (python, automl) = re.findall(r"Python (3\.\d+), azureml-automl-dnn-vision (\S+),", dockerfile)[0]
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "devtools" / "automl_environment.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["azureml-automl-dnn-vision"] == automl
+    script = ROOT / "devtools" / "automl_model.py"
+    major, minor = (int(part) for part in python.split("."))
+    tree = ast.parse(script.read_text(), feature_version=(major, minor))
+    imported = {name.split(".")[0] for name in imported_names(script, "devtools.automl_model")}
+    assert not imported & {"pipeline_steps", "retrainer", "devtools"}, "it runs outside this project's environment"
+    assert tree.body
+    assert "PYTHON310 ?=" in (ROOT / "Makefile").read_text() and python == "3.10"

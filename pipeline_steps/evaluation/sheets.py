@@ -22,6 +22,12 @@ class Sheet:
     height: int
     boxes: np.ndarray  # (N, 4) float32, x1 y1 x2 y2
     labels: tuple[str, ...]
+    #: The image's path inside its image folder (`sub/a.jpg`), the same under any mount point or run folder;
+    #: empty where the folder is not known (then the file name stands for it).
+    key: str = ""
+
+    def relative_name(self) -> str:
+        return self.key or self.path.name
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,22 @@ def image_path(url: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def _local_image(url: str, images_folder: Path | None, images_prefix: str) -> Path:
+def _local_image(url: str, images_folder: Path | None, images_prefix: str) -> tuple[Path, str]:
+    """Where the image is read from, and its path inside the image folder ("" where that folder is unknown).
+
+    On Azure ML the URL is `<images_prefix>/<relative>` and the folder is mounted at `images_folder`; a local
+    run's URLs are `file://` paths inside `images_folder` itself.
+    """
     prefix = images_prefix.rstrip("/") + "/"
     if images_folder is not None and images_prefix and url.startswith(prefix):
-        relative = url[len(prefix) :]
+        relative = unquote(url[len(prefix) :])
         if ".." in relative.split("/"):
             raise ValueError(f"image URL {url!r} leaves the image folder")
-        return images_folder / unquote(relative)
-    return image_path(url)
+        return images_folder / relative, relative
+    path = image_path(url)
+    if images_folder is not None and path.is_relative_to(root := images_folder.resolve()):
+        return path, path.relative_to(root).as_posix()
+    return path, ""
 
 
 def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, images_prefix: str = "") -> list[Sheet]:
@@ -63,7 +77,7 @@ def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, imag
             if not line.strip():
                 continue
             record = json.loads(line)
-            path = _local_image(record["image_url"], images_folder, images_prefix)
+            path, key = _local_image(record["image_url"], images_folder, images_prefix)
             details = record.get("image_details") or {}
             width, height = details.get("width"), details.get("height")
             if not width or not height:
@@ -76,7 +90,7 @@ def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, imag
                 [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
                 dtype=np.float32,
             ).reshape(-1, 4)
-            sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept)))
+            sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept), key))
     return sheets
 
 

@@ -204,12 +204,13 @@ class AzureMLPipelineRunner:
         return str(created.name)
 
     def register_components(self) -> list[str]:
-        """Register the steps' environment and components under the release's version (once per release)."""
-        from pipeline_steps.pipeline import STEP_COMPONENTS, component, environment
+        """Register the steps' environments and components under the release's version (once per release)."""
+        from pipeline_steps.pipeline import STEP_COMPONENTS, component, environments
 
         registered = []
-        env = self._ml_client.environments.create_or_update(environment())
-        registered.append(f"environment {env.name}:{env.version}")
+        for environment in environments():
+            env = self._ml_client.environments.create_or_update(environment)
+            registered.append(f"environment {env.name}:{env.version}")
         for name in STEP_COMPONENTS:
             created = self._ml_client.components.create_or_update(component(name))
             registered.append(f"component {created.name}:{created.version}")
