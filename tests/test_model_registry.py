@@ -133,11 +133,12 @@ def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: 
     ]
     barrier = threading.Barrier(len(versions))
     errors: list[BaseException] = []
+    records: list[PromotionRecord] = []
 
     def tag(version: ModelVersion) -> None:
         try:
             barrier.wait()
-            choose_best(LocalModelRegistry(local_env), NAME, version.version, 0.0, scorer=None)
+            records.append(choose_best(LocalModelRegistry(local_env), NAME, version.version, 0.0, scorer=None))
         except BaseException as error:  # surfaced below
             errors.append(error)
 
@@ -147,7 +148,14 @@ def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: 
     for thread in threads:
         thread.join()
     assert not errors
-    assert best_versions(local_env) == [versions[scores.index(max(scores))].version]
+    (best,) = best_versions(local_env)
+    applied = [r for r in records if r.promoted]
+    assert [r.candidate_version for r in applied] == [best], "one decision was applied: the first to swap"
+    stood_down = [r for r in records if not r.promoted]
+    assert len(stood_down) == len(versions) - 1
+    for record in stood_down:  # each compared against no champion; another run's swap came first
+        assert record.not_applied == f"another run's tag step made version {best} the champion while this run scored"
+        assert record.best_version == best
 
 
 def test_both_models_are_scored_on_the_same_holdout_and_the_same_weights_never_promote(
@@ -298,7 +306,7 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     workspace.set_model_tags(NAME, "1", {"best_model": "true"})
     workspace.set_model_tags(NAME, "3", {"best_model": "true"})
     record = choose_best(workspace, NAME, "2", 0.0, scorer=None)
-    assert record.repaired_best_tags_on_versions == ["1"] and record.promoted
+    assert record.previous_best_version == "3" and record.promoted, "the race settled on the higher recorded score"
     assert [v.version for v in workspace.model_versions(NAME) if v.is_best] == ["2"]
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"
 
