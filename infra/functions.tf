@@ -63,7 +63,7 @@ resource "azurerm_function_app_flex_consumption" "main" {
   https_only                  = true
   # Publishing authenticates with Entra ID (func azure functionapp publish, az), not basic credentials.
   webdeploy_publish_basic_authentication_enabled = false
-  app_settings                                   = local.function_settings
+  app_settings                                   = merge(local.function_settings, local.serving_settings)
   identity {
     type = "SystemAssigned"
   }

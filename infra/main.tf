@@ -33,7 +33,11 @@ locals {
     MONITOR_SCHEDULE                          = var.monitor_schedule
     EVENTGRID_TOPIC_ENDPOINT                  = azurerm_eventgrid_topic.model_promoted.endpoint
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "Authorization=AAD"
+    SERVING_INSTANCE_TYPE                     = var.serving_instance_type
+    SERVING_INSTANCE_COUNT                    = tostring(var.serving_instance_count)
   }
+  # Serving is off unless an endpoint is named: the app then makes no Azure ML endpoint call at all.
+  serving_settings = var.serving_endpoint_name == null ? {} : { SERVING_ENDPOINT_NAME = var.serving_endpoint_name }
 }
 
 resource "azurerm_resource_group" "main" {

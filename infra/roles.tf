@@ -37,6 +37,12 @@ resource "azurerm_role_assignment" "function_host_queues" {
   principal_id         = local.function_principal
 }
 
+# Submitting pipelines and tagging models needs it; it also covers serving (SERVING_ENDPOINT_NAME), and no
+# narrower role would take anything away: its wildcards include onlineEndpoints/write, /delete and /read (the
+# endpoint, its deployments, their traffic) and onlineEndpoints/score/action, which a keyless (aad_token) endpoint
+# requires of a caller (Azure ML docs, "Authenticate clients for online endpoints"). Compute writes are excluded
+# from it, and a managed online endpoint needs none. The endpoint's own system-assigned identity is given AcrPull
+# and Storage Blob Data Reader on the workspace's registry and storage by Azure ML itself.
 resource "azurerm_role_assignment" "function_ml" {
   scope                = azurerm_machine_learning_workspace.main.id
   role_definition_name = "AzureML Data Scientist"

@@ -126,6 +126,32 @@ variable "retrain_max_forced_runs" {
   default     = 1
 }
 
+variable "serving_endpoint_name" {
+  description = "Managed online endpoint that serves the champion (SERVING_ENDPOINT_NAME; 3-32 letters, digits, hyphens, unique in the region). Null, the default: nothing is served on Azure ML."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.serving_endpoint_name == null || can(regex("^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$", var.serving_endpoint_name))
+    error_message = "serving_endpoint_name must be 3-32 letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "serving_instance_type" {
+  description = "VM size of the endpoint's deployments (SERVING_INSTANCE_TYPE): CPU by default, as Microsoft's AutoML object detection sample."
+  type        = string
+  default     = "Standard_DS3_v2"
+}
+
+variable "serving_instance_count" {
+  description = "Instances of each deployment (SERVING_INSTANCE_COUNT); Azure ML reserves 20% more quota for upgrades."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.serving_instance_count >= 1 && var.serving_instance_count <= 20
+    error_message = "serving_instance_count must be between 1 and 20."
+  }
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)

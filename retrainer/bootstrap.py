@@ -37,6 +37,7 @@ __all__ = [
     "retraining",
     "runner_for",
     "service_for",
+    "serving",
     "serving_rollout",
     "status_view",
 ]
@@ -137,6 +138,19 @@ def serving_rollout(settings: Settings, endpoint: Endpoint) -> Rollout:
     )
 
 
+@functools.cache
+def serving() -> Rollout | None:
+    """The rollout the monitor timer ticks: the Azure ML managed online endpoint SERVING_ENDPOINT_NAME following the
+    champion. None, and not one call to Azure ML, when SERVING_ENDPOINT_NAME is unset or the backend is local
+    (there `retrain serve` serves the champion)."""
+    settings = get_settings()
+    if not settings.SERVING_ENDPOINT_NAME or settings.backend() != "azureml":
+        return None
+    from retrainer.serving.azureml import AzureMLEndpoint
+
+    return serving_rollout(settings, AzureMLEndpoint.from_settings(settings))
+
+
 def runner_for(settings: Settings) -> PipelineRunner:
     """The pipeline runner `settings` point at, handed what warm start checks on Azure ML: the label map's classes."""
     from retrainer.workspace import open_runner
@@ -163,5 +177,6 @@ def reset() -> None:
     datastore.cache_clear()
     ledger.cache_clear()
     retraining.cache_clear()
+    serving.cache_clear()
     get_settings.cache_clear()
     signed_in_credential.cache_clear()

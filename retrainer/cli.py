@@ -201,14 +201,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         }
         for v in versions
     ]
-    history = []
-    if settings.storage_configured():  # the history is in the ledger
+    history, serving = [], None
+    if settings.storage_configured():  # the history is in the ledger, what serves the champion in the datastore
         from retrainer import bootstrap
+        from retrainer.serving.status import read_serving_status
 
         history = bootstrap.ledger().champion_history(args.history)
+        serving = read_serving_status(bootstrap.datastore(), settings.SERVING_STATUS_BLOB)
 
     def render(_: object) -> str:
         text = _table(rows, ["version", "best", "pinned", "mAP@0.5", "val_data", "registered"])
+        if serving is not None:
+            answers = f"version {serving.version} answers requests" if serving.version else "no version answers yet"
+            text += f"\n\nserving: {answers} ({serving.backend} endpoint {serving.endpoint}); "
+            text += f"{serving.state}: {serving.message}"
         if history:
             text += "\n\nlatest changes of the champion, newest first:\n" + "\n".join(
                 f"{c.at:%Y-%m-%d %H:%M}  {c.id}  {c.words()}: {c.reason}"
@@ -218,7 +224,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         return text
 
     _print(
-        {"versions": [dataclasses.asdict(v) for v in versions], "history": [c.as_dict() for c in history]},
+        {
+            "versions": [dataclasses.asdict(v) for v in versions],
+            "history": [c.as_dict() for c in history],
+            "serving": serving.as_dict() if serving is not None else None,
+        },
         args.json,
         render,
     )

@@ -18,6 +18,7 @@ from retrainer.records import RunRecord, RunState, UnreadableRun
 
 if TYPE_CHECKING:
     from retrainer.ledger import ChampionChange
+    from retrainer.serving.rollout import ServingStatus
 
 _STATE_COLOURS = {
     RunState.QUEUED: "#6b7280",
@@ -46,6 +47,8 @@ class StatusSnapshot:
     history: list[ChampionChange] = field(default_factory=list)
     #: Runs among the latest whose rows this release cannot read (a state a newer release wrote), newest first.
     unreadable_runs: list[UnreadableRun] = field(default_factory=list)
+    #: What serves the champion (None: no endpoint ever did).
+    serving: ServingStatus | None = None
 
 
 def _e(value: object) -> str:
@@ -276,6 +279,38 @@ def _pin(snapshot: StatusSnapshot) -> str:
     )
 
 
+_SERVING_COLOURS = {
+    "serving": "#15803d",
+    "canary": "#2563eb",
+    "deploying": "#2563eb",
+    "failed": "#b91c1c",
+    "none": "#6b7280",
+}
+
+
+def _serving(snapshot: StatusSnapshot) -> str:
+    """Which version answers requests, where, since when, and what the rollout is doing (a failure stands out)."""
+    status = snapshot.serving
+    if status is None:
+        return (
+            '<section><h2>Serving</h2><p id="serving">no endpoint serves the champion (SERVING_ENDPOINT_NAME on '
+            "Azure ML, <code>retrain serve</code> on this machine)</p></section>"
+        )
+    where = f"{_e(status.backend)} endpoint <b>{_e(status.endpoint)}</b>"
+    where += f" (<code>{_e(status.url)}</code>)" if status.url else ""
+    answers = "no version answers requests yet"
+    if status.version:
+        since = f" since {_e(_when(status.since))}" if status.since else ""
+        answers = f"version <b>{_e(status.version)}</b> answers requests{since}"
+    colour = _SERVING_COLOURS.get(status.state, _UNKNOWN_COLOUR)
+    state = f'<span class="state" style="background:{colour}">{_e(status.state)}</span>'
+    failed = ' class="pin"' if status.state == "failed" else ""
+    return (
+        f'<section id="serving"{failed}><h2>Serving</h2><p>{where}: {answers}</p>'
+        f'<p id="rollout">{state} {_e(status.message)}</p></section>'
+    )
+
+
 def _when(stamp: str) -> str:
     """An ISO time as the page writes times; as it is when it is not one."""
     try:
@@ -429,7 +464,7 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
         f"<title>P&amp;ID detector retraining: status</title><style>{_STYLE}</style></head><body>"
         "<h1>P&amp;ID detector retraining</h1>"
         f'<p class="sub">{best}; generated {snapshot.generated_at:%Y-%m-%d %H:%M:%S} UTC</p>'
-        f"{_pin(snapshot)}{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}"
+        f"{_pin(snapshot)}{_serving(snapshot)}{_submission(snapshot)}{_active(snapshot)}{_history_chart(snapshot)}"
         f"{_per_class_chart(snapshot)}{_class_guard(snapshot)}{_history(snapshot)}{_unreadable_runs(snapshot)}"
         f"{_runs_table(snapshot)}"
         "</body></html>"

@@ -16,6 +16,7 @@ from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger, now_utc
 from retrainer.policy import HoldRule, PendingBatch, SubmissionState, submission_state
 from retrainer.records import RunRecord, UnreadableRun
+from retrainer.serving.status import read_serving_status
 from retrainer.settings import Settings
 from retrainer.status_page import StatusSnapshot
 
@@ -35,17 +36,19 @@ class StatusView:
 
     def snapshot(self, limit: int = 100) -> StatusSnapshot:
         """The latest `limit` runs (one key range; those this release cannot read apart), pending images,
-        submission state, the best model (with the pin), the class names and the champion's latest changes (one
-        key range): six independent reads, made at once, so the page waits for the slowest only."""
-        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="status-view") as reads:
+        submission state, the best model (with the pin), the class names, the champion's latest changes (one key
+        range) and what serves it: seven independent reads, made at once, so the page waits for the slowest only."""
+        with ThreadPoolExecutor(max_workers=7, thread_name_prefix="status-view") as reads:
             runs_read = reads.submit(self._ledger.run_rows, limit)
             pending_read = reads.submit(self._pending)
             state_read = reads.submit(self._submission_state)
             best_read = reads.submit(current_best_model, self._datastore, self._settings.BEST_MODEL_BLOB)
             names_read = reads.submit(self._class_names)
             history_read = reads.submit(self._ledger.champion_history, 10)
+            serving_read = reads.submit(read_serving_status, self._datastore, self._settings.SERVING_STATUS_BLOB)
             rows, pending, state = runs_read.result(), pending_read.result(), state_read.result()
             best, class_names, history = best_read.result(), names_read.result(), history_read.result()
+            serving = serving_read.result()
         runs = [row for row in rows if isinstance(row, RunRecord)]
         links = {run.run_id: self._report_link(run) for run in runs}
         return StatusSnapshot(
@@ -60,6 +63,7 @@ class StatusView:
             class_names=class_names,
             history=history,
             unreadable_runs=[row for row in rows if isinstance(row, UnreadableRun)],
+            serving=serving,
         )
 
     def _pending(self) -> PendingBatch:

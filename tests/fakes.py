@@ -308,15 +308,17 @@ class FakeAzureMLModels:
 
     `create_or_update` stores what the SDK would send (a copy of the entity, the next version when it has none,
     the files of a local `path`); `get` answers a copy, as the service does; `download` writes the files where
-    the SDK would. `lose_files(version)` is a version whose files the registry no longer has. `before_write` and
+    the SDK would. Versions count per name, as on Azure ML (a model and a document each have a version 1).
+    `lose_files(version)` is a version of the model whose files the registry no longer has. `before_write` and
     `after_write` run around each write, `before_get` before each `get` of one version: a racing writer."""
 
     def __init__(self) -> None:
         from azure.ai.ml.entities import Model
 
         self._model = Model
-        self.stored: dict[str, Model] = {}
-        self.files: dict[str, dict[str, bytes]] = {}
+        #: (name, version) -> the stored entity, and its files
+        self.stored: dict[tuple[str, str], Model] = {}
+        self.files: dict[tuple[str, str], dict[str, bytes]] = {}
         self.before_write: Callable[[Model], None] | None = None
         self.after_write: Callable[[Model], None] | None = None
         self.before_get: Callable[[str], None] | None = None
@@ -324,10 +326,10 @@ class FakeAzureMLModels:
     def create_or_update(self, model: Model) -> Model:
         if self.before_write is not None:
             self.before_write(model)
-        version = str(model.version or len(self.stored) + 1)
+        version = str(model.version or sum(name == model.name for name, _ in self.stored) + 1)
         source = Path(str(model.path)) if model.path and not str(model.path).startswith("azureml") else None
         if source is not None and source.is_dir():
-            self.files[version] = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+            self.files[(model.name, version)] = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
         stored = self._model(
             name=model.name,
             version=version,
@@ -335,13 +337,13 @@ class FakeAzureMLModels:
             type=model.type,
             tags=dict(model.tags or {}),
         )
-        self.stored[version] = stored
+        self.stored[(model.name, version)] = stored
         if self.after_write is not None:
             self.after_write(stored)
         return stored
 
     def list(self, name: str) -> list[Model]:
-        return [self._copy(name, v) for v, m in self.stored.items() if m.name == name]
+        return [self._copy(name, v) for n, v in self.stored if n == name]
 
     def get(self, name: str, version: str) -> Model:
         if self.before_get is not None:
@@ -351,9 +353,9 @@ class FakeAzureMLModels:
     def _copy(self, name: str, version: str) -> Model:
         from azure.core.exceptions import ResourceNotFoundError
 
-        if version not in self.stored:
+        if (name, version) not in self.stored:
             raise ResourceNotFoundError(f"{name}:{version} not found")
-        model = self.stored[version]
+        model = self.stored[(name, version)]
         return self._model(
             name=model.name, version=model.version, path=model.path, type=model.type, tags=dict(model.tags)
         )
@@ -361,11 +363,11 @@ class FakeAzureMLModels:
     def download(self, name: str, version: str, download_path: str) -> None:
         target = Path(download_path) / name / "model"
         target.mkdir(parents=True)
-        for file_name, content in self.files.get(version, {}).items():
+        for file_name, content in self.files.get((name, version), {}).items():
             (target / file_name).write_bytes(content)
 
-    def lose_files(self, version: str) -> None:
-        self.files.pop(version, None)
+    def lose_files(self, version: str, name: str = "pid-symbol-detector") -> None:
+        self.files.pop((name, version), None)
 
 
 def registry_after(decision: PromotionRecord, tmp_path: Path) -> AzureMLModelRegistry:
@@ -391,11 +393,242 @@ def registry_after(decision: PromotionRecord, tmp_path: Path) -> AzureMLModelReg
     return registry
 
 
+#: Where the fake workspace is, as Azure ML names its resources.
+WORKSPACE_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-test/providers/"
+    "Microsoft.MachineLearningServices/workspaces/mlw-test"
+)
+LOCATION = "westeurope"
+
+
+def service_error(status: int, code: str, message: str) -> HttpResponseError:
+    """An error as Azure ML answers it (status and code; the SDK raises it as HttpResponseError)."""
+    error = HttpResponseError(message=f"({code}) {message}")
+    error.status_code = status
+    error.error_code = code  # type: ignore[attr-defined]
+    return error
+
+
+class FakePoller:
+    """What a `begin_*` call answers: the operation goes on at the service. The rollout must never wait for it."""
+
+    def done(self) -> bool:
+        return False
+
+    def result(self, timeout: float | None = None) -> None:
+        raise AssertionError("waited for a long-running operation: a timer function must never block on one")
+
+
+class FakeOnlineService:
+    """Azure ML's side of managed online endpoints: each resource kept as the REST body the SDK sends (its entity's
+    own `_to_rest_*` conversion, which validates it), with what the service adds (id, provisioning state, scoring
+    URI, defaults, the model resolved to its ARM id). Operations stay in progress until the test calls `finish()`,
+    as they last minutes on Azure; the service refuses what Azure ML refuses (a change to an endpoint or deployment
+    whose operation is still going on, traffic to a deployment that is not ready or shares that do not add up to 100,
+    deleting a deployment that takes traffic).
+
+    `models[version]` is how the model of that version answers a scoring request (default: `answer`); a callable
+    that raises an `HttpResponseError` is a failing deployment. `fail_versions` end their deployments Failed."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, dict] = {}
+        self.deployments: dict[tuple[str, str], dict] = {}
+        self.models: dict[str, Callable[[dict], object]] = {}
+        self.answer: Callable[[dict], object] = lambda request: [{"boxes": []} for _ in request["input_data"]["data"]]
+        self.fail_versions: set[str] = set()
+        self.calls: list[str] = []
+        self.scored: list[str] = []
+
+    # --- what the test drives ---------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Every operation in progress ends (minutes later, on Azure)."""
+        for body in self.endpoints.values():
+            if body["properties"]["provisioningState"] in ("Creating", "Updating"):
+                body["properties"]["provisioningState"] = "Succeeded"
+        for key, body in list(self.deployments.items()):
+            state = body["properties"]["provisioningState"]
+            if state == "Deleting":
+                del self.deployments[key]
+            elif state in ("Creating", "Updating"):
+                failed = self.version_of(body) in self.fail_versions
+                body["properties"]["provisioningState"] = "Failed" if failed else "Succeeded"
+
+    def traffic(self, endpoint: str) -> dict[str, int]:
+        return dict(self.endpoints[endpoint]["properties"].get("traffic") or {})
+
+    def endpoint_state(self, endpoint: str) -> str:
+        return str(self.endpoints[endpoint]["properties"]["provisioningState"])
+
+    def deployment_states(self, endpoint: str) -> dict[str, str]:
+        return {
+            name: body["properties"]["provisioningState"]
+            for (e, name), body in self.deployments.items()
+            if e == endpoint
+        }
+
+    @staticmethod
+    def version_of(body: dict) -> str:
+        return str(body["properties"]["model"]).rsplit("/", 1)[-1]
+
+    # --- the service's rules -----------------------------------------------------------------------------------
+
+    def endpoint(self, name: str) -> dict:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if name not in self.endpoints:
+            raise ResourceNotFoundError(f"(UserError) Could not find online endpoint {name}")
+        return self.endpoints[name]
+
+    def put_endpoint(self, name: str, body: dict) -> None:
+        existing = self.endpoints.get(name)
+        if existing is not None and existing["properties"]["provisioningState"] in ("Creating", "Updating"):
+            raise service_error(409, "Conflict", f"an operation on endpoint {name} is in progress")
+        traffic = body["properties"].get("traffic") or {}
+        if traffic:
+            states = self.deployment_states(name)
+            not_ready = [d for d in traffic if states.get(d) != "Succeeded"]
+            if not_ready or sum(traffic.values()) != 100:
+                raise service_error(400, "BadArgument", f"invalid traffic {traffic}: not ready {not_ready}")
+        body["id"], body["name"] = f"{WORKSPACE_ID}/onlineEndpoints/{name}", name
+        body["properties"]["provisioningState"] = "Updating" if existing else "Creating"
+        body["properties"]["scoringUri"] = f"https://{name}.{LOCATION}.inference.ml.azure.com/score"
+        self.endpoints[name] = body
+        self.calls.append(f"PUT endpoint {name} traffic={traffic}")
+
+    def put_deployment(self, endpoint: str, name: str, body: dict) -> None:
+        state = self.endpoint(endpoint)["properties"]["provisioningState"]
+        if state in ("Creating", "Updating"):
+            raise service_error(409, "Conflict", f"an operation on endpoint {endpoint} is in progress")
+        existing = self.deployments.get((endpoint, name))
+        if existing is not None and existing["properties"]["provisioningState"] in ("Creating", "Updating", "Deleting"):
+            raise service_error(409, "Conflict", f"an operation on deployment {name} is in progress")
+        model = str(body["properties"]["model"])
+        if model.startswith("azureml:"):  # the SDK resolves a short reference to the model's ARM id before it sends
+            _, model_name, version = model.split(":")
+            body["properties"]["model"] = f"{WORKSPACE_ID}/models/{model_name}/versions/{version}"
+        body["id"], body["name"] = f"{WORKSPACE_ID}/onlineEndpoints/{endpoint}/deployments/{name}", name
+        body["properties"].setdefault("scaleSettings", {"scaleType": "Default"})
+        body["properties"]["provisioningState"] = "Updating" if existing else "Creating"
+        self.deployments[(endpoint, name)] = body
+        self.calls.append(f"PUT deployment {endpoint}/{name}")
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        body = self.deployments.get((endpoint, name))
+        if body is None:
+            raise ResourceNotFoundError(f"(UserError) Could not find deployment {name}")
+        if self.endpoint(endpoint)["properties"]["provisioningState"] in ("Creating", "Updating"):
+            raise service_error(409, "Conflict", f"an operation on endpoint {endpoint} is in progress")
+        if self.traffic(endpoint).get(name, 0) > 0:
+            raise service_error(400, "BadArgument", f"deployment {name} takes traffic: move it first")
+        body["properties"]["provisioningState"] = "Deleting"
+        self.calls.append(f"DELETE deployment {endpoint}/{name}")
+
+    def score(self, endpoint: str, request: dict, deployment: str | None) -> str:
+        if deployment is None:
+            live = {name: share for name, share in self.traffic(endpoint).items() if share > 0}
+            if not live:
+                raise service_error(404, "NotFound", "the endpoint has no deployment with a positive weight")
+            deployment = max(live, key=lambda name: live[name])
+        body = self.deployments[(endpoint, deployment)]
+        if body["properties"]["provisioningState"] != "Succeeded":
+            raise service_error(424, "ModelError", f"deployment {deployment} is not ready")
+        self.scored.append(deployment)
+        version = self.version_of(body)
+        return json.dumps(self.models.get(version, self.answer)(request))
+
+
+class FakeOnlineEndpoints:
+    """`MLClient.online_endpoints` over `FakeOnlineService`: the SDK's entities in and out, only the network faked."""
+
+    def __init__(self, service: FakeOnlineService) -> None:
+        self._service = service
+
+    def get(self, name: str) -> object:
+        import copy
+
+        from azure.ai.ml._restclient.arm_ml_service.models import OnlineEndpoint as OnlineEndpointData
+        from azure.ai.ml.entities import OnlineEndpoint
+
+        endpoint = OnlineEndpoint._from_rest_object(OnlineEndpointData(copy.deepcopy(self._service.endpoint(name))))
+        for deployment in self._service.deployment_states(name):  # as the SDK: deployments without traffic at 0
+            endpoint.traffic.setdefault(deployment, 0)
+        return endpoint
+
+    def begin_create_or_update(self, endpoint: object) -> FakePoller:
+        from azure.ai.ml.entities import OnlineEndpoint
+
+        assert isinstance(endpoint, OnlineEndpoint), type(endpoint)
+        if endpoint.traffic:  # as the SDK: zero shares are not sent
+            endpoint.traffic = {name: share for name, share in endpoint.traffic.items() if share}
+        body = endpoint._to_rest_online_endpoint(location=LOCATION).as_dict()
+        self._service.put_endpoint(str(endpoint.name), body)
+        return FakePoller()
+
+    def invoke(self, endpoint_name: str, *, request_file: str, deployment_name: str | None = None, **_: object) -> str:
+        from azure.ai.ml.exceptions import ValidationException
+
+        request = json.loads(Path(request_file).read_bytes())  # as the SDK: the request is read from the file
+        if deployment_name is not None and deployment_name not in self._service.deployment_states(endpoint_name):
+            raise ValidationException(
+                message=f"Deployment name {deployment_name} not found for this endpoint",
+                no_personal_data_message="Deployment name not found for this endpoint",
+            )
+        self._service.endpoint(endpoint_name)
+        return self._service.score(endpoint_name, request, deployment_name)
+
+
+class FakeOnlineDeployments:
+    """`MLClient.online_deployments` over `FakeOnlineService`."""
+
+    def __init__(self, service: FakeOnlineService) -> None:
+        self._service = service
+
+    def begin_create_or_update(self, deployment: object) -> FakePoller:
+        from azure.ai.ml.entities import OnlineDeployment
+
+        assert isinstance(deployment, OnlineDeployment), type(deployment)
+        self._service.endpoint(str(deployment.endpoint_name))  # as the SDK: the endpoint must exist
+        body = deployment._to_rest_object(location=LOCATION).as_dict()
+        self._service.put_deployment(str(deployment.endpoint_name), str(deployment.name), body)
+        return FakePoller()
+
+    def get(self, name: str, endpoint_name: str) -> object:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if (endpoint_name, name) not in self._service.deployments:
+            raise ResourceNotFoundError(f"(UserError) Could not find deployment {name}")
+        return self._entity(endpoint_name, name)
+
+    def list(self, endpoint_name: str) -> list[object]:
+        return [self._entity(endpoint_name, name) for name in self._service.deployment_states(endpoint_name)]
+
+    def begin_delete(self, name: str, endpoint_name: str) -> FakePoller:
+        self._service.delete_deployment(endpoint_name, name)
+        return FakePoller()
+
+    def _entity(self, endpoint_name: str, name: str) -> object:
+        import copy
+
+        from azure.ai.ml._restclient.arm_ml_service.models import OnlineDeployment as OnlineDeploymentData
+        from azure.ai.ml.entities import OnlineDeployment
+
+        body = copy.deepcopy(self._service.deployments[(endpoint_name, name)])
+        deployment = OnlineDeployment._from_rest_object(OnlineDeploymentData(body))
+        deployment.endpoint_name = endpoint_name
+        return deployment
+
+
 class FakeMLClient:
-    """An `MLClient` with only its model operations."""
+    """An `MLClient` with its model and online endpoint operations."""
 
     def __init__(self) -> None:
         self.models = FakeAzureMLModels()
+        self.online = FakeOnlineService()
+        self.online_endpoints = FakeOnlineEndpoints(self.online)
+        self.online_deployments = FakeOnlineDeployments(self.online)
 
 
 def promotion_with_classes(classes: int, seed: int = 7) -> PromotionRecord:

@@ -238,6 +238,41 @@ def test_every_role_is_a_data_role_scoped_to_one_resource(config: dict) -> None:
     assert ("Monitoring Metrics Publisher", "azurerm_application_insights.main", "function") in roles
 
 
+def test_serving_is_off_unless_an_endpoint_is_named_and_its_settings_reach_the_app(config: dict) -> None:
+    from retrainer.settings import Settings
+
+    variables, settings = config["variable"], config["locals"]["function_settings"]
+    assert variables["serving_endpoint_name"]["default"] is None, "no endpoint, nothing billed, unless asked"
+    assert config["locals"]["serving_settings"] == (
+        "${var.serving_endpoint_name == null ? {} : {SERVING_ENDPOINT_NAME = var.serving_endpoint_name}}"
+    )
+    app = config["resource"]["azurerm_function_app_flex_consumption"]["main"]
+    assert app["app_settings"] == "${merge(local.function_settings, local.serving_settings)}"
+    assert settings["SERVING_INSTANCE_TYPE"] == "${var.serving_instance_type}"
+    assert settings["SERVING_INSTANCE_COUNT"] == "${tostring(var.serving_instance_count)}"
+    fields = Settings.model_fields
+    assert variables["serving_instance_type"]["default"] == fields["SERVING_INSTANCE_TYPE"].default == "Standard_DS3_v2"
+    assert variables["serving_instance_count"]["default"] == fields["SERVING_INSTANCE_COUNT"].default == 1
+    pattern = next(m.pattern for m in fields["SERVING_ENDPOINT_NAME"].metadata if hasattr(m, "pattern"))
+    assert pattern in block(variables["serving_endpoint_name"], "validation")["condition"], "one rule for the name"
+
+
+def test_the_app_may_manage_and_score_endpoints_with_its_one_workspace_role_and_deployments_report_telemetry(
+    config: dict,
+) -> None:
+    """AzureML Data Scientist on the workspace (the pipelines need it) covers onlineEndpoints write, delete, read and
+    score/action: serving adds no role, and the app holds no broader one (no Contributor, no custom role)."""
+    on_workspace = {
+        role for role, scope, who in role_pairs(config) if who == "function" and "machine_learning_workspace" in scope
+    }
+    assert on_workspace == {"AzureML Data Scientist"}
+    assert "azurerm_role_definition" not in config["resource"]
+    workspace = config["resource"]["azurerm_machine_learning_workspace"]["main"]
+    assert workspace["application_insights_id"] == "${azurerm_application_insights.main.id}", (
+        "a deployment with app_insights_enabled reports to the workspace's Application Insights"
+    )
+
+
 def test_the_deployer_gets_the_data_roles_that_registering_components_and_loading_data_need(config: dict) -> None:
     deployer = config["resource"]["azurerm_role_assignment"]["deployer_data"]
     assert deployer["principal_id"] == "${local.deployer_principal}"

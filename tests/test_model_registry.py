@@ -260,7 +260,7 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
     registry = AzureMLModelRegistry(client)
     register_model.register(registry, NAME, automl, {})
     register_model.register(registry, NAME, trained_model, {})
-    automl_tags, local_tags = client.models.stored["1"].tags, client.models.stored["2"].tags
+    automl_tags, local_tags = client.models.stored[(NAME, "1")].tags, client.models.stored[(NAME, "2")].tags
     assert automl_tags[AUTOML_MODEL_NAME_TAG] == "yolov5" and automl_tags["source_run"] == run.info.run_id
     assert AUTOML_MODEL_NAME_TAG not in local_tags and local_tags["source_run"] == "local-trainer"
     # The AutoML release whose code scores it: the training image AutoML records in the MLmodel.

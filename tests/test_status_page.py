@@ -19,6 +19,7 @@ from retrainer.promotion import (
     decide_promotion,
 )
 from retrainer.records import RunRecord, RunState
+from retrainer.serving.rollout import ServingStatus
 from retrainer.settings import load_settings
 from retrainer.status_page import StatusSnapshot, render_status_page
 from retrainer.status_view import StatusView
@@ -313,3 +314,51 @@ def test_the_guard_says_how_many_classes_the_ledgers_copy_left_out() -> None:
     guarded.decision.comparison.class_guard.classes_left_out = 4850
     page = render_status_page(base)
     assert "4850 more that changed least are left out of the ledger's copy" in page
+
+
+def failed_rollout() -> ServingStatus:
+    """Version 5 serves on Azure ML; version 6's deployment failed its smoke test and waits for its back-off."""
+    from retrainer.serving.rollout import SmokeResult
+
+    smoke = SmokeResult(sheets=3, map50=0.12, expected=0.86, tolerance=0.25, passed=False, message="mAP@0.5 0.120")
+    return ServingStatus(
+        backend="azureml",
+        endpoint="pid-champion",
+        url="https://pid-champion.westeurope.inference.ml.azure.com/score",
+        version="5",
+        state="failed",
+        since=(NOW - timedelta(days=2)).isoformat(),
+        target="6",
+        deployment="model-v6",
+        previous="model-v4",
+        message="the smoke test of model-v6 failed: mAP@0.5 0.120 <below>; version 5 still answers; retrying after "
+        "2026-11-29T12:15 UTC",
+        failures=1,
+        retry_at=(NOW + timedelta(minutes=15)).isoformat(),
+        smoke=smoke,
+    )
+
+
+def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_path: Path) -> None:
+    page = render_status_page(StatusSnapshot(**{**snapshot().__dict__, "serving": failed_rollout()}))
+    serving = page[page.index('<section id="serving"') : page.index("</section>", page.index('id="serving"'))]
+    assert 'class="pin"' in serving, "a failed rollout is set apart"
+    assert "azureml endpoint <b>pid-champion</b>" in serving and "version <b>5</b> answers requests since" in serving
+    assert "version 5 still answers" in serving and "&lt;below&gt;" in serving, "the rollout's message, escaped"
+    quiet = render_status_page(StatusSnapshot(NOW, False, "", 0, None, [], None))
+    assert "no endpoint serves the champion" in quiet
+
+    file = tmp_path / "status.html"
+    file.write_text(page)
+    rendered = render(file, "status-page-serving.png")
+    assert 'id="serving"' in rendered.dom and 'id="rollout"' in rendered.dom
+    assert console_errors(rendered.console) == []
+
+
+def test_the_view_reads_what_serves_the_champion_from_its_status_blob(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW)  # type: ignore[arg-type]
+    assert view.snapshot().serving is None
+    store.write_json("models/serving.json", failed_rollout().model_dump(mode="json"))
+    assert view.snapshot().serving == failed_rollout()

@@ -32,12 +32,14 @@ class Deployment:
 
 @dataclass(frozen=True)
 class EndpointView:
-    """The endpoint as it is now: its scoring URL (None until it exists), its deployments, and their traffic."""
+    """The endpoint as it is now: its scoring URL (None until it exists), whether it takes changes (`detail` says
+    why not: being created, or updating its traffic), its deployments, and their traffic."""
 
     url: str | None
     ready: bool
     deployments: tuple[Deployment, ...] = ()
     traffic: dict[str, int] = field(default_factory=dict)
+    detail: str = ""
 
     def deployment(self, name: str) -> Deployment | None:
         return next((d for d in self.deployments if d.name == name), None)

@@ -150,7 +150,8 @@ class Rollout:
             status.message = "no model has been promoted yet: nothing to serve"
             return status
         if not view.ready:
-            return self._say(status, "deploying", f"the endpoint {self._endpoint.name} is being created")
+            why = view.detail or "being created"
+            return self._say(status, "deploying", f"the endpoint {self._endpoint.name} is not ready: {why}")
         target = champion.version.version
         name = deployment_name(target)
         if status.target != target:  # a new champion: a new rollout, with no failures held against it
