@@ -35,10 +35,10 @@ $(MLTABLE_STAMP):
 
 # The local endpoint's inference server and the model's packages, in an environment of their own (the server pins
 # pydantic ~=2.12 and opentelemetry-sdk 1.33.0, which the function app's packages cannot share); about 2 min.
-$(SERVING_STAMP): retrainer/serving/requirements.txt
+$(SERVING_STAMP): inference/requirements.txt
 	test -x .venv-serving/bin/python || $(PYTHON) -m venv .venv-serving
 	@echo "installing the local endpoint's inference server into .venv-serving (log: .venv-serving/install.log)"
-	@{ .venv-serving/bin/pip install --quiet --upgrade pip && .venv-serving/bin/pip install --quiet -r retrainer/serving/requirements.txt; } \
+	@{ .venv-serving/bin/pip install --quiet --upgrade pip && .venv-serving/bin/pip install --quiet -r inference/requirements.txt; } \
 		> .venv-serving/install.log 2>&1 || { tail -40 .venv-serving/install.log; exit 1; }
 	@touch $@
 

@@ -196,6 +196,7 @@ def test_pin_and_unpin_wait_for_a_promotion_in_another_process_and_apply_to_its_
     world.register(0.70)
     if door == "unpin":
         world.controls.pin("audit", "ana")
+        world.clock.advance(minutes=1)
     promotion = other_process(world, "promote", "2", tmp_path)  # holds the critical section until told to go on
     done = threading.Event()
     call = (lambda: world.controls.pin("audit", "ana")) if door == "pin" else (lambda: world.controls.unpin("ana"))

@@ -20,6 +20,7 @@ from retrainer.records import ModelVersion
 from retrainer.settings import get_settings
 from retrainer.workspace.azureml import AzureMLModelRegistry
 from retrainer.workspace.local import LocalModelRegistry
+from tests.fakes import FakeMLClient
 
 NAME = "pid-symbol-detector"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_artifacts"
@@ -268,39 +269,12 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
     assert AUTOML_IMAGE_TAG not in local_tags
 
 
-class FakeModelOperations:
-    """Stands in for `MLClient.models`' network calls, storing the SDK's own Model entities."""
-
-    def __init__(self) -> None:
-        self.stored: dict[str, Model] = {}
-
-    def create_or_update(self, model: Model) -> Model:
-        version = model.version or str(len(self.stored) + 1)
-        stored = Model(
-            name=model.name, version=version, path="azureml://x", type=model.type, tags=dict(model.tags or {})
-        )
-        self.stored[version] = stored
-        return stored
-
-    def list(self, name: str) -> list[Model]:
-        return [m for m in self.stored.values() if m.name == name]
-
-    def get(self, name: str, version: str) -> Model:
-        model = self.stored[version]
-        return Model(name=model.name, version=model.version, path=model.path, type=model.type, tags=dict(model.tags))
-
-
-class FakeMLClient:
-    def __init__(self) -> None:
-        self.models = FakeModelOperations()
-
-
 def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trained_model: Path) -> None:
     client = FakeMLClient()
     workspace = AzureMLModelRegistry(client)
     for score in (0.6, 0.9, 0.7):
         workspace.register_model(NAME, trained_model, description="", tags={"mean_average_precision": str(score)})
-    sent = client.models.stored["1"]
+    sent = client.models.stored[(NAME, "1")]
     assert sent.type == "mlflow_model"
     # Two tag steps raced on Azure ML and both left best_model=true:
     workspace.set_model_tags(NAME, "1", {"best_model": "true"})
@@ -311,43 +285,14 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"
 
 
-class FakeDocumentModels(FakeModelOperations):
-    """Also stands in for `models.download`: writes the stored version's files as the service would."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.files: dict[str, dict[str, bytes]] = {}
-
-    def create_or_update(self, model: Model) -> Model:
-        if model.version in self.stored:  # the real service refuses to change an immutable version
-            raise AssertionError("create_document must check before writing a version")
-        stored = super().create_or_update(model)
-        self.files[stored.version] = {p.name: p.read_bytes() for p in Path(str(model.path)).iterdir()}
-        return stored
-
-    def get(self, name: str, version: str) -> Model:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        if version not in self.stored:
-            raise ResourceNotFoundError(f"{name}:{version} not found")
-        return super().get(name, version)
-
-    def download(self, name: str, version: str, download_path: str) -> None:
-        target = Path(download_path) / name / "model"
-        target.mkdir(parents=True)
-        for file_name, content in self.files[version].items():
-            (target / file_name).write_bytes(content)
-
-
 def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:
     client = FakeMLClient()
-    client.models = FakeDocumentModels()
-    registry = AzureMLModelRegistry(client)
+    registry = AzureMLModelRegistry(client)  # type: ignore[arg-type]
     assert registry.latest_document("pid-symbols-split-assignment") is None
     assert registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1}')
     assert not registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1, "other": true}')
     assert registry.create_document("pid-symbols-split-assignment", "2", b'{"version": 2}')
     assert registry.latest_document("pid-symbols-split-assignment") == b'{"version": 2}'
-    sent = client.models.stored["1"]
+    sent = client.models.stored[("pid-symbols-split-assignment", "1")]
     assert sent.type == "custom_model" and sent.tags["sha256"]
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"

@@ -67,7 +67,7 @@ def test_the_serving_environment_provides_every_package_the_local_detector_decla
     def name(requirement: str) -> str:
         return re.split(r"[<>=~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
 
-    lines = (ROOT / "retrainer/serving/requirements.txt").read_text().splitlines()
+    lines = (ROOT / "inference/requirements.txt").read_text().splitlines()
     provided = {name(line) for line in lines if line.strip() and not line.startswith("#")}
     declared = {name(requirement) for requirement in model_requirements()}
     assert "azureml-inference-server-http" in provided

@@ -8,5 +8,6 @@
   first when asked), keep the previous deployment so a rollback is a traffic switch; a failure leaves traffic where
   it was, says so and retries with back-off.
 - `smoke`: the smoke test: a few holdout sheets through the new deployment, their mAP@0.5 against the champion's.
-- `score`: the entry script the inference server runs (in the serving environment, not the service's).
+The entry script a local deployment's inference server runs is `inference/score.py`, in the serving environment
+(`inference/requirements.txt`), outside the function app.
 """

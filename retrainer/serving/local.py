@@ -38,7 +38,7 @@ DEPLOYMENT_HEADER = "azureml-model-deployment"
 STARTUP_SECONDS = 300.0
 #: How long a request may run through the router.
 REQUEST_SECONDS = 300.0
-_ENTRY_SCRIPT = Path(__file__).with_name("score.py")
+_ENTRY_SCRIPT = Path(__file__).resolve().parents[2] / "inference" / "score.py"
 
 
 def free_port() -> int:

@@ -2,8 +2,8 @@
 
 It does what Azure ML's scoring for MLflow models does with a no-code deployment: load the MLflow model found under
 AZUREML_MODEL_DIR, read the request's `input_data` in pandas' split orient, predict, and answer each row's result.
-It runs in the serving environment (`serving-requirements.txt`: the inference server and the model's own
-requirements), so it imports nothing of the service.
+It runs in the serving environment (`inference/requirements.txt`: the inference server and the model's own
+requirements), so it imports nothing of the service, and is not part of the function app.
 """
 
 from __future__ import annotations
