@@ -180,7 +180,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from retrainer.champion_tags import pin_of
+    from retrainer.champion_tags import SCORE_TAG, pin_of
 
     settings = _settings(args.backend)
     versions = _registry(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
@@ -189,7 +189,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "version": v.version,
             "best": "yes" if v.is_best else "",
             "pinned": (pin.reason[:40] if (pin := pin_of(v)) else ""),
-            "mAP@0.5": v.tags.get("mean_average_precision", ""),
+            "mAP@0.5": v.tags.get(SCORE_TAG, "") if v.validated else "not validated",
             "val_data": v.tags.get("val_data", ""),
             "registered": v.tags.get("registered_at", ""),
         }
