@@ -80,12 +80,12 @@ class ThreadGovernor:
         self,
         set_threads: Callable[[int], None],
         cores: int | None = None,
-        read_others: Callable[[], int | None] = others_runnable,
+        read_others: Callable[[], int | None] | None = None,
         window: int = 5,
     ) -> None:
         self._set_threads = set_threads
         self.cores = cores if cores is not None else usable_cores()
-        self._read_others = read_others
+        self._read_others = read_others or (lambda: others_runnable())  # looked up at each call
         self._readings: deque[int] = deque(maxlen=window)
         self.threads = 0  # none set yet
 

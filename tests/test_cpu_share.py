@@ -117,3 +117,28 @@ def test_the_training_log_says_how_many_threads_each_epoch_ran() -> None:
     assert describe_epoch(history[1]).endswith("(310 ms per step, torch threads 1.4, machine load 2.4)")
     result = TrainingResult(torch.nn.Linear(1, 1), ["1"], evaluate([], [], ["1"]), [], 2, 2, 5.0, history, 2)
     assert "torch threads 1.4-2, machine load 0.2-2.4" in result.pace()
+
+
+@pytest.mark.slow
+def test_training_and_validation_run_on_the_cores_other_work_leaves(
+    training_sets: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from pipeline_steps import cpu_share
+    from pipeline_steps.detector.engine import TrainingConfig, train, validate
+    from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+
+    sheets, val = load_sheets(training_sets[0]), load_sheets(training_sets[1])
+    classes = class_vocabulary(sheets, val)
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    try:
+        monkeypatch.setattr(cpu_share, "others_runnable", lambda: 2)  # two busy loops elsewhere
+        result = train(sheets, val, classes, TrainingConfig(epochs=1, seed=0))
+        assert [row["threads"] for row in result.history] == [1.0] and torch.get_num_threads() == 1
+        monkeypatch.setattr(cpu_share, "others_runnable", lambda: 0)  # they ended
+        validate(result.model, val[:1], classes)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -201,8 +201,15 @@ def _owned(boxes: torch.Tensor, xs: list[int], ys: list[int], column: int, row: 
     return (centre_x >= low_x) & (centre_x < high_x) & (centre_y >= low_y) & (centre_y < high_y)
 
 
-def validate(model: torch.nn.Module, sheets: list[Sheet], classes: list[str]) -> tuple[Evaluation, list[Prediction]]:
-    predictions = [predict(model, read_image(sheet.path), classes) for sheet in sheets]
+def validate(
+    model: torch.nn.Module, sheets: list[Sheet], classes: list[str], governor: ThreadGovernor | None = None
+) -> tuple[Evaluation, list[Prediction]]:
+    """The model's predictions of the sheets and their evaluation; threads follow the free cores sheet by sheet."""
+    governor = governor or ThreadGovernor(torch.set_num_threads)
+    predictions = []
+    for sheet in sheets:
+        governor.adjust()
+        predictions.append(predict(model, read_image(sheet.path), classes))
     return evaluate(sheets, predictions, classes), predictions
 
 
@@ -289,7 +296,7 @@ def train(
         }
         if val_sheets and (done or evaluation_due(epoch, planned, config.evaluations, trained / budget, evaluated)):
             evaluated += 1
-            metrics = validate(model, val_sheets[: config.evaluation_sheets], classes)[0].metrics
+            metrics = validate(model, val_sheets[: config.evaluation_sheets], classes, governor)[0].metrics
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["mean_average_precision"] > best_score:
                 best_state = copy.deepcopy(model.state_dict())
@@ -302,7 +309,9 @@ def train(
     if not val_sheets:
         best_state, best_epoch = model.state_dict(), epoch
     model.load_state_dict(best_state)
-    evaluation, predictions = validate(model, val_sheets, classes) if val_sheets else (evaluate([], [], classes), [])
+    evaluation, predictions = (
+        validate(model, val_sheets, classes, governor) if val_sheets else (evaluate([], [], classes), [])
+    )
     return TrainingResult(
         model,
         classes,
