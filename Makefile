@@ -66,6 +66,7 @@ bench: setup
 	$(PY) bench/full_sheet.py
 	$(PY) bench/holdout_scoring.py
 	$(PY) bench/step_profile.py --realistic
+	$(PY) bench/contention.py
 	$(PY) bench/train.py
 	$(PY) bench/train.py --realistic --warm-minutes 3
 

@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
+from pipeline_steps.cpu_share import wait_passively
+
+# Before any step imports torch, whose OpenMP reads it once: threads that wait sleep, never spin (cpu_share.py).
+wait_passively()
+
 #: The package version; a release adds the commit it was built from.
 PACKAGE_VERSION = "0.1.0"
 #: Written by `infra/deploy.sh` before it publishes the app and registers the components, so both name

@@ -108,18 +108,21 @@ class DataAssets(StepFile):
 
 
 class RegisteredModel(StepFile):
-    """The register-model step's output: the new version with its training metrics and data versions."""
+    """The register-model step's output: the new version with its training metrics and data versions.
+    A version the local trainer could not validate (`val_images` 0) has no figures: they are None."""
 
     FILE_NAME: ClassVar[str] = "model_metadata.json"
 
     name: str
     version: str
     uri: str
-    mean_average_precision: float
-    precision: float
-    recall: float
+    mean_average_precision: float | None
+    precision: float | None
+    recall: float | None
     coco_map: float | None = None
     per_class: dict[str, float] = Field(default_factory=dict)
+    #: Validation images the figures were measured on; None where the trainer does not say (AutoML).
+    val_images: int | None = None
     train_data: str | None = None
     val_data: str | None = None
     source_run: str = ""
@@ -127,14 +130,15 @@ class RegisteredModel(StepFile):
 
 class TrainingMetrics(StepFile):
     """What the local trainer writes beside its MLflow model, and registration reads (an AutoML model has
-    none: its metrics are on its run). Scores are checked where they are read, so a NaN is named there."""
+    none: its metrics are on its run). Scores are checked where they are read, so a NaN is named there.
+    With no validation sheets (`val_images` 0) nothing was measured: the figures are None, never 0."""
 
     model_config = ConfigDict(extra="allow", ser_json_inf_nan="strings")
     FILE_NAME: ClassVar[str] = "metrics.json"
 
-    mean_average_precision: float
-    precision: float
-    recall: float
+    mean_average_precision: float | None
+    precision: float | None
+    recall: float | None
     coco_map: float | None = None
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
     classes: list[str] = Field(default_factory=list)

@@ -10,7 +10,9 @@ platform points MLFLOW_TRACKING_URI at the workspace). An AutoML model also gets
 `automl_model_name`: the `base_model_name` AutoML writes into the MLmodel's `metadata` (the trial's
 `model_name`, the one its checkpoint holds), which the next run's warm start matches, and the tag
 `automl_image`: the AutoML training image it records (`azureml.base_image`), the release of AutoML's
-code that scores it (the tag step scores in one pinned release). `model_metadata.json`
+code that scores it (the tag step scores in one pinned release). A local model also gets `val_images`, the
+validation sheets its figures were measured on; one trained with none ("0") gets no metric tags at all: it
+was not validated, and no figure stands in for that. `model_metadata.json`
 in the output holds name, version, mean_average_precision, precision, recall and the data versions
 (`contracts.RegisteredModel`).
 """
@@ -36,7 +38,7 @@ from pipeline_steps.contracts import (
     RegisteredModel,
     TrainingMetrics,
 )
-from retrainer.champion.tags import PER_CLASS_TAG, SCORE_TAG
+from retrainer.champion.tags import PER_CLASS_TAG, SCORE_TAG, VALIDATION_IMAGES_TAG
 from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
 
@@ -59,13 +61,16 @@ def _mlmodel(model_folder: Path) -> dict[str, Any]:
 
 
 def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
-    """(metrics, source run) of the model; every required metric present and a finite number."""
+    """(metrics, source run) of the model; every required metric present and a finite number, or none at all
+    for a model the local trainer validated on no sheets (it has no figure to record)."""
     description = _mlmodel(model_folder)
     run_id = str(description.get("run_id") or "")
     local_metrics = model_folder / TrainingMetrics.FILE_NAME  # checked field by field below, AutoML's alike
     if local_metrics.is_file():
         raw = json.loads(local_metrics.read_text())
         source = run_id or "local-trainer"
+        if validation_images(model_folder) == 0:  # older trainers wrote 0.0 here: a figure of nothing
+            return {}, source
     elif run_id:
         raw = _tracked_metrics(run_id)
         source = run_id
@@ -148,6 +153,15 @@ def data_versions(
     return {key: value for key, value in versions.items() if value}
 
 
+def validation_images(model_folder: Path) -> int | None:
+    """How many validation sheets the local trainer measured the model on; None where it does not say (AutoML)."""
+    if not (model_folder / TrainingMetrics.FILE_NAME).is_file():
+        return None
+    raw = json.loads((model_folder / TrainingMetrics.FILE_NAME).read_text())
+    count = raw.get("val_images") if isinstance(raw, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+
 def per_class_ap(model_folder: Path) -> dict[str, float]:
     """Per-class AP@0.5 from the local trainer's metrics.json, when it recorded it (AutoML's model has none)."""
     if not (model_folder / TrainingMetrics.FILE_NAME).is_file():
@@ -162,10 +176,13 @@ def per_class_ap(model_folder: Path) -> dict[str, float]:
 
 def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> RegisteredModel:
     metrics, source = read_training_metrics(model_folder)
-    per_class = per_class_ap(model_folder)
+    per_class = per_class_ap(model_folder) if metrics else {}
+    validated_on = validation_images(model_folder)
     trained_as, trained_in = automl_model_name(model_folder), automl_image(model_folder)
+    # A version that was not validated carries no figures, and VALIDATION_IMAGES_TAG "0" says why.
     tags = {
         **{k: f"{v:.6f}" for k, v in metrics.items()},
+        **({VALIDATION_IMAGES_TAG: str(validated_on)} if validated_on is not None else {}),
         **data,
         "source_run": source,
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -180,11 +197,12 @@ def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[
         name=version.name,
         version=version.version,
         uri=version.uri,
-        mean_average_precision=metrics[PRIMARY_METRIC],
-        precision=metrics["precision"],
-        recall=metrics["recall"],
+        mean_average_precision=metrics.get(PRIMARY_METRIC),
+        precision=metrics.get("precision"),
+        recall=metrics.get("recall"),
         coco_map=metrics.get("coco_map"),
         per_class=per_class,
+        val_images=validated_on,
         train_data=data.get("train_data"),
         val_data=data.get("val_data"),
         source_run=source,
@@ -216,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"register model failed: {error}", file=sys.stderr)
         return 1
     metadata.write(args.model_metadata_path)
-    print(f"registered {metadata.name} version {metadata.version} (mAP@0.5 {metadata.mean_average_precision:.4f})")
+    score = metadata.mean_average_precision
+    print(
+        f"registered {metadata.name} version {metadata.version} "
+        + (f"(mAP@0.5 {score:.4f})" if score is not None else "(not validated: no validation figures)")
+    )
     return 0
 
 

@@ -5,7 +5,8 @@
         [--from-scratch]
 
 `--output` becomes an MLflow model folder (MLmodel at its root, like AutoML's `best_model` output)
-with `metrics.json` (mean_average_precision = mAP@0.5, coco_map, precision, recall, per-class AP)
+with `metrics.json` (mean_average_precision = mAP@0.5, coco_map, precision, recall, per-class AP, and
+`val_images`, the validation sheets they were measured on: with none, the figures are null, never 0)
 and `report/report.html` beside it. The model scores like an AutoML for Images model (base64
 images in, normalised boxes out). The work is `--epochs` (from scratch) or `--warm-epochs` (from the
 champion's weights, `--warm-start-model`), the same on any machine; with no champion, training starts from
@@ -82,10 +83,12 @@ def run_training(
     except Exception as error:  # a report is for people: one that cannot be drawn never loses a good model
         print(f"the evaluation report could not be written ({type(error).__name__}: {error}); the model is saved")
         report = None
+    # Scored on no sheets, every figure would read 0: the model was not validated, and its figures are None.
+    measured = bool(val_sheets)
     metrics = TrainingMetrics.model_validate(
         {
-            **result.evaluation.metrics,
-            "per_class": result.evaluation.per_class,
+            **{name: value if measured else None for name, value in result.evaluation.metrics.items()},
+            "per_class": result.evaluation.per_class if measured else {},
             "classes": classes,
             "train_images": len(train_sheets),
             "val_images": len(val_sheets),
@@ -140,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"training failed: {error}", file=sys.stderr)
         return 1
-    print(
-        f"mAP@0.5 {metrics['mean_average_precision']:.3f}, COCO mAP {metrics['coco_map']:.3f}, "
-        f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f} (best epoch {metrics['best_epoch']})"
-    )
+    if metrics["val_images"]:
+        print(
+            f"mAP@0.5 {metrics['mean_average_precision']:.3f}, COCO mAP {metrics['coco_map']:.3f}, precision "
+            f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f} on {metrics['val_images']} validation sheets "
+            f"(best epoch {metrics['best_epoch']})"
+        )
+    else:
+        print("not validated: no validation sheets, so the model has no validation figures (the last epoch is kept)")
     print(f"model: {args.output}  report: {args.output / metrics['report'] if metrics['report'] else 'none'}")
     return 0
 

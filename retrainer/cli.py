@@ -195,7 +195,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "version": v.version,
             "best": "yes" if v.is_best else "",
             "pinned": (pin.reason[:40] if (pin := pin_of(v)) else ""),
-            "mAP@0.5": v.tags.get(SCORE_TAG, ""),
+            "mAP@0.5": v.tags.get(SCORE_TAG, "") if v.validated else "not validated",
             "val_data": v.tags.get("val_data", ""),
             "registered": v.tags.get("registered_at", ""),
         }

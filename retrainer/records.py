@@ -182,6 +182,9 @@ class DataAssetRef:
 
 #: The tag of the version currently promoted (the reference pipeline's name).
 BEST_MODEL_TAG = "best_model"
+#: How many validation images the version's figures were measured on when it was trained (register_model
+#: writes it where the trainer says: the local one). "0": not validated, and the version has no metric tags.
+VALIDATION_IMAGES_TAG = "val_images"
 
 
 @dataclass(frozen=True)
@@ -194,3 +197,8 @@ class ModelVersion:
     @property
     def is_best(self) -> bool:
         return self.tags.get(BEST_MODEL_TAG) == "true"
+
+    @property
+    def validated(self) -> bool:
+        """False for a version trained with no validation images: it has no validation figure to show."""
+        return self.tags.get(VALIDATION_IMAGES_TAG) != "0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -48,6 +49,28 @@ def wait_until_finished(workspace: LocalPipelineRunner, run_id: str, timeout: fl
     raise AssertionError(f"{run_id} still {workspace.run_status(run_id)} after {timeout} s")
 
 
+def assert_validated_and_tagged_as_measured(workspace: LocalPipelineRunner, run_id: str) -> None:
+    """The invariant every local run keeps: the train step validated on the split's val images, and the
+    version it registered carries exactly the train step's figures (a8069e8 trained every model blind)."""
+    from pipeline_steps.contracts import RegisteredModel, TrainingMetrics
+    from pipeline_steps.mltable_io import read_records
+
+    outputs = workspace.root / "runs" / run_id / "outputs"
+    val_images = len(list(read_records(outputs / "data_split" / "val_output_path")))
+    assert val_images > 0, "the split kept images for validation"
+    assert f"validating on {val_images}," in workspace.run_log(run_id, "train")
+    metrics = TrainingMetrics.read(outputs / "train" / "best_model")
+    assert metrics.val_images == val_images and metrics.mean_average_precision is not None
+    registered = RegisteredModel.read(outputs / "register_model" / "model_metadata_path")
+    version = next(
+        v for v in LocalModelRegistry(workspace.root).model_versions(registered.name) if v.version == registered.version
+    )
+    for figure in ("mean_average_precision", "coco_map", "precision", "recall"):
+        assert version.tags[figure] == f"{getattr(metrics, figure):.6f}", figure
+    assert json.loads(version.tags["per_class_ap50"]) == {c: round(v["ap50"], 4) for c, v in metrics.per_class.items()}
+    assert version.tags["val_images"] == str(val_images) and version.validated
+
+
 @pytest.mark.slow
 def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     local_run_env: LocalPipelineRunner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -58,6 +81,7 @@ def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     assert time.monotonic() - started < 2.0, "submit returns at once"
     assert local_run_env.run_status(run_id).state in ("queued", "running")
     assert wait_until_finished(local_run_env, run_id) == "completed", local_run_env.run_status(run_id).error
+    assert_validated_and_tagged_as_measured(local_run_env, run_id)
     status = local_run_env.run_status(run_id)
     assert status.decision is not None
     assert status.decision.best_version == "1" and status.decision.promoted
@@ -68,7 +92,8 @@ def test_local_run_goes_from_azurite_data_to_a_tagged_model(
     assert cli.main(["status", run_id]) == 0
     assert "completed" in capsys.readouterr().out
     assert cli.main(["models"]) == 0
-    assert "yes" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "yes" in listed and "not validated" not in listed
     assert cli.main(["runs", "--json"]) == 0
     assert run_id in capsys.readouterr().out
 
@@ -144,6 +169,7 @@ def test_three_runs_never_compare_a_model_on_images_it_trained_on(
         assert loaded == 0
         run_id = local_run_env.submit_pipeline(f"run {run}")
         assert wait_until_finished(local_run_env, run_id) == "completed", local_run_env.run_status(run_id).error
+        assert_validated_and_tagged_as_measured(local_run_env, run_id)  # warm-started runs too
         outputs = local_run_env.root / "runs" / run_id / "outputs"
         sides = {
             side: {basename(r) for r in read_records(outputs / "data_split" / f"{side}_output_path")}

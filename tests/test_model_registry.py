@@ -194,6 +194,51 @@ def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorde
     assert decision["promoted"] and decision["best_version"] == "2"
 
 
+FIGURE_TAGS = {"mean_average_precision", "coco_map", "precision", "recall", register_model.PER_CLASS_TAG}
+
+
+def test_a_model_trained_without_validation_has_no_figures_and_is_listed_as_not_validated(
+    training_sets: tuple[Path, Path], tmp_path: Path, local_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline_steps import train
+    from pipeline_steps.contracts import RegisteredModel, TrainingMetrics
+    from retrainer import cli
+
+    blind = tmp_path / "blind"
+    assert train.main(["--train-data", str(training_sets[0]), "--output", str(blind), "--epochs", "1"]) == 0
+    assert "not validated: no validation sheets" in capsys.readouterr().out
+    metrics = TrainingMetrics.read(blind)
+    assert metrics.val_images == 0 and metrics.per_class == {}
+    assert (metrics.mean_average_precision, metrics.coco_map, metrics.precision, metrics.recall) == (None,) * 4
+    older = tmp_path / "older"  # an older trainer wrote 0.0 figures for a model it could not validate
+    shutil.copytree(blind, older)
+    (older / "metrics.json").write_text(
+        json.dumps(
+            {
+                **json.loads((blind / "metrics.json").read_text()),
+                "mean_average_precision": 0.0,
+                "precision": 0.0,
+                "recall": 0.0,
+                "coco_map": 0.0,
+            }
+        )
+    )
+    for index, model in enumerate((blind, older)):
+        meta = tmp_path / f"meta{index}"
+        args = ["--model-base-name", NAME, "--model-input-path", str(model), "--model-metadata-path", str(meta)]
+        assert register_model.main(args) == 0
+        assert "not validated" in capsys.readouterr().out
+        registered = RegisteredModel.read(meta)
+        assert (registered.mean_average_precision, registered.val_images, registered.per_class) == (None, 0, {})
+    versions = LocalModelRegistry(local_env).model_versions(NAME)
+    assert [(v.tags["val_images"], FIGURE_TAGS & set(v.tags), v.validated) for v in versions] == [
+        ("0", set(), False)
+    ] * 2
+    assert cli.main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("not validated") == 2 and "0.000" not in listed
+
+
 def test_bad_model_inputs_are_clear_errors(trained_model: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelInputError, match="no MLmodel file"):

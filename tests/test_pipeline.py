@@ -435,3 +435,13 @@ def test_the_local_runner_hands_the_label_map_to_the_deciding_step_when_it_was_d
     (tmp_path / "data" / "label_map.json").write_text("{}")
     command = step_commands(tmp_path, Settings())["tag_model"]
     assert command[command.index("--label_map_path") + 1] == str(tmp_path / "data" / "label_map.json")
+
+
+def test_the_local_trainer_validates_on_the_split_written_after_the_commands_are_built(tmp_path: Path) -> None:
+    """The commands are built before any step runs: an earlier step's output is passed though it does not exist yet."""
+    from retrainer.settings import Settings
+    from retrainer.workspace.local_runner import step_commands
+
+    command = step_commands(tmp_path, Settings())["train"]
+    assert not (tmp_path / "outputs").exists()
+    assert command[command.index("--val_data") + 1] == str(tmp_path / "outputs" / "data_split" / "val_output_path")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline_steps.cpu_share import ThreadGovernor
 from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.model import build_detector
 from pipeline_steps.detector.warm_start import BaseStart, WarmStart, WarmStartUnavailable, base_start, warm_start
@@ -101,9 +102,10 @@ class TrainingResult:
         if not steps:
             return "no training step was taken"
         cores = len(os.sched_getaffinity(0))
+        threads = [row["threads"] for row in self.history if "threads" in row] or [float(torch.get_num_threads())]
         pace = (
             f"pace: {self.training_seconds / steps * 1000:.0f} ms per step over {steps} steps, "
-            f"{torch.get_num_threads()} threads, machine load {min(loads):.1f}-{max(loads):.1f} on {cores} usable cores"
+            f"torch threads {_span(threads, '{:.3g}')}, machine load {_span(loads, '{:.1f}')} on {cores} usable cores"
         )
         # The load average counts the whole machine, so it is held against the machine's cores: a run pinned
         # to one core (taskset) while another core works is not slowed by that work.
@@ -113,12 +115,18 @@ class TrainingResult:
         return pace
 
 
+def _span(values: list[float], form: str) -> str:
+    low, high = form.format(min(values)), form.format(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
 def describe_epoch(row: dict[str, float]) -> str:
     """One epoch's line of the training log: time, loss, held-out score when it was measured, and the pace."""
     score = f", held-out mAP@0.5 {row['val_mean_average_precision']:.3f}" if "val_mean_average_precision" in row else ""
+    threads = f", torch threads {row['threads']:.3g}" if "threads" in row else ""
     return (
         f"epoch {int(row['epoch'])}: {row['minutes']:.1f} min of training, loss {row['loss']:.3f}{score} "
-        f"({row['ms_per_step']:.0f} ms per step, machine load {row['load']:.1f})"
+        f"({row['ms_per_step']:.0f} ms per step{threads}, machine load {row['load']:.1f})"
     )
 
 
@@ -193,8 +201,15 @@ def _owned(boxes: torch.Tensor, xs: list[int], ys: list[int], column: int, row: 
     return (centre_x >= low_x) & (centre_x < high_x) & (centre_y >= low_y) & (centre_y < high_y)
 
 
-def validate(model: torch.nn.Module, sheets: list[Sheet], classes: list[str]) -> tuple[Evaluation, list[Prediction]]:
-    predictions = [predict(model, read_image(sheet.path), classes) for sheet in sheets]
+def validate(
+    model: torch.nn.Module, sheets: list[Sheet], classes: list[str], governor: ThreadGovernor | None = None
+) -> tuple[Evaluation, list[Prediction]]:
+    """The model's predictions of the sheets and their evaluation; threads follow the free cores sheet by sheet."""
+    governor = governor or ThreadGovernor(torch.set_num_threads)
+    predictions = []
+    for sheet in sheets:
+        governor.adjust()
+        predictions.append(predict(model, read_image(sheet.path), classes))
     return evaluate(sheets, predictions, classes), predictions
 
 
@@ -237,6 +252,8 @@ def train(
     best_state, best_score, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
     history: list[dict[str, float]] = []
     epoch, budget_cut, evaluated, trained = 0, False, 0, 0.0  # trained: seconds of training, not validation
+    # On a shared machine threads wait for each other at every barrier: as many as there are free cores.
+    governor = ThreadGovernor(torch.set_num_threads)
     while True:
         epoch += 1
         epoch_started = time.monotonic()
@@ -244,11 +261,12 @@ def train(
         lr = _cosine(base_rate, progress, warm_up=epoch == 1 and seeded is None and based is None)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = []
+        losses, threads = [], []
         model.train()
         order = rng.permutation(np.repeat(np.arange(len(train_sheets)), config.crops_per_sheet))
         with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False) as bar:
             for step in range(steps_per_epoch):
+                threads.append(governor.adjust())
                 batch = [
                     sampler.sample(train_sheets[i]) for i in order[step * config.batch_size :][: config.batch_size]
                 ]
@@ -273,11 +291,12 @@ def train(
             "lr": lr,
             "steps": steps_per_epoch,
             "ms_per_step": epoch_seconds / steps_per_epoch * 1000,
+            "threads": float(np.mean(threads)),
             "load": os.getloadavg()[0],  # other work on the machine: a slow epoch says why
         }
         if val_sheets and (done or evaluation_due(epoch, planned, config.evaluations, trained / budget, evaluated)):
             evaluated += 1
-            metrics = validate(model, val_sheets[: config.evaluation_sheets], classes)[0].metrics
+            metrics = validate(model, val_sheets[: config.evaluation_sheets], classes, governor)[0].metrics
             row.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["mean_average_precision"] > best_score:
                 best_state = copy.deepcopy(model.state_dict())
@@ -290,7 +309,9 @@ def train(
     if not val_sheets:
         best_state, best_epoch = model.state_dict(), epoch
     model.load_state_dict(best_state)
-    evaluation, predictions = validate(model, val_sheets, classes) if val_sheets else (evaluate([], [], classes), [])
+    evaluation, predictions = (
+        validate(model, val_sheets, classes, governor) if val_sheets else (evaluate([], [], classes), [])
+    )
     return TrainingResult(
         model,
         classes,

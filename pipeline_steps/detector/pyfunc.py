@@ -23,6 +23,7 @@ import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from PIL import Image
 
+from pipeline_steps.cpu_share import ThreadGovernor
 from pipeline_steps.detector.engine import predict
 from pipeline_steps.detector.model import ARCHITECTURE, build_detector
 from pipeline_steps.evaluation.scoring import IncompatibleModelError
@@ -71,12 +72,14 @@ class DetectorModel(PythonModel):
         self.model = build_detector(len(self.classes), score_threshold=config["score_threshold"])
         self.model.load_state_dict(torch.load(context.artifacts[WEIGHTS_ARTIFACT], weights_only=True))
         self.model.eval()
+        self.governor = ThreadGovernor(torch.set_num_threads)  # on a shared machine: the free cores, image by image
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         rows = []
         for value in model_input["image"]:
+            self.governor.adjust()
             image = decode_image(value)
             _, height, width = image.shape
             rows.append(to_contract(predict(self.model, image, self.classes), width, height))

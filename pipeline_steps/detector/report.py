@@ -53,7 +53,11 @@ def write_report(
         f"<td>{v['ap50']:.3f}</td><td>{v['ap50_95']:.3f}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td></tr>"
         for c, v in sorted(evaluation.per_class.items(), key=lambda item: item[1]["ap50"])
     )
-    metrics = "".join(f"<li>{html.escape(k)}: <b>{v:.4f}</b></li>" for k, v in evaluation.metrics.items())
+    metrics = (
+        "".join(f"<li>{html.escape(k)}: <b>{v:.4f}</b></li>" for k, v in evaluation.metrics.items())
+        if sheets
+        else "<li>not validated: no validation sheets, so no figures</li>"
+    )
     training_notes = "".join(f'<p class="training">{html.escape(note)}</p>' for note in notes or [])
     images = "".join(
         f'<figure><img src="{p.name}" width="640" alt="{p.stem}"><figcaption>{p.stem}</figcaption></figure>'

@@ -2,7 +2,8 @@
 
 The registry is the champion's one authority: the tag step (on Azure ML, where it reads the registry alone) and
 the operator's controls change it only through `retrainer.champion.swap`, and everything else (the best-model
-record, the history, serving) follows what these tags say. Tag names are defined here and nowhere else.
+record, the history, serving) follows what these tags say. Tag names are defined here and nowhere else (the two
+`ModelVersion` reads itself, the best tag and the validation count, in `retrainer.records`, and exported here).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from retrainer.records import BEST_MODEL_TAG, ModelVersion
+from retrainer.records import BEST_MODEL_TAG, VALIDATION_IMAGES_TAG, ModelVersion
 
 __all__ = [
     "BEST_MODEL_TAG",
@@ -23,6 +24,7 @@ __all__ = [
     "CLASS_IDS_TAG",
     "PER_CLASS_TAG",
     "SCORE_TAG",
+    "VALIDATION_IMAGES_TAG",
     "ChampionState",
     "Claim",
     "DecidedBy",

@@ -58,8 +58,13 @@ def step_commands(run_dir: Path, settings: Settings, champion: Path | None = Non
             else out / source.step / source.output
             for name, source in step.inputs.items()
         }
-        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML.
-        folders = {name: path for name, path in folders.items() if name not in step.optional or path.exists()}
+        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML. An earlier
+        # step's output is always passed: these commands are built before any step runs, so it cannot exist yet.
+        folders = {
+            name: path
+            for name, path in folders.items()
+            if name not in step.optional or not isinstance(step.inputs[name], PipelineInput) or path.exists()
+        }
         folders.update(
             {_LOCAL_TRAIN_FLAGS.get(o, o) if step.name == TRAIN else o: out / step.name / o for o in step.outputs}
         )
