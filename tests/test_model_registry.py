@@ -341,3 +341,25 @@ def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_wr
     sent = client.models.stored[("pid-symbols-split-assignment", "1")]
     assert sent.type == "custom_model" and sent.tags["sha256"]
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"
+
+
+def test_processes_opening_a_new_local_registry_at_once_all_succeed(tmp_path: Path) -> None:
+    """MLflow makes a SQLite registry's tables on first use; `retrain serve` and a run's steps may do so together."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from retrainer.workspace.local import LocalModelRegistry; "
+        "LocalModelRegistry(Path(sys.argv[1])).model_versions('m')"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    root = Path(__file__).resolve().parents[1]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], cwd=root, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    failures = [p.communicate(timeout=300)[1][-300:] for p in processes if p.wait(timeout=300) != 0]
+    assert failures == []

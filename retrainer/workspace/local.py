@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict
 from retrainer.promotion import PromotionRecord
 from retrainer.records import DataAssetRef, ModelVersion, RunState, RunStatus
 
+#: SQLite registries this process has seen made and migrated (under the schema lock).
+_MIGRATED: set[str] = set()
 _ASSET_FILE = "asset.json"
 _REGISTRY_RETRIES = 20
 STATUS_FILE = "status.json"
@@ -229,7 +231,21 @@ class LocalModelRegistry:
         from mlflow import MlflowClient
 
         self.root.mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.registry_uri, registry_uri=self.registry_uri)
+        uri = self.registry_uri
+        if not uri.startswith("sqlite:") or uri in _MIGRATED:
+            return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        # MLflow makes and migrates a SQLite registry's tables on first use; two processes doing it at once
+        # (`retrain serve` beside a run's steps) break alembic's migration. One process at a time does it.
+        with open(self.root / ".mlflow-schema.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                client.search_registered_models(max_results=1)
+                client.search_experiments(max_results=1)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        _MIGRATED.add(uri)
+        return client
 
     def register_model(self, name: str, folder: Path, *, description: str, tags: dict[str, str]) -> ModelVersion:
         if not (folder / "MLmodel").is_file():
