@@ -7,6 +7,8 @@ backends, and nowhere else. Data inputs and outputs (folders) are wired by each 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pipeline_steps.graph import STEPS, SettingValue
 from retrainer.settings import Settings
 
@@ -18,7 +20,7 @@ def step_settings(settings: Settings) -> StepSettings:
     return {step.name: dict(step.settings(settings)) for step in STEPS}
 
 
-def as_flags(inputs: dict[str, object]) -> list[str]:
+def as_flags(inputs: Mapping[str, object]) -> list[str]:
     """`--name value` pairs for a step CLI; unset optional inputs are left out, booleans as true/false."""
     flags: list[str] = []
     for name, value in inputs.items():
