@@ -33,6 +33,11 @@ _LOCAL_TRAIN_FLAGS = {"best_model": "output"}
 _LOCAL_DATA = {"images": "images", "labels": "labels", "label_map": "label_map.json"}
 
 
+def data_inputs(data: Path) -> dict[str, Path]:
+    """The pipeline's inputs in a folder laid out as a run's `data/` (`download_data`'s layout)."""
+    return {name: data / place for name, place in _LOCAL_DATA.items()}
+
+
 def step_folders(data: Mapping[str, Path], outputs: Path) -> dict[str, dict[str, Path]]:
     """Each step's data flags, from the pipeline's graph: a pipeline input where `data` has it, an earlier step's
     output (and the step's own) at `outputs/<step>/<output>`."""
@@ -44,8 +49,13 @@ def step_folders(data: Mapping[str, Path], outputs: Path) -> dict[str, dict[str,
             name: data[source.name] if isinstance(source, PipelineInput) else outputs / source.step / source.output
             for name, source in step.inputs.items()
         }
-        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML.
-        folders = {name: path for name, path in folders.items() if name not in step.optional or path.exists()}
+        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML. An earlier
+        # step's output is always passed: these commands are built before any step runs, so it cannot exist yet.
+        folders = {
+            name: path
+            for name, path in folders.items()
+            if name not in step.optional or not isinstance(step.inputs[name], PipelineInput) or path.exists()
+        }
         folders.update(
             {_LOCAL_TRAIN_FLAGS.get(o, o) if step.name == TRAIN else o: outputs / step.name / o for o in step.outputs}
         )
@@ -79,8 +89,7 @@ def step_commands(run_dir: Path, settings: Settings, champion: Path | None = Non
 
 def run_folders(run_dir: Path) -> dict[str, dict[str, Path]]:
     """`step_folders` of a run: the pipeline's inputs where `download_data` puts them, the outputs in `outputs/`."""
-    data = run_dir / "data"
-    return step_folders({name: data / place for name, place in _LOCAL_DATA.items()}, run_dir / "outputs")
+    return step_folders(data_inputs(run_dir / "data"), run_dir / "outputs")
 
 
 def step_command(step: str, inputs: Mapping[str, object]) -> list[str]:
