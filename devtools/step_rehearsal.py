@@ -62,10 +62,10 @@ def rehearsal_commands(work: Path, settings: Settings, automl_python: str | None
     """Each step's command as the local runner gives it for a run in `work`, the sample sheets laid out there as
     its download lays out the datastore's, with the inputs Azure ML adds (and AutoML's interpreter to score in)."""
     shutil.copytree(SAMPLES, work / "data", dirs_exist_ok=True)
+    scoring = {"scoring_env_manager": "automl", "automl_python": automl_python} if automl_python else {}
     as_on_azure_ml: dict[str, dict[str, object]] = {
         "data_aggregation": {"input_images_string_absolute_path": IMAGES_PREFIX},
-        "tag_model": {"images_string_absolute_path": IMAGES_PREFIX}
-        | ({"scoring_env_manager": "automl", "automl_python": automl_python} if automl_python else {}),
+        "tag_model": {"images_string_absolute_path": IMAGES_PREFIX, **scoring},
     }
     local = step_commands(work, settings)
     return {step: command + as_flags(as_on_azure_ml.get(step, {})) for step, command in local.items()}

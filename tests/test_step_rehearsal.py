@@ -43,7 +43,7 @@ def test_a_capped_decision_says_how_many_images_of_how_many_it_scored(
     answers = step_rehearsal.stand_in_answers(aggregated, 0.95, images, step_rehearsal.IMAGES_PREFIX)
     model = step_rehearsal.save_stand_in(work / "model-3", answers, validation_map=0.95)
     env = step_rehearsal.step_env(work / "workspace")
-    inputs = {
+    inputs: dict[str, dict[str, object]] = {
         "register_model": {"model_input_path": model, "model_metadata_path": work / "meta-3"},
         "tag_model": {
             "model_metadata_path": work / "meta-3",
