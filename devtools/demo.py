@@ -3,7 +3,7 @@
 1. starts Azurite and generates a synthetic P&ID image set in two batches;
 2. loads batch 1 with the data loader, then announces each image with a BlobCreated event through
    the function app's own Event Grid handler;
-3. lets the timer handler submit and follow a local run (six steps, CPU training, MLflow registry);
+3. lets the timer handler submit and follow a local run (the pipeline's steps, CPU training, MLflow registry);
 4. drops batch 2 the same way, and shows the second model compared with the first and the decision
    (batch 2 brings a symbol type batch 1 lacks, as a real deployment meets new ones);
 5. the local endpoint (`retrain serve`, started with Azurite) has followed the champion all along: one unseen

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline_steps.graph import COMPONENT_STEPS
+
 COMPONENTS = Path(__file__).resolve().parent.parent / "pipeline_steps" / "components"
 CONDA_FILE = COMPONENTS / "conda.yml"
 REQUIREMENTS_IN = COMPONENTS / "requirements.in"
@@ -47,13 +49,11 @@ def pip_list(conda_file: Path = CONDA_FILE) -> list[str]:
     raise ValueError(f"{conda_file} has no pip section")
 
 
+#: What `--import-steps` imports: each component's step (from the graph), what the tag step scores with, and the
+#: registry backend the registry steps open on Azure ML.
 STEP_MODULES = (
-    "pipeline_steps.data_aggregation",
-    "pipeline_steps.data_split",
-    "pipeline_steps.register_data_asset",
-    "pipeline_steps.register_model",
-    "pipeline_steps.tag_model",
-    "pipeline_steps.evaluation.comparison",  # the tag step scores both models on the holdout
+    *(f"pipeline_steps.{step}" for step in COMPONENT_STEPS),
+    "pipeline_steps.evaluation.comparison",
     "pipeline_steps.evaluation.scoring",
     "retrainer.workspace.azureml",
 )

@@ -4,15 +4,15 @@
 
 CI runs it inside the steps' pinned Azure ML environment (`make env-check`), where an import that only
 the development environment provides would otherwise surface on Azure ML, after the GPU time is spent.
-On the checked-in sample sheets, mounted as Azure ML mounts the datastore (image URLs under an
-`azureml://` prefix that the tag step maps onto the image folder): data aggregation, data split,
-register data asset, then register model and tag model twice, each step as its own process with
-the flags that the settings table gives every runner. Training is the one step left out (torch or
-AutoML): two stand-in models take its place (`devtools.stand_in_model`), MLflow models whose code
-needs nothing beyond this environment, one finding half of the symbols and one nearly all. The
-registry is the local one (MLflow on SQLite). The first model must be promoted (nothing was best),
-and the second must beat it on the holdout, through MLflow's `models predict` (served in this process).
-Exits 1 naming the step that failed.
+Every step of the pipeline's graph runs as its own process with the local runner's own commands
+(`local_runner.step_commands`: its settings, its folders), on the checked-in sample sheets laid out as
+the local runner downloads the datastore, plus what Azure ML adds: image URLs under an `azureml://`
+prefix that the tag step maps onto the image folder. Training is the one step left out (torch or
+AutoML): two stand-in models take its place in turn (`devtools.stand_in_model`), MLflow models whose
+code needs nothing beyond this environment, one finding half of the symbols and one nearly all; after
+the second, the steps from training on run again. The registry is the local one (MLflow on SQLite).
+The first model must be promoted (nothing was best), and the second must beat it on the holdout,
+through MLflow's `models predict` (served in this process). Exits 1 naming the step that failed.
 
 With `--automl-python` (`make automl-rehearsal`) the two models are real AutoML for Images MLflow
 models, saved in that interpreter through AutoML's own wrapper class (`devtools.automl_model`), and the
@@ -35,9 +35,11 @@ import warnings
 from pathlib import Path
 from urllib.parse import unquote
 
-from pipeline_steps.step_inputs import as_flags, step_settings
-from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
-from retrainer.settings import load_settings
+from pipeline_steps.graph import TRAIN
+from pipeline_steps.step_inputs import as_flags
+from retrainer.promotion import PromotionRecord
+from retrainer.settings import Settings, load_settings
+from retrainer.workspace.local_runner import run_folders, step_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_artifacts" / "data"
@@ -56,9 +58,34 @@ class RehearsalFailed(RuntimeError):
     """A step failed or decided otherwise than it must; the message names the step."""
 
 
-def run_step(step: str, inputs: dict[str, object], env: dict[str, str], logs: Path) -> str:
-    """`python -m pipeline_steps.<step>` with these inputs as flags; its output, or RehearsalFailed."""
-    command = [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags(inputs)]
+def rehearsal_commands(work: Path, settings: Settings, automl_python: str | None = None) -> dict[str, list[str]]:
+    """Each step's command as the local runner gives it for a run in `work`, the sample sheets laid out there as
+    its download lays out the datastore's, with the inputs Azure ML adds (and AutoML's interpreter to score in)."""
+    shutil.copytree(SAMPLES, work / "data", dirs_exist_ok=True)
+    scoring = {"scoring_env_manager": "automl", "automl_python": automl_python} if automl_python else {}
+    as_on_azure_ml: dict[str, dict[str, object]] = {
+        "data_aggregation": {"input_images_string_absolute_path": IMAGES_PREFIX},
+        "tag_model": {"images_string_absolute_path": IMAGES_PREFIX, **scoring},
+    }
+    local = step_commands(work, settings)
+    return {step: command + as_flags(as_on_azure_ml.get(step, {})) for step, command in local.items()}
+
+
+def step_env(workspace: Path) -> dict[str, str]:
+    """This environment, with the local workspace (its MLflow registry on SQLite) at `workspace`."""
+    env = {
+        **os.environ,
+        "WORKSPACE_BACKEND": "local",
+        "LOCAL_WORKSPACE_DIR": str(workspace),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(variable, None)
+    return env
+
+
+def run_step(step: str, command: list[str], env: dict[str, str], logs: Path) -> str:
+    """Run a step's command (the last flag of a name wins); its output, or RehearsalFailed."""
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     with (logs / f"{step}.log").open("a") as log:
         log.write(result.stdout + result.stderr)
@@ -130,7 +157,8 @@ def save_automl_model(folder: Path, python: str, aggregated: Path, seed: int, lo
 
 
 def rehearse(work: Path, automl_python: str | None = None) -> list[PromotionRecord]:
-    """Run the CPU steps on the sample sheets; the two tag steps' records, or RehearsalFailed.
+    """Run every step but training on the sample sheets, then the steps from training on again with the second
+    model; the tag step's two records, or RehearsalFailed.
 
     With `automl_python`, the models are AutoML's, scored in that interpreter."""
     settings = load_settings(
@@ -139,83 +167,25 @@ def rehearse(work: Path, automl_python: str | None = None) -> list[PromotionReco
         HOLDOUT_FRACTION=0.4,
         PROMOTION_MIN_HOLDOUT_IMAGES=5,  # the 24 sample sheets leave about 9 for the holdout
     )
-    inputs = step_settings(settings)
-    env = {
-        **os.environ,
-        "WORKSPACE_BACKEND": "local",
-        "LOCAL_WORKSPACE_DIR": str(work / "workspace"),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(variable, None)
-    logs, out = work / "logs", work / "outputs"
+    commands, env, logs = rehearsal_commands(work, settings, automl_python), step_env(work / "workspace"), work / "logs"
+    folders = run_folders(work)
     logs.mkdir(parents=True, exist_ok=True)
-    run_step(
-        "data_aggregation",
-        {
-            "input_image_data_path": SAMPLES / "images",
-            "input_label_data_path": SAMPLES / "labels",
-            "input_images_string_absolute_path": IMAGES_PREFIX,
-            "output_path": out / "aggregated",
-        },
-        env,
-        logs,
-    )
-    sides = {side: out / side for side in ("train", "val", "holdout")}
-    run_step(
-        "data_split",
-        {
-            **inputs["data_split"],
-            "input_data_path": out / "aggregated",
-            **{f"{side}_output_path": folder for side, folder in sides.items()},
-        },
-        env,
-        logs,
-    )
-    run_step(
-        "register_data_asset",
-        {
-            **inputs["register_data_asset"],
-            **{f"{side}_input_path": folder for side, folder in sides.items()},
-            "output_path": out / "data_assets",
-        },
-        env,
-        logs,
-    )
+    order = list(commands)
+    aggregated = folders["data_aggregation"]["output_path"]
     records = []
     for index, recall in enumerate(RECALLS, start=1):
-        if automl_python:
-            model = save_automl_model(out / f"model-{index}", automl_python, out / "aggregated", index, logs)
-        else:
-            answers = stand_in_answers(out / "aggregated", recall, SAMPLES / "images", IMAGES_PREFIX)
-            model = save_stand_in(out / f"model-{index}", answers, validation_map=recall)
-        run_step(
-            "register_model",
-            {
-                **inputs["register_model"],
-                "model_input_path": model,
-                "data_assets_path": out / "data_assets",
-                "model_metadata_path": out / f"model_metadata-{index}",
-            },
-            env,
-            logs,
-        )
-        run_step(
-            "tag_model",
-            {
-                **inputs["tag_model"],
-                "model_metadata_path": out / f"model_metadata-{index}",
-                "holdout_data_path": sides["holdout"],
-                "holdout_images_path": SAMPLES / "images",
-                "images_string_absolute_path": IMAGES_PREFIX,
-                "scoring_env_manager": "automl" if automl_python else "local",
-                "automl_python": automl_python,
-                "best_model_metadata_path": out / f"best_model-{index}",
-            },
-            env,
-            logs,
-        )
-        records.append(PromotionRecord.from_json((out / f"best_model-{index}" / PROMOTION_RECORD_FILE).read_text()))
+        for step in order if index == 1 else order[order.index(TRAIN) :]:
+            shutil.rmtree(work / "outputs" / step, ignore_errors=True)  # what the step wrote in the first round
+            if step != TRAIN:
+                run_step(step, commands[step], env, logs)
+                continue
+            model = folders[TRAIN]["output"]
+            model.parent.mkdir(parents=True, exist_ok=True)
+            if automl_python:
+                save_automl_model(model, automl_python, aggregated, index, logs)
+            else:
+                save_stand_in(model, stand_in_answers(aggregated, recall, SAMPLES / "images", IMAGES_PREFIX), recall)
+        records.append(PromotionRecord.read(folders["tag_model"]["best_model_metadata_path"]))
     check_decisions(records, better_wins=automl_python is None)
     return records
 
@@ -245,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     decided = records[-1]
     models = f"two AutoML models in {args.automl_python}" if args.automl_python else "two stand-ins"
     print(
-        f"step rehearsal: 5 CPU steps ran in {sys.prefix}; the tag step scored {models} on "
+        f"step rehearsal: the steps but training ran in {sys.prefix}; the tag step scored {models} on "
         f"{decided.comparison.scored_images} holdout images in {decided.comparison.scoring_seconds} s and decided: "
         f"{decided.reason}"
     )

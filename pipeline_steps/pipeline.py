@@ -1,10 +1,9 @@
-"""The six-step Azure ML pipeline (and its dataset-reuse variant), built and validated offline.
+"""The Azure ML pipeline of `graph.STEPS` (and its dataset-reuse variant), built and validated offline.
 
-    data aggregation -> data split -> register data asset
-                          split's train/val MLTables -> AutoML training (GPU) -> register model -> tag model
-
-With TRAIN_DATASET and VAL_DATASET set, steps 1-3 are skipped and those assets feed training
-(DATASET_VERSION_PATH, when set, is the earlier data-asset step's output, for the model's tags).
+Each step is the command component of its name (`components/<step>.yml`); training is an AutoML node
+on the split's train/val MLTables. With TRAIN_DATASET and VAL_DATASET set, the data steps are skipped
+and those assets feed training (DATASET_VERSION_PATH, when set, is the earlier data-asset step's
+output, for the model's tags).
 Default compute PIPELINE_CPU_COMPUTE_NAME; training on TRAINING_GPU_COMPUTE_NAME, and the tag step, which
 scores both models on the holdout, on PROMOTION_COMPUTE_NAME (the GPU compute unless set).
 
@@ -37,7 +36,6 @@ from retrainer.settings import Settings
 pipeline: Any = dsl_pipeline
 
 COMPONENTS = Path(__file__).resolve().parent / "components"
-STEP_COMPONENTS = ("data_aggregation", "data_split", "register_data_asset", "register_model", "tag_model")
 
 
 #: Where a step's component comes from: its YAML here, or the workspace's registered version of it.
@@ -111,8 +109,8 @@ def build_pipeline_job(
     components: ComponentSource = component,
     with_label_map: bool = False,
 ) -> PipelineJob:
-    """The pipeline job for the settings: the six steps of `graph.STEPS`, or `graph.REUSE_STEPS` when datasets
-    are reused.
+    """The pipeline job for the settings: the steps of `graph.STEPS`, or `graph.REUSE_STEPS` when datasets are
+    reused.
 
     `warm_start` (the champion's AutoML run, decided by the submitter) seeds the AutoML node;
     `components` gives each step's component (its YAML by default; the registered ones when submitting);

@@ -20,6 +20,8 @@ from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Files that tests copy into a copy of the project (tests/test_step_recipe.py), not tests of this one.
+collect_ignore = ["fixtures"]
 
 
 #: Fixtures that train a model, and what a module imports when its tests train.

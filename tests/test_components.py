@@ -11,81 +11,54 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import load_component
 
+from pipeline_steps import graph
+from pipeline_steps.graph import COMPONENT_STEPS
+from pipeline_steps.step_inputs import step_settings
+from retrainer.settings import Settings
+
 COMPONENTS = Path(__file__).resolve().parent.parent / "pipeline_steps" / "components"
 
-EXPECTED = {
-    "data_aggregation": (
-        {
-            "input_image_data_path": "uri_folder",
-            "input_label_data_path": "uri_folder",
-            "input_images_string_absolute_path": "string",
-        },
-        {"output_path": "mltable"},
-    ),
-    "data_split": (
-        {
-            "input_data_path": "mltable",
-            "use_stratified_split": "boolean",
-            "stratified_split_n_fold": "integer",
-            "mandatory_train_filenames": "string",
-            "mandatory_val_filenames": "string",
-            "holdout_fraction": "number",
-            "holdout_min_images_per_class": "integer",
-            "rare_class_policy": "string",
-            "assignment_name": "string",
-        },
-        {"train_output_path": "mltable", "val_output_path": "mltable", "holdout_output_path": "mltable"},
-    ),
-    "register_data_asset": (
-        {
-            "train_input_path": "mltable",
-            "val_input_path": "mltable",
-            "holdout_input_path": "mltable",
-            "data_store_name": "string",
-        },
-        {"output_path": "uri_folder"},
-    ),
-    "register_model": (
-        {
-            "model_base_name": "string",
-            "model_input_path": "mlflow_model",
-            "data_assets_path": "uri_folder",
-            "train_dataset": "string",
-            "val_dataset": "string",
-        },
-        {"model_metadata_path": "uri_folder"},
-    ),
-    "tag_model": (
-        {
-            "model_base_name": "string",
-            "model_metadata_path": "uri_folder",
-            "holdout_data_path": "mltable",
-            "holdout_images_path": "uri_folder",
-            "images_string_absolute_path": "string",
-            "min_map_improvement": "number",
-            "confidence_level": "number",
-            "bootstrap_resamples": "integer",
-            "max_holdout_images": "integer",
-            "scoring_budget_minutes": "number",
-            "min_holdout_images": "integer",
-            "min_class_instances": "integer",
-            "max_class_ap_drop": "number",
-            "label_map_path": "uri_file",
-            "scoring_env_manager": "string",
-            "automl_python": "string",
-        },
-        {"best_model_metadata_path": "uri_folder"},
-    ),
+DATA_TYPES = {"mltable", "uri_folder", "uri_file", "mlflow_model"}
+#: A setting's port type, by the type of the value the settings give it.
+SETTING_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+#: Inputs that one runner sets itself, not from the settings: what only Azure ML needs (the `azureml://` image
+#: prefix, the reused assets' names, AutoML's interpreter) and where the tag step scores (its CLI's default here).
+RUNNER_INPUTS = {
+    "input_images_string_absolute_path",
+    "images_string_absolute_path",
+    "train_dataset",
+    "val_dataset",
+    "automl_python",
+    "scoring_env_manager",
 }
 
 
-@pytest.mark.parametrize("step", sorted(EXPECTED))
-def test_component_loads_and_validates_offline_with_typed_ports(step: str) -> None:
+def _every_setting_given() -> Settings:
+    """Settings that give every setting input a value (the filename lists are unset by default)."""
+    return Settings(MANDATORY_TRAIN_FILENAMES="a.jpg", MANDATORY_VAL_FILENAMES="b.jpg")
+
+
+@pytest.mark.parametrize("step", COMPONENT_STEPS)
+def test_component_loads_and_validates_offline_with_the_graphs_ports(step: str) -> None:
+    """Its outputs are the graph's, its data inputs typed as what feeds them, its settings typed as their values."""
     component = load_component(COMPONENTS / f"{step}.yml")
     assert component._validate().passed
-    inputs, outputs = EXPECTED[step]
-    assert {name: port.type for name, port in component.inputs.items()} == inputs
-    assert {name: port.type for name, port in component.outputs.items()} == outputs
+    declared = graph.step(step)
+    ports = {name: port.type for name, port in component.inputs.items()}
+    assert set(component.outputs) == set(declared.outputs)
+    assert all(port.type in DATA_TYPES for port in component.outputs.values())
+    for name, source in declared.inputs.items():
+        assert ports.get(name) in DATA_TYPES, f"{step}.{name} is not a data input of {step}.yml"
+        if isinstance(source, graph.StepOutput) and source.step != graph.TRAIN:
+            feeding = load_component(COMPONENTS / f"{source.step}.yml").outputs[source.output].type
+            assert ports[name] == feeding, f"{step}.{name} reads {source.step}.{source.output}, a {feeding}"
+        if name in declared.optional:
+            assert component.inputs[name].optional, f"{step}.{name} is optional in the graph, not in {step}.yml"
+    settings = step_settings(_every_setting_given())[step]
+    for name, value in settings.items():
+        assert ports.get(name) == SETTING_TYPES[type(value)], f"{step}.{name} carries a {type(value).__name__}"
+    unexplained = set(ports) - set(declared.inputs) - set(settings) - RUNNER_INPUTS
+    assert unexplained == set(), f"{step}.yml inputs neither the graph, the settings nor a runner gives"
     # The tag step scores AutoML's models in AutoML's own image (scoring_environment.yml); the others need no torch.
     expected = "pid-symbol-scoring:0.1.0" if step == "tag_model" else "pid-symbol-pipeline:0.1.0"
     assert component.environment == expected
@@ -103,7 +76,7 @@ def _sample_value(name: str, port: object) -> str:
     return _SAMPLE_VALUES.get(port.type, f"/mnt/{name}")  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("step", sorted(EXPECTED))
+@pytest.mark.parametrize("step", COMPONENT_STEPS)
 def test_component_command_is_accepted_by_the_step_cli(step: str, monkeypatch: pytest.MonkeyPatch) -> None:
     component = load_component(COMPONENTS / f"{step}.yml")
     ports = {**component.inputs, **component.outputs}
@@ -144,12 +117,10 @@ def test_environment_pins_exactly_what_the_steps_import() -> None:
 
 def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Path) -> None:
     """Both runners take settings from one table: every flag the local runner sets is a port of the component."""
-    from retrainer.settings import Settings
     from retrainer.workspace.local_runner import step_commands
 
-    settings = Settings(MANDATORY_TRAIN_FILENAMES="a.jpg", MANDATORY_VAL_FILENAMES="b.jpg")
-    for step, command in step_commands(tmp_path, settings).items():
-        if step not in EXPECTED:  # the local trainer stands in for the AutoML node
+    for step, command in step_commands(tmp_path, _every_setting_given()).items():
+        if step == graph.TRAIN:  # the local trainer stands in for the AutoML node
             continue
         component = load_component(COMPONENTS / f"{step}.yml")
         ports = set(component.inputs) | set(component.outputs)
@@ -158,11 +129,4 @@ def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Pa
         settable = {
             name for name, port in component.inputs.items() if port.type not in ("mltable", "uri_folder", "uri_file")
         }
-        azure_only = {
-            "input_images_string_absolute_path",
-            "images_string_absolute_path",
-            "train_dataset",
-            "val_dataset",
-            "automl_python",  # AutoML's interpreter in the tag step's Azure ML image; locally the model runs in-process
-        }
-        assert settable - flags <= azure_only, f"{step}: a setting the local runner never passes"
+        assert settable - flags <= RUNNER_INPUTS, f"{step}: a setting the local runner never passes"

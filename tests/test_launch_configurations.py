@@ -1,4 +1,5 @@
-"""VS Code launch configurations: the names users know, and the step chain runs on the sample data."""
+"""VS Code launch configurations: generated from the graph, the names users know, and the step chain runs on the
+sample data."""
 
 from __future__ import annotations
 
@@ -10,12 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from devtools import launch_configurations
+from devtools.launch_configurations import LAUNCH_FILE, configuration_name
+from pipeline_steps.graph import STEPS, TRAIN
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def configurations() -> dict[str, dict]:
-    document = json.loads((ROOT / ".vscode" / "launch.json").read_text())
+    document = json.loads(LAUNCH_FILE.read_text())
     return {config["name"]: config for config in document["configurations"]}
+
+
+def test_launch_json_is_what_the_graph_renders() -> None:
+    assert LAUNCH_FILE.read_text() == launch_configurations.render(), (
+        ".vscode/launch.json is stale: run `python -m devtools.launch_configurations`"
+    )
+    assert launch_configurations.main(["--check"]) == 0
 
 
 def test_the_design_document_configurations_exist() -> None:
@@ -33,17 +45,12 @@ def test_the_design_document_configurations_exist() -> None:
 @pytest.mark.slow  # runs every step as a process
 def test_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "sample_artifacts", tmp_path / "sample_artifacts")
-    for name in (
-        "Python: Pipeline Step - Data Aggregation",
-        "Python: Pipeline Step - Data Split",
-        "Python: Pipeline Step - Registering Data Asset",
-        "Python: Pipeline Step - Train (local CPU)",
-        "Python: Pipeline Step - Register Model",
-        "Python: Pipeline Step - Tag Model",
-    ):
-        config = configurations()[name]
-        args = [("--epochs" if a == "--max-minutes" else a) for a in config["args"]]  # one epoch, not minutes
-        args = ["1" if previous == "--epochs" else a for previous, a in zip(["", *args[:-1]], args, strict=True)]
+    for step in STEPS:
+        config = configurations()[configuration_name(step.name)]
+        args = config["args"]
+        if step.name == TRAIN:  # one epoch, not minutes
+            at = args.index("--max_minutes")
+            args = [*args[:at], "--epochs", "1", *args[at + 2 :]]
         completed = subprocess.run(
             [sys.executable, "-m", config["module"], *args],
             cwd=tmp_path,
@@ -51,8 +58,9 @@ def test_step_configurations_run_in_order_on_the_sample_data(tmp_path: Path) -> 
             capture_output=True,
             text=True,
         )
-        assert completed.returncode == 0, f"{name}: {completed.stderr}"
-    assets = json.loads((tmp_path / ".workspace" / "launch" / "registered" / "data_assets.json").read_text())
+        assert completed.returncode == 0, f"{config['name']}: {completed.stderr}"
+    launch = tmp_path / ".workspace" / "launch"
+    assets = json.loads((launch / "register_data_asset" / "output_path" / "data_assets.json").read_text())
     assert assets["train"]["version"] == "1" and int(assets["train"]["tags"]["images"]) >= 6
-    best = json.loads((tmp_path / ".workspace" / "launch" / "best_model" / "best_model_metadata.json").read_text())
+    best = json.loads((launch / "tag_model" / "best_model_metadata_path" / "best_model_metadata.json").read_text())
     assert best["best_version"] == "1" and best["promoted"]

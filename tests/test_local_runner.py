@@ -1,4 +1,4 @@
-"""The local runner: the six steps as processes, from data in Azurite to a tagged model; truthful status."""
+"""The local runner: the graph's steps as processes, from data in Azurite to a tagged model; truthful status."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The six-step Azure ML pipeline and its reuse variant, built, validated and dumped offline; the dry run."""
+"""The Azure ML pipeline of the graph's steps and its reuse variant, built, validated and dumped offline."""
 
 import json
 import tomllib
@@ -9,6 +9,7 @@ import pytest
 import yaml
 from azure.ai.ml.entities import PipelineJob
 
+from pipeline_steps.graph import COMPONENT_STEPS, REUSE_STEPS, STEPS, TRAIN, PipelineInput
 from retrainer import cli
 from retrainer.settings import load_settings
 from tests.helpers import search_space_dumped_as_a_file
@@ -56,18 +57,11 @@ def dumped(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
 
 
 @pytest.mark.usefixtures("azureml_env")
-def test_six_steps_wired_in_order_with_cpu_default_and_gpu_training(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_graphs_steps_wired_in_order_with_cpu_default_and_gpu_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINING_MAX_TRIALS", "3")
     job = dumped(monkeypatch)
     jobs = job["jobs"]
-    assert list(jobs) == [
-        "data_aggregation",
-        "data_split",
-        "register_data_asset",
-        "train",
-        "register_model",
-        "tag_model",
-    ]
+    assert list(jobs) == [step.name for step in STEPS]
     assert job["settings"]["default_compute"] == "azureml:cpu-cluster"
     assert jobs["train"]["compute"] == "azureml:gpu-cluster"
     assert jobs["train"]["limits"]["max_trials"] == 1, "a fixed model is one trial, never AutoMode"
@@ -77,18 +71,20 @@ def test_six_steps_wired_in_order_with_cpu_default_and_gpu_training(monkeypatch:
         "azureml://subscriptions/00000000-0000-0000-0000-000000000001/resourcegroups/rg-pid/workspaces/mlw-pid"
         "/datastores/retraining_data/paths/data/images"
     )
-    assert (
-        jobs["data_split"]["inputs"]["input_data_path"]["path"]
-        == "${{parent.jobs.data_aggregation.outputs.output_path}}"
-    )
     assert jobs["train"]["training_data"] == "${{parent.jobs.data_split.outputs.train_output_path}}"
     assert jobs["train"]["validation_data"] == "${{parent.jobs.data_split.outputs.val_output_path}}"
-    register = jobs["register_model"]["inputs"]
-    assert register["model_input_path"]["path"] == "${{parent.jobs.train.outputs.best_model}}"
-    assert register["data_assets_path"]["path"] == "${{parent.jobs.register_data_asset.outputs.output_path}}"
-    assert jobs["tag_model"]["inputs"]["model_metadata_path"]["path"] == (
-        "${{parent.jobs.register_model.outputs.model_metadata_path}}"
-    )
+    for step in STEPS:
+        if step.name == TRAIN:
+            continue
+        for name, source in step.inputs.items():
+            bound = jobs[step.name]["inputs"].get(name)
+            if isinstance(source, PipelineInput):
+                expected = f"${{{{parent.inputs.{source.name}}}}}"
+                if bound is None and name in step.optional:
+                    continue  # no label map given to this job
+            else:
+                expected = f"${{{{parent.jobs.{source.step}.outputs.{source.output}}}}}"
+            assert bound is not None and bound["path"] == expected, f"{step.name}.{name}"
 
 
 @pytest.mark.usefixtures("azureml_env")
@@ -154,7 +150,8 @@ def test_dataset_reuse_skips_the_data_steps(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("VAL_DATASET", "azureml:pid-symbols-val:4")
     monkeypatch.setenv("DATASET_VERSION_PATH", "azureml://datastores/workspaceblobstore/paths/azureml/abc/output_path")
     job = dumped(monkeypatch)
-    assert list(job["jobs"]) == ["train", "register_model", "tag_model"]
+    assert list(job["jobs"]) == [step.name for step in REUSE_STEPS] and TRAIN in job["jobs"]
+    assert "images" not in job["inputs"], "no step reads the datastore's images"
     assert job["inputs"]["train_data"] == {"type": "mltable", "path": "azureml:pid-symbols-train:4"}
     assert job["jobs"]["register_model"]["inputs"]["data_assets_path"]["path"].endswith("/azureml/abc/output_path")
 
@@ -166,7 +163,7 @@ def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, caps
     output = tmp_path / "job.yml"
     assert cli.main(["submit", "--backend", "azureml", "--dry-run", "--output", str(output), "--json"]) == 0
     report = yaml.safe_load(capsys.readouterr().out)
-    assert report["dry_run"] and len(report["steps"]) == 6
+    assert report["dry_run"] and len(report["steps"]) == len(STEPS)
     reloaded = load_job(output)
     assert sorted(reloaded.jobs) == sorted(report["steps"])
     assert reloaded._validate().passed
@@ -212,8 +209,6 @@ def test_azureml_statuses_map_to_the_service_states() -> None:
 
 # --- what a real workspace needs (each of these failed on the first offline-only version) ---------------
 
-STEPS = ("data_aggregation", "data_split", "register_data_asset", "register_model", "tag_model")
-
 
 def azureml_paths(document: Any) -> list[str]:
     """Every azureml:// path the job binds (not the components' own descriptions)."""
@@ -237,7 +232,7 @@ def test_the_pipeline_reads_the_service_container_through_its_datastore_not_the_
 def test_data_and_registry_steps_are_never_reused_from_an_earlier_run(monkeypatch: pytest.MonkeyPatch) -> None:
     job = built(PIPELINE_COMPONENTS="local")
     assert job.settings.force_rerun is True
-    for step in STEPS:
+    for step in COMPONENT_STEPS:
         assert job.jobs[step].component.is_deterministic is False, step
     assert dumped(monkeypatch)["settings"]["force_rerun"] is True
 
@@ -252,7 +247,7 @@ def test_every_setting_a_step_needs_enters_as_a_component_input(monkeypatch: pyt
     assert reuse["register_model"]["inputs"]["train_dataset"] == "azureml:pid-train:4"
     assert reuse["register_model"]["inputs"]["val_dataset"] == "azureml:pid-val:4"
     steps = Path(__file__).resolve().parent.parent / "pipeline_steps"
-    for step in ("register_model", "tag_model", "register_data_asset", "data_split", "data_aggregation"):
+    for step in COMPONENT_STEPS:
         source = (steps / f"{step}.py").read_text()
         for setting in ("MIN_MAP_IMPROVEMENT", "TRAIN_DATASET", "VAL_DATASET", "DATA_STORE_NAME"):
             assert f"settings.{setting}" not in source, f"{step} reads {setting} from the service's settings"
@@ -326,9 +321,9 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
     runner = AzureMLPipelineRunner(client, load_settings())  # type: ignore[arg-type]
     assert runner.submit_pipeline("t") == "job-1"
     (job,) = submitted
-    assert sorted(fetched) == sorted((f"pid_{step}", pipeline_release()) for step in STEPS)
+    assert sorted(fetched) == sorted((f"pid_{step}", pipeline_release()) for step in COMPONENT_STEPS)
     rest_jobs = job._to_rest_object().properties.jobs
-    for step in STEPS:
+    for step in COMPONENT_STEPS:
         assert rest_jobs[step]["componentId"] == f"{arm}/pid_{step}/versions/{pipeline_release()}"
 
 
@@ -337,7 +332,7 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
 ) -> None:
     import pipeline_steps
     from pipeline_steps import PACKAGE_VERSION, pipeline_release
-    from pipeline_steps.pipeline import STEP_COMPONENTS, component, environment, environments
+    from pipeline_steps.pipeline import component, environment, environments
 
     root = Path(__file__).resolve().parent.parent
     assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == PACKAGE_VERSION
@@ -346,7 +341,7 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
     assert pipeline_release() == f"{PACKAGE_VERSION}-dev", "a checkout never claims a deployed release"
     release_file.write_text(f"{PACKAGE_VERSION}-1a2b3c4d\n")
     assert pipeline_release() == f"{PACKAGE_VERSION}-1a2b3c4d"
-    for step in STEP_COMPONENTS:
+    for step in COMPONENT_STEPS:
         assert component(step).version == pipeline_release()
         runs_on = "pid-symbol-scoring" if step == "tag_model" else "pid-symbol-pipeline"
         assert component(step).environment == f"azureml:{runs_on}:{pipeline_release()}"

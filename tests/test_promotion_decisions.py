@@ -19,43 +19,29 @@ import pytest
 from devtools import step_rehearsal
 from pipeline_steps import register_model, tag_model
 from pipeline_steps.contracts import HoldoutManifest
+from pipeline_steps.graph import TRAIN
 from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
-from retrainer.settings import get_settings
+from retrainer.settings import get_settings, load_settings
 from retrainer.workspace.local import LocalModelRegistry
+from retrainer.workspace.local_runner import run_folders
 
 NAME = "pid-symbol-detector"
 
 
+#: Each step's folders in the prepared run (`local_runner.run_folders`).
+Folders = dict[str, dict[str, Path]]
+
+
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Aggregated sheets and their holdout, made once by the data steps."""
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Folders:
+    """The sample sheets through the steps before training, once, with the rehearsal's (the local runner's) commands."""
     work = tmp_path_factory.mktemp("faults")
-    env = {**step_rehearsal.os.environ, "WORKSPACE_BACKEND": "local", "LOCAL_WORKSPACE_DIR": str(work / "ws0")}
-    out, logs = work / "outputs", work / "logs"
+    settings = load_settings(WORKSPACE_BACKEND="local", LOCAL_WORKSPACE_DIR=work / "ws0", HOLDOUT_FRACTION=0.4)
+    commands, logs = step_rehearsal.rehearsal_commands(work, settings), work / "logs"
     logs.mkdir()
-    step_rehearsal.run_step(
-        "data_aggregation",
-        {
-            "input_image_data_path": step_rehearsal.SAMPLES / "images",
-            "input_label_data_path": step_rehearsal.SAMPLES / "labels",
-            "input_images_string_absolute_path": step_rehearsal.IMAGES_PREFIX,
-            "output_path": out / "aggregated",
-        },
-        env,
-        logs,
-    )
-    sides = {side: out / side for side in ("train", "val", "holdout")}
-    step_rehearsal.run_step(
-        "data_split",
-        {
-            "input_data_path": out / "aggregated",
-            "holdout_fraction": 0.4,
-            **{f"{side}_output_path": folder for side, folder in sides.items()},
-        },
-        env,
-        logs,
-    )
-    return out
+    for step in list(commands)[: list(commands).index(TRAIN)]:
+        step_rehearsal.run_step(step, commands[step], step_rehearsal.step_env(work / "ws0"), logs)
+    return run_folders(work)
 
 
 @pytest.fixture
@@ -69,25 +55,26 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     get_settings.cache_clear()
 
 
-def answers(prepared: Path, recall: float) -> dict[str, list[dict]]:
+def answers(prepared: Folders, recall: float) -> dict[str, list[dict]]:
     images = step_rehearsal.SAMPLES / "images"
-    return step_rehearsal.stand_in_answers(prepared / "aggregated", recall, images, step_rehearsal.IMAGES_PREFIX)
+    aggregated = prepared["data_aggregation"]["output_path"]
+    return step_rehearsal.stand_in_answers(aggregated, recall, images, step_rehearsal.IMAGES_PREFIX)
 
 
-def register(prepared: Path, tmp_path: Path, label: str, table: dict[str, list[dict]]) -> Path:
+def register(prepared: Folders, tmp_path: Path, label: str, table: dict[str, list[dict]]) -> Path:
     model = step_rehearsal.save_stand_in(tmp_path / f"model-{label}", table, validation_map=0.5)
     meta = tmp_path / f"meta-{label}"
     assert register_model.main(["--model-input-path", str(model), "--model-metadata-path", str(meta)]) == 0
     return meta
 
 
-def tag(prepared: Path, meta: Path, *extra: str, holdout: bool = True) -> PromotionRecord:
+def tag(prepared: Folders, meta: Path, *extra: str, holdout: bool = True) -> PromotionRecord:
     out = meta.parent / f"best-{meta.name}"
     arguments = ["--model-metadata-path", str(meta), "--best-model-metadata-path", str(out)]
     if holdout:
         arguments += [
             "--holdout-data-path",
-            str(prepared / "holdout"),
+            str(prepared["data_split"]["holdout_output_path"]),
             "--holdout-images-path",
             str(step_rehearsal.SAMPLES / "images"),
             "--images-string-absolute-path",
@@ -101,7 +88,7 @@ def tag(prepared: Path, meta: Path, *extra: str, holdout: bool = True) -> Promot
     return PromotionRecord.from_json((out / PROMOTION_RECORD_FILE).read_text())
 
 
-def champion(prepared: Path, tmp_path: Path) -> PromotionRecord:
+def champion(prepared: Folders, tmp_path: Path) -> PromotionRecord:
     first = tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.9)))
     assert first.promoted and first.best_version == "1"
     return first
@@ -111,7 +98,7 @@ def best(workspace: Path) -> list[str]:
     return [v.version for v in LocalModelRegistry(workspace).model_versions(NAME) if v.is_best]
 
 
-def test_a_challenger_answering_nan_keeps_the_champion(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+def test_a_challenger_answering_nan_keeps_the_champion(prepared: Folders, tmp_path: Path, workspace: Path) -> None:
     champion(prepared, tmp_path)
     diverged = {
         digest: [{**box, "score": math.nan} for box in boxes] for digest, boxes in answers(prepared, 1.0).items()
@@ -124,7 +111,7 @@ def test_a_challenger_answering_nan_keeps_the_champion(prepared: Path, tmp_path:
 
 @pytest.mark.parametrize("damage", ["inf", "nan", "-inf", "not a number"])
 def test_a_damaged_challenger_score_never_promotes_and_the_record_reads_back(
-    prepared: Path, tmp_path: Path, workspace: Path, damage: str
+    prepared: Folders, tmp_path: Path, workspace: Path, damage: str
 ) -> None:
     champion(prepared, tmp_path)
     meta = register(prepared, tmp_path, "damaged", answers(prepared, 1.0))
@@ -138,7 +125,7 @@ def test_a_damaged_challenger_score_never_promotes_and_the_record_reads_back(
 
 
 def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challenger(
-    prepared: Path, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, workspace: Path
 ) -> None:
     champion(prepared, tmp_path)
     LocalModelRegistry(workspace).set_model_tags(NAME, "1", {tag_model.SCORE_TAG: "inf"})
@@ -153,7 +140,7 @@ def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challe
 @pytest.mark.parametrize("champion_damage", ["oops", None, "-inf"])
 @pytest.mark.parametrize("challenger_damage", ["nan", "inf"])
 def test_a_non_finite_challenger_never_replaces_a_champion_without_a_finite_score(
-    prepared: Path, tmp_path: Path, workspace: Path, champion_damage: str | None, challenger_damage: str
+    prepared: Folders, tmp_path: Path, workspace: Path, champion_damage: str | None, challenger_damage: str
 ) -> None:
     champion(prepared, tmp_path)
     registry = LocalModelRegistry(workspace)
@@ -166,7 +153,7 @@ def test_a_non_finite_challenger_never_replaces_a_champion_without_a_finite_scor
 
 
 def test_a_deleted_champion_is_replaced_not_a_failure_of_every_later_run(
-    prepared: Path, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, workspace: Path
 ) -> None:
     champion(prepared, tmp_path)
     (version,) = [v for v in LocalModelRegistry(workspace).model_versions(NAME) if v.is_best]
@@ -176,9 +163,9 @@ def test_a_deleted_champion_is_replaced_not_a_failure_of_every_later_run(
     assert "the champion's model is gone" in record.reason and "no model files" in record.reason
 
 
-def test_too_small_a_holdout_keeps_the_champion_and_says_so(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+def test_too_small_a_holdout_keeps_the_champion_and_says_so(prepared: Folders, tmp_path: Path, workspace: Path) -> None:
     champion(prepared, tmp_path)
-    images = HoldoutManifest.read(prepared / "holdout").holdout.images
+    images = HoldoutManifest.read(prepared["data_split"]["holdout_output_path"]).holdout.images
     record = tag(
         prepared,
         register(prepared, tmp_path, "better", answers(prepared, 1.0)),
@@ -190,7 +177,9 @@ def test_too_small_a_holdout_keeps_the_champion_and_says_so(prepared: Path, tmp_
     assert record.comparison.interval is not None, "the comparison is still recorded"
 
 
-def test_the_first_model_is_promoted_whatever_the_holdout_size(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+def test_the_first_model_is_promoted_whatever_the_holdout_size(
+    prepared: Folders, tmp_path: Path, workspace: Path
+) -> None:
     meta = register(prepared, tmp_path, "first", answers(prepared, 0.9))
     assert tag(prepared, meta, "--min-holdout-images", "1000").promoted
 
@@ -220,11 +209,11 @@ def without_class(table: dict[str, list[dict]], class_id: str) -> dict[str, list
     return {digest: [box for box in boxes if box["label"] != class_id] for digest, boxes in table.items()}
 
 
-def holdout_class_counts(prepared: Path) -> dict[str, int]:
+def holdout_class_counts(prepared: Folders) -> dict[str, int]:
     from pipeline_steps.evaluation.sheets import load_sheets
 
     sheets = load_sheets(
-        prepared / "holdout",
+        prepared["data_split"]["holdout_output_path"],
         images_folder=step_rehearsal.SAMPLES / "images",
         images_prefix=step_rehearsal.IMAGES_PREFIX,
     )
@@ -236,7 +225,7 @@ def holdout_class_counts(prepared: Path) -> dict[str, int]:
 
 
 def test_a_challenger_better_overall_that_loses_a_class_is_kept_out_naming_the_class(
-    prepared: Path, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, workspace: Path
 ) -> None:
     counts = holdout_class_counts(prepared)
     lost = max(counts, key=lambda c: counts[c])  # the commonest class: enough instances to be watched
@@ -265,7 +254,7 @@ def test_a_challenger_better_overall_that_loses_a_class_is_kept_out_naming_the_c
 
 
 def test_the_guard_lets_through_a_challenger_whose_classes_all_hold(
-    prepared: Path, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, workspace: Path
 ) -> None:
     tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.5)))
     record = tag(
@@ -275,7 +264,7 @@ def test_the_guard_lets_through_a_challenger_whose_classes_all_hold(
     assert record.comparison.class_guard is not None and record.comparison.class_guard.regressions() == []
 
 
-def test_a_class_too_rare_on_the_holdout_is_not_watched(prepared: Path, tmp_path: Path, workspace: Path) -> None:
+def test_a_class_too_rare_on_the_holdout_is_not_watched(prepared: Folders, tmp_path: Path, workspace: Path) -> None:
     counts = holdout_class_counts(prepared)
     lost = max(counts, key=lambda c: counts[c])
     tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.5)))

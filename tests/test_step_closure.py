@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from devtools.step_environment import pip_list
+from pipeline_steps.graph import COMPONENT_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ROOT / "pipeline_steps" / "components"
@@ -135,13 +136,7 @@ def missing_from_lock(entry: str, conda_file: Path | None = None) -> dict[str, s
 
 
 def test_every_command_component_is_found() -> None:
-    assert set(component_entry_points()) == {
-        "data_aggregation",
-        "data_split",
-        "register_data_asset",
-        "register_model",
-        "tag_model",
-    }
+    assert component_entry_points() == {step: f"pipeline_steps.{step}" for step in COMPONENT_STEPS}
 
 
 @pytest.mark.parametrize("component", sorted(component_entry_points()))

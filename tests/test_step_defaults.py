@@ -1,6 +1,6 @@
 """One default and one bound per setting, whichever spelling: settings, component YAML, step CLI.
 
-A setting reaches a step as a component input (`step_inputs.step_settings`); where the input has a
+A setting reaches a step as a component input (its `settings` in `graph.STEPS`); where the input has a
 default in `components/<step>.yml`, it must be what the settings render by default, and the step's
 CLI must fall back to it rather than to a default of its own. A number's range is declared once, on
 the settings field: the step's CLI takes it from there, the YAML's `min`/`max` must equal it, and
@@ -18,11 +18,10 @@ import pytest
 import yaml
 
 from pipeline_steps._cli import COMPONENTS, StepParser, component_defaults
-from pipeline_steps.graph import STEPS, TRAIN
+from pipeline_steps.graph import COMPONENT_STEPS
 from pipeline_steps.step_inputs import step_settings
 from retrainer.settings import Bound, Settings, SettingsError, load_settings, setting_bound
 
-COMPONENT_STEPS = [step.name for step in STEPS if step.name != TRAIN]
 #: Inputs whose CLI default differs from the component's on purpose.
 CLI_OWN_DEFAULTS = {("tag_model", "scoring_env_manager")}  # by hand the model runs here; on Azure ML in its own env
 

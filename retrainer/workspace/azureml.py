@@ -168,7 +168,7 @@ class AzureMLPipelineRunner:
         return cls(ml_client(settings, credential), settings, accepted_classes)
 
     def build_pipeline(self, label: str) -> Any:
-        """The six-step (or dataset-reuse) pipeline job for the settings, validated offline."""
+        """The pipeline job (or its dataset-reuse variant) for the settings, validated offline."""
         from pipeline_steps.pipeline import build_pipeline_job, component, registered_components, validate_pipeline
 
         registered = self._settings.PIPELINE_COMPONENTS == "registered"
@@ -205,13 +205,14 @@ class AzureMLPipelineRunner:
 
     def register_components(self) -> list[str]:
         """Register the steps' environments and components under the release's version (once per release)."""
-        from pipeline_steps.pipeline import STEP_COMPONENTS, component, environments
+        from pipeline_steps.graph import COMPONENT_STEPS
+        from pipeline_steps.pipeline import component, environments
 
         registered = []
         for environment in environments():
             env = self._ml_client.environments.create_or_update(environment)
             registered.append(f"environment {env.name}:{env.version}")
-        for name in STEP_COMPONENTS:
+        for name in COMPONENT_STEPS:
             created = self._ml_client.components.create_or_update(component(name))
             registered.append(f"component {created.name}:{created.version}")
         return registered

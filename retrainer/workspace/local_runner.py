@@ -1,4 +1,4 @@
-"""Local pipeline runner: the six steps as processes over a run folder.
+"""Local pipeline runner: the steps of the pipeline's graph as processes over a run folder.
 
     python -m retrainer.workspace.local_runner <run folder>
 
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,13 +33,43 @@ _LOCAL_TRAIN_FLAGS = {"best_model": "output"}
 _LOCAL_DATA = {"images": "images", "labels": "labels", "label_map": "label_map.json"}
 
 
-def step_commands(run_dir: Path, settings: Settings, champion: Path | None = None) -> dict[str, list[str]]:
-    """Each step's command, from the pipeline's graph: its settings (the table every runner uses), its data
-    inputs as the folders earlier steps wrote (`outputs/<step>/<output>`), and the champion to start from."""
-    from pipeline_steps.graph import STEPS, TRAIN, PipelineInput
-    from pipeline_steps.step_inputs import as_flags, step_settings
+def data_inputs(data: Path) -> dict[str, Path]:
+    """The pipeline's inputs in a folder laid out as a run's `data/` (`download_data`'s layout)."""
+    return {name: data / place for name, place in _LOCAL_DATA.items()}
 
-    data, out = run_dir / "data", run_dir / "outputs"
+
+def step_folders(data: Mapping[str, Path], outputs: Path) -> dict[str, dict[str, Path]]:
+    """Each step's data flags, from the pipeline's graph: a pipeline input where `data` has it, an earlier step's
+    output (and the step's own) at `outputs/<step>/<output>`."""
+    from pipeline_steps.graph import STEPS, TRAIN, PipelineInput
+
+    wiring = {}
+    for step in STEPS:
+        folders: dict[str, Path] = {
+            name: data[source.name] if isinstance(source, PipelineInput) else outputs / source.step / source.output
+            for name, source in step.inputs.items()
+        }
+        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML. An earlier
+        # step's output is always passed: these commands are built before any step runs, so it cannot exist yet.
+        folders = {
+            name: path
+            for name, path in folders.items()
+            if name not in step.optional or not isinstance(step.inputs[name], PipelineInput) or path.exists()
+        }
+        folders.update(
+            {_LOCAL_TRAIN_FLAGS.get(o, o) if step.name == TRAIN else o: outputs / step.name / o for o in step.outputs}
+        )
+        wiring[step.name] = folders
+    return wiring
+
+
+def step_commands(run_dir: Path, settings: Settings, champion: Path | None = None) -> dict[str, list[str]]:
+    """Each step's command, in the graph's order: its settings (the table every runner uses), its data inputs
+    as the folders earlier steps wrote (`run_folders`), and the champion to start from."""
+    from pipeline_steps.graph import TRAIN
+    from pipeline_steps.step_inputs import step_settings
+
+    data = run_dir / "data"
     inputs = step_settings(settings)
     local: dict[str, dict[str, object]] = {
         TRAIN: {
@@ -50,27 +81,22 @@ def step_commands(run_dir: Path, settings: Settings, champion: Path | None = Non
         },
         "tag_model": {"scoring_env_manager": "local"},  # the local detector runs in the step's own environment
     }
-    commands = {}
-    for step in STEPS:
-        folders: dict[str, Path] = {
-            name: data / _LOCAL_DATA[source.name]
-            if isinstance(source, PipelineInput)
-            else out / source.step / source.output
-            for name, source in step.inputs.items()
-        }
-        # An optional input the datastore does not hold (no label map) is left out, as on Azure ML. An earlier
-        # step's output is always passed: these commands are built before any step runs, so it cannot exist yet.
-        folders = {
-            name: path
-            for name, path in folders.items()
-            if name not in step.optional or not isinstance(step.inputs[name], PipelineInput) or path.exists()
-        }
-        folders.update(
-            {_LOCAL_TRAIN_FLAGS.get(o, o) if step.name == TRAIN else o: out / step.name / o for o in step.outputs}
-        )
-        flags = as_flags({**inputs.get(step.name, {}), **local.get(step.name, {}), **folders})
-        commands[step.name] = [sys.executable, "-m", f"pipeline_steps.{step.name}", *flags]
-    return commands
+    return {
+        step: step_command(step, {**inputs.get(step, {}), **local.get(step, {}), **folders})
+        for step, folders in run_folders(run_dir).items()
+    }
+
+
+def run_folders(run_dir: Path) -> dict[str, dict[str, Path]]:
+    """`step_folders` of a run: the pipeline's inputs where `download_data` puts them, the outputs in `outputs/`."""
+    return step_folders(data_inputs(run_dir / "data"), run_dir / "outputs")
+
+
+def step_command(step: str, inputs: Mapping[str, object]) -> list[str]:
+    """`python -m pipeline_steps.<step>` with these inputs as its flags."""
+    from pipeline_steps.step_inputs import as_flags
+
+    return [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags(inputs)]
 
 
 def champion_model(settings: Settings) -> Path | None:
