@@ -103,7 +103,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         through = "directly, bypassing the service"
     else:
         from retrainer import bootstrap
-        from retrainer.ledger import SlotTaken
+        from retrainer.ledger.slot import SlotTaken
         from retrainer.submission import SubmissionConflict
 
         try:
@@ -206,7 +206,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         from retrainer import bootstrap
         from retrainer.serving.status import read_serving_status
 
-        history = bootstrap.ledger().champion_history(args.history)
+        history = bootstrap.ledger().champion.latest(args.history)
         serving = read_serving_status(bootstrap.datastore(), settings.SERVING_STATUS_BLOB)
 
     def render(_: object) -> str:

@@ -19,7 +19,7 @@ from pipeline_steps.tag_model import HoldoutScores
 from retrainer.champion.authority import ChampionConflict, PromotionRefused, VersionNotFound
 from retrainer.champion.tags import pin_of
 from retrainer.datastore import Datastore
-from retrainer.ledger import ChangeKind
+from retrainer.ledger.champion import ChangeKind
 from retrainer.promotion import (
     ClassComparison,
     ClassGuard,
@@ -203,7 +203,7 @@ def test_promoting_the_champion_again_changes_nothing_but_completes_a_record_lef
 
 def test_a_retried_automatic_promotion_leaves_one_entry(world: World) -> None:
     run_id, decision = world.run(0.60)
-    record = world.ledger.run(run_id)
+    record = world.ledger.runs.get(run_id)
     assert record is not None
     world.controls.record_run(decision, run_id)  # as a retry after a failed save would
     assert [c.run_id for c in world.controls.history()] == [run_id]

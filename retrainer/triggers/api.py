@@ -60,7 +60,7 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     if len(reason) > MAX_REASON_CHARS:
         return _json({"error": f"'reason' is longer than {MAX_REASON_CHARS} characters"}, 400)
     from retrainer import bootstrap
-    from retrainer.ledger import SlotTaken
+    from retrainer.ledger.slot import SlotTaken
     from retrainer.redact import redact
     from retrainer.submission import SubmissionConflict
 
@@ -87,7 +87,7 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     state = retraining.submission_state()
     return _json(
         {
-            "runs": [run.as_dict() for run in bootstrap.ledger().run_rows()],
+            "runs": [run.as_dict() for run in bootstrap.ledger().runs.rows()],
             "pending_images": retraining.pending_batch().count,
             "auto_submission": {"paused": state.paused, "reason": state.reason or None},
         },
@@ -100,11 +100,11 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.events import is_run_id
-    from retrainer.ledger import UnreadableRunError
+    from retrainer.ledger.runs import UnreadableRunError
 
     run_id = req.route_params.get("run_id", "")
     try:
-        run = bootstrap.ledger().run(run_id) if is_run_id(run_id) else None
+        run = bootstrap.ledger().runs.get(run_id) if is_run_id(run_id) else None
     except UnreadableRunError as unreadable:
         return _json(unreadable.row.as_dict(), 200)
     return _json(run.as_dict(), 200) if run else _json({"error": "no such run"}, 404)
@@ -115,7 +115,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     from retrainer import bootstrap
     from retrainer.events import is_run_id
-    from retrainer.ledger import UnreadableRunError
+    from retrainer.ledger.runs import UnreadableRunError
     from retrainer.redact import redact
 
     run_id = req.route_params.get("run_id", "")
