@@ -374,7 +374,7 @@ def cmd_migrate_ledger(args: argparse.Namespace) -> int:
 
 def cmd_split_reset(args: argparse.Namespace) -> int:
     """Store a fresh, empty split assignment that records why; the next run draws every side anew."""
-    from pipeline_steps.data_split import RestartRefused, restart_assignment
+    from pipeline_steps.split_assignment import RestartRefused, restart_assignment
 
     settings = _settings(args.backend)
     name = args.name or settings.SPLIT_ASSIGNMENT_NAME
