@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_steps.tag_model import HoldoutScores
+from pipeline_steps.holdout_scorer import HoldoutScores
 from retrainer.champion.authority import ChampionConflict, PromotionRefused, VersionNotFound
 from retrainer.champion.tags import pin_of
 from retrainer.datastore import Datastore

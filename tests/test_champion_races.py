@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_steps.tag_model import HoldoutScores
+from pipeline_steps.holdout_scorer import HoldoutScores
 from retrainer.champion.tags import pin_of
 from retrainer.ledger.champion import ChangeKind
 from retrainer.promotion import DifferenceInterval, PromotionRecord
