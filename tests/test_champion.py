@@ -401,6 +401,7 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from retrainer import cli
+    from retrainer.cli import runs as run_commands
 
     def compared(class_id: str, name: str, before: float, after: float, high: float, count: int) -> ClassComparison:
         interval = DifferenceInterval(
@@ -434,7 +435,7 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     decision.comparison.class_guard = guard
     runner = FakeRunner()
     runner.statuses["run-9"] = RunStatus("run-9", RunState.COMPLETED, "Completed", decision=decision)
-    monkeypatch.setattr(cli, "_runner", lambda settings: runner)
+    monkeypatch.setattr(run_commands, "runner_for", lambda settings: runner)
     assert cli.main(["status", "run-9", "--backend", "local"]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert "but Relief valve AP fell 0.41 -> 0.05: the champion stays" in shown[1]

@@ -1,0 +1,5 @@
+import sys
+
+from retrainer.cli.app import main
+
+sys.exit(main())
