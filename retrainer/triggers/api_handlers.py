@@ -38,7 +38,7 @@ Text = Annotated[
 Version = Annotated[
     Text,
     BeforeValidator(lambda value: str(value) if type(value) is int else value),
-    Field(description="a non-empty string"),
+    Field(description="a non-empty string or a whole number"),
 ]
 Force = Annotated[StrictBool, Field(description="a boolean")]
 
