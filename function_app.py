@@ -7,11 +7,11 @@ the handler that needs it.
 
 import azure.functions as func
 
-from retrainer.triggers.api import bp as api_blueprint
+from retrainer.triggers.api import blueprint as api_blueprint
 from retrainer.triggers.event_grid import bp as event_grid_blueprint
 from retrainer.triggers.label_blob import bp as label_blob_blueprint
 from retrainer.triggers.monitor import bp as monitor_blueprint
 
 app = func.FunctionApp()
-for blueprint in (label_blob_blueprint, event_grid_blueprint, monitor_blueprint, api_blueprint):
+for blueprint in (label_blob_blueprint, event_grid_blueprint, monitor_blueprint, api_blueprint()):
     app.register_functions(blueprint)

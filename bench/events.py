@@ -80,7 +80,7 @@ def main() -> None:
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(table.upsert_entity, rows))
         raw_s = time.perf_counter() - started
-        recorded = len(ledger.all_images())
+        recorded = len(ledger.images.all())
     bare, app = import_seconds("azure.functions"), import_seconds("function_app")
     floor = import_seconds("azure.functions, azure.storage.blob")
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -33,7 +33,9 @@ from pathlib import Path
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
 from devtools.azurite import running_azurite
-from retrainer.ledger import ImageRecord, ImageState, Ledger, row_key
+from retrainer.ledger import Ledger
+from retrainer.ledger.images import ImageRecord, ImageState
+from retrainer.ledger.rows import row_key
 from retrainer.promotion import PromotionRecord
 from retrainer.records import RunRecord, RunState
 
@@ -76,7 +78,7 @@ def fill_chunk(connection_string: str, prefix: str, layout: str, first: int, las
     service = TableServiceClient.from_connection_string(connection_string)
     images = (bench_image(i) for i in range(first, last))
     if layout == "keyed":
-        return Ledger(service, prefix).import_images(images)
+        return Ledger(service, prefix).images.bulk_import(images)
     legacy = service.get_table_client(f"{prefix}legacyimages")
     rows = [
         {
@@ -122,7 +124,7 @@ def measure_images(service: TableServiceClient, prefix: str, count: int, with_le
         return sum(1 for _ in legacy.query_entities("PartitionKey eq 'images' and state eq 'pending'"))
 
     def keyed_pending() -> int:
-        return len(ledger.pending_images())
+        return len(ledger.images.pending())
 
     def legacy_event() -> int:
         path, etag = f"data/images/new-{uuid.uuid4().hex}.jpg", "0x1"
@@ -141,9 +143,9 @@ def measure_images(service: TableServiceClient, prefix: str, count: int, with_le
 
     def keyed_event() -> int:
         path = f"data/images/new-{uuid.uuid4().hex}.jpg"
-        ledger.record_image(path, "0x1", START)
+        ledger.images.record(path, "0x1", START)
         found = keyed_pending()
-        ledger.forget_image(path, "0x1")
+        ledger.images.forget(path, "0x1")
         return found
 
     measures = [
@@ -239,7 +241,7 @@ def measure_runs(service: TableServiceClient, prefix: str, count: int, connectio
         return len(sorted(found, key=lambda r: r.submitted_at, reverse=True)[:50])
 
     def keyed_latest() -> int:
-        return len(ledger.runs(limit=50))
+        return len(ledger.runs.newest(limit=50))
 
     settings = load_settings(
         STORAGE_ACCOUNT_CONNECTION_STRING=connection_string, STORAGE_ACCOUNT_CONTAINER_NAME="bench"

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline_steps.contracts import SplitAssignment, SplitSide
-from pipeline_steps.data_split import SplitConfig, split_records
+from pipeline_steps.split_sides import SplitConfig, split_records
 
 
 def long_tailed_records(images: int, classes: int, tail: float, seed: int = 0) -> list[dict]:

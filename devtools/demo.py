@@ -109,7 +109,7 @@ def follow_until_done(monitor: Callable[[Any], None], started: float, poll_secon
     run_id = None
     while True:
         monitor(TimerRequest(past_due=False))
-        active = bootstrap.ledger().control().active_runs
+        active = bootstrap.ledger().slot.read().active_runs
         if active:
             run_id = active[0]
             status = retraining.runner.run_status(run_id)
@@ -207,7 +207,7 @@ def summary(workdir: Path) -> str:
     from retrainer.champion.record import current_best_model
 
     rows = []
-    for run in reversed(bootstrap.ledger().runs()):
+    for run in reversed(bootstrap.ledger().runs.newest()):
         decision = run.decision
         score = f"{decision.candidate_score:.3f}" if decision else "-"
         champion = (
@@ -334,7 +334,7 @@ def _loop_and_serve(
         prefix = "[3/6]" if number == 1 else "     "
         print(f"{prefix} {_elapsed(started)}  the timer handler submits and follows run {number}", flush=True)
         run_id = follow_until_done(functions["monitor"], started)
-        record = bootstrap.ledger().run(run_id)
+        record = bootstrap.ledger().runs.get(run_id)
         if record is None or record.state != RunState.COMPLETED or record.decision is None:
             state = record.state if record else "unknown"
             raise RuntimeError(f"run {run_id} ended {state}: {record.error if record else ''}")
@@ -357,7 +357,7 @@ def _loop_and_serve(
     print(f"      {_elapsed(started)}  an unseen sheet sent to it: {ask_the_endpoint(url, args.seed, picture)}")
     status_path = args.workdir / "status.html"
     status_path.write_text(render_status_page(bootstrap.status_view().snapshot()), encoding="utf-8")
-    last = bootstrap.ledger().runs(limit=1)[0]
+    last = bootstrap.ledger().runs.newest(limit=1)[0]
     report = last.decision.candidate_report if last.decision else None
     print(f"\n[6/6] {_elapsed(started)}  summary\n")
     print(summary(args.workdir))

@@ -25,79 +25,26 @@ interval, the holdout's version and per-class AP of both.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
+from pipeline_steps.comparison_report import append_comparison
 from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
-from pipeline_steps.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
-from pipeline_steps.evaluation.metrics import evaluate
-from pipeline_steps.evaluation.scoring import (
-    RUNTIME_KINDS,
-    ModelNotScorable,
-    ModelRuntime,
-    score_models,
-    scoring_sample,
-)
-from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
-from pipeline_steps.mltable_io import class_sort_key
+from pipeline_steps.evaluation.scoring import RUNTIME_KINDS, ModelRuntime
+from pipeline_steps.holdout_scorer import HoldoutScorer, ScoringUnavailable, holdout_scorer
 from retrainer.champion.swap import compare_and_swap, read_champion
 from retrainer.champion.tags import SCORE_TAG, Claim, moment, per_class_scores, pin_of, recorded_score
-from retrainer.promotion import (
-    ClassComparison,
-    ClassGuard,
-    Comparison,
-    DifferenceInterval,
-    PromotionDecision,
-    PromotionRecord,
-    decide_promotion,
-)
+from retrainer.promotion import Comparison, PromotionDecision, PromotionRecord, decide_promotion
 from retrainer.records import ModelVersion
 from retrainer.settings import SettingsError, load_registry_location
 from retrainer.workspace import ModelRegistry, open_registry
-
-
-@dataclass(frozen=True)
-class HoldoutScores:
-    """The challenger (and the champion, when there is one) scored on the same holdout images."""
-
-    candidate_score: float
-    candidate_per_class: dict[str, float]
-    incumbent_score: float | None = None
-    incumbent_per_class: dict[str, float] | None = None
-    interval: DifferenceInterval | None = None
-    seconds: float = 0.0
-    scored_images: int | None = None
-    sample_limit: int | None = None
-    stopped_by_budget: bool = False
-    class_guard: ClassGuard | None = None
-
-
-HoldoutScorer = Callable[[ModelVersion, ModelVersion | None], HoldoutScores]
-
-
-class ScoringUnavailable(Exception):
-    """The models cannot be compared on the holdout here; the record says why, and the safe path decides.
-
-    `side` says whose failure it was: the challenger's (the champion stays), the champion's (its recorded
-    score decides, or the challenger replaces a champion whose model is gone), or the holdout's.
-    """
-
-    def __init__(self, reason: str, side: Literal["challenger", "champion", "holdout"] = "holdout", gone: bool = False):
-        super().__init__(reason)
-        self.side = side
-        self.gone = gone
 
 
 class TagError(ValueError):
@@ -254,169 +201,6 @@ def _safe_path(
     return None
 
 
-def holdout_scorer(
-    registry: ModelRegistry,
-    holdout_folder: Path,
-    *,
-    confidence: float,
-    resamples: int,
-    runtime: ModelRuntime,
-    max_images: int | None = None,
-    budget_minutes: float | None = None,
-    images_folder: Path | None = None,
-    images_prefix: str = "",
-    min_class_instances: int = 20,
-    max_class_ap_drop: float = 0.10,
-    class_names: dict[str, str] | None = None,
-) -> HoldoutScorer:
-    """Score both models on a fixed sample of the holdout through the scoring contract; bootstrap the difference,
-    overall and per class."""
-
-    def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-        started = time.monotonic()  # the budget counts everything: reading the holdout, fetching the models
-        deadline = None if budget_minutes is None else started + budget_minutes * 60
-        sheets = load_sheets(holdout_folder, images_folder=images_folder, images_prefix=images_prefix)
-        if not sheets:
-            raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
-        sample = scoring_sample(sheets, max_images)
-        models = [candidate] if incumbent is None else [candidate, incumbent]
-        sides: list[Literal["challenger", "champion"]] = ["challenger", "champion"]
-        with tempfile.TemporaryDirectory() as scratch:
-            folders = [
-                _fetch(registry, v, Path(scratch) / v.version, side)
-                for v, side in zip(models, sides[: len(models)], strict=True)
-            ]
-            try:
-                scored = score_models(folders, sample, runtime, deadline=deadline)
-            except ModelNotScorable as error:  # e.g. a champion saved by an older detector architecture
-                side = sides[folders.index(error.model)] if error.model in folders else "holdout"
-                raise ScoringUnavailable(str(error), side) from error
-        classes = class_vocabulary(scored.sheets)
-        evaluations = [evaluate(scored.sheets, p, classes) for p in scored.predictions]
-        per_class = [{c: round(v["ap50"], 4) for c, v in e.per_class.items()} for e in evaluations]
-        maps = [e.metrics["mean_average_precision"] for e in evaluations]
-        if incumbent is None:
-            return HoldoutScores(
-                maps[0],
-                per_class[0],
-                seconds=time.monotonic() - started,
-                scored_images=len(scored.sheets),
-                sample_limit=max_images,
-                stopped_by_budget=scored.stopped_by_budget,
-            )
-        matches = [match(scored.sheets, p, classes) for p in scored.predictions]
-        paired = paired_bootstrap(
-            matches[1], matches[0], len(scored.sheets), resamples=resamples, confidence=confidence
-        )
-        guard = class_guard(
-            matches[0],
-            matches[1],
-            len(scored.sheets),
-            resamples=resamples,
-            confidence=confidence,
-            min_instances=min_class_instances,
-            max_drop=max_class_ap_drop,
-            names=class_names or {},
-        )
-        return HoldoutScores(
-            maps[0],
-            per_class[0],
-            maps[1],
-            per_class[1],
-            DifferenceInterval(
-                difference=paired.difference,
-                low=paired.low,
-                high=paired.high,
-                confidence=paired.confidence,
-                resamples=paired.resamples,
-            ),
-            seconds=time.monotonic() - started,
-            scored_images=len(scored.sheets),
-            sample_limit=max_images,
-            stopped_by_budget=scored.stopped_by_budget,
-            class_guard=guard,
-        )
-
-    return score
-
-
-def class_guard(
-    challenger: dict[str, ClassMatches],
-    champion: dict[str, ClassMatches],
-    images: int,
-    *,
-    resamples: int,
-    confidence: float,
-    min_instances: int,
-    max_drop: float,
-    names: dict[str, str],
-) -> ClassGuard:
-    """Each class's AP@0.5 for both models and the challenger's change, with an interval at the confidence
-    adjusted for the number of guarded classes (see `ClassGuard`)."""
-    instances = {c: int(m.ground_truth.sum()) for c, m in challenger.items()}
-    guarded = sum(1 for count in instances.values() if count >= min_instances)
-    adjusted = 1.0 - (1.0 - confidence) / max(guarded, 1)
-    intervals = per_class_bootstrap(champion, challenger, images, resamples=resamples, confidence=adjusted)
-    before, after = class_ap50(champion), class_ap50(challenger)
-    return ClassGuard(
-        min_instances=min_instances,
-        max_drop=max_drop,
-        confidence=adjusted,
-        classes=[
-            ClassComparison(
-                class_id=c,
-                name=names.get(c),
-                instances=instances[c],
-                champion_ap=round(before[c], 4),
-                challenger_ap=round(after[c], 4),
-                interval=DifferenceInterval(
-                    difference=i.difference, low=i.low, high=i.high, confidence=i.confidence, resamples=i.resamples
-                ),
-            )
-            for c, i in sorted(intervals.items(), key=lambda item: class_sort_key(item[0]))
-        ],
-    )
-
-
-def _fetch(
-    registry: ModelRegistry, version: ModelVersion, scratch: Path, side: Literal["challenger", "champion"]
-) -> Path:
-    """The version's MLflow model folder; ScoringUnavailable (gone) when the registry no longer has its files."""
-    try:
-        folder = registry.local_model_path(version, scratch)
-    except Exception as error:  # the registry's boundary: a deleted version, lost files, a network fault
-        raise ScoringUnavailable(
-            f"{version.name}:{version.version} could not be fetched: {error!r}", side, True
-        ) from None
-    if not (folder / "MLmodel").is_file():
-        raise ScoringUnavailable(f"{version.name}:{version.version} has no model files at {folder}", side, True)
-    return folder
-
-
-def append_comparison(report: Path, record: PromotionRecord) -> None:
-    """Add the champion and the challenger, per class, with the decision, to the challenger's report."""
-    classes = sorted(set(record.candidate_per_class) | set(record.previous_per_class), key=lambda c: (len(c), c))
-    rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{record.previous_per_class.get(c, float('nan')):.3f}</td>"
-        f"<td>{record.candidate_per_class.get(c, float('nan')):.3f}</td>"
-        f"<td>{record.candidate_per_class.get(c, 0) - record.previous_per_class.get(c, 0):+.3f}</td></tr>"
-        for c in classes
-    )
-    section = (
-        f'<h2 id="champion-challenger">Champion (version {html.escape(str(record.previous_best_version))}) and '
-        f"challenger (version {html.escape(record.candidate_version)})</h2>"
-        f"<p><b>{'promoted' if record.promoted else 'the champion stays'}</b>: {html.escape(record.reason)}</p>"
-        f"<p>{html.escape(record.comparison.describe())}</p>"
-        f"<table><tr><th>class</th><th>champion AP@0.5</th><th>challenger AP@0.5</th>"
-        f"<th>difference</th></tr>{rows}</table>"
-    )
-    if record.comparison.class_guard is not None:
-        section += class_guard_chart(record.comparison.class_guard)
-    text = report.read_text(encoding="utf-8")
-    if 'id="champion-challenger"' not in text:
-        report.write_text(text.replace("</body>", section + "</body>"), encoding="utf-8")
-
-
 def class_names(label_map: Path | None) -> dict[str, str]:
     """Class id -> the last part of its name (`Instrument/Valve/Relief valve` -> `Relief valve`); {} without a map.
 
@@ -486,40 +270,6 @@ def build_parser() -> StepParser:
     add_flag(parser, "scoring-env-manager", choices=RUNTIME_KINDS, default="local")
     add_flag(parser, "automl-python", help="AutoML's interpreter, with --scoring-env-manager automl")
     return parser
-
-
-def class_guard_chart(guard: ClassGuard) -> str:
-    """Each class's AP@0.5 change as a bar with its interval, and the guard's line at -max_drop (inline SVG)."""
-    rows, width, left, row_height = guard.classes, 640, 190, 22
-    height = 30 + row_height * len(rows)
-
-    def x(value: float) -> float:  # -1 .. +1 across the plot
-        return left + (value + 1.0) / 2.0 * (width - left - 20)
-
-    bars = []
-    for index, c in enumerate(rows):
-        y = 20 + index * row_height
-        fallen = c in guard.regressions()
-        colour = "#c0392b" if fallen else ("#7f8c8d" if c.instances < guard.min_instances else "#2e86c1")
-        start, end = sorted((x(0.0), x(c.interval.difference)))
-        bars.append(
-            f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">{html.escape(c.label())} '
-            f"({c.instances})</text>"
-            f'<rect x="{start:.1f}" y="{y + 4}" width="{max(end - start, 1):.1f}" height="12" fill="{colour}"/>'
-            f'<line x1="{x(c.interval.low):.1f}" x2="{x(c.interval.high):.1f}" y1="{y + 10}" y2="{y + 10}" '
-            'stroke="#222" stroke-width="1.5"/>'
-        )
-    guard_x = x(-guard.max_drop)
-    return (
-        f"<h3>Per class: challenger minus champion AP@0.5</h3><p>Bars: the change; lines: its "
-        f"{guard.confidence:.1%} interval (adjusted for the classes watched); red: a watched class that fell by more "
-        f"than {guard.max_drop:g} beyond doubt; grey: fewer than {guard.min_instances} symbols on the holdout, not "
-        f'watched; the dashed line: the guard at -{guard.max_drop:g}.</p><svg xmlns="http://www.w3.org/2000/svg" '
-        f'width="{width}" height="{height}" role="img" aria-label="per-class AP change">'
-        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="10" y2="{height - 5}" stroke="#999"/>'
-        f'<line x1="{guard_x:.1f}" x2="{guard_x:.1f}" y1="10" y2="{height - 5}" stroke="#c0392b" '
-        f'stroke-dasharray="4 3" class="guard-line"/>{"".join(bars)}</svg>'
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
-from retrainer.ledger import Ledger, now_utc
+from retrainer.ledger import Ledger
+from retrainer.ledger.rows import now_utc
 from retrainer.ledger_migration import ensure_current_layout
 from retrainer.publisher import model_promoted_publisher, serving_failed_publisher
 from retrainer.retraining import RetrainingService

@@ -2,7 +2,7 @@
 
 The first layout kept every image in one partition (`images`) and every run in another (`runs`, keyed by
 the run id alone), with the state as a property: each pending check scanned every image ever recorded.
-An earlier release replaced it (`retrainer/ledger.py`), so a deployed ledger may still hold its rows.
+An earlier release replaced it (`retrainer/ledger/`), so a deployed ledger may still hold its rows.
 
 `ensure_current_layout` is called once per process by the composition root: one point read of the
 layout marker, a row of the control table. Only a ledger without the marker is scanned for rows of the
@@ -27,7 +27,11 @@ from datetime import UTC, datetime
 from azure.core.exceptions import ResourceNotFoundError
 
 from retrainer.events import is_run_id
-from retrainer.ledger import ImageRecord, ImageState, Ledger, RunRecord, bounded, run_from_row
+from retrainer.ledger import Ledger
+from retrainer.ledger.images import ImageRecord, ImageState
+from retrainer.ledger.rows import bounded
+from retrainer.ledger.runs import run_from_row
+from retrainer.records import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def migrate_and_mark(ledger: Ledger) -> Migration:
 
 def layout_marked(ledger: Ledger) -> bool:
     try:
-        marker = ledger.table("control").get_entity(_MARKER_PARTITION, _MARKER_ROW)
+        marker = ledger.slot.table.get_entity(_MARKER_PARTITION, _MARKER_ROW)
     except ResourceNotFoundError:
         return False
     layout = marker.get("layout")
@@ -74,7 +78,7 @@ def layout_marked(ledger: Ledger) -> bool:
 
 
 def mark_layout(ledger: Ledger) -> None:
-    ledger.table("control").upsert_entity(
+    ledger.slot.table.upsert_entity(
         {
             "PartitionKey": _MARKER_PARTITION,
             "RowKey": _MARKER_ROW,
@@ -92,27 +96,27 @@ def migrate_first_layout(ledger: Ledger) -> Migration:
 
 
 def _migrate_images(ledger: Ledger) -> Migration:
-    table = ledger.table("images")
+    table = ledger.images.table
     legacy = list(table.query_entities(f"PartitionKey eq '{LEGACY_IMAGES}'"))
     read = [(entity, legacy_image(entity)) for entity in legacy]
     movable = [(entity, image) for entity, image in read if image is not None]
     for start in range(0, len(movable), _IMAGES_A_TRANSACTION):
         chunk = movable[start : start + _IMAGES_A_TRANSACTION]
-        ledger.insert_images_once([image for _, image in chunk])
+        ledger.images.insert_once([image for _, image in chunk])
         for entity, _ in chunk:
             table.delete_entity(LEGACY_IMAGES, entity["RowKey"])
     return Migration(len(movable), len(legacy) - len(movable))
 
 
 def _migrate_runs(ledger: Ledger) -> Migration:
-    table = ledger.table("runs")
+    table = ledger.runs.table
     retired = left = 0
     for entity in table.query_entities(f"PartitionKey eq '{LEGACY_RUNS}'"):
         run = legacy_run(entity)
         if run is None:
             left += 1
             continue
-        ledger.insert_run_once(run)
+        ledger.runs.insert_once(run)
         table.delete_entity(LEGACY_RUNS, entity["RowKey"])
         retired += 1
     return Migration(retired, left)

@@ -27,7 +27,11 @@ from retrainer.champion.record import BestModel, current_best_model
 from retrainer.datastore import Datastore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
-from retrainer.ledger import ImageState, Ledger, SlotTaken, UnreadableRunError, now_utc
+from retrainer.ledger import Ledger
+from retrainer.ledger.images import ImageState
+from retrainer.ledger.rows import now_utc
+from retrainer.ledger.runs import UnreadableRunError
+from retrainer.ledger.slot import SlotTaken
 from retrainer.policy import BatchRule, HoldRule, PendingBatch, SubmissionState, batch_due, submission_state
 from retrainer.records import RunRecord, RunState, RunStatus, UnreadableRun
 from retrainer.redact import describe_error, redact
@@ -126,13 +130,13 @@ class RetrainingService:
         path = self._image_path(command.blob)
         if path is None:
             return False
-        if not self._ledger.record_image(path, command.etag, self._clock()):
+        if not self._ledger.images.record(path, command.etag, self._clock()):
             return False
         if self._on_image is not None:
             try:
                 self._on_image(path)  # converts a label that was waiting for this image
             except Exception:
-                self._ledger.forget_image(path, command.etag)
+                self._ledger.images.forget(path, command.etag)
                 raise
         return True
 
@@ -158,11 +162,11 @@ class RetrainingService:
 
     def submission_state(self) -> SubmissionState:
         """Whether failed runs hold automatic submission back (backing off, or paused), and why."""
-        control = self._ledger.control()
+        control = self._ledger.slot.read()
         return submission_state(control.consecutive_failures, control.last_failure, self._hold_rule, self._clock())
 
     def pending_batch(self) -> PendingBatch:
-        batch = PendingBatch.of(image.seen for image in self._ledger.pending_images())
+        batch = PendingBatch.of(image.seen for image in self._ledger.images.pending())
         self._metrics.pending_images.set(batch.count)
         return batch
 
@@ -237,7 +241,7 @@ class RetrainingService:
         return TickOutcome(followed, submitted, paused_reason, failures)
 
     def _active_runs(self) -> list[str]:
-        return self._ledger.control().active_runs
+        return self._ledger.slot.read().active_runs
 
     def _follow_active_run(self, run_id: str) -> RunState | None:
         try:
@@ -250,7 +254,7 @@ class RetrainingService:
             return None
         if state is None:  # a slot held by a run the ledger has no record of: free it, say so
             log.error("run %s holds a submission slot but has no record; the slot is freed", run_id)
-            self._ledger.release_slot(run_id)
+            self._ledger.slot.release(run_id)
         return state
 
     def follow_run(self, run_id: str) -> RunState | None:
@@ -258,7 +262,7 @@ class RetrainingService:
 
         None when the ledger holds no such run; UnreadableRunError (nothing done) for a run this release cannot read.
         """
-        found = self._ledger.run_with_etag(run_id)
+        found = self._ledger.runs.get_with_etag(run_id)
         if found is None:
             return None
         record, etag = found
@@ -289,9 +293,9 @@ class RetrainingService:
             record.error = status.error or ""
             record.decision = status.decision
         try:
-            self._ledger.save_run(record, etag=etag)
+            self._ledger.runs.save(record, etag=etag)
         except ResourceModifiedError:
-            current = self._ledger.run(run_id)  # another handler recorded this change first
+            current = self._ledger.runs.get(run_id)  # another handler recorded this change first
             return current.state if current else None
         if status.state == RunState.COMPLETED:
             self._complete(record)
@@ -300,8 +304,8 @@ class RetrainingService:
         return record.state
 
     def _complete(self, record: RunRecord) -> None:
-        self._ledger.assign_images(self._ledger.run_images(record.run_id), ImageState.TRAINED, record.run_id)
-        self._ledger.release_slot(record.run_id, failed=False)
+        self._ledger.images.assign(self._ledger.images.of_run(record.run_id), ImageState.TRAINED, record.run_id)
+        self._ledger.slot.release(record.run_id, failed=False)
         self._finish_promotion(record)
 
     def _finish_promotion(self, record: RunRecord) -> None:
@@ -318,10 +322,10 @@ class RetrainingService:
             self._metrics.models_promoted.add(1)
             log.info("the champion is %s version %s (mAP %s)", after.name, after.version, after.score)
         record.promotion_done = True
-        self._ledger.save_run(record)
+        self._ledger.runs.save(record)
 
     def _finish_promotions(self) -> None:
-        for record in self._ledger.run_rows(limit=20):
+        for record in self._ledger.runs.rows(limit=20):
             if isinstance(record, UnreadableRun):  # one unreadable row never holds back the others' promotions
                 log.warning("finish promotions: run %s skipped: %s", record.run_id, record.problem)
             elif record.state == RunState.COMPLETED and not record.promotion_done:
@@ -329,10 +333,10 @@ class RetrainingService:
 
     def _fail(self, record: RunRecord) -> None:
         """Return the run's images to pending; a failure counts toward back-off, a cancellation does not."""
-        images = self._ledger.run_images(record.run_id)
-        self._ledger.assign_images(images, ImageState.PENDING, "")
+        images = self._ledger.images.of_run(record.run_id)
+        self._ledger.images.assign(images, ImageState.PENDING, "")
         canceled = record.state == RunState.CANCELED
-        self._ledger.release_slot(record.run_id, failed=None if canceled else True, when=self._clock())
+        self._ledger.slot.release(record.run_id, failed=None if canceled else True, when=self._clock())
         if not canceled:
             self._metrics.runs_failed.add(1)
         log.log(
@@ -351,7 +355,7 @@ class RetrainingService:
         Returns the run's state afterwards (unchanged when it had already ended), None for no such run;
         UnreadableRunError (nothing done) for a run this release cannot read.
         """
-        record = self._ledger.run(run_id)
+        record = self._ledger.runs.get(run_id)
         if record is None:
             return None
         if record.state.terminal:

@@ -17,7 +17,7 @@ from retrainer.promotion import ClassComparison, ClassGuard, PromotionRecord
 from retrainer.records import RunRecord, RunState, UnreadableRun
 
 if TYPE_CHECKING:
-    from retrainer.ledger import ChampionChange
+    from retrainer.ledger.champion import ChampionChange
     from retrainer.serving.rollout import ServingStatus
 
 _STATE_COLOURS = {

@@ -13,7 +13,8 @@ from datetime import datetime
 
 from retrainer.champion.record import current_best_model
 from retrainer.datastore import Datastore
-from retrainer.ledger import Ledger, now_utc
+from retrainer.ledger import Ledger
+from retrainer.ledger.rows import now_utc
 from retrainer.policy import HoldRule, PendingBatch, SubmissionState, submission_state
 from retrainer.records import RunRecord, UnreadableRun
 from retrainer.serving.status import read_serving_status
@@ -39,12 +40,12 @@ class StatusView:
         submission state, the best model (with the pin), the class names, the champion's latest changes (one key
         range) and what serves it: seven independent reads, made at once, so the page waits for the slowest only."""
         with ThreadPoolExecutor(max_workers=7, thread_name_prefix="status-view") as reads:
-            runs_read = reads.submit(self._ledger.run_rows, limit)
+            runs_read = reads.submit(self._ledger.runs.rows, limit)
             pending_read = reads.submit(self._pending)
             state_read = reads.submit(self._submission_state)
             best_read = reads.submit(current_best_model, self._datastore, self._settings.BEST_MODEL_BLOB)
             names_read = reads.submit(self._class_names)
-            history_read = reads.submit(self._ledger.champion_history, 10)
+            history_read = reads.submit(self._ledger.champion.latest, 10)
             serving_read = reads.submit(read_serving_status, self._datastore, self._settings.SERVING_STATUS_BLOB)
             rows, pending, state = runs_read.result(), pending_read.result(), state_read.result()
             best, class_names, history = best_read.result(), names_read.result(), history_read.result()
@@ -67,10 +68,10 @@ class StatusView:
         )
 
     def _pending(self) -> PendingBatch:
-        return PendingBatch.of(image.seen for image in self._ledger.pending_images())
+        return PendingBatch.of(image.seen for image in self._ledger.images.pending())
 
     def _submission_state(self) -> SubmissionState:
-        control = self._ledger.control()
+        control = self._ledger.slot.read()
         rule = HoldRule.from_settings(self._settings)
         return submission_state(control.consecutive_failures, control.last_failure, rule, self._clock())
 

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from retrainer.events import is_run_id
-from retrainer.ledger import MAX_REASON_CHARS, STALE_CLAIM, ImageRecord, ImagesMoved, ImageState, Ledger, bounded
+from retrainer.ledger import Ledger
+from retrainer.ledger.images import ImageRecord, ImagesMoved, ImageState
+from retrainer.ledger.rows import MAX_REASON_CHARS, bounded
+from retrainer.ledger.slot import STALE_CLAIM
 from retrainer.records import RunRecord, RunState
 from retrainer.redact import describe_error, redact
 from retrainer.settings import Settings
@@ -80,13 +83,13 @@ class Submitter:
         """
         reason = bounded(reason, MAX_REASON_CHARS)
         limit = self._settings.RETRAIN_MAX_ACTIVE_RUNS + (self._settings.RETRAIN_MAX_FORCED_RUNS if force else 0)
-        claim = self._ledger.claim_slot(limit, self._clock())
+        claim = self._ledger.slot.claim(limit, self._clock())
         images = self._claim_pending_images(claim, batch_only)
         try:
             run_id = self.runner.submit_pipeline(f"{trigger}: {reason} [{claim}]")
         except Exception as error:  # the workspace boundary: record, keep the images pending, re-raise
-            self._ledger.assign_images(images, ImageState.PENDING, "")
-            self._ledger.release_slot(claim, failed=True, when=self._clock())
+            self._ledger.images.assign(images, ImageState.PENDING, "")
+            self._ledger.slot.release(claim, failed=True, when=self._clock())
             log.error("submission failed; %d images stay pending: %s", len(images), redact(str(error)))
             raise
         if not is_run_id(run_id):
@@ -99,16 +102,16 @@ class Submitter:
     def _claim_pending_images(self, claim: str, batch_only: bool) -> list[ImageRecord]:
         """Move the pending images to the claim; on a lost race give back what was moved and the slot."""
         try:
-            images = self._ledger.assign_images(self._ledger.pending_images(), ImageState.IN_RUN, claim)
+            images = self._ledger.images.assign(self._ledger.images.pending(), ImageState.IN_RUN, claim)
         except ImagesMoved as moved:
-            self._ledger.assign_images(moved.moved, ImageState.PENDING, "")
-            self._ledger.release_slot(claim)
+            self._ledger.images.assign(moved.moved, ImageState.PENDING, "")
+            self._ledger.slot.release(claim)
             raise SubmissionConflict(
                 "another submission took the pending images at the same moment; nothing was submitted and no "
                 "slot is held: look at the runs, or try again"
             ) from None
         if batch_only and not images:
-            self._ledger.release_slot(claim)
+            self._ledger.slot.release(claim)
             raise SubmissionConflict("another submission took the pending batch; nothing was submitted")
         return images
 
@@ -119,8 +122,8 @@ class Submitter:
         automatic submission instead of starting and canceling a run every tick. Returns what happened.
         """
         canceled = cancel_quietly(self.runner, run_id)
-        self._ledger.assign_images(images, ImageState.PENDING, "")
-        self._ledger.release_slot(claim, failed=True, when=self._clock())
+        self._ledger.images.assign(images, ImageState.PENDING, "")
+        self._ledger.slot.release(claim, failed=True, when=self._clock())
         message = (
             f"the workspace named its run {bounded(repr(run_id), 80)}, which the ledger cannot store as a run id "
             "(letters, digits, '_', '.', ':' and '-', at most 200 characters); "
@@ -136,9 +139,9 @@ class Submitter:
         deadline = moment + timedelta(minutes=self._settings.run_timeout_minutes())
         record = RunRecord(run_id, trigger, reason, len(images), RunState.QUEUED, moment, deadline=deadline)
         record.enter(RunState.QUEUED, moment)
-        self._ledger.save_run(record)
-        self._ledger.assign_images(images, ImageState.IN_RUN, run_id)
-        self._ledger.bind_slot(claim, run_id)
+        self._ledger.runs.save(record)
+        self._ledger.images.assign(images, ImageState.IN_RUN, run_id)
+        self._ledger.slot.bind(claim, run_id)
 
     def reconcile_claims(self) -> list[str]:
         """Settle claims whose submitter vanished: adopt the run it submitted, or free the claim's images.
@@ -148,7 +151,7 @@ class Submitter:
         """
         settled: list[str] = []
         moment = self._clock()
-        control = self._ledger.control()
+        control = self._ledger.slot.read()
         stale = [
             claim
             for claim, taken in control.active.items()
@@ -174,10 +177,10 @@ class Submitter:
         return settled
 
     def _settle_claim(self, claim: str, run_id: str | None) -> str:
-        images = self._ledger.run_images(claim)
+        images = self._ledger.images.of_run(claim)
         if run_id is None:
-            self._ledger.assign_images(images, ImageState.PENDING, "")
-            self._ledger.release_slot(claim)
+            self._ledger.images.assign(images, ImageState.PENDING, "")
+            self._ledger.slot.release(claim)
             return f"nothing was submitted; {len(images)} images are pending again"
         if not is_run_id(run_id):
             return self._refuse_run(claim, run_id, images)

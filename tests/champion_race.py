@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline_steps.tag_model import HoldoutScores, choose_best
+from pipeline_steps.holdout_scorer import HoldoutScores
+from pipeline_steps.tag_model import choose_best
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger

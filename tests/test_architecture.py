@@ -439,3 +439,30 @@ def test_no_shipped_module_imports_a_private_module_of_the_azure_ml_sdk() -> Non
         for name, imported in shipped.items()
     }
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+# --- size: a module past 500 lines holds more than one thing -----------------------------------------------------
+
+#: What the project ships and runs (tests and bench aside).
+PRODUCT = ("function_app.py", "retrainer", "pipeline_steps", "devtools", "inference")
+MAX_PRODUCT_LINES = 500
+
+
+def product_files() -> list[Path]:
+    found = []
+    for tree in PRODUCT:
+        top = ROOT / tree
+        found += [top] if top.is_file() else sorted(top.rglob("*.py"))
+    return found
+
+
+def test_no_product_file_is_over_500_lines() -> None:
+    """Split by what belongs together (one aggregate, one step's core apart from its CLI), not by cutting."""
+    files = product_files()
+    assert len(files) > 50 and ROOT / "function_app.py" in files, "the size check sees the product"
+    oversized = {
+        path.relative_to(ROOT).as_posix(): lines
+        for path in files
+        if (lines := len(path.read_text().splitlines())) > MAX_PRODUCT_LINES
+    }
+    assert oversized == {}, f"over {MAX_PRODUCT_LINES} lines: {oversized}"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_steps.tag_model import HoldoutScores
+from pipeline_steps.holdout_scorer import HoldoutScores
 from retrainer.champion.authority import ChampionConflict, PromotionRefused, VersionNotFound
 from retrainer.champion.tags import pin_of
 from retrainer.datastore import Datastore
-from retrainer.ledger import ChangeKind
+from retrainer.ledger.champion import ChangeKind
 from retrainer.promotion import (
     ClassComparison,
     ClassGuard,
@@ -203,7 +203,7 @@ def test_promoting_the_champion_again_changes_nothing_but_completes_a_record_lef
 
 def test_a_retried_automatic_promotion_leaves_one_entry(world: World) -> None:
     run_id, decision = world.run(0.60)
-    record = world.ledger.run(run_id)
+    record = world.ledger.runs.get(run_id)
     assert record is not None
     world.controls.record_run(decision, run_id)  # as a retry after a failed save would
     assert [c.run_id for c in world.controls.history()] == [run_id]
@@ -401,6 +401,7 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from retrainer import cli
+    from retrainer.cli import runs as run_commands
 
     def compared(class_id: str, name: str, before: float, after: float, high: float, count: int) -> ClassComparison:
         interval = DifferenceInterval(
@@ -434,7 +435,7 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     decision.comparison.class_guard = guard
     runner = FakeRunner()
     runner.statuses["run-9"] = RunStatus("run-9", RunState.COMPLETED, "Completed", decision=decision)
-    monkeypatch.setattr(cli, "_runner", lambda settings: runner)
+    monkeypatch.setattr(run_commands, "runner_for", lambda settings: runner)
     assert cli.main(["status", "run-9", "--backend", "local"]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert "but Relief valve AP fell 0.41 -> 0.05: the champion stays" in shown[1]

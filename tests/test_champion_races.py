@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_steps.tag_model import HoldoutScores
+from pipeline_steps.holdout_scorer import HoldoutScores
 from retrainer.champion.tags import pin_of
-from retrainer.ledger import ChangeKind
+from retrainer.ledger.champion import ChangeKind
 from retrainer.promotion import DifferenceInterval, PromotionRecord
 from retrainer.records import ModelVersion
 from tests.champion_world import NAME, World, clock, empty_mlflow_db, registry, storage, world

@@ -12,8 +12,9 @@ import pytest
 
 from pipeline_steps import data_split
 from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
-from pipeline_steps.data_split import SplitConfig, SplitError, assign_and_commit, basename, image_classes, split_records
 from pipeline_steps.mltable_io import read_records, write_records
+from pipeline_steps.split_assignment import DEFAULT_ASSIGNMENT_NAME, assign_and_commit
+from pipeline_steps.split_sides import SplitConfig, SplitError, SplitResult, basename, image_classes, split_records
 from retrainer.settings import get_settings
 from retrainer.workspace.local import LocalModelRegistry
 from tests.helpers import load_with_mltable, record
@@ -37,7 +38,7 @@ def _unique(sheet: dict, rng: np.random.Generator) -> dict:
     return sheet
 
 
-def sides_by_name(records: list[dict], result: data_split.SplitResult) -> dict[str, SplitSide]:
+def sides_by_name(records: list[dict], result: SplitResult) -> dict[str, SplitSide]:
     return {basename(records[i]): side for side, indices in result.sides.items() for i in indices}
 
 
@@ -177,7 +178,7 @@ def test_two_racing_runs_end_on_one_assignment(tmp_path: Path) -> None:
 
     shared = dataset(images=40, seed=3, prefix="shared")
     batches = [shared + dataset(images=80, seed=1, prefix="a"), shared + dataset(images=80, seed=2, prefix="b")]
-    results: dict[int, data_split.SplitResult] = {}
+    results: dict[int, SplitResult] = {}
 
     def run(index: int) -> None:
         results[index] = assign_and_commit(batches[index], SplitConfig(), load_together, create)
@@ -242,7 +243,7 @@ def test_without_stratified_split_there_is_no_validation_set(tmp_path: Path, mon
 
 # --- a damaged stored assignment: refused with one line that names it and its repair ------------------
 
-ASSIGNMENT = data_split.DEFAULT_ASSIGNMENT_NAME
+ASSIGNMENT = DEFAULT_ASSIGNMENT_NAME
 DAMAGED_ASSIGNMENTS = {
     "half-written": b'{"version": 1, "by_name": {"img_0000.jpg": "hold',
     "empty": b"",

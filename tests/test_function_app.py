@@ -92,41 +92,37 @@ def test_blob_trigger_then_image_landing_handler_completes_a_label_that_came_fir
     assert read_jsonl(datastore.read("data/labels/t3.jsonl"))[0]["image_url"] == "t3.jpg"
 
 
+#: The API as it stands: each route's path and method, which clients rely on (a new route adds to it).
+HTTP_ROUTES = {
+    "submit_run": ("runs", ["POST"]),
+    "list_runs": ("runs", ["GET"]),
+    "get_run": ("runs/{run_id}", ["GET"]),
+    "cancel_run": ("runs/{run_id}/cancel", ["POST"]),
+    "status_page": ("status", ["GET"]),
+    "best_model": ("models/best", ["GET"]),
+    "promote_model": ("models/best", ["POST"]),
+    "pin_model": ("models/best/pin", ["PUT"]),
+    "unpin_model": ("models/best/pin", ["DELETE"]),
+}
+
+
+def http_bindings(path: str, method: str) -> list[dict]:
+    """What the host indexes for a route: an HTTP trigger behind the function key, and the HTTP answer."""
+    trigger = {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": [method], "authLevel": "FUNCTION"}
+    return [{**trigger, "route": path}, {"direction": "OUT", "type": "http", "name": "$return"}]
+
+
 def test_host_indexes_event_grid_timer_and_http_triggers() -> None:
+    from retrainer.triggers.api import ROUTES
+
     functions = indexed_functions()
     bindings = {name: [json.loads(raw) for raw in fn.get_raw_bindings()] for name, fn in functions.items()}
-    assert set(bindings) == {
-        "convert_label",
-        "on_event",
-        "monitor",
-        "submit_run",
-        "list_runs",
-        "get_run",
-        "cancel_run",
-        "status_page",
-        "best_model",
-        "promote_model",
-        "pin_model",
-        "unpin_model",
-    }
+    assert set(bindings) == {"convert_label", "on_event", "monitor", *(route.name for route in ROUTES)}
     assert bindings["on_event"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
     (timer,) = bindings["monitor"]
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%MONITOR_SCHEDULE%"
     assert timer["runOnStartup"] is False
-    routes = {}
-    http = ("submit_run", "list_runs", "get_run", "cancel_run", "status_page", "best_model")
-    for name in (*http, "promote_model", "pin_model", "unpin_model"):
-        trigger, output = bindings[name]
-        assert trigger["type"] == "httpTrigger" and trigger["authLevel"] == "FUNCTION" and output["type"] == "http"
-        routes[name] = (trigger["route"], trigger["methods"])
-    assert routes == {
-        "submit_run": ("runs", ["POST"]),
-        "list_runs": ("runs", ["GET"]),
-        "get_run": ("runs/{run_id}", ["GET"]),
-        "cancel_run": ("runs/{run_id}/cancel", ["POST"]),
-        "status_page": ("status", ["GET"]),
-        "best_model": ("models/best", ["GET"]),
-        "promote_model": ("models/best", ["POST"]),
-        "pin_model": ("models/best/pin", ["PUT"]),
-        "unpin_model": ("models/best/pin", ["DELETE"]),
-    }
+    for route in ROUTES:
+        assert bindings[route.name] == http_bindings(route.path, route.method), route.name
+    indexed = {route.name: (route.path, [route.method]) for route in ROUTES}
+    assert HTTP_ROUTES.items() <= indexed.items(), "a route clients use moved or went"

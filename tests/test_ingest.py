@@ -49,7 +49,7 @@ def test_label_before_image_waits_and_is_converted_when_image_lands(
 ) -> None:
     datastore.write("data/labels/p2_symbols.npy", GOOD_LABEL)
     assert ingestor.ingest_label("data/labels/p2_symbols.npy").outcome is Outcome.WAITING_FOR_IMAGE
-    assert [w.stem for w in ledger.waiting_labels()] == ["p2"]
+    assert [w.stem for w in ledger.labels.all()] == ["p2"]
     assert not datastore.exists("data/labels/p2.jsonl")
     assert not list(datastore.list("quarantine/"))
 
@@ -57,7 +57,7 @@ def test_label_before_image_waits_and_is_converted_when_image_lands(
     result = ingestor.ingest_image("data/images/p2.jpg")
     assert result is not None and result.outcome is Outcome.CONVERTED
     assert read_jsonl(datastore.read("data/labels/p2.jsonl"))[0]["image_url"] == "p2.jpg"
-    assert list(ledger.waiting_labels()) == []
+    assert list(ledger.labels.all()) == []
 
 
 def test_image_without_label_changes_nothing(datastore: Datastore, ingestor: LabelIngestor) -> None:
@@ -97,7 +97,7 @@ def test_non_image_named_jpg_is_quarantined_and_its_label_waits_for_a_real_one(
     reason = json.loads(datastore.read("quarantine/data/images/p5.jpg.reason.json"))
     assert "not a readable image" in reason["reason"]
     assert datastore.exists("data/labels/p5_symbols.npy")
-    assert [w.stem for w in ledger.waiting_labels()] == ["p5"]
+    assert [w.stem for w in ledger.labels.all()] == ["p5"]
 
     datastore.write("data/images/p5.jpg", jpeg_bytes(300, 200))
     assert ingestor.ingest_image("data/images/p5.jpg").outcome is Outcome.CONVERTED
@@ -156,7 +156,7 @@ def test_the_timer_sweep_converts_labels_whose_image_event_was_lost(
     datastore.write("data/images/lost.jpg", jpeg_bytes(300, 200))  # its BlobCreated event never came
     assert ingestor.sweep_waiting() == 1
     assert read_jsonl(datastore.read("data/labels/lost.jsonl"))[0]["image_url"] == "lost.jpg"
-    assert list(ledger.waiting_labels()) == [], "the deleted label stops waiting too"
+    assert list(ledger.labels.all()) == [], "the deleted label stops waiting too"
 
 
 def test_quarantining_an_old_invalid_version_keeps_the_newer_valid_ones_jsonl(

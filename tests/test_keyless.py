@@ -119,7 +119,7 @@ def test_event_grid_and_http_handlers_work_by_identity(keyless_env: IdentityEndp
         )
     )
     ledger = Ledger.from_settings(load_settings())
-    assert [image.path for image in ledger.pending_images()] == ["data/images/new.jpg"]
+    assert [image.path for image in ledger.images.pending()] == ["data/images/new.jpg"]
     list_runs = indexed_functions()["list_runs"].get_user_function()
     response = list_runs(func.HttpRequest("GET", "/api/runs", headers={}, params={}, route_params={}, body=b""))
     assert response.status_code == 200 and json.loads(response.get_body())["pending_images"] == 1

@@ -10,9 +10,11 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables import TableErrorCode, TableServiceClient, TableTransactionError, TransactionOperation
 
-from retrainer.ledger import ImageState, Ledger, RunRecord, row_key
+from retrainer.ledger import Ledger
+from retrainer.ledger.images import ImageState
+from retrainer.ledger.rows import row_key
 from retrainer.ledger_migration import Migration, ensure_current_layout, migrate_first_layout
-from retrainer.records import RunState
+from retrainer.records import RunRecord, RunState
 from tests.fakes import InMemoryTableService, promotion_with_classes
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -27,38 +29,40 @@ def test_the_newest_runs_come_first_and_only_as_many_as_asked() -> None:
     """In memory, with the fake that refuses any filter on a non-key property."""
     ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
     for index in (3, 1, 4, 0, 2):
-        ledger.save_run(run_record(index))
-    assert [r.run_id for r in ledger.runs(limit=3)] == ["run-00004", "run-00003", "run-00002"]
+        ledger.runs.save(run_record(index))
+    assert [r.run_id for r in ledger.runs.newest(limit=3)] == ["run-00004", "run-00003", "run-00002"]
     again = run_record(1)
     again.state = RunState.FAILED
-    ledger.save_run(again)
-    assert [r.run_id for r in ledger.runs(limit=10)] == [f"run-{i:05d}" for i in (4, 3, 2, 1, 0)]
-    assert ledger.run("run-00001").state == RunState.FAILED and ledger.runs(10)[3].state == RunState.FAILED
+    ledger.runs.save(again)
+    assert [r.run_id for r in ledger.runs.newest(limit=10)] == [f"run-{i:05d}" for i in (4, 3, 2, 1, 0)]
+    assert ledger.runs.get("run-00001").state == RunState.FAILED and ledger.runs.newest(10)[3].state == RunState.FAILED
 
 
 def test_images_move_between_states_and_each_state_is_one_key_range() -> None:
     ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
     for i in range(5):
-        assert ledger.record_image(f"data/images/{i}.jpg", f"0x{i}", START)
-    assert not ledger.record_image("data/images/0.jpg", "0x0", START), "a redelivered event records nothing"
-    held = ledger.assign_images(ledger.pending_images()[:3], ImageState.IN_RUN, "run-1")
-    assert len(ledger.pending_images()) == 2 and {i.path for i in ledger.run_images("run-1")} == {i.path for i in held}
-    ledger.assign_images(held, ImageState.TRAINED, "run-1")
-    assert ledger.run_images("run-1") == [] and len(ledger.run_images("run-1", ImageState.TRAINED)) == 3
-    assert len(ledger.all_images()) == 5
+        assert ledger.images.record(f"data/images/{i}.jpg", f"0x{i}", START)
+    assert not ledger.images.record("data/images/0.jpg", "0x0", START), "a redelivered event records nothing"
+    held = ledger.images.assign(ledger.images.pending()[:3], ImageState.IN_RUN, "run-1")
+    assert len(ledger.images.pending()) == 2 and {i.path for i in ledger.images.of_run("run-1")} == {
+        i.path for i in held
+    }
+    ledger.images.assign(held, ImageState.TRAINED, "run-1")
+    assert ledger.images.of_run("run-1") == [] and len(ledger.images.of_run("run-1", ImageState.TRAINED)) == 3
+    assert len(ledger.images.all()) == 5
 
 
 def test_moving_an_image_someone_else_moved_fails_instead_of_overwriting() -> None:
-    from retrainer.ledger import ImagesMoved
+    from retrainer.ledger.images import ImagesMoved
 
     ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
     for i in range(60):
-        ledger.record_image(f"data/images/{i}.jpg", "0x1", START)
-    stale = ledger.pending_images()
-    ledger.assign_images(stale[50:], ImageState.IN_RUN, "run-1")
+        ledger.images.record(f"data/images/{i}.jpg", "0x1", START)
+    stale = ledger.images.pending()
+    ledger.images.assign(stale[50:], ImageState.IN_RUN, "run-1")
     with pytest.raises(ImagesMoved, match="10 of 60 images could not be moved") as moved:
-        ledger.assign_images(stale, ImageState.IN_RUN, "run-2")
-    assert len(ledger.run_images("run-1")) == 10 and ledger.run_images("run-2") == moved.value.moved
+        ledger.images.assign(stale, ImageState.IN_RUN, "run-2")
+    assert len(ledger.images.of_run("run-1")) == 10 and ledger.images.of_run("run-2") == moved.value.moved
     assert len(moved.value.moved) == 50, "the first transaction landed; the caller gets what it moved"
 
 
@@ -111,13 +115,13 @@ def test_a_ledger_of_the_first_layout_migrates_in_place_without_losing_a_record(
     ledger = Ledger.from_connection_string(connection_string, table_prefix)
     ledger.ensure_tables()
     assert ensure_current_layout(ledger) == Migration(retired=290, left=0)
-    assert len(ledger.pending_images()) == 84 and len(ledger.run_images("run-00001")) == 83
-    assert len(ledger.run_images("run-00001", ImageState.TRAINED)) == 83 and len(ledger.all_images()) == 250
-    assert [r.run_id for r in ledger.runs(limit=3)] == ["run-00039", "run-00038", "run-00037"]
-    assert ledger.run("run-00007") is not None and len(ledger.runs(limit=100)) == 40
+    assert len(ledger.images.pending()) == 84 and len(ledger.images.of_run("run-00001")) == 83
+    assert len(ledger.images.of_run("run-00001", ImageState.TRAINED)) == 83 and len(ledger.images.all()) == 250
+    assert [r.run_id for r in ledger.runs.newest(limit=3)] == ["run-00039", "run-00038", "run-00037"]
+    assert ledger.runs.get("run-00007") is not None and len(ledger.runs.newest(limit=100)) == 40
     assert migrate_first_layout(ledger) == Migration(0, 0), "a second pass finds nothing left"
     assert ensure_current_layout(ledger) is None, "and the marked ledger is not scanned again"
-    assert not ledger.record_image("data/images/3.jpg", "0x3"), "migrated images still refuse duplicates"
+    assert not ledger.images.record("data/images/3.jpg", "0x3"), "migrated images still refuse duplicates"
 
 
 # --- migration against a live service: never a second state for an image, never an older run -------------
@@ -133,7 +137,7 @@ def table_service(request: pytest.FixtureRequest) -> TableServiceClient:
 
 def state_rows_per_image(ledger: Ledger) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for image in ledger.all_images():
+    for image in ledger.images.all():
         counts[image.path] = counts.get(image.path, 0) + 1
     return counts
 
@@ -147,15 +151,17 @@ def test_a_migration_resumed_after_the_service_moved_images_writes_no_second_sta
     ledger = Ledger(table_service, table_prefix)
     ledger.ensure_tables()
     with monkeypatch.context() as crash:
-        crash.setattr(ledger._images, "delete_entity", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("gone")))
+        crash.setattr(
+            ledger.images.table, "delete_entity", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("gone"))
+        )
         with pytest.raises(ConnectionError):
             ensure_current_layout(ledger)
-    taken = ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, "claim-0123")
+    taken = ledger.images.assign(ledger.images.pending(), ImageState.IN_RUN, "claim-0123")
     assert taken, "the first transaction's pending images were in the new layout"
     assert ensure_current_layout(ledger) == Migration(retired=120, left=0), "unmarked: the next cold start resumes"
     assert state_rows_per_image(ledger) == {f"data/images/{i}.jpg": 1 for i in range(120)}
-    assert len(ledger.run_images("claim-0123")) == len(taken), "the submission keeps what it took"
-    assert len(ledger.pending_images()) + len(taken) == 40
+    assert len(ledger.images.of_run("claim-0123")) == len(taken), "the submission keeps what it took"
+    assert len(ledger.images.pending()) + len(taken) == 40
     assert migrate_first_layout(ledger) == Migration(0, 0)
 
 
@@ -172,11 +178,11 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
     }
     first.ensure_tables()
     ensure_current_layout(first)
-    taken = first.assign_images(first.pending_images(), ImageState.IN_RUN, "claim-4567")
-    moved_on = first.run("run-00002")
+    taken = first.images.assign(first.images.pending(), ImageState.IN_RUN, "claim-4567")
+    moved_on = first.runs.get("run-00002")
     moved_on.state, moved_on.error = RunState.FAILED, "failed after the migration"
-    first.save_run(moved_on)
-    for name, table in (("images", second._images), ("runs", second._runs)):
+    first.runs.save(moved_on)
+    for name, table in (("images", second.images.table), ("runs", second.runs.table)):
         real_query = table.query_entities
 
         def stale_read(query_filter: str, *args: object, _name: str = name, _real=real_query, **kwargs: object):
@@ -187,9 +193,9 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
         monkeypatch.setattr(table, "query_entities", stale_read)
     migrate_first_layout(second)
     assert state_rows_per_image(second) == {f"data/images/{i}.jpg": 1 for i in range(90)}
-    assert len(second.run_images("claim-4567")) == len(taken) == 30 and second.pending_images() == []
-    assert second.run("run-00002").state == RunState.FAILED, "a legacy copy never overwrites a newer record"
-    assert len(second.runs(limit=100)) == 5
+    assert len(second.images.of_run("claim-4567")) == len(taken) == 30 and second.images.pending() == []
+    assert second.runs.get("run-00002").state == RunState.FAILED, "a legacy copy never overwrites a newer record"
+    assert len(second.runs.newest(limit=100)) == 5
 
 
 def test_the_hot_path_never_reads_the_first_layout_once_the_ledger_is_marked(
@@ -200,7 +206,7 @@ def test_the_hot_path_never_reads_the_first_layout_once_the_ledger_is_marked(
     ledger = Ledger(table_service, table_prefix)
     ledger.ensure_tables()
     assert ensure_current_layout(ledger) == Migration(retired=5, left=0)
-    for table in (ledger._images, ledger._runs):
+    for table in (ledger.images.table, ledger.runs.table):
         monkeypatch.setattr(table, "query_entities", lambda *a, **k: pytest.fail("a partition was scanned"))
     ledger.ensure_tables()
     assert ensure_current_layout(ledger) is None
@@ -217,7 +223,7 @@ def test_a_legacy_row_that_cannot_be_read_stays_and_keeps_the_ledger_unmarked(
     with caplog.at_level("ERROR", logger="retrainer"):
         assert ensure_current_layout(ledger) == Migration(retired=5, left=1)
     assert "legacy image row 'broken' cannot be migrated and stays" in caplog.text
-    assert len(ledger.all_images()) == 4
+    assert len(ledger.images.all()) == 4
     assert ensure_current_layout(ledger) == Migration(retired=0, left=1), "unmarked: tried again, nothing lost"
     legacy_images.delete_entity("images", "broken")  # the operator's repair
     assert ensure_current_layout(ledger) == Migration(retired=0, left=0)
@@ -236,7 +242,7 @@ def test_retrain_migrate_ledger_moves_rows_written_after_the_ledger_was_marked(
     write_first_layout(TableServiceClient.from_connection_string(connection_string), table_prefix, images=6, runs=2)
     assert cli.main(["migrate-ledger", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"retired": 8, "left": 0}
-    assert len(ledger.all_images()) == 6 and len(ledger.runs(limit=10)) == 2
+    assert len(ledger.images.all()) == 6 and len(ledger.runs.newest(limit=10)) == 2
 
 
 # --- every row fits: Table Storage refuses a string over 64 KiB and an entity over 1 MiB -------------------
@@ -276,15 +282,15 @@ def test_a_run_with_every_text_at_its_worst_is_written_and_read_back(
     ledger = Ledger(table_service, table_prefix)
     ledger.ensure_tables()
     run = hostile_run(decision_classes=400)
-    ledger.save_run(run)
-    stored = ledger.run(run.run_id)
+    ledger.runs.save(run)
+    stored = ledger.runs.get(run.run_id)
     assert stored is not None and stored.state == RunState.COMPLETED
     assert stored.decision == run.decision, "a record of 400 classes is kept whole"
     when = [(entry["state"], entry["at"]) for entry in stored.history]
     assert when[0] == (RunState.QUEUED, START.isoformat()) and when[-1][0] == RunState.COMPLETED
     assert 1 < len(stored.history) < len(run.history), "the first entry and the latest that fit"
     assert stored.error and stored.reason and len(stored.reason) <= 500
-    assert [r.run_id for r in ledger.runs()] == [run.run_id]
+    assert [r.run_id for r in ledger.runs.newest()] == [run.run_id]
 
 
 def test_a_decision_of_thousands_of_classes_keeps_the_verdict_and_every_class_that_fell(
@@ -298,8 +304,8 @@ def test_a_decision_of_thousands_of_classes_keeps_the_verdict_and_every_class_th
     fallen.champion_ap, fallen.challenger_ap = 0.9, 0.2
     fallen.interval = fallen.interval.model_copy(update={"difference": -0.7, "low": -0.8, "high": -0.6})
     fallen.instances = 50
-    ledger.save_run(run)
-    stored = ledger.run(run.run_id)
+    ledger.runs.save(run)
+    stored = ledger.runs.get(run.run_id)
     assert stored is not None and stored.decision is not None
     kept = stored.decision.comparison.class_guard
     assert kept.regressions() == [fallen]

@@ -156,8 +156,8 @@ def test_three_runs_never_compare_a_model_on_images_it_trained_on(
     local_run_env: LocalPipelineRunner, tmp_path: Path
 ) -> None:
     """Data grows over three runs: no image changes sides, and each decision scores both models on the holdout."""
-    from pipeline_steps.data_split import basename
     from pipeline_steps.mltable_io import read_records
+    from pipeline_steps.split_sides import basename
 
     sides_seen: dict[str, str] = {}
     trained_by_earlier_runs: set[str] = set()

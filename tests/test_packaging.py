@@ -51,7 +51,17 @@ def test_deployed_package_is_the_function_app_and_nothing_else() -> None:
     tops = {path.split("/")[0] for path in shipped}
     assert tops == {"function_app.py", "host.json", "requirements.txt", "retrainer", "pipeline_steps"}
     assert "retrainer/triggers/event_grid.py" in shipped and "pipeline_steps/components/tag_model.yml" in shipped
-    steps = ("detector/", "train.py", "tag_model.py", "data_split.py", "register_model.py", "_cli.py")
+    steps = (
+        "detector/",
+        "train.py",
+        "tag_model.py",
+        "holdout_scorer.py",
+        "comparison_report.py",
+        "data_split.py",
+        "split_",
+        "register_model.py",
+        "_cli.py",
+    )
     assert not [path for path in shipped if path.startswith(tuple(f"pipeline_steps/{step}" for step in steps))]
     evaluation = sorted(path for path in shipped if path.startswith("pipeline_steps/evaluation/"))
     assert evaluation == [  # the serving smoke test's sheets and mAP@0.5, without the scorer or COCO tools

@@ -18,6 +18,7 @@ import pytest
 
 from devtools import step_rehearsal
 from pipeline_steps import register_model, tag_model
+from pipeline_steps.comparison_report import class_guard_chart
 from pipeline_steps.contracts import HoldoutManifest
 from pipeline_steps.graph import TRAIN
 from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
@@ -294,7 +295,7 @@ def test_the_reports_per_class_chart_shows_the_guard_line_and_the_fallen_class(t
     )
     assert [c.name for c in guard.regressions()] == ["Relief valve"]
     page = tmp_path / "report.html"
-    page.write_text(f"<!doctype html><html><body>{tag_model.class_guard_chart(guard)}</body></html>")
+    page.write_text(f"<!doctype html><html><body>{class_guard_chart(guard)}</body></html>")
     shown = render(page, "class-guard-chart.png", size="800,400")
     assert console_errors(shown.console) == []
     assert 'class="guard-line"' in shown.dom and "Relief valve (30)" in shown.dom

@@ -41,7 +41,7 @@ def test_the_full_table_has_a_row_for_every_setting_under_the_names_users_set() 
 
 def test_every_setting_tells_users_what_it_does() -> None:
     terse = [name for name, field in Settings.model_fields.items() if len((field.description or "").split()) < 4]
-    assert terse == [], "give these fields a description= a user can act on (retrainer/settings.py)"
+    assert terse == [], "give these fields a description= a user can act on (retrainer/settings/)"
 
 
 def test_a_row_shows_default_and_secrecy_and_survives_markdown() -> None:

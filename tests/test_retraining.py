@@ -23,7 +23,10 @@ from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel
 from retrainer.datastore import Datastore
 from retrainer.events import BLOB_CREATED, RunChanged, build_subject
-from retrainer.ledger import ImageState, Ledger, SlotTaken, UnreadableRunError
+from retrainer.ledger import Ledger
+from retrainer.ledger.images import ImageState
+from retrainer.ledger.runs import UnreadableRunError
+from retrainer.ledger.slot import SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
 from retrainer.promotion import PromotionRecord
 from retrainer.publisher import model_promoted_publisher
@@ -167,10 +170,10 @@ def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submi
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(handle, events))
     svc.submit_if_due("timer")  # the last images may land after the last look
-    assert len(ledger.all_images()) == 3000
+    assert len(ledger.images.all()) == 3000
     assert len(workspace.submitted) == 1
-    (run,) = ledger.runs()
-    assert run.image_count == 3000 and ledger.pending_images() == []
+    (run,) = ledger.runs.newest()
+    assert run.image_count == 3000 and ledger.images.pending() == []
 
 
 @pytest.mark.parametrize(("interval", "submitted"), [(3600.0, []), (0.0, ["run-1"])], ids=["hourly", "every-event"])
@@ -218,8 +221,8 @@ def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_r
     run_id = svc.tick().submitted
     assert run_id == "run-1"
     deliver(svc, *blob_created(container_name, "data/images/late.jpg", "0x1"))
-    assert [i.path for i in ledger.pending_images()] == ["data/images/late.jpg"]
-    assert len(ledger.run_images(run_id)) == 3
+    assert [i.path for i in ledger.images.pending()] == ["data/images/late.jpg"]
+    assert len(ledger.images.of_run(run_id)) == 3
 
 
 def test_completion_promotes_once_however_often_it_is_handled(
@@ -237,10 +240,10 @@ def test_completion_promotes_once_however_often_it_is_handled(
     svc.tick()
     assert svc.follow_run(run_id) == "completed"
     assert datastore.etag("models/best_model.json") == etag, "handling the same completion again changes nothing"
-    record = ledger.run(run_id)
+    record = ledger.runs.get(run_id)
     assert [h["state"] for h in record.history] == ["queued", "running", "completed"]
     assert record.decision == DECISION
-    assert ledger.control().active == {}
+    assert ledger.slot.read().active == {}
 
 
 def test_a_failed_run_returns_its_images_and_backs_off(
@@ -253,8 +256,8 @@ def test_a_failed_run_returns_its_images_and_backs_off(
     workspace.finish(run_id, RunState.FAILED, error="AutoML ran out of quota")
     outcome = svc.tick()
     assert outcome.followed == {run_id: "failed"} and outcome.submitted is None
-    assert len(ledger.pending_images()) == 3 and "backing off" in outcome.paused_reason
-    assert ledger.run(run_id).error == "AutoML ran out of quota"
+    assert len(ledger.images.pending()) == 3 and "backing off" in outcome.paused_reason
+    assert ledger.runs.get(run_id).error == "AutoML ran out of quota"
     clock.advance(minutes=16)
     assert svc.tick().submitted == "run-2"
 
@@ -268,7 +271,7 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
     workspace.fail_submit = ConnectionError("workspace unreachable")
     with pytest.raises(ConnectionError):
         svc.submit("timer", "due")
-    assert len(ledger.pending_images()) == 3 and ledger.control().active == {}
+    assert len(ledger.images.pending()) == 3 and ledger.slot.read().active == {}
     workspace.fail_submit = None
     clock.advance(minutes=16)
     run_id = svc.tick().submitted
@@ -277,7 +280,7 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
     workspace.fail_status = None
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
     assert svc.tick().followed == {run_id: "completed"}
-    assert ledger.control().consecutive_failures == 0
+    assert ledger.slot.read().consecutive_failures == 0
 
 
 def test_repeated_failures_pause_auto_submission_until_a_manual_run_succeeds(
@@ -372,12 +375,12 @@ def test_the_timer_handler_follows_a_run_to_its_end_and_submits_the_batch_that_b
     with caplog.at_level("INFO", logger="retrainer.triggers.monitor"):
         handler("monitor")(TimerRequest(past_due=False))
     assert f"monitor: followed {{'{run_id}': 'completed'}}, submitted run-2" in caplog.text
-    record = ledger.run(run_id)
+    record = ledger.runs.get(run_id)
     assert record.state == RunState.COMPLETED and record.promotion_done
-    assert len(ledger.run_images(run_id, ImageState.TRAINED)) == 3, "the finished run's images are trained"
+    assert len(ledger.images.of_run(run_id, ImageState.TRAINED)) == 3, "the finished run's images are trained"
     assert BestModel.model_validate_json(datastore.read("models/best_model.json")).version == "4"
-    assert ledger.control().active_runs == ["run-2"] and len(ledger.run_images("run-2")) == 3
-    assert ledger.pending_images() == []
+    assert ledger.slot.read().active_runs == ["run-2"] and len(ledger.images.of_run("run-2")) == 3
+    assert ledger.images.pending() == []
 
 
 def request(method: str, url: str, body: bytes = b"", route_params: dict | None = None) -> func.HttpRequest:
@@ -397,7 +400,7 @@ def test_post_runs_starts_a_run_and_answers_202_with_its_location(
     assert response.status_code == 202
     body = json.loads(response.get_body())
     assert body == {"run_id": "run-1", "state": "queued"} and response.headers["Location"] == "/api/runs/run-1"
-    assert ledger.run("run-1").reason == "new symbols" and ledger.control().active_runs == ["run-1"]
+    assert ledger.runs.get("run-1").reason == "new symbols" and ledger.slot.read().active_runs == ["run-1"]
 
 
 def test_post_runs_answers_409_while_the_slot_is_taken_and_force_starts_one_more_at_most(
@@ -509,7 +512,7 @@ def pending_three(svc: RetrainingService, container_name: str) -> None:
 def test_every_active_run_has_a_deadline(make_service, clock: Clock, ledger: Ledger) -> None:
     svc = make_service(RETRAIN_RUN_TIMEOUT_MINUTES="90")
     run_id = svc.submit("manual", "t")
-    assert ledger.run(run_id).deadline == clock.now + timedelta(minutes=90)
+    assert ledger.runs.get(run_id).deadline == clock.now + timedelta(minutes=90)
 
 
 def test_a_status_that_keeps_failing_fails_the_run_at_its_deadline(
@@ -524,8 +527,8 @@ def test_a_status_that_keeps_failing_fails_the_run_at_its_deadline(
     clock.advance(minutes=31)
     outcome = svc.tick()
     assert outcome.followed == {run_id: "failed"}
-    assert "no status by the deadline" in ledger.run(run_id).error
-    assert len(ledger.pending_images()) == 3 and ledger.control().active == {}
+    assert "no status by the deadline" in ledger.runs.get(run_id).error
+    assert len(ledger.images.pending()) == 3 and ledger.slot.read().active == {}
 
 
 def test_a_run_still_running_at_its_deadline_is_canceled_and_failed(
@@ -537,16 +540,16 @@ def test_a_run_still_running_at_its_deadline_is_canceled_and_failed(
     workspace.finish(run_id, RunState.RUNNING)
     clock.advance(minutes=61)
     svc.tick()
-    assert workspace.canceled == [run_id] and ledger.run(run_id).state == "failed"
-    assert "at its deadline" in ledger.run(run_id).error and len(ledger.pending_images()) == 3
+    assert workspace.canceled == [run_id] and ledger.runs.get(run_id).state == "failed"
+    assert "at its deadline" in ledger.runs.get(run_id).error and len(ledger.images.pending()) == 3
 
 
 def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_service, ledger: Ledger) -> None:
     svc = make_service()
     run_id = svc.submit("manual", "x" * 40_000)
-    record = ledger.run(run_id)
+    record = ledger.runs.get(run_id)
     assert record is not None and len(record.reason) <= 500
-    assert ledger.control().active_runs == [run_id]
+    assert ledger.slot.read().active_runs == [run_id]
 
 
 def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its_slot(
@@ -562,12 +565,12 @@ def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its
     workspace.finish(run_id, RunState.COMPLETED, decision)
     outcome = svc.tick()
     assert outcome.failures == [] and outcome.followed == {run_id: RunState.COMPLETED}
-    record = ledger.run(run_id)
+    record = ledger.runs.get(run_id)
     assert record is not None and record.promotion_done
     assert record.decision == decision, "the whole record is kept, every class of the guard"
     assert svc.best_model() is not None and svc.best_model().version == "2"
-    assert ledger.control().active == {} and len(ledger.run_images(run_id, ImageState.TRAINED)) == 3
-    assert [run.run_id for run in ledger.runs()] == [run_id]
+    assert ledger.slot.read().active == {} and len(ledger.images.of_run(run_id, ImageState.TRAINED)) == 3
+    assert [run.run_id for run in ledger.runs.newest()] == [run_id]
 
 
 def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resubmitted(
@@ -575,18 +578,18 @@ def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resub
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
-    real_save = ledger.save_run
-    monkeypatch.setattr(ledger, "save_run", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("storage lost")))
+    real_save = ledger.runs.save
+    monkeypatch.setattr(ledger.runs, "save", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("storage lost")))
     with pytest.raises(ConnectionError):
         svc.submit("timer", "due")
-    monkeypatch.setattr(ledger, "save_run", real_save)
-    assert workspace.submitted and ledger.pending_images() == [], "the claim holds the images"
+    monkeypatch.setattr(ledger.runs, "save", real_save)
+    assert workspace.submitted and ledger.images.pending() == [], "the claim holds the images"
     assert svc.tick().submitted is None, "no second submission of the same images"
     clock.advance(minutes=16)
     svc.tick()
     assert len(workspace.submitted) == 1
-    assert ledger.control().active_runs == ["run-1"] and ledger.run("run-1") is not None
-    assert len(ledger.run_images("run-1")) == 3
+    assert ledger.slot.read().active_runs == ["run-1"] and ledger.runs.get("run-1") is not None
+    assert len(ledger.images.of_run("run-1")) == 3
 
 
 def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
@@ -594,12 +597,12 @@ def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
-    claim = ledger.claim_slot(1, clock.now)
-    ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, claim)  # then the process died
+    claim = ledger.slot.claim(1, clock.now)
+    ledger.images.assign(ledger.images.pending(), ImageState.IN_RUN, claim)  # then the process died
     assert svc.tick().submitted is None
     clock.advance(minutes=16)
     assert svc.tick().submitted == "run-1", "the images came back and make a batch again"
-    assert len(workspace.submitted) == 1 and claim not in ledger.control().active
+    assert len(workspace.submitted) == 1 and claim not in ledger.slot.read().active
 
 
 def test_a_corrupt_best_model_record_blocks_neither_promotion_nor_the_api(
@@ -623,15 +626,15 @@ def test_a_promotion_that_failed_is_retried_by_the_next_tick(
     real_write = datastore.write_json
     monkeypatch.setattr(datastore, "write_json", lambda *a: (_ for _ in ()).throw(ConnectionError("lost")))
     svc.tick()
-    assert ledger.run(run_id).state == "completed" and not ledger.run(run_id).promotion_done
+    assert ledger.runs.get(run_id).state == "completed" and not ledger.runs.get(run_id).promotion_done
     monkeypatch.setattr(datastore, "write_json", real_write)
     svc.tick()
-    assert ledger.run(run_id).promotion_done and svc.best_model().version == "4"
+    assert ledger.runs.get(run_id).promotion_done and svc.best_model().version == "4"
 
 
 def write_as_a_newer_release(ledger: Ledger, run_id: str, state: str = "suspended") -> None:
     """Both rows of a run as a newer release could write them: in a state this release does not know."""
-    runs = ledger.table("runs")
+    runs = ledger.runs.table
     for row in list(runs.query_entities("PartitionKey eq 'runs.v2'")):
         if row["run_id"] == run_id:
             history = [*json.loads(row["history"]), {"state": state, "at": "2026-11-28T09:30:00+00:00"}]
@@ -654,14 +657,14 @@ def test_a_run_row_of_a_state_this_release_does_not_know_is_skipped_and_the_tick
     with caplog.at_level("WARNING", logger="retrainer"):
         outcome = svc.tick()
     assert outcome.failures == [] and newer not in outcome.followed
-    assert ledger.run(done).promotion_done and svc.best_model().version == "4"
+    assert ledger.runs.get(done).promotion_done and svc.best_model().version == "4"
     assert f"run {newer}" in caplog.text and "'suspended'" in caplog.text
-    assert ledger.control().active_runs == [newer], "its slot is the newer release's to settle"
-    assert [run.run_id for run in ledger.runs()] == [done], "runs() lists the runs this release can act on"
+    assert ledger.slot.read().active_runs == [newer], "its slot is the newer release's to settle"
+    assert [run.run_id for run in ledger.runs.newest()] == [done], "runs() lists the runs this release can act on"
     assert svc.on_run_changed(RunChanged(newer)) is False
     with pytest.raises(UnreadableRunError, match="'suspended'"):
-        ledger.run(newer)
-    raw = next(r for r in ledger.table("runs").query_entities("PartitionKey eq 'runs.v2'") if r["run_id"] == newer)
+        ledger.runs.get(newer)
+    raw = next(r for r in ledger.runs.table.query_entities("PartitionKey eq 'runs.v2'") if r["run_id"] == newer)
     assert raw["state"] == "suspended", "never rewritten by a release that cannot read it"
 
 
@@ -785,7 +788,7 @@ def test_a_long_unicode_image_name_is_recorded_under_a_bounded_key(
     svc = make_service()
     path = "data/images/" + "符号" * 200 + ".jpg"  # 400 characters: beyond Table Storage's 1 KiB key in UTF-16
     assert deliver(svc, *blob_created(container_name, path, "0x1"))
-    assert [image.path for image in ledger.all_images()] == [path]
+    assert [image.path for image in ledger.images.all()] == [path]
 
 
 @pytest.mark.parametrize("run_id", ["../../x", "it's", "a" * 10_000, "run/1", "", "#?"])
@@ -836,10 +839,8 @@ def test_hostile_run_ids_get_404_not_500(app_service: RetrainingService, run_id:
 def test_the_api_refuses_a_reason_too_long_and_says_a_corrupt_best_model_record_is_unreadable(
     app_service: RetrainingService, datastore: Datastore
 ) -> None:
-    from retrainer.ledger import MAX_REASON_CHARS
-    from retrainer.triggers import api
+    from retrainer.ledger.rows import MAX_REASON_CHARS
 
-    assert api.MAX_REASON_CHARS == MAX_REASON_CHARS
     long = json.dumps({"reason": "x" * (MAX_REASON_CHARS + 1)}).encode()
     assert handler("submit_run")(request("POST", "/api/runs", long)).status_code == 400
     datastore.write("models/best_model.json", b"\x00garbage")
@@ -868,7 +869,7 @@ def test_a_canceled_run_returns_its_images_without_counting_as_a_failure(
         assert svc.cancel(run_id) == "canceled" and workspace.canceled == [run_id]
     ended = [r for r in caplog.records if "images are pending again" in r.getMessage()]
     assert [r.levelname for r in ended] == ["WARNING"], "a cancellation is not logged as an error"
-    assert len(ledger.pending_images()) == 3 and ledger.control().consecutive_failures == 0
+    assert len(ledger.images.pending()) == 3 and ledger.slot.read().consecutive_failures == 0
     assert not svc.submission_state().paused, "no back-off after a cancellation"
     assert svc.cancel(run_id) == "canceled", "canceling again changes nothing"
     assert svc.cancel("run-404") is None
@@ -929,9 +930,9 @@ def test_retrain_submit_goes_through_the_service_records_the_run_and_holds_the_s
         deliver(service, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
     assert cli.main(["submit", "--backend", "local", "--reason", "try the new labels", "--json"]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
-    record = bootstrap.ledger().run(run_id)
+    record = bootstrap.ledger().runs.get(run_id)
     assert record is not None and record.trigger == "manual" and record.image_count == 3
-    assert bootstrap.ledger().control().active_runs == [run_id] and bootstrap.ledger().pending_images() == []
+    assert bootstrap.ledger().slot.read().active_runs == [run_id] and bootstrap.ledger().images.pending() == []
     assert cli.main(["submit", "--backend", "local"]) == 2, "the slot is taken"
     assert "not submitted" in capsys.readouterr().err
     assert cli.main(["submit", "--backend", "local", "--bypass-service"]) == 0, "the named expert path"
@@ -958,7 +959,7 @@ def test_a_run_id_the_ledger_cannot_key_is_refused_at_submission_and_frees_every
         svc.submit("manual", "t")
     assert "3 images are pending again" in str(refused.value) and "canceled" in str(refused.value)
     assert workspace.canceled == [bad_id], "the backend's run is stopped, not left running unrecorded"
-    assert len(ledger.pending_images()) == 3 and ledger.control().active == {} and ledger.runs() == []
+    assert len(ledger.images.pending()) == 3 and ledger.slot.read().active == {} and ledger.runs.newest() == []
     clock.advance(minutes=16)  # past the back-off a refused submission counts for
     outcome = svc.tick()
     assert outcome.failures == [] and outcome.submitted == "run-2"
@@ -971,7 +972,7 @@ def test_the_api_says_which_run_id_was_refused_and_holds_no_slot(
     response = handler("submit_run")(request("POST", "/api/runs", b"{}"))
     error = json.loads(response.get_body())["error"]
     assert response.status_code == 502 and "'run/1'" in error and "canceled" in error
-    assert ledger.control().active == {}
+    assert ledger.slot.read().active == {}
     assert handler("submit_run")(request("POST", "/api/runs", b"{}")).status_code == 202, "the slot is free"
 
 
@@ -985,15 +986,15 @@ def test_a_stale_claim_whose_run_cannot_be_keyed_is_settled_and_the_tick_goes_on
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
     good = svc.submit("manual", "a run that completes")
     pending_three(svc, container_name)
-    claim = ledger.claim_slot(2, clock.now)
-    ledger.assign_images(ledger.pending_images(), ImageState.IN_RUN, claim)
+    claim = ledger.slot.claim(2, clock.now)
+    ledger.images.assign(ledger.images.pending(), ImageState.IN_RUN, claim)
     workspace.statuses["run/1"] = RunStatus("run/1", RunState.QUEUED, "Queued", label=f"manual: t [{claim}]")
     workspace.finish(good, RunState.COMPLETED, DECISION)
     clock.advance(minutes=16)
     outcome = svc.tick()
     assert outcome.failures == [] and outcome.followed == {good: "completed"}
-    assert "run/1" in workspace.canceled and claim not in ledger.control().active
-    assert ledger.run_images(claim) == [] and svc.best_model().version == "4"
+    assert "run/1" in workspace.canceled and claim not in ledger.slot.read().active
+    assert ledger.images.of_run(claim) == [] and svc.best_model().version == "4"
     assert svc.tick().failures == [], "and the next tick has nothing left to trip on"
 
 
@@ -1002,8 +1003,8 @@ def test_a_part_of_the_tick_that_fails_is_reported_and_every_other_part_still_ru
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="3")
     unreadable, completing = svc.submit("manual", "its record breaks"), svc.submit("manual", "completes")
-    ledger._runs.upsert_entity({"PartitionKey": "runs.v2", "RowKey": f"id|{unreadable}", "history": "{not json"})
-    ledger.claim_slot(3, clock.now)  # a stale claim, and a workspace that cannot list its runs
+    ledger.runs.table.upsert_entity({"PartitionKey": "runs.v2", "RowKey": f"id|{unreadable}", "history": "{not json"})
+    ledger.slot.claim(3, clock.now)  # a stale claim, and a workspace that cannot list its runs
     workspace.list_runs = lambda limit=20: (_ for _ in ()).throw(ValueError("the workspace answered nonsense"))
     workspace.finish(completing, RunState.COMPLETED, DECISION)
     pending_three(svc, container_name)
@@ -1028,7 +1029,7 @@ def test_a_failing_part_of_the_tick_is_logged_with_where_it_failed_and_no_secret
         outcome = svc.tick()
     (failure,) = outcome.failures
     assert failure.part == "submit a due batch" and "(at fakes.py:" in str(failure) and "denied" in str(failure)
-    assert "submit a due batch" in caplog.text and len(svc._ledger.pending_images()) == 3
+    assert "submit a due batch" in caplog.text and len(svc._ledger.images.pending()) == 3
     text = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
     assert "c2VjcmV0" not in text and "sig=abc" not in text
 
@@ -1039,11 +1040,11 @@ def test_the_timer_handler_raises_after_the_whole_tick_when_a_part_failed(
     """The host then records the invocation as failed; the rest of the tick's work is done."""
     run_id = app_service.submit("manual", "t")
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
-    ledger._runs.upsert_entity({"PartitionKey": "runs.v2", "RowKey": "id|run-77", "history": "{not json"})
-    ledger.update_control(lambda control: control.active.update({"run-77": clock.now.isoformat()}))
+    ledger.runs.table.upsert_entity({"PartitionKey": "runs.v2", "RowKey": "id|run-77", "history": "{not json"})
+    ledger.slot.update(lambda control: control.active.update({"run-77": clock.now.isoformat()}))
     with pytest.raises(RuntimeError, match="follow run run-77"):
         handler("monitor")(TimerRequest(past_due=False))
-    assert ledger.run(run_id).state == "completed"
+    assert ledger.runs.get(run_id).state == "completed"
 
 
 # --- simultaneous submissions: the loser gets a conflict and holds nothing --------------------------------
@@ -1063,14 +1064,14 @@ def test_the_loser_of_a_race_for_the_pending_images_gets_a_conflict_and_holds_no
 
     svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_images(svc, container_name, 120)
-    seen_by_both = ledger.pending_images()
-    ledger.assign_images(seen_by_both[50:], ImageState.IN_RUN, "claim-winner")
+    seen_by_both = ledger.images.pending()
+    ledger.images.assign(seen_by_both[50:], ImageState.IN_RUN, "claim-winner")
     with monkeypatch.context() as stale:
-        stale.setattr(ledger, "pending_images", lambda: seen_by_both)
+        stale.setattr(ledger.images, "pending", lambda: seen_by_both)
         with pytest.raises(SubmissionConflict, match="another submission took the pending images"):
             svc.submit("manual", "at the same moment")
-    assert workspace.submitted == [] and ledger.control().active == {}
-    assert len(ledger.pending_images()) == 50 and len(ledger.run_images("claim-winner")) == 70
+    assert workspace.submitted == [] and ledger.slot.read().active == {}
+    assert len(ledger.images.pending()) == 50 and len(ledger.images.of_run("claim-winner")) == 70
 
 
 def test_the_api_answers_409_to_the_loser_of_a_race(
@@ -1078,15 +1079,15 @@ def test_the_api_answers_409_to_the_loser_of_a_race(
 ) -> None:
     svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_images(svc, container_name, 3)
-    seen_by_both = ledger.pending_images()
-    ledger.assign_images(seen_by_both, ImageState.IN_RUN, "claim-winner")
+    seen_by_both = ledger.images.pending()
+    ledger.images.assign(seen_by_both, ImageState.IN_RUN, "claim-winner")
     with monkeypatch.context() as patch:
         patch.setattr(bootstrap, "retraining", lambda: svc)
-        patch.setattr(ledger, "pending_images", lambda: seen_by_both)
+        patch.setattr(ledger.images, "pending", lambda: seen_by_both)
         response = handler("submit_run")(request("POST", "/api/runs", b'{"reason": "me too"}'))
     assert response.status_code == 409, response.get_body()
     assert "another submission took the pending images" in json.loads(response.get_body())["error"]
-    assert ledger.control().active == {} and workspace.submitted == []
+    assert ledger.slot.read().active == {} and workspace.submitted == []
 
 
 def test_an_automatic_submission_that_finds_its_batch_taken_submits_nothing(
@@ -1095,18 +1096,18 @@ def test_an_automatic_submission_that_finds_its_batch_taken_submits_nothing(
     """Another instance submitted the due batch between this one's look and its claim."""
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_three(svc, container_name)
-    real_pending = ledger.pending_images
+    real_pending = ledger.images.pending
     looks: list[int] = []
 
     def taken_after_the_look() -> list:
         looks.append(1)
         if len(looks) == 2:  # the claim's read: the other instance took them in between
-            ledger.assign_images(real_pending(), ImageState.IN_RUN, "claim-other")
+            ledger.images.assign(real_pending(), ImageState.IN_RUN, "claim-other")
         return real_pending()
 
-    monkeypatch.setattr(ledger, "pending_images", taken_after_the_look)
+    monkeypatch.setattr(ledger.images, "pending", taken_after_the_look)
     assert svc.submit_if_due("timer") is None
-    assert workspace.submitted == [] and ledger.control().active == {}
+    assert workspace.submitted == [] and ledger.slot.read().active == {}
 
 
 def test_simultaneous_submissions_with_two_slots_leave_no_claim_and_no_image_twice(
@@ -1133,9 +1134,9 @@ def test_simultaneous_submissions_with_two_slots_leave_no_claim_and_no_image_twi
         thread.start()
     for thread in threads:
         thread.join()
-    active = ledger.control().active
-    assert len(outcomes) == 6 and set(active) == set(ledger.control().active_runs), "no claim is left behind"
+    active = ledger.slot.read().active
+    assert len(outcomes) == 6 and set(active) == set(ledger.slot.read().active_runs), "no claim is left behind"
     assert sorted(active) == sorted(o for o in outcomes if o.startswith("run-")) == sorted(workspace.statuses)
-    held = [image.path for run_id in active for image in ledger.run_images(run_id)]
-    pending = [image.path for image in ledger.pending_images()]
+    held = [image.path for run_id in active for image in ledger.images.of_run(run_id)]
+    pending = [image.path for image in ledger.images.pending()]
     assert sorted(held + pending) == sorted(f"data/images/many/{i}.jpg" for i in range(120))

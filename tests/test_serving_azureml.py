@@ -413,7 +413,7 @@ def test_the_monitor_timer_ticks_the_rollout_after_the_runs_and_a_serving_failur
     azure.client.online_endpoints.get = unreachable  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match=r"1 part\(s\) of the tick failed.*serving: ServiceRequestError"):
         monitor(TimerRequest(past_due=False))
-    assert world.ledger.run(run_id).state == RunState.COMPLETED, "the run was followed first"  # type: ignore[union-attr]
+    assert world.ledger.runs.get(run_id).state == RunState.COMPLETED, "the run was followed first"  # type: ignore[union-attr]
     assert world.best() == ["1"]
 
     del azure.client.online_endpoints.get  # Azure ML answers again

@@ -130,10 +130,10 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     monkeypatch.setenv("RETRAIN_BACKOFF_MINUTES", "15")
     ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
-    ledger.record_image("data/images/a.jpg", "0x1", NOW - timedelta(minutes=75))
-    ledger.record_image("data/images/b.jpg", "0x1", NOW - timedelta(minutes=5))
-    ledger.save_run(RunRecord("run-1", "timer", "two images", 2, RunState.FAILED, NOW - timedelta(hours=2)))
-    ledger.release_slot("run-1", failed=True, when=NOW - timedelta(minutes=5))
+    ledger.images.record("data/images/a.jpg", "0x1", NOW - timedelta(minutes=75))
+    ledger.images.record("data/images/b.jpg", "0x1", NOW - timedelta(minutes=5))
+    ledger.runs.save(RunRecord("run-1", "timer", "two images", 2, RunState.FAILED, NOW - timedelta(hours=2)))
+    ledger.slot.release("run-1", failed=True, when=NOW - timedelta(minutes=5))
     best = BestModel(name="pid-symbol-detector", version="5", score=0.86, run="run-0", time=NOW.isoformat())
     store.write_json("models/best_model.json", best.model_dump())
     store.write("data/label_map.json", json.dumps(NAMES).encode())
@@ -148,7 +148,7 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
 
 def guarded_snapshot() -> StatusSnapshot:
     """A champion rolled back and pinned by the operator, and a run whose challenger lost a class."""
-    from retrainer.ledger import ChampionChange, ChangeKind
+    from retrainer.ledger.champion import ChampionChange, ChangeKind
     from retrainer.promotion import ClassComparison, ClassGuard
 
     def compared(class_id: str, before: float, after: float, low: float, high: float, count: int) -> ClassComparison:
@@ -254,12 +254,12 @@ def test_the_pin_guard_and_history_render_in_chromium(tmp_path: Path) -> None:
 
 
 def test_the_view_reads_the_champions_history_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrainer.ledger import ChampionChange, ChangeKind
+    from retrainer.ledger.champion import ChampionChange, ChangeKind
 
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
     for hours, kind in ((3, ChangeKind.PROMOTED), (2, ChangeKind.ROLLED_BACK), (1, ChangeKind.PINNED)):
-        ledger.record_champion_change(
+        ledger.champion.record(
             ChampionChange(NOW - timedelta(hours=hours), kind, "pid-symbol-detector", "1", "2", "operator", "ana", "x")
         )
     view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]

@@ -38,7 +38,9 @@ from retrainer.champion.tags import (
     recorded_score,
 )
 from retrainer.datastore import Datastore
-from retrainer.ledger import MAX_REASON_CHARS, ChampionChange, ChangeKind, Ledger, now_utc
+from retrainer.ledger import Ledger
+from retrainer.ledger.champion import ChampionChange, ChangeKind
+from retrainer.ledger.rows import MAX_REASON_CHARS, now_utc
 from retrainer.promotion import PromotionRecord
 from retrainer.records import ModelVersion
 from retrainer.settings import Settings
@@ -139,7 +141,7 @@ class ChampionAuthority:
 
     def history(self, limit: int = 10) -> list[ChampionChange]:
         """The latest entries of the champion's history, newest first."""
-        return self._ledger.champion_history(limit)
+        return self._ledger.champion.latest(limit)
 
     @contextmanager
     def _section(self) -> Iterator[None]:
@@ -169,7 +171,7 @@ class ChampionAuthority:
                 return self._follow_registry(state, record, "the record did not name the registry's champion")
             claim = Claim("operator", moment(self._clock()), _change_id("operator"))
             after = self._apply(state, version, claim, state.pin)
-            history = self._ledger.champion_history(_LOOKBACK)
+            history = self._ledger.champion.latest(_LOOKBACK)
             undone = next((c for c in history if c.from_version == version and c.kind in _MOVES), None)
             if undone is not None:
                 evidence.insert(0, f"undoes {undone.id} ({undone.words()} at {undone.at:%Y-%m-%d %H:%M} UTC)")
@@ -241,7 +243,7 @@ class ChampionAuthority:
                 entry = _overruled(entry, state)
             if state.version is None:
                 if entry is not None:
-                    self._ledger.record_champion_change(entry)
+                    self._ledger.champion.record(entry)
                 return record
             if state.change == decision.champion_change and applied:
                 new_record = BestModel(
@@ -261,7 +263,7 @@ class ChampionAuthority:
                 self._commit(new_record, record, entry)
                 return new_record
             if entry is not None:
-                self._ledger.record_champion_change(entry)
+                self._ledger.champion.record(entry)
             if record is not None and _names(record, state):
                 return record
             return self._follow_registry(state, record, f"run {run_id} completed").record
@@ -295,14 +297,14 @@ class ChampionAuthority:
         if self._publish is not None and (previous is None or previous.version != record.version):
             self._publish(record)
         write_best_model(self._datastore, self._blob, record)
-        return self._ledger.record_champion_change(change) if change is not None else None
+        return self._ledger.champion.record(change) if change is not None else None
 
     def _follow_registry(self, state: ChampionState, record: BestModel | None, why: str) -> Outcome:
         """Rewrite the record from the registry's champion, where it had fallen behind (a crash between the tags and
         the record, a race a lock-less registry settled)."""
         champion = next((v for v in self._registry.model_versions(self._name) if v.version == state.version), None)
         score, run_id = (
-            self._score_and_run(champion, self._ledger.champion_history(_LOOKBACK)) if champion else (None, "")
+            self._score_and_run(champion, self._ledger.champion.latest(_LOOKBACK)) if champion else (None, "")
         )
         stale = record.version if record else None
         new_record = self._record_of(state, score, run_id, f"recorded from the registry ({why})", stale)
@@ -358,7 +360,7 @@ class ChampionAuthority:
         earlier = next((c for c in history if c.to_version == target.version and c.kind in _MOVES), None)
         if earlier is not None and earlier.run_id:
             return earlier.score, earlier.run_id
-        for run in self._ledger.runs(limit=100):
+        for run in self._ledger.runs.newest(limit=100):
             if run.decision is not None and run.decision.candidate_version == target.version:
                 return run.decision.candidate_score, run.run_id
         return recorded_score(target), ""

@@ -122,7 +122,7 @@ class LabelIngestor:
         if image is None:
             image = self._stored_image(stem)
         if image is None:
-            self._ledger.record_waiting_label(stem, label_path)
+            self._ledger.labels.record(stem, label_path)
             log.info("%s waits for its image", label_path)
             return IngestResult(Outcome.WAITING_FOR_IMAGE, label_path)
         try:
@@ -140,7 +140,7 @@ class LabelIngestor:
             return self._quarantine(label_path, data, etag, stem, reason)
         jsonl_path = self._layout.jsonl_path(stem)
         self._datastore.write(jsonl_path, record_to_jsonl(record))
-        self._ledger.clear_waiting_label(stem)
+        self._ledger.labels.clear(stem)
         return IngestResult(Outcome.CONVERTED, label_path, jsonl_path)
 
     def ingest_image(self, image_path: str) -> IngestResult | None:
@@ -149,7 +149,7 @@ class LabelIngestor:
         if stem is None:
             return None
         label_path = self._layout.label_path(stem)
-        if self._ledger.waiting_label(stem) is None and (
+        if self._ledger.labels.get(stem) is None and (
             not self._datastore.exists(label_path) or self._datastore.exists(self._layout.jsonl_path(stem))
         ):
             return None  # no label yet, or it was converted when it arrived after its image
@@ -161,9 +161,9 @@ class LabelIngestor:
         Returns how many were converted or quarantined; the rest keep waiting.
         """
         settled = 0
-        for waiting in itertools.islice(self._ledger.waiting_labels(), limit):
+        for waiting in itertools.islice(self._ledger.labels.all(), limit):
             if not self._datastore.exists(waiting.label_path):
-                self._ledger.clear_waiting_label(waiting.stem)
+                self._ledger.labels.clear(waiting.stem)
                 continue
             if self._stored_image(waiting.stem) is not None:
                 outcome = self.ingest_label(waiting.label_path).outcome
@@ -199,7 +199,7 @@ class LabelIngestor:
             f"{label_path}: file: is {size} bytes, larger than {MAX_LABEL_FILE_BYTES}", "size", self._handler
         )
         self._datastore.quarantine(label_path, reason, self._layout.quarantine_folder, original_etag=etag)
-        self._ledger.clear_waiting_label(stem)
+        self._ledger.labels.clear(stem)
         return IngestResult(Outcome.QUARANTINED, label_path, reason=reason.reason)
 
     def _quarantine(self, label_path: str, data: bytes, etag: str, stem: str, reason: QuarantineReason) -> IngestResult:
@@ -208,5 +208,5 @@ class LabelIngestor:
         )
         if removed:  # else a newer version arrived meanwhile: its JSONL (or its own event) stands
             self._datastore.delete(self._layout.jsonl_path(stem))
-            self._ledger.clear_waiting_label(stem)
+            self._ledger.labels.clear(stem)
         return IngestResult(Outcome.QUARANTINED, label_path, reason=reason.reason)
