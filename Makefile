@@ -65,6 +65,7 @@ bench: setup
 	$(PY) bench/ledger.py --images 1000,10000 --runs 100,1000,10000
 	$(PY) bench/full_sheet.py
 	$(PY) bench/holdout_scoring.py
+	$(PY) bench/serving.py
 	$(PY) bench/step_profile.py --realistic
 	$(PY) bench/contention.py
 	$(PY) bench/train.py

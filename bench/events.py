@@ -60,7 +60,13 @@ def main() -> None:
         ledger = Ledger.from_connection_string(azurite.connection_string, prefix)
         ledger.ensure_tables()
         store = Datastore.from_connection_string(connection, "data")
-        svc = RetrainingService(load_settings(), ledger, store, runner=lambda: None)  # type: ignore[arg-type,return-value]
+        svc = RetrainingService(
+            load_settings(),
+            ledger,
+            store,
+            runner=lambda: None,  # type: ignore[arg-type,return-value]
+            champion=lambda: None,  # type: ignore[arg-type,return-value]  (events record images, never a promotion)
+        )
         unique = int(args.events * 0.7)
         subject = "/blobServices/default/containers/data/blobs/data/images/s{}.jpg"
         events = [
