@@ -343,6 +343,7 @@ def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_wr
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"
 
 
+@pytest.mark.slow  # six processes each import MLflow
 def test_processes_opening_a_new_local_registry_at_once_all_succeed(tmp_path: Path) -> None:
     """MLflow makes a SQLite registry's tables on first use; `retrain serve` and a run's steps may do so together."""
     import os
