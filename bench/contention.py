@@ -85,7 +85,7 @@ def worker(data: Path, seconds: float, variant: str) -> None:
         import torch  # noqa: F401
     from pipeline_steps.cpu_share import others_runnable
     from pipeline_steps.detector import engine
-    from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+    from shared.evaluation.sheets import class_vocabulary, load_sheets
 
     if threads == "fixed":  # a thread per usable core, whatever else runs (torch's default)
 

@@ -49,7 +49,7 @@ import json, resource, sys, time
 {peak}
 from pathlib import Path
 import torch
-from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+from shared.evaluation.sheets import class_vocabulary, load_sheets
 from pipeline_steps.evaluation.metrics import evaluate
 from pipeline_steps.evaluation.scoring import predict_sheets
 torch.set_num_threads({threads})

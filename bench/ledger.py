@@ -36,8 +36,8 @@ from devtools.azurite import running_azurite
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageRecord, ImageState
 from retrainer.ledger.rows import row_key
-from retrainer.promotion import PromotionRecord
-from retrainer.records import RunRecord, RunState
+from shared.promotion import PromotionRecord
+from shared.records import RunRecord, RunState
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -21,8 +21,8 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pipeline_steps.contracts import SplitAssignment, SplitSide
 from pipeline_steps.split_sides import SplitConfig, split_records
+from shared.contracts import SplitAssignment, SplitSide
 
 
 def long_tailed_records(images: int, classes: int, tail: float, seed: int = 0) -> list[dict]:

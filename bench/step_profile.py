@@ -27,7 +27,7 @@ from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.engine import TrainingConfig, native_bfloat16, predict
 from pipeline_steps.detector.model import build_detector
-from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+from shared.evaluation.sheets import class_vocabulary, load_sheets
 
 
 def cpu_model() -> str:

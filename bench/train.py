@@ -36,7 +36,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.engine import TrainingConfig, TrainingResult, describe_epoch, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
-from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+from shared.evaluation.sheets import class_vocabulary, load_sheets
 
 
 class _ThreeLevelBackbone(SymbolBackbone):

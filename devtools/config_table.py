@@ -7,7 +7,8 @@
 One row per field of `retrainer.settings.Settings`: the environment variables a user sets (aliases
 included, as the user spells them), the default, and the field's `description=`. `docs/configuration.md`
 holds every field; README.md holds the datastore connection, the one thing a user must set. To change
-a row, change the field in its group of `retrainer/settings/` and run this.
+a row, change the field in its group (`retrainer/settings/`, or `shared/settings/` for the groups a pipeline
+step reads too) and run this.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 from pydantic import AliasChoices, SecretStr
 from pydantic.fields import FieldInfo
 
-from retrainer.settings import Settings, setting_bound
+from retrainer.settings import Settings
+from shared.settings import bound_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,11 +119,13 @@ def is_secret(field: FieldInfo) -> bool:
 def meaning(name: str, field: FieldInfo) -> str:
     text = " ".join((field.description or "").split())
     if not text:
-        raise TableError(f"Settings.{name} has no description= (retrainer/settings/): the table has nothing to say")
+        raise TableError(
+            f"Settings.{name} has no description= (retrainer/settings/, shared/settings/): the table has nothing to say"
+        )
     if is_secret(field):
         text += " A secret: shown as `**********` wherever the settings are printed or logged."
     if field.annotation in (int, float) and any(not isinstance(m, type) for m in field.metadata):
-        text += f" Must be {setting_bound(name).describe()}."
+        text += f" Must be {bound_of(Settings, name).describe()}."
     return text
 
 
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = stale_tables()
         for table in stale:
-            print(f"{table.path}: the {table.name} table differs from retrainer/settings/", file=sys.stderr)
+            print(f"{table.path}: the {table.name} table differs from the settings", file=sys.stderr)
         return 1 if stale else 0
     texts = {table: (PROJECT_ROOT / table.path).read_text() for table in TABLES}
     updates = {table: table.rewrite(text) for table, text in texts.items()}  # every file's markers, first

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrainer.records import RunState
+from shared.records import RunState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The score from which the demo counts and draws a detection (the endpoint answers every box its model keeps).

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline_steps.graph import STEPS, TRAIN
-from pipeline_steps.step_inputs import as_flags
+from retrainer.assembly.graph import STEPS, TRAIN
+from retrainer.assembly.step_inputs import as_flags
 from retrainer.workspace.local_runner import data_inputs, step_folders
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline_steps.graph import COMPONENT_STEPS
+from retrainer.assembly.graph import COMPONENT_STEPS
+from shared import COMPONENTS
 
-COMPONENTS = Path(__file__).resolve().parent.parent / "pipeline_steps" / "components"
 CONDA_FILE = COMPONENTS / "conda.yml"
 REQUIREMENTS_IN = COMPONENTS / "requirements.in"
 MAX_AZUREML_AGE = timedelta(days=2 * 365)
@@ -53,7 +53,7 @@ def pip_list(conda_file: Path = CONDA_FILE) -> list[str]:
 #: registry backend the registry steps open on Azure ML.
 STEP_MODULES = (
     *(f"pipeline_steps.{step}" for step in COMPONENT_STEPS),
-    "pipeline_steps.evaluation.comparison",
+    "shared.evaluation.comparison",
     "pipeline_steps.evaluation.scoring",
     "retrainer.workspace.azureml",
 )
@@ -82,7 +82,7 @@ def resolve(requirements: list[str], import_steps: bool = False, rehearse: bool 
         items = list(json.loads(report.read_text())["install"])
         if import_steps or rehearse:
             _pip(venv, ["install", "--quiet", "-r", str(listing)])
-        python, root = str(venv / "bin" / "python"), COMPONENTS.parent.parent
+        python, root = str(venv / "bin" / "python"), Path(__file__).resolve().parent.parent
         if import_steps:
             code = f"import importlib; [importlib.import_module(m) for m in {STEP_MODULES!r}]"
             subprocess.run([python, "-c", code], check=True, cwd=root)

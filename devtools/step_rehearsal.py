@@ -35,11 +35,11 @@ import warnings
 from pathlib import Path
 from urllib.parse import unquote
 
-from pipeline_steps.graph import TRAIN
-from pipeline_steps.step_inputs import as_flags
-from retrainer.promotion import PromotionRecord
+from retrainer.assembly.graph import TRAIN
+from retrainer.assembly.step_inputs import as_flags
 from retrainer.settings import Settings, load_settings
 from retrainer.workspace.local_runner import run_folders, step_commands
+from shared.promotion import PromotionRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_artifacts" / "data"

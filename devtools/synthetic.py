@@ -264,9 +264,9 @@ def write_mltable_set(
 
     `generate` ((seed, index) -> Sheet) draws another kind of sheet, e.g. `devtools.realistic`'s.
     """
-    from pipeline_steps.mltable_io import write_records
     from retrainer.images import image_size
     from retrainer.ingestion.labels import convert_label_file
+    from shared.mltable_io import write_records
 
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ role_wait_attempts="${DEPLOY_ROLE_WAIT_ATTEMPTS:-30}"
 publish_attempts="${DEPLOY_PUBLISH_ATTEMPTS:-5}"
 publish_wait_seconds="${DEPLOY_PUBLISH_WAIT_SECONDS:-60}"
 retrain="${RETRAIN:-$root/.venv/bin/retrain}"
-release_file="${DEPLOY_RELEASE_FILE:-$root/pipeline_steps/RELEASE}"
+release_file="${DEPLOY_RELEASE_FILE:-$root/retrainer/assembly/RELEASE}"
 
 say() { printf '[deploy] %s\n' "$*"; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "$1 is not installed: $2"; exit 2; }; }

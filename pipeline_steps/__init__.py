@@ -1,22 +1,10 @@
-"""Pipeline steps: each a core function plus a thin CLI (`python -m pipeline_steps.<step>`)."""
+"""Pipeline steps: each a core function plus a thin CLI (`python -m pipeline_steps.<step>`), run as jobs.
 
-from pathlib import Path
+What the steps share with the service (the records, the promotion rule, the registry, the contracts, the
+components) is in `shared`; the pipeline the service builds from them is `retrainer.assembly`.
+"""
 
 from pipeline_steps.cpu_share import wait_passively
 
 # Before any step imports torch, whose OpenMP reads it once: threads that wait sleep, never spin (cpu_share.py).
 wait_passively()
-
-#: The package version; a release adds the commit it was built from.
-PACKAGE_VERSION = "0.1.0"
-#: Written by `infra/deploy.sh` before it publishes the app and registers the components, so both name
-#: the same release (`<package version>-<commit>`); absent in a checkout, where the release is `<version>-dev`.
-RELEASE_FILE = Path(__file__).resolve().parent / "RELEASE"
-
-
-def pipeline_release() -> str:
-    """The version under which `retrain register-components` registers the step components and their
-    environment, and which the service's submissions reference: one per deployed commit, never re-used."""
-    if RELEASE_FILE.is_file():
-        return RELEASE_FILE.read_text(encoding="utf-8").strip()
-    return f"{PACKAGE_VERSION}-dev"

@@ -2,10 +2,10 @@
 
 Every flag answers to its `--kebab-case` and `--snake_case` spelling: the steps' users already call
 them both ways (the original pipeline mixed the two). Settings reach a step only as flags (component
-inputs), never from the environment: `step_inputs.py` maps settings to them for both runners. A flag
-added without a default takes its component's (`components/<step>.yml`), so each input has one
-default, which a test holds equal to the setting's. A flag that carries a setting (`setting=`) takes
-its range from the setting's field (`retrainer.settings.setting_bound`): one bound, which the
+inputs), never from the environment: `retrainer/assembly/step_inputs.py` maps settings to them for both
+runners. A flag added without a default takes its component's (`shared/components/<step>.yml`), so each
+input has one default, which a test holds equal to the setting's. A flag that carries a setting (`setting=`)
+takes its range from the setting's field (`shared.settings.setting_bound`): one bound, which the
 service checks at start and the step's CLI checks again, with one wording.
 """
 
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
+from shared import COMPONENTS
+
 _Number = TypeVar("_Number", int, float)
-
-
-COMPONENTS = Path(__file__).resolve().parent / "components"
 
 
 class StepParser(argparse.ArgumentParser):
@@ -69,7 +67,7 @@ def add_flag(parser: argparse.ArgumentParser, name: str, *, setting: str | None 
 
 def bounded(setting: str) -> Callable[[str], float]:
     """An argparse type for a flag that carries `setting`: a number of the field's kind, in the field's range."""
-    from retrainer.settings import setting_bound
+    from shared.settings import setting_bound
 
     bound = setting_bound(setting)
     return lambda value: _checked(value, bound.kind, bound.admits, f"{bound.describe()} ({setting})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from retrainer.promotion import ClassGuard, PromotionRecord
+from shared.promotion import ClassGuard, PromotionRecord
 
 
 def append_comparison(report: Path, record: PromotionRecord) -> None:

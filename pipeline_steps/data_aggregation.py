@@ -24,7 +24,7 @@ from typing import BinaryIO
 import orjson
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
-from pipeline_steps.mltable_io import ANNOTATIONS_FILE, write_mltable_file
+from shared.mltable_io import ANNOTATIONS_FILE, write_mltable_file
 
 SUMMARY_FILE = "aggregation_summary.json"
 _READ_CHUNK = 1 << 16

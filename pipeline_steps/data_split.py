@@ -36,11 +36,66 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline_steps._cli import StepParser, add_flag, boolean, filename_list, step_parser
-from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
-from pipeline_steps.mltable_io import read_records, write_records
-from pipeline_steps.split_assignment import DEFAULT_ASSIGNMENT_NAME, assign_and_commit, registry_store
-from pipeline_steps.split_sides import RARE_CLASS_POLICIES, SplitConfig, SplitError, split_report
-from retrainer.settings import SettingsError
+from pipeline_steps.split_sides import RARE_CLASS_POLICIES, SplitConfig, SplitResult, split_records, split_report
+from shared.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
+from shared.mltable_io import read_records, write_records
+from shared.registry import open_registry
+from shared.settings import SettingsError, load_registry_location
+from shared.split_assignment import (
+    COMMIT_ATTEMPTS,
+    DEFAULT_ASSIGNMENT_NAME,
+    SplitError,
+    read_assignment,
+    reset_command,
+)
+
+
+def assign_and_commit(
+    records: list[dict],
+    config: SplitConfig,
+    load: Callable[[], SplitAssignment],
+    create: Callable[[SplitAssignment], bool],
+    name: str = DEFAULT_ASSIGNMENT_NAME,
+) -> SplitResult:
+    """Split against the latest assignment and store the next version; a racing writer's version wins and we redo.
+
+    A split that leaves nothing to train on is refused here, before a version is stored: the training
+    step would otherwise fail one step later, with less to say about why.
+    """
+    for _ in range(COMMIT_ATTEMPTS):
+        previous = load()
+        result = split_records(records, previous, config)
+        _check_something_trains(result, len(records), name)
+        if not result.changed:
+            return result
+        result.assignment.version = previous.version + 1
+        if create(result.assignment):
+            return result
+    raise SplitError(f"the split assignment kept changing under this run ({COMMIT_ATTEMPTS} attempts): try again")
+
+
+def _check_something_trains(result: SplitResult, total: int, name: str) -> None:
+    if result.sides[SplitSide.TRAIN]:
+        return
+    raise SplitError(
+        f"split assignment {name} version {result.assignment.version} leaves no training image: of the {total} "
+        f"images, {len(result.sides[SplitSide.HOLDOUT])} held out and {len(result.sides[SplitSide.VAL])} for "
+        "validation (none of them may be trained on); add images, or start a new assignment "
+        f"(every side drawn anew): {reset_command(name, force=True)}"
+    )
+
+
+def registry_store(assignment_name: str) -> tuple[Callable[[], SplitAssignment], Callable[[SplitAssignment], bool]]:
+    """Load and create-only store of the assignment as versioned documents of the model registry."""
+    registry = open_registry(load_registry_location())
+
+    def load() -> SplitAssignment:
+        return read_assignment(registry, assignment_name)
+
+    def create(assignment: SplitAssignment) -> bool:
+        return registry.create_document(assignment_name, str(assignment.version), assignment.to_bytes())
+
+    return load, create
 
 
 def run_split(

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline_steps.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
 from pipeline_steps.evaluation.metrics import evaluate
 from pipeline_steps.evaluation.scoring import ModelNotScorable, ModelRuntime, score_models, scoring_sample
-from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
-from pipeline_steps.mltable_io import class_sort_key
-from retrainer.promotion import ClassComparison, ClassGuard, DifferenceInterval
-from retrainer.records import ModelVersion
-from retrainer.workspace import ModelRegistry
+from shared.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
+from shared.evaluation.sheets import class_vocabulary, load_sheets
+from shared.mltable_io import class_sort_key
+from shared.promotion import ClassComparison, ClassGuard, DifferenceInterval
+from shared.records import ModelVersion
+from shared.registry import ModelRegistry
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
-from pipeline_steps.contracts import CLASS_IDS_TAG, DataAssetEntry, DataAssets
-from pipeline_steps.mltable_io import class_sort_key, count_classes, read_records
-from retrainer.settings import SettingsError, load_registry_location
-from retrainer.workspace import ModelRegistry, open_registry
+from shared.contracts import CLASS_IDS_TAG, DataAssetEntry, DataAssets
+from shared.mltable_io import class_sort_key, count_classes, read_records
+from shared.registry import ModelRegistry, open_registry
+from shared.settings import SettingsError, load_registry_location
 
 
 def asset_tags(folder: Path) -> dict[str, str]:

@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
-from pipeline_steps.contracts import (
+from shared.champion.tags import PER_CLASS_TAG, SCORE_TAG, VALIDATION_IMAGES_TAG
+from shared.contracts import (
     AUTOML_IMAGE_TAG,
     AUTOML_MODEL_NAME_TAG,
     CLASS_IDS_TAG,
@@ -38,9 +39,8 @@ from pipeline_steps.contracts import (
     RegisteredModel,
     TrainingMetrics,
 )
-from retrainer.champion.tags import PER_CLASS_TAG, SCORE_TAG, VALIDATION_IMAGES_TAG
-from retrainer.settings import SettingsError, load_registry_location
-from retrainer.workspace import ModelRegistry, open_registry
+from shared.registry import ModelRegistry, open_registry
+from shared.settings import SettingsError, load_registry_location
 
 PRIMARY_METRIC = SCORE_TAG  # AutoML for Images' primary metric names the score tag
 REQUIRED_METRICS = (PRIMARY_METRIC, "precision", "recall")

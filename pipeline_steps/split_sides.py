@@ -14,16 +14,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from pipeline_steps.contracts import SplitAssignment, SplitReport, SplitSide, holdout_info
-from pipeline_steps.mltable_io import class_sort_key, count_classes
-from retrainer.promotion import HoldoutInfo
-from retrainer.settings import setting_bound
+from shared.contracts import SplitAssignment, SplitReport, SplitSide, holdout_info
+from shared.mltable_io import class_sort_key, count_classes
+from shared.promotion import HoldoutInfo
+from shared.settings import setting_bound
+from shared.split_assignment import SplitError
 
 RARE_CLASS_POLICIES = ("train_only", "copy")
-
-
-class SplitError(ValueError):
-    """The split cannot be made as asked (the message says why and which setting to change)."""
 
 
 @dataclass(frozen=True)

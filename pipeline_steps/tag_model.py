@@ -16,7 +16,7 @@ after which the images both models scored decide. A paired bootstrap over the sc
 interval for the challenger's mAP@0.5 minus the champion's; the challenger is promoted only when the
 interval's lower bound clears --min-map-improvement. Without a holdout (HOLDOUT_FRACTION=0) the recorded
 validation scores decide, and the record says so. The decision is applied by a compare-and-swap
-(`retrainer/champion/swap.py`): only if the champion and its pin are still the ones it was compared
+(`shared/champion/swap.py`): only if the champion and its pin are still the ones it was compared
 against once scoring is over; otherwise the champion stays and the record says what changed meanwhile (an
 operator's pin or rollback is never overruled). A champion the operator pinned (tags on its version)
 stays, and the comparison is still made and recorded. `best_model_metadata.json` records both scores, the
@@ -36,15 +36,15 @@ from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.comparison_report import append_comparison
-from pipeline_steps.contracts import HoldoutManifest, RegisteredModel
 from pipeline_steps.evaluation.scoring import RUNTIME_KINDS, ModelRuntime
 from pipeline_steps.holdout_scorer import HoldoutScorer, ScoringUnavailable, holdout_scorer
-from retrainer.champion.swap import compare_and_swap, read_champion
-from retrainer.champion.tags import SCORE_TAG, Claim, moment, per_class_scores, pin_of, recorded_score
-from retrainer.promotion import Comparison, PromotionDecision, PromotionRecord, decide_promotion
-from retrainer.records import ModelVersion
-from retrainer.settings import SettingsError, load_registry_location
-from retrainer.workspace import ModelRegistry, open_registry
+from shared.champion.swap import compare_and_swap, read_champion
+from shared.champion.tags import SCORE_TAG, Claim, moment, per_class_scores, pin_of, recorded_score
+from shared.contracts import HoldoutManifest, RegisteredModel
+from shared.promotion import Comparison, PromotionDecision, PromotionRecord, decide_promotion
+from shared.records import ModelVersion
+from shared.registry import ModelRegistry, open_registry
+from shared.settings import SettingsError, load_registry_location
 
 
 class TagError(ValueError):

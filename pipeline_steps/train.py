@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline_steps._cli import add_flag, positive_float, positive_int, seed
-from pipeline_steps.contracts import TrainingMetrics
+from shared.contracts import TrainingMetrics
 
 if TYPE_CHECKING:
     from pipeline_steps.detector.engine import TrainingConfig
@@ -49,7 +49,7 @@ def run_training(
     from pipeline_steps.detector.engine import describe_epoch, train
     from pipeline_steps.detector.pyfunc import save_detector
     from pipeline_steps.detector.report import write_report
-    from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+    from shared.evaluation.sheets import class_vocabulary, load_sheets
 
     train_sheets = load_sheets(train_data)
     val_sheets = load_sheets(val_data) if val_data is not None else []

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from retrainer import telemetry
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
-from retrainer.identity import signed_in_credential
 from retrainer.ingestion.ingest import LabelIngestor, Layout, read_label_map
 from retrainer.ledger import Ledger
 from retrainer.ledger.rows import now_utc
@@ -21,7 +20,9 @@ from retrainer.publisher import model_promoted_publisher, serving_failed_publish
 from retrainer.retraining import RetrainingService
 from retrainer.settings import Settings, get_settings
 from retrainer.status_view import StatusView
-from retrainer.workspace import PipelineRunner, open_registry
+from retrainer.workspace import PipelineRunner
+from shared.identity import signed_in_credential
+from shared.registry import open_registry
 
 if TYPE_CHECKING:
     from retrainer.serving.endpoint import Endpoint
@@ -107,10 +108,10 @@ def champion(settings: Settings | None = None) -> ChampionAuthority:
 def serving_rollout(settings: Settings, endpoint: Endpoint) -> Rollout:
     """The rollout that makes `endpoint` follow the champion of the registry `settings` point at: smoke-tested on
     holdout sheets from this process's datastore, its status in SERVING_STATUS_BLOB, ServingFailed on the topic."""
-    from retrainer.champion.tags import recorded_score
     from retrainer.serving.rollout import Champion, Rollout, ServingRule
     from retrainer.serving.smoke import SmokeTest, holdout_sheets
     from retrainer.serving.status import status_store
+    from shared.champion.tags import recorded_score
 
     authority = champion(settings)
     registry = open_registry(settings)

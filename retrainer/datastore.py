@@ -21,9 +21,9 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
-from retrainer.identity import signed_in_credential
 from retrainer.images import HEADER_READ_STEPS, image_format, image_size
 from retrainer.settings import Settings
+from shared.identity import signed_in_credential
 
 log = logging.getLogger(__name__)
 

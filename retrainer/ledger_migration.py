@@ -31,7 +31,7 @@ from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageRecord, ImageState
 from retrainer.ledger.rows import bounded
 from retrainer.ledger.runs import run_from_row
-from retrainer.records import RunRecord
+from shared.records import RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from retrainer.champion.record import BestModel
 from retrainer.events import MODEL_PROMOTED, SERVING_FAILED
-from retrainer.identity import azure_credential
 from retrainer.serving.rollout import ServingStatus
 from retrainer.settings import Settings
+from shared.identity import azure_credential
 
 
 def _publisher(settings: Settings) -> Callable[[str, str, dict], None] | None:

@@ -33,12 +33,12 @@ from retrainer.ledger.rows import now_utc
 from retrainer.ledger.runs import UnreadableRunError
 from retrainer.ledger.slot import SlotTaken
 from retrainer.policy import BatchRule, HoldRule, PendingBatch, SubmissionState, batch_due, submission_state
-from retrainer.records import RunRecord, RunState, RunStatus, UnreadableRun
 from retrainer.redact import describe_error, redact
 from retrainer.settings import Settings
 from retrainer.submission import SubmissionConflict, Submitter, cancel_quietly
 from retrainer.telemetry import Metrics
 from retrainer.workspace import PipelineRunner
+from shared.records import RunRecord, RunState, RunStatus, UnreadableRun
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from retrainer.champion.record import BestModel
-from retrainer.promotion import ClassComparison, ClassGuard, PromotionRecord
-from retrainer.records import RunRecord, RunState, UnreadableRun
+from shared.promotion import ClassComparison, ClassGuard, PromotionRecord
+from shared.records import RunRecord, RunState, UnreadableRun
 
 if TYPE_CHECKING:
     from retrainer.ledger.champion import ChampionChange

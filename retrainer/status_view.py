@@ -16,10 +16,10 @@ from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
 from retrainer.ledger.rows import now_utc
 from retrainer.policy import HoldRule, PendingBatch, SubmissionState, submission_state
-from retrainer.records import RunRecord, UnreadableRun
 from retrainer.serving.status import read_serving_status
 from retrainer.settings import Settings
 from retrainer.status_page import StatusSnapshot
+from shared.records import RunRecord, UnreadableRun
 
 log = logging.getLogger(__name__)
 

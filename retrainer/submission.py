@@ -18,11 +18,11 @@ from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageRecord, ImagesMoved, ImageState
 from retrainer.ledger.rows import MAX_REASON_CHARS, bounded
 from retrainer.ledger.slot import STALE_CLAIM
-from retrainer.records import RunRecord, RunState
 from retrainer.redact import describe_error, redact
 from retrainer.settings import Settings
 from retrainer.telemetry import Metrics
 from retrainer.workspace import PipelineRunner
+from shared.records import RunRecord, RunState
 
 log = logging.getLogger(__name__)
 

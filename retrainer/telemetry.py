@@ -50,7 +50,7 @@ def configure(settings: Settings) -> bool:
             return _done
         from azure.monitor.opentelemetry import configure_azure_monitor
 
-        from retrainer.identity import azure_credential
+        from shared.identity import azure_credential
 
         try:
             configure_azure_monitor(

@@ -19,10 +19,10 @@ from pipeline_steps.tag_model import choose_best
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
-from retrainer.promotion import DifferenceInterval
-from retrainer.records import ModelVersion
 from retrainer.settings import load_settings
-from retrainer.workspace.local import LocalModelRegistry
+from shared.promotion import DifferenceInterval
+from shared.records import ModelVersion
+from shared.registry.local import LocalModelRegistry
 
 #: A comparison that promotes: the challenger is better beyond doubt.
 BETTER = DifferenceInterval(difference=0.2, low=0.1, high=0.3, confidence=0.95, resamples=200)

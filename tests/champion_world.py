@@ -19,13 +19,13 @@ from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel, read_best_model
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
-from retrainer.promotion import PromotionRecord
-from retrainer.records import ModelVersion, RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
-from retrainer.workspace import ModelRegistry
-from retrainer.workspace.azureml import AzureMLModelRegistry
-from retrainer.workspace.local import LocalModelRegistry
+from shared.promotion import PromotionRecord
+from shared.records import ModelVersion, RunState
+from shared.registry import ModelRegistry
+from shared.registry.azureml import AzureMLModelRegistry
+from shared.registry.local import LocalModelRegistry
 from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
 from tests.helpers import Clock
 

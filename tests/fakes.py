@@ -26,13 +26,13 @@ from azure.core.exceptions import (
 from azure.data.tables import TableEntity, TableErrorCode, TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.datastore import BlobMissingError, LockBusy, StoredBlob
-from retrainer.promotion import PromotionRecord
-from retrainer.records import RunState, RunStatus
+from shared.promotion import PromotionRecord
+from shared.records import RunState, RunStatus
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Model
 
-    from retrainer.workspace.azureml import AzureMLModelRegistry
+    from shared.registry.azureml import AzureMLModelRegistry
 
 
 class FakeRunner:
@@ -378,9 +378,9 @@ def registry_after(decision: PromotionRecord, tmp_path: Path) -> AzureMLModelReg
     """An Azure ML registry (the SDK's `Model` entities) as a run's tag step leaves it after `decision`: versions 1 to
     its challenger registered, the previous champion tagged best, then, when the step applied its promotion, the
     challenger tagged best under the decision's claim."""
-    from retrainer.champion.swap import move_best
-    from retrainer.champion.tags import Claim
-    from retrainer.workspace.azureml import AzureMLModelRegistry
+    from shared.champion.swap import move_best
+    from shared.champion.tags import Claim
+    from shared.registry.azureml import AzureMLModelRegistry
 
     registry = AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
     folder = tmp_path / "registered-model"
@@ -641,7 +641,7 @@ def promotion_with_classes(classes: int, seed: int = 7) -> PromotionRecord:
     them: 150 classes make a record longer than a table property may hold."""
     import random
 
-    from retrainer.promotion import ClassComparison, ClassGuard, Comparison, DifferenceInterval, HoldoutInfo
+    from shared.promotion import ClassComparison, ClassGuard, Comparison, DifferenceInterval, HoldoutInfo
 
     draw = random.Random(seed)
     guarded = []

@@ -1,4 +1,11 @@
-"""The house rules that keep the tree livable, checked on the import statements themselves."""
+"""The house rules that keep the tree livable, checked on the import statements themselves.
+
+Three packages, and the line between them runs one way: `shared` (what the function app and the pipeline
+steps both need: records, the promotion rule, the registry, the settings a step reads, the contracts and the
+components) imports nothing of the others; `pipeline_steps` (the jobs) and `retrainer` (the function app,
+with the pipeline it assembles) import `shared` and never each other (the local runner starts a step by its
+module name, in a process of its own: no import).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every tree of the project's own modules (tests aside): an import between two of them is an edge.
-PROJECT = ("function_app.py", "retrainer", "pipeline_steps", "devtools", "bench")
+PROJECT = ("function_app.py", "retrainer", "pipeline_steps", "shared", "devtools", "bench")
+#: What the function app ships and the components run: the project's packages, tools and tests aside.
+SHIPPED = ("retrainer", "pipeline_steps", "shared")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -32,44 +41,36 @@ def modules(package: str) -> dict[str, set[str]]:
     }
 
 
+#: The service's adapters and command lines: the only modules that may import the composition root or triggers.
+ADAPTERS = ("retrainer.triggers", "retrainer.cli")
+
+
+def shipped_modules() -> dict[str, set[str]]:
+    return {name: imported for package in SHIPPED for name, imported in modules(package).items()}
+
+
 def test_nothing_that_ships_imports_devtools() -> None:
-    shipped = {**modules("retrainer"), **modules("pipeline_steps")}
+    shipped = shipped_modules()
     offenders = {name for name, imported in shipped.items() if any(m.split(".")[0] == "devtools" for m in imported)}
     assert offenders == set()
 
 
 def test_only_adapters_import_the_composition_root() -> None:
-    shipped = {**modules("retrainer"), **modules("pipeline_steps")}
-    adapters = ("retrainer.triggers.", "retrainer.cli")
+    shipped = shipped_modules()
     offenders = {
         name
         for name, imported in shipped.items()
-        if "retrainer.bootstrap" in imported and not name.startswith(adapters) and name != "retrainer.bootstrap"
+        if "retrainer.bootstrap" in imported and not name.startswith(ADAPTERS) and name != "retrainer.bootstrap"
     }
     assert offenders == set()
 
 
-def test_the_core_does_not_import_triggers_or_steps() -> None:
-    core = {
-        name: imported
-        for name, imported in modules("retrainer").items()
-        # The two runners start the steps, so they know them: the Azure ML one builds the pipeline, the
-        # local one runs the step CLIs; both take the step inputs from pipeline_steps.step_inputs. The serving
-        # smoke test reads the split assignment and scores as the tag step does.
-        if not name.startswith(
-            (
-                "retrainer.triggers",
-                "retrainer.workspace.azureml",
-                "retrainer.workspace.local_runner",
-                "retrainer.cli",
-                "retrainer.serving.smoke",
-            )
-        )
-    }
+def test_the_core_does_not_import_triggers() -> None:
+    core = {name: imported for name, imported in modules("retrainer").items() if not name.startswith(ADAPTERS)}
     offenders = {
         name
         for name, imported in core.items()
-        if any(m.startswith(("retrainer.triggers", "pipeline_steps", "function_app")) for m in imported)
+        if any(m.startswith(("retrainer.triggers", "function_app")) for m in imported)
     }
     assert offenders == set()
 
@@ -77,7 +78,7 @@ def test_the_core_does_not_import_triggers_or_steps() -> None:
 def test_the_subject_format_lives_only_in_the_events_module() -> None:
     writers = {
         path.relative_to(ROOT).as_posix()
-        for package in ("retrainer", "pipeline_steps", "devtools")
+        for package in (*SHIPPED, "devtools")
         for path in (ROOT / package).rglob("*.py")
         if "/blobServices/default/containers/" in path.read_text()
     }
@@ -97,7 +98,7 @@ def test_only_the_event_contract_reads_event_payloads() -> None:
     """Events are parsed at the edge into commands: no other module reads `api`, `eTag` or `runId`."""
     readers = {
         path.relative_to(ROOT).as_posix()
-        for package in ("retrainer", "pipeline_steps")
+        for package in SHIPPED
         for path in (ROOT / package).rglob("*.py")
         if any(key in path.read_text() for key in ('"eTag"', '"runId"', 'get("api")'))
     }
@@ -105,15 +106,15 @@ def test_only_the_event_contract_reads_event_payloads() -> None:
 
 
 def test_no_step_file_is_opened_by_a_literal_name_outside_its_contract() -> None:
-    """Step files belong to pipeline_steps/contracts.py (and the promotion record to retrainer/promotion.py)."""
+    """Step files belong to shared/contracts.py (and the promotion record to shared/promotion.py)."""
     names = ("data_assets.json", "model_metadata.json", "split_report.json", "holdout.json")
     users = {
         path.relative_to(ROOT).as_posix()
-        for package in ("retrainer", "pipeline_steps", "devtools")
+        for package in (*SHIPPED, "devtools")
         for path in (ROOT / package).rglob("*.py")
         if any(f'"{name}"' in path.read_text() for name in names)
     }
-    assert users == {"pipeline_steps/contracts.py"}
+    assert users == {"shared/contracts.py"}
 
 
 def test_no_step_reads_a_setting_from_the_environment() -> None:
@@ -123,14 +124,15 @@ def test_no_step_reads_a_setting_from_the_environment() -> None:
 
     settings = set(Settings.model_fields)
     read = re.compile(r"""os\.(?:environ\.get\(|environ\[|getenv\()\s*["'](\w+)["']""")
+    step_code = [path for package in ("pipeline_steps", "shared") for path in (ROOT / package).rglob("*.py")]
     readers = {
         f"{path.relative_to(ROOT).as_posix()}: {name}"
-        for path in (ROOT / "pipeline_steps").rglob("*.py")
+        for path in step_code
         for name in read.findall(path.read_text())
         if name in settings
     }
     assert readers == set()
-    assert not [p for p in (ROOT / "pipeline_steps").rglob("*.py") if "environ.update(" in p.read_text()]
+    assert not [p for p in step_code if "environ.update(" in p.read_text()]
 
 
 # --- the import graph: no cycle, and no edge back up ---------------------------------------------------------
@@ -236,18 +238,61 @@ def test_the_cycle_finder_finds_each_knot_and_nothing_else() -> None:
 
 def test_an_import_inside_a_function_is_an_edge(tmp_path: Path) -> None:
     module = tmp_path / "lazy.py"
-    module.write_text("def runner():\n    from retrainer.workspace import azureml\n    import pipeline_steps.graph\n")
-    assert set(imported_names("retrainer.lazy", module)) == {"retrainer.workspace.azureml", "pipeline_steps.graph"}
+    module.write_text(
+        "def runner():\n    from retrainer.workspace import azureml\n    import pipeline_steps.tag_model\n"
+    )
+    assert set(imported_names("retrainer.lazy", module)) == {"retrainer.workspace.azureml", "pipeline_steps.tag_model"}
 
 
-def test_no_module_of_retrainer_imports_the_package_above_it() -> None:
+#: The package line: which of the project's packages each may import, besides itself. Tools (devtools, bench)
+#: and tests may import anything.
+MAY_IMPORT: dict[str, frozenset[str]] = {
+    "shared": frozenset(),
+    "pipeline_steps": frozenset({"shared"}),
+    "retrainer": frozenset({"shared"}),
+    "function_app": frozenset({"retrainer"}),
+}
+
+
+def line_crossings(graph: dict[str, set[str]]) -> set[str]:
+    return {
+        f"{name} -> {imported}"
+        for name, edges in graph.items()
+        if (home := name.split(".")[0]) in MAY_IMPORT
+        for imported in edges
+        if (other := imported.split(".")[0]) != home and other not in MAY_IMPORT[home]
+    }
+
+
+def test_the_package_line_runs_one_way() -> None:
+    """Every import, lazy ones included: shared imports neither side, and the two sides never import each other."""
+    graph = import_graph()
+    assert {name.split(".")[0] for name in graph} >= set(MAY_IMPORT), "the check sees every package"
+    assert line_crossings(graph) == set()
+
+
+def test_the_line_check_finds_an_import_across_and_allows_one_down() -> None:
+    graph = {
+        "retrainer.workspace.local_runner": {"pipeline_steps.train", "shared.records"},
+        "pipeline_steps.tag_model": {"shared.registry", "retrainer.settings"},
+        "shared.registry": {"shared.records", "devtools.demo"},
+        "devtools.demo": {"retrainer.cli", "pipeline_steps.train"},
+    }
+    assert line_crossings(graph) == {
+        "retrainer.workspace.local_runner -> pipeline_steps.train",
+        "pipeline_steps.tag_model -> retrainer.settings",
+        "shared.registry -> devtools.demo",
+    }
+
+
+def test_no_module_imports_the_package_above_it() -> None:
     """A package's `__init__` may reach into its modules (the factories do, lazily); its modules never import
     it back: what they share lives in a module below both."""
     graph = import_graph()
     back_edges = {
         f"{name} -> {imported}"
         for name, edges in graph.items()
-        if name.startswith("retrainer.")
+        if name.startswith(("retrainer.", "shared."))
         for imported in edges
         if name.startswith(imported + ".")
     }
@@ -259,7 +304,7 @@ def test_the_workspace_backends_never_import_the_ingestion() -> None:
     offenders = {
         f"{name} -> {imported}"
         for name, edges in import_graph().items()
-        if name.startswith("retrainer.workspace")
+        if name.startswith(("retrainer.workspace", "retrainer.assembly"))
         for imported in edges
         if imported.startswith("retrainer.ingestion")
     }
@@ -282,6 +327,7 @@ RETRAINER_FLOORS: tuple[tuple[str, ...], ...] = (
         "retrainer.ledger_migration",
     ),
     ("retrainer.workspace", "retrainer.serving.local", "retrainer.serving.azureml"),  # the backends
+    ("retrainer.assembly",),  # the pipeline the runners build: its graph, its step inputs, the Azure ML job
     (  # storage and the outside world
         "retrainer.ledger",
         "retrainer.datastore",
@@ -290,20 +336,15 @@ RETRAINER_FLOORS: tuple[tuple[str, ...], ...] = (
         "retrainer.publisher",
         "retrainer.telemetry",
     ),
-    (  # domain records and pure rules, shared by every floor above and by the pipeline steps
-        "retrainer.records",
-        "retrainer.promotion",
-        "retrainer.champion.tags",
-        "retrainer.champion.swap",
+    (  # the service's pure rules (the domain records and rules it shares with the steps are in `shared`)
         "retrainer.serving.rollout",
         "retrainer.serving.endpoint",
         "retrainer.serving.contract",
-        "retrainer.step_file",
         "retrainer.events",
         "retrainer.policy",
         "retrainer.images",
     ),
-    ("retrainer", "retrainer.settings", "retrainer.identity", "retrainer.redact", "retrainer.logs"),
+    ("retrainer", "retrainer.settings", "retrainer.redact", "retrainer.logs"),
 )
 
 
@@ -330,13 +371,8 @@ def test_every_import_inside_retrainer_goes_down_or_along_a_floor() -> None:
     assert upward == set()
 
 
-# --- what a step reads: the registry's location, never the service settings ----------------------------------
+# --- what a step runs: step code and shared code, never the service ----------------------------------------
 
-#: What reads the service's settings from the environment. A pipeline step, and every module it runs, imports
-#: neither: a step's behaviour comes from its component inputs, and where the registry is from RegistryLocation.
-SETTINGS_READERS = frozenset({"retrainer.settings.get_settings", "retrainer.settings.load_settings"})
-#: The step's own modules import not even the service settings' type (nor the module, which holds the readers).
-SERVICE_SETTINGS = SETTINGS_READERS | {"retrainer.settings.Settings", "retrainer.settings", "retrainer.settings.*"}
 #: The training step on the local backend (Azure ML trains with the AutoML node, which is no module of ours).
 LOCAL_TRAINER = "pipeline_steps.train"
 
@@ -346,7 +382,7 @@ def step_entry_modules() -> set[str]:
     import yaml
 
     entries = {LOCAL_TRAINER}
-    for path in sorted((ROOT / "pipeline_steps" / "components").glob("*.yml")):
+    for path in sorted((ROOT / "shared" / "components").glob("*.yml")):
         document = yaml.safe_load(path.read_text())
         command = document.get("command") if isinstance(document, dict) else None
         if command:
@@ -354,9 +390,9 @@ def step_entry_modules() -> set[str]:
     return entries
 
 
-def reached_from(entry: str, within: str = "") -> set[str]:
+def reached_from(entry: str) -> set[str]:
     """The project modules `entry` runs: itself and what it imports, directly or through others (lazy imports
-    too); with `within`, only through modules of that package."""
+    too)."""
     graph = import_graph()
     seen: set[str] = set()
     todo = [entry]
@@ -364,72 +400,38 @@ def reached_from(entry: str, within: str = "") -> set[str]:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo += [imported for imported in graph[name] if imported.startswith(within)]
+            todo += graph[name]
     return seen
-
-
-def settings_imports(name: str, path: Path, forbidden: frozenset[str] | set[str]) -> set[str]:
-    return {imported for imported in imported_names(name, path) if imported in forbidden}
-
-
-def constructs_settings(path: Path) -> bool:
-    """Whether the module calls the service settings' class (by whatever name it imported it under)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    bound = {
-        alias.asname or alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module == "retrainer.settings"
-        for alias in node.names
-        if alias.name == "Settings"
-    }
-    return any(
-        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in bound
-        for node in ast.walk(tree)
-    )
 
 
 def test_every_component_and_the_local_trainer_are_found() -> None:
     """Every step of the graph, or the test below checks less than the pipeline runs."""
-    from pipeline_steps.graph import COMPONENT_STEPS
+    from retrainer.assembly.graph import COMPONENT_STEPS
 
     entries = step_entry_modules()
     assert {f"pipeline_steps.{step}" for step in COMPONENT_STEPS} | {LOCAL_TRAINER} <= entries
     assert entries <= set(project_modules()), "a component runs a module that is not in the tree"
 
 
-def test_no_step_reads_the_service_settings() -> None:
-    """A step opens the registry from `RegistryLocation` (six variables), never the 66-field service settings:
-    its own modules import neither `Settings` nor its readers, and nothing it runs (the registry backends, the
-    workspace package) imports a reader or builds `Settings`. Service-side code in that closure (the Azure ML
-    runner, the pipeline builder) may name `Settings`: it is handed one by the service."""
-    modules = project_modules()
-    offenders = set()
-    for entry in sorted(step_entry_modules()):
-        own = reached_from(entry, within="pipeline_steps")
-        for name in sorted(reached_from(entry)):
-            forbidden = SERVICE_SETTINGS if name in own else SETTINGS_READERS
-            offenders.update(
-                f"{entry}: {name} imports {found}" for found in settings_imports(name, modules[name], forbidden)
-            )
-            if constructs_settings(modules[name]):
-                offenders.add(f"{entry}: {name} builds Settings")
-    assert offenders == set(), "steps that read the service settings:\n" + "\n".join(sorted(offenders))
-
-
-def test_the_settings_check_sees_an_aliased_import_inside_a_function(tmp_path: Path) -> None:
-    module = tmp_path / "step.py"
-    module.write_text("def main():\n    from retrainer.settings import get_settings as read\n    return read()\n")
-    assert settings_imports("pipeline_steps.step", module, SERVICE_SETTINGS) == {"retrainer.settings.get_settings"}
-    module.write_text("from retrainer.settings import Settings as S\n\nLOCATION = S()\n")
-    assert constructs_settings(module)
+def test_a_step_runs_step_code_and_shared_code_only() -> None:
+    """A step never reaches the service: not its settings (a step reads where the registry is from
+    `shared.settings.RegistryLocation`, six variables, and its behaviour from its component inputs), and nothing
+    the component snapshot leaves out (.amlignore: retrainer/, devtools/)."""
+    outside = {
+        f"{entry} reaches {name}"
+        for entry in sorted(step_entry_modules())
+        for name in reached_from(entry)
+        if name.split(".")[0] not in ("pipeline_steps", "shared")
+    }
+    assert outside == set()
+    assert "shared.registry.azureml" in reached_from("pipeline_steps.tag_model"), "the closure follows lazy imports"
 
 
 def test_no_shipped_module_imports_a_private_module_of_the_azure_ml_sdk() -> None:
     """`azure-ai-ml` is not pinned in the function app's requirements: only its public API is used (`_`-prefixed
     modules move between releases), as `azure.ai.ml.automl` exports the AutoML job and search-space classes."""
     shipped = {
-        **modules("retrainer"),
-        **modules("pipeline_steps"),
+        **shipped_modules(),
         "function_app": imports_of(ROOT / "function_app.py"),
     }
     offenders = {
@@ -444,7 +446,7 @@ def test_no_shipped_module_imports_a_private_module_of_the_azure_ml_sdk() -> Non
 # --- size: a module past 500 lines holds more than one thing -----------------------------------------------------
 
 #: What the project ships and runs (tests and bench aside).
-PRODUCT = ("function_app.py", "retrainer", "pipeline_steps", "devtools", "inference")
+PRODUCT = ("function_app.py", *SHIPPED, "devtools", "inference")
 MAX_PRODUCT_LINES = 500
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import Input, dsl
 
-from pipeline_steps.automl_node import (
+from retrainer.assembly.automl_node import (
     ACCEPTED_HYPERPARAMETERS,
     SEARCH_SPACE_FILE,
     AutoMLConfig,
@@ -16,8 +16,8 @@ from pipeline_steps.automl_node import (
     champion_checkpoint,
     load_search_space,
 )
-from retrainer.records import ModelVersion
 from retrainer.settings import load_settings
+from shared.records import ModelVersion
 from tests.helpers import search_space_dumped_as_a_file
 
 TRAIN = Input(type="mltable", path="azureml:pid-symbols-train:3")

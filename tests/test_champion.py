@@ -17,18 +17,18 @@ import pytest
 
 from pipeline_steps.holdout_scorer import HoldoutScores
 from retrainer.champion.authority import ChampionConflict, PromotionRefused, VersionNotFound
-from retrainer.champion.tags import pin_of
 from retrainer.datastore import Datastore
 from retrainer.ledger.champion import ChangeKind
-from retrainer.promotion import (
+from shared.champion.tags import pin_of
+from shared.promotion import (
     ClassComparison,
     ClassGuard,
     DifferenceInterval,
     PromotionRecord,
     decide_promotion,
 )
-from retrainer.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
-from retrainer.workspace.local import LocalModelRegistry
+from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
+from shared.registry.local import LocalModelRegistry
 from tests.champion_world import NAME, World, clock, empty_mlflow_db, registry, storage, world
 from tests.fakes import FakeRunner
 from tests.helpers import Clock, Posted, listening_server

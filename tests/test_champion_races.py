@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_steps.holdout_scorer import HoldoutScores
-from retrainer.champion.tags import pin_of
 from retrainer.ledger.champion import ChangeKind
-from retrainer.promotion import DifferenceInterval, PromotionRecord
-from retrainer.records import ModelVersion
+from shared.champion.tags import pin_of
+from shared.promotion import DifferenceInterval, PromotionRecord
+from shared.records import ModelVersion
 from tests.champion_world import NAME, World, clock, empty_mlflow_db, registry, storage, world
 
 __all__ = ["clock", "empty_mlflow_db", "registry", "storage", "world"]  # the fixtures these tests use

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_steps.evaluation.comparison import match, paired_bootstrap, weighted_map50
 from pipeline_steps.evaluation.metrics import Prediction, evaluate
-from pipeline_steps.evaluation.sheets import Sheet
-from retrainer.promotion import DifferenceInterval, decide_promotion
+from shared.evaluation.comparison import match, paired_bootstrap, weighted_map50
+from shared.evaluation.sheets import Sheet
+from shared.promotion import DifferenceInterval, decide_promotion
 
 CLASSES = ["1", "2", "3"]
 

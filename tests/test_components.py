@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import load_component
 
-from pipeline_steps import graph
-from pipeline_steps.graph import COMPONENT_STEPS
-from pipeline_steps.step_inputs import step_settings
+from retrainer.assembly import graph
+from retrainer.assembly.graph import COMPONENT_STEPS
+from retrainer.assembly.step_inputs import step_settings
 from retrainer.settings import Settings
-
-COMPONENTS = Path(__file__).resolve().parent.parent / "pipeline_steps" / "components"
+from shared import COMPONENTS
 
 DATA_TYPES = {"mltable", "uri_folder", "uri_file", "mlflow_model"}
 #: A setting's port type, by the type of the value the settings give it.

@@ -127,7 +127,7 @@ def test_training_and_validation_run_on_the_cores_other_work_leaves(
 
     from pipeline_steps import cpu_share
     from pipeline_steps.detector.engine import TrainingConfig, train, validate
-    from pipeline_steps.evaluation.sheets import class_vocabulary, load_sheets
+    from shared.evaluation.sheets import class_vocabulary, load_sheets
 
     sheets, val = load_sheets(training_sets[0]), load_sheets(training_sets[1])
     classes = class_vocabulary(sheets, val)

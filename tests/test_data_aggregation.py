@@ -9,7 +9,7 @@ import pytest
 
 from pipeline_steps import data_aggregation
 from pipeline_steps.data_aggregation import NothingToAggregateError, aggregate
-from pipeline_steps.mltable_io import read_records
+from shared.mltable_io import read_records
 from tests.helpers import load_with_mltable, record
 
 AZUREML_PREFIX = (

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from pipeline_steps import data_split
-from pipeline_steps.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
-from pipeline_steps.mltable_io import read_records, write_records
-from pipeline_steps.split_assignment import DEFAULT_ASSIGNMENT_NAME, assign_and_commit
-from pipeline_steps.split_sides import SplitConfig, SplitError, SplitResult, basename, image_classes, split_records
+from pipeline_steps.data_split import assign_and_commit
+from pipeline_steps.split_sides import SplitConfig, SplitResult, basename, image_classes, split_records
 from retrainer.settings import get_settings
-from retrainer.workspace.local import LocalModelRegistry
+from shared.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
+from shared.mltable_io import read_records, write_records
+from shared.registry.local import LocalModelRegistry
+from shared.split_assignment import DEFAULT_ASSIGNMENT_NAME, SplitError
 from tests.helpers import load_with_mltable, record
 
 

@@ -21,9 +21,9 @@ from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
-from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
+from shared.records import RunState
 from tests.fakes import FakeRunner, first_promotion, registry_after
 from tests.helpers import deliver
 

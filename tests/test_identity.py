@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrainer.settings import load_settings
-from retrainer.workspace.azureml import ml_client
+from shared.registry.azureml import ml_client
 from tests.identity_server import SECRET_HEADER, identity_endpoint
 
 WORKSPACE_ENV = {

@@ -13,7 +13,7 @@ import pytest
 
 from devtools import launch_configurations
 from devtools.launch_configurations import LAUNCH_FILE, configuration_name
-from pipeline_steps.graph import STEPS, TRAIN
+from retrainer.assembly.graph import STEPS, TRAIN
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageState
 from retrainer.ledger.rows import row_key
 from retrainer.ledger_migration import Migration, ensure_current_layout, migrate_first_layout
-from retrainer.records import RunRecord, RunState
+from shared.records import RunRecord, RunState
 from tests.fakes import InMemoryTableService, promotion_with_classes
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

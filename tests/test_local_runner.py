@@ -14,9 +14,10 @@ from pydantic import ValidationError
 from devtools.synthetic import SheetSpec, write_dataset_zip
 from retrainer import cli
 from retrainer.ingestion import loader as data_loader
-from retrainer.promotion import PromotionRecord
-from retrainer.records import RunState
-from retrainer.workspace.local import STATUS_FILE, LocalModelRegistry, LocalPipelineRunner, LocalRunStatus
+from retrainer.workspace.local import STATUS_FILE, LocalPipelineRunner, LocalRunStatus
+from shared.promotion import PromotionRecord
+from shared.records import RunState
+from shared.registry.local import LocalModelRegistry
 
 SMALL = SheetSpec(min_side=256, max_side=320, min_symbols=3, max_symbols=5)
 
@@ -52,8 +53,8 @@ def wait_until_finished(workspace: LocalPipelineRunner, run_id: str, timeout: fl
 def assert_validated_and_tagged_as_measured(workspace: LocalPipelineRunner, run_id: str) -> None:
     """The invariant every local run keeps: the train step validated on the split's val images, and the
     version it registered carries exactly the train step's figures (a8069e8 trained every model blind)."""
-    from pipeline_steps.contracts import RegisteredModel, TrainingMetrics
-    from pipeline_steps.mltable_io import read_records
+    from shared.contracts import RegisteredModel, TrainingMetrics
+    from shared.mltable_io import read_records
 
     outputs = workspace.root / "runs" / run_id / "outputs"
     val_images = len(list(read_records(outputs / "data_split" / "val_output_path")))
@@ -156,8 +157,8 @@ def test_three_runs_never_compare_a_model_on_images_it_trained_on(
     local_run_env: LocalPipelineRunner, tmp_path: Path
 ) -> None:
     """Data grows over three runs: no image changes sides, and each decision scores both models on the holdout."""
-    from pipeline_steps.mltable_io import read_records
     from pipeline_steps.split_sides import basename
+    from shared.mltable_io import read_records
 
     sides_seen: dict[str, str] = {}
     trained_by_earlier_runs: set[str] = set()

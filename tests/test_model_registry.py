@@ -12,14 +12,14 @@ import pytest
 from azure.ai.ml.entities import Model
 
 from pipeline_steps import register_model, tag_model
-from pipeline_steps.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
-from retrainer.promotion import PromotionRecord
-from retrainer.records import ModelVersion
 from retrainer.settings import get_settings
-from retrainer.workspace.azureml import AzureMLModelRegistry
-from retrainer.workspace.local import LocalModelRegistry
+from shared.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
+from shared.promotion import PromotionRecord
+from shared.records import ModelVersion
+from shared.registry.azureml import AzureMLModelRegistry
+from shared.registry.local import LocalModelRegistry
 from tests.fakes import FakeMLClient
 
 NAME = "pid-symbol-detector"
@@ -201,8 +201,8 @@ def test_a_model_trained_without_validation_has_no_figures_and_is_listed_as_not_
     training_sets: tuple[Path, Path], tmp_path: Path, local_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipeline_steps import train
-    from pipeline_steps.contracts import RegisteredModel, TrainingMetrics
     from retrainer import cli
+    from shared.contracts import RegisteredModel, TrainingMetrics
 
     blind = tmp_path / "blind"
     assert train.main(["--train-data", str(training_sets[0]), "--output", str(blind), "--epochs", "1"]) == 0
@@ -351,7 +351,7 @@ def test_processes_opening_a_new_local_registry_at_once_all_succeed(tmp_path: Pa
     import sys
 
     code = (
-        "import sys; from pathlib import Path; from retrainer.workspace.local import LocalModelRegistry; "
+        "import sys; from pathlib import Path; from shared.registry.local import LocalModelRegistry; "
         "LocalModelRegistry(Path(sys.argv[1])).model_versions('m')"
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}

@@ -49,26 +49,48 @@ def test_host_json_uses_the_extension_bundle_with_event_grid_blob_triggers() -> 
 def test_deployed_package_is_the_function_app_and_nothing_else() -> None:
     shipped = [path for path in package_files(ROOT) if "__pycache__" not in path]
     tops = {path.split("/")[0] for path in shipped}
-    assert tops == {"function_app.py", "host.json", "requirements.txt", "retrainer", "pipeline_steps"}
-    assert "retrainer/triggers/event_grid.py" in shipped and "pipeline_steps/components/tag_model.yml" in shipped
-    steps = (
-        "detector/",
-        "train.py",
-        "tag_model.py",
-        "holdout_scorer.py",
-        "comparison_report.py",
-        "data_split.py",
-        "split_",
-        "register_model.py",
-        "_cli.py",
+    assert tops == {"function_app.py", "host.json", "requirements.txt", "retrainer", "shared"}, "no pipeline_steps"
+    assert "retrainer/triggers/event_grid.py" in shipped and "retrainer/assembly/pipeline.py" in shipped
+    assert "shared/components/tag_model.yml" in shipped and "shared/evaluation/comparison.py" in shipped
+    tracked = {path.relative_to(ROOT).as_posix() for path in (ROOT / "shared").rglob("*") if path.is_file()}
+    assert {path for path in tracked if "__pycache__" not in path} <= set(shipped), "shared/ ships whole"
+
+
+def component_snapshot(root: Path) -> set[str]:
+    """What Azure ML uploads as a component's code (`code: ../..`, the repository root), read by the SDK's own
+    `.amlignore` rules; a folder whose every path is left out is not walked (the virtual environments)."""
+    from azure.ai.ml._utils._asset_utils import get_ignore_file
+
+    ignore = get_ignore_file(root)
+    files = set()
+    for folder, directories, names in os.walk(root):
+        directories[:] = [d for d in directories if not ignore.is_file_excluded(Path(folder, d, "any"))]
+        files |= {
+            Path(folder, n).relative_to(root).as_posix() for n in names if not ignore.is_file_excluded(Path(folder, n))
+        }
+    return files
+
+
+def test_the_component_snapshot_is_the_steps_code_and_shared_without_the_service_or_the_base_model() -> None:
+    snapshot = component_snapshot(ROOT)
+    steps = {
+        path.relative_to(ROOT).as_posix()
+        for package in ("pipeline_steps", "shared")
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert {path for path in steps if "__pycache__" not in path and "/detector/base/" not in path} <= snapshot
+    assert "shared/components/conda.yml" in snapshot
+    left_out = (
+        "retrainer/",
+        "devtools/",
+        "inference/",
+        "tests/",
+        "bench/",
+        "pipeline_steps/detector/base/",
+        "function_app.py",
     )
-    assert not [path for path in shipped if path.startswith(tuple(f"pipeline_steps/{step}" for step in steps))]
-    evaluation = sorted(path for path in shipped if path.startswith("pipeline_steps/evaluation/"))
-    assert evaluation == [  # the serving smoke test's sheets and mAP@0.5, without the scorer or COCO tools
-        "pipeline_steps/evaluation/__init__.py",
-        "pipeline_steps/evaluation/comparison.py",
-        "pipeline_steps/evaluation/sheets.py",
-    ]
+    assert not [path for path in snapshot if path.startswith(left_out)]
+    assert (ROOT / "pipeline_steps" / "detector" / "base" / "weights.pt").is_file(), "it is left out, not missing"
 
 
 def test_core_tools_ignore_rules_let_a_negated_line_win_wherever_it_stands() -> None:

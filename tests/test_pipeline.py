@@ -9,8 +9,9 @@ import pytest
 import yaml
 from azure.ai.ml.entities import PipelineJob
 
-from pipeline_steps.graph import COMPONENT_STEPS, REUSE_STEPS, STEPS, TRAIN, PipelineInput
+from devtools.function_package import FuncIgnore
 from retrainer import cli
+from retrainer.assembly.graph import COMPONENT_STEPS, REUSE_STEPS, STEPS, TRAIN, PipelineInput
 from retrainer.settings import load_settings
 from tests.helpers import search_space_dumped_as_a_file
 
@@ -40,7 +41,7 @@ def azureml_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def built(**env: str) -> PipelineJob:
-    from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+    from retrainer.assembly.pipeline import build_pipeline_job, validate_pipeline
 
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -106,7 +107,7 @@ def test_the_deciding_step_gets_the_holdout_and_scores_both_models_in_their_own_
     # interpreter, and nothing builds the model's declared environment at run time.
     from azure.ai.ml import load_component
 
-    from pipeline_steps.pipeline import COMPONENTS
+    from retrainer.assembly.pipeline import COMPONENTS
 
     component = load_component(COMPONENTS / "tag_model.yml")
     assert component.inputs["scoring_env_manager"].default == "automl"
@@ -189,7 +190,7 @@ def test_dry_run_without_workspace_settings_names_the_variables(monkeypatch: pyt
 
 
 def test_azureml_statuses_map_to_the_service_states() -> None:
-    from retrainer.records import run_state
+    from shared.records import run_state
 
     assert [run_state(s) for s in ("NotStarted", "Preparing", "Running", "Finalizing", "Completed")] == [
         "queued",
@@ -262,7 +263,7 @@ def test_without_a_split_automl_gets_no_empty_validation_set(monkeypatch: pytest
 
 @pytest.mark.usefixtures("azureml_env")
 def test_small_symbols_are_tiled_in_auto_and_sweep_modes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline_steps.automl_node import ACCEPTED_HYPERPARAMETERS, ACCEPTED_TRAINING_PARAMETERS
+    from retrainer.assembly.automl_node import ACCEPTED_HYPERPARAMETERS, ACCEPTED_TRAINING_PARAMETERS
 
     auto = dumped(monkeypatch, TRAINING_TILE_GRID_SIZE="5x3")["jobs"]["train"]["training_parameters"]
     assert auto["tile_grid_size"] == "5x3" and auto["tile_overlap_ratio"] == 0.25
@@ -284,8 +285,8 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
     """The nodes come from `ml_client.components.get` (public API) and the job references them by id."""
     from azure.ai.ml.entities import CommandComponent
 
-    from pipeline_steps import pipeline_release
-    from pipeline_steps.pipeline import component
+    from retrainer.assembly.pipeline import component
+    from retrainer.assembly.release import pipeline_release
     from retrainer.workspace.azureml import AzureMLPipelineRunner
 
     submitted: list[PipelineJob] = []
@@ -330,14 +331,14 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
 def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import pipeline_steps
-    from pipeline_steps import PACKAGE_VERSION, pipeline_release
-    from pipeline_steps.pipeline import component, environment, environments
+    from retrainer.assembly import release
+    from retrainer.assembly.pipeline import component, environment, environments
+    from retrainer.assembly.release import PACKAGE_VERSION, pipeline_release
 
     root = Path(__file__).resolve().parent.parent
     assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"] == PACKAGE_VERSION
     release_file = tmp_path / "RELEASE"
-    monkeypatch.setattr(pipeline_steps, "RELEASE_FILE", release_file)
+    monkeypatch.setattr(release, "RELEASE_FILE", release_file)
     assert pipeline_release() == f"{PACKAGE_VERSION}-dev", "a checkout never claims a deployed release"
     release_file.write_text(f"{PACKAGE_VERSION}-1a2b3c4d\n")
     assert pipeline_release() == f"{PACKAGE_VERSION}-1a2b3c4d"
@@ -349,16 +350,17 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
     assert [env.version for env in environments()] == [pipeline_release()] * 2
     ignored = (root / ".amlignore").read_text().split()
     assert {".python_packages/", ".venv/", "node_modules/", "tests/", "devtools/", ".git/"} <= set(ignored)
-    assert "pipeline_steps/RELEASE" in (root / ".gitignore").read_text()
-    assert "!pipeline_steps/RELEASE" in (root / ".funcignore").read_text(), "the app submits the release it shipped"
+    assert "retrainer/assembly/RELEASE" in (root / ".gitignore").read_text()
+    shipped = not FuncIgnore((root / ".funcignore").read_text()).denies("retrainer/assembly/RELEASE")
+    assert shipped, "the app submits the release it shipped"
 
 
 @pytest.mark.usefixtures("azureml_env")
 def test_a_warm_start_puts_the_checkpoint_run_on_the_automl_node_and_the_reason_on_the_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipeline_steps.automl_node import WarmStartDecision
-    from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+    from retrainer.assembly.automl_node import WarmStartDecision
+    from retrainer.assembly.pipeline import build_pipeline_job, validate_pipeline
 
     decision = WarmStartDecision("AutoML_abc_HD_3", "warm start from champion version 4 (AutoML run AutoML_abc_HD_3)")
     job = build_pipeline_job(load_settings(), run_label="t", warm_start=decision)
@@ -395,19 +397,20 @@ def test_a_component_is_never_uploaded_from_a_folder_without_its_step_code(
     """The function app ships the components' YAML but no step code: uploading from there would break the step."""
     import shutil
 
-    from pipeline_steps import pipeline
+    from retrainer.assembly import pipeline
 
-    shutil.copytree(pipeline.COMPONENTS, tmp_path / "pipeline_steps" / "components")
-    monkeypatch.setattr(pipeline, "COMPONENTS", tmp_path / "pipeline_steps" / "components")
+    shutil.copytree(pipeline.COMPONENTS, tmp_path / "shared" / "components")
+    monkeypatch.setattr(pipeline, "COMPONENTS", tmp_path / "shared" / "components")
     with pytest.raises(FileNotFoundError, match="retrain register-components"):
         pipeline.component("tag_model")
+    (tmp_path / "pipeline_steps").mkdir()
     (tmp_path / "pipeline_steps" / "tag_model.py").write_text("")
     assert pipeline.component("tag_model").name == "pid_tag_model"
 
 
 @pytest.mark.usefixtures("azureml_env")
 def test_the_deciding_step_gets_the_label_map_only_where_the_datastore_has_one() -> None:
-    from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+    from retrainer.assembly.pipeline import build_pipeline_job, validate_pipeline
 
     with_map = build_pipeline_job(load_settings(), with_label_map=True)
     validate_pipeline(with_map)

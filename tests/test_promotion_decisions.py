@@ -19,12 +19,12 @@ import pytest
 from devtools import step_rehearsal
 from pipeline_steps import register_model, tag_model
 from pipeline_steps.comparison_report import class_guard_chart
-from pipeline_steps.contracts import HoldoutManifest
-from pipeline_steps.graph import TRAIN
-from retrainer.promotion import PROMOTION_RECORD_FILE, PromotionRecord
+from retrainer.assembly.graph import TRAIN
 from retrainer.settings import get_settings, load_settings
-from retrainer.workspace.local import LocalModelRegistry
 from retrainer.workspace.local_runner import run_folders
+from shared.contracts import HoldoutManifest
+from shared.promotion import PROMOTION_RECORD_FILE, PromotionRecord
+from shared.registry.local import LocalModelRegistry
 
 NAME = "pid-symbol-detector"
 
@@ -211,7 +211,7 @@ def without_class(table: dict[str, list[dict]], class_id: str) -> dict[str, list
 
 
 def holdout_class_counts(prepared: Folders) -> dict[str, int]:
-    from pipeline_steps.evaluation.sheets import load_sheets
+    from shared.evaluation.sheets import load_sheets
 
     sheets = load_sheets(
         prepared["data_split"]["holdout_output_path"],
@@ -275,7 +275,7 @@ def test_a_class_too_rare_on_the_holdout_is_not_watched(prepared: Folders, tmp_p
 
 
 def test_the_reports_per_class_chart_shows_the_guard_line_and_the_fallen_class(tmp_path: Path) -> None:
-    from retrainer.promotion import ClassComparison, ClassGuard, DifferenceInterval
+    from shared.promotion import ClassComparison, ClassGuard, DifferenceInterval
     from tests.browser import console_errors, render
 
     def compared(class_id: str, name: str, before: float, after: float, low: float, high: float) -> ClassComparison:

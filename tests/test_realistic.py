@@ -9,7 +9,7 @@ import numpy as np
 
 from devtools.realistic import LABEL_MAP, REALISTIC_SPEC, STYLE_TABLE, generate_sheet, sheet_generator
 from devtools.synthetic import write_mltable_set
-from pipeline_steps.evaluation.sheets import load_sheets
+from shared.evaluation.sheets import load_sheets
 
 SMALL = dataclasses.replace(REALISTIC_SPEC, min_side=1400, max_side=1600)
 

@@ -11,10 +11,10 @@ import pytest
 from azure.ai.ml.entities import Data
 
 from pipeline_steps import register_data_asset
-from pipeline_steps.mltable_io import write_records
 from retrainer.settings import load_settings
-from retrainer.workspace.azureml import AzureMLModelRegistry
-from retrainer.workspace.local import LocalModelRegistry
+from shared.mltable_io import write_records
+from shared.registry.azureml import AzureMLModelRegistry
+from shared.registry.local import LocalModelRegistry
 from tests.helpers import record
 
 

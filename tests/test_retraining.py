@@ -28,11 +28,11 @@ from retrainer.ledger.images import ImageState
 from retrainer.ledger.runs import UnreadableRunError
 from retrainer.ledger.slot import SlotTaken
 from retrainer.policy import BatchRule, PendingBatch, backoff_until, batch_due
-from retrainer.promotion import PromotionRecord
 from retrainer.publisher import model_promoted_publisher
-from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
+from shared.promotion import PromotionRecord
+from shared.records import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, promotion_with_classes, registry_after
 from tests.helpers import (
     Clock,
@@ -981,7 +981,7 @@ def test_a_stale_claim_whose_run_cannot_be_keyed_is_settled_and_the_tick_goes_on
 ) -> None:
     """What an earlier release left behind: the backend accepted `run/1` under the claim's label, the ledger
     could not record it, and the claim kept its images."""
-    from retrainer.records import RunStatus
+    from shared.records import RunStatus
 
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
     good = svc.submit("manual", "a run that completes")

@@ -30,8 +30,8 @@ from pipeline_steps.evaluation.scoring import (
     score_models,
     scoring_sample,
 )
-from pipeline_steps.evaluation.sheets import Sheet, load_sheets
-from pipeline_steps.mltable_io import annotations_path
+from shared.evaluation.sheets import Sheet, load_sheets
+from shared.mltable_io import annotations_path
 
 SMALL = SheetSpec(min_side=200, max_side=260, min_symbols=2, max_symbols=4)
 

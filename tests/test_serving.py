@@ -28,7 +28,7 @@ from retrainer.serving.contract import InvalidAnswer, detections, scoring_reques
 from retrainer.serving.local import free_port
 from retrainer.serving.status import read_serving_status
 from retrainer.settings import load_settings
-from retrainer.workspace.local import LocalModelRegistry
+from shared.registry.local import LocalModelRegistry
 from tests.helpers import png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

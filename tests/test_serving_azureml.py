@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from azure.functions.timer import TimerRequest
 
-from pipeline_steps.contracts import SplitAssignment, SplitSide
 from retrainer import bootstrap
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
-from retrainer.records import RunState
 from retrainer.serving.rollout import Rollout, ServingStatus
 from retrainer.serving.status import read_serving_status
 from retrainer.settings import load_settings
-from retrainer.workspace.azureml import AzureMLModelRegistry
+from shared.contracts import SplitAssignment, SplitSide
+from shared.records import RunState
+from shared.registry.azureml import AzureMLModelRegistry
 from tests.champion_world import World, clock, storage
 from tests.fakes import FakeMLClient, FakeOnlineService, InMemoryDatastore, InMemoryTableService
 from tests.helpers import Clock, indexed_functions, jpeg_bytes
@@ -135,11 +135,11 @@ def wired(
     monkeypatch: pytest.MonkeyPatch, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path
 ) -> Iterator[Azure]:
     """The app's composition root over the fake workspace: every Azure ML client it makes is the fake's."""
-    from retrainer.workspace import azureml as workspace
+    from shared.registry import azureml as registry_backend
 
     client = FakeMLClient()
     client.online.answer = truthful_model
-    monkeypatch.setattr(workspace, "ml_client", lambda *args, **kwargs: client)
+    monkeypatch.setattr(registry_backend, "ml_client", lambda *args, **kwargs: client)
     bootstrap.reset()
     world = World(AzureMLModelRegistry(client), storage, clock, tmp_path)  # type: ignore[arg-type]
     write_sheets(world)
@@ -450,12 +450,12 @@ def test_the_dry_run_writes_yaml_the_sdk_loads_back_with_no_network(
 
     from retrainer import cli
     from retrainer.serving.azureml import write_endpoint_yaml
-    from retrainer.workspace import azureml as workspace
+    from shared.registry import azureml as registry_backend
 
     def no_network(*args: object, **kwargs: object) -> object:
         raise AssertionError("the dry run reached for Azure ML")
 
-    monkeypatch.setattr(workspace, "ml_client", no_network)
+    monkeypatch.setattr(registry_backend, "ml_client", no_network)
     for variable in ("SERVING_ENDPOINT_NAME", "AZURE_SUBSCRIPTION_ID", "AZUREML_WORKSPACE_NAME"):
         monkeypatch.delenv(variable, raising=False)
     assert cli.main(["endpoint", "--dry-run", "--output", str(tmp_path / "plain"), "--version", "7"]) == 0

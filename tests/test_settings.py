@@ -9,7 +9,8 @@ import pytest
 
 from retrainer.logs import RedactingFilter
 from retrainer.redact import redact, url_without_query
-from retrainer.settings import RegistryLocation, Settings, SettingsError, load_registry_location, load_settings
+from retrainer.settings import Settings, load_settings
+from shared.settings import RegistryLocation, SettingsError, load_registry_location
 
 SECRET_KEY = "c2VjcmV0LWtleS1ub3QtdG8tYmUtbG9nZ2Vk"
 CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={SECRET_KEY};EndpointSuffix=core.windows.net"

@@ -11,18 +11,18 @@ import pytest
 
 from retrainer.champion.record import BestModel
 from retrainer.ledger import Ledger
-from retrainer.promotion import (
+from retrainer.serving.rollout import ServingStatus
+from retrainer.settings import load_settings
+from retrainer.status_page import StatusSnapshot, render_status_page
+from retrainer.status_view import StatusView
+from shared.promotion import (
     Comparison,
     DifferenceInterval,
     HoldoutInfo,
     PromotionRecord,
     decide_promotion,
 )
-from retrainer.records import RunRecord, RunState
-from retrainer.serving.rollout import ServingStatus
-from retrainer.settings import load_settings
-from retrainer.status_page import StatusSnapshot, render_status_page
-from retrainer.status_view import StatusView
+from shared.records import RunRecord, RunState
 from tests.browser import console_errors, render
 from tests.fakes import InMemoryDatastore, InMemoryTableService
 
@@ -149,7 +149,7 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
 def guarded_snapshot() -> StatusSnapshot:
     """A champion rolled back and pinned by the operator, and a run whose challenger lost a class."""
     from retrainer.ledger.champion import ChampionChange, ChangeKind
-    from retrainer.promotion import ClassComparison, ClassGuard
+    from shared.promotion import ClassComparison, ClassGuard
 
     def compared(class_id: str, before: float, after: float, low: float, high: float, count: int) -> ClassComparison:
         interval = DifferenceInterval(difference=after - before, low=low, high=high, confidence=0.983, resamples=500)

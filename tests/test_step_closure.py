@@ -1,9 +1,10 @@
 """Every component's import closure is provided by the steps' pinned environment.
 
 A component runs `python -m pipeline_steps.<step>`; from that module every import is followed
-through the project's own modules, also those inside functions (a lazy import runs on Azure ML as
-surely as a top-level one), and each third-party module it reaches must come from a distribution
-pinned in `components/conda.yml`. An import under `if TYPE_CHECKING:` never runs and is skipped.
+through the steps' own code (`pipeline_steps` and `shared`, what the component snapshot holds), also
+those inside functions (a lazy import runs on Azure ML as surely as a top-level one), and each
+third-party module it reaches must come from a distribution pinned in `shared/components/conda.yml`.
+An import under `if TYPE_CHECKING:` never runs and is skipped.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import pytest
 import yaml
 
 from devtools.step_environment import pip_list
-from pipeline_steps.graph import COMPONENT_STEPS
+from retrainer.assembly.graph import COMPONENT_STEPS
+from shared import COMPONENTS
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPONENTS = ROOT / "pipeline_steps" / "components"
-PROJECT_PACKAGES = ("pipeline_steps", "retrainer")
+#: The steps' code: what the component snapshot uploads and a step may import (tests/test_architecture.py).
+STEP_PACKAGES = ("pipeline_steps", "shared")
 
 
 def _normalise(distribution: str) -> str:
@@ -78,7 +80,7 @@ def import_closure(entry: str) -> tuple[set[str], set[str]]:
         if module in project:
             continue
         top = module.split(".")[0]
-        if top not in PROJECT_PACKAGES:
+        if top not in STEP_PACKAGES:
             if top not in sys.stdlib_module_names:
                 third_party.add(top)
             continue
@@ -171,8 +173,10 @@ def test_the_closure_follows_imports_inside_functions_into_the_detector(tmp_path
     _, third_party = import_closure("pipeline_steps.train")
     assert "torch" in third_party
     assert "torch" in missing_from_lock("pipeline_steps.train")
-    project, _ = import_closure("pipeline_steps.tag_model")
+    project, third_party = import_closure("pipeline_steps.tag_model")
     assert "pipeline_steps.evaluation.scoring" in project
+    assert {"shared.registry.azureml", "shared.champion.swap"} <= project, "shared is the steps' code too"
+    assert "azure" in third_party, "the registry's Azure ML backend, reached lazily through shared.registry"
     assert not any(m.startswith("pipeline_steps.detector") for m in project), "the tag step must not reach the detector"
 
 
@@ -203,6 +207,8 @@ def test_the_automl_rehearsal_runs_the_release_of_automl_the_image_pins() -> Non
     major, minor = (int(part) for part in python.split("."))
     tree = ast.parse(script.read_text(), feature_version=(major, minor))
     imported = {name.split(".")[0] for name in imported_names(script, "devtools.automl_model")}
-    assert not imported & {"pipeline_steps", "retrainer", "devtools"}, "it runs outside this project's environment"
+    assert not imported & {"pipeline_steps", "shared", "retrainer", "devtools"}, (
+        "it runs outside this project's environment"
+    )
     assert tree.body
     assert "PYTHON310 ?=" in (ROOT / "Makefile").read_text() and python == "3.10"

@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline_steps._cli import COMPONENTS, StepParser, component_defaults
-from pipeline_steps.graph import COMPONENT_STEPS
-from pipeline_steps.step_inputs import step_settings
-from retrainer.settings import Bound, Settings, SettingsError, load_settings, setting_bound
+from pipeline_steps._cli import StepParser, component_defaults
+from retrainer.assembly.graph import COMPONENT_STEPS
+from retrainer.assembly.step_inputs import step_settings
+from retrainer.settings import Settings, load_settings
+from shared import COMPONENTS
+from shared.settings import Bound, SettingsError, setting_bound
 
 #: Inputs whose CLI default differs from the component's on purpose.
 CLI_OWN_DEFAULTS = {("tag_model", "scoring_env_manager")}  # by hand the model runs here; on Azure ML in its own env

@@ -28,10 +28,10 @@ STEP = "class_report"
 #: The recipe's new files, in the project, from the fixture.
 ADDED = {
     f"pipeline_steps/{STEP}.py": "class_report.py",
-    f"pipeline_steps/components/{STEP}.yml": "class_report.yml",
+    f"shared/components/{STEP}.yml": "class_report.yml",
     f"tests/test_{STEP}.py": "test_class_report.py",
 }
-GRAPH = "pipeline_steps/graph.py"
+GRAPH = "retrainer/assembly/graph.py"
 #: The graph's entry for the step, after the split: it reads the training MLTable and takes one setting.
 GRAPH_ENTRY = """\
     Step(
@@ -42,7 +42,7 @@ GRAPH_ENTRY = """\
     ),
 """
 LAUNCH = ".vscode/launch.json"
-COPIED = ("pipeline_steps", "retrainer", "devtools", "tests", "sample_artifacts", ".vscode", "pyproject.toml")
+COPIED = ("pipeline_steps", "retrainer", "shared", "devtools", "tests", "sample_artifacts", ".vscode", "pyproject.toml")
 
 #: Run in the copy: what each list and each runner makes of the graph there.
 PROBE = """
@@ -52,8 +52,8 @@ from pathlib import Path
 from devtools.launch_configurations import configurations
 from devtools.step_environment import STEP_MODULES
 from devtools.step_rehearsal import rehearsal_commands, run_step, step_env
-from pipeline_steps import graph
-from pipeline_steps.pipeline import build_pipeline_job, validate_pipeline
+from retrainer.assembly import graph
+from retrainer.assembly.pipeline import build_pipeline_job, validate_pipeline
 from retrainer.settings import load_settings
 from retrainer.workspace.local_runner import step_commands
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from devtools import step_rehearsal
-from pipeline_steps.contracts import HoldoutManifest
-from retrainer.promotion import PromotionRecord
 from retrainer.workspace.local_runner import run_folders, step_command
+from shared.contracts import HoldoutManifest
+from shared.promotion import PromotionRecord
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ from retrainer import telemetry
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.events import build_subject
 from retrainer.ledger import Ledger
-from retrainer.records import RunState
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from retrainer.telemetry import Metrics
+from shared.records import RunState
 from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, first_promotion, registry_after
 from tests.helpers import deliver, loaded_by_importing_function_app
 

@@ -16,7 +16,7 @@ import torch
 from pipeline_steps import train as train_step
 from pipeline_steps.detector.data import CropSampler
 from pipeline_steps.evaluation.metrics import Prediction, evaluate
-from pipeline_steps.evaluation.sheets import Sheet, load_sheets
+from shared.evaluation.sheets import Sheet, load_sheets
 
 
 @pytest.fixture

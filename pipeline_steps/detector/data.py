@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline_steps.evaluation.sheets import Sheet
+from shared.evaluation.sheets import Sheet
 
 
 def read_image_bytes(path: Path) -> torch.Tensor:

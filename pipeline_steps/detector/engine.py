@@ -29,7 +29,7 @@ from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.model import build_detector
 from pipeline_steps.detector.warm_start import BaseStart, WarmStart, WarmStartUnavailable, base_start, warm_start
 from pipeline_steps.evaluation.metrics import Evaluation, Prediction, evaluate
-from pipeline_steps.evaluation.sheets import Sheet
+from shared.evaluation.sheets import Sheet
 
 
 @dataclass(frozen=True)

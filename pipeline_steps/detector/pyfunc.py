@@ -23,6 +23,7 @@ import torch
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from PIL import Image
 
+import shared
 from pipeline_steps.cpu_share import ThreadGovernor
 from pipeline_steps.detector.engine import predict
 from pipeline_steps.detector.model import ARCHITECTURE, build_detector
@@ -97,13 +98,17 @@ def save_detector(
     config.write_text(
         json.dumps({"classes": classes, "score_threshold": score_threshold, "architecture": ARCHITECTURE})
     )
-    package = Path(__file__).resolve().parent.parent  # pipeline_steps: the model's code travels with it
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-        _save(output, weights, config, package)
+        _save(output, weights, config, model_code())
 
 
-def _save(output: Path, weights: Path, config: Path, package: Path) -> None:
+def model_code() -> list[Path]:
+    """The packages the model's code travels in: `pipeline_steps` (the detector) and `shared` (the sheets it reads)."""
+    return [Path(__file__).resolve().parent.parent, Path(shared.__file__).resolve().parent]
+
+
+def _save(output: Path, weights: Path, config: Path, code: list[Path]) -> None:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -111,7 +116,7 @@ def _save(output: Path, weights: Path, config: Path, package: Path) -> None:
         path=str(output),
         python_model=DetectorModel(),
         artifacts={WEIGHTS_ARTIFACT: str(weights), CONFIG_ARTIFACT: str(config)},
-        code_paths=[str(package)],
+        code_paths=[str(folder) for folder in code],
         signature=ModelSignature(inputs=Schema([ColSpec("string", "image")])),
         pip_requirements=model_requirements(),
     )

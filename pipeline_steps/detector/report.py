@@ -15,8 +15,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from pipeline_steps.evaluation.metrics import Confusion, Evaluation, Mistake, Prediction, confusion
-from pipeline_steps.evaluation.sheets import Sheet
-from pipeline_steps.mltable_io import class_sort_key
+from shared.evaluation.sheets import Sheet
+from shared.mltable_io import class_sort_key
 
 REPORT_FILE = "report.html"
 

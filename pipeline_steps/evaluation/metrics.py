@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
-from pipeline_steps.evaluation.sheets import Prediction as Prediction  # defined beside Sheet, numpy only
-from pipeline_steps.evaluation.sheets import Sheet
+from shared.evaluation.sheets import Prediction as Prediction  # defined beside Sheet, numpy only
+from shared.evaluation.sheets import Sheet
 
 
 @dataclass(frozen=True)

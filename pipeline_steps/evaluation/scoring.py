@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline_steps.evaluation.metrics import Prediction
-from pipeline_steps.evaluation.sheets import Sheet
+from shared.evaluation.sheets import Sheet
 
 #: The sample's seed: changing it changes which holdout images every later decision is scored on.
 SAMPLE_SEED = "pid-symbol-holdout-sample"

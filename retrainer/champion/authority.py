@@ -1,6 +1,6 @@
 """The champion's one authority on the service's side: every change of the champion, and what follows from it.
 
-A change moves the registry's tags (`retrainer.champion.swap`), then, in the same critical section, announces
+A change moves the registry's tags (`shared.champion.swap`), then, in the same critical section, announces
 ModelPromoted when the version changed, writes the best-model record and appends the history: in that order, each
 repeatable, so a failure repeats an announcement rather than losing one. The critical section is a lease on the
 record's lock blob (the service's writers on every machine) and the registry's promotion lock (local tag steps).
@@ -25,8 +25,13 @@ from pathlib import Path
 from azure.core.exceptions import ResourceNotFoundError
 
 from retrainer.champion.record import BestModel, current_best_model, write_best_model
-from retrainer.champion.swap import move_best, read_champion
-from retrainer.champion.tags import (
+from retrainer.datastore import Datastore
+from retrainer.ledger import Ledger
+from retrainer.ledger.champion import ChampionChange, ChangeKind
+from retrainer.ledger.rows import MAX_REASON_CHARS, now_utc
+from retrainer.settings import Settings
+from shared.champion.swap import move_best, read_champion
+from shared.champion.tags import (
     UNPINNED,
     ChampionState,
     Claim,
@@ -37,14 +42,9 @@ from retrainer.champion.tags import (
     pin_of,
     recorded_score,
 )
-from retrainer.datastore import Datastore
-from retrainer.ledger import Ledger
-from retrainer.ledger.champion import ChampionChange, ChangeKind
-from retrainer.ledger.rows import MAX_REASON_CHARS, now_utc
-from retrainer.promotion import PromotionRecord
-from retrainer.records import ModelVersion
-from retrainer.settings import Settings
-from retrainer.workspace import ModelRegistry
+from shared.promotion import PromotionRecord
+from shared.records import ModelVersion
+from shared.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

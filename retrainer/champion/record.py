@@ -1,6 +1,6 @@
 """The best-model record: the champion's name, version, score and story, as one JSON blob (`BEST_MODEL_BLOB`).
 
-It follows the registry (`retrainer.champion.tags`): `ChampionAuthority` writes it, in the same critical section
+It follows the registry (`shared.champion.tags`): `ChampionAuthority` writes it, in the same critical section
 as the tags, and nothing else does. The HTTP API, the status page and the demo read it; ModelPromoted carries it.
 """
 

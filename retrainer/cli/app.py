@@ -25,7 +25,7 @@ import sys
 
 from retrainer.cli import champion, maintenance, runs, serving
 from retrainer.redact import redact
-from retrainer.settings import SettingsError
+from shared.settings import SettingsError
 
 #: The command modules, in the order `retrain --help` lists their commands.
 COMMAND_MODULES = (runs, champion, serving, maintenance)

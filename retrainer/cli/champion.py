@@ -10,14 +10,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from retrainer.cli.common import Subcommands, registry_for, settings_for, show, table
-from retrainer.settings import SettingsError
+from shared.settings import SettingsError
 
 if TYPE_CHECKING:
     from retrainer.champion.authority import ChampionAuthority, Outcome
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from retrainer.champion.tags import SCORE_TAG, pin_of
+    from shared.champion.tags import SCORE_TAG, pin_of
 
     settings = settings_for(args.backend)
     versions = registry_for(settings).model_versions(args.name or settings.MODEL_BASE_NAME)

@@ -6,9 +6,11 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from retrainer.records import json_document
-from retrainer.settings import Settings, SettingsError, load_settings
-from retrainer.workspace import ModelRegistry, PipelineRunner, open_registry, open_runner
+from retrainer.settings import Settings, load_settings
+from retrainer.workspace import PipelineRunner, open_runner
+from shared.records import json_document
+from shared.registry import ModelRegistry, open_registry
+from shared.settings import SettingsError
 
 #: The subcommands' registry that each command module adds its parsers to.
 Subcommands = argparse._SubParsersAction

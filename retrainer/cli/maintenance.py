@@ -28,7 +28,7 @@ def cmd_migrate_ledger(args: argparse.Namespace) -> int:
 
 def cmd_split_reset(args: argparse.Namespace) -> int:
     """Store a fresh, empty split assignment that records why; the next run draws every side anew."""
-    from pipeline_steps.split_assignment import RestartRefused, restart_assignment
+    from shared.split_assignment import RestartRefused, restart_assignment
 
     settings = settings_for(args.backend)
     name = args.name or settings.SPLIT_ASSIGNMENT_NAME

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from retrainer.cli.common import Subcommands, runner_for, settings_for, show, table
-from retrainer.promotion import ClassGuard
-from retrainer.records import RunState
-from retrainer.settings import SettingsError
+from shared.promotion import ClassGuard
+from shared.records import RunState
+from shared.settings import SettingsError
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -19,7 +19,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         if settings.backend() != "azureml":
             raise SettingsError("--dry-run builds the Azure ML pipeline: use --backend azureml")
-        from pipeline_steps.pipeline import (
+        from retrainer.assembly.pipeline import (
             build_pipeline_job,
             step_environments,
             validate_pipeline,

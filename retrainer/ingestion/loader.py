@@ -56,7 +56,8 @@ from retrainer.ingestion.labels import parse_label_map
 from retrainer.ledger import Ledger
 from retrainer.logs import configure_cli_logging
 from retrainer.redact import redact, url_without_query
-from retrainer.settings import SettingsError, get_settings
+from retrainer.settings import get_settings
+from shared.settings import SettingsError
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _UPLOAD_WORKERS = 8

@@ -20,13 +20,13 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 
 from retrainer.datastore import TABLE_CLIENT_OPTIONS
-from retrainer.identity import signed_in_credential
 from retrainer.ledger.champion import ChampionHistory
 from retrainer.ledger.images import ImageLedger
 from retrainer.ledger.labels import WaitingLabels
 from retrainer.ledger.runs import RunLedger
 from retrainer.ledger.slot import SubmissionSlot
 from retrainer.settings import Settings
+from shared.identity import signed_in_credential
 
 
 class Ledger:

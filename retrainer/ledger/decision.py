@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from retrainer.ledger.rows import MAX_ERROR_CHARS, MAX_EVIDENCE_CHARS, PROPERTY_CHARS, ascii_json, bounded
-from retrainer.promotion import PromotionRecord
+from shared.promotion import PromotionRecord
 
 #: A run's decision, as JSON over at most this many properties (512 KiB): a record of a few hundred classes fits
 #: whole; a longer one keeps every class that fell and as many others as fit.

@@ -31,8 +31,8 @@ from retrainer.ledger.rows import (
     newest_first,
     prefix_range,
 )
-from retrainer.promotion import PromotionRecord
-from retrainer.records import RunEvent, RunRecord, RunState, UnreadableRun
+from shared.promotion import PromotionRecord
+from shared.records import RunEvent, RunRecord, RunState, UnreadableRun
 
 PARTITION = "runs.v2"
 MAX_HISTORY = 50

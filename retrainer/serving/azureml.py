@@ -28,9 +28,9 @@ from azure.ai.ml.entities import (
 )
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from retrainer.records import ModelVersion
 from retrainer.serving.endpoint import Deployment, DeploymentState, EndpointView, ScoringFailed, deployment_name
 from retrainer.settings import Settings
+from shared.records import ModelVersion
 
 ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json"
 DEPLOYMENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json"
@@ -117,9 +117,9 @@ class AzureMLEndpoint:
 
     @classmethod
     def from_settings(cls, settings: Settings, credential: Any = None) -> AzureMLEndpoint:
-        from retrainer.workspace import azureml as workspace
+        from shared.registry import azureml as registry_backend
 
-        return cls(workspace.ml_client(settings, credential), settings)
+        return cls(registry_backend.ml_client(settings, credential), settings)
 
     def view(self) -> EndpointView:
         try:

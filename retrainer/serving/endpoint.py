@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from retrainer.records import ModelVersion
+from shared.records import ModelVersion
 
 
 class DeploymentState(enum.StrEnum):

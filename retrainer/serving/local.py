@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from retrainer.records import ModelVersion
 from retrainer.serving.endpoint import Deployment, DeploymentState, EndpointView, ScoringFailed
+from shared.records import ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from retrainer.records import ModelVersion
 from retrainer.serving.endpoint import Deployment, DeploymentState, Endpoint, EndpointView, deployment_name
+from shared.records import ModelVersion
 
 log = logging.getLogger(__name__)
 

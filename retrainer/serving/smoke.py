@@ -17,14 +17,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline_steps.contracts import SplitAssignment, SplitSide
-from pipeline_steps.evaluation.comparison import match, weighted_map50
-from pipeline_steps.evaluation.sheets import Prediction, Sheet
 from retrainer.datastore import BlobMissingError, Datastore
 from retrainer.serving.contract import InvalidAnswer, detections, scoring_request
 from retrainer.serving.endpoint import Endpoint, ScoringFailed
 from retrainer.serving.rollout import Champion, SmokeResult
 from retrainer.settings import Settings
+from shared.contracts import SplitAssignment, SplitSide
+from shared.evaluation.comparison import match, weighted_map50
+from shared.evaluation.sheets import Prediction, Sheet
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """One typed settings object, read from environment variables and validated on first use.
 
-`Settings` composes a few typed groups, one module each: `registry` (where the model registry is: all a
-pipeline step reads), `storage` (the datastore), `training` (the pipeline and its training), `promotion` (the
-promotion rule), `service` (batching, single flight, back-off, events) and `serving` (the endpoint). A new
-setting is a field of its group; `python -m devtools.config_table` puts it in docs/configuration.md.
+`Settings` composes a few typed groups, one module each: the service's own here, `storage` (the datastore),
+`service` (batching, single flight, back-off, events) and `serving` (the endpoint); and those a pipeline step
+reads too, in `shared.settings`: `registry` (where the model registry is: all a step reads), `training` (the
+pipeline and its training) and `promotion` (the promotion rule). A new setting is a field of its group;
+`python -m devtools.config_table` puts it in docs/configuration.md.
 
 The variable names are the ones users of the original pipeline already set (STORAGE_ACCOUNT_CONNECTION_STRING,
 STORAGE_ACCOUNT_CONTAINER_NAME, ...). Secrets are `SecretStr`, so they print as '**********'
@@ -13,34 +14,15 @@ wherever the settings object is shown or logged.
 from __future__ import annotations
 
 import functools
-import os
-from typing import TypeVar
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from retrainer.settings.checks import Bound, SettingsError, bound_of
-from retrainer.settings.promotion import PromotionSettings
-from retrainer.settings.registry import RegistryLocation
 from retrainer.settings.service import PIPELINE_OVERHEAD_MINUTES, ServiceSettings
 from retrainer.settings.serving import ServingSettings
 from retrainer.settings.storage import StorageConnection, StorageSettings
-from retrainer.settings.training import TrainingSettings
+from shared.settings import PromotionSettings, RegistryLocation, TrainingSettings, validated
 
-__all__ = [
-    "PIPELINE_OVERHEAD_MINUTES",
-    "Bound",
-    "RegistryLocation",
-    "Settings",
-    "SettingsError",
-    "StorageConnection",
-    "get_settings",
-    "load_registry_location",
-    "load_settings",
-    "setting_bound",
-]
-
-_Model = TypeVar("_Model", bound=BaseSettings)
+__all__ = ["PIPELINE_OVERHEAD_MINUTES", "Settings", "StorageConnection", "get_settings", "load_settings"]
 
 
 # Bases in reverse: pydantic lists the fields of the last base first, so the registry's lead the table.
@@ -79,40 +61,13 @@ class Settings(
         )
 
 
-def setting_bound(name: str) -> Bound:
-    """The range declared on the settings field `name` (an int or float field)."""
-    return bound_of(Settings, name)
-
-
 #: Fields read from more than one variable: an error names the one the user set.
 _ALIASES = {"STORAGE_ACCOUNT_CONNECTION_STRING": ("STORAGE_ACCOUNT_CONNECTION_STRING", "DATASTORE")}
 
 
-def _variable_set(field: str) -> str:
-    names = [name for name in _ALIASES.get(field, ()) if os.environ.get(name)]
-    return " and ".join(names) if names else field
-
-
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the settings (`overrides` win over the environment); SettingsError names every bad one."""
-    return _validated(Settings, overrides)
-
-
-def load_registry_location(**overrides: object) -> RegistryLocation:
-    """Read and validate the registry's location alone (a step's only settings); errors as `load_settings`."""
-    return _validated(RegistryLocation, overrides)
-
-
-def _validated(model: type[_Model], overrides: dict[str, object]) -> _Model:
-    try:
-        return model(**overrides)  # type: ignore[arg-type]
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            variable = _variable_set(".".join(str(part) for part in item["loc"]))
-            message = "is not set" if item["type"] == "missing" else item["msg"].removeprefix("Value error, ")
-            problems.append(f"{variable} {message}")
-        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    return validated(Settings, overrides, _ALIASES)
 
 
 @functools.cache

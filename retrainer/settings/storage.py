@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrainer.settings.checks import SettingsError
+from shared.settings.checks import SettingsError
 
 _FOLDER_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 

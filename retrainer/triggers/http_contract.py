@@ -194,6 +194,6 @@ def _error_answer(route: Route, req: func.HttpRequest, error: Exception) -> func
 
 
 def _json(body: object, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    from retrainer.records import json_document
+    from shared.records import json_document
 
     return func.HttpResponse(json_document(body), status_code=status, mimetype="application/json", headers=headers)

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retrainer.promotion import PromotionRecord
 from retrainer.settings import Settings, get_settings
 from retrainer.workspace.local import LocalRunStatus
+from shared.promotion import PromotionRecord
 
 
 def now() -> str:
@@ -41,7 +41,7 @@ def data_inputs(data: Path) -> dict[str, Path]:
 def step_folders(data: Mapping[str, Path], outputs: Path) -> dict[str, dict[str, Path]]:
     """Each step's data flags, from the pipeline's graph: a pipeline input where `data` has it, an earlier step's
     output (and the step's own) at `outputs/<step>/<output>`."""
-    from pipeline_steps.graph import STEPS, TRAIN, PipelineInput
+    from retrainer.assembly.graph import STEPS, TRAIN, PipelineInput
 
     wiring = {}
     for step in STEPS:
@@ -66,8 +66,8 @@ def step_folders(data: Mapping[str, Path], outputs: Path) -> dict[str, dict[str,
 def step_commands(run_dir: Path, settings: Settings, champion: Path | None = None) -> dict[str, list[str]]:
     """Each step's command, in the graph's order: its settings (the table every runner uses), its data inputs
     as the folders earlier steps wrote (`run_folders`), and the champion to start from."""
-    from pipeline_steps.graph import TRAIN
-    from pipeline_steps.step_inputs import step_settings
+    from retrainer.assembly.graph import TRAIN
+    from retrainer.assembly.step_inputs import step_settings
 
     data = run_dir / "data"
     inputs = step_settings(settings)
@@ -94,14 +94,14 @@ def run_folders(run_dir: Path) -> dict[str, dict[str, Path]]:
 
 def step_command(step: str, inputs: Mapping[str, object]) -> list[str]:
     """`python -m pipeline_steps.<step>` with these inputs as its flags."""
-    from pipeline_steps.step_inputs import as_flags
+    from retrainer.assembly.step_inputs import as_flags
 
     return [sys.executable, "-m", f"pipeline_steps.{step}", *as_flags(inputs)]
 
 
 def champion_model(settings: Settings) -> Path | None:
     """The folder of the model tagged best, which training starts from (None before the first promotion)."""
-    from retrainer.workspace.local import LocalModelRegistry
+    from shared.registry.local import LocalModelRegistry
 
     registry = LocalModelRegistry(settings.LOCAL_WORKSPACE_DIR)
     champion = next((v for v in registry.model_versions(settings.MODEL_BASE_NAME) if v.is_best), None)

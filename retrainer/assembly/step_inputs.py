@@ -1,6 +1,6 @@
 """The steps' settings as both runners pass them (the Azure ML pipeline and the local runner alike).
 
-Keys are the component inputs of `components/<step>.yml` (the step CLIs take the same names as
+Keys are the component inputs of `shared/components/<step>.yml` (the step CLIs take the same names as
 flags), declared with each step in `graph.STEPS`, so a setting reaches a step the same way on both
 backends, and nowhere else. Data inputs and outputs (folders) are wired by each runner.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipeline_steps.graph import STEPS, SettingValue
+from retrainer.assembly.graph import STEPS, SettingValue
 from retrainer.settings import Settings
 
 StepSettings = dict[str, dict[str, SettingValue]]

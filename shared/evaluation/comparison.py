@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline_steps.evaluation.sheets import Prediction, Sheet
+from shared.evaluation.sheets import Prediction, Sheet
 
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 _IOU = 0.5

@@ -36,7 +36,7 @@ def signed_in_credential(managed_identity_client_id: str | None, scope: str = ST
     """
     from azure.core.exceptions import ClientAuthenticationError
 
-    from retrainer.settings import SettingsError
+    from shared.settings import SettingsError
 
     credential = azure_credential(managed_identity_client_id)
     try:

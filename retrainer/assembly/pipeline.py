@@ -1,6 +1,6 @@
 """The Azure ML pipeline of `graph.STEPS` (and its dataset-reuse variant), built and validated offline.
 
-Each step is the command component of its name (`components/<step>.yml`); training is an AutoML node
+Each step is the command component of its name (`shared/components/<step>.yml`); training is an AutoML node
 on the split's train/val MLTables. With TRAIN_DATASET and VAL_DATASET set, the data steps are skipped
 and those assets feed training (DATASET_VERSION_PATH, when set, is the earlier data-asset step's
 output, for the model's tags).
@@ -26,16 +26,15 @@ from azure.ai.ml import Input, load_component, load_environment
 from azure.ai.ml.dsl import pipeline as dsl_pipeline
 from azure.ai.ml.entities import CommandComponent, Environment, ManagedIdentityConfiguration, PipelineJob
 
-from pipeline_steps import pipeline_release
-from pipeline_steps.automl_node import AutoMLConfig, WarmStartDecision, build_automl_node
-from pipeline_steps.graph import REUSE_STEPS, STEPS, TRAIN, PipelineInput, Step
-from pipeline_steps.step_inputs import step_settings
+from retrainer.assembly.automl_node import AutoMLConfig, WarmStartDecision, build_automl_node
+from retrainer.assembly.graph import REUSE_STEPS, STEPS, TRAIN, PipelineInput, Step
+from retrainer.assembly.release import pipeline_release
+from retrainer.assembly.step_inputs import step_settings
 from retrainer.settings import Settings
+from shared import COMPONENTS
 
 #: The SDK's overloads of `dsl.pipeline` want the function positionally; as a decorator factory it takes none.
 pipeline: Any = dsl_pipeline
-
-COMPONENTS = Path(__file__).resolve().parent / "components"
 
 
 #: Where a step's component comes from: its YAML here, or the workspace's registered version of it.
@@ -64,10 +63,10 @@ def component(name: str) -> CommandComponent:
     """A step's component from its YAML, versioned with the release, on the release's version of the
     environment its YAML names (one of `ENVIRONMENT_FILES`).
 
-    Its code is this checkout (`code: ../..`), uploaded when the component is registered or submitted
-    inline: refused where the step's code is not here (the function app ships none).
+    Its code is this checkout (`code: ../..` from `shared/components/`), uploaded when the component is
+    registered or submitted inline: refused where the step's code is not here (the function app ships none).
     """
-    if not (COMPONENTS.parent / f"{name}.py").is_file():
+    if not (COMPONENTS.parent.parent / "pipeline_steps" / f"{name}.py").is_file():
         raise FileNotFoundError(
             f"pipeline_steps/{name}.py is not here, so its component cannot be uploaded from this folder (the "
             "function app ships no step code): register the release's components from a clone with `retrain "

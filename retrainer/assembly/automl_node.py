@@ -23,9 +23,9 @@ from azure.ai.ml import Input, Output, automl
 from azure.ai.ml.automl import ImageObjectDetectionJob, ImageObjectDetectionSearchSpace, ObjectDetectionPrimaryMetrics
 from azure.ai.ml.sweep import BanditPolicy, Choice, Uniform
 
-from pipeline_steps.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG
-from retrainer.records import ModelVersion
 from retrainer.settings import Settings
+from shared.contracts import AUTOML_MODEL_NAME_TAG, CLASS_IDS_TAG
+from shared.records import ModelVersion
 
 SEARCH_SPACE_FILE = Path(__file__).resolve().parent / "config" / "config_search_space.yml"
 TARGET_COLUMN = "label"

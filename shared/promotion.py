@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrainer.step_file import StepFile
+from shared.step_file import StepFile
 
 #: What the tag step writes into its output folder.
 PROMOTION_RECORD_FILE = "best_model_metadata.json"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypedDict
 
-from retrainer.promotion import PromotionRecord
+from shared.promotion import PromotionRecord
 
 
 class RunState(enum.StrEnum):

@@ -5,24 +5,29 @@ the registry, read at the start and written back, as the next version, only when
 runs that race both end on the same assignment: writing a version that exists fails, and the loser starts
 again from the winner's document. A stored assignment that cannot be read stops the step, naming the repair
 (`retrain split reset`), which stores a fresh, empty version recording why; only an operator's word restarts it.
+
+The data split step (`pipeline_steps/data_split.py`) reads and extends it; `retrain split reset` restarts it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline_steps.contracts import SplitAssignment, SplitSide
-from pipeline_steps.split_sides import SplitConfig, SplitError, SplitResult, split_records
+from shared.contracts import SplitAssignment
 
 if TYPE_CHECKING:
-    from retrainer.workspace import ModelRegistry
+    from shared.registry import ModelRegistry
 
 DEFAULT_ASSIGNMENT_NAME = "pid-symbols-split-assignment"
-_COMMIT_ATTEMPTS = 5
+#: Create-only writes that lose a race read the winner's version and try again, this many times at most.
+COMMIT_ATTEMPTS = 5
+
+
+class SplitError(ValueError):
+    """The split cannot be made as asked (the message says why and which setting to change)."""
 
 
 class AssignmentUnreadable(SplitError):
@@ -40,41 +45,6 @@ class AssignmentUnreadable(SplitError):
 def reset_command(name: str, *, force: bool = False) -> str:
     """The `retrain` command that starts a fresh version of the assignment `name`."""
     return f'retrain split reset --name {name} --reason "<why>"' + (" --force" if force else "")
-
-
-def assign_and_commit(
-    records: list[dict],
-    config: SplitConfig,
-    load: Callable[[], SplitAssignment],
-    create: Callable[[SplitAssignment], bool],
-    name: str = DEFAULT_ASSIGNMENT_NAME,
-) -> SplitResult:
-    """Split against the latest assignment and store the next version; a racing writer's version wins and we redo.
-
-    A split that leaves nothing to train on is refused here, before a version is stored: the training
-    step would otherwise fail one step later, with less to say about why.
-    """
-    for _ in range(_COMMIT_ATTEMPTS):
-        previous = load()
-        result = split_records(records, previous, config)
-        _check_something_trains(result, len(records), name)
-        if not result.changed:
-            return result
-        result.assignment.version = previous.version + 1
-        if create(result.assignment):
-            return result
-    raise SplitError(f"the split assignment kept changing under this run ({_COMMIT_ATTEMPTS} attempts): try again")
-
-
-def _check_something_trains(result: SplitResult, total: int, name: str) -> None:
-    if result.sides[SplitSide.TRAIN]:
-        return
-    raise SplitError(
-        f"split assignment {name} version {result.assignment.version} leaves no training image: of the {total} "
-        f"images, {len(result.sides[SplitSide.HOLDOUT])} held out and {len(result.sides[SplitSide.VAL])} for "
-        "validation (none of them may be trained on); add images, or start a new assignment "
-        f"(every side drawn anew): {reset_command(name, force=True)}"
-    )
 
 
 def read_assignment(registry: ModelRegistry, name: str) -> SplitAssignment:
@@ -134,7 +104,7 @@ def restart_assignment(registry: ModelRegistry, name: str, reason: str, *, force
     every promotion so far was decided on. Create-only, as every version: a racing writer's version
     is read again and the restart stored after it.
     """
-    for _ in range(_COMMIT_ATTEMPTS):
+    for _ in range(COMMIT_ATTEMPTS):
         latest = registry.latest_versioned_document(name)
         previous = 0 if latest is None else latest[0]
         try:
@@ -153,22 +123,4 @@ def restart_assignment(registry: ModelRegistry, name: str, reason: str, *, force
         document = RestartedAssignment(version=previous + 1, restart=restart)
         if registry.create_document(name, str(document.version), document.to_bytes()):
             return restart
-    raise SplitError(
-        f"split assignment {name} kept changing under the restart ({_COMMIT_ATTEMPTS} attempts): try again"
-    )
-
-
-def registry_store(assignment_name: str) -> tuple[Callable[[], SplitAssignment], Callable[[SplitAssignment], bool]]:
-    """Load and create-only store of the assignment as versioned documents of the model registry."""
-    from retrainer.settings import load_registry_location
-    from retrainer.workspace import open_registry
-
-    registry = open_registry(load_registry_location())
-
-    def load() -> SplitAssignment:
-        return read_assignment(registry, assignment_name)
-
-    def create(assignment: SplitAssignment) -> bool:
-        return registry.create_document(assignment_name, str(assignment.version), assignment.to_bytes())
-
-    return load, create
+    raise SplitError(f"split assignment {name} kept changing under the restart ({COMMIT_ATTEMPTS} attempts): try again")

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from pipeline_steps.mltable_io import annotations_path, class_sort_key
+from shared.mltable_io import annotations_path, class_sort_key
 
 
 @dataclass(frozen=True)

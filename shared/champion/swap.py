@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from retrainer.champion.tags import (
+from shared.champion.tags import (
     BEST_MODEL_TAG,
     UNPINNED,
     ChampionState,
@@ -22,11 +22,11 @@ from retrainer.champion.tags import (
     pin_of,
     rightful_champion,
 )
-from retrainer.records import ModelVersion
+from shared.records import ModelVersion
 
 
 class ChampionRegistry(Protocol):
-    """The part of the model registry (`retrainer.workspace.ModelRegistry`) the champion's tags need."""
+    """The part of the model registry (`shared.registry.ModelRegistry`) the champion's tags need."""
 
     def model_versions(self, name: str) -> list[ModelVersion]: ...
 

@@ -54,7 +54,7 @@ class Step:
 
 
 #: The training step: the AutoML node on Azure ML, the local trainer (`pipeline_steps/train.py`) locally. Every
-#: other step is a command component, `components/<step>.yml` running `python -m pipeline_steps.<step>`.
+#: other step is a command component, `shared/components/<step>.yml` running `python -m pipeline_steps.<step>`.
 TRAIN = "train"
 IMAGES, LABELS, LABEL_MAP = PipelineInput("images"), PipelineInput("labels"), PipelineInput("label_map")
 
@@ -134,7 +134,7 @@ STEPS: tuple[Step, ...] = (
     ),
 )
 
-#: The steps that are command components (`components/<step>.yml`), in the order they run.
+#: The steps that are command components (`shared/components/<step>.yml`), in the order they run.
 COMPONENT_STEPS: tuple[str, ...] = tuple(step.name for step in STEPS if step.name != TRAIN)
 
 

@@ -12,9 +12,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from retrainer.champion.tags import CLASS_IDS_TAG as CLASS_IDS_TAG  # defined with the registry's other tags
-from retrainer.promotion import HoldoutInfo
-from retrainer.step_file import StepFile
+from shared.champion.tags import CLASS_IDS_TAG as CLASS_IDS_TAG  # defined with the registry's other tags
+from shared.promotion import HoldoutInfo
+from shared.step_file import StepFile
 
 #: The model tag naming the AutoML model (`model_name`, e.g. fasterrcnn_resnet50_fpn) an AutoML model is;
 #: a checkpoint seeds only that model. Absent on the local detector's models.

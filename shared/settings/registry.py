@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrainer.settings.checks import SettingsError
+from shared.settings.checks import SettingsError
 
 
 class RegistryLocation(BaseSettings):
@@ -46,7 +46,7 @@ class RegistryLocation(BaseSettings):
         default=Path(".workspace"),
         description="Folder of the local backend: data assets, runs, MLflow registry (mlflow.db), models.",
     )
-    # Who signs in to the workspace from a compute (retrainer/identity.py); unset, the default identity.
+    # Who signs in to the workspace from a compute (shared/identity.py); unset, the default identity.
     DEFAULT_IDENTITY_CLIENT_ID: str | None = Field(
         default=None,
         description="Client id of the managed identity of an Azure ML compute (the platform sets it in jobs).",

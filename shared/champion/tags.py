@@ -1,9 +1,9 @@
 """The champion as the model registry holds it: every tag that says which version is best, why, and since when.
 
 The registry is the champion's one authority: the tag step (on Azure ML, where it reads the registry alone) and
-the operator's controls change it only through `retrainer.champion.swap`, and everything else (the best-model
+the operator's controls change it only through `shared.champion.swap`, and everything else (the best-model
 record, the history, serving) follows what these tags say. Tag names are defined here and nowhere else (the two
-`ModelVersion` reads itself, the best tag and the validation count, in `retrainer.records`, and exported here).
+`ModelVersion` reads itself, the best tag and the validation count, in `shared.records`, and exported here).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from retrainer.records import BEST_MODEL_TAG, VALIDATION_IMAGES_TAG, ModelVersion
+from shared.records import BEST_MODEL_TAG, VALIDATION_IMAGES_TAG, ModelVersion
 
 __all__ = [
     "BEST_MODEL_TAG",

@@ -1,6 +1,6 @@
 """A typed JSON document that one pipeline step writes into its output folder and a later reader reads.
 
-It lives below the service and the steps alike: the steps' contracts (`pipeline_steps/contracts.py`)
+It lives below the service and the steps alike: the steps' contracts (`shared/contracts.py`)
 and the promotion record, which the tag step writes and the service reads, are all step files.
 """
 
