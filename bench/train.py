@@ -8,12 +8,9 @@ Run it on an otherwise idle machine: the budget is wall-clock time.
 
     .venv/bin/python bench/train.py [--minutes 5] [--train-sheets 200] [--val-sheets 40] [--only-chosen] [--seed 0]
     .venv/bin/python bench/train.py --realistic [--minutes 5 | --epochs 81] [--warm-minutes 3] [--start scratch]
-    .venv/bin/python bench/train.py --build-base [--base-epochs 100 --base-sheets 400]   # remakes detector/base/
 
---build-base trains the base model that ships in pipeline_steps/detector/base/ (the start of every first
-model): the chosen detector from scratch on realistic sheets of styles 0-2 with seeds of its own (9001 for
-training, 9002 and 9003 to measure), never the benchmark's (101, 202, 303), never style 3, and writes
-its record (seed, data, epochs, steps, figures, pace) beside the weights.
+The base model the realistic runs start from (pipeline_steps/detector/base/) is built by
+`python -m devtools.base_model`, on seeds of its own, never the benchmark's (101, 202, 303, ...).
 """
 
 from __future__ import annotations
@@ -33,8 +30,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
+from devtools.base_model import machine, print_epoch
 from devtools.synthetic import write_mltable_set
-from pipeline_steps.detector.engine import TrainingConfig, TrainingResult, describe_epoch, train
+from pipeline_steps.detector.engine import TrainingConfig, TrainingResult, train
 from pipeline_steps.detector.model import SymbolBackbone, build_detector
 from shared.evaluation.sheets import class_vocabulary, load_sheets
 
@@ -144,13 +142,6 @@ SETUPS: dict[str, tuple[Callable[[int], torch.nn.Module], TrainingConfig]] = {
 }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -200,15 +191,9 @@ def main() -> None:
         default=None,
         help="with --realistic: keep the generated sets here and reuse them in later runs (e.g. to compare starts)",
     )
-    parser.add_argument("--build-base", action="store_true", help="train and write the shipped base model")
-    parser.add_argument("--base-epochs", type=int, default=100, help="with --build-base: epochs from scratch")
-    parser.add_argument("--base-sheets", type=int, default=400, help="with --build-base: training sheets")
     parser.add_argument("--min-side", type=int, default=1400, help="with --realistic: smallest sheet side, px")
     parser.add_argument("--max-side", type=int, default=2400, help="with --realistic: largest sheet side, px")
     args = parser.parse_args()
-    if args.build_base:
-        build_base(args)
-        return
     if args.realistic:
         realistic(args)
         return
@@ -366,83 +351,6 @@ def describe_start(num_classes: int, from_base: bool, build: Callable[[int], tor
         + (f"{size}loading it {(loaded - built) * 1000:.0f} ms" if from_base else "from noise, nothing to load")
         + f" (load {os.getloadavg()[0]:.1f})"
     )
-
-
-def build_base(args: argparse.Namespace) -> None:
-    """Train the base model from scratch and write it, with its record, to pipeline_steps/detector/base/."""
-    import json
-    import time
-
-    from devtools.realistic import REALISTIC_SPEC, sheet_generator
-    from pipeline_steps.detector.engine import native_bfloat16, validate
-    from pipeline_steps.detector.warm_start import BASE_FOLDER, save_base
-
-    spec = dataclasses.replace(REALISTIC_SPEC, min_side=args.min_side, max_side=args.max_side)
-    seen, unseen_style = sheet_generator((0, 1, 2), spec), sheet_generator((3,), spec)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
-        train_sheets = load_sheets(write_mltable_set(Path(tmp, "train"), args.base_sheets, 9001, generate=seen))
-        seen_val = load_sheets(write_mltable_set(Path(tmp, "seen"), args.val_sheets, 9002, generate=seen))
-        unseen_val = load_sheets(write_mltable_set(Path(tmp, "unseen"), args.val_sheets, 9003, generate=unseen_style))
-        classes = class_vocabulary(train_sheets, seen_val, unseen_val)
-        print(f"{machine()}; base model: {len(train_sheets)} sheets, {args.base_epochs} epochs", flush=True)
-        config = dataclasses.replace(
-            TrainingConfig(),
-            max_minutes=math.inf,
-            epochs=args.base_epochs,
-            evaluation_sheets=min(16, len(seen_val)),
-            evaluations=3,
-            seed=args.seed,
-            base_start=False,
-        )
-        result = train(train_sheets, seen_val, classes, config, on_epoch=print_epoch)
-        unseen, _ = validate(result.model, unseen_val, classes)
-    figures = {
-        "seen_style_map50": round(result.evaluation.metrics["mean_average_precision"], 3),
-        "unseen_style_map50": round(unseen.metrics["mean_average_precision"], 3),
-    }
-    steps = sum(int(row["steps"]) for row in result.history)
-    record = {
-        "summary": (
-            f"{result.epochs} epochs, {steps} steps on {len(train_sheets)} realistic sheets of styles 0-2 (seed 9001); "
-            f"held-out seen styles {figures['seen_style_map50']:.3f}, unseen style {figures['unseen_style_map50']:.3f}"
-        ),
-        "command": (
-            f"python bench/train.py --build-base --base-epochs {args.base_epochs} --base-sheets {args.base_sheets} "
-            f"--val-sheets {args.val_sheets} --seed {args.seed} --min-side {args.min_side} --max-side {args.max_side}"
-        ),
-        "training_seed": args.seed,
-        "data": {
-            "generator": "devtools.realistic, styles 0-2 (style 3 never seen: the benchmark's unseen style)",
-            "train": {"seed": 9001, "sheets": len(train_sheets), "symbols": sum(len(s.labels) for s in train_sheets)},
-            "seen_style_holdout": {"seed": 9002, "sheets": len(seen_val)},
-            "unseen_style_holdout": {"seed": 9003, "sheets": len(unseen_val)},
-            "sides_px": [args.min_side, args.max_side],
-            "classes": classes,
-        },
-        "epochs": result.epochs,
-        "steps": steps,
-        "figures": figures,
-        "pace": result.pace(),
-        "minutes": round((time.monotonic() - started) / 60, 1),
-        "machine": machine(),
-        "bfloat16": native_bfloat16(),
-        "class_rows": "left out: every class of a deployment starts fresh",
-    }
-    save_base(result.model, record)
-    print(json.dumps(record, indent=2))
-    print(f"written to {BASE_FOLDER}")
-
-
-def machine() -> str:
-    return (
-        f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
-    )
-
-
-def print_epoch(row: dict[str, float]) -> None:
-    print(f"  {describe_epoch(row)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ the class rows, which start fresh; a base that cannot seed the model means noise
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from devtools.base_model import SEEN_STYLE_SEED, TRAIN_SEED, UNSEEN_STYLE_SEED, build_parser, command, main
 from pipeline_steps.detector.model import ARCHITECTURE, build_detector
 from pipeline_steps.detector.warm_start import (
     BASE_FOLDER,
@@ -50,8 +52,14 @@ def test_the_shipped_base_model_is_small_and_its_record_says_how_it_was_made() -
     assert BASE_WEIGHTS.stat().st_size < 5_000_000, "a few MB: it travels in the repository and in every MLflow model"
     record = json.loads(BASE_RECORD.read_text())
     assert record["architecture"] == ARCHITECTURE
-    assert record["command"].startswith("python bench/train.py --build-base")
+    words = shlex.split(record["command"])
+    assert words[:3] == ["python", "-m", "devtools.base_model"], "built by the detector's tool, not a benchmark"
+    args = build_parser().parse_args(words[3:])
+    assert command(args) == record["command"], "the record states the command as the tool does"
+    assert (args.epochs, args.sheets, args.seed) == (record["epochs"], record["data"]["train"]["sheets"], 0)
+    assert [args.min_side, args.max_side] == record["data"]["sides_px"]
     seeds = {record["data"][part]["seed"] for part in ("train", "seen_style_holdout", "unseen_style_holdout")}
+    assert seeds == {TRAIN_SEED, SEEN_STYLE_SEED, UNSEEN_STYLE_SEED}
     assert not seeds & BENCHMARK_SEEDS, "the benchmark's sheets stay unseen"
     assert "style 3 never seen" in record["data"]["generator"]
     assert 0.0 <= record["figures"]["unseen_style_map50"] <= 1.0 and "ms per step" in record["pace"]
@@ -115,3 +123,14 @@ def test_the_notes_say_the_start_and_the_pace(monkeypatch: pytest.MonkeyPatch) -
     assert result.notes()[0].startswith("started from the base model for P&ID symbols (30 epochs)")
     result.base, result.base_skipped = None, "the base model's record is not readable"
     assert result.notes()[0] == "trained from scratch: the base model's record is not readable"
+
+
+@pytest.mark.slow
+def test_the_tool_writes_a_base_that_seeds_a_model_and_a_record_that_rebuilds_it(tmp_path: Path) -> None:
+    arguments = ["--epochs", "1", "--sheets", "2", "--val-sheets", "1", "--min-side", "800", "--max-side", "900"]
+    assert main([*arguments, "--output", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / BASE_RECORD.name).read_text())
+    assert record["command"] == command(build_parser().parse_args(arguments))
+    assert record["architecture"] == ARCHITECTURE and record["epochs"] == 1
+    saved = torch.load(tmp_path / BASE_WEIGHTS.name, weights_only=True)
+    assert set(saved) == set(build_detector(3).state_dict()) - set(CLASS_ROWS), "every parameter but the class rows"

@@ -11,7 +11,7 @@ is touched: a damaged champion must cost one warm start, never every later run (
 on it records no model, so the champion stays and the next run reads the same files).
 
 With no champion, the model starts from the base model that ships with this package (`base/`): the
-same detector trained once on P&ID symbols (`bench/train.py --build-base`, its record in
+same detector trained once on P&ID symbols (`python -m devtools.base_model`, its record in
 `base/base.json`), saved without class rows, so every class of a new deployment starts fresh. The
 base is checked like a champion; one that cannot seed the model means training from scratch.
 """
