@@ -56,7 +56,8 @@ class GeneratedTable:
 
     @property
     def start(self) -> str:
-        return f"<!-- config-table:{self.name} (python -m devtools.config_table; edit retrainer/settings/) -->"
+        source = "edit shared/settings/ or retrainer/settings/"
+        return f"<!-- config-table:{self.name} (python -m devtools.config_table; {source}) -->"
 
     def render(self) -> str:
         return render_table(self.fields)

@@ -1,4 +1,5 @@
-"""README and the configuration reference: generated from the settings, short, and opening with the two commands."""
+"""README, the docs and the configuration reference: generated from the settings, short, each page opening with
+what it answers, and every link between them landing on a page and a heading that exist."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from retrainer.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+#: What a user reads besides the README: past it, say a thing once and link, or cut the story of how it came to be.
+DOCS_LIMIT = 70_000
+#: The opening paragraph says what the page answers, in a sentence or two.
+OPENING_LIMIT = 400
 
 
 @pytest.mark.parametrize("table", TABLES, ids=lambda table: str(table.path))
@@ -96,3 +102,48 @@ def test_readme_names_every_command_ci_runs_and_every_environment_setup_creates(
     assert len(folders) == 4
     for folder in sorted(folders):
         assert f"`{folder}/`" in setup_row, folder
+
+
+def test_the_docs_stay_short() -> None:
+    sizes = {page.name: len(page.read_bytes()) for page in DOCS}
+    assert sum(sizes.values()) <= DOCS_LIMIT, (
+        f"docs/*.md hold {sum(sizes.values()):,} bytes, over {DOCS_LIMIT:,} ({sizes}): say each thing once and link, "
+        "figures in docs/benchmarks.md, history only in its dated list"
+    )
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_each_page_opens_with_what_it_answers(page: Path) -> None:
+    title, _, body = page.read_text().partition("\n")
+    opening = body.lstrip("\n").split("\n\n", 1)[0]
+    assert title.startswith("# "), f"{page.name}: a page starts with its title"
+    assert opening and not opening.startswith(("#", "```", "|", "- ", "1. ", "<!--")), (
+        f"{page.name}: after the title, a sentence or two saying what questions the page answers"
+    )
+    assert len(opening) <= OPENING_LIMIT, (
+        f"{page.name}: an opening of {len(opening)} characters; say it in two sentences"
+    )
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation but `-` and `_` dropped, spaces as `-`."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda page: page.name)
+def test_links_between_pages_land(page: Path) -> None:
+    text = page.read_text()
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an outside address
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        lands = linked.exists() and not (
+            anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text())
+        )
+        if not lands:
+            broken.append(target)
+    assert broken == [], f"{page.name}: links to no page or heading: {broken}"

@@ -32,8 +32,7 @@ class ServiceSettings(BaseSettings):
         default=None,
         gt=0,
         description="An active run with no result by then is canceled and failed; its images are pending again. "
-        f"Unset: TRAINING_JOB_TIMEOUT_MINUTES + PROMOTION_SCORING_MINUTES + {PIPELINE_OVERHEAD_MINUTES} "
-        "(queueing, provisioning, image builds and the data steps).",
+        f"Unset: TRAINING_JOB_TIMEOUT_MINUTES + PROMOTION_SCORING_MINUTES + {PIPELINE_OVERHEAD_MINUTES}.",
     )
     RETRAIN_MAX_CONSECUTIVE_FAILURES: int = Field(
         default=3, ge=1, description="Failed runs in a row after which automatic submission pauses."

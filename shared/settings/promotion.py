@@ -40,8 +40,8 @@ class PromotionSettings(BaseSettings):
         default=60,
         gt=0,
         allow_inf_nan=False,
-        description="Minutes the tag step may spend scoring both models, from its start (reading the holdout and "
-        "fetching both models included); past them it decides on the images both models scored.",
+        description="Minutes the tag step may spend scoring, counted from its start; past them the images both "
+        "models scored decide.",
     )
     PROMOTION_MIN_HOLDOUT_IMAGES: int = Field(
         default=10,
@@ -63,5 +63,5 @@ class PromotionSettings(BaseSettings):
     PROMOTION_COMPUTE_NAME: str | None = Field(
         default=None,
         description="Compute of the tag step, which scores both models; unset: TRAINING_GPU_COMPUTE_NAME "
-        "(AutoML's model uses CUDA when present, and a CPU takes minutes a sheet).",
+        "(a CPU takes minutes a sheet).",
     )

@@ -66,8 +66,8 @@ class TrainingSettings(BaseSettings):
     DATA_STORE_NAME: str = Field(
         default="retraining_data",
         pattern=r"^[A-Za-z0-9_]{1,255}$",
-        description="Azure ML datastore registered over the service's container, which the pipeline reads "
-        "(not workspaceblobstore, the workspace's own).",
+        description="Azure ML datastore over the service's container, which the pipeline reads (not "
+        "workspaceblobstore).",
     )
     # AutoML for Images shrinks each image to the model's input size; 15-100 px symbols on a
     # 7,000 x 4,500 px sheet would become a few pixels. Tiling cuts the sheet into a grid first: with
@@ -92,8 +92,8 @@ class TrainingSettings(BaseSettings):
     )
     PIPELINE_COMPONENTS: Literal["registered", "local"] = Field(
         default="registered",
-        description="registered: submissions reference the components `retrain register-components` registered "
-        "for this release and upload nothing; local: build them from the YAML files and upload the code.",
+        description="registered: submissions reference this release's registered components and upload nothing; "
+        "local: build them from the YAML files and upload the code.",
     )
     INPUT_IMAGE_DATA_PATH: str | None = Field(
         default=None, description="Image folder as an Azure ML path; default: the datastore's IMAGE_FOLDER."
