@@ -165,13 +165,13 @@ def run_entity(index: int) -> RunRecord:
     submitted = START + timedelta(minutes=index)
     decision = PromotionRecord(
         name="pid-symbol-detector",
-        candidate_version=str(index + 1),
+        challenger_version=str(index + 1),
         chosen_version=str(index + 1),
         best_version=str(index + 1),
         promoted=index % 3 == 0,
-        candidate_score=0.9,
+        challenger_score=0.9,
         reason="bench",
-        candidate_per_class={str(c): 0.9 for c in range(1, 25)},
+        challenger_per_class={str(c): 0.9 for c in range(1, 25)},
     )
     return RunRecord(
         f"run-{index:06d}",

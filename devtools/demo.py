@@ -209,14 +209,14 @@ def summary(workdir: Path) -> str:
     rows = []
     for run in reversed(bootstrap.ledger().runs.newest()):
         decision = run.decision
-        score = f"{decision.candidate_score:.3f}" if decision else "-"
+        score = f"{decision.challenger_score:.3f}" if decision else "-"
         champion = (
-            f"{decision.previous_best_score:.3f}" if decision and decision.previous_best_score is not None else "-"
+            f"{decision.champion_score:.3f}" if decision and decision.champion_score is not None else "-"
         )
         interval = decision.comparison.interval if decision else None
         difference = interval.words() if interval else "-"
         verdict = "promoted" if decision and decision.promoted else "kept the best"
-        version = decision.candidate_version if decision else "-"
+        version = decision.challenger_version if decision else "-"
         rows.append(
             [
                 run.run_id,
@@ -341,8 +341,8 @@ def _loop_and_serve(
         decision = record.decision
         print(f"      {_elapsed(started)}  {training_notes(run_id)}")
         print(
-            f"      {_elapsed(started)}  version {decision.candidate_version}: holdout mAP@0.5 "
-            f"{decision.candidate_score:.3f}; {decision.reason}"
+            f"      {_elapsed(started)}  version {decision.challenger_version}: holdout mAP@0.5 "
+            f"{decision.challenger_score:.3f}; {decision.reason}"
         )
     champion = bootstrap.champion().record()
     if champion is None:
@@ -358,7 +358,7 @@ def _loop_and_serve(
     status_path = args.workdir / "status.html"
     status_path.write_text(render_status_page(bootstrap.status_view().snapshot()), encoding="utf-8")
     last = bootstrap.ledger().runs.newest(limit=1)[0]
-    report = last.decision.candidate_report if last.decision else None
+    report = last.decision.challenger_report if last.decision else None
     print(f"\n[6/6] {_elapsed(started)}  summary\n")
     print(summary(args.workdir))
     print(f"\nevaluation report: {report or '(none)'}")

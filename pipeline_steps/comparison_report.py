@@ -10,16 +10,16 @@ from shared.promotion import ClassGuard, PromotionRecord
 
 def append_comparison(report: Path, record: PromotionRecord) -> None:
     """Add the champion and the challenger, per class, with the decision, to the challenger's report."""
-    classes = sorted(set(record.candidate_per_class) | set(record.previous_per_class), key=lambda c: (len(c), c))
+    classes = sorted(set(record.challenger_per_class) | set(record.champion_per_class), key=lambda c: (len(c), c))
     rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{record.previous_per_class.get(c, float('nan')):.3f}</td>"
-        f"<td>{record.candidate_per_class.get(c, float('nan')):.3f}</td>"
-        f"<td>{record.candidate_per_class.get(c, 0) - record.previous_per_class.get(c, 0):+.3f}</td></tr>"
+        f"<tr><td>{html.escape(c)}</td><td>{record.champion_per_class.get(c, float('nan')):.3f}</td>"
+        f"<td>{record.challenger_per_class.get(c, float('nan')):.3f}</td>"
+        f"<td>{record.challenger_per_class.get(c, 0) - record.champion_per_class.get(c, 0):+.3f}</td></tr>"
         for c in classes
     )
     section = (
-        f'<h2 id="champion-challenger">Champion (version {html.escape(str(record.previous_best_version))}) and '
-        f"challenger (version {html.escape(record.candidate_version)})</h2>"
+        f'<h2 id="champion-challenger">Champion (version {html.escape(str(record.champion_version))}) and '
+        f"challenger (version {html.escape(record.challenger_version)})</h2>"
         f"<p><b>{'promoted' if record.promoted else 'the champion stays'}</b>: {html.escape(record.reason)}</p>"
         f"<p>{html.escape(record.comparison.describe())}</p>"
         f"<table><tr><th>class</th><th>champion AP@0.5</th><th>challenger AP@0.5</th>"

@@ -29,10 +29,10 @@ from shared.registry import ModelRegistry
 class HoldoutScores:
     """The challenger (and the champion, when there is one) scored on the same holdout images."""
 
-    candidate_score: float
-    candidate_per_class: dict[str, float]
-    incumbent_score: float | None = None
-    incumbent_per_class: dict[str, float] | None = None
+    challenger_score: float
+    challenger_per_class: dict[str, float]
+    champion_score: float | None = None
+    champion_per_class: dict[str, float] | None = None
     interval: DifferenceInterval | None = None
     seconds: float = 0.0
     scored_images: int | None = None
@@ -75,14 +75,14 @@ def holdout_scorer(
     """Score both models on a fixed sample of the holdout through the scoring contract; bootstrap the difference,
     overall and per class."""
 
-    def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
+    def score(challenger: ModelVersion, champion: ModelVersion | None) -> HoldoutScores:
         started = time.monotonic()  # the budget counts everything: reading the holdout, fetching the models
         deadline = None if budget_minutes is None else started + budget_minutes * 60
         sheets = load_sheets(holdout_folder, images_folder=images_folder, images_prefix=images_prefix)
         if not sheets:
             raise ScoringUnavailable(f"the holdout {holdout_folder} holds no images")
         sample = scoring_sample(sheets, max_images)
-        models = [candidate] if incumbent is None else [candidate, incumbent]
+        models = [challenger] if champion is None else [challenger, champion]
         sides: list[Literal["challenger", "champion"]] = ["challenger", "champion"]
         with tempfile.TemporaryDirectory() as scratch:
             folders = [
@@ -98,7 +98,7 @@ def holdout_scorer(
         evaluations = [evaluate(scored.sheets, p, classes) for p in scored.predictions]
         per_class = [{c: round(v["ap50"], 4) for c, v in e.per_class.items()} for e in evaluations]
         maps = [e.metrics["mean_average_precision"] for e in evaluations]
-        if incumbent is None:
+        if champion is None:
             return HoldoutScores(
                 maps[0],
                 per_class[0],

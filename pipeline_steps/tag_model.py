@@ -48,13 +48,13 @@ from shared.settings import SettingsError, load_registry_location
 
 
 class TagError(ValueError):
-    """The candidate cannot be compared (it is not registered)."""
+    """The challenger cannot be compared (it is not registered)."""
 
 
 def choose_best(
     registry: ModelRegistry,
     name: str,
-    candidate_version: str,
+    challenger_version: str,
     min_improvement: float,
     scorer: HoldoutScorer | None,
     holdout: HoldoutManifest | None = None,
@@ -65,22 +65,22 @@ def choose_best(
     pin, are still the registry's when scoring is over (a compare-and-swap): no lock is held while scoring."""
     expected, versions = read_champion(registry, name)
     by_version = {v.version: v for v in versions}
-    if candidate_version not in by_version:
-        raise TagError(f"{name}:{candidate_version} is not registered")
-    candidate = by_version[candidate_version]
+    if challenger_version not in by_version:
+        raise TagError(f"{name}:{challenger_version} is not registered")
+    challenger = by_version[challenger_version]
     champion = by_version.get(expected.version) if expected.version else None
-    record = _decide(candidate, champion, min_improvement, scorer, holdout, min_holdout_images)
+    record = _decide(challenger, champion, min_improvement, scorer, holdout, min_holdout_images)
     if not record.promoted:
         record.best_version = read_champion(registry, name)[0].version
         return record
     claim = Claim("service", moment(clock()), f"service-{uuid.uuid4().hex[:12]}")
-    swap = compare_and_swap(registry, name, expected, candidate.version, claim)
+    swap = compare_and_swap(registry, name, expected, challenger.version, claim)
     record.best_version = swap.champion.version
     if swap.applied:
         record.champion_change, record.champion_since = claim.change, claim.since
         return record
     record.promoted = False
-    record.chosen_version = swap.champion.version or candidate.version
+    record.chosen_version = swap.champion.version or challenger.version
     record.not_applied = swap.why_not
     record.reason = f"{record.reason}; not applied: {swap.why_not}, so the champion stays"
     return record
@@ -93,69 +93,69 @@ def _report_link(version: ModelVersion) -> str | None:
 
 
 def _decide(
-    candidate: ModelVersion,
-    incumbent: ModelVersion | None,
+    challenger: ModelVersion,
+    champion: ModelVersion | None,
     min_improvement: float,
     scorer: HoldoutScorer | None,
     holdout: HoldoutManifest | None,
     min_holdout_images: int,
 ) -> PromotionRecord:
-    previous = incumbent.version if incumbent else None
-    if incumbent is not None and incumbent.version == candidate.version:
-        score = recorded_score(candidate) or math.nan
+    previous = champion.version if champion else None
+    if champion is not None and champion.version == challenger.version:
+        score = recorded_score(challenger) or math.nan
         return PromotionRecord(
-            name=candidate.name,
-            candidate_version=candidate.version,
-            previous_best_version=previous,
-            chosen_version=candidate.version,
+            name=challenger.name,
+            challenger_version=challenger.version,
+            champion_version=previous,
+            chosen_version=challenger.version,
             promoted=False,
-            candidate_score=score,
-            previous_best_score=score,
+            challenger_score=score,
+            champion_score=score,
             min_map_improvement=min_improvement,
             reason="already the best model; nothing to change",
         )
     # A damaged recorded score reads as NaN (the challenger) or None (the champion): holdout scores replace
     # both, and where they cannot, the safe path decides and says so.
-    candidate_score = recorded_score(candidate)
-    candidate_score = math.nan if candidate_score is None else candidate_score
-    incumbent_score = recorded_score(incumbent) if incumbent else None
-    per_class = (per_class_scores(candidate), per_class_scores(incumbent))
+    challenger_score = recorded_score(challenger)
+    challenger_score = math.nan if challenger_score is None else challenger_score
+    champion_score = recorded_score(champion) if champion else None
+    per_class = (per_class_scores(challenger), per_class_scores(champion))
     comparison = Comparison(holdout=holdout.holdout if holdout else None)
     interval, unavailable = None, None
     if scorer is None:
         comparison.not_rescored = "no holdout data was given (HOLDOUT_FRACTION=0): recorded validation scores"
     else:
         try:
-            scores = scorer(candidate, incumbent)
-            candidate_score, interval = scores.candidate_score, scores.interval
-            incumbent_score = scores.incumbent_score if incumbent else None
-            per_class = (scores.candidate_per_class, scores.incumbent_per_class or {})
+            scores = scorer(challenger, champion)
+            challenger_score, interval = scores.challenger_score, scores.interval
+            champion_score = scores.champion_score if champion else None
+            per_class = (scores.challenger_per_class, scores.champion_per_class or {})
             comparison.interval, comparison.scoring_seconds = interval, round(scores.seconds, 1)
             comparison.scored_images, comparison.sample_limit = scores.scored_images, scores.sample_limit
             comparison.stopped_by_budget = scores.stopped_by_budget
             comparison.class_guard = scores.class_guard
         except ScoringUnavailable as reason:
             comparison.not_rescored, unavailable = str(reason), reason
-    decision = _safe_path(candidate_score, incumbent, incumbent_score, unavailable, comparison, min_holdout_images)
-    decision = decision or decide_promotion(candidate_score, incumbent_score, min_improvement, interval)
+    decision = _safe_path(challenger_score, champion, champion_score, unavailable, comparison, min_holdout_images)
+    decision = decision or decide_promotion(challenger_score, champion_score, min_improvement, interval)
     if comparison.class_guard is not None:
         decision = comparison.class_guard.verdict(decision)
-    pin = pin_of(incumbent)
+    pin = pin_of(champion)
     if pin is not None:  # the operator pinned the champion: compared and recorded, never replaced
         kept = f"pinned: the champion stays ({pin.reason}); the comparison: {decision.reason}"
-        decision = PromotionDecision(False, kept, decision.candidate_score, decision.incumbent_score)
-    chosen = candidate if decision.promote or incumbent is None else incumbent
+        decision = PromotionDecision(False, kept, decision.challenger_score, decision.champion_score)
+    chosen = challenger if decision.promote or champion is None else champion
     return PromotionRecord(
-        candidate_per_class=per_class[0],
-        previous_per_class=per_class[1],
-        candidate_report=_report_link(candidate),
-        name=candidate.name,
-        candidate_version=candidate.version,
-        previous_best_version=previous,
+        challenger_per_class=per_class[0],
+        champion_per_class=per_class[1],
+        challenger_report=_report_link(challenger),
+        name=challenger.name,
+        challenger_version=challenger.version,
+        champion_version=previous,
         chosen_version=chosen.version,
         promoted=decision.promote,
-        candidate_score=decision.candidate_score,
-        previous_best_score=decision.incumbent_score,
+        challenger_score=decision.challenger_score,
+        champion_score=decision.champion_score,
         min_map_improvement=min_improvement,
         reason=decision.reason,
         comparison=comparison,
@@ -163,41 +163,41 @@ def _decide(
 
 
 def _safe_path(
-    candidate_score: float,
-    incumbent: ModelVersion | None,
-    incumbent_score: float | None,
+    challenger_score: float,
+    champion: ModelVersion | None,
+    champion_score: float | None,
     unavailable: ScoringUnavailable | None,
     comparison: Comparison,
     min_holdout_images: int,
 ) -> PromotionDecision | None:
     """The decision where the evidence the score rule needs is missing or damaged; None where the rule applies."""
     if unavailable is not None and unavailable.side == "challenger":
-        outcome = "the champion stays" if incumbent else "not promoted; no version is tagged best yet"
+        outcome = "the champion stays" if champion else "not promoted; no version is tagged best yet"
         return PromotionDecision(
-            False, f"the challenger could not be scored ({unavailable}): {outcome}", candidate_score, incumbent_score
+            False, f"the challenger could not be scored ({unavailable}): {outcome}", challenger_score, champion_score
         )
-    if incumbent is None:
+    if champion is None:
         return None
-    if not math.isfinite(candidate_score):  # whatever the champion's own state: non-finite never promotes
-        reason = f"the challenger's score is not a finite number ({candidate_score}): the champion stays"
-        return PromotionDecision(False, reason, candidate_score, incumbent_score)
+    if not math.isfinite(challenger_score):  # whatever the champion's own state: non-finite never promotes
+        reason = f"the challenger's score is not a finite number ({challenger_score}): the champion stays"
+        return PromotionDecision(False, reason, challenger_score, champion_score)
     if unavailable is not None and unavailable.gone:
         reason = f"the champion's model is gone ({unavailable}): the challenger replaces it"
-        return PromotionDecision(True, reason, candidate_score, incumbent_score)
-    if comparison.interval is None and incumbent_score is None:
+        return PromotionDecision(True, reason, challenger_score, champion_score)
+    if comparison.interval is None and champion_score is None:
         reason = (
             f"the champion's recorded {SCORE_TAG} is missing or not a finite number "
-            f"({incumbent.tags.get(SCORE_TAG)!r}) and it could not be rescored: the challenger's {candidate_score:.3f} "
+            f"({champion.tags.get(SCORE_TAG)!r}) and it could not be rescored: the challenger's {challenger_score:.3f} "
             "replaces it"
         )
-        return PromotionDecision(True, reason, candidate_score, None)
+        return PromotionDecision(True, reason, challenger_score, None)
     scored = comparison.scored_images
     if comparison.interval is not None and scored is not None and scored < min_holdout_images:
         reason = (
             f"only {scored} holdout images were scored, fewer than the {min_holdout_images} a comparison needs "
             "(PROMOTION_MIN_HOLDOUT_IMAGES): too few to tell the models apart, the champion stays"
         )
-        return PromotionDecision(False, reason, candidate_score, incumbent_score)
+        return PromotionDecision(False, reason, challenger_score, champion_score)
     return None
 
 
@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
     record.write(args.best_model_metadata_path)
-    if record.candidate_report and record.previous_best_version:
-        append_comparison(Path(unquote(urlsplit(record.candidate_report).path)), record)
+    if record.challenger_report and record.champion_version:
+        append_comparison(Path(unquote(urlsplit(record.challenger_report).path)), record)
     print(f"best model: {record.name} version {record.best_version} ({record.reason})")
     return 0
 

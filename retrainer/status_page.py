@@ -107,7 +107,7 @@ def _runs_table(snapshot: StatusSnapshot, limit: int = 30) -> str:
     for run in snapshot.runs[:limit]:
         ended = run.ended_at or snapshot.generated_at
         decision = run.decision
-        score = f"{decision.candidate_score:.3f}" if decision else ""
+        score = f"{decision.challenger_score:.3f}" if decision else ""
         interval = decision.comparison.interval if decision else None
         difference = interval.words() if interval else ""
         verdict = ("promoted" if decision.promoted else "kept the best") if decision else ""
@@ -169,7 +169,7 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
     ]
     if not registered:
         return '<section><h2>Model history</h2><p id="history">no model registered yet</p></section>'
-    points = [(when, decision) for when, decision in registered if math.isfinite(decision.candidate_score)]
+    points = [(when, decision) for when, decision in registered if math.isfinite(decision.challenger_score)]
     undrawn = len(registered) - len(points)
     unscored = (
         f'<p class="legend">{undrawn} version{"s" if undrawn > 1 else ""} without a finite score '
@@ -181,7 +181,7 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
         nothing = '<p id="history">no registered version has a finite score</p>'
         return f"<section><h2>Model history</h2>{nothing}{unscored}</section>"
     left, right, top, bottom = 48, 16, 16, 36
-    scores = [decision.candidate_score for _, decision in points]
+    scores = [decision.challenger_score for _, decision in points]
     low, high = min(0.0, min(scores)), max(1.0, max(scores))
     span_x = max(len(points) - 1, 1)
 
@@ -191,11 +191,13 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
     def y(score: float) -> float:
         return top + (height - top - bottom) * (1 - (score - low) / (high - low))
 
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(d.candidate_score):.1f}" for i, (_, d) in enumerate(points))
+    path = " ".join(
+        f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(d.challenger_score):.1f}" for i, (_, d) in enumerate(points)
+    )
     marks = "".join(
-        f'<circle cx="{x(i):.1f}" cy="{y(d.candidate_score):.1f}" r="5" '
-        f'class="{"promoted" if d.promoted else "kept"}"><title>version {_e(d.candidate_version)}: '
-        f"{d.candidate_score:.3f}{' (promoted)' if d.promoted else ''} at {when:%Y-%m-%d %H:%M}</title></circle>"
+        f'<circle cx="{x(i):.1f}" cy="{y(d.challenger_score):.1f}" r="5" '
+        f'class="{"promoted" if d.promoted else "kept"}"><title>version {_e(d.challenger_version)}: '
+        f"{d.challenger_score:.3f}{' (promoted)' if d.promoted else ''} at {when:%Y-%m-%d %H:%M}</title></circle>"
         for i, (when, d) in enumerate(points)
     )
     grid = "".join(
@@ -205,7 +207,7 @@ def _history_chart(snapshot: StatusSnapshot, width: int = 640, height: int = 220
     )
     step = max(1, len(points) // 10)
     labels = "".join(
-        f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle">v{_e(d.candidate_version)}</text>'
+        f'<text x="{x(i):.1f}" y="{height - 12}" text-anchor="middle">v{_e(d.challenger_version)}</text>'
         for i, (_, d) in enumerate(points)
         if i % step == 0
     )
@@ -226,13 +228,13 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
             for run in snapshot.runs
             if run.decision is not None
             and run.decision.promoted
-            and (best is None or run.decision.candidate_version == best.version)
+            and (best is None or run.decision.challenger_version == best.version)
         ),
         None,
     )
-    if promoted is None or not promoted.candidate_per_class:
+    if promoted is None or not promoted.challenger_per_class:
         return '<section><h2>Per-class AP of the best model</h2><p id="per-class">not recorded yet</p></section>'
-    current, previous = promoted.candidate_per_class, promoted.previous_per_class or {}
+    current, previous = promoted.challenger_per_class, promoted.champion_per_class or {}
     names = snapshot.class_names
     classes = sorted(current, key=lambda c: (math.isfinite(current[c]), _ap_length(current[c]), c))
     bar_height, label_width, top = 18, 220, 8
@@ -253,15 +255,15 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
             tick = label_width + scale * _ap_length(previous[class_id])
             rows.append(
                 f'<line x1="{tick:.1f}" x2="{tick:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
-                f'class="previous"><title>previous best: {previous[class_id]:.3f}</title></line>'
+                f'class="previous"><title>champion: {previous[class_id]:.3f}</title></line>'
             )
     svg = (
         f'<svg id="per-class" role="img" aria-label="per-class AP" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}">{"".join(rows)}</svg>'
     )
     caption = (
-        f"version {_e(promoted.candidate_version)}; the black tick is the previous best"
-        f"{' (version ' + _e(promoted.previous_best_version) + ')' if promoted.previous_best_version else ''}"
+        f"version {_e(promoted.challenger_version)}; the black tick is the champion"
+        f"{' (version ' + _e(promoted.champion_version) + ')' if promoted.champion_version else ''}"
     )
     return f"<section><h2>Per-class AP@0.5 of the best model</h2>{svg}<p class='legend'>{caption}</p></section>"
 
@@ -395,7 +397,7 @@ def _class_guard(snapshot: StatusSnapshot, width: int = 640) -> str:
     )
     return (
         f'<section id="class-guard"><h2>Per-class guard (run <code>{_e(run.run_id)}</code>: challenger version '
-        f"{_e(decision.candidate_version)} against version {_e(decision.previous_best_version or '-')})</h2>"
+        f"{_e(decision.challenger_version)} against version {_e(decision.champion_version or '-')})</h2>"
         f"<p>{watched} of {len(guard.classes)} classes watched (at least {guard.min_instances} symbols on the "
         f"holdout){left_out}; a watched class may lose at most {guard.max_drop:g} AP@0.5 beyond doubt: "
         f"<b>{verdict}</b>.</p>"

@@ -85,8 +85,8 @@ class StatusView:
             return {}
 
     def _report_link(self, run: RunRecord) -> str | None:
-        if run.decision is not None and run.decision.candidate_report:
-            return run.decision.candidate_report
+        if run.decision is not None and run.decision.challenger_report:
+            return run.decision.challenger_report
         if self._settings.WORKSPACE_BACKEND != "local" and self._settings.names_a_workspace():
             subscription, group, workspace = self._settings.azureml_workspace()
             return (

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from shared.step_file import StepFile
 
@@ -57,13 +57,13 @@ class DifferenceInterval(BaseModel):
 class PromotionDecision:
     promote: bool
     reason: str
-    candidate_score: float
-    incumbent_score: float | None
+    challenger_score: float
+    champion_score: float | None
 
 
 def decide_promotion(
-    candidate_score: float,
-    incumbent_score: float | None,
+    challenger_score: float,
+    champion_score: float | None,
     min_improvement: float,
     interval: DifferenceInterval | None = None,
 ) -> PromotionDecision:
@@ -72,18 +72,18 @@ def decide_promotion(
     With an interval (both models scored on the same holdout), its lower bound must clear the margin:
     a difference that a different sample of images could erase is not a reason to replace a model in
     use. Without one (no holdout), the point scores decide and the reason says so. A tie keeps the
-    incumbent: a promotion moves a deployment and the reports, which an equal score does not justify.
+    champion: a promotion moves a deployment and the reports, which an equal score does not justify.
     """
-    if not math.isfinite(candidate_score):
-        outcome = "the champion stays" if incumbent_score is not None else "not promoted"
-        reason = f"the challenger's score is not a finite number ({candidate_score}): {outcome}"
-        return PromotionDecision(False, reason, candidate_score, incumbent_score)
-    if incumbent_score is None:
-        return PromotionDecision(True, "no model was tagged best yet", candidate_score, None)
+    if not math.isfinite(challenger_score):
+        outcome = "the champion stays" if champion_score is not None else "not promoted"
+        reason = f"the challenger's score is not a finite number ({challenger_score}): {outcome}"
+        return PromotionDecision(False, reason, challenger_score, champion_score)
+    if champion_score is None:
+        return PromotionDecision(True, "no model was tagged best yet", challenger_score, None)
     if interval is not None:
         if interval.low > min_improvement:
             reason = f"{interval.words()}: the challenger is better by more than {min_improvement:g}, promoted"
-            return PromotionDecision(True, reason, candidate_score, incumbent_score)
+            return PromotionDecision(True, reason, challenger_score, champion_score)
         verdict = (
             "the challenger is worse"
             if interval.high < 0
@@ -92,14 +92,14 @@ def decide_promotion(
             else f"not better by more than {min_improvement:g}"
         )
         reason = f"{interval.words()}: {verdict}, the champion stays"
-        return PromotionDecision(False, reason, candidate_score, incumbent_score)
-    margin = candidate_score - incumbent_score
+        return PromotionDecision(False, reason, challenger_score, champion_score)
+    margin = challenger_score - champion_score
     note = "recorded scores, no holdout to compare on"
     if margin > min_improvement:
         reason = f"{margin:+.3f} on {note}: beats the best by more than {min_improvement:g}, promoted"
-        return PromotionDecision(True, reason, candidate_score, incumbent_score)
+        return PromotionDecision(True, reason, challenger_score, champion_score)
     reason = f"{margin:+.3f} on {note}: not better by more than {min_improvement:g}, the champion stays"
-    return PromotionDecision(False, reason, candidate_score, incumbent_score)
+    return PromotionDecision(False, reason, challenger_score, champion_score)
 
 
 class ClassComparison(BaseModel):
@@ -162,7 +162,7 @@ class ClassGuard(BaseModel):
             f"the challenger is better overall, {overall}, but {worst.label()} AP fell {worst.champion_ap:.2f} -> "
             f"{worst.challenger_ap:.2f}{more}: the champion stays"
         )
-        return PromotionDecision(False, reason, decision.candidate_score, decision.incumbent_score)
+        return PromotionDecision(False, reason, decision.challenger_score, decision.champion_score)
 
 
 class Comparison(BaseModel):
@@ -199,19 +199,30 @@ class Comparison(BaseModel):
         return where
 
 
-class PromotionRecord(StepFile):
-    """The tag step's verdict on one newly registered version (its output folder's `best_model_metadata.json`)."""
+def _was(old: str, new: str) -> AliasChoices:
+    """A field read under its name, or under the name records written before it was renamed use."""
+    return AliasChoices(new, old)
 
-    model_config = _RECORD
+
+class PromotionRecord(StepFile):
+    """The tag step's verdict on one newly registered version (its output folder's `best_model_metadata.json`).
+
+    Its words are the champion's and the challenger's; records stored before they were (candidate, previous
+    best) still read, and are written back in these words.
+    """
+
+    model_config = ConfigDict(**_RECORD, populate_by_name=True)
     FILE_NAME: ClassVar[str] = PROMOTION_RECORD_FILE
 
     name: str
-    candidate_version: str
-    previous_best_version: str | None = None
+    challenger_version: str = Field(validation_alias=_was("candidate_version", "challenger_version"))
+    champion_version: str | None = Field(
+        default=None, validation_alias=_was("previous_best_version", "champion_version")
+    )
     chosen_version: str
     promoted: bool
-    candidate_score: float
-    previous_best_score: float | None = None
+    challenger_score: float = Field(validation_alias=_was("candidate_score", "challenger_score"))
+    champion_score: float | None = Field(default=None, validation_alias=_was("previous_best_score", "champion_score"))
     min_map_improvement: float = 0.0
     reason: str
     comparison: Comparison = Field(default_factory=Comparison)
@@ -222,11 +233,15 @@ class PromotionRecord(StepFile):
     champion_since: str = ""
     #: Why a promotion the comparison called for was not applied (the champion or its pin moved meanwhile).
     not_applied: str | None = None
-    #: Per-class AP@0.5 of the candidate and of the previous best, when their training recorded it.
-    candidate_per_class: dict[str, float] = Field(default_factory=dict)
-    previous_per_class: dict[str, float] = Field(default_factory=dict)
-    #: Where the candidate's evaluation report is, when it has one (a file:// URL locally).
-    candidate_report: str | None = None
+    #: Per-class AP@0.5 of the challenger and of the champion, when their training recorded it.
+    challenger_per_class: dict[str, float] = Field(
+        default_factory=dict, validation_alias=_was("candidate_per_class", "challenger_per_class")
+    )
+    champion_per_class: dict[str, float] = Field(
+        default_factory=dict, validation_alias=_was("previous_per_class", "champion_per_class")
+    )
+    #: Where the challenger's evaluation report is, when it has one (a file:// URL locally).
+    challenger_report: str | None = Field(default=None, validation_alias=_was("candidate_report", "challenger_report"))
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -292,13 +292,13 @@ def first_promotion(reason: str = "the first model") -> PromotionRecord:
     """The tag step's record for a first model, promoted because no model was best yet."""
     return PromotionRecord(
         name="pid-symbol-detector",
-        candidate_version="1",
+        challenger_version="1",
         chosen_version="1",
         best_version="1",
         promoted=True,
         champion_change="service-first",
         champion_since="2026-01-01T00:00:00.000000+00:00",
-        candidate_score=0.9,
+        challenger_score=0.9,
         reason=reason,
     )
 
@@ -386,14 +386,14 @@ def registry_after(decision: PromotionRecord, tmp_path: Path) -> AzureMLModelReg
     folder = tmp_path / "registered-model"
     folder.mkdir(exist_ok=True)
     (folder / "MLmodel").write_text("flavors: {}\n")
-    for _ in range(int(decision.candidate_version)):
+    for _ in range(int(decision.challenger_version)):
         registry.register_model(decision.name, folder, description="", tags={"mean_average_precision": "0.5"})
-    if decision.previous_best_version:
+    if decision.champion_version:
         earlier = Claim("service", "2026-01-01T00:00:00.000000+00:00", "service-earlier")
-        move_best(registry, decision.name, None, decision.previous_best_version, earlier, None)
+        move_best(registry, decision.name, None, decision.champion_version, earlier, None)
     if decision.champion_change:
         claim = Claim("service", decision.champion_since, decision.champion_change)
-        move_best(registry, decision.name, decision.previous_best_version, decision.candidate_version, claim, None)
+        move_best(registry, decision.name, decision.champion_version, decision.challenger_version, claim, None)
     return registry
 
 
@@ -669,13 +669,13 @@ def promotion_with_classes(classes: int, seed: int = 7) -> PromotionRecord:
     overall = DifferenceInterval(difference=0.04, low=0.012, high=0.071, confidence=0.95, resamples=500)
     return PromotionRecord(
         name="pid-symbol-detector",
-        candidate_version="2",
-        previous_best_version="1",
+        challenger_version="2",
+        champion_version="1",
         chosen_version="2",
         best_version="2",
         promoted=True,
-        candidate_score=0.84,
-        previous_best_score=0.8,
+        challenger_score=0.84,
+        champion_score=0.8,
         reason=f"{overall.words()}: the challenger is better by more than 0, promoted",
         champion_change="service-many-classes",
         champion_since="2026-01-01T06:00:00.000000+00:00",
@@ -686,6 +686,6 @@ def promotion_with_classes(classes: int, seed: int = 7) -> PromotionRecord:
             sample_limit=200,
             class_guard=ClassGuard(min_instances=20, max_drop=0.1, confidence=0.9997, classes=guarded),
         ),
-        candidate_per_class={c.class_id: c.challenger_ap for c in guarded},
-        previous_per_class={c.class_id: c.champion_ap for c in guarded},
+        challenger_per_class={c.class_id: c.challenger_ap for c in guarded},
+        champion_per_class={c.class_id: c.champion_ap for c in guarded},
     )

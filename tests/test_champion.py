@@ -423,13 +423,13 @@ def test_retrain_status_shows_the_class_guard_with_the_fallen_class(
     )
     decision = PromotionRecord(
         name=NAME,
-        candidate_version="7",
-        previous_best_version="6",
+        challenger_version="7",
+        champion_version="6",
         chosen_version="6",
         best_version="6",
         promoted=False,
-        candidate_score=0.86,
-        previous_best_score=0.80,
+        challenger_score=0.86,
+        champion_score=0.80,
         reason=guard.verdict(decide_promotion(0.86, 0.80, 0.0)).reason,
     )
     decision.comparison.class_guard = guard

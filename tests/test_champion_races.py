@@ -84,7 +84,7 @@ def test_a_rollback_made_while_the_run_scores_stands_and_the_run_does_not_overru
     assert (latest.kind, latest.from_version, latest.to_version) == (ChangeKind.ROLLED_BACK, "2", "1")
 
     _, later = world.run(0.95)  # the next run compares against the operator's choice and may replace it
-    assert later.promoted and later.previous_best_version == "1"
+    assert later.promoted and later.champion_version == "1"
     assert_settled(world, "4")
     assert world.record().decided_by == "service"  # type: ignore[union-attr]
 

@@ -310,6 +310,6 @@ def test_a_decision_of_thousands_of_classes_keeps_the_verdict_and_every_class_th
     kept = stored.decision.comparison.class_guard
     assert kept.regressions() == [fallen]
     assert 0 < len(kept.classes) < 5000 and len(kept.classes) + kept.classes_left_out == 5000
-    assert set(stored.decision.candidate_per_class) == {c.class_id for c in kept.classes}
-    verdict = ("name", "candidate_version", "best_version", "promoted", "candidate_score", "reason")
+    assert set(stored.decision.challenger_per_class) == {c.class_id for c in kept.classes}
+    verdict = ("name", "challenger_version", "best_version", "promoted", "challenger_score", "reason")
     assert all(getattr(stored.decision, field) == getattr(run.decision, field) for field in verdict)

@@ -194,11 +194,11 @@ def test_three_runs_never_compare_a_model_on_images_it_trained_on(
 def a_decision() -> PromotionRecord:
     return PromotionRecord(
         name="pid-symbol-detector",
-        candidate_version="2",
+        challenger_version="2",
         chosen_version="2",
         best_version="2",
         promoted=True,
-        candidate_score=0.9,
+        challenger_score=0.9,
         reason="the challenger is better",
     )
 

@@ -87,7 +87,7 @@ def test_better_worse_and_equal_scores_give_the_right_best_model(
     first = register_and_tag(trained_model, tmp_path, 0.50)
     assert first["promoted"] and first["best_version"] == "1" and first["reason"] == "no model was tagged best yet"
     better = register_and_tag(trained_model, tmp_path, 0.70)
-    assert better["promoted"] and better["best_version"] == "2" and better["previous_best_version"] == "1"
+    assert better["promoted"] and better["best_version"] == "2" and better["champion_version"] == "1"
     worse = register_and_tag(trained_model, tmp_path, 0.60)
     assert not worse["promoted"] and worse["best_version"] == "2" and worse["chosen_version"] == "2"
     equal = register_and_tag(trained_model, tmp_path, 0.70)
@@ -151,7 +151,7 @@ def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: 
     assert not errors
     (best,) = best_versions(local_env)
     applied = [r for r in records if r.promoted]
-    assert [r.candidate_version for r in applied] == [best], "one decision was applied: the first to swap"
+    assert [r.challenger_version for r in applied] == [best], "one decision was applied: the first to swap"
     stood_down = [r for r in records if not r.promoted]
     assert len(stood_down) == len(versions) - 1
     for record in stood_down:  # each compared against no champion; another run's swap came first
@@ -168,13 +168,13 @@ def test_both_models_are_scored_on_the_same_holdout_and_the_same_weights_never_p
     # Same weights, whatever their training runs reported: on the same holdout they score alike.
     decision = register_and_tag(trained_model, tmp_path, 0.95, holdout=holdout)
     record = PromotionRecord.model_validate(decision)
-    assert record.candidate_score == record.previous_best_score != 0.95, "holdout scores, not recorded ones"
+    assert record.challenger_score == record.champion_score != 0.95, "holdout scores, not recorded ones"
     assert record.comparison.interval is not None
     assert (record.comparison.interval.low, record.comparison.interval.high) == (0.0, 0.0)
     assert not record.promoted and record.best_version == "1"
     assert record.comparison.holdout == HoldoutManifest.read(holdout).holdout
-    assert record.candidate_per_class == record.previous_per_class != {}, "per class, on the same data"
-    report = Path(unquote(urlsplit(decision["candidate_report"]).path)).read_text()
+    assert record.challenger_per_class == record.champion_per_class != {}, "per class, on the same data"
+    report = Path(unquote(urlsplit(decision["challenger_report"]).path)).read_text()
     assert 'id="champion-challenger"' in report and "+0.000 (95% interval +0.000 to +0.000)" in report
     assert "which neither model trained on" in report
 
@@ -190,7 +190,7 @@ def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorde
     register_and_tag(older, tmp_path, 0.30)
     decision = register_and_tag(trained_model, tmp_path, 0.95, holdout=holdout)
     assert "architecture 'fcos-symbol'" in decision["comparison"]["not_rescored"]
-    assert decision["candidate_score"] == 0.95 and decision["previous_best_score"] == 0.30
+    assert decision["challenger_score"] == 0.95 and decision["champion_score"] == 0.30
     assert decision["promoted"] and decision["best_version"] == "2"
 
 
@@ -325,7 +325,7 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     workspace.set_model_tags(NAME, "1", {"best_model": "true"})
     workspace.set_model_tags(NAME, "3", {"best_model": "true"})
     record = choose_best(workspace, NAME, "2", 0.0, scorer=None)
-    assert record.previous_best_version == "3" and record.promoted, "the race settled on the higher recorded score"
+    assert record.champion_version == "3" and record.promoted, "the race settled on the higher recorded score"
     assert [v.version for v in workspace.model_versions(NAME) if v.is_best] == ["2"]
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"
 

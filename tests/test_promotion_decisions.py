@@ -120,9 +120,9 @@ def test_a_damaged_challenger_score_never_promotes_and_the_record_reads_back(
     record = tag(prepared, meta, holdout=False)  # recorded scores decide
     assert not record.promoted and best(workspace) == ["1"]
     assert "not a finite number" in record.reason and "the champion stays" in record.reason
-    assert math.isnan(record.candidate_score)
+    assert math.isnan(record.challenger_score)
     stored = (meta.parent / f"best-{meta.name}" / PROMOTION_RECORD_FILE).read_text()
-    assert json.loads(stored)["candidate_score"] == "NaN", "readable JSON, never null"
+    assert json.loads(stored)["challenger_score"] == "NaN", "readable JSON, never null"
 
 
 def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challenger(
@@ -135,7 +135,7 @@ def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challe
     LocalModelRegistry(workspace).set_model_tags(NAME, better.best_version or "", {tag_model.SCORE_TAG: "inf"})
     record = tag(prepared, register(prepared, tmp_path, "third", answers(prepared, 0.6)), holdout=False)
     assert record.promoted and "missing or not a finite number ('inf')" in record.reason
-    assert record.previous_best_score is None
+    assert record.champion_score is None
 
 
 @pytest.mark.parametrize("champion_damage", ["oops", None, "-inf"])
@@ -301,3 +301,28 @@ def test_the_reports_per_class_chart_shows_the_guard_line_and_the_fallen_class(t
     assert 'class="guard-line"' in shown.dom and "Relief valve (30)" in shown.dom
     assert shown.dom.count('fill="#c0392b"') == 1, "one fallen class, drawn in red"
     assert shown.screenshot.stat().st_size > 1000
+
+
+def test_a_record_stored_in_the_old_words_reads_in_the_champions_and_challengers() -> None:
+    """Ledger rows and run folders written before the rename (candidate, previous best) still read, and are
+    written back in the new words."""
+    old = {
+        "name": NAME,
+        "candidate_version": "3",
+        "previous_best_version": "2",
+        "chosen_version": "3",
+        "promoted": True,
+        "candidate_score": 0.9,
+        "previous_best_score": 0.8,
+        "reason": "better",
+        "candidate_per_class": {"1": 0.9},
+        "previous_per_class": {"1": 0.8},
+        "candidate_report": "file:///report.html",
+    }
+    record = PromotionRecord.model_validate_json(json.dumps(old))
+    assert (record.challenger_version, record.champion_version) == ("3", "2")
+    assert (record.challenger_score, record.champion_score) == (0.9, 0.8)
+    assert (record.challenger_per_class, record.champion_per_class) == ({"1": 0.9}, {"1": 0.8})
+    assert record.challenger_report == "file:///report.html"
+    written = json.loads(record.to_json())
+    assert "challenger_version" in written and "candidate_version" not in written

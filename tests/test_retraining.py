@@ -124,13 +124,13 @@ def blob_created(container: str, path: str, etag: str, api: str = "PutBlob") -> 
 
 DECISION = PromotionRecord(
     name="pid-symbol-detector",
-    candidate_version="4",
-    previous_best_version="3",
+    challenger_version="4",
+    champion_version="3",
     chosen_version="4",
     best_version="4",
     promoted=True,
-    candidate_score=0.91,
-    previous_best_score=0.88,
+    challenger_score=0.91,
+    champion_score=0.88,
     reason="better",
     champion_change="service-run-1",
     champion_since="2026-01-01T06:00:00.000000+00:00",
@@ -702,9 +702,9 @@ def test_every_api_answer_is_json_a_javascript_client_parses_whatever_the_figure
             "promoted": False,
             "chosen_version": "3",
             "best_version": "3",
-            "candidate_score": nan,
-            "previous_best_score": inf,
-            "candidate_per_class": {"1": nan, "2": inf, "3": -inf, "4": 0.5},
+            "challenger_score": nan,
+            "champion_score": inf,
+            "challenger_per_class": {"1": nan, "2": inf, "3": -inf, "4": 0.5},
         }
     )
     run_id = app_service.submit("manual", "t")
@@ -726,8 +726,8 @@ def test_every_api_answer_is_json_a_javascript_client_parses_whatever_the_figure
         assert answer.status_code == 200, route
         assert strict_json(answer.get_body()) == parsed_by_javascript(answer.get_body()), route
     run = strict_json(answers["get_run"].get_body())["decision"]  # type: ignore[index]
-    assert (run["candidate_score"], run["previous_best_score"]) == ("NaN", "Infinity")
-    assert run["candidate_per_class"] == {"1": "NaN", "2": "Infinity", "3": "-Infinity", "4": 0.5}
+    assert (run["challenger_score"], run["champion_score"]) == ("NaN", "Infinity")
+    assert run["challenger_per_class"] == {"1": "NaN", "2": "Infinity", "3": "-Infinity", "4": 0.5}
     assert strict_json(answers["best_model"].get_body())["score"] is None, "a champion's score is a number or none"  # type: ignore[index]
 
 

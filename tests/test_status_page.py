@@ -38,16 +38,16 @@ def decision(version: int, score: float, promoted: bool, previous: float | None)
     return PromotionRecord(
         comparison=Comparison(holdout=HoldoutInfo(assignment_version=2, images=40, digest="ab12"), interval=interval),
         name="pid-symbol-detector",
-        candidate_version=str(version),
-        previous_best_version=str(version - 1) if version > 1 else None,
+        challenger_version=str(version),
+        champion_version=str(version - 1) if version > 1 else None,
         chosen_version=str(version if promoted else version - 1),
         best_version=str(version if promoted else version - 1),
         promoted=promoted,
-        candidate_score=score,
-        previous_best_score=previous,
+        challenger_score=score,
+        champion_score=previous,
         reason=decide_promotion(score, previous, 0.0, interval).reason,
-        candidate_per_class={"1": round(score, 2), "2": round(score - 0.1, 2), "3": 0.99},
-        previous_per_class={"1": 0.7, "2": 0.6, "3": 0.95} if previous else {},
+        challenger_per_class={"1": round(score, 2), "2": round(score - 0.1, 2), "3": 0.99},
+        champion_per_class={"1": 0.7, "2": 0.6, "3": 0.95} if previous else {},
     )
 
 
@@ -103,7 +103,7 @@ def test_the_page_shows_state_runs_history_and_per_class_ap_without_outside_reso
     assert "backing off" in page and "run-active" in page and "step <b>train</b>" in page
     assert page.count("<tr><td><code>run-") == 7
     assert page.count("<circle") == 4, "one point per completed run's registered version"
-    assert "Gate valve" in page and "previous best" in page
+    assert "Gate valve" in page and "the black tick is the champion" in page
     assert 'href="file:///tmp/report.html"' in page
     assert "+0.040 (95% interval -0.010 to +0.090)" in page and "not enough evidence, the champion stays" in page
 
@@ -282,8 +282,8 @@ def non_finite_snapshot() -> StatusSnapshot:
         run.decision, run.ended_at = decision(20 + index, score, index == 0, 0.8), NOW - timedelta(minutes=5)
         runs.append(run)
     champion = runs[0].decision
-    champion.candidate_per_class = {"1": nan, "2": inf, "3": 0.5}
-    champion.previous_per_class = {"1": -inf, "2": nan, "3": 0.4}
+    champion.challenger_per_class = {"1": nan, "2": inf, "3": 0.5}
+    champion.champion_per_class = {"1": -inf, "2": nan, "3": 0.4}
     best = base.best.model_copy(update={"version": "20", "score": nan})
     return StatusSnapshot(**{**base.__dict__, "runs": [*runs, *base.runs], "best": best})
 

@@ -26,10 +26,10 @@ def test_the_better_model_wins_on_the_holdout_through_the_deciding_steps_own_cal
     work, (first, second) = rehearsed
     holdout = HoldoutManifest.read(run_folders(work)["data_split"]["holdout_output_path"]).holdout
     assert first.promoted and first.reason == "no model was tagged best yet"
-    assert second.promoted and second.best_version == "2" and second.previous_best_version == "1"
+    assert second.promoted and second.best_version == "2" and second.champion_version == "1"
     assert second.comparison.holdout == holdout and second.comparison.scored_images == holdout.images > 0
     assert second.comparison.interval is not None and second.comparison.interval.low > 0
-    assert second.candidate_score > second.previous_best_score  # type: ignore[operator]
+    assert second.challenger_score > second.champion_score  # type: ignore[operator]
 
 
 def test_a_capped_decision_says_how_many_images_of_how_many_it_scored(

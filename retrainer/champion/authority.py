@@ -249,12 +249,12 @@ class ChampionAuthority:
                 new_record = BestModel(
                     name=self._name,
                     version=state.version,
-                    score=decision.candidate_score,
+                    score=decision.challenger_score,
                     run=run_id,
                     time=state.since or self._clock().isoformat(),
                     decided_by="service",
                     reason=decision.reason,
-                    replaced_version=decision.previous_best_version,
+                    replaced_version=decision.champion_version,
                     change=state.change,
                     **_pin_fields(state.pin),
                 )
@@ -361,8 +361,8 @@ class ChampionAuthority:
         if earlier is not None and earlier.run_id:
             return earlier.score, earlier.run_id
         for run in self._ledger.runs.newest(limit=100):
-            if run.decision is not None and run.decision.candidate_version == target.version:
-                return run.decision.candidate_score, run.run_id
+            if run.decision is not None and run.decision.challenger_version == target.version:
+                return run.decision.challenger_score, run.run_id
         return recorded_score(target), ""
 
     def _version(self, version: str) -> ModelVersion:
@@ -451,13 +451,13 @@ def _automatic_change(decision: PromotionRecord, run_id: str) -> ChampionChange 
         at=at,
         kind=ChangeKind.PROMOTED,
         model=decision.name,
-        from_version=decision.previous_best_version,
-        to_version=decision.candidate_version,
+        from_version=decision.champion_version,
+        to_version=decision.challenger_version,
         decided_by="service",
         actor="service",
         reason=decision.reason,
         evidence=decision.comparison.describe(),
-        score=decision.candidate_score,
+        score=decision.challenger_score,
         run_id=run_id,
         id=f"{at:%Y%m%dT%H%M%SZ}-{hashlib.sha256(run_id.encode()).hexdigest()[:6]}",
     )

@@ -57,8 +57,8 @@ def _decision_text(decision: PromotionRecord) -> str:
                         )
                     }
                 ),
-                "candidate_per_class": {c: v for c, v in decision.candidate_per_class.items() if c in ids},
-                "previous_per_class": {c: v for c, v in decision.previous_per_class.items() if c in ids},
+                "challenger_per_class": {c: v for c, v in decision.challenger_per_class.items() if c in ids},
+                "champion_per_class": {c: v for c, v in decision.champion_per_class.items() if c in ids},
             }
         )
         text = ascii_json(json.loads(shortened.model_dump_json()))
@@ -71,15 +71,15 @@ def _minimal_decision_text(decision: PromotionRecord) -> str:
     """The verdict alone (who, which versions, the scores, the reason bounded): what the service acts on."""
     minimal = PromotionRecord(
         name=bounded(decision.name, 200),
-        candidate_version=bounded(decision.candidate_version, 200),
-        previous_best_version=decision.previous_best_version and bounded(decision.previous_best_version, 200),
+        challenger_version=bounded(decision.challenger_version, 200),
+        champion_version=decision.champion_version and bounded(decision.champion_version, 200),
         chosen_version=bounded(decision.chosen_version, 200),
         best_version=decision.best_version and bounded(decision.best_version, 200),
         promoted=decision.promoted,
-        candidate_score=decision.candidate_score,
-        previous_best_score=decision.previous_best_score,
+        challenger_score=decision.challenger_score,
+        champion_score=decision.champion_score,
         min_map_improvement=decision.min_map_improvement,
         reason=bounded(decision.reason, MAX_ERROR_CHARS),
-        candidate_report=decision.candidate_report and bounded(decision.candidate_report, MAX_EVIDENCE_CHARS),
+        challenger_report=decision.challenger_report and bounded(decision.challenger_report, MAX_EVIDENCE_CHARS),
     )
     return ascii_json(json.loads(minimal.model_dump_json()))  # every field bounded: a few pieces at most
