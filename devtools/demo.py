@@ -205,14 +205,26 @@ def ask_the_endpoint(url: str, seed: int, picture: Path) -> str:
 def summary(workdir: Path) -> str:
     from retrainer import bootstrap
     from retrainer.champion.record import current_best_model
+    from shared.champion.tags import SCORE_TAG, VALIDATION_IMAGES_TAG
+    from shared.registry import open_registry
 
+    settings = bootstrap.get_settings()
+    registered = {v.version: v for v in open_registry(settings).model_versions(settings.MODEL_BASE_NAME)}
     rows = []
     for run in reversed(bootstrap.ledger().runs.newest()):
         decision = run.decision
-        score = f"{decision.challenger_score:.3f}" if decision else "-"
-        champion = (
-            f"{decision.champion_score:.3f}" if decision and decision.champion_score is not None else "-"
+        tags = (
+            registered[decision.challenger_version].tags
+            if decision and decision.challenger_version in registered
+            else {}
         )
+        validated = (
+            f"{float(tags[SCORE_TAG]):.3f} on {tags.get(VALIDATION_IMAGES_TAG, '?')}"
+            if SCORE_TAG in tags
+            else "not validated"
+        )
+        score = f"{decision.challenger_score:.3f}" if decision else "-"
+        champion = f"{decision.champion_score:.3f}" if decision and decision.champion_score is not None else "-"
         interval = decision.comparison.interval if decision else None
         difference = interval.words() if interval else "-"
         verdict = "promoted" if decision and decision.promoted else "kept the best"
@@ -224,6 +236,7 @@ def summary(workdir: Path) -> str:
                 str(run.image_count),
                 run.state.value,
                 version,
+                validated,
                 score,
                 champion,
                 difference,
@@ -236,6 +249,7 @@ def summary(workdir: Path) -> str:
         "new images",
         "state",
         "version",
+        "validation mAP@0.5 on sheets",
         "holdout mAP@0.5",
         "champion",
         "difference",
