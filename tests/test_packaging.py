@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -18,7 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def requirement_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    """The requirements of a file, without comments (a line's own after ` #` too)."""
+    lines = (line.split(" #", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def test_function_app_requirements_are_the_runtime_dependencies_only() -> None:
@@ -160,3 +163,24 @@ def test_local_state_is_neither_deployed_nor_uploaded_to_azure_ml(tmp_path: Path
         shutil.copy2(ROOT / kept, tmp_path / kept)
     shipped = package_files(tmp_path)
     assert sorted(shipped) == ["function_app.py", "host.json", "requirements.txt"]
+
+
+def test_the_sdk_is_held_to_the_minor_whose_private_methods_the_code_calls() -> None:
+    """The pipeline builder and the endpoint's YAML call azure-ai-ml's private `_validate` / `_to_dict`: a new minor
+    may change them, so the function app takes the tested minor only, as the steps' lock does."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    callers = [
+        path.relative_to(ROOT).as_posix()
+        for package in ("retrainer", "shared")
+        for path in (ROOT / package).rglob("*.py")
+        if re.search(r"\._(validate|to_dict|to_rest_object)\(\)", path.read_text())
+    ]
+    assert callers, "no private SDK method is called any more: the pin can go"
+    (line,) = [line for line in requirement_lines(ROOT / "requirements.txt") if line.startswith("azure-ai-ml")]
+    allowed = Requirement(line).specifier
+    tested = Version(importlib.metadata.version("azure-ai-ml"))
+    assert tested in allowed and Version(f"{tested.major}.{tested.minor + 1}.0") not in allowed
