@@ -12,12 +12,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devtools.azurite import AzuriteEndpoints, running_azurite
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
+
+if TYPE_CHECKING:
+    from _socket import _Address
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Files that tests copy into a copy of the project (tests/test_step_recipe.py), not tests of this one.
@@ -92,7 +96,7 @@ def ledger(connection_string: str, table_prefix: str) -> Ledger:
 @pytest.fixture
 def service_env(
     monkeypatch: pytest.MonkeyPatch, connection_string: str, container_name: str, table_prefix: str
-) -> None:
+) -> Iterator[None]:
     """The environment a deployed function app would have, pointed at this test's container."""
     from retrainer import bootstrap
 
@@ -157,7 +161,7 @@ def _loopback_only() -> Iterator[None]:
 
     real_connect = socket.socket.connect
 
-    def guarded_connect(sock: socket.socket, address: object) -> None:
+    def guarded_connect(sock: socket.socket, address: _Address) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
             host = address[0]
             try:
@@ -168,6 +172,6 @@ def _loopback_only() -> Iterator[None]:
                 raise ConnectionRefusedError(f"tests may only reach loopback addresses, not {host}")
         return real_connect(sock, address)
 
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    yield
-    socket.socket.connect = real_connect  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", guarded_connect)
+        yield

@@ -15,10 +15,20 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from azure.ai.ml._restclient.arm_ml_service.models import PipelineJob as RestPipelineJob
+    from azure.ai.ml.entities import PipelineJob
+
+    from retrainer.ledger import Ledger
+    from retrainer.retraining import RetrainingService
+    from shared.promotion import ClassGuard, PromotionRecord
+    from shared.records import RunRecord
 
 
 class Clock:
@@ -41,6 +51,11 @@ class Posted:
     path: str
     headers: dict[str, str]  # names in lower case
     body: object
+
+    def events(self) -> list[dict[str, Any]]:
+        """The body as Event Grid's JSON array of events."""
+        assert isinstance(self.body, list), self.body
+        return self.body
 
 
 @contextmanager
@@ -68,11 +83,11 @@ def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
 
 
 @functools.cache
-def indexed_functions() -> dict[str, func.FunctionBuilder]:
+def indexed_functions() -> dict[str, func.Function]:
     """What the host indexes; `get_functions()` may run once per app, as in the host."""
     import function_app
 
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
 
 
 def loaded_by_importing_function_app(modules: tuple[str, ...]) -> list[str]:
@@ -80,6 +95,20 @@ def loaded_by_importing_function_app(modules: tuple[str, ...]) -> list[str]:
     code = f"import json, sys, function_app; print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(loaded)
+
+
+def stored_run(ledger: Ledger, run_id: str) -> RunRecord:
+    """The ledger's record of a run the test expects there."""
+    run = ledger.runs.get(run_id)
+    assert run is not None, f"the ledger has no run {run_id}"
+    return run
+
+
+def class_guard(decision: PromotionRecord | None) -> ClassGuard:
+    """The per-class guard of a decision the test made with one."""
+    assert decision is not None and decision.comparison is not None, "a decision without a comparison"
+    assert decision.comparison.class_guard is not None, "a comparison without a class guard"
+    return decision.comparison.class_guard
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:
@@ -104,15 +133,20 @@ def record(image: str, labels: list[str]) -> dict:
     return {"image_url": image, "image_details": {"format": "jpg", "width": 100, "height": 100}, "label": boxes}
 
 
-def deliver(service: object, subject: object, data: object, event_type: str = "Microsoft.Storage.BlobCreated") -> bool:
+def deliver(
+    service: RetrainingService,
+    subject: object,
+    data: dict[str, object],
+    event_type: str = "Microsoft.Storage.BlobCreated",
+) -> bool:
     """An event down the trigger's path: parsed into a command at the edge, then handed to the service."""
     from retrainer.events import Event, ImageUploaded, RunChanged, to_command
 
-    command = to_command(Event("test-event", event_type, subject if isinstance(subject, str) else "", data))  # type: ignore[arg-type]
+    command = to_command(Event("test-event", event_type, subject if isinstance(subject, str) else "", data))
     if isinstance(command, ImageUploaded):
-        return bool(service.on_image_uploaded(command))  # type: ignore[attr-defined]
+        return bool(service.on_image_uploaded(command))
     if isinstance(command, RunChanged):
-        return bool(service.on_run_changed(command))  # type: ignore[attr-defined]
+        return bool(service.on_run_changed(command))
     return False
 
 
@@ -186,7 +220,16 @@ def search_space_dumped_as_a_file() -> Iterator[None]:
         yield
 
 
-def strict_json(text: str | bytes) -> object:
+def sent_pipeline(job: PipelineJob) -> RestPipelineJob:
+    """The pipeline job's properties as the SDK sends them (its REST body)."""
+    from azure.ai.ml._restclient.arm_ml_service.models import PipelineJob as RestPipelineJob
+
+    properties = job._to_rest_object().properties
+    assert isinstance(properties, RestPipelineJob), type(properties)
+    return properties
+
+
+def strict_json(text: str | bytes) -> Any:
     """The document as JSON.parse reads it: NaN and Infinity are not JSON, so they are refused here too."""
 
     def refuse(token: str) -> object:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -18,16 +19,15 @@ from retrainer.settings import get_settings
 from shared.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from shared.promotion import PromotionRecord
 from shared.records import ModelVersion
-from shared.registry.azureml import AzureMLModelRegistry
 from shared.registry.local import LocalModelRegistry
-from tests.fakes import FakeMLClient
+from tests.fakes import FakeMLClient, azureml_registry
 
 NAME = "pid-symbol-detector"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_artifacts"
 
 
 @pytest.fixture
-def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("WORKSPACE_BACKEND", "local")
     monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
     for variable in (
@@ -303,10 +303,10 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
     text = (SAMPLES / "register" / "MLmodel.sample").read_text().replace("<RUN_ID>", run.info.run_id)
     (automl / "MLmodel").write_text(text.replace("fasterrcnn_resnet50_fpn", "yolov5"))
     client = FakeMLClient()
-    registry = AzureMLModelRegistry(client)
+    registry = azureml_registry(client)
     register_model.register(registry, NAME, automl, {})
     register_model.register(registry, NAME, trained_model, {})
-    automl_tags, local_tags = client.models.stored[(NAME, "1")].tags, client.models.stored[(NAME, "2")].tags
+    automl_tags, local_tags = client.models.stored_tags(NAME, "1"), client.models.stored_tags(NAME, "2")
     assert automl_tags[AUTOML_MODEL_NAME_TAG] == "yolov5" and automl_tags["source_run"] == run.info.run_id
     assert AUTOML_MODEL_NAME_TAG not in local_tags and local_tags["source_run"] == "local-trainer"
     # The AutoML release whose code scores it: the training image AutoML records in the MLmodel.
@@ -316,7 +316,7 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
 
 def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trained_model: Path) -> None:
     client = FakeMLClient()
-    workspace = AzureMLModelRegistry(client)
+    workspace = azureml_registry(client)
     for score in (0.6, 0.9, 0.7):
         workspace.register_model(NAME, trained_model, description="", tags={"mean_average_precision": str(score)})
     sent = client.models.stored[(NAME, "1")]
@@ -332,14 +332,14 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
 
 def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:
     client = FakeMLClient()
-    registry = AzureMLModelRegistry(client)  # type: ignore[arg-type]
+    registry = azureml_registry(client)
     assert registry.latest_document("pid-symbols-split-assignment") is None
     assert registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1}')
     assert not registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1, "other": true}')
     assert registry.create_document("pid-symbols-split-assignment", "2", b'{"version": 2}')
     assert registry.latest_document("pid-symbols-split-assignment") == b'{"version": 2}'
     sent = client.models.stored[("pid-symbols-split-assignment", "1")]
-    assert sent.type == "custom_model" and sent.tags["sha256"]
+    assert sent.type == "custom_model" and client.models.stored_tags("pid-symbols-split-assignment", "1")["sha256"]
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"
 
 

@@ -25,6 +25,7 @@ from pipeline_steps.evaluation.scoring import (
     MAX_BATCH,
     ModelNotScorable,
     ModelRuntime,
+    RuntimeKind,
     next_batch,
     predict_sheets,
     score_models,
@@ -142,7 +143,8 @@ class PacedModels:
     """Stands in for `predict_sheets`: each sheet a model scores moves the clock on by `seconds_per_sheet`."""
 
     def __init__(self, seconds_per_sheet: float) -> None:
-        self.now, self.pace, self.batches = 0.0, seconds_per_sheet, []
+        self.now, self.pace = 0.0, seconds_per_sheet
+        self.batches: list[int] = []
 
     def clock(self) -> float:
         return self.now
@@ -156,22 +158,22 @@ class PacedModels:
 
 @pytest.mark.parametrize(("kind", "pace", "deadline"), [("automl", 90.0, 3600.0), ("local", 0.5, 60.0)])
 def test_the_first_batch_is_small_and_later_ones_fit_the_time_left(
-    kind: str, pace: float, deadline: float, monkeypatch: pytest.MonkeyPatch
+    kind: RuntimeKind, pace: float, deadline: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AutoML's tiled model on a CPU takes minutes a sheet: 32 sheets x 2 models before a first look at the clock
     was hours past any budget. Now no batch starts that the measured pace says would end past the deadline."""
     paced = PacedModels(pace)
     monkeypatch.setattr(scoring, "predict_sheets", paced.predict)
     sheets = [Sheet(Path(f"/holdout/{i}.jpg"), 10, 10, np.zeros((0, 4), dtype=np.float32), ()) for i in range(400)]
-    runtime = ModelRuntime(kind, sys.executable if kind == "automl" else None)  # type: ignore[arg-type]
+    runtime = ModelRuntime(kind, sys.executable if kind == "automl" else None)
     models = [Path("challenger"), Path("champion")]
     scored = score_models(models, sheets, runtime, deadline=deadline, clock=paced.clock)
     assert paced.batches[0] == FIRST_BATCH
     assert all(later <= 2 * earlier for earlier, later in itertools.pairwise(paced.batches))
-    assert max(paced.batches) <= MAX_BATCH[kind]  # type: ignore[index]
+    assert max(paced.batches) <= MAX_BATCH[kind]
     assert paced.now <= deadline, "no batch ran past the deadline"
     assert scored.stopped_by_budget and len(scored.sheets) == sum(paced.batches)
-    assert paced.now + 2 * pace * MAX_BATCH[kind] > deadline or len(scored.sheets) == len(sheets)  # type: ignore[index]
+    assert paced.now + 2 * pace * MAX_BATCH[kind] > deadline or len(scored.sheets) == len(sheets)
 
 
 def test_a_batch_is_sized_from_the_pace_and_the_time_left() -> None:

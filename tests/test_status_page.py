@@ -25,6 +25,7 @@ from shared.promotion import (
 from shared.records import RunRecord, RunState
 from tests.browser import console_errors, render
 from tests.fakes import InMemoryDatastore, InMemoryTableService
+from tests.helpers import class_guard
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 NAMES = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve", "3": "Piping/Fitting/Reducer"}
@@ -66,7 +67,7 @@ def snapshot(run_count: int = 6) -> StatusSnapshot:
                 image_count=40,
                 state=state,
                 submitted_at=submitted,
-                history=[{"state": "queued", "at": submitted.isoformat()}],
+                history=[{"state": RunState.QUEUED, "at": submitted.isoformat()}],
                 error="AutoML ran out of quota" if state == "failed" else "",
                 decision=run_decision,
                 ended_at=submitted + timedelta(minutes=95),
@@ -79,7 +80,7 @@ def snapshot(run_count: int = 6) -> StatusSnapshot:
         12,
         RunState.RUNNING,
         NOW - timedelta(minutes=42),
-        [{"state": "running", "at": NOW.isoformat(), "detail": "train"}],
+        [{"state": RunState.RUNNING, "at": NOW.isoformat(), "detail": "train"}],
         deadline=NOW + timedelta(hours=11),
     )
     runs = [active, *reversed(runs)]
@@ -129,7 +130,7 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
     """No service in between: runs, pending images, the hold after a failure, the best model and the names."""
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     monkeypatch.setenv("RETRAIN_BACKOFF_MINUTES", "15")
-    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()
     ledger.images.record("data/images/a.jpg", "0x1", NOW - timedelta(minutes=75))
     ledger.images.record("data/images/b.jpg", "0x1", NOW - timedelta(minutes=5))
     ledger.runs.save(RunRecord("run-1", "timer", "two images", 2, RunState.FAILED, NOW - timedelta(hours=2)))
@@ -137,7 +138,7 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
     best = BestModel(name="pid-symbol-detector", version="5", score=0.86, run="run-0", time=NOW.isoformat())
     store.write_json("models/best_model.json", best.model_dump())
     store.write("data/label_map.json", json.dumps(NAMES).encode())
-    snapshot = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
+    snapshot = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()
     assert snapshot.generated_at == NOW and [run.run_id for run in snapshot.runs] == ["run-1"]
     assert (snapshot.pending_images, snapshot.oldest_pending) == (2, NOW - timedelta(minutes=75))
     assert (
@@ -257,12 +258,12 @@ def test_the_view_reads_the_champions_history_newest_first(monkeypatch: pytest.M
     from retrainer.ledger.champion import ChampionChange, ChangeKind
 
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
-    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()
     for hours, kind in ((3, ChangeKind.PROMOTED), (2, ChangeKind.ROLLED_BACK), (1, ChangeKind.PINNED)):
         ledger.champion.record(
             ChampionChange(NOW - timedelta(hours=hours), kind, "pid-symbol-detector", "1", "2", "operator", "ana", "x")
         )
-    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
+    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()
     assert [c.kind for c in view.history] == [ChangeKind.PINNED, ChangeKind.ROLLED_BACK, ChangeKind.PROMOTED]
 
 
@@ -272,7 +273,7 @@ def non_finite_snapshot() -> StatusSnapshot:
     nan, inf = float("nan"), float("inf")
     base = guarded_snapshot()
     guarded = next(run for run in base.runs if run.run_id == "run-guard")
-    guard = guarded.decision.comparison.class_guard
+    guard = class_guard(guarded.decision)
     odd = guard.classes[0].model_copy(update={"class_id": "5", "champion_ap": inf, "challenger_ap": nan})
     odd.interval = odd.interval.model_copy(update={"difference": nan, "low": -inf, "high": inf})
     guard.classes.append(odd)
@@ -282,6 +283,7 @@ def non_finite_snapshot() -> StatusSnapshot:
         run.decision, run.ended_at = decision(20 + index, score, index == 0, 0.8), NOW - timedelta(minutes=5)
         runs.append(run)
     champion = runs[0].decision
+    assert champion is not None and base.best is not None
     champion.candidate_per_class = {"1": nan, "2": inf, "3": 0.5}
     champion.previous_per_class = {"1": -inf, "2": nan, "3": 0.4}
     best = base.best.model_copy(update={"version": "20", "score": nan})
@@ -311,7 +313,7 @@ def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> No
 def test_the_guard_says_how_many_classes_the_ledgers_copy_left_out() -> None:
     base = guarded_snapshot()
     guarded = next(run for run in base.runs if run.run_id == "run-guard")
-    guarded.decision.comparison.class_guard.classes_left_out = 4850
+    class_guard(guarded.decision).classes_left_out = 4850
     page = render_status_page(base)
     assert "4850 more that changed least are left out of the ledger's copy" in page
 
@@ -357,8 +359,8 @@ def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_
 
 def test_the_view_reads_what_serves_the_champion_from_its_status_blob(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
-    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
-    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW)  # type: ignore[arg-type]
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()
+    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW)
     assert view.snapshot().serving is None
     store.write_json("models/serving.json", failed_rollout().model_dump(mode="json"))
     assert view.snapshot().serving == failed_rollout()

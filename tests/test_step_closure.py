@@ -155,7 +155,9 @@ def test_the_tag_steps_image_is_automls_own_with_the_steps_pins_beside_it() -> N
 
     assert environment_conda_file("tag_model") == COMPONENTS / "conda.yml"
     environment = load_environment(COMPONENTS / "scoring_environment.yml")
-    dockerfile = (Path(environment.base_path, environment.build.path, environment.build.dockerfile_path)).read_text()
+    build = environment.build
+    assert build is not None and build.path is not None and build.dockerfile_path is not None
+    dockerfile = (Path(environment.base_path, build.path, build.dockerfile_path)).read_text()
     (base,) = re.findall(r"^FROM (\S+)$", dockerfile, flags=re.M)
     image, tag = base.rsplit(":", 1)
     assert image == "mcr.microsoft.com/azureml/curated/ai-ml-automl-dnn-vision-gpu" and tag.isdigit(), "a release"
