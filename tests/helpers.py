@@ -75,7 +75,8 @@ def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits for the loop's next poll: at the default half second, every test would wait that long.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", received
     finally:
@@ -90,11 +91,18 @@ def indexed_functions() -> dict[str, func.Function]:
     return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
 
 
+@functools.cache
+def _loaded_by_a_cold_start() -> frozenset[str]:
+    """Every module a fresh interpreter has loaded after `import function_app` (the host's cold start); one
+    interpreter serves every test of a process."""
+    code = "import json, sys, function_app; print(json.dumps(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return frozenset(json.loads(loaded))
+
+
 def loaded_by_importing_function_app(modules: tuple[str, ...]) -> list[str]:
     """Which of `modules` a fresh interpreter has loaded after `import function_app` (the host's cold start)."""
-    code = f"import json, sys, function_app; print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(loaded)
+    return sorted(module for module in modules if module in _loaded_by_a_cold_start())
 
 
 def stored_run(ledger: Ledger, run_id: str) -> RunRecord:
