@@ -53,17 +53,6 @@ def storage(
     return book, store
 
 
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow registry database with its tables made, once: making them costs seconds, a copy nothing."""
-    root = tmp_path_factory.mktemp("mlflow-template")
-    with pytest.MonkeyPatch.context() as patch:
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            patch.delenv(variable, raising=False)
-        LocalModelRegistry(root).model_versions(NAME)
-    return root / "mlflow.db"
-
-
 @pytest.fixture(params=["local", "azureml"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
     if request.param == "local":

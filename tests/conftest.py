@@ -1,14 +1,16 @@
 """Shared fixtures: a real Azurite for the whole session, one fresh container and table prefix per test.
 
-Tiers are assigned by construction, never by hand: a test that needs Azurite (through the `azurite`
+Tiers are assigned by construction where they can be: a test that needs Azurite (through the `azurite`
 fixture, an `azurite` parameter, or a module that starts its own with `running_azurite`) is
 `integration`, as it needs Node; a test that trains (the `trained_model` fixture, or a module that
-imports the training step) is `slow`. `make test-fast` runs the rest, without Node, in well under a
-minute; a test marked `slow` by hand stays slow.
+imports the training step) or works on a local MLflow store (the `mlflow_workspace` or `mlflow_tracking`
+fixture, a `local` registry parameter) is `slow`. Tests that start Chromium or another interpreter are
+marked `slow` by hand, saying why. `make test-fast` runs the rest, without Node, in under 40 s on two cores.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +30,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 collect_ignore = ["fixtures"]
 
 
-#: Fixtures that train a model, and what a module imports when its tests train.
-_TRAINING_FIXTURES = frozenset({"trained_model"})
+#: Fixtures that train a model or open a local MLflow store (importing MLflow and using it costs seconds), and
+#: what a module imports when its tests train.
+_SLOW_FIXTURES = frozenset({"trained_model", "mlflow_workspace", "mlflow_tracking"})
 _TRAINING_MODULES = ("pipeline_steps.train", "pipeline_steps.detector.engine")
 
 
@@ -54,7 +57,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         azurite_parameter = any(isinstance(value, str) and value == "azurite" for value in parameters.values())
         if "azurite" in fixtures or azurite_parameter or _module_starts_azurite(item):
             item.add_marker(pytest.mark.integration)
-        if fixtures & _TRAINING_FIXTURES or _module_trains(item):
+        local_mlflow_registry = parameters.get("registry") == "local"  # tests/champion_world.py's `registry`
+        if fixtures & _SLOW_FIXTURES or local_mlflow_registry or _module_trains(item):
             item.add_marker(pytest.mark.slow)
 
 
@@ -109,6 +113,44 @@ def service_env(
     bootstrap.reset()
     yield
     bootstrap.reset()
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow database (tracking and registry) with its tables made, once: making them costs seconds, a copy
+    nothing. A test copies it to where its local registry, or its tracking URI, expects `mlflow.db`."""
+    from shared.registry.local import LocalModelRegistry
+
+    root = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            patch.delenv(variable, raising=False)
+        LocalModelRegistry(root).model_versions("pid-symbol-detector")
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def mlflow_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> Iterator[Path]:
+    """A local workspace (WORKSPACE_BACKEND=local) whose MLflow registry starts as a copy of the empty database."""
+    from retrainer.settings import get_settings
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(empty_mlflow_db, workspace / "mlflow.db")
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(workspace))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    get_settings.cache_clear()
+    yield workspace
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def mlflow_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> None:
+    """MLflow tracking into this test's own database, a copy of the empty one."""
+    shutil.copy(empty_mlflow_db, tmp_path / "tracking.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
 
 
 @pytest.fixture(scope="session")

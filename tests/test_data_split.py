@@ -207,6 +207,7 @@ def _store(registry: LocalModelRegistry) -> tuple:
     return load, create
 
 
+@pytest.mark.slow  # the real mltable, in its own interpreter
 def test_cli_writes_three_mltables_the_holdout_version_and_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -115,6 +115,7 @@ def test_a_growing_holdout_keeps_the_sample_where_no_new_image_ranks_in(holdout:
     assert names(before) == [n for n in ranked if n in names(holdout[:12])][:6]
 
 
+@pytest.mark.slow  # saves and loads MLflow models (importing MLflow alone takes seconds)
 def test_a_model_is_scored_through_the_contract(holdout: list[Sheet], tmp_path: Path) -> None:
     model = save_stand_in(tmp_path / "perfect", perfect_answers(holdout), validation_map=1.0)
     predictions = predict_sheets(model, holdout[:3])
@@ -123,6 +124,7 @@ def test_a_model_is_scored_through_the_contract(holdout: list[Sheet], tmp_path: 
         assert prediction.boxes == pytest.approx(sheet.boxes, abs=1e-3)
 
 
+@pytest.mark.slow  # saves and loads MLflow models (importing MLflow alone takes seconds)
 def test_the_budget_stops_between_batches_and_both_models_score_the_same_images(
     holdout: list[Sheet], tmp_path: Path
 ) -> None:
@@ -185,6 +187,7 @@ def test_a_batch_is_sized_from_the_pace_and_the_time_left() -> None:
     assert next_batch(4, seconds_per_sheet=100.0, seconds_left=None, cap=32) == 8, "no deadline"
 
 
+@pytest.mark.slow  # another interpreter imports MLflow for each call
 def test_automl_models_score_in_another_interpreter_through_mlflows_own_command(
     holdout: list[Sheet], tmp_path: Path
 ) -> None:
@@ -200,6 +203,7 @@ def test_automl_models_score_in_another_interpreter_through_mlflows_own_command(
         predict_sheets(model, holdout[:1], missing)
 
 
+@pytest.mark.slow  # another interpreter imports MLflow, then a call waits out a 20 s deadline
 def test_a_call_in_automls_interpreter_that_outlives_the_deadline_is_stopped(
     holdout: list[Sheet], tmp_path: Path
 ) -> None:
@@ -218,6 +222,7 @@ def test_a_call_in_automls_interpreter_that_outlives_the_deadline_is_stopped(
     assert scored.stopped_by_budget and len(scored.sheets) == FIRST_BATCH
 
 
+@pytest.mark.slow  # saves and loads MLflow models (importing MLflow alone takes seconds)
 def test_a_model_that_cannot_load_is_named(holdout: list[Sheet], tmp_path: Path) -> None:
     """A damaged model raises whatever its own code raises; the scorer names the model instead."""
     model = save_stand_in(tmp_path / "broken", {}, validation_map=0.5)

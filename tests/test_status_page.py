@@ -115,6 +115,7 @@ def test_an_empty_service_renders_too() -> None:
     assert "no runs yet" in page and "no model registered yet" in page and "no model promoted yet" in page
 
 
+@pytest.mark.slow  # starts Chromium
 def test_the_page_renders_in_chromium_with_every_element_and_no_console_error(tmp_path: Path) -> None:
     page = tmp_path / "status.html"
     page.write_text(render_status_page(snapshot(40)))
@@ -244,6 +245,7 @@ def test_the_page_shows_the_pin_the_class_guard_and_the_champion_history() -> No
     assert "rolled back" in page and "ana (retrain)" in page
 
 
+@pytest.mark.slow  # starts Chromium
 def test_the_pin_guard_and_history_render_in_chromium(tmp_path: Path) -> None:
     page = tmp_path / "status.html"
     page.write_text(render_status_page(guarded_snapshot()))
@@ -294,7 +296,7 @@ def non_finite_snapshot() -> StatusSnapshot:
 _GEOMETRY = re.compile(r'\s(cx|cy|r|x|y|x1|x2|y1|y2|width|height)="([^"]*)"')
 
 
-def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> None:
+def test_the_page_draws_no_coordinate_that_is_not_a_number() -> None:
     import math
 
     page = render_status_page(non_finite_snapshot())
@@ -305,8 +307,12 @@ def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> No
     )
     assert page.count("<circle") == 5, "the versions with a finite score, drawn"
     assert "3 versions without a finite score are not drawn" in page
+
+
+@pytest.mark.slow  # starts Chromium
+def test_a_page_of_non_finite_figures_renders_in_chromium_without_a_console_error(tmp_path: Path) -> None:
     path = tmp_path / "status.html"
-    path.write_text(page)
+    path.write_text(render_status_page(non_finite_snapshot()))
     assert console_errors(render(path, "status-page-non-finite.png").console) == []
 
 
@@ -341,8 +347,12 @@ def failed_rollout() -> ServingStatus:
     )
 
 
-def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_path: Path) -> None:
-    page = render_status_page(StatusSnapshot(**{**snapshot().__dict__, "serving": failed_rollout()}))
+def serving_page() -> str:
+    return render_status_page(StatusSnapshot(**{**snapshot().__dict__, "serving": failed_rollout()}))
+
+
+def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out() -> None:
+    page = serving_page()
     serving = page[page.index('<section id="serving"') : page.index("</section>", page.index('id="serving"'))]
     assert 'class="pin"' in serving, "a failed rollout is set apart"
     assert "azureml endpoint <b>pid-champion</b>" in serving and "version <b>5</b> answers requests since" in serving
@@ -350,8 +360,11 @@ def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_
     quiet = render_status_page(StatusSnapshot(NOW, False, "", 0, None, [], None))
     assert "no endpoint serves the champion" in quiet
 
+
+@pytest.mark.slow  # starts Chromium
+def test_the_serving_section_renders_in_chromium(tmp_path: Path) -> None:
     file = tmp_path / "status.html"
-    file.write_text(page)
+    file.write_text(serving_page())
     rendered = render(file, "status-page-serving.png")
     assert 'id="serving"' in rendered.dom and 'id="rollout"' in rendered.dom
     assert console_errors(rendered.console) == []
