@@ -108,10 +108,14 @@ def _entity_bytes(entity: Mapping[str, Any]) -> int:
     return size
 
 
-def _refused(code: TableErrorCode, message: str) -> HttpResponseError:
-    error = HttpResponseError(message=message)
-    error.error_code = code  # type: ignore[attr-defined]  # as the SDK decodes it from the service's answer
+def with_error_code(error: HttpResponseError, code: object) -> HttpResponseError:
+    """The error carrying the service's error code, as the SDK sets it when it decodes the service's answer."""
+    error.error_code = code  # type: ignore[attr-defined]  # set at run time: azure-core does not declare it
     return error
+
+
+def _refused(code: TableErrorCode, message: str) -> HttpResponseError:
+    return with_error_code(HttpResponseError(message=message), code)
 
 
 def check_table_limits(entity: Mapping[str, Any]) -> None:
@@ -227,10 +231,10 @@ class InMemoryTable:
                     ResourceNotFoundError: "ResourceNotFound",
                     ResourceModifiedError: "UpdateConditionNotSatisfied",
                 }
-                failed = TableTransactionError(message=str(error))
                 code = codes.get(type(error)) or getattr(error, "error_code", "")
-                failed.error_code = getattr(code, "value", code)  # type: ignore[attr-defined]
-                raise failed from error
+                raise with_error_code(
+                    TableTransactionError(message=str(error)), getattr(code, "value", code)
+                ) from error
 
 
 class InMemoryTableService:
@@ -417,8 +421,7 @@ def service_error(status: int, code: str, message: str) -> HttpResponseError:
     """An error as Azure ML answers it (status and code; the SDK raises it as HttpResponseError)."""
     error = HttpResponseError(message=f"({code}) {message}")
     error.status_code = status
-    error.error_code = code  # type: ignore[attr-defined]
-    return error
+    return with_error_code(error, code)
 
 
 class FakePoller:
