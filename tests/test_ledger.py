@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from azure.data.tables import TableErrorCode, TableServiceClient, TableTransactionError, TransactionOperation
+from azure.data.tables import (
+    TableEntity,
+    TableErrorCode,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+)
 
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageState
@@ -188,7 +195,13 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
     for name, table in (("images", second.images.table), ("runs", second.runs.table)):
         real_query = table.query_entities
 
-        def stale_read(query_filter: str, *args: object, _name: str = name, _real=real_query, **kwargs: object):
+        def stale_read(
+            query_filter: str,
+            *args: object,
+            _name: str = name,
+            _real: Callable[..., Iterable[TableEntity]] = real_query,
+            **kwargs: object,
+        ) -> Iterable[TableEntity]:
             if query_filter == f"PartitionKey eq '{_name}'":
                 return iter(legacy[_name])  # what B read before A finished
             return _real(query_filter, *args, **kwargs)

@@ -161,7 +161,9 @@ def test_dataset_reuse_skips_the_data_steps(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.usefixtures("azureml_env")
-def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from azure.ai.ml import load_job
 
     output = tmp_path / "job.yml"
@@ -186,7 +188,9 @@ def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, caps
     assert document["jobs"]["train"]["training_parameters"]["tile_grid_size"] == "6x4"
 
 
-def test_dry_run_without_workspace_settings_names_the_variables(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_dry_run_without_workspace_settings_names_the_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for key in WORKSPACE_ENV:
         monkeypatch.delenv(key, raising=False)
     assert cli.main(["submit", "--backend", "azureml", "--dry-run"]) == 2

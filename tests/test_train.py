@@ -280,7 +280,9 @@ def test_rare_classes_get_crops_by_the_square_root_of_their_rarity(tmp_path: Pat
     assert shares["rare"] == pytest.approx(0.25, abs=0.03)
 
 
-def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(tmp_path: Path, monkeypatch) -> None:
+def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     from pipeline_steps.detector import report
