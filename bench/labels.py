@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -80,7 +81,9 @@ def unsafe_baseline(files: list[tuple[bytes, int, int]]) -> int:
     return total
 
 
-def best_time(function, files, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def best_time(
+    function: Callable[[list[tuple[bytes, int, int]]], int], files: list[tuple[bytes, int, int]], repeats: int
+) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -35,7 +35,7 @@ from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMo
 from devtools.azurite import running_azurite
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageRecord, ImageState
-from retrainer.ledger.rows import row_key
+from retrainer.ledger.rows import Operation, Table, row_key
 from shared.promotion import PromotionRecord
 from shared.records import RunRecord, RunState
 
@@ -60,9 +60,9 @@ def median_ms(action: Callable[[], object], repeat: int = 7) -> tuple[float, obj
     return statistics.median(timings), result
 
 
-def submit_all(table: object, operations: list[tuple], per_transaction: int = 100) -> None:
+def submit_all(table: Table, operations: list[Operation], per_transaction: int = 100) -> None:
     for start in range(0, len(operations), per_transaction):
-        table.submit_transaction(operations[start : start + per_transaction])  # type: ignore[attr-defined]
+        table.submit_transaction(operations[start : start + per_transaction])
 
 
 def bench_image(i: int) -> ImageRecord:

@@ -39,7 +39,8 @@ def long_tailed_records(images: int, classes: int, tail: float, seed: int = 0) -
 
 def box_counts(records: list[dict], val: set[int]) -> tuple[Counter, Counter]:
     """Boxes per class in the whole set and in the validation set."""
-    all_boxes, val_boxes = Counter(), Counter()
+    all_boxes: Counter[str] = Counter()
+    val_boxes: Counter[str] = Counter()
     for i, record in enumerate(records):
         labels = [box["label"] for box in record["label"]]
         all_boxes.update(labels)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -86,6 +86,29 @@ class QuarantineReason:
 
     def as_dict(self) -> dict[str, object]:
         return {"reason": self.reason, "rule": self.rule, "handler": self.handler, "row": self.row}
+
+
+class BlobStore(Protocol):
+    """The blob operations the service's state needs (the best model, serving status, locks): `Datastore` on
+    Azure Blob Storage, or the fast tier's in-memory container."""
+
+    def read(self, path: str) -> bytes: ...
+
+    def read_with_etag(self, path: str) -> tuple[bytes, str]: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def etag(self, path: str) -> str: ...
+
+    def write(self, path: str, data: bytes) -> None: ...
+
+    def write_json(self, path: str, document: object) -> None: ...
+
+    def delete(self, path: str, etag: str | None = None) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[StoredBlob]: ...
+
+    def exclusive(self, path: str, wait_seconds: float = 90.0) -> contextlib.AbstractContextManager[None]: ...
 
 
 class Datastore:

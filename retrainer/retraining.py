@@ -24,7 +24,7 @@ from azure.core.exceptions import ResourceModifiedError
 
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel, current_best_model
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import Ledger
@@ -74,7 +74,7 @@ class RetrainingService:
         self,
         settings: Settings,
         ledger: Ledger,
-        datastore: Datastore,
+        datastore: BlobStore,
         runner: Callable[[], PipelineRunner],
         champion: Callable[[], ChampionAuthority],
         clock: Callable[[], datetime] = now_utc,

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from retrainer.champion.record import current_best_model
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore
 from retrainer.ledger import Ledger
 from retrainer.ledger.rows import now_utc
 from retrainer.policy import HoldRule, PendingBatch, SubmissionState, submission_state
@@ -28,7 +28,7 @@ class StatusView:
     """Assembles the status page's snapshot."""
 
     def __init__(
-        self, ledger: Ledger, datastore: Datastore, settings: Settings, clock: Callable[[], datetime] = now_utc
+        self, ledger: Ledger, datastore: BlobStore, settings: Settings, clock: Callable[[], datetime] = now_utc
     ) -> None:
         self._ledger = ledger
         self._datastore = datastore

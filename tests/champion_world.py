@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_steps.holdout_scorer import HoldoutScorer
 from pipeline_steps.tag_model import choose_best
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel, read_best_model
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore, Datastore
 from retrainer.ledger import Ledger
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from shared.promotion import PromotionRecord
 from shared.records import ModelVersion, RunState
 from shared.registry import ModelRegistry
-from shared.registry.azureml import AzureMLModelRegistry
 from shared.registry.local import LocalModelRegistry
-from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService
+from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService, azureml_registry, fake_models
 from tests.helpers import Clock
 
 NAME = "pid-symbol-detector"
@@ -41,27 +41,16 @@ def clock() -> Clock:
 @pytest.fixture(params=["memory", "azurite"])
 def storage(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
-) -> tuple[Ledger, Datastore]:
+) -> tuple[Ledger, BlobStore]:
     if request.param == "memory":
         monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
-        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()  # type: ignore[arg-type,return-value]
+        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()
     request.getfixturevalue("service_env")
     book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
     book.ensure_tables()
     store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
     store.ensure_container()
     return book, store
-
-
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow registry database with its tables made, once: making them costs seconds, a copy nothing."""
-    root = tmp_path_factory.mktemp("mlflow-template")
-    with pytest.MonkeyPatch.context() as patch:
-        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            patch.delenv(variable, raising=False)
-        LocalModelRegistry(root).model_versions(NAME)
-    return root / "mlflow.db"
 
 
 @pytest.fixture(params=["local", "azureml"])
@@ -72,13 +61,13 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
         (tmp_path / "workspace").mkdir()
         shutil.copy(request.getfixturevalue("empty_mlflow_db"), tmp_path / "workspace" / "mlflow.db")
         return LocalModelRegistry(tmp_path / "workspace")
-    return AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
+    return azureml_registry(FakeMLClient())
 
 
 class World:
     """The registry, the service recording runs, and the operator's controls, on one storage."""
 
-    def __init__(self, registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path):
+    def __init__(self, registry: ModelRegistry, storage: tuple[Ledger, BlobStore], clock: Clock, tmp_path: Path):
         self.registry, (self.ledger, self.datastore), self.clock, self.tmp_path = registry, storage, clock, tmp_path
         self.published: list[BestModel] = []
         self.runner = FakeRunner()
@@ -102,15 +91,15 @@ class World:
         tags = {"mean_average_precision": f"{score:.6f}", "class_ids": json.dumps(sorted(classes))}
         return self.registry.register_model(NAME, folder, description="", tags=tags)
 
-    def run(self, score: float, scorer: object = None) -> tuple[str, PromotionRecord]:
+    def run(self, score: float, scorer: HoldoutScorer | None = None) -> tuple[str, PromotionRecord]:
         """A run: a new version registered, the real tag step's decision, and the service recording the run."""
         version = self.register(score)
         decision = self.tag_step(version, scorer)
         return self.record_run(decision), decision
 
-    def tag_step(self, version: ModelVersion, scorer: object = None) -> PromotionRecord:
+    def tag_step(self, version: ModelVersion, scorer: HoldoutScorer | None = None) -> PromotionRecord:
         self.clock.advance(minutes=20)  # a run trains before its tag step decides
-        return choose_best(self.registry, NAME, version.version, 0.0, scorer=scorer, clock=self.clock)  # type: ignore[arg-type]
+        return choose_best(self.registry, NAME, version.version, 0.0, scorer=scorer, clock=self.clock)
 
     def record_run(self, decision: PromotionRecord) -> str:
         self.clock.advance(minutes=30)
@@ -127,13 +116,19 @@ class World:
     def record(self) -> BestModel | None:
         return read_best_model(self.datastore, "models/best_model.json")
 
+    def champion_record(self) -> BestModel:
+        """The champion's record, which the test expects to be there."""
+        record = self.record()
+        assert record is not None, "no best-model record"
+        return record
+
     def lose_files(self, version: str) -> None:
         if isinstance(self.registry, LocalModelRegistry):
             shutil.rmtree(next(v.uri for v in self.registry.model_versions(NAME) if v.version == version))
         else:
-            self.registry._ml_client.models.lose_files(version)  # type: ignore[attr-defined]
+            fake_models(self.registry).lose_files(version)
 
 
 @pytest.fixture
-def world(registry: ModelRegistry, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path) -> World:
+def world(registry: ModelRegistry, storage: tuple[Ledger, BlobStore], clock: Clock, tmp_path: Path) -> World:
     return World(registry, storage, clock, tmp_path)

@@ -1,17 +1,20 @@
 """Shared fixtures: a real Azurite for the whole session, one fresh container and table prefix per test.
 
-Tiers are assigned by construction, never by hand: a test that needs Azurite (through the `azurite`
+Tiers are assigned by construction where they can be: a test that needs Azurite (through the `azurite`
 fixture, an `azurite` parameter, or a module that starts its own with `running_azurite`) is
 `integration`, as it needs Node; a test that trains (the `trained_model` fixture, or a module that
-imports the training step) is `slow`. `make test-fast` runs the rest, without Node, in well under a
-minute; a test marked `slow` by hand stays slow.
+imports the training step) or works on a local MLflow store (the `mlflow_workspace` or `mlflow_tracking`
+fixture, a `local` registry parameter) is `slow`. Tests that start Chromium or another interpreter are
+marked `slow` by hand, saying why. `make test-fast` runs the rest, without Node, in under 40 s on two cores.
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,13 +22,17 @@ from devtools.azurite import AzuriteEndpoints, running_azurite
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
 
+if TYPE_CHECKING:
+    from _socket import _Address
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Files that tests copy into a copy of the project (tests/test_step_recipe.py), not tests of this one.
 collect_ignore = ["fixtures"]
 
 
-#: Fixtures that train a model, and what a module imports when its tests train.
-_TRAINING_FIXTURES = frozenset({"trained_model"})
+#: Fixtures that train a model or open a local MLflow store (importing MLflow and using it costs seconds), and
+#: what a module imports when its tests train.
+_SLOW_FIXTURES = frozenset({"trained_model", "mlflow_workspace", "mlflow_tracking"})
 _TRAINING_MODULES = ("pipeline_steps.train", "pipeline_steps.detector.engine")
 
 
@@ -50,7 +57,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         azurite_parameter = any(isinstance(value, str) and value == "azurite" for value in parameters.values())
         if "azurite" in fixtures or azurite_parameter or _module_starts_azurite(item):
             item.add_marker(pytest.mark.integration)
-        if fixtures & _TRAINING_FIXTURES or _module_trains(item):
+        local_mlflow_registry = parameters.get("registry") == "local"  # tests/champion_world.py's `registry`
+        if fixtures & _SLOW_FIXTURES or local_mlflow_registry or _module_trains(item):
             item.add_marker(pytest.mark.slow)
 
 
@@ -92,7 +100,7 @@ def ledger(connection_string: str, table_prefix: str) -> Ledger:
 @pytest.fixture
 def service_env(
     monkeypatch: pytest.MonkeyPatch, connection_string: str, container_name: str, table_prefix: str
-) -> None:
+) -> Iterator[None]:
     """The environment a deployed function app would have, pointed at this test's container."""
     from retrainer import bootstrap
 
@@ -105,6 +113,44 @@ def service_env(
     bootstrap.reset()
     yield
     bootstrap.reset()
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow database (tracking and registry) with its tables made, once: making them costs seconds, a copy
+    nothing. A test copies it to where its local registry, or its tracking URI, expects `mlflow.db`."""
+    from shared.registry.local import LocalModelRegistry
+
+    root = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            patch.delenv(variable, raising=False)
+        LocalModelRegistry(root).model_versions("pid-symbol-detector")
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def mlflow_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> Iterator[Path]:
+    """A local workspace (WORKSPACE_BACKEND=local) whose MLflow registry starts as a copy of the empty database."""
+    from retrainer.settings import get_settings
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(empty_mlflow_db, workspace / "mlflow.db")
+    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(workspace))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    get_settings.cache_clear()
+    yield workspace
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def mlflow_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> None:
+    """MLflow tracking into this test's own database, a copy of the empty one."""
+    shutil.copy(empty_mlflow_db, tmp_path / "tracking.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +203,7 @@ def _loopback_only() -> Iterator[None]:
 
     real_connect = socket.socket.connect
 
-    def guarded_connect(sock: socket.socket, address: object) -> None:
+    def guarded_connect(sock: socket.socket, address: _Address) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
             host = address[0]
             try:
@@ -168,6 +214,6 @@ def _loopback_only() -> Iterator[None]:
                 raise ConnectionRefusedError(f"tests may only reach loopback addresses, not {host}")
         return real_connect(sock, address)
 
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    yield
-    socket.socket.connect = real_connect  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", guarded_connect)
+        yield

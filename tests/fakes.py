@@ -12,9 +12,9 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -26,12 +26,15 @@ from azure.core.exceptions import (
 from azure.data.tables import TableEntity, TableErrorCode, TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.datastore import BlobMissingError, LockBusy, StoredBlob
+from retrainer.ledger.rows import Operation
 from shared.promotion import PromotionRecord
 from shared.records import RunState, RunStatus
 
 if TYPE_CHECKING:
-    from azure.ai.ml.entities import Model
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Data, Model
 
+    from shared.registry import ModelRegistry
     from shared.registry.azureml import AzureMLModelRegistry
 
 
@@ -43,6 +46,7 @@ class FakeRunner:
         self.statuses: dict[str, RunStatus] = {}
         self.fail_submit: Exception | None = None
         self.fail_status: Exception | None = None
+        self.fail_list: Exception | None = None
         self.canceled: list[str] = []
         #: Ids the next submissions return, in order (a backend that names its runs oddly); then run-<n>.
         self.next_run_ids: list[str] = []
@@ -73,6 +77,8 @@ class FakeRunner:
         self.finish(run_id, RunState.CANCELED)
 
     def list_runs(self, limit: int = 20) -> list[RunStatus]:
+        if self.fail_list is not None:
+            raise self.fail_list
         return list(self.statuses.values())[:limit]
 
 
@@ -86,7 +92,7 @@ def _utf16_bytes(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass"))
 
 
-def _entity_bytes(entity: dict) -> int:
+def _entity_bytes(entity: Mapping[str, Any]) -> int:
     """An entity's size by the service's published formula (4 bytes, the keys, then each property)."""
     size = 4 + _utf16_bytes(entity["PartitionKey"] + entity["RowKey"])
     for name, value in entity.items():
@@ -102,13 +108,17 @@ def _entity_bytes(entity: dict) -> int:
     return size
 
 
-def _refused(code: TableErrorCode, message: str) -> HttpResponseError:
-    error = HttpResponseError(message=message)
-    error.error_code = code  # type: ignore[attr-defined]  # as the SDK decodes it from the service's answer
+def with_error_code(error: HttpResponseError, code: object) -> HttpResponseError:
+    """The error carrying the service's error code, as the SDK sets it when it decodes the service's answer."""
+    error.error_code = code  # type: ignore[attr-defined]  # set at run time: azure-core does not declare it
     return error
 
 
-def check_table_limits(entity: dict) -> None:
+def _refused(code: TableErrorCode, message: str) -> HttpResponseError:
+    return with_error_code(HttpResponseError(message=message), code)
+
+
+def check_table_limits(entity: Mapping[str, Any]) -> None:
     """Refuse, as Table Storage and Azurite do, a string property over 64 KiB or an entity over 1 MiB."""
     for name, value in entity.items():
         if isinstance(value, str) and _utf16_bytes(value) > MAX_PROPERTY_BYTES:
@@ -120,26 +130,28 @@ def check_table_limits(entity: dict) -> None:
         raise _refused(TableErrorCode.ENTITY_TOO_LARGE, "The entity is larger than the maximum allowed size (1MB).")
 
 
+def _row(values: Mapping[str, Any], etag: str) -> TableEntity:
+    row = TableEntity(**values)
+    row._metadata = {"etag": etag, "timestamp": None}
+    return row
+
+
 class InMemoryTable:
-    """The part of `azure.data.tables.TableClient` the ledger uses, with ETag semantics and the service's size
-    limits."""
+    """The part of `azure.data.tables.TableClient` the ledger uses (`retrainer.ledger.rows.Table`), with ETag
+    semantics and the service's size limits."""
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], tuple[dict, str]] = {}
+        self._rows: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
         self._lock = threading.RLock()
 
     def create_table(self) -> None:
         pass
 
-    def _stored(self, entity: dict) -> TableEntity:
+    def _stored(self, entity: Mapping[str, Any]) -> None:
         check_table_limits(entity)
-        row = TableEntity(**entity)
-        etag = f'W/"{uuid.uuid4().hex}"'
-        row._metadata = {"etag": etag}
-        self._rows[(entity["PartitionKey"], entity["RowKey"])] = (dict(entity), etag)
-        return row
+        self._rows[(entity["PartitionKey"], entity["RowKey"])] = (dict(entity), f'W/"{uuid.uuid4().hex}"')
 
-    def create_entity(self, entity: dict) -> None:
+    def create_entity(self, entity: Mapping[str, Any]) -> None:
         with self._lock:
             if (entity["PartitionKey"], entity["RowKey"]) in self._rows:
                 raise ResourceExistsError("The specified entity already exists.")
@@ -149,15 +161,13 @@ class InMemoryTable:
         with self._lock:
             if (partition_key, row_key) not in self._rows:
                 raise ResourceNotFoundError("The specified resource does not exist.")
-            values, etag = self._rows[(partition_key, row_key)]
-            row = TableEntity(**values)
-            row._metadata = {"etag": etag}
-            return row
+            return _row(*self._rows[(partition_key, row_key)])
 
     def update_entity(
         self,
-        entity: dict,
+        entity: Mapping[str, Any],
         mode: UpdateMode = UpdateMode.MERGE,
+        *,
         etag: str | None = None,
         match_condition: MatchConditions | None = None,
     ) -> None:
@@ -170,7 +180,7 @@ class InMemoryTable:
                 raise ResourceModifiedError("The update condition specified in the request was not satisfied.")
             self._stored({**values, **entity} if mode == UpdateMode.MERGE else entity)
 
-    def upsert_entity(self, entity: dict, mode: UpdateMode = UpdateMode.MERGE) -> None:
+    def upsert_entity(self, entity: Mapping[str, Any], mode: UpdateMode = UpdateMode.MERGE) -> None:
         with self._lock:
             values = self._rows.get((entity["PartitionKey"], entity["RowKey"]), ({}, ""))[0]
             self._stored({**values, **entity} if mode == UpdateMode.MERGE else entity)
@@ -194,11 +204,9 @@ class InMemoryTable:
         for (partition_key, row_key), (values, etag) in rows:
             keys = {"PartitionKey": partition_key, "RowKey": row_key}
             if all(test(keys[name], value) for name, test, value in clauses):
-                row = TableEntity(**values)
-                row._metadata = {"etag": etag}
-                yield row
+                yield _row(values, etag)
 
-    def submit_transaction(self, operations: list[tuple]) -> None:
+    def submit_transaction(self, operations: Iterable[Operation]) -> None:
         """All or nothing, as an entity group transaction: on any failure the rows are as before."""
         with self._lock:
             before = dict(self._rows)
@@ -223,10 +231,10 @@ class InMemoryTable:
                     ResourceNotFoundError: "ResourceNotFound",
                     ResourceModifiedError: "UpdateConditionNotSatisfied",
                 }
-                failed = TableTransactionError(message=str(error))
                 code = codes.get(type(error)) or getattr(error, "error_code", "")
-                failed.error_code = getattr(code, "value", code)  # type: ignore[attr-defined]
-                raise failed from error
+                raise with_error_code(
+                    TableTransactionError(message=str(error)), getattr(code, "value", code)
+                ) from error
 
 
 class InMemoryTableService:
@@ -235,8 +243,8 @@ class InMemoryTableService:
     def __init__(self) -> None:
         self._tables: dict[str, InMemoryTable] = {}
 
-    def get_table_client(self, name: str) -> InMemoryTable:
-        return self._tables.setdefault(name, InMemoryTable())
+    def get_table_client(self, table_name: str) -> InMemoryTable:
+        return self._tables.setdefault(table_name, InMemoryTable())
 
 
 class InMemoryDatastore:
@@ -324,6 +332,7 @@ class FakeAzureMLModels:
         self.before_get: Callable[[str], None] | None = None
 
     def create_or_update(self, model: Model) -> Model:
+        assert model.name, "the SDK sends no model without a name"
         if self.before_write is not None:
             self.before_write(model)
         version = str(model.version or sum(name == model.name for name, _ in self.stored) + 1)
@@ -346,6 +355,10 @@ class FakeAzureMLModels:
             self.after_write(stored)
         return stored
 
+    def stored_tags(self, name: str, version: str) -> dict[str, str]:
+        """The tags the service holds for a version (as sent: the SDK sends a dict, maybe empty)."""
+        return dict(self.stored[(name, version)].tags or {})
+
     def list(self, name: str) -> list[Model]:
         return [self._copy(name, v) for n, v in self.stored if n == name]
 
@@ -361,7 +374,7 @@ class FakeAzureMLModels:
             raise ResourceNotFoundError(f"{name}:{version} not found")
         model = self.stored[(name, version)]
         return self._model(
-            name=model.name, version=model.version, path=model.path, type=model.type, tags=dict(model.tags)
+            name=model.name, version=model.version, path=model.path, type=model.type, tags=dict(model.tags or {})
         )
 
     def download(self, name: str, version: str, download_path: str) -> None:
@@ -380,9 +393,8 @@ def registry_after(decision: PromotionRecord, tmp_path: Path) -> AzureMLModelReg
     challenger tagged best under the decision's claim."""
     from shared.champion.swap import move_best
     from shared.champion.tags import Claim
-    from shared.registry.azureml import AzureMLModelRegistry
 
-    registry = AzureMLModelRegistry(FakeMLClient())  # type: ignore[arg-type]
+    registry = azureml_registry(FakeMLClient())
     folder = tmp_path / "registered-model"
     folder.mkdir(exist_ok=True)
     (folder / "MLmodel").write_text("flavors: {}\n")
@@ -409,8 +421,7 @@ def service_error(status: int, code: str, message: str) -> HttpResponseError:
     """An error as Azure ML answers it (status and code; the SDK raises it as HttpResponseError)."""
     error = HttpResponseError(message=f"({code}) {message}")
     error.status_code = status
-    error.error_code = code  # type: ignore[attr-defined]
-    return error
+    return with_error_code(error, code)
 
 
 class FakePoller:
@@ -591,9 +602,9 @@ class FakeOnlineDeployments:
         self._service = service
 
     def begin_create_or_update(self, deployment: object) -> FakePoller:
-        from azure.ai.ml.entities import OnlineDeployment
+        from azure.ai.ml.entities import ManagedOnlineDeployment
 
-        assert isinstance(deployment, OnlineDeployment), type(deployment)
+        assert isinstance(deployment, ManagedOnlineDeployment), type(deployment)
         self._service.endpoint(str(deployment.endpoint_name))  # as the SDK: the endpoint must exist
         body = deployment._to_rest_object(location=LOCATION).as_dict()
         self._service.put_deployment(str(deployment.endpoint_name), str(deployment.name), body)
@@ -617,22 +628,61 @@ class FakeOnlineDeployments:
         import copy
 
         from azure.ai.ml._restclient.arm_ml_service.models import OnlineDeployment as OnlineDeploymentData
-        from azure.ai.ml.entities import OnlineDeployment
+        from azure.ai.ml.entities import ManagedOnlineDeployment, OnlineDeployment
 
         body = copy.deepcopy(self._service.deployments[(endpoint_name, name)])
         deployment = OnlineDeployment._from_rest_object(OnlineDeploymentData(body))
+        assert isinstance(deployment, ManagedOnlineDeployment), type(deployment)  # the SDK's annotation says less
         deployment.endpoint_name = endpoint_name
         return deployment
 
 
+class FakeDataOperations:
+    """Stands in for the one network call, `MLClient.data.create_or_update`, as the service answers it."""
+
+    def __init__(self) -> None:
+        self.sent: list[Data] = []
+
+    def create_or_update(self, data: Data) -> Data:
+        from azure.ai.ml.entities import Data
+
+        self.sent.append(data)
+        return Data(
+            name=data.name, version=str(len(self.sent) + 4), path="azureml://datastores/x/paths/y", type=data.type
+        )
+
+
 class FakeMLClient:
-    """An `MLClient` with its model and online endpoint operations."""
+    """An `MLClient` with its model, data asset and online endpoint operations."""
 
     def __init__(self) -> None:
         self.models = FakeAzureMLModels()
+        self.data = FakeDataOperations()
         self.online = FakeOnlineService()
         self.online_endpoints = FakeOnlineEndpoints(self.online)
         self.online_deployments = FakeOnlineDeployments(self.online)
+
+    def as_ml_client(self) -> MLClient:
+        """This client where the code takes an `MLClient`: it answers the calls that code makes (the SDK's own
+        entities in and out), not the whole client's surface, so it is not typed as one."""
+        return cast("MLClient", self)
+
+
+def azureml_registry(client: FakeMLClient) -> AzureMLModelRegistry:
+    """The Azure ML registry's own code over the fake client."""
+    from shared.registry.azureml import AzureMLModelRegistry
+
+    return AzureMLModelRegistry(client.as_ml_client())
+
+
+def fake_models(registry: ModelRegistry) -> FakeAzureMLModels:
+    """The fake model operations behind an Azure ML registry made by `azureml_registry`: a test races writers there."""
+    from shared.registry.azureml import AzureMLModelRegistry
+
+    assert isinstance(registry, AzureMLModelRegistry), type(registry)
+    models = registry._ml_client.models
+    assert isinstance(models, FakeAzureMLModels), type(models)
+    return models
 
 
 def promotion_with_classes(classes: int, seed: int = 7) -> PromotionRecord:

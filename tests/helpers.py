@@ -15,10 +15,20 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from azure.ai.ml._restclient.arm_ml_service.models import PipelineJob as RestPipelineJob
+    from azure.ai.ml.entities import PipelineJob
+
+    from retrainer.ledger import Ledger
+    from retrainer.retraining import RetrainingService
+    from shared.promotion import ClassGuard, PromotionRecord
+    from shared.records import RunRecord
 
 
 class Clock:
@@ -42,6 +52,11 @@ class Posted:
     headers: dict[str, str]  # names in lower case
     body: object
 
+    def events(self) -> list[dict[str, Any]]:
+        """The body as Event Grid's JSON array of events."""
+        assert isinstance(self.body, list), self.body
+        return self.body
+
 
 @contextmanager
 def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
@@ -60,7 +75,8 @@ def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # shutdown() waits for the loop's next poll: at the default half second, every test would wait that long.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", received
     finally:
@@ -68,18 +84,39 @@ def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
 
 
 @functools.cache
-def indexed_functions() -> dict[str, func.FunctionBuilder]:
+def indexed_functions() -> dict[str, func.Function]:
     """What the host indexes; `get_functions()` may run once per app, as in the host."""
     import function_app
 
-    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+    return {str(fn.get_function_name()): fn for fn in function_app.app.get_functions()}
+
+
+@functools.cache
+def _loaded_by_a_cold_start() -> frozenset[str]:
+    """Every module a fresh interpreter has loaded after `import function_app` (the host's cold start); one
+    interpreter serves every test of a process."""
+    code = "import json, sys, function_app; print(json.dumps(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return frozenset(json.loads(loaded))
 
 
 def loaded_by_importing_function_app(modules: tuple[str, ...]) -> list[str]:
     """Which of `modules` a fresh interpreter has loaded after `import function_app` (the host's cold start)."""
-    code = f"import json, sys, function_app; print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(loaded)
+    return sorted(module for module in modules if module in _loaded_by_a_cold_start())
+
+
+def stored_run(ledger: Ledger, run_id: str) -> RunRecord:
+    """The ledger's record of a run the test expects there."""
+    run = ledger.runs.get(run_id)
+    assert run is not None, f"the ledger has no run {run_id}"
+    return run
+
+
+def class_guard(decision: PromotionRecord | None) -> ClassGuard:
+    """The per-class guard of a decision the test made with one."""
+    assert decision is not None and decision.comparison is not None, "a decision without a comparison"
+    assert decision.comparison.class_guard is not None, "a comparison without a class guard"
+    return decision.comparison.class_guard
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:
@@ -104,15 +141,20 @@ def record(image: str, labels: list[str]) -> dict:
     return {"image_url": image, "image_details": {"format": "jpg", "width": 100, "height": 100}, "label": boxes}
 
 
-def deliver(service: object, subject: object, data: object, event_type: str = "Microsoft.Storage.BlobCreated") -> bool:
+def deliver(
+    service: RetrainingService,
+    subject: object,
+    data: dict[str, object],
+    event_type: str = "Microsoft.Storage.BlobCreated",
+) -> bool:
     """An event down the trigger's path: parsed into a command at the edge, then handed to the service."""
     from retrainer.events import Event, ImageUploaded, RunChanged, to_command
 
-    command = to_command(Event("test-event", event_type, subject if isinstance(subject, str) else "", data))  # type: ignore[arg-type]
+    command = to_command(Event("test-event", event_type, subject if isinstance(subject, str) else "", data))
     if isinstance(command, ImageUploaded):
-        return bool(service.on_image_uploaded(command))  # type: ignore[attr-defined]
+        return bool(service.on_image_uploaded(command))
     if isinstance(command, RunChanged):
-        return bool(service.on_run_changed(command))  # type: ignore[attr-defined]
+        return bool(service.on_run_changed(command))
     return False
 
 
@@ -186,7 +228,16 @@ def search_space_dumped_as_a_file() -> Iterator[None]:
         yield
 
 
-def strict_json(text: str | bytes) -> object:
+def sent_pipeline(job: PipelineJob) -> RestPipelineJob:
+    """The pipeline job's properties as the SDK sends them (its REST body)."""
+    from azure.ai.ml._restclient.arm_ml_service.models import PipelineJob as RestPipelineJob
+
+    properties = job._to_rest_object().properties
+    assert isinstance(properties, RestPipelineJob), type(properties)
+    return properties
+
+
+def strict_json(text: str | bytes) -> Any:
     """The document as JSON.parse reads it: NaN and Infinity are not JSON, so they are refused here too."""
 
     def refuse(token: str) -> object:

@@ -18,7 +18,7 @@ from retrainer.assembly.automl_node import (
 )
 from retrainer.settings import load_settings
 from shared.records import ModelVersion
-from tests.helpers import search_space_dumped_as_a_file
+from tests.helpers import search_space_dumped_as_a_file, sent_pipeline
 
 TRAIN = Input(type="mltable", path="azureml:pid-symbols-train:3")
 VAL = Input(type="mltable", path="azureml:pid-symbols-val:3")
@@ -30,10 +30,10 @@ def dumped_node(config: AutoMLConfig, with_validation: bool = True) -> dict:
     (No `from __future__ import annotations` in this file: dsl.pipeline reads the real annotations.)
     """
 
-    @dsl.pipeline(default_compute="cpu-cluster")
+    @dsl.pipeline(None, default_compute="cpu-cluster")  # the SDK's overloads want `func` named when it is None
     def training_only(train: Input, val: Input) -> dict:
         node = build_automl_node(config, train, val if with_validation else None)
-        return {"best_model": node.outputs.best_model}
+        return {"best_model": node.outputs["best_model"]}
 
     job = training_only(train=TRAIN, val=VAL)
     validation = job._validate()
@@ -179,9 +179,10 @@ def submitted_training(monkeypatch: pytest.MonkeyPatch, champion_tags: dict[str,
             return job
 
     client = type("Client", (), {"models": Models(), "jobs": Jobs()})()
-    assert AzureMLPipelineRunner(client, load_settings(), lambda: CLASSES).submit_pipeline("t") == "job-1"  # type: ignore[arg-type]
-    rest = submitted[0]._to_rest_object().properties
-    return rest.jobs["train"], dict(rest.tags)
+    assert AzureMLPipelineRunner(client, load_settings(), lambda: CLASSES).submit_pipeline("t") == "job-1"
+    rest = sent_pipeline(submitted[0])
+    assert rest.jobs is not None
+    return rest.jobs["train"], dict(rest.tags or {})
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,9 @@ def _store_as_int8(weights: Path) -> None:
     ],
     ids=["empty weights", "no weights", "broken record", "float weights stored as int8"],
 )
-def test_a_damaged_base_model_is_refused_with_a_reason(base_copy: Path, damage, reason: str) -> None:
+def test_a_damaged_base_model_is_refused_with_a_reason(
+    base_copy: Path, damage: Callable[[Path], object], reason: str
+) -> None:
     damage(base_copy)
     with pytest.raises(WarmStartUnavailable, match=reason):
         base_start(build_detector(3), base_copy)

@@ -7,11 +7,13 @@ one (`choose_best`), and the service records its runs as it does in production.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,11 +31,14 @@ from shared.promotion import (
 )
 from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
 from shared.registry.local import LocalModelRegistry
-from tests.champion_world import NAME, World, clock, empty_mlflow_db, registry, storage, world
-from tests.fakes import FakeRunner
+from tests.champion_world import NAME, World, clock, registry, storage, world
+from tests.fakes import FakeRunner, fake_models
 from tests.helpers import Clock, Posted, listening_server
 
-__all__ = ["clock", "empty_mlflow_db", "registry", "storage", "world"]  # the fixtures these tests use
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import Model
+
+__all__ = ["clock", "registry", "storage", "world"]  # the fixtures these tests use
 
 
 def test_a_rollback_restores_the_earlier_version_with_its_record_its_event_and_names_what_it_undoes(
@@ -111,7 +116,7 @@ def test_a_pin_holds_across_runs_and_the_history_shows_it_all(world: World) -> N
 
     world.clock.advance(minutes=1)
     world.controls.unpin("ana (retrain)", "audit done")
-    assert world.record().pinned_reason is None  # type: ignore[union-attr]
+    assert world.champion_record().pinned_reason is None
     _, decision = world.run(0.95)
     assert decision.promoted and world.best() == ["4"]
     kinds = [(c.kind.value, c.to_version, c.decided_by) for c in world.controls.history()]
@@ -218,14 +223,14 @@ def test_a_promotion_racing_tag_steps_leaves_exactly_one_best_on_the_local_regis
     barrier = threading.Barrier(len(challengers) + 1)
     errors: list[BaseException] = []
 
-    def at_once(action) -> None:  # type: ignore[no-untyped-def]
+    def at_once(action: Callable[[], object]) -> None:
         try:
             barrier.wait()
             action()
         except BaseException as error:  # surfaced below
             errors.append(error)
 
-    actions = [lambda v=v: world.tag_step(v) for v in challengers]
+    actions: list[Callable[[], object]] = [functools.partial(world.tag_step, v) for v in challengers]
     actions.append(lambda: world.controls.promote("5", "rollback", "ana"))
     threads = [threading.Thread(target=at_once, args=(action,)) for action in actions]
     for thread in threads:
@@ -243,10 +248,10 @@ def test_on_azure_ml_a_tag_step_tagging_another_version_meanwhile_is_repaired_to
     world.run(0.50)
     world.register(0.90)
     world.register(0.30)
-    models = world.registry._ml_client.models  # type: ignore[attr-defined]
+    models = fake_models(world.registry)
 
-    def racing_tag_step(model: object) -> None:  # the moment the operator's tag lands, a tag step tags version 2
-        if getattr(model, "version", None) == "3" and model.tags.get(BEST_MODEL_TAG) == "true":  # type: ignore[attr-defined]
+    def racing_tag_step(model: Model) -> None:  # the moment the operator's tag lands, a tag step tags version 2
+        if model.version == "3" and (model.tags or {}).get(BEST_MODEL_TAG) == "true":
             models.before_write = None
             world.registry.set_model_tags(NAME, "2", {BEST_MODEL_TAG: "true"})
 
@@ -261,10 +266,10 @@ def test_on_azure_ml_a_tag_step_that_took_the_tag_back_loses_to_the_operator(wor
     world.run(0.50)
     world.register(0.90)
     world.register(0.30)
-    models = world.registry._ml_client.models  # type: ignore[attr-defined]
+    models = fake_models(world.registry)
 
-    def racing_tag_step(model: object) -> None:  # the operator's tag landed; a racing tag step's repair untags it
-        if getattr(model, "version", None) == "3" and model.tags.get(BEST_MODEL_TAG) == "true":  # type: ignore[attr-defined]
+    def racing_tag_step(model: Model) -> None:  # the operator's tag landed; a racing tag step's repair untags it
+        if model.version == "3" and (model.tags or {}).get(BEST_MODEL_TAG) == "true":
             models.after_write = None
             world.registry.set_model_tags(NAME, "2", {BEST_MODEL_TAG: "true"})
             world.registry.set_model_tags(NAME, "3", {BEST_MODEL_TAG: "false"})
@@ -290,7 +295,7 @@ def topic(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Posted]]:
 
 def events(posted: list[Posted]) -> list[dict]:
     """Every event of every post, in order (the publisher sends a JSON array)."""
-    return [event for post in posted for event in post.body]  # type: ignore[attr-defined]
+    return [event for post in posted for event in post.events()]
 
 
 @pytest.fixture
@@ -345,13 +350,13 @@ def test_a_rollback_by_the_command_restores_version_1_with_its_record_and_event(
     assert capsys.readouterr().err == (
         "retrain promote: pid-symbol-detector has no version '9' (the registry holds versions 1 to 2)\n"
     )
-    assert cli.main(["pin", "--reason", "audit"]) == 0 and deployed.record().pinned_reason == "audit"  # type: ignore[union-attr]
+    assert cli.main(["pin", "--reason", "audit"]) == 0 and deployed.champion_record().pinned_reason == "audit"
     assert "pinned pid-symbol-detector version 1: the champion stays" in capsys.readouterr().out
     assert cli.main(["models", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [c["kind"] for c in listed["history"]][:2] == ["pinned", "rolled back"]
     assert [v["tags"].get("pinned_reason") for v in listed["versions"]] == ["audit", ""]
-    assert cli.main(["unpin"]) == 0 and deployed.record().pinned_reason is None  # type: ignore[union-attr]
+    assert cli.main(["unpin"]) == 0 and deployed.champion_record().pinned_reason is None
 
 
 def http(name: str, method: str, url: str, body: bytes = b"") -> tuple[int, dict]:
@@ -463,5 +468,5 @@ def test_a_reason_that_is_not_text_or_too_long_is_refused_by_every_door_with_one
     status, body = http("promote_model", "POST", "/api/models/best", b'{"version": "1", "reason": "caf\\udce9"}')
     assert status == 400 and "\n" not in body["error"], "the host's JSON reader refuses a lone surrogate already"
     assert http("unpin_model", "DELETE", "/api/models/best/pin", b'{"reason": "' + b"x" * 10_000 + b'"}')[0] == 400
-    assert deployed.best() == ["2"] and deployed.record().version == "2"  # type: ignore[union-attr]
+    assert deployed.best() == ["2"] and deployed.champion_record().version == "2"
     assert cli.main(["models", "--json"]) == 0 and capsys.readouterr().out, "nothing stored that cannot be read back"

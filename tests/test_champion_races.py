@@ -13,28 +13,31 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pipeline_steps.holdout_scorer import HoldoutScores
+from pipeline_steps.holdout_scorer import HoldoutScorer, HoldoutScores
 from retrainer.ledger.champion import ChangeKind
 from shared.champion.tags import pin_of
 from shared.promotion import DifferenceInterval, PromotionRecord
 from shared.records import ModelVersion
-from tests.champion_world import NAME, World, clock, empty_mlflow_db, registry, storage, world
+from shared.registry.local import LocalModelRegistry
+from tests.champion_world import NAME, World, clock, registry, storage, world
+from tests.fakes import fake_models
 
-__all__ = ["clock", "empty_mlflow_db", "registry", "storage", "world"]  # the fixtures these tests use
+__all__ = ["clock", "registry", "storage", "world"]  # the fixtures these tests use
 
 ROOT = Path(__file__).resolve().parents[1]
 BETTER = DifferenceInterval(difference=0.2, low=0.1, high=0.3, confidence=0.95, resamples=200)
 
 
-def scorer_that(during: object) -> object:
+def scorer_that(during: Callable[[], object]) -> HoldoutScorer:
     """A scorer under which the challenger wins, and `during()` happens while it scores."""
 
     def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-        during()  # type: ignore[operator]
+        during()
         return HoldoutScores(0.8, {}, 0.6, {}, BETTER, scored_images=40)
 
     return score
@@ -62,7 +65,7 @@ def test_a_pin_placed_while_the_run_scores_keeps_the_champion_and_the_record_say
     )
     world.record_run(decision)
     assert_settled(world, "1")
-    assert world.record().pinned_reason == "plant audit"  # type: ignore[union-attr]
+    assert world.champion_record().pinned_reason == "plant audit"
     kinds = [(c.kind, c.to_version) for c in world.controls.history()]
     assert kinds == [(ChangeKind.PINNED, "1"), (ChangeKind.PROMOTED, "1")]
 
@@ -86,7 +89,7 @@ def test_a_rollback_made_while_the_run_scores_stands_and_the_run_does_not_overru
     _, later = world.run(0.95)  # the next run compares against the operator's choice and may replace it
     assert later.promoted and later.champion_version == "1"
     assert_settled(world, "4")
-    assert world.record().decided_by == "service"  # type: ignore[union-attr]
+    assert world.champion_record().decided_by == "service"
 
 
 def test_a_promotion_by_hand_while_the_run_scores_stands(world: World) -> None:
@@ -107,7 +110,7 @@ def test_on_azure_ml_a_pin_landing_between_the_runs_check_and_its_write_wins(wor
     """Azure ML has no lock: the pin lands after the tag step's re-read, as it writes. The pin outranks the run."""
     world.run(0.60)
     challenger = world.register(0.90)
-    models = world.registry._ml_client.models  # type: ignore[attr-defined]
+    models = fake_models(world.registry)
     scored = threading.Event()
 
     def operator_pins_as_the_step_writes(version: str) -> None:
@@ -121,7 +124,7 @@ def test_on_azure_ml_a_pin_landing_between_the_runs_check_and_its_write_wins(wor
     assert decision.not_applied == "version 1 was pinned by ana (audit) at the same moment"
     world.record_run(decision)
     assert_settled(world, "1")
-    assert world.record().pinned_reason == "audit"  # type: ignore[union-attr]
+    assert world.champion_record().pinned_reason == "audit"
 
 
 @pytest.mark.parametrize("registry", ["azureml"], indirect=True)
@@ -147,7 +150,8 @@ def test_on_azure_ml_a_run_recorded_after_a_race_it_lost_leaves_the_record_on_th
 
 def other_process(world: World, action: str, version: str, signals: Path) -> subprocess.Popen[str]:
     """`tests/champion_race.py` in a process of its own, on this world's local registry and storage (Azurite)."""
-    env = {**os.environ, "WORKSPACE_BACKEND": "local", "LOCAL_WORKSPACE_DIR": str(world.registry.root)}  # type: ignore[attr-defined]
+    assert isinstance(world.registry, LocalModelRegistry), "another process shares only a local registry"
+    env = {**os.environ, "WORKSPACE_BACKEND": "local", "LOCAL_WORKSPACE_DIR": str(world.registry.root)}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.champion_race", action, version, str(signals)],
         cwd=ROOT,
@@ -200,7 +204,12 @@ def test_pin_and_unpin_wait_for_a_promotion_in_another_process_and_apply_to_its_
     promotion = other_process(world, "promote", "2", tmp_path)  # holds the critical section until told to go on
     done = threading.Event()
     call = (lambda: world.controls.pin("audit", "ana")) if door == "pin" else (lambda: world.controls.unpin("ana"))
-    operator = threading.Thread(target=lambda: (call(), done.set()))
+
+    def operator_acts() -> None:
+        call()
+        done.set()
+
+    operator = threading.Thread(target=operator_acts)
     operator.start()
     assert not done.wait(1.0), f"{door} waited for the promotion in the other process"
     assert "promoted pid-symbol-detector version 2" in finished(promotion, tmp_path)

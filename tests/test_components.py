@@ -9,7 +9,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from azure.ai.ml import load_component
+from azure.ai.ml import Input, Output, load_component
+from azure.ai.ml.entities import CommandComponent
 
 from retrainer.assembly import graph
 from retrainer.assembly.graph import COMPONENT_STEPS
@@ -32,6 +33,13 @@ RUNNER_INPUTS = {
 }
 
 
+def step_component(step: str) -> CommandComponent:
+    """The step's component as Azure ML loads it from its YAML: a command component."""
+    component = load_component(COMPONENTS / f"{step}.yml")
+    assert isinstance(component, CommandComponent), type(component)
+    return component
+
+
 def _every_setting_given() -> Settings:
     """Settings that give every setting input a value (the filename lists are unset by default)."""
     return Settings(MANDATORY_TRAIN_FILENAMES="a.jpg", MANDATORY_VAL_FILENAMES="b.jpg")
@@ -40,7 +48,7 @@ def _every_setting_given() -> Settings:
 @pytest.mark.parametrize("step", COMPONENT_STEPS)
 def test_component_loads_and_validates_offline_with_the_graphs_ports(step: str) -> None:
     """Its outputs are the graph's, its data inputs typed as what feeds them, its settings typed as their values."""
-    component = load_component(COMPONENTS / f"{step}.yml")
+    component = step_component(step)
     assert component._validate().passed
     declared = graph.step(step)
     ports = {name: port.type for name, port in component.inputs.items()}
@@ -49,7 +57,7 @@ def test_component_loads_and_validates_offline_with_the_graphs_ports(step: str) 
     for name, source in declared.inputs.items():
         assert ports.get(name) in DATA_TYPES, f"{step}.{name} is not a data input of {step}.yml"
         if isinstance(source, graph.StepOutput) and source.step != graph.TRAIN:
-            feeding = load_component(COMPONENTS / f"{source.step}.yml").outputs[source.output].type
+            feeding = step_component(source.step).outputs[source.output].type
             assert ports[name] == feeding, f"{step}.{name} reads {source.step}.{source.output}, a {feeding}"
         if name in declared.optional:
             assert component.inputs[name].optional, f"{step}.{name} is optional in the graph, not in {step}.yml"
@@ -67,19 +75,19 @@ def test_component_loads_and_validates_offline_with_the_graphs_ports(step: str) 
 _SAMPLE_VALUES = {"boolean": "True", "integer": "5", "number": "0.01", "string": "value"}
 
 
-def _sample_value(name: str, port: object) -> str:
+def _sample_value(name: str, port: Input | Output) -> str:
     """What Azure ML would put in the command for this port: its default, or a value of its type."""
     default = getattr(port, "default", None)
     if default not in (None, ""):
         return str(default)
-    return _SAMPLE_VALUES.get(port.type, f"/mnt/{name}")  # type: ignore[attr-defined]
+    return _SAMPLE_VALUES.get(str(port.type), f"/mnt/{name}")
 
 
 @pytest.mark.parametrize("step", COMPONENT_STEPS)
 def test_component_command_is_accepted_by_the_step_cli(step: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    component = load_component(COMPONENTS / f"{step}.yml")
+    component = step_component(step)
     ports = {**component.inputs, **component.outputs}
-    command = re.sub(r"\$\[\[(.*?)\]\]", r"\1", component.command)  # optional inputs, here all given
+    command = re.sub(r"\$\[\[(.*?)\]\]", r"\1", str(component.command))  # optional inputs, here all given
     command = re.sub(
         r"\$\{\{(?:inputs|outputs)\.(\w+)\}\}",
         lambda m: _sample_value(m.group(1), ports[m.group(1)]),
@@ -105,7 +113,7 @@ def test_environment_pins_exactly_what_the_steps_import() -> None:
     from devtools.step_environment import pip_list
 
     environment = load_environment(COMPONENTS / "environment.yml")
-    assert environment.name == "pid-symbol-pipeline" and environment.image.startswith("mcr.microsoft.com/azureml/")
+    assert environment.name == "pid-symbol-pipeline" and str(environment.image).startswith("mcr.microsoft.com/azureml/")
     pins = dict(line.split("==", 1) for line in pip_list())
     assert all(line.count("==") == 1 for line in pip_list()), "every package pinned to one version"
     for package in ("azure-ai-ml", "azure-identity", "azureml-mlflow", "faster-coco-eval", "orjson"):
@@ -121,7 +129,7 @@ def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Pa
     for step, command in step_commands(tmp_path, _every_setting_given()).items():
         if step == graph.TRAIN:  # the local trainer stands in for the AutoML node
             continue
-        component = load_component(COMPONENTS / f"{step}.yml")
+        component = step_component(step)
         ports = set(component.inputs) | set(component.outputs)
         flags = {word[2:] for word in command[3:] if word.startswith("--")}
         assert flags <= ports, f"{step}: {sorted(flags - ports)} are not ports of {step}.yml"

@@ -24,6 +24,7 @@ def openmp_settings(code: str, **env: str) -> str:
     return done.stderr
 
 
+@pytest.mark.slow  # three processes import torch
 def test_a_step_process_loads_torch_with_threads_that_sleep_while_they_wait() -> None:
     # OpenMP reads its wait policy once, when torch loads it: a step's first import of pipeline_steps sets it.
     assert "GOMP_SPINCOUNT = '0'" in openmp_settings("import pipeline_steps.train, pipeline_steps.detector.engine")

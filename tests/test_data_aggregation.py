@@ -59,6 +59,7 @@ def test_step_fails_only_when_nothing_usable_remains(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "aggregation_summary.json").read_text())["records"] == 0
 
 
+@pytest.mark.slow  # the real mltable, in its own interpreter
 def test_local_output_loads_with_mltable_and_opens_the_images(tmp_path: Path) -> None:
     images, labels = lay_out(tmp_path, {"a.jpg": ["1"], "sub/b.jpg": ["3"]})
     code = data_aggregation.main(

@@ -207,6 +207,7 @@ def _store(registry: LocalModelRegistry) -> tuple:
     return load, create
 
 
+@pytest.mark.slow  # the real mltable, in its own interpreter
 def test_cli_writes_three_mltables_the_holdout_version_and_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,7 +311,9 @@ def test_retrain_split_reset_starts_a_new_version_that_records_why_and_the_next_
         f"started split assignment {ASSIGNMENT} version 2" in out
         and "replacing version 1, which was unreadable (Invalid JSON" in out
     )
-    restarted = json.loads(registry.latest_document(ASSIGNMENT))
+    document = registry.latest_document(ASSIGNMENT)
+    assert document is not None
+    restarted = json.loads(document)
     assert restarted["version"] == 2 and restarted["by_name"] == {}
     assert restarted["restart"]["reason"] == "version 1 was half-written by a killed step"
     assert restarted["restart"]["replaces_version"] == 1 and "unreadable" in restarted["restart"]["replaced"]
@@ -332,5 +335,5 @@ def test_retrain_split_reset_refuses_to_discard_a_readable_assignment_unless_for
     assert cli.main(["split", "reset", "--reason", "new holdout fraction"]) == 2
     assert "version 1 is readable (30 images)" in capsys.readouterr().err
     assert cli.main(["split", "reset", "--reason", "new holdout fraction", "--force"]) == 0
-    registry = LocalModelRegistry(tmp_path / "workspace")
-    assert json.loads(registry.latest_document(ASSIGNMENT))["restart"]["replaced"] == "readable (30 images)"
+    document = LocalModelRegistry(tmp_path / "workspace").latest_document(ASSIGNMENT)
+    assert document is not None and json.loads(document)["restart"]["replaced"] == "readable (30 images)"

@@ -25,7 +25,7 @@ from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from shared.records import RunState
 from tests.fakes import FakeRunner, first_promotion, registry_after
-from tests.helpers import deliver
+from tests.helpers import deliver, stored_run
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
         service, ledger = service_on(azurite, runner, monkeypatch, tmp_path)
         outcome = service.tick()
         assert outcome.followed == {run_id: "completed"} and outcome.submitted is None
-        assert service.best_model() is not None and ledger.runs.get(run_id).promotion_done
+        assert service.best_model() is not None and stored_run(ledger, run_id).promotion_done
         assert len(runner.submitted) == 1
 
 

@@ -113,6 +113,9 @@ def test_a_crafted_label_cannot_crash_or_exhaust_the_interpreter(tmp_path: Path)
 
 
 def test_the_legacy_layout_with_numpy_values_still_loads() -> None:
-    rows = [["Gate valve", np.array([10, 10, 50, 30]), np.int64(3)], ["Ball valve", [1.5, 2, 8, 9], "04"]]
+    rows: list[list[object]] = [
+        ["Gate valve", np.array([10, 10, 50, 30]), np.int64(3)],
+        ["Ball valve", [1.5, 2, 8, 9], "04"],
+    ]
     boxes = parse_label_rows(legacy_npy(rows), "ok.npy")
     assert [(b.class_id, b.x1, b.y2) for b in boxes] == [("3", 10.0, 30.0), ("4", 1.5, 9.0)]

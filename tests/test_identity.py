@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from retrainer.settings import load_settings
 from shared.registry.azureml import ml_client
-from tests.identity_server import SECRET_HEADER, identity_endpoint
+from tests.identity_server import SECRET_HEADER, IdentityEndpoint, identity_endpoint
 
 WORKSPACE_ENV = {
     "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
@@ -19,7 +20,7 @@ WORKSPACE_ENV = {
 
 
 @pytest.fixture
-def managed_identity_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def managed_identity_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[IdentityEndpoint]:
     for variable in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "MSI_ENDPOINT", "MSI_SECRET"):
         monkeypatch.delenv(variable, raising=False)
     for key, value in WORKSPACE_ENV.items():
@@ -31,7 +32,7 @@ def managed_identity_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-un
 
 
 def test_steps_on_an_azure_ml_compute_sign_in_as_its_managed_identity(
-    managed_identity_env, monkeypatch: pytest.MonkeyPatch
+    managed_identity_env: IdentityEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DEFAULT_IDENTITY_CLIENT_ID", "22222222-2222-2222-2222-222222222222")
     token = ml_client(load_settings())._credential.get_token("https://management.azure.com/.default")
@@ -41,7 +42,9 @@ def test_steps_on_an_azure_ml_compute_sign_in_as_its_managed_identity(
     assert request["resource"] == ["https://management.azure.com"]
 
 
-def test_without_a_client_id_the_default_identity_signs_in(managed_identity_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_client_id_the_default_identity_signs_in(
+    managed_identity_env: IdentityEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DEFAULT_IDENTITY_CLIENT_ID", raising=False)
     ml_client(load_settings())._credential.get_token("https://management.azure.com/.default")
     (request,) = managed_identity_env.requests

@@ -42,6 +42,7 @@ def config() -> dict:
     }
     for path in sorted(INFRA.glob("*.tf")):
         parsed = _clean(hcl2.loads(path.read_text()))
+        assert isinstance(parsed, dict), path
         for kind in ("resource", "data"):
             for block in parsed.get(kind, []):
                 for type_name, named in block.items():
@@ -134,7 +135,8 @@ def test_app_settings_are_ones_the_service_reads(config: dict) -> None:
     for name, field in Settings.model_fields.items():
         readable.add(name)
         alias = field.validation_alias
-        readable.update(alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else [])
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else []
+        readable.update(choice for choice in choices if isinstance(choice, str))
     host = {
         "AzureWebJobsStorage__accountName",
         "AzureWebJobsStorage__credential",

@@ -100,7 +100,8 @@ def test_non_image_named_jpg_is_quarantined_and_its_label_waits_for_a_real_one(
     assert [w.stem for w in ledger.labels.all()] == ["p5"]
 
     datastore.write("data/images/p5.jpg", jpeg_bytes(300, 200))
-    assert ingestor.ingest_image("data/images/p5.jpg").outcome is Outcome.CONVERTED
+    converted = ingestor.ingest_image("data/images/p5.jpg")
+    assert converted is not None and converted.outcome is Outcome.CONVERTED
 
 
 def test_quarantine_keeps_an_original_that_changed_after_it_was_read(datastore: Datastore) -> None:
@@ -123,7 +124,12 @@ def test_an_oversized_label_is_quarantined_without_being_downloaded_whole(
     datastore.write("data/labels/huge_symbols.npy", big)
     reads: list[str] = []
     real_read = Datastore.read_with_etag
-    monkeypatch.setattr(Datastore, "read_with_etag", lambda self, path: reads.append(path) or real_read(self, path))
+
+    def read_recorded(self: Datastore, path: str) -> tuple[bytes, str]:
+        reads.append(path)
+        return real_read(self, path)
+
+    monkeypatch.setattr(Datastore, "read_with_etag", read_recorded)
     result = ingestor.ingest_label("data/labels/huge_symbols.npy")
     assert result.outcome is Outcome.QUARANTINED and "larger than 1024" in (result.reason or "")
     assert reads == [], "the whole file was never read into memory"
@@ -166,11 +172,19 @@ def test_quarantining_an_old_invalid_version_keeps_the_newer_valid_ones_jsonl(
     datastore.write("data/labels/v_symbols.npy", b"\x93NUMPY broken version 1")
     real_quarantine = Datastore.quarantine
 
-    def newer_version_lands_meanwhile(self: Datastore, *args: object, **kwargs: object) -> bool:
+    def newer_version_lands_meanwhile(
+        self: Datastore,
+        path: str,
+        reason: QuarantineReason,
+        quarantine_folder: str,
+        *,
+        original_etag: str | None,
+        data: bytes | None = None,
+    ) -> bool:
         monkeypatch.setattr(Datastore, "quarantine", real_quarantine)
         datastore.write("data/labels/v_symbols.npy", GOOD_LABEL)
         assert ingestor.ingest_label("data/labels/v_symbols.npy").outcome is Outcome.CONVERTED
-        return real_quarantine(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real_quarantine(self, path, reason, quarantine_folder, original_etag=original_etag, data=data)
 
     monkeypatch.setattr(Datastore, "quarantine", newer_version_lands_meanwhile)
     assert ingestor.ingest_label("data/labels/v_symbols.npy").outcome is Outcome.QUARANTINED

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from azure.data.tables import TableErrorCode, TableServiceClient, TableTransactionError, TransactionOperation
+from azure.data.tables import (
+    TableEntity,
+    TableErrorCode,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+)
 
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageState
-from retrainer.ledger.rows import row_key
+from retrainer.ledger.rows import TableService, row_key
 from retrainer.ledger_migration import Migration, ensure_current_layout, migrate_first_layout
 from shared.records import RunRecord, RunState
 from tests.fakes import InMemoryTableService, promotion_with_classes
+from tests.helpers import class_guard, stored_run
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -27,7 +35,7 @@ def run_record(index: int) -> RunRecord:
 
 def test_the_newest_runs_come_first_and_only_as_many_as_asked() -> None:
     """In memory, with the fake that refuses any filter on a non-key property."""
-    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    ledger = Ledger(InMemoryTableService(), "t")
     for index in (3, 1, 4, 0, 2):
         ledger.runs.save(run_record(index))
     assert [r.run_id for r in ledger.runs.newest(limit=3)] == ["run-00004", "run-00003", "run-00002"]
@@ -35,11 +43,13 @@ def test_the_newest_runs_come_first_and_only_as_many_as_asked() -> None:
     again.state = RunState.FAILED
     ledger.runs.save(again)
     assert [r.run_id for r in ledger.runs.newest(limit=10)] == [f"run-{i:05d}" for i in (4, 3, 2, 1, 0)]
-    assert ledger.runs.get("run-00001").state == RunState.FAILED and ledger.runs.newest(10)[3].state == RunState.FAILED
+    assert (
+        stored_run(ledger, "run-00001").state == RunState.FAILED and ledger.runs.newest(10)[3].state == RunState.FAILED
+    )
 
 
 def test_images_move_between_states_and_each_state_is_one_key_range() -> None:
-    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    ledger = Ledger(InMemoryTableService(), "t")
     for i in range(5):
         assert ledger.images.record(f"data/images/{i}.jpg", f"0x{i}", START)
     assert not ledger.images.record("data/images/0.jpg", "0x0", START), "a redelivered event records nothing"
@@ -55,7 +65,7 @@ def test_images_move_between_states_and_each_state_is_one_key_range() -> None:
 def test_moving_an_image_someone_else_moved_fails_instead_of_overwriting() -> None:
     from retrainer.ledger.images import ImagesMoved
 
-    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    ledger = Ledger(InMemoryTableService(), "t")
     for i in range(60):
         ledger.images.record(f"data/images/{i}.jpg", "0x1", START)
     stale = ledger.images.pending()
@@ -66,7 +76,7 @@ def test_moving_an_image_someone_else_moved_fails_instead_of_overwriting() -> No
     assert len(moved.value.moved) == 50, "the first transaction landed; the caller gets what it moved"
 
 
-def write_first_layout(service: TableServiceClient, prefix: str, images: int, runs: int) -> None:
+def write_first_layout(service: TableService, prefix: str, images: int, runs: int) -> None:
     """Rows exactly as the first layout wrote them: one partition each, state and run as properties."""
     image_table, run_table = (service.get_table_client(f"{prefix}{name}") for name in ("images", "runs"))
     for table in (image_table, run_table):
@@ -128,10 +138,10 @@ def test_a_ledger_of_the_first_layout_migrates_in_place_without_losing_a_record(
 
 
 @pytest.fixture(params=["memory", "azurite"])
-def table_service(request: pytest.FixtureRequest) -> TableServiceClient:
+def table_service(request: pytest.FixtureRequest) -> TableService:
     """One table service for the legacy writer and every ledger instance: in memory or on Azurite."""
     if request.param == "memory":
-        return InMemoryTableService()  # type: ignore[return-value]
+        return InMemoryTableService()
     return TableServiceClient.from_connection_string(request.getfixturevalue("connection_string"))
 
 
@@ -143,7 +153,7 @@ def state_rows_per_image(ledger: Ledger) -> dict[str, int]:
 
 
 def test_a_migration_resumed_after_the_service_moved_images_writes_no_second_state(
-    table_service: TableServiceClient, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+    table_service: TableService, table_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Interrupted after its first transaction (new rows written, legacy rows not yet deleted), then a
     submission takes the pending images, then the migration runs again (the next cold start)."""
@@ -166,7 +176,7 @@ def test_a_migration_resumed_after_the_service_moved_images_writes_no_second_sta
 
 
 def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_between(
-    table_service: TableServiceClient, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+    table_service: TableService, table_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two cold starts during a deploy: B reads the legacy rows, A migrates them all, the service moves
     images and finishes a run, then B writes what it read."""
@@ -179,13 +189,19 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
     first.ensure_tables()
     ensure_current_layout(first)
     taken = first.images.assign(first.images.pending(), ImageState.IN_RUN, "claim-4567")
-    moved_on = first.runs.get("run-00002")
+    moved_on = stored_run(first, "run-00002")
     moved_on.state, moved_on.error = RunState.FAILED, "failed after the migration"
     first.runs.save(moved_on)
     for name, table in (("images", second.images.table), ("runs", second.runs.table)):
         real_query = table.query_entities
 
-        def stale_read(query_filter: str, *args: object, _name: str = name, _real=real_query, **kwargs: object):
+        def stale_read(
+            query_filter: str,
+            *args: object,
+            _name: str = name,
+            _real: Callable[..., Iterable[TableEntity]] = real_query,
+            **kwargs: object,
+        ) -> Iterable[TableEntity]:
             if query_filter == f"PartitionKey eq '{_name}'":
                 return iter(legacy[_name])  # what B read before A finished
             return _real(query_filter, *args, **kwargs)
@@ -194,12 +210,12 @@ def test_two_instances_migrating_at_once_never_undo_what_the_service_did_in_betw
     migrate_first_layout(second)
     assert state_rows_per_image(second) == {f"data/images/{i}.jpg": 1 for i in range(90)}
     assert len(second.images.of_run("claim-4567")) == len(taken) == 30 and second.images.pending() == []
-    assert second.runs.get("run-00002").state == RunState.FAILED, "a legacy copy never overwrites a newer record"
+    assert stored_run(second, "run-00002").state == RunState.FAILED, "a legacy copy never overwrites a newer record"
     assert len(second.runs.newest(limit=100)) == 5
 
 
 def test_the_hot_path_never_reads_the_first_layout_once_the_ledger_is_marked(
-    table_service: TableServiceClient, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+    table_service: TableService, table_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cold start makes the tables and reads the layout marker: one point read, no partition scanned."""
     write_first_layout(table_service, table_prefix, images=3, runs=2)
@@ -213,7 +229,7 @@ def test_the_hot_path_never_reads_the_first_layout_once_the_ledger_is_marked(
 
 
 def test_a_legacy_row_that_cannot_be_read_stays_and_keeps_the_ledger_unmarked(
-    table_service: TableServiceClient, table_prefix: str, caplog: pytest.LogCaptureFixture
+    table_service: TableService, table_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_first_layout(table_service, table_prefix, images=4, runs=1)
     legacy_images = table_service.get_table_client(f"{table_prefix}images")
@@ -250,7 +266,7 @@ def test_retrain_migrate_ledger_moves_rows_written_after_the_ledger_was_marked(
 
 @pytest.mark.parametrize("text", ["x" * 32_769, "\N{GRINNING FACE}" * 16_385], ids=["32,769 characters", "astral"])
 def test_the_fake_refuses_a_property_over_64_kib_as_azurite_does(
-    table_service: TableServiceClient, table_prefix: str, text: str
+    table_service: TableService, table_prefix: str, text: str
 ) -> None:
     """The in-memory tables keep Table Storage's limit, so the fast tier cannot pass what the service refuses."""
     table = table_service.get_table_client(f"{table_prefix}limits")
@@ -258,10 +274,10 @@ def test_the_fake_refuses_a_property_over_64_kib_as_azurite_does(
     table.upsert_entity({"PartitionKey": "p", "RowKey": "fits", "text": "x" * 32_768})
     with pytest.raises(HttpResponseError) as refused:
         table.upsert_entity({"PartitionKey": "p", "RowKey": "too-long", "text": text})
-    assert refused.value.error_code == TableErrorCode.PROPERTY_VALUE_TOO_LARGE  # type: ignore[attr-defined]
+    assert getattr(refused.value, "error_code", None) == TableErrorCode.PROPERTY_VALUE_TOO_LARGE
     with pytest.raises(TableTransactionError) as refused_in_a_batch:
         table.submit_transaction([(TransactionOperation.UPSERT, {"PartitionKey": "p", "RowKey": "b", "text": text})])
-    assert refused_in_a_batch.value.error_code == "PropertyValueTooLarge"  # type: ignore[attr-defined]
+    assert getattr(refused_in_a_batch.value, "error_code", None) == "PropertyValueTooLarge"
 
 
 def hostile_run(decision_classes: int) -> RunRecord:
@@ -277,7 +293,7 @@ def hostile_run(decision_classes: int) -> RunRecord:
 
 
 def test_a_run_with_every_text_at_its_worst_is_written_and_read_back(
-    table_service: TableServiceClient, table_prefix: str
+    table_service: TableService, table_prefix: str
 ) -> None:
     ledger = Ledger(table_service, table_prefix)
     ledger.ensure_tables()
@@ -294,12 +310,12 @@ def test_a_run_with_every_text_at_its_worst_is_written_and_read_back(
 
 
 def test_a_decision_of_thousands_of_classes_keeps_the_verdict_and_every_class_that_fell(
-    table_service: TableServiceClient, table_prefix: str
+    table_service: TableService, table_prefix: str
 ) -> None:
     ledger = Ledger(table_service, table_prefix)
     ledger.ensure_tables()
     run = hostile_run(decision_classes=5000)
-    guard = run.decision.comparison.class_guard
+    guard = class_guard(run.decision)
     fallen = guard.classes[1234]
     fallen.champion_ap, fallen.challenger_ap = 0.9, 0.2
     fallen.interval = fallen.interval.model_copy(update={"difference": -0.7, "low": -0.8, "high": -0.6})
@@ -307,7 +323,7 @@ def test_a_decision_of_thousands_of_classes_keeps_the_verdict_and_every_class_th
     ledger.runs.save(run)
     stored = ledger.runs.get(run.run_id)
     assert stored is not None and stored.decision is not None
-    kept = stored.decision.comparison.class_guard
+    kept = class_guard(stored.decision)
     assert kept.regressions() == [fallen]
     assert 0 < len(kept.classes) < 5000 and len(kept.classes) + kept.classes_left_out == 5000
     assert set(stored.decision.challenger_per_class) == {c.class_id for c in kept.classes}

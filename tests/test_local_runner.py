@@ -103,7 +103,7 @@ def test_local_run_goes_from_azurite_data_to_a_tagged_model(
 def test_a_run_with_no_data_fails_with_its_reason(local_run_env: LocalPipelineRunner) -> None:
     run_id = local_run_env.submit_pipeline("empty")
     assert wait_until_finished(local_run_env, run_id, timeout=60) == "failed"
-    assert "holds no images" in local_run_env.run_status(run_id).error
+    assert "holds no images" in (local_run_env.run_status(run_id).error or "")
 
 
 @pytest.mark.slow
@@ -116,7 +116,7 @@ def test_a_killed_runner_reads_as_failed_not_running(local_run_env: LocalPipelin
     while not local_run_env.run_status(run_id).finished and time.monotonic() < deadline:
         time.sleep(0.1)
     status = local_run_env.run_status(run_id)
-    assert status.state == "failed" and "ended without finishing" in status.error
+    assert status.state == "failed" and "ended without finishing" in (status.error or "")
 
 
 def living_members(group: int) -> list[int]:

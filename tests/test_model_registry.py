@@ -14,33 +14,21 @@ from azure.ai.ml.entities import Model
 from pipeline_steps import register_model, tag_model
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
-from retrainer.settings import get_settings
 from shared.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from shared.promotion import PromotionRecord
 from shared.records import ModelVersion
-from shared.registry.azureml import AzureMLModelRegistry
 from shared.registry.local import LocalModelRegistry
-from tests.fakes import FakeMLClient
+from tests.fakes import FakeMLClient, azureml_registry
 
 NAME = "pid-symbol-detector"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_artifacts"
 
 
 @pytest.fixture
-def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
-    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
-    for variable in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_REGISTRY_URI",
-        "MIN_MAP_IMPROVEMENT",
-        "TRAIN_DATASET",
-        "VAL_DATASET",
-    ):
+def local_env(mlflow_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for variable in ("MIN_MAP_IMPROVEMENT", "TRAIN_DATASET", "VAL_DATASET"):
         monkeypatch.delenv(variable, raising=False)
-    get_settings.cache_clear()
-    yield tmp_path / "workspace"
-    get_settings.cache_clear()
+    return mlflow_workspace
 
 
 def model_with_score(trained_model: Path, folder: Path, score: float) -> Path:
@@ -197,6 +185,7 @@ def test_an_incumbent_from_an_older_detector_architecture_is_compared_on_recorde
 FIGURE_TAGS = {"mean_average_precision", "coco_map", "precision", "recall", register_model.PER_CLASS_TAG}
 
 
+@pytest.mark.slow  # trains
 def test_a_model_trained_without_validation_has_no_figures_and_is_listed_as_not_validated(
     training_sets: tuple[Path, Path], tmp_path: Path, local_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -254,11 +243,11 @@ def test_bad_model_inputs_are_clear_errors(trained_model: Path, tmp_path: Path) 
         read_training_metrics(broken)
 
 
-def test_automl_style_model_reads_metrics_from_its_tracked_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_automl_style_model_reads_metrics_from_its_tracked_run(tmp_path: Path) -> None:
     """The MLmodel sample is AutoML's best_model layout: metrics live on the run its run_id names."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
     with mlflow.start_run() as run:
         mlflow.log_metrics({"mean_average_precision": 0.91, "precision": 0.88, "recall": 0.93})
     model = tmp_path / "best_model"
@@ -270,13 +259,11 @@ def test_automl_style_model_reads_metrics_from_its_tracked_run(tmp_path: Path, m
     assert source == run.info.run_id
 
 
-def test_automl_metrics_are_the_saved_epochs_not_the_last_logged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("mlflow_tracking")
+def test_automl_metrics_are_the_saved_epochs_not_the_last_logged(tmp_path: Path) -> None:
     """AutoML saves the epoch with the best validation mAP; the run's summary holds the last epoch's values."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
     epochs = [(0.50, 0.60, 0.70), (0.82, 0.85, 0.80), (0.74, 0.90, 0.66)]  # mAP, precision, recall
     with mlflow.start_run() as run:
         for step, (score, precision, recall) in enumerate(epochs):
@@ -289,13 +276,13 @@ def test_automl_metrics_are_the_saved_epochs_not_the_last_logged(
     assert metrics == {"mean_average_precision": 0.82, "precision": 0.85, "recall": 0.80}
 
 
+@pytest.mark.usefixtures("mlflow_tracking")
 def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_one_is_not(
-    trained_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_model: Path, tmp_path: Path
 ) -> None:
     """AutoML writes the trial's model_name into the MLmodel's metadata (base_model_name); warm start matches it."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
     with mlflow.start_run() as run:
         mlflow.log_metrics({"mean_average_precision": 0.91, "precision": 0.88, "recall": 0.93})
     automl = tmp_path / "best_model"
@@ -303,10 +290,10 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
     text = (SAMPLES / "register" / "MLmodel.sample").read_text().replace("<RUN_ID>", run.info.run_id)
     (automl / "MLmodel").write_text(text.replace("fasterrcnn_resnet50_fpn", "yolov5"))
     client = FakeMLClient()
-    registry = AzureMLModelRegistry(client)
+    registry = azureml_registry(client)
     register_model.register(registry, NAME, automl, {})
     register_model.register(registry, NAME, trained_model, {})
-    automl_tags, local_tags = client.models.stored[(NAME, "1")].tags, client.models.stored[(NAME, "2")].tags
+    automl_tags, local_tags = client.models.stored_tags(NAME, "1"), client.models.stored_tags(NAME, "2")
     assert automl_tags[AUTOML_MODEL_NAME_TAG] == "yolov5" and automl_tags["source_run"] == run.info.run_id
     assert AUTOML_MODEL_NAME_TAG not in local_tags and local_tags["source_run"] == "local-trainer"
     # The AutoML release whose code scores it: the training image AutoML records in the MLmodel.
@@ -316,7 +303,7 @@ def test_an_automl_model_is_tagged_with_the_model_it_was_trained_as_and_a_local_
 
 def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trained_model: Path) -> None:
     client = FakeMLClient()
-    workspace = AzureMLModelRegistry(client)
+    workspace = azureml_registry(client)
     for score in (0.6, 0.9, 0.7):
         workspace.register_model(NAME, trained_model, description="", tags={"mean_average_precision": str(score)})
     sent = client.models.stored[(NAME, "1")]
@@ -332,14 +319,14 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
 
 def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:
     client = FakeMLClient()
-    registry = AzureMLModelRegistry(client)  # type: ignore[arg-type]
+    registry = azureml_registry(client)
     assert registry.latest_document("pid-symbols-split-assignment") is None
     assert registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1}')
     assert not registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1, "other": true}')
     assert registry.create_document("pid-symbols-split-assignment", "2", b'{"version": 2}')
     assert registry.latest_document("pid-symbols-split-assignment") == b'{"version": 2}'
     sent = client.models.stored[("pid-symbols-split-assignment", "1")]
-    assert sent.type == "custom_model" and sent.tags["sha256"]
+    assert sent.type == "custom_model" and client.models.stored_tags("pid-symbols-split-assignment", "1")["sha256"]
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"
 
 

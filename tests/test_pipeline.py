@@ -3,17 +3,20 @@
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import yaml
 from azure.ai.ml.entities import PipelineJob
 
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+
 from devtools.function_package import FuncIgnore
 from retrainer import cli
 from retrainer.assembly.graph import COMPONENT_STEPS, REUSE_STEPS, STEPS, TRAIN, PipelineInput
 from retrainer.settings import load_settings
-from tests.helpers import search_space_dumped_as_a_file
+from tests.helpers import search_space_dumped_as_a_file, sent_pipeline
 
 WORKSPACE_ENV = {
     "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
@@ -158,7 +161,9 @@ def test_dataset_reuse_skips_the_data_steps(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.usefixtures("azureml_env")
-def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from azure.ai.ml import load_job
 
     output = tmp_path / "job.yml"
@@ -166,6 +171,7 @@ def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, caps
     report = yaml.safe_load(capsys.readouterr().out)
     assert report["dry_run"] and len(report["steps"]) == len(STEPS)
     reloaded = load_job(output)
+    assert isinstance(reloaded, PipelineJob)
     assert sorted(reloaded.jobs) == sorted(report["steps"])
     assert reloaded._validate().passed
     document = yaml.safe_load(output.read_text())
@@ -182,7 +188,9 @@ def test_dry_run_writes_a_valid_pipeline_yaml_and_submits_nothing(tmp_path, caps
     assert document["jobs"]["train"]["training_parameters"]["tile_grid_size"] == "6x4"
 
 
-def test_dry_run_without_workspace_settings_names_the_variables(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_dry_run_without_workspace_settings_names_the_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for key in WORKSPACE_ENV:
         monkeypatch.delenv(key, raising=False)
     assert cli.main(["submit", "--backend", "azureml", "--dry-run"]) == 2
@@ -232,7 +240,7 @@ def test_the_pipeline_reads_the_service_container_through_its_datastore_not_the_
 @pytest.mark.usefixtures("azureml_env")
 def test_data_and_registry_steps_are_never_reused_from_an_earlier_run(monkeypatch: pytest.MonkeyPatch) -> None:
     job = built(PIPELINE_COMPONENTS="local")
-    assert job.settings.force_rerun is True
+    assert job.settings is not None and job.settings.force_rerun is True
     for step in COMPONENT_STEPS:
         assert job.jobs[step].component.is_deterministic is False, step
     assert dumped(monkeypatch)["settings"]["force_rerun"] is True
@@ -304,7 +312,9 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
             fetched.append((name, version))
             rest = component(name.removeprefix("pid_"))._to_rest_object()
             rest.id, rest.name = f"{arm}/{name}/versions/{version}", version
-            return CommandComponent._from_rest_object(rest)
+            fetched_component = CommandComponent._from_rest_object(rest)
+            assert isinstance(fetched_component, CommandComponent)
+            return fetched_component
 
         def create_or_update(self, *args: object, **kwargs: object) -> None:
             raise AssertionError("a submission registers nothing")
@@ -319,11 +329,12 @@ def test_submissions_reference_the_release_components_and_upload_nothing(monkeyp
 
     parts = {"jobs": Jobs(), "environments": Refused(), "components": Components(), "models": NoModels()}
     client = type("Client", (), parts)()
-    runner = AzureMLPipelineRunner(client, load_settings())  # type: ignore[arg-type]
+    runner = AzureMLPipelineRunner(client, load_settings())
     assert runner.submit_pipeline("t") == "job-1"
     (job,) = submitted
     assert sorted(fetched) == sorted((f"pid_{step}", pipeline_release()) for step in COMPONENT_STEPS)
-    rest_jobs = job._to_rest_object().properties.jobs
+    rest_jobs = sent_pipeline(job).jobs
+    assert rest_jobs is not None
     for step in COMPONENT_STEPS:
         assert rest_jobs[step]["componentId"] == f"{arm}/pid_{step}/versions/{pipeline_release()}"
 
@@ -386,7 +397,7 @@ def test_the_azureml_runner_decides_the_warm_start_from_the_registry() -> None:
     class Client:
         models = Models()
 
-    runner = AzureMLPipelineRunner(Client(), load_settings())  # type: ignore[arg-type]
+    runner = AzureMLPipelineRunner(cast("MLClient", Client()), load_settings())
     decision = runner.warm_start()
     assert decision.checkpoint_run_id is None and "label map unknown" in decision.reason
 

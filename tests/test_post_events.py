@@ -22,7 +22,7 @@ def test_events_reach_the_webhooks_core_tools_exposes(datastore: Datastore, cont
         "/runtime/webhooks/EventGrid?functionName=on_event",
         "/runtime/webhooks/blobs?functionName=Host.Functions.convert_label",
     ]
-    (event,) = received[0].body  # type: ignore[misc]
+    (event,) = received[0].events()
     assert received[0].headers["aeg-event-type"] == "Notification"
     assert event["eventType"] == "Microsoft.Storage.BlobCreated"
     assert event["subject"] == f"/blobServices/default/containers/{container_name}/blobs/data/images/a.jpg"

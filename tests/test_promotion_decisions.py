@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from devtools import step_rehearsal
 from pipeline_steps import register_model, tag_model
 from pipeline_steps.comparison_report import class_guard_chart
 from retrainer.assembly.graph import TRAIN
-from retrainer.settings import get_settings, load_settings
+from retrainer.settings import load_settings
 from retrainer.workspace.local_runner import run_folders
 from shared.contracts import HoldoutManifest
 from shared.promotion import PROMOTION_RECORD_FILE, PromotionRecord
@@ -43,17 +42,6 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Folders:
     for step in list(commands)[: list(commands).index(TRAIN)]:
         step_rehearsal.run_step(step, commands[step], step_rehearsal.step_env(work / "ws0"), logs)
     return run_folders(work)
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
-    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(tmp_path / "workspace"))
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(variable, raising=False)
-    get_settings.cache_clear()
-    yield tmp_path / "workspace"
-    get_settings.cache_clear()
 
 
 def answers(prepared: Folders, recall: float) -> dict[str, list[dict]]:
@@ -95,30 +83,32 @@ def champion(prepared: Folders, tmp_path: Path) -> PromotionRecord:
     return first
 
 
-def best(workspace: Path) -> list[str]:
-    return [v.version for v in LocalModelRegistry(workspace).model_versions(NAME) if v.is_best]
+def best(mlflow_workspace: Path) -> list[str]:
+    return [v.version for v in LocalModelRegistry(mlflow_workspace).model_versions(NAME) if v.is_best]
 
 
-def test_a_challenger_answering_nan_keeps_the_champion(prepared: Folders, tmp_path: Path, workspace: Path) -> None:
+def test_a_challenger_answering_nan_keeps_the_champion(
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
+) -> None:
     champion(prepared, tmp_path)
     diverged = {
         digest: [{**box, "score": math.nan} for box in boxes] for digest, boxes in answers(prepared, 1.0).items()
     }
     record = tag(prepared, register(prepared, tmp_path, "diverged", diverged))
-    assert not record.promoted and best(workspace) == ["1"]
+    assert not record.promoted and best(mlflow_workspace) == ["1"]
     assert "the challenger could not be scored" in record.reason and "non-finite" in record.reason
     assert "the champion stays" in record.reason
 
 
 @pytest.mark.parametrize("damage", ["inf", "nan", "-inf", "not a number"])
 def test_a_damaged_challenger_score_never_promotes_and_the_record_reads_back(
-    prepared: Folders, tmp_path: Path, workspace: Path, damage: str
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path, damage: str
 ) -> None:
     champion(prepared, tmp_path)
     meta = register(prepared, tmp_path, "damaged", answers(prepared, 1.0))
-    LocalModelRegistry(workspace).set_model_tags(NAME, "2", {tag_model.SCORE_TAG: damage})
+    LocalModelRegistry(mlflow_workspace).set_model_tags(NAME, "2", {tag_model.SCORE_TAG: damage})
     record = tag(prepared, meta, holdout=False)  # recorded scores decide
-    assert not record.promoted and best(workspace) == ["1"]
+    assert not record.promoted and best(mlflow_workspace) == ["1"]
     assert "not a finite number" in record.reason and "the champion stays" in record.reason
     assert math.isnan(record.challenger_score)
     stored = (meta.parent / f"best-{meta.name}" / PROMOTION_RECORD_FILE).read_text()
@@ -126,13 +116,13 @@ def test_a_damaged_challenger_score_never_promotes_and_the_record_reads_back(
 
 
 def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challenger(
-    prepared: Folders, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
 ) -> None:
     champion(prepared, tmp_path)
-    LocalModelRegistry(workspace).set_model_tags(NAME, "1", {tag_model.SCORE_TAG: "inf"})
+    LocalModelRegistry(mlflow_workspace).set_model_tags(NAME, "1", {tag_model.SCORE_TAG: "inf"})
     better = tag(prepared, register(prepared, tmp_path, "better", answers(prepared, 1.0)))
     assert better.comparison.interval is not None, "on the holdout the recorded score does not matter"
-    LocalModelRegistry(workspace).set_model_tags(NAME, better.best_version or "", {tag_model.SCORE_TAG: "inf"})
+    LocalModelRegistry(mlflow_workspace).set_model_tags(NAME, better.best_version or "", {tag_model.SCORE_TAG: "inf"})
     record = tag(prepared, register(prepared, tmp_path, "third", answers(prepared, 0.6)), holdout=False)
     assert record.promoted and "missing or not a finite number ('inf')" in record.reason
     assert record.champion_score is None
@@ -141,30 +131,32 @@ def test_a_damaged_champion_score_is_replaced_by_holdout_scores_or_by_the_challe
 @pytest.mark.parametrize("champion_damage", ["oops", None, "-inf"])
 @pytest.mark.parametrize("challenger_damage", ["nan", "inf"])
 def test_a_non_finite_challenger_never_replaces_a_champion_without_a_finite_score(
-    prepared: Folders, tmp_path: Path, workspace: Path, champion_damage: str | None, challenger_damage: str
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path, champion_damage: str | None, challenger_damage: str
 ) -> None:
     champion(prepared, tmp_path)
-    registry = LocalModelRegistry(workspace)
+    registry = LocalModelRegistry(mlflow_workspace)
     registry.set_model_tags(NAME, "1", {tag_model.SCORE_TAG: champion_damage or ""})
     meta = register(prepared, tmp_path, "damaged", answers(prepared, 1.0))
     registry.set_model_tags(NAME, "2", {tag_model.SCORE_TAG: challenger_damage})
     record = tag(prepared, meta, holdout=False)  # recorded scores decide, and neither is a finite number
-    assert not record.promoted and best(workspace) == ["1"]
+    assert not record.promoted and best(mlflow_workspace) == ["1"]
     assert "the challenger's score is not a finite number" in record.reason and "the champion stays" in record.reason
 
 
 def test_a_deleted_champion_is_replaced_not_a_failure_of_every_later_run(
-    prepared: Folders, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
 ) -> None:
     champion(prepared, tmp_path)
-    (version,) = [v for v in LocalModelRegistry(workspace).model_versions(NAME) if v.is_best]
+    (version,) = [v for v in LocalModelRegistry(mlflow_workspace).model_versions(NAME) if v.is_best]
     shutil.rmtree(version.uri)
     record = tag(prepared, register(prepared, tmp_path, "next", answers(prepared, 0.6)))
-    assert record.promoted and best(workspace) == ["2"]
+    assert record.promoted and best(mlflow_workspace) == ["2"]
     assert "the champion's model is gone" in record.reason and "no model files" in record.reason
 
 
-def test_too_small_a_holdout_keeps_the_champion_and_says_so(prepared: Folders, tmp_path: Path, workspace: Path) -> None:
+def test_too_small_a_holdout_keeps_the_champion_and_says_so(
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
+) -> None:
     champion(prepared, tmp_path)
     images = HoldoutManifest.read(prepared["data_split"]["holdout_output_path"]).holdout.images
     record = tag(
@@ -173,13 +165,13 @@ def test_too_small_a_holdout_keeps_the_champion_and_says_so(prepared: Folders, t
         "--min-holdout-images",
         str(images + 1),
     )
-    assert not record.promoted and best(workspace) == ["1"]
+    assert not record.promoted and best(mlflow_workspace) == ["1"]
     assert f"only {images} holdout images were scored, fewer than the {images + 1}" in record.reason
     assert record.comparison.interval is not None, "the comparison is still recorded"
 
 
 def test_the_first_model_is_promoted_whatever_the_holdout_size(
-    prepared: Folders, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
 ) -> None:
     meta = register(prepared, tmp_path, "first", answers(prepared, 0.9))
     assert tag(prepared, meta, "--min-holdout-images", "1000").promoted
@@ -226,7 +218,7 @@ def holdout_class_counts(prepared: Folders) -> dict[str, int]:
 
 
 def test_a_challenger_better_overall_that_loses_a_class_is_kept_out_naming_the_class(
-    prepared: Folders, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
 ) -> None:
     counts = holdout_class_counts(prepared)
     lost = max(counts, key=lambda c: counts[c])  # the commonest class: enough instances to be watched
@@ -241,7 +233,7 @@ def test_a_challenger_better_overall_that_loses_a_class_is_kept_out_naming_the_c
     label_map = step_rehearsal.SAMPLES / "label_map.json"
     meta = register(prepared, tmp_path, "challenger", challenger)
     record = tag(prepared, meta, "--min-class-instances", "3", "--label-map-path", str(label_map))
-    assert not record.promoted and best(workspace) == ["1"]
+    assert not record.promoted and best(mlflow_workspace) == ["1"]
     assert record.comparison.interval is not None and record.comparison.interval.low > 0, "better overall"
     name = json.loads(label_map.read_text())[lost].rsplit("/", 1)[-1]
     assert "the challenger is better overall, +" in record.reason
@@ -255,17 +247,19 @@ def test_a_challenger_better_overall_that_loses_a_class_is_kept_out_naming_the_c
 
 
 def test_the_guard_lets_through_a_challenger_whose_classes_all_hold(
-    prepared: Folders, tmp_path: Path, workspace: Path
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
 ) -> None:
     tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.5)))
     record = tag(
         prepared, register(prepared, tmp_path, "challenger", answers(prepared, 1.0)), "--min-class-instances", "3"
     )
-    assert record.promoted and best(workspace) == ["2"]
+    assert record.promoted and best(mlflow_workspace) == ["2"]
     assert record.comparison.class_guard is not None and record.comparison.class_guard.regressions() == []
 
 
-def test_a_class_too_rare_on_the_holdout_is_not_watched(prepared: Folders, tmp_path: Path, workspace: Path) -> None:
+def test_a_class_too_rare_on_the_holdout_is_not_watched(
+    prepared: Folders, tmp_path: Path, mlflow_workspace: Path
+) -> None:
     counts = holdout_class_counts(prepared)
     lost = max(counts, key=lambda c: counts[c])
     tag(prepared, register(prepared, tmp_path, "champion", answers(prepared, 0.5)))
@@ -274,6 +268,7 @@ def test_a_class_too_rare_on_the_holdout_is_not_watched(prepared: Folders, tmp_p
     assert record.promoted, "a class with fewer symbols than MIN_CLASS_INSTANCES does not block"
 
 
+@pytest.mark.slow  # starts Chromium
 def test_the_reports_per_class_chart_shows_the_guard_line_and_the_fallen_class(tmp_path: Path) -> None:
     from shared.promotion import ClassComparison, ClassGuard, DifferenceInterval
     from tests.browser import console_errors, render

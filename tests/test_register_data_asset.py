@@ -15,6 +15,7 @@ from retrainer.settings import load_settings
 from shared.mltable_io import write_records
 from shared.registry.azureml import AzureMLModelRegistry
 from shared.registry.local import LocalModelRegistry
+from tests.fakes import FakeMLClient, azureml_registry
 from tests.helpers import record
 
 
@@ -112,27 +113,9 @@ def test_a_folder_without_mltable_is_refused(tmp_path: Path) -> None:
         LocalModelRegistry(tmp_path).register_data_asset("x", tmp_path, description="", tags={})
 
 
-class FakeDataOperations:
-    """Stands in for the one network call, `MLClient.data.create_or_update`, as the service answers it."""
-
-    def __init__(self) -> None:
-        self.sent: list[Data] = []
-
-    def create_or_update(self, data: Data) -> Data:
-        self.sent.append(data)
-        return Data(
-            name=data.name, version=str(len(self.sent) + 4), path="azureml://datastores/x/paths/y", type=data.type
-        )
-
-
-class FakeMLClient:
-    def __init__(self) -> None:
-        self.data = FakeDataOperations()
-
-
 def test_azureml_registration_sends_a_valid_mltable_asset_and_returns_its_uri(split_folders: tuple[Path, Path]) -> None:
     client = FakeMLClient()
-    ref = AzureMLModelRegistry(client).register_data_asset(
+    ref = azureml_registry(client).register_data_asset(
         "pid-symbols-train", split_folders[0], description="train", tags={"images": "2"}, datastore="myblobstore"
     )
     (sent,) = client.data.sent

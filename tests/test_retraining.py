@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 import azure.functions as func
 import pytest
@@ -21,7 +22,7 @@ from azure.functions.timer import TimerRequest
 from retrainer import bootstrap
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore, Datastore
 from retrainer.events import BLOB_CREATED, RunChanged, build_subject
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageState
@@ -40,6 +41,7 @@ from tests.helpers import (
     indexed_functions,
     listening_server,
     parsed_by_javascript,
+    stored_run,
     strict_json,
 )
 
@@ -57,13 +59,13 @@ def workspace() -> FakeRunner:
 @pytest.fixture(params=["memory", "azurite"])
 def storage(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
-) -> tuple[Ledger, Datastore]:
+) -> tuple[Ledger, BlobStore]:
     """The ledger and the datastore, in memory or on Azurite."""
     if request.param == "memory":
         monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
         monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
-        book = Ledger(InMemoryTableService(), table_prefix)  # type: ignore[arg-type]
-        return book, InMemoryDatastore()  # type: ignore[return-value]
+        book = Ledger(InMemoryTableService(), table_prefix)
+        return book, InMemoryDatastore()
     request.getfixturevalue("service_env")
     book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
     book.ensure_tables()
@@ -73,24 +75,30 @@ def storage(
 
 
 @pytest.fixture
-def ledger(storage: tuple[Ledger, Datastore]) -> Ledger:
+def ledger(storage: tuple[Ledger, BlobStore]) -> Ledger:
     return storage[0]
 
 
 @pytest.fixture
-def datastore(storage: tuple[Ledger, Datastore]) -> Datastore:
+def datastore(storage: tuple[Ledger, BlobStore]) -> BlobStore:
     return storage[1]
+
+
+class MakeService(Protocol):
+    def __call__(
+        self, event_check_interval: float = ..., decision: PromotionRecord = ..., **env: str
+    ) -> RetrainingService: ...
 
 
 @pytest.fixture
 def make_service(
     monkeypatch: pytest.MonkeyPatch,
     ledger: Ledger,
-    datastore: Datastore,
+    datastore: BlobStore,
     workspace: FakeRunner,
     clock: Clock,
     tmp_path: Path,
-):
+) -> MakeService:
     """A service whose runs' tag steps leave the registry as `decision` (DECISION by default) says."""
 
     def make(event_check_interval: float = 5.0, decision: PromotionRecord = DECISION, **env: str) -> RetrainingService:
@@ -118,6 +126,19 @@ def make_service(
     return make
 
 
+def submitted_by(svc: RetrainingService) -> str:
+    """The run a tick submits, which the test expects it to."""
+    run_id = svc.tick().submitted
+    assert run_id is not None, "the tick submitted no run"
+    return run_id
+
+
+def champion_version(svc: RetrainingService) -> str:
+    best = svc.best_model()
+    assert best is not None, "no champion"
+    return best.version
+
+
 def blob_created(container: str, path: str, etag: str, api: str = "PutBlob") -> tuple[str, dict]:
     return build_subject(container, path), {"api": api, "eTag": etag, "url": f"http://127.0.0.1/{container}/{path}"}
 
@@ -137,7 +158,9 @@ DECISION = PromotionRecord(
 )
 
 
-def test_only_completed_image_uploads_of_our_folder_are_recorded_once(make_service, container_name: str) -> None:
+def test_only_completed_image_uploads_of_our_folder_are_recorded_once(
+    make_service: MakeService, container_name: str
+) -> None:
     svc = make_service()
     assert deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1"))
     assert not deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1")), "redelivery"
@@ -153,7 +176,7 @@ def test_only_completed_image_uploads_of_our_folder_are_recorded_once(make_servi
 
 
 def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submits_once(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_MIN_NEW_IMAGES="3000", RETRAIN_QUIET_MINUTES="0")
     images = [f"data/images/area{i % 7}/sheet{i}.jpg" for i in range(3000)]
@@ -178,7 +201,7 @@ def test_a_storm_of_duplicated_shuffled_events_records_each_image_once_and_submi
 
 @pytest.mark.parametrize(("interval", "submitted"), [(3600.0, []), (0.0, ["run-1"])], ids=["hourly", "every-event"])
 def test_the_event_path_looks_at_the_batch_at_most_once_per_interval(
-    make_service, container_name: str, workspace: FakeRunner, interval: float, submitted: list[str]
+    make_service: MakeService, container_name: str, workspace: FakeRunner, interval: float, submitted: list[str]
 ) -> None:
     """The first image's look finds 1 of 3 images; within the interval the later images look at nothing."""
     svc = make_service(RETRAIN_QUIET_MINUTES="0", event_check_interval=interval)
@@ -190,7 +213,7 @@ def test_the_event_path_looks_at_the_batch_at_most_once_per_interval(
     assert [label.split(":")[0] for label in workspace.submitted] == ["event"] * len(submitted)
 
 
-def test_concurrent_submissions_never_exceed_the_active_limit(make_service, workspace: FakeRunner) -> None:
+def test_concurrent_submissions_never_exceed_the_active_limit(make_service: MakeService, workspace: FakeRunner) -> None:
     svc = make_service()
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
@@ -211,14 +234,14 @@ def test_concurrent_submissions_never_exceed_the_active_limit(make_service, work
 
 
 def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_run(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service()
     for i in range(3):
         deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
     assert svc.tick().submitted is None, "still within the quiet period"
     clock.advance(minutes=11)
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     assert run_id == "run-1"
     deliver(svc, *blob_created(container_name, "data/images/late.jpg", "0x1"))
     assert [i.path for i in ledger.images.pending()] == ["data/images/late.jpg"]
@@ -226,7 +249,7 @@ def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_r
 
 
 def test_completion_promotes_once_however_often_it_is_handled(
-    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore
+    make_service: MakeService, workspace: FakeRunner, ledger: Ledger, datastore: BlobStore
 ) -> None:
     svc = make_service()
     run_id = svc.submit("manual", "test")
@@ -240,30 +263,30 @@ def test_completion_promotes_once_however_often_it_is_handled(
     svc.tick()
     assert svc.follow_run(run_id) == "completed"
     assert datastore.etag("models/best_model.json") == etag, "handling the same completion again changes nothing"
-    record = ledger.runs.get(run_id)
+    record = stored_run(ledger, run_id)
     assert [h["state"] for h in record.history] == ["queued", "running", "completed"]
     assert record.decision == DECISION
     assert ledger.slot.read().active == {}
 
 
 def test_a_failed_run_returns_its_images_and_backs_off(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     for i in range(3):
         deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     workspace.finish(run_id, RunState.FAILED, error="AutoML ran out of quota")
     outcome = svc.tick()
     assert outcome.followed == {run_id: "failed"} and outcome.submitted is None
-    assert len(ledger.images.pending()) == 3 and "backing off" in outcome.paused_reason
-    assert ledger.runs.get(run_id).error == "AutoML ran out of quota"
+    assert len(ledger.images.pending()) == 3 and "backing off" in (outcome.paused_reason or "")
+    assert stored_run(ledger, run_id).error == "AutoML ran out of quota"
     clock.advance(minutes=16)
     assert svc.tick().submitted == "run-2"
 
 
 def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothing(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     for i in range(3):
@@ -274,7 +297,7 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
     assert len(ledger.images.pending()) == 3 and ledger.slot.read().active == {}
     workspace.fail_submit = None
     clock.advance(minutes=16)
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     workspace.fail_status = TimeoutError("status call timed out")
     assert svc.tick().followed == {run_id: "queued"}
     workspace.fail_status = None
@@ -284,15 +307,15 @@ def test_submit_raising_keeps_images_pending_and_a_status_timeout_changes_nothin
 
 
 def test_repeated_failures_pause_auto_submission_until_a_manual_run_succeeds(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_CONSECUTIVE_FAILURES="2", RETRAIN_BACKOFF_MINUTES="0")
     deliver(svc, *blob_created(container_name, "data/images/a.jpg", "0x1"))
     deliver(svc, *blob_created(container_name, "data/images/b.jpg", "0x1"))
     deliver(svc, *blob_created(container_name, "data/images/c.jpg", "0x1"))
-    first = svc.tick().submitted
+    first = submitted_by(svc)
     workspace.finish(first, RunState.FAILED, error="boom")
-    second = svc.tick().submitted  # no back-off configured: the same tick resubmits
+    second = submitted_by(svc)  # no back-off configured: the same tick resubmits
     assert second and second != first
     workspace.finish(second, RunState.FAILED, error="boom again")
     assert svc.tick().submitted is None
@@ -322,7 +345,9 @@ def test_policies_with_an_injected_clock() -> None:
 
 
 @pytest.fixture
-def app_service(make_service, ledger: Ledger, datastore: Datastore, clock: Clock) -> Iterator[RetrainingService]:
+def app_service(
+    make_service: MakeService, ledger: Ledger, datastore: BlobStore, clock: Clock
+) -> Iterator[RetrainingService]:
     """The service the handlers reach through the composition root, on this test's storage; every event may
     look at the batch (no rate limit)."""
     from retrainer.status_view import StatusView
@@ -336,12 +361,12 @@ def app_service(make_service, ledger: Ledger, datastore: Datastore, clock: Clock
         yield svc
 
 
-def handler(name: str):  # type: ignore[no-untyped-def]
+def handler(name: str) -> Callable[..., Any]:
     return indexed_functions()[name].get_user_function()
 
 
 def test_event_grid_handler_records_images_and_submits_a_due_batch(
-    app_service: RetrainingService, container_name: str, workspace: FakeRunner, datastore: Datastore
+    app_service: RetrainingService, container_name: str, workspace: FakeRunner, datastore: BlobStore
 ) -> None:
     for i in range(3):
         subject, data = blob_created(container_name, f"data/images/{i}.jpg", f"0x{i}")
@@ -364,7 +389,7 @@ def test_the_timer_handler_follows_a_run_to_its_end_and_submits_the_batch_that_b
     container_name: str,
     workspace: FakeRunner,
     ledger: Ledger,
-    datastore: Datastore,
+    datastore: BlobStore,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     pending_three(app_service, container_name)
@@ -375,7 +400,7 @@ def test_the_timer_handler_follows_a_run_to_its_end_and_submits_the_batch_that_b
     with caplog.at_level("INFO", logger="retrainer.triggers.monitor"):
         handler("monitor")(TimerRequest(past_due=False))
     assert f"monitor: followed {{'{run_id}': 'completed'}}, submitted run-2" in caplog.text
-    record = ledger.runs.get(run_id)
+    record = stored_run(ledger, run_id)
     assert record.state == RunState.COMPLETED and record.promotion_done
     assert len(ledger.images.of_run(run_id, ImageState.TRAINED)) == 3, "the finished run's images are trained"
     assert BestModel.model_validate_json(datastore.read("models/best_model.json")).version == "4"
@@ -400,7 +425,7 @@ def test_post_runs_starts_a_run_and_answers_202_with_its_location(
     assert response.status_code == 202
     body = json.loads(response.get_body())
     assert body == {"run_id": "run-1", "state": "queued"} and response.headers["Location"] == "/api/runs/run-1"
-    assert ledger.runs.get("run-1").reason == "new symbols" and ledger.slot.read().active_runs == ["run-1"]
+    assert stored_run(ledger, "run-1").reason == "new symbols" and ledger.slot.read().active_runs == ["run-1"]
 
 
 def test_post_runs_answers_409_while_the_slot_is_taken_and_force_starts_one_more_at_most(
@@ -495,7 +520,7 @@ def test_promotion_publishes_model_promoted_to_the_configured_topic(monkeypatch:
         assert publish is not None
         publish(BestModel(name="pid-symbol-detector", version="4", score=0.91, run="run-1", time="t"))
     (post,) = received
-    key, (event,) = post.headers.get("aeg-sas-key"), post.body  # type: ignore[misc]
+    key, (event,) = post.headers.get("aeg-sas-key"), post.events()
     assert key == "topic-key-not-logged"
     assert event["eventType"] == "PidSymbolRetraining.ModelPromoted"
     assert event["subject"] == "models/pid-symbol-detector/versions/4" and event["data"]["score"] == 0.91
@@ -509,42 +534,44 @@ def pending_three(svc: RetrainingService, container_name: str) -> None:
         deliver(svc, *blob_created(container_name, f"data/images/{i}.jpg", "0x1"))
 
 
-def test_every_active_run_has_a_deadline(make_service, clock: Clock, ledger: Ledger) -> None:
+def test_every_active_run_has_a_deadline(make_service: MakeService, clock: Clock, ledger: Ledger) -> None:
     svc = make_service(RETRAIN_RUN_TIMEOUT_MINUTES="90")
     run_id = svc.submit("manual", "t")
-    assert ledger.runs.get(run_id).deadline == clock.now + timedelta(minutes=90)
+    assert stored_run(ledger, run_id).deadline == clock.now + timedelta(minutes=90)
 
 
 def test_a_status_that_keeps_failing_fails_the_run_at_its_deadline(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_RUN_TIMEOUT_MINUTES="60")
     pending_three(svc, container_name)
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     workspace.fail_status = ValueError("the backend returned nonsense")  # not a transport error
     clock.advance(minutes=30)
     assert svc.tick().followed == {run_id: "queued"}, "before the deadline it is retried"
     clock.advance(minutes=31)
     outcome = svc.tick()
     assert outcome.followed == {run_id: "failed"}
-    assert "no status by the deadline" in ledger.runs.get(run_id).error
+    assert "no status by the deadline" in stored_run(ledger, run_id).error
     assert len(ledger.images.pending()) == 3 and ledger.slot.read().active == {}
 
 
 def test_a_run_still_running_at_its_deadline_is_canceled_and_failed(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_RUN_TIMEOUT_MINUTES="60")
     pending_three(svc, container_name)
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     workspace.finish(run_id, RunState.RUNNING)
     clock.advance(minutes=61)
     svc.tick()
-    assert workspace.canceled == [run_id] and ledger.runs.get(run_id).state == "failed"
-    assert "at its deadline" in ledger.runs.get(run_id).error and len(ledger.images.pending()) == 3
+    assert workspace.canceled == [run_id] and stored_run(ledger, run_id).state == "failed"
+    assert "at its deadline" in stored_run(ledger, run_id).error and len(ledger.images.pending()) == 3
 
 
-def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_service, ledger: Ledger) -> None:
+def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(
+    make_service: MakeService, ledger: Ledger
+) -> None:
     svc = make_service()
     run_id = svc.submit("manual", "x" * 40_000)
     record = ledger.runs.get(run_id)
@@ -553,14 +580,14 @@ def test_a_reason_too_long_for_a_table_row_is_bounded_and_the_run_recorded(make_
 
 
 def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its_slot(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, ledger: Ledger
 ) -> None:
     """The tag step's record of a 150-class label map is longer than a table property may hold (32K characters):
     it was refused at every tick, also past the deadline, and the run held the only slot for good."""
     decision = promotion_with_classes(150)
     svc = make_service(RETRAIN_QUIET_MINUTES="0", decision=decision)
     pending_three(svc, container_name)
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     assert len(decision.model_dump_json()) > 32_768
     workspace.finish(run_id, RunState.COMPLETED, decision)
     outcome = svc.tick()
@@ -568,13 +595,18 @@ def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its
     record = ledger.runs.get(run_id)
     assert record is not None and record.promotion_done
     assert record.decision == decision, "the whole record is kept, every class of the guard"
-    assert svc.best_model() is not None and svc.best_model().version == "2"
+    assert svc.best_model() is not None and champion_version(svc) == "2"
     assert ledger.slot.read().active == {} and len(ledger.images.of_run(run_id, ImageState.TRAINED)) == 3
     assert [run.run_id for run in ledger.runs.newest()] == [run_id]
 
 
 def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resubmitted(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, monkeypatch
+    make_service: MakeService,
+    container_name: str,
+    workspace: FakeRunner,
+    clock: Clock,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
@@ -593,7 +625,7 @@ def test_storage_lost_after_the_workspace_accepted_a_run_is_reconciled_not_resub
 
 
 def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
@@ -606,7 +638,7 @@ def test_a_claim_whose_submitter_died_before_submitting_frees_its_images(
 
 
 def test_a_corrupt_best_model_record_blocks_neither_promotion_nor_the_api(
-    make_service, workspace: FakeRunner, datastore: Datastore
+    make_service: MakeService, workspace: FakeRunner, datastore: BlobStore
 ) -> None:
     svc = make_service()
     datastore.write("models/best_model.json", b"{not json")
@@ -614,11 +646,15 @@ def test_a_corrupt_best_model_record_blocks_neither_promotion_nor_the_api(
     run_id = svc.submit("manual", "t")
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
     svc.tick()
-    assert svc.best_model() is not None and svc.best_model().version == "4"
+    assert svc.best_model() is not None and champion_version(svc) == "4"
 
 
 def test_a_promotion_that_failed_is_retried_by_the_next_tick(
-    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore, monkeypatch
+    make_service: MakeService,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    datastore: BlobStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     svc = make_service()
     run_id = svc.submit("manual", "t")
@@ -626,10 +662,10 @@ def test_a_promotion_that_failed_is_retried_by_the_next_tick(
     real_write = datastore.write_json
     monkeypatch.setattr(datastore, "write_json", lambda *a: (_ for _ in ()).throw(ConnectionError("lost")))
     svc.tick()
-    assert ledger.runs.get(run_id).state == "completed" and not ledger.runs.get(run_id).promotion_done
+    assert stored_run(ledger, run_id).state == "completed" and not stored_run(ledger, run_id).promotion_done
     monkeypatch.setattr(datastore, "write_json", real_write)
     svc.tick()
-    assert ledger.runs.get(run_id).promotion_done and svc.best_model().version == "4"
+    assert stored_run(ledger, run_id).promotion_done and champion_version(svc) == "4"
 
 
 def write_as_a_newer_release(ledger: Ledger, run_id: str, state: str = "suspended") -> None:
@@ -642,7 +678,12 @@ def write_as_a_newer_release(ledger: Ledger, run_id: str, state: str = "suspende
 
 
 def test_a_run_row_of_a_state_this_release_does_not_know_is_skipped_and_the_tick_goes_on(
-    make_service, workspace: FakeRunner, ledger: Ledger, datastore: Datastore, monkeypatch, caplog
+    make_service: MakeService,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    datastore: BlobStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A promotion whose record write failed once is retried although a newer release's run is in the way."""
     svc = make_service()
@@ -657,7 +698,7 @@ def test_a_run_row_of_a_state_this_release_does_not_know_is_skipped_and_the_tick
     with caplog.at_level("WARNING", logger="retrainer"):
         outcome = svc.tick()
     assert outcome.failures == [] and newer not in outcome.followed
-    assert ledger.runs.get(done).promotion_done and svc.best_model().version == "4"
+    assert stored_run(ledger, done).promotion_done and champion_version(svc) == "4"
     assert f"run {newer}" in caplog.text and "'suspended'" in caplog.text
     assert ledger.slot.read().active_runs == [newer], "its slot is the newer release's to settle"
     assert [run.run_id for run in ledger.runs.newest()] == [done], "runs() lists the runs this release can act on"
@@ -693,7 +734,7 @@ def test_the_api_and_the_status_page_show_a_run_of_an_unknown_state_as_unknown(
 
 
 def test_every_api_answer_is_json_a_javascript_client_parses_whatever_the_figures_hold(
-    app_service: RetrainingService, workspace: FakeRunner, datastore: Datastore
+    app_service: RetrainingService, workspace: FakeRunner, datastore: BlobStore
 ) -> None:
     """NaN and Infinity are not JSON: figures that hold them are answered as the strings records write."""
     nan, inf = float("nan"), float("inf")
@@ -725,14 +766,14 @@ def test_every_api_answer_is_json_a_javascript_client_parses_whatever_the_figure
     for route, answer in answers.items():
         assert answer.status_code == 200, route
         assert strict_json(answer.get_body()) == parsed_by_javascript(answer.get_body()), route
-    run = strict_json(answers["get_run"].get_body())["decision"]  # type: ignore[index]
+    run = strict_json(answers["get_run"].get_body())["decision"]
     assert (run["challenger_score"], run["champion_score"]) == ("NaN", "Infinity")
     assert run["challenger_per_class"] == {"1": "NaN", "2": "Infinity", "3": "-Infinity", "4": 0.5}
-    assert strict_json(answers["best_model"].get_body())["score"] is None, "a champion's score is a number or none"  # type: ignore[index]
+    assert strict_json(answers["best_model"].get_body())["score"] is None, "a champion's score is a number or none"
 
 
 def test_a_redelivered_image_event_retries_the_conversion_that_failed(
-    make_service, container_name: str, monkeypatch
+    make_service: MakeService, container_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     svc = make_service()
     calls: list[str] = []
@@ -773,7 +814,7 @@ HOSTILE_EVENTS = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_EVENTS))
-def test_hostile_image_events_are_ignored_not_raised(make_service, container_name: str, case: str) -> None:
+def test_hostile_image_events_are_ignored_not_raised(make_service: MakeService, container_name: str, case: str) -> None:
     svc = make_service()
     subject, data = HOSTILE_EVENTS[case]
     subject = subject.format(c=container_name) if isinstance(subject, str) else subject
@@ -783,7 +824,7 @@ def test_hostile_image_events_are_ignored_not_raised(make_service, container_nam
 
 
 def test_a_long_unicode_image_name_is_recorded_under_a_bounded_key(
-    make_service, container_name: str, ledger: Ledger
+    make_service: MakeService, container_name: str, ledger: Ledger
 ) -> None:
     svc = make_service()
     path = "data/images/" + "符号" * 200 + ".jpg"  # 400 characters: beyond Table Storage's 1 KiB key in UTF-16
@@ -792,7 +833,7 @@ def test_a_long_unicode_image_name_is_recorded_under_a_bounded_key(
 
 
 @pytest.mark.parametrize("run_id", ["../../x", "it's", "a" * 10_000, "run/1", "", "#?"])
-def test_azure_ml_events_for_odd_or_unknown_run_ids_are_ignored(make_service, run_id: str) -> None:
+def test_azure_ml_events_for_odd_or_unknown_run_ids_are_ignored(make_service: MakeService, run_id: str) -> None:
     svc = make_service()
     assert not deliver(svc, "", {"runId": run_id}, "Microsoft.MachineLearningServices.RunCompleted")
     assert not deliver(svc, "", {"runId": ["x"]}, "Microsoft.MachineLearningServices.RunCompleted")
@@ -837,7 +878,7 @@ def test_hostile_run_ids_get_404_not_500(app_service: RetrainingService, run_id:
 
 
 def test_the_api_refuses_a_reason_too_long_and_says_a_corrupt_best_model_record_is_unreadable(
-    app_service: RetrainingService, datastore: Datastore
+    app_service: RetrainingService, datastore: BlobStore
 ) -> None:
     from retrainer.ledger.rows import MAX_REASON_CHARS
 
@@ -860,11 +901,15 @@ def test_a_failed_submission_logs_no_secret(
 
 
 def test_a_canceled_run_returns_its_images_without_counting_as_a_failure(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, caplog: pytest.LogCaptureFixture
+    make_service: MakeService,
+    container_name: str,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
-    run_id = svc.tick().submitted
+    run_id = submitted_by(svc)
     with caplog.at_level("INFO", logger="retrainer"):
         assert svc.cancel(run_id) == "canceled" and workspace.canceled == [run_id]
     ended = [r for r in caplog.records if "images are pending again" in r.getMessage()]
@@ -884,7 +929,7 @@ def test_the_cancel_route_stops_a_run(app_service: RetrainingService, workspace:
 
 
 def test_the_function_app_serves_the_status_page(
-    app_service: RetrainingService, workspace: FakeRunner, datastore: Datastore
+    app_service: RetrainingService, workspace: FakeRunner, datastore: BlobStore
 ) -> None:
     run_id = app_service.submit("manual", "for the page")
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
@@ -948,7 +993,7 @@ UNKEYABLE_RUN_IDS = ["run/1", "#", "why?", "back\\slash", "bell\x07", "r" * 201]
 
 @pytest.mark.parametrize("bad_id", UNKEYABLE_RUN_IDS, ids=["slash", "hash", "question", "backslash", "control", "201"])
 def test_a_run_id_the_ledger_cannot_key_is_refused_at_submission_and_frees_everything(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, bad_id: str
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, bad_id: str
 ) -> None:
     from retrainer.submission import UnusableRunIdError
 
@@ -977,7 +1022,7 @@ def test_the_api_says_which_run_id_was_refused_and_holds_no_slot(
 
 
 def test_a_stale_claim_whose_run_cannot_be_keyed_is_settled_and_the_tick_goes_on(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger
 ) -> None:
     """What an earlier release left behind: the backend accepted `run/1` under the claim's label, the ledger
     could not record it, and the claim kept its images."""
@@ -994,24 +1039,29 @@ def test_a_stale_claim_whose_run_cannot_be_keyed_is_settled_and_the_tick_goes_on
     outcome = svc.tick()
     assert outcome.failures == [] and outcome.followed == {good: "completed"}
     assert "run/1" in workspace.canceled and claim not in ledger.slot.read().active
-    assert ledger.images.of_run(claim) == [] and svc.best_model().version == "4"
+    assert ledger.images.of_run(claim) == [] and champion_version(svc) == "4"
     assert svc.tick().failures == [], "and the next tick has nothing left to trip on"
 
 
 def test_a_part_of_the_tick_that_fails_is_reported_and_every_other_part_still_runs(
-    make_service, container_name: str, workspace: FakeRunner, clock: Clock, ledger: Ledger, caplog
+    make_service: MakeService,
+    container_name: str,
+    workspace: FakeRunner,
+    clock: Clock,
+    ledger: Ledger,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="3")
     unreadable, completing = svc.submit("manual", "its record breaks"), svc.submit("manual", "completes")
     ledger.runs.table.upsert_entity({"PartitionKey": "runs.v2", "RowKey": f"id|{unreadable}", "history": "{not json"})
     ledger.slot.claim(3, clock.now)  # a stale claim, and a workspace that cannot list its runs
-    workspace.list_runs = lambda limit=20: (_ for _ in ()).throw(ValueError("the workspace answered nonsense"))
+    workspace.fail_list = ValueError("the workspace answered nonsense")
     workspace.finish(completing, RunState.COMPLETED, DECISION)
     pending_three(svc, container_name)
     clock.advance(minutes=16)
     with caplog.at_level("ERROR", logger="retrainer"):
         outcome = svc.tick()
-    assert outcome.followed == {completing: "completed"} and svc.best_model().version == "4"
+    assert outcome.followed == {completing: "completed"} and champion_version(svc) == "4"
     assert outcome.submitted == "run-3", "the due batch is still submitted"
     parts = {failure.part: str(failure) for failure in outcome.failures}
     assert set(parts) == {"settle stale claims", f"follow run {unreadable}"}
@@ -1020,7 +1070,7 @@ def test_a_part_of_the_tick_that_fails_is_reported_and_every_other_part_still_ru
 
 
 def test_a_failing_part_of_the_tick_is_logged_with_where_it_failed_and_no_secret(
-    make_service, container_name: str, workspace: FakeRunner, caplog: pytest.LogCaptureFixture
+    make_service: MakeService, container_name: str, workspace: FakeRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
     svc = make_service(RETRAIN_QUIET_MINUTES="0")
     pending_three(svc, container_name)
@@ -1044,7 +1094,7 @@ def test_the_timer_handler_raises_after_the_whole_tick_when_a_part_failed(
     ledger.slot.update(lambda control: control.active.update({"run-77": clock.now.isoformat()}))
     with pytest.raises(RuntimeError, match="follow run run-77"):
         handler("monitor")(TimerRequest(past_due=False))
-    assert ledger.runs.get(run_id).state == "completed"
+    assert stored_run(ledger, run_id).state == "completed"
 
 
 # --- simultaneous submissions: the loser gets a conflict and holds nothing --------------------------------
@@ -1056,7 +1106,11 @@ def pending_images(svc: RetrainingService, container_name: str, count: int) -> N
 
 
 def test_the_loser_of_a_race_for_the_pending_images_gets_a_conflict_and_holds_nothing(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    make_service: MakeService,
+    container_name: str,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Both had a slot and read the same pending images; the winner moved the later ones first, so the loser's
     first transaction lands and its second fails."""
@@ -1075,7 +1129,11 @@ def test_the_loser_of_a_race_for_the_pending_images_gets_a_conflict_and_holds_no
 
 
 def test_the_api_answers_409_to_the_loser_of_a_race(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    make_service: MakeService,
+    container_name: str,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_images(svc, container_name, 3)
@@ -1091,7 +1149,11 @@ def test_the_api_answers_409_to_the_loser_of_a_race(
 
 
 def test_an_automatic_submission_that_finds_its_batch_taken_submits_nothing(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    make_service: MakeService,
+    container_name: str,
+    workspace: FakeRunner,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Another instance submitted the due batch between this one's look and its claim."""
     svc = make_service(RETRAIN_QUIET_MINUTES="0", RETRAIN_MAX_ACTIVE_RUNS="2")
@@ -1111,7 +1173,7 @@ def test_an_automatic_submission_that_finds_its_batch_taken_submits_nothing(
 
 
 def test_simultaneous_submissions_with_two_slots_leave_no_claim_and_no_image_twice(
-    make_service, container_name: str, workspace: FakeRunner, ledger: Ledger
+    make_service: MakeService, container_name: str, workspace: FakeRunner, ledger: Ledger
 ) -> None:
     from retrainer.submission import SubmissionConflict
 

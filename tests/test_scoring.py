@@ -25,6 +25,7 @@ from pipeline_steps.evaluation.scoring import (
     MAX_BATCH,
     ModelNotScorable,
     ModelRuntime,
+    RuntimeKind,
     next_batch,
     predict_sheets,
     score_models,
@@ -114,6 +115,7 @@ def test_a_growing_holdout_keeps_the_sample_where_no_new_image_ranks_in(holdout:
     assert names(before) == [n for n in ranked if n in names(holdout[:12])][:6]
 
 
+@pytest.mark.slow  # saves and loads MLflow models (importing MLflow alone takes seconds)
 def test_a_model_is_scored_through_the_contract(holdout: list[Sheet], tmp_path: Path) -> None:
     model = save_stand_in(tmp_path / "perfect", perfect_answers(holdout), validation_map=1.0)
     predictions = predict_sheets(model, holdout[:3])
@@ -122,6 +124,7 @@ def test_a_model_is_scored_through_the_contract(holdout: list[Sheet], tmp_path: 
         assert prediction.boxes == pytest.approx(sheet.boxes, abs=1e-3)
 
 
+@pytest.mark.slow  # saves and loads MLflow models (importing MLflow alone takes seconds)
 def test_the_budget_stops_between_batches_and_both_models_score_the_same_images(
     holdout: list[Sheet], tmp_path: Path
 ) -> None:
@@ -142,7 +145,8 @@ class PacedModels:
     """Stands in for `predict_sheets`: each sheet a model scores moves the clock on by `seconds_per_sheet`."""
 
     def __init__(self, seconds_per_sheet: float) -> None:
-        self.now, self.pace, self.batches = 0.0, seconds_per_sheet, []
+        self.now, self.pace = 0.0, seconds_per_sheet
+        self.batches: list[int] = []
 
     def clock(self) -> float:
         return self.now
@@ -156,22 +160,22 @@ class PacedModels:
 
 @pytest.mark.parametrize(("kind", "pace", "deadline"), [("automl", 90.0, 3600.0), ("local", 0.5, 60.0)])
 def test_the_first_batch_is_small_and_later_ones_fit_the_time_left(
-    kind: str, pace: float, deadline: float, monkeypatch: pytest.MonkeyPatch
+    kind: RuntimeKind, pace: float, deadline: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AutoML's tiled model on a CPU takes minutes a sheet: 32 sheets x 2 models before a first look at the clock
     was hours past any budget. Now no batch starts that the measured pace says would end past the deadline."""
     paced = PacedModels(pace)
     monkeypatch.setattr(scoring, "predict_sheets", paced.predict)
     sheets = [Sheet(Path(f"/holdout/{i}.jpg"), 10, 10, np.zeros((0, 4), dtype=np.float32), ()) for i in range(400)]
-    runtime = ModelRuntime(kind, sys.executable if kind == "automl" else None)  # type: ignore[arg-type]
+    runtime = ModelRuntime(kind, sys.executable if kind == "automl" else None)
     models = [Path("challenger"), Path("champion")]
     scored = score_models(models, sheets, runtime, deadline=deadline, clock=paced.clock)
     assert paced.batches[0] == FIRST_BATCH
     assert all(later <= 2 * earlier for earlier, later in itertools.pairwise(paced.batches))
-    assert max(paced.batches) <= MAX_BATCH[kind]  # type: ignore[index]
+    assert max(paced.batches) <= MAX_BATCH[kind]
     assert paced.now <= deadline, "no batch ran past the deadline"
     assert scored.stopped_by_budget and len(scored.sheets) == sum(paced.batches)
-    assert paced.now + 2 * pace * MAX_BATCH[kind] > deadline or len(scored.sheets) == len(sheets)  # type: ignore[index]
+    assert paced.now + 2 * pace * MAX_BATCH[kind] > deadline or len(scored.sheets) == len(sheets)
 
 
 def test_a_batch_is_sized_from_the_pace_and_the_time_left() -> None:
@@ -183,6 +187,7 @@ def test_a_batch_is_sized_from_the_pace_and_the_time_left() -> None:
     assert next_batch(4, seconds_per_sheet=100.0, seconds_left=None, cap=32) == 8, "no deadline"
 
 
+@pytest.mark.slow  # another interpreter imports MLflow for each call
 def test_automl_models_score_in_another_interpreter_through_mlflows_own_command(
     holdout: list[Sheet], tmp_path: Path
 ) -> None:
@@ -198,6 +203,7 @@ def test_automl_models_score_in_another_interpreter_through_mlflows_own_command(
         predict_sheets(model, holdout[:1], missing)
 
 
+@pytest.mark.slow  # another interpreter imports MLflow, then a call waits out a 20 s deadline
 def test_a_call_in_automls_interpreter_that_outlives_the_deadline_is_stopped(
     holdout: list[Sheet], tmp_path: Path
 ) -> None:
@@ -216,6 +222,7 @@ def test_a_call_in_automls_interpreter_that_outlives_the_deadline_is_stopped(
     assert scored.stopped_by_budget and len(scored.sheets) == FIRST_BATCH
 
 
+@pytest.mark.slow  # saves and loads MLflow models (importing MLflow alone takes seconds)
 def test_a_model_that_cannot_load_is_named(holdout: list[Sheet], tmp_path: Path) -> None:
     """A damaged model raises whatever its own code raises; the scorer names the model instead."""
     model = save_stand_in(tmp_path / "broken", {}, validation_map=0.5)

@@ -16,8 +16,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
 from retrainer.serving.contract import InvalidAnswer, detections, scoring_request
 from retrainer.serving.local import free_port
+from retrainer.serving.rollout import ServingStatus
 from retrainer.serving.status import read_serving_status
 from retrainer.settings import load_settings
 from shared.registry.local import LocalModelRegistry
@@ -42,7 +44,7 @@ NAME = "pid-symbol-detector"
 def test_a_request_carries_each_image_as_one_base64_row_and_an_answer_is_checked_box_by_box() -> None:
     request = scoring_request([b"\xff\xd8jpeg", b"png"])
     assert request == {"input_data": {"columns": ["image"], "data": [["/9hqcGVn"], ["cG5n"]]}}
-    box = {"box": {"topX": 0.1, "topY": 0.2, "bottomX": 0.3, "bottomY": 0.4}, "label": 3, "score": 0.9}
+    box: dict[str, Any] = {"box": {"topX": 0.1, "topY": 0.2, "bottomX": 0.3, "bottomY": 0.4}, "label": 3, "score": 0.9}
     ((found,), ()) = detections([{"boxes": [box]}, {"boxes": []}], 2)
     assert (found.top_x, found.bottom_y, found.label, found.score) == (0.1, 0.4, "3", 0.9)
     broken = [
@@ -146,12 +148,14 @@ def serving_world(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyP
         print(out)  # shown when a test fails
 
 
-def wait_until(world: dict, condition: object, seconds: float, serve: subprocess.Popen | None = None) -> float:
+def wait_until(
+    world: dict, condition: Callable[[ServingStatus], bool], seconds: float, serve: subprocess.Popen | None = None
+) -> float:
     """Seconds until the serving status meets `condition`."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         status = read_serving_status(world["datastore"], world["settings"].SERVING_STATUS_BLOB)
-        if status is not None and condition(status):  # type: ignore[operator]
+        if status is not None and condition(status):
             return time.monotonic() - started
         assert serve is None or serve.poll() is None, serve.communicate()[0] if serve else ""
         time.sleep(0.2)

@@ -21,17 +21,16 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from retrainer import bootstrap
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore
 from retrainer.ledger import Ledger
 from retrainer.serving.rollout import Rollout, ServingStatus
 from retrainer.serving.status import read_serving_status
 from retrainer.settings import load_settings
 from shared.contracts import SplitAssignment, SplitSide
 from shared.records import RunState
-from shared.registry.azureml import AzureMLModelRegistry
 from tests.champion_world import World, clock, storage
-from tests.fakes import FakeMLClient, FakeOnlineService, InMemoryDatastore, InMemoryTableService
-from tests.helpers import Clock, indexed_functions, jpeg_bytes
+from tests.fakes import FakeMLClient, FakeOnlineService, InMemoryDatastore, InMemoryTableService, azureml_registry
+from tests.helpers import Clock, indexed_functions, jpeg_bytes, stored_run
 
 __all__ = ["clock", "storage"]  # the fixtures these tests use
 
@@ -66,6 +65,11 @@ class Azure:
 
     def status(self) -> ServingStatus | None:
         return read_serving_status(self.world.datastore, "models/serving.json")
+
+    def recorded_status(self) -> ServingStatus:
+        status = self.status()
+        assert status is not None, "no serving status was recorded"
+        return status
 
     def settle(self, version: str, most: int = 12) -> list[ServingStatus]:
         """Tick, then let Azure ML end what it started, until `version` answers every request and nothing is in
@@ -132,7 +136,7 @@ def azure_environment(monkeypatch: pytest.MonkeyPatch, **serving: str) -> None:
 
 
 def wired(
-    monkeypatch: pytest.MonkeyPatch, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, storage: tuple[Ledger, BlobStore], clock: Clock, tmp_path: Path
 ) -> Iterator[Azure]:
     """The app's composition root over the fake workspace: every Azure ML client it makes is the fake's."""
     from shared.registry import azureml as registry_backend
@@ -141,7 +145,7 @@ def wired(
     client.online.answer = truthful_model
     monkeypatch.setattr(registry_backend, "ml_client", lambda *args, **kwargs: client)
     bootstrap.reset()
-    world = World(AzureMLModelRegistry(client), storage, clock, tmp_path)  # type: ignore[arg-type]
+    world = World(azureml_registry(client), storage, clock, tmp_path)
     write_sheets(world)
     failures: list[ServingStatus] = []
     with pytest.MonkeyPatch.context() as root:  # undone before an environment fixture resets the root
@@ -161,12 +165,12 @@ def azure(monkeypatch: pytest.MonkeyPatch, clock: Clock, tmp_path: Path, contain
     azure_environment(monkeypatch)
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
     in_memory = (Ledger(InMemoryTableService(), "t"), InMemoryDatastore())
-    yield from wired(monkeypatch, in_memory, clock, tmp_path)  # type: ignore[arg-type]
+    yield from wired(monkeypatch, in_memory, clock, tmp_path)
 
 
 @pytest.fixture
 def azure_on_each_storage(
-    monkeypatch: pytest.MonkeyPatch, storage: tuple[Ledger, Datastore], clock: Clock, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, storage: tuple[Ledger, BlobStore], clock: Clock, tmp_path: Path
 ) -> Iterator[Azure]:
     """Azure ML serving on in-memory storage, then on Azurite."""
     azure_environment(monkeypatch)
@@ -179,7 +183,7 @@ def canary(monkeypatch: pytest.MonkeyPatch, clock: Clock, tmp_path: Path, contai
     azure_environment(monkeypatch, SERVING_CANARY_PERCENT="20", SERVING_CANARY_MINUTES="30")
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
     in_memory = (Ledger(InMemoryTableService(), "t"), InMemoryDatastore())
-    yield from wired(monkeypatch, in_memory, clock, tmp_path)  # type: ignore[arg-type]
+    yield from wired(monkeypatch, in_memory, clock, tmp_path)
 
 
 def serving_v1(azure: Azure) -> None:
@@ -243,7 +247,7 @@ def test_the_next_champion_takes_over_the_previous_stays_for_a_rollback_and_olde
     azure.settle("2")
     assert azure.online.traffic(ENDPOINT) == {"model-v2": 100}
     assert azure.online.deployment_states(ENDPOINT) == {"model-v1": "Succeeded", "model-v2": "Succeeded"}
-    assert azure.status().previous == "model-v1"  # type: ignore[union-attr]
+    assert azure.recorded_status().previous == "model-v1"
 
     azure.world.run(0.90)
     azure.settle("3")
@@ -335,7 +339,7 @@ def test_a_failed_deployment_leaves_traffic_says_so_once_and_retries_after_a_gro
     assert azure.online.traffic(ENDPOINT) == {"model-v1": 100}, "traffic stays where it was"
     assert "model-v2" not in azure.online.deployment_states(ENDPOINT), "the failed deployment is deleted"
     assert [f.target for f in azure.failures] == ["2"], "ServingFailed, once"
-    assert azure.status().state == "failed"  # type: ignore[union-attr]
+    assert azure.recorded_status().state == "failed"
 
     calls = len(azure.online.calls)
     clock.advance(minutes=14)
@@ -352,7 +356,7 @@ def test_a_failed_deployment_leaves_traffic_says_so_once_and_retries_after_a_gro
     clock.advance(minutes=31)
     azure.online.finish()
     azure.settle("2")
-    assert azure.status().failures == 0 and len(azure.failures) == 2  # type: ignore[union-attr]
+    assert azure.recorded_status().failures == 0 and len(azure.failures) == 2
 
 
 @pytest.mark.parametrize(
@@ -372,7 +376,7 @@ def test_a_failed_smoke_test_leaves_traffic_where_it_was_and_says_why(
         raise service_error(424, "ModelError", "the model container answered 500")
 
     serving_v1(azure)
-    azure.online.models["2"] = error if model == "error" else model  # type: ignore[assignment]
+    azure.online.models["2"] = error if isinstance(model, str) else model
     azure.world.run(0.85)
     for _ in range(4):
         failed = azure.rollout.tick()
@@ -410,15 +414,15 @@ def test_the_monitor_timer_ticks_the_rollout_after_the_runs_and_a_serving_failur
     def unreachable(name: str) -> object:
         raise ServiceRequestError("Failed to establish a new connection")
 
-    azure.client.online_endpoints.get = unreachable  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match=r"1 part\(s\) of the tick failed.*serving: ServiceRequestError"):
-        monitor(TimerRequest(past_due=False))
-    assert world.ledger.runs.get(run_id).state == RunState.COMPLETED, "the run was followed first"  # type: ignore[union-attr]
-    assert world.best() == ["1"]
+    with pytest.MonkeyPatch.context() as outage:
+        outage.setattr(azure.client.online_endpoints, "get", unreachable)
+        with pytest.raises(RuntimeError, match=r"1 part\(s\) of the tick failed.*serving: ServiceRequestError"):
+            monitor(TimerRequest(past_due=False))
+        assert stored_run(world.ledger, run_id).state == RunState.COMPLETED, "the run was followed first"
+        assert world.best() == ["1"]
 
-    del azure.client.online_endpoints.get  # Azure ML answers again
     monitor(TimerRequest(past_due=False))
-    assert ENDPOINT in azure.online.endpoints and azure.status().state == "deploying"  # type: ignore[union-attr]
+    assert ENDPOINT in azure.online.endpoints and azure.recorded_status().state == "deploying"
 
 
 def test_serving_is_off_without_an_endpoint_name_and_on_the_local_backend(
@@ -482,8 +486,10 @@ def test_the_dry_run_writes_yaml_the_sdk_loads_back_with_no_network(
     )
     assert (deployment.instance_type, deployment.instance_count) == ("Standard_NC4as_T4_v3", 2)
     assert deployment.app_insights_enabled is True and deployment.environment is None
-    assert deployment.request_settings.request_timeout_ms == 180_000
-    assert deployment.liveness_probe.failure_threshold == 30 and deployment.readiness_probe.timeout == 10
+    assert deployment.request_settings is not None and deployment.request_settings.request_timeout_ms == 180_000
+    assert deployment.liveness_probe is not None and deployment.liveness_probe.failure_threshold == 30
+    assert deployment.readiness_probe is not None and deployment.readiness_probe.timeout == 10
     # What Azure ML would be sent: the SDK's own conversion accepts both.
     assert endpoint._to_rest_online_endpoint(location="westeurope").properties.auth_mode == "AADToken"
-    assert deployment._to_rest_object(location="westeurope").sku.capacity == 2
+    sku = deployment._to_rest_object(location="westeurope").sku
+    assert sku is not None and sku.capacity == 2

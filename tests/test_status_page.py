@@ -25,6 +25,7 @@ from shared.promotion import (
 from shared.records import RunRecord, RunState
 from tests.browser import console_errors, render
 from tests.fakes import InMemoryDatastore, InMemoryTableService
+from tests.helpers import class_guard
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 NAMES = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve", "3": "Piping/Fitting/Reducer"}
@@ -66,7 +67,7 @@ def snapshot(run_count: int = 6) -> StatusSnapshot:
                 image_count=40,
                 state=state,
                 submitted_at=submitted,
-                history=[{"state": "queued", "at": submitted.isoformat()}],
+                history=[{"state": RunState.QUEUED, "at": submitted.isoformat()}],
                 error="AutoML ran out of quota" if state == "failed" else "",
                 decision=run_decision,
                 ended_at=submitted + timedelta(minutes=95),
@@ -79,7 +80,7 @@ def snapshot(run_count: int = 6) -> StatusSnapshot:
         12,
         RunState.RUNNING,
         NOW - timedelta(minutes=42),
-        [{"state": "running", "at": NOW.isoformat(), "detail": "train"}],
+        [{"state": RunState.RUNNING, "at": NOW.isoformat(), "detail": "train"}],
         deadline=NOW + timedelta(hours=11),
     )
     runs = [active, *reversed(runs)]
@@ -114,6 +115,7 @@ def test_an_empty_service_renders_too() -> None:
     assert "no runs yet" in page and "no model registered yet" in page and "no model promoted yet" in page
 
 
+@pytest.mark.slow  # starts Chromium
 def test_the_page_renders_in_chromium_with_every_element_and_no_console_error(tmp_path: Path) -> None:
     page = tmp_path / "status.html"
     page.write_text(render_status_page(snapshot(40)))
@@ -129,7 +131,7 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
     """No service in between: runs, pending images, the hold after a failure, the best model and the names."""
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     monkeypatch.setenv("RETRAIN_BACKOFF_MINUTES", "15")
-    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()
     ledger.images.record("data/images/a.jpg", "0x1", NOW - timedelta(minutes=75))
     ledger.images.record("data/images/b.jpg", "0x1", NOW - timedelta(minutes=5))
     ledger.runs.save(RunRecord("run-1", "timer", "two images", 2, RunState.FAILED, NOW - timedelta(hours=2)))
@@ -137,7 +139,7 @@ def test_the_view_reads_what_the_page_shows_from_the_ledger_and_the_datastore(mo
     best = BestModel(name="pid-symbol-detector", version="5", score=0.86, run="run-0", time=NOW.isoformat())
     store.write_json("models/best_model.json", best.model_dump())
     store.write("data/label_map.json", json.dumps(NAMES).encode())
-    snapshot = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
+    snapshot = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()
     assert snapshot.generated_at == NOW and [run.run_id for run in snapshot.runs] == ["run-1"]
     assert (snapshot.pending_images, snapshot.oldest_pending) == (2, NOW - timedelta(minutes=75))
     assert (
@@ -243,6 +245,7 @@ def test_the_page_shows_the_pin_the_class_guard_and_the_champion_history() -> No
     assert "rolled back" in page and "ana (retrain)" in page
 
 
+@pytest.mark.slow  # starts Chromium
 def test_the_pin_guard_and_history_render_in_chromium(tmp_path: Path) -> None:
     page = tmp_path / "status.html"
     page.write_text(render_status_page(guarded_snapshot()))
@@ -257,12 +260,12 @@ def test_the_view_reads_the_champions_history_newest_first(monkeypatch: pytest.M
     from retrainer.ledger.champion import ChampionChange, ChangeKind
 
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
-    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()
     for hours, kind in ((3, ChangeKind.PROMOTED), (2, ChangeKind.ROLLED_BACK), (1, ChangeKind.PINNED)):
         ledger.champion.record(
             ChampionChange(NOW - timedelta(hours=hours), kind, "pid-symbol-detector", "1", "2", "operator", "ana", "x")
         )
-    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()  # type: ignore[arg-type]
+    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW).snapshot()
     assert [c.kind for c in view.history] == [ChangeKind.PINNED, ChangeKind.ROLLED_BACK, ChangeKind.PROMOTED]
 
 
@@ -272,7 +275,7 @@ def non_finite_snapshot() -> StatusSnapshot:
     nan, inf = float("nan"), float("inf")
     base = guarded_snapshot()
     guarded = next(run for run in base.runs if run.run_id == "run-guard")
-    guard = guarded.decision.comparison.class_guard
+    guard = class_guard(guarded.decision)
     odd = guard.classes[0].model_copy(update={"class_id": "5", "champion_ap": inf, "challenger_ap": nan})
     odd.interval = odd.interval.model_copy(update={"difference": nan, "low": -inf, "high": inf})
     guard.classes.append(odd)
@@ -282,6 +285,7 @@ def non_finite_snapshot() -> StatusSnapshot:
         run.decision, run.ended_at = decision(20 + index, score, index == 0, 0.8), NOW - timedelta(minutes=5)
         runs.append(run)
     champion = runs[0].decision
+    assert champion is not None and base.best is not None
     champion.challenger_per_class = {"1": nan, "2": inf, "3": 0.5}
     champion.champion_per_class = {"1": -inf, "2": nan, "3": 0.4}
     best = base.best.model_copy(update={"version": "20", "score": nan})
@@ -292,7 +296,7 @@ def non_finite_snapshot() -> StatusSnapshot:
 _GEOMETRY = re.compile(r'\s(cx|cy|r|x|y|x1|x2|y1|y2|width|height)="([^"]*)"')
 
 
-def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> None:
+def test_the_page_draws_no_coordinate_that_is_not_a_number() -> None:
     import math
 
     page = render_status_page(non_finite_snapshot())
@@ -303,15 +307,19 @@ def test_the_page_draws_no_coordinate_that_is_not_a_number(tmp_path: Path) -> No
     )
     assert page.count("<circle") == 5, "the versions with a finite score, drawn"
     assert "3 versions without a finite score are not drawn" in page
+
+
+@pytest.mark.slow  # starts Chromium
+def test_a_page_of_non_finite_figures_renders_in_chromium_without_a_console_error(tmp_path: Path) -> None:
     path = tmp_path / "status.html"
-    path.write_text(page)
+    path.write_text(render_status_page(non_finite_snapshot()))
     assert console_errors(render(path, "status-page-non-finite.png").console) == []
 
 
 def test_the_guard_says_how_many_classes_the_ledgers_copy_left_out() -> None:
     base = guarded_snapshot()
     guarded = next(run for run in base.runs if run.run_id == "run-guard")
-    guarded.decision.comparison.class_guard.classes_left_out = 4850
+    class_guard(guarded.decision).classes_left_out = 4850
     page = render_status_page(base)
     assert "4850 more that changed least are left out of the ledger's copy" in page
 
@@ -339,8 +347,12 @@ def failed_rollout() -> ServingStatus:
     )
 
 
-def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_path: Path) -> None:
-    page = render_status_page(StatusSnapshot(**{**snapshot().__dict__, "serving": failed_rollout()}))
+def serving_page() -> str:
+    return render_status_page(StatusSnapshot(**{**snapshot().__dict__, "serving": failed_rollout()}))
+
+
+def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out() -> None:
+    page = serving_page()
     serving = page[page.index('<section id="serving"') : page.index("</section>", page.index('id="serving"'))]
     assert 'class="pin"' in serving, "a failed rollout is set apart"
     assert "azureml endpoint <b>pid-champion</b>" in serving and "version <b>5</b> answers requests since" in serving
@@ -348,8 +360,11 @@ def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_
     quiet = render_status_page(StatusSnapshot(NOW, False, "", 0, None, [], None))
     assert "no endpoint serves the champion" in quiet
 
+
+@pytest.mark.slow  # starts Chromium
+def test_the_serving_section_renders_in_chromium(tmp_path: Path) -> None:
     file = tmp_path / "status.html"
-    file.write_text(page)
+    file.write_text(serving_page())
     rendered = render(file, "status-page-serving.png")
     assert 'id="serving"' in rendered.dom and 'id="rollout"' in rendered.dom
     assert console_errors(rendered.console) == []
@@ -357,8 +372,8 @@ def test_the_page_says_which_version_serves_and_a_failed_rollout_stands_out(tmp_
 
 def test_the_view_reads_what_serves_the_champion_from_its_status_blob(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
-    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()  # type: ignore[arg-type]
-    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW)  # type: ignore[arg-type]
+    ledger, store = Ledger(InMemoryTableService(), "t"), InMemoryDatastore()
+    view = StatusView(ledger, store, load_settings(), clock=lambda: NOW)
     assert view.snapshot().serving is None
     store.write_json("models/serving.json", failed_rollout().model_dump(mode="json"))
     assert view.snapshot().serving == failed_rollout()

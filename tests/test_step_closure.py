@@ -10,9 +10,11 @@ An import under `if TYPE_CHECKING:` never runs and is skipped.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -126,8 +128,15 @@ def locked_distributions(conda_file: Path | None = None) -> set[str]:
     return {_normalise(line.split("==")[0]) for line in (pip_list(conda_file) if conda_file else pip_list())}
 
 
+@functools.cache
+def _installed_providers() -> Mapping[str, list[str]]:
+    """Which installed distributions provide each top-level module (reading every distribution's file list takes
+    most of a second, so once)."""
+    return importlib.metadata.packages_distributions()
+
+
 def providers(top_level: str) -> set[str]:
-    return {_normalise(d) for d in importlib.metadata.packages_distributions().get(top_level, [])}
+    return {_normalise(d) for d in _installed_providers().get(top_level, [])}
 
 
 def missing_from_lock(entry: str, conda_file: Path | None = None) -> dict[str, set[str]]:
@@ -155,7 +164,9 @@ def test_the_tag_steps_image_is_automls_own_with_the_steps_pins_beside_it() -> N
 
     assert environment_conda_file("tag_model") == COMPONENTS / "conda.yml"
     environment = load_environment(COMPONENTS / "scoring_environment.yml")
-    dockerfile = (Path(environment.base_path, environment.build.path, environment.build.dockerfile_path)).read_text()
+    build = environment.build
+    assert build is not None and build.path is not None and build.dockerfile_path is not None
+    dockerfile = (Path(environment.base_path, build.path, build.dockerfile_path)).read_text()
     (base,) = re.findall(r"^FROM (\S+)$", dockerfile, flags=re.M)
     image, tag = base.rsplit(":", 1)
     assert image == "mcr.microsoft.com/azureml/curated/ai-ml-automl-dnn-vision-gpu" and tag.isdigit(), "a release"

@@ -30,7 +30,7 @@ CLI_OWN_DEFAULTS = {("tag_model", "scoring_env_manager")}  # by hand the model r
 
 def _same(a: Any, b: Any) -> bool:
     """Empty means unset: an optional input left out (None), an empty YAML string, an empty list."""
-    empty = (None, "", [])
+    empty: tuple[object, ...] = (None, "", [])
     return (a in empty and b in empty) or a == b
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from retrainer import telemetry
 from retrainer.champion.authority import ChampionAuthority
@@ -27,7 +27,10 @@ def values(reader: InMemoryMetricReader) -> dict[str, float]:
     for resource in data.resource_metrics if data else []:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
-                found[metric.name] = sum(point.value for point in metric.data.data_points)
+                found[metric.name] = 0
+                for point in metric.data.data_points:
+                    assert isinstance(point, NumberDataPoint), f"{metric.name} is not a counter"
+                    found[metric.name] += point.value
     return found
 
 
@@ -43,22 +46,24 @@ def test_runs_submitted_failed_promoted_and_pending_images_are_measured(
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     reader = InMemoryMetricReader()
     runner = FakeRunner()
-    ledger = Ledger(InMemoryTableService(), "t")  # type: ignore[arg-type]
+    ledger = Ledger(InMemoryTableService(), "t")
     datastore = InMemoryDatastore()
-    champion = ChampionAuthority(load_settings(), registry_after(first_promotion(), tmp_path), ledger, datastore)  # type: ignore[arg-type]
+    champion = ChampionAuthority(load_settings(), registry_after(first_promotion(), tmp_path), ledger, datastore)
     service = RetrainingService(
         load_settings(),
         ledger,
-        datastore,  # type: ignore[arg-type]
+        datastore,
         runner=lambda: runner,
         champion=lambda: champion,
-        metrics=Metrics(MeterProvider([reader])),  # type: ignore[arg-type]
+        metrics=Metrics(MeterProvider([reader])),
     )
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         deliver(service, build_subject("data", f"data/images/{name}"), {"api": "PutBlob", "eTag": "1"})
     first = service.tick().submitted
+    assert first is not None
     runner.finish(first, RunState.FAILED, error="quota")
     second = service.tick().submitted
+    assert second is not None
     runner.finish(
         second,
         RunState.COMPLETED,
@@ -72,14 +77,16 @@ def test_runs_submitted_failed_promoted_and_pending_images_are_measured(
     assert measured["retrainer.images.pending"] == 0
 
 
-def test_log_records_carry_the_run_id_as_a_field(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_log_records_carry_the_run_id_as_a_field(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", "data")
     runner = FakeRunner()
     service = RetrainingService(
         load_settings(),
         Ledger(InMemoryTableService(), "t"),
         InMemoryDatastore(),
-        runner=lambda: runner,  # type: ignore[arg-type]
+        runner=lambda: runner,
         champion=lambda: pytest.fail("this test records no promotion"),
     )
     with caplog.at_level(logging.INFO, logger="retrainer"):
@@ -87,7 +94,7 @@ def test_log_records_carry_the_run_id_as_a_field(caplog: pytest.LogCaptureFixtur
     assert [getattr(r, "run_id", None) for r in caplog.records if "submitted" in r.getMessage()] == [run_id]
 
 
-def test_azure_monitor_is_set_up_once_with_entra_auth_and_only_when_configured(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_azure_monitor_is_set_up_once_with_entra_auth_and_only_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     import azure.monitor.opentelemetry as distro
 
     calls: list[dict] = []

@@ -280,7 +280,9 @@ def test_rare_classes_get_crops_by_the_square_root_of_their_rarity(tmp_path: Pat
     assert shares["rare"] == pytest.approx(0.25, abs=0.03)
 
 
-def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(tmp_path: Path, monkeypatch) -> None:
+def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     from pipeline_steps.detector import report
@@ -295,7 +297,12 @@ def test_mistake_crops_keep_their_order_and_decode_each_sheet_once(tmp_path: Pat
     mistakes = [Mistake(0, box, "1", 0.9), Mistake(1, box, "2", 0.8), Mistake(0, box, "3", 0.0)]
     opened = []
     real_open = Image.open
-    monkeypatch.setattr(report.Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+
+    def open_recorded(path: Path) -> Image.Image:
+        opened.append(path)
+        return real_open(path)
+
+    monkeypatch.setattr(report.Image, "open", open_recorded)
     html_text = report._crops(sheets, mistakes, tmp_path, "mistake", {"3": "Valves/Check valve"})
     assert sorted(opened) == [sheets[0].path, sheets[1].path]
     names = [f"mistake_{n:02d}.png" for n in range(3)]

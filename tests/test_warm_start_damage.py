@@ -91,7 +91,7 @@ def _with_nan(saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 #: Each damage: what it does to a champion folder, and words its reason must hold besides the file's name.
-DAMAGES: dict[str, tuple[Callable[[Path], None], str, Path]] = {
+DAMAGES: dict[str, tuple[Callable[[Path], object], str, Path]] = {
     "truncated weights": (lambda f: _truncate(f / WEIGHTS_FILE), "not a whole torch checkpoint", WEIGHTS_FILE),
     "empty weights": (lambda f: (f / WEIGHTS_FILE).write_bytes(b""), "not a whole torch checkpoint", WEIGHTS_FILE),
     "weights that are not torch's": (

@@ -25,7 +25,7 @@ from pathlib import Path
 from azure.core.exceptions import ResourceNotFoundError
 
 from retrainer.champion.record import BestModel, current_best_model, write_best_model
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore
 from retrainer.ledger import Ledger
 from retrainer.ledger.champion import ChampionChange, ChangeKind
 from retrainer.ledger.rows import MAX_REASON_CHARS, now_utc
@@ -114,7 +114,7 @@ class ChampionAuthority:
         settings: Settings,
         registry: ModelRegistry,
         ledger: Ledger,
-        datastore: Datastore,
+        datastore: BlobStore,
         accepted_classes: Callable[[], frozenset[str] | None] = lambda: None,
         publish: Callable[[BestModel], None] | None = None,
         clock: Callable[[], datetime] = now_utc,

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from retrainer.datastore import BlobMissingError, Datastore
+from retrainer.datastore import BlobMissingError, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class UnreadableRecordError(RuntimeError):
     """A record exists but cannot be read; the message says which and what repairs it."""
 
 
-def read_best_model(datastore: Datastore, blob: str) -> BestModel | None:
+def read_best_model(datastore: BlobStore, blob: str) -> BestModel | None:
     """The champion's record; None when none was promoted; UnreadableRecordError when one was but its record
     cannot be read (the next change of the champion rewrites it)."""
     try:
@@ -66,7 +66,7 @@ def read_best_model(datastore: Datastore, blob: str) -> BestModel | None:
         ) from None
 
 
-def current_best_model(datastore: Datastore, blob: str) -> BestModel | None:
+def current_best_model(datastore: BlobStore, blob: str) -> BestModel | None:
     """The champion's record, or None when none was promoted or it is unreadable (logged)."""
     try:
         return read_best_model(datastore, blob)
@@ -74,5 +74,5 @@ def current_best_model(datastore: Datastore, blob: str) -> BestModel | None:
         return None
 
 
-def write_best_model(datastore: Datastore, blob: str, record: BestModel) -> None:
+def write_best_model(datastore: BlobStore, blob: str, record: BestModel) -> None:
     datastore.write_json(blob, record.model_dump())

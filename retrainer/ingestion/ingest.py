@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from retrainer.datastore import BlobMissingError, Datastore, ImageInfo, QuarantineReason
+from retrainer.datastore import BlobMissingError, BlobStore, Datastore, ImageInfo, QuarantineReason
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ingestion.labels import (
     MAX_LABEL_FILE_BYTES,
@@ -82,7 +82,7 @@ class Layout:
         return image_path[len(self.image_folder) + 1 :]
 
 
-def read_label_map(store: Datastore, blob_path: str) -> dict[str, str] | None:
+def read_label_map(store: BlobStore, blob_path: str) -> dict[str, str] | None:
     """The label map stored in the datastore, or None (class ids unchecked) when there is none."""
     try:
         return parse_label_map(store.read(blob_path), blob_path)

@@ -23,6 +23,7 @@ from retrainer.datastore import TABLE_CLIENT_OPTIONS
 from retrainer.ledger.champion import ChampionHistory
 from retrainer.ledger.images import ImageLedger
 from retrainer.ledger.labels import WaitingLabels
+from retrainer.ledger.rows import TableService
 from retrainer.ledger.runs import RunLedger
 from retrainer.ledger.slot import SubmissionSlot
 from retrainer.settings import Settings
@@ -32,7 +33,7 @@ from shared.identity import signed_in_credential
 class Ledger:
     """The ledger's five tables, one client each."""
 
-    def __init__(self, service: TableServiceClient, table_prefix: str) -> None:
+    def __init__(self, service: TableService, table_prefix: str) -> None:
         self.images = ImageLedger(service.get_table_client(f"{table_prefix}images"))
         self.labels = WaitingLabels(service.get_table_client(f"{table_prefix}labels"))
         self.runs = RunLedger(service.get_table_client(f"{table_prefix}runs"))

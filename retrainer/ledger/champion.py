@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import UpdateMode
 
-from retrainer.ledger.rows import MAX_EVIDENCE_CHARS, MAX_REASON_CHARS, bounded, literal, newest_first
+from retrainer.ledger.rows import MAX_EVIDENCE_CHARS, MAX_REASON_CHARS, Table, bounded, literal, newest_first
 
 PARTITION = "champion"
 
@@ -75,7 +75,7 @@ class ChampionChange:
 class ChampionHistory:
     """The champion table's client."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def record(self, change: ChampionChange) -> ChampionChange:

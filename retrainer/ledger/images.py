@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, TransactionOperation
+from azure.data.tables import TableTransactionError, TransactionOperation
 
-from retrainer.ledger.rows import BATCH, error_code, literal, now_utc, prefix_range, row_key
+from retrainer.ledger.rows import BATCH, Table, error_code, literal, now_utc, prefix_range, row_key
 
 PARTITION = "images.v2"
 
@@ -55,7 +55,7 @@ class ImagesMoved(RuntimeError):
 class ImageLedger:
     """The images table's client."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def record(self, path: str, etag: str, seen: datetime | None = None) -> bool:

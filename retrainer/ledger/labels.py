@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient
 
-from retrainer.ledger.rows import literal, now_utc, row_key
+from retrainer.ledger.rows import Table, literal, now_utc, row_key
 
 PARTITION = "waiting"
 
@@ -25,7 +24,7 @@ class WaitingLabel:
 class WaitingLabels:
     """The labels table's client."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def record(self, stem: str, label_path: str) -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from azure.data.tables import TableTransactionError
+from azure.core import MatchConditions
+from azure.data.tables import TableEntity, TableTransactionError, TransactionOperation, UpdateMode
 
 MAX_REASON_CHARS = 500
 MAX_ERROR_CHARS = 4000
@@ -22,6 +25,44 @@ PROPERTY_CHARS = 32_000
 #: The largest time in milliseconds that keys rows newest first (year 2286).
 TIME_CEILING_MS = 10**13
 BATCH = 100  # Table Storage's transaction limit
+
+#: An operation of an entity group transaction: what to do, the entity, and the operation's options.
+Operation = (
+    tuple[TransactionOperation, Mapping[str, Any]] | tuple[TransactionOperation, Mapping[str, Any], Mapping[str, Any]]
+)
+
+
+class Table(Protocol):
+    """The part of `azure.data.tables.TableClient` the ledger uses (the fast tier's in-memory table has it too)."""
+
+    def create_table(self) -> object: ...
+
+    def create_entity(self, entity: Mapping[str, Any]) -> object: ...
+
+    def get_entity(self, partition_key: str, row_key: str) -> TableEntity: ...
+
+    def update_entity(
+        self,
+        entity: Mapping[str, Any],
+        mode: UpdateMode = ...,
+        *,
+        etag: str | None = ...,
+        match_condition: MatchConditions | None = ...,
+    ) -> object: ...
+
+    def upsert_entity(self, entity: Mapping[str, Any], mode: UpdateMode = ...) -> object: ...
+
+    def delete_entity(self, partition_key: str, row_key: str) -> None: ...
+
+    def query_entities(self, query_filter: str, *, results_per_page: int | None = ...) -> Iterable[TableEntity]: ...
+
+    def submit_transaction(self, operations: Iterable[Operation]) -> object: ...
+
+
+class TableService(Protocol):
+    """The part of `azure.data.tables.TableServiceClient` the ledger uses: one client per table."""
+
+    def get_table_client(self, table_name: str) -> Table: ...
 
 
 def row_key(text: str) -> str:

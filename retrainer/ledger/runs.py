@@ -17,13 +17,14 @@ from typing import cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, TransactionOperation, UpdateMode
+from azure.data.tables import TableTransactionError, TransactionOperation, UpdateMode
 
 from retrainer.events import is_run_id
 from retrainer.ledger.decision import decision_properties, stored_decision
 from retrainer.ledger.rows import (
     MAX_ERROR_CHARS,
     MAX_REASON_CHARS,
+    Table,
     ascii_json,
     bounded,
     error_code,
@@ -51,7 +52,7 @@ class UnreadableRunError(ValueError):
 class RunLedger:
     """The runs table's client."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def save(self, run: RunRecord, etag: str | None = None) -> None:

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import UpdateMode
 
-from retrainer.ledger.rows import now_utc
+from retrainer.ledger.rows import Table, now_utc
 
 PARTITION, ROW = "control", "submission"
 CLAIM_PREFIX = "claim-"
@@ -48,7 +48,7 @@ class SlotTaken(RuntimeError):
 class SubmissionSlot:
     """The control table's client: the slot's row (the table also holds the ledger's layout marker)."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def read(self) -> Control:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from retrainer.datastore import BlobMissingError, Datastore
+from retrainer.datastore import BlobMissingError, BlobStore
 from retrainer.serving.contract import InvalidAnswer, detections, scoring_request
 from retrainer.serving.endpoint import Endpoint, ScoringFailed
 from retrainer.serving.rollout import Champion, SmokeResult
@@ -38,7 +38,7 @@ class SmokeSheet:
 
 
 def holdout_sheets(
-    assignment: Callable[[], bytes | None], datastore: Datastore, settings: Settings, count: int
+    assignment: Callable[[], bytes | None], datastore: BlobStore, settings: Settings, count: int
 ) -> list[SmokeSheet]:
     """`count` holdout sheets of the split assignment, the same ones every time (while the holdout stays)."""
     content = assignment()

@@ -6,13 +6,13 @@ import logging
 
 from pydantic import ValidationError
 
-from retrainer.datastore import BlobMissingError, Datastore
+from retrainer.datastore import BlobMissingError, BlobStore
 from retrainer.serving.rollout import ServingStatus, StatusStore
 
 log = logging.getLogger(__name__)
 
 
-def read_serving_status(datastore: Datastore, blob: str) -> ServingStatus | None:
+def read_serving_status(datastore: BlobStore, blob: str) -> ServingStatus | None:
     """What serves the champion; None when nothing was ever deployed (or the blob cannot be read: logged, and the
     next tick rewrites it)."""
     try:
@@ -24,7 +24,7 @@ def read_serving_status(datastore: Datastore, blob: str) -> ServingStatus | None
         return None
 
 
-def status_store(datastore: Datastore, blob: str) -> StatusStore:
+def status_store(datastore: BlobStore, blob: str) -> StatusStore:
     return StatusStore(
         load=lambda: read_serving_status(datastore, blob),
         save=lambda status: datastore.write_json(blob, status.model_dump(mode="json")),
