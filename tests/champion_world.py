@@ -1,5 +1,5 @@
 """The champion's world for tests: a registry (local MLflow, or Azure ML answering with the SDK's own `Model`
-entities), a storage (in memory or Azurite), the service recording runs, and the champion's authority.
+entities), the service recording runs, and the champion's authority.
 
 Fixtures are imported by the test modules that use them.
 """
@@ -18,7 +18,7 @@ from pipeline_steps.holdout_scorer import HoldoutScorer
 from pipeline_steps.tag_model import choose_best
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel, read_best_model
-from retrainer.datastore import BlobStore, Datastore
+from retrainer.datastore import BlobStore
 from retrainer.ledger import Ledger
 from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
@@ -26,7 +26,7 @@ from shared.promotion import PromotionRecord
 from shared.records import ModelVersion, RunState
 from shared.registry import ModelRegistry
 from shared.registry.local import LocalModelRegistry
-from tests.fakes import FakeMLClient, FakeRunner, InMemoryDatastore, InMemoryTableService, azureml_registry, fake_models
+from tests.fakes import FakeMLClient, FakeRunner, azureml_registry, fake_models
 from tests.helpers import Clock
 
 NAME = "pid-symbol-detector"
@@ -36,21 +36,6 @@ CLASSES = frozenset({"1", "2", "3"})
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
-
-
-@pytest.fixture(params=["memory", "azurite"])
-def storage(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
-) -> tuple[Ledger, BlobStore]:
-    if request.param == "memory":
-        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
-        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()
-    request.getfixturevalue("service_env")
-    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
-    book.ensure_tables()
-    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
-    store.ensure_container()
-    return book, store
 
 
 @pytest.fixture(params=["local", "azureml"])

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devtools.azurite import AzuriteEndpoints, running_azurite
-from retrainer.datastore import Datastore
+from retrainer.datastore import BlobStore, Datastore
 from retrainer.ledger import Ledger
+from tests.fakes import InMemoryDatastore, InMemoryTableService
 
 if TYPE_CHECKING:
     from _socket import _Address
@@ -113,6 +114,23 @@ def service_env(
     bootstrap.reset()
     yield
     bootstrap.reset()
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def storage(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
+) -> tuple[Ledger, BlobStore]:
+    """The ledger and the datastore, in memory or on Azurite, with the service's environment naming them."""
+    if request.param == "memory":
+        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
+        monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
+        return Ledger(InMemoryTableService(), table_prefix), InMemoryDatastore()
+    request.getfixturevalue("service_env")
+    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
+    book.ensure_tables()
+    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
+    store.ensure_container()
+    return book, store
 
 
 @pytest.fixture(scope="session")

@@ -31,14 +31,14 @@ from shared.promotion import (
 )
 from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
 from shared.registry.local import LocalModelRegistry
-from tests.champion_world import NAME, World, clock, registry, storage, world
+from tests.champion_world import NAME, World, clock, registry, world
 from tests.fakes import FakeRunner, fake_models
 from tests.helpers import Clock, Posted, listening_server
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Model
 
-__all__ = ["clock", "registry", "storage", "world"]  # the fixtures these tests use
+__all__ = ["clock", "registry", "world"]  # the fixtures these tests use
 
 
 def test_a_rollback_restores_the_earlier_version_with_its_record_its_event_and_names_what_it_undoes(

@@ -24,10 +24,10 @@ from shared.champion.tags import pin_of
 from shared.promotion import DifferenceInterval, PromotionRecord
 from shared.records import ModelVersion
 from shared.registry.local import LocalModelRegistry
-from tests.champion_world import NAME, World, clock, registry, storage, world
+from tests.champion_world import NAME, World, clock, registry, world
 from tests.fakes import fake_models
 
-__all__ = ["clock", "registry", "storage", "world"]  # the fixtures these tests use
+__all__ = ["clock", "registry", "world"]  # the fixtures these tests use
 
 ROOT = Path(__file__).resolve().parents[1]
 BETTER = DifferenceInterval(difference=0.2, low=0.1, high=0.3, confidence=0.95, resamples=200)

@@ -22,7 +22,7 @@ from azure.functions.timer import TimerRequest
 from retrainer import bootstrap
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.champion.record import BestModel
-from retrainer.datastore import BlobStore, Datastore
+from retrainer.datastore import BlobStore
 from retrainer.events import BLOB_CREATED, RunChanged, build_subject
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageState
@@ -34,7 +34,7 @@ from retrainer.retraining import RetrainingService
 from retrainer.settings import load_settings
 from shared.promotion import PromotionRecord
 from shared.records import RunState
-from tests.fakes import FakeRunner, InMemoryDatastore, InMemoryTableService, promotion_with_classes, registry_after
+from tests.fakes import FakeRunner, promotion_with_classes, registry_after
 from tests.helpers import (
     Clock,
     deliver,
@@ -54,24 +54,6 @@ def clock() -> Clock:
 @pytest.fixture
 def workspace() -> FakeRunner:
     return FakeRunner()
-
-
-@pytest.fixture(params=["memory", "azurite"])
-def storage(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, container_name: str, table_prefix: str
-) -> tuple[Ledger, BlobStore]:
-    """The ledger and the datastore, in memory or on Azurite."""
-    if request.param == "memory":
-        monkeypatch.setenv("STORAGE_ACCOUNT_CONTAINER_NAME", container_name)
-        monkeypatch.setenv("LEDGER_TABLE_PREFIX", table_prefix)
-        book = Ledger(InMemoryTableService(), table_prefix)
-        return book, InMemoryDatastore()
-    request.getfixturevalue("service_env")
-    book = Ledger.from_connection_string(request.getfixturevalue("connection_string"), table_prefix)
-    book.ensure_tables()
-    store = Datastore.from_connection_string(request.getfixturevalue("connection_string"), container_name)
-    store.ensure_container()
-    return book, store
 
 
 @pytest.fixture
