@@ -126,13 +126,7 @@ def holdout_scorer(
             per_class[0],
             maps[1],
             per_class[1],
-            DifferenceInterval(
-                difference=paired.difference,
-                low=paired.low,
-                high=paired.high,
-                confidence=paired.confidence,
-                resamples=paired.resamples,
-            ),
+            paired,
             seconds=time.monotonic() - started,
             scored_images=len(scored.sheets),
             sample_limit=max_images,
@@ -172,11 +166,9 @@ def class_guard(
                 instances=instances[c],
                 champion_ap=round(before[c], 4),
                 challenger_ap=round(after[c], 4),
-                interval=DifferenceInterval(
-                    difference=i.difference, low=i.low, high=i.high, confidence=i.confidence, resamples=i.resamples
-                ),
+                interval=interval,
             )
-            for c, i in sorted(intervals.items(), key=lambda item: class_sort_key(item[0]))
+            for c, interval in sorted(intervals.items(), key=lambda item: class_sort_key(item[0]))
         ],
     )
 

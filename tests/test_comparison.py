@@ -51,9 +51,7 @@ def test_identical_models_differ_by_exactly_nothing_and_never_promote() -> None:
     matches = match(sheets, predictions, CLASSES)
     interval = paired_bootstrap(matches, matches, len(sheets), resamples=500, confidence=0.95)
     assert (interval.difference, interval.low, interval.high) == (0.0, 0.0, 0.0)
-    decision = decide_promotion(
-        0.8, 0.8, 0.0, DifferenceInterval(**{k: getattr(interval, k) for k in DifferenceInterval.model_fields})
-    )
+    decision = decide_promotion(0.8, 0.8, 0.0, interval)
     assert not decision.promote and "the champion stays" in decision.reason
 
 

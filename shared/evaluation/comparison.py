@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.evaluation.sheets import Prediction, Sheet
+from shared.promotion import DifferenceInterval
 
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 _IOU = 0.5
@@ -28,17 +29,6 @@ class ClassMatches:
     image: np.ndarray  # (D,) image index of each detection, in falling score order
     true_positive: np.ndarray  # (D,) bool
     ground_truth: np.ndarray  # (I,) boxes of the class in each image
-
-
-@dataclass(frozen=True)
-class PairedInterval:
-    """Challenger minus champion mAP@0.5 on the same images, with a percentile bootstrap interval."""
-
-    difference: float
-    low: float
-    high: float
-    confidence: float
-    resamples: int
 
 
 def match(sheets: list[Sheet], predictions: list[Prediction], classes: list[str]) -> dict[str, ClassMatches]:
@@ -143,8 +133,9 @@ def paired_bootstrap(
     resamples: int,
     confidence: float,
     seed: int = 0,
-) -> PairedInterval:
-    """Resample images with replacement, the same draw for both models, and take the difference's percentiles."""
+) -> DifferenceInterval:
+    """Challenger minus champion mAP@0.5 on the same images, with a percentile bootstrap interval: images are
+    resampled with replacement, the same draw for both models."""
     if images == 0:
         raise ValueError("a comparison needs at least one holdout image")
     ones = np.ones((1, images))
@@ -154,7 +145,9 @@ def paired_bootstrap(
     )
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(differences, [tail, 1.0 - tail])
-    return PairedInterval(difference, float(low), float(high), confidence, resamples)
+    return DifferenceInterval(
+        difference=difference, low=float(low), high=float(high), confidence=confidence, resamples=resamples
+    )
 
 
 def per_class_bootstrap(
@@ -165,7 +158,7 @@ def per_class_bootstrap(
     resamples: int,
     confidence: float,
     seed: int = 0,
-) -> dict[str, PairedInterval]:
+) -> dict[str, DifferenceInterval]:
     """Each class's AP@0.5, challenger minus champion, with a percentile interval over the same image draws."""
     if images == 0:
         raise ValueError("a comparison needs at least one holdout image")
@@ -178,7 +171,13 @@ def per_class_bootstrap(
             champion[name], weights, positives
         )
         low, high = np.quantile(difference[1:], [tail, 1.0 - tail])
-        intervals[name] = PairedInterval(float(difference[0]), float(low), float(high), confidence, resamples)
+        intervals[name] = DifferenceInterval(
+            difference=float(difference[0]),
+            low=float(low),
+            high=float(high),
+            confidence=confidence,
+            resamples=resamples,
+        )
     return intervals
 
 
