@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -302,25 +301,17 @@ def events(posted: list[Posted]) -> list[dict]:
 def deployed(
     service_env: None,
     datastore: Datastore,  # the test's container, made
-    monkeypatch: pytest.MonkeyPatch,
+    mlflow_workspace: Path,
     tmp_path: Path,
-    empty_mlflow_db: Path,
     clock: Clock,
 ) -> World:
     """The app's own wiring (bootstrap) on Azurite and the local registry; versions 1 then 2 promoted by runs."""
     from retrainer import bootstrap
 
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    shutil.copy(empty_mlflow_db, workspace / "mlflow.db")
-    monkeypatch.setenv("WORKSPACE_BACKEND", "local")
-    monkeypatch.setenv("LOCAL_WORKSPACE_DIR", str(workspace))
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(variable, raising=False)
     bootstrap.reset()
     labels = {"1": "Instrument/Valve/Gate valve", "2": "Instrument/Valve/Globe valve", "3": "Piping/Fitting/Reducer"}
     bootstrap.datastore().write("data/label_map.json", json.dumps(labels).encode())
-    world = World(LocalModelRegistry(workspace), (bootstrap.ledger(), bootstrap.datastore()), clock, tmp_path)
+    world = World(LocalModelRegistry(mlflow_workspace), (bootstrap.ledger(), bootstrap.datastore()), clock, tmp_path)
     world.run(0.60)
     world.run(0.70)
     assert world.best() == ["2"]
