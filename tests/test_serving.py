@@ -93,7 +93,7 @@ def stub_model(folder: Path, answer_label: str) -> Path:
             import pandas as pd
 
             class Stub(mlflow.pyfunc.PythonModel):
-                def predict(self, context, model_input, params=None):
+                def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
                     box = {{"topX": 0.1, "topY": 0.1, "bottomX": 0.2, "bottomY": 0.3}}
                     found = [{{"box": box, "label": "{answer_label}", "score": 0.9}}]
                     return pd.DataFrame({{"boxes": [found for _ in model_input["image"]]}})
