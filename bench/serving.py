@@ -34,6 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from devtools.azurite import running_azurite  # noqa: E402
+from devtools.step_rehearsal import save_one_symbol_model  # noqa: E402
 from retrainer.serving.contract import scoring_request  # noqa: E402
 from retrainer.serving.local import free_port  # noqa: E402
 
@@ -43,23 +44,6 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
-
-
-def stub_model(folder: Path, label: str) -> Path:
-    import mlflow.pyfunc
-
-    code = folder.with_suffix(".py")
-    code.write_text(
-        "import mlflow.pyfunc\nimport pandas as pd\n\n"
-        "class Stub(mlflow.pyfunc.PythonModel):\n"
-        "    def predict(self, context, model_input, params=None):\n"
-        '        box = {"topX": 0.1, "topY": 0.1, "bottomX": 0.2, "bottomY": 0.3}\n'
-        f'        return pd.DataFrame({{"boxes": [[{{"box": box, "label": "{label}", "score": 0.9}}] '
-        'for _ in model_input["image"]]})\n\n'
-        "mlflow.models.set_model(Stub())\n"
-    )
-    mlflow.pyfunc.save_model(str(folder), python_model=str(code), pip_requirements=["pandas"])
-    return folder
 
 
 def post(url: str, body: bytes) -> tuple[int, float]:
@@ -100,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         authority = bootstrap.champion()
         registry = bootstrap.open_registry(bootstrap.get_settings())
         for label in ("v1", "v2"):
-            registry.register_model("pid-symbol-detector", stub_model(root / label, label), description="", tags={})
+            model = save_one_symbol_model(root / label, label)
+            registry.register_model("pid-symbol-detector", model, description="", tags={})
         authority.promote("1", "benchmark", "bench")
         port = free_port()
         url = f"http://127.0.0.1:{port}/score"

@@ -16,6 +16,8 @@ from mlflow.pyfunc import PythonModel
 
 #: The artifact holding the answers: image sha256 -> boxes in the contract's form.
 ANSWERS_ARTIFACT = "answers"
+#: The answers' key for every image the table does not name.
+ANY_IMAGE = "*"
 
 
 class TableModel(PythonModel):
@@ -24,7 +26,8 @@ class TableModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         digests = (hashlib.sha256(base64.b64decode(value)).hexdigest() for value in model_input["image"])
-        return pd.DataFrame({"boxes": [self.answers.get(digest, []) for digest in digests]})
+        otherwise = self.answers.get(ANY_IMAGE, [])
+        return pd.DataFrame({"boxes": [self.answers.get(digest, otherwise) for digest in digests]})
 
 
 mlflow.models.set_model(TableModel())

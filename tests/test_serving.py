@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from devtools.step_rehearsal import save_one_symbol_model
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
@@ -81,31 +81,6 @@ def test_the_serving_environment_provides_every_package_the_local_detector_decla
 # --- the local endpoint, for real ---------------------------------------------------------------------------------
 
 
-def stub_model(folder: Path, answer_label: str) -> Path:
-    """An MLflow model (models-from-code) that finds one symbol of class `answer_label` on every image."""
-    import mlflow.pyfunc
-
-    code = folder.with_suffix(".py")
-    code.write_text(
-        textwrap.dedent(
-            f"""
-            import mlflow.pyfunc
-            import pandas as pd
-
-            class Stub(mlflow.pyfunc.PythonModel):
-                def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-                    box = {{"topX": 0.1, "topY": 0.1, "bottomX": 0.2, "bottomY": 0.3}}
-                    found = [{{"box": box, "label": "{answer_label}", "score": 0.9}}]
-                    return pd.DataFrame({{"boxes": [found for _ in model_input["image"]]}})
-
-            mlflow.models.set_model(Stub())
-            """
-        )
-    )
-    mlflow.pyfunc.save_model(str(folder), python_model=str(code), pip_requirements=["pandas"])
-    return folder
-
-
 @pytest.fixture
 def serving_world(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """A local registry with versions 1 and 2 (stub models answering "v1" and "v2"), version 1 the champion, and
@@ -122,7 +97,7 @@ def serving_world(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyP
     settings = load_settings()
     registry = LocalModelRegistry(workspace)
     for label in ("v1", "v2"):
-        registry.register_model(NAME, stub_model(tmp_path / label, label), description="", tags={})
+        registry.register_model(NAME, save_one_symbol_model(tmp_path / label, label), description="", tags={})
     datastore = Datastore.from_settings(settings)
     datastore.ensure_container()
     ledger = Ledger.from_settings(settings)
