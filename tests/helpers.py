@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -260,3 +260,23 @@ def parsed_by_javascript(text: str | bytes) -> object:
     parsed = subprocess.run([node, "-e", script], input=data, capture_output=True, timeout=60)
     assert parsed.returncode == 0, f"JSON.parse refused the document: {parsed.stderr.decode()[-300:]}"
     return json.loads(parsed.stdout)
+
+
+def at_once(actions: Sequence[Callable[[], object]]) -> list[object]:
+    """Run each action on a thread of its own, all released together; what each returned or raised, in order."""
+    barrier = threading.Barrier(len(actions))
+    outcomes: list[object] = [None] * len(actions)
+
+    def run(index: int, action: Callable[[], object]) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = action()
+        except BaseException as error:  # the caller asserts on it
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=run, args=(index, action)) for index, action in enumerate(actions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
 from shared.registry.local import LocalModelRegistry
 from tests.champion_world import NAME, World, clock, registry, world
 from tests.fakes import FakeRunner, fake_models
-from tests.helpers import Clock, Posted, listening_server
+from tests.helpers import Clock, Posted, at_once, listening_server
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Model
@@ -219,24 +218,10 @@ def test_a_promotion_racing_tag_steps_leaves_exactly_one_best_on_the_local_regis
     world.run(0.50)
     challengers = [world.register(score) for score in (0.7, 0.8, 0.9)]
     world.register(0.4)
-    barrier = threading.Barrier(len(challengers) + 1)
-    errors: list[BaseException] = []
-
-    def at_once(action: Callable[[], object]) -> None:
-        try:
-            barrier.wait()
-            action()
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-
     actions: list[Callable[[], object]] = [functools.partial(world.tag_step, v) for v in challengers]
     actions.append(lambda: world.controls.promote("5", "rollback", "ana"))
-    threads = [threading.Thread(target=at_once, args=(action,)) for action in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(world.best()) == 1
+    outcomes = at_once(actions)
+    assert not [o for o in outcomes if isinstance(o, BaseException)] and len(world.best()) == 1
 
 
 @pytest.mark.parametrize("registry", ["azureml"], indirect=True)

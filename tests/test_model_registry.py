@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -16,9 +16,9 @@ from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
 from shared.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from shared.promotion import PromotionRecord
-from shared.records import ModelVersion
 from shared.registry.local import LocalModelRegistry
 from tests.fakes import FakeMLClient, azureml_registry
+from tests.helpers import at_once
 
 NAME = "pid-symbol-detector"
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_artifacts"
@@ -120,23 +120,14 @@ def test_racing_tag_steps_leave_exactly_one_best(trained_model: Path, tmp_path: 
         )
         for i, s in enumerate(scores)
     ]
-    barrier = threading.Barrier(len(versions))
-    errors: list[BaseException] = []
-    records: list[PromotionRecord] = []
-
-    def tag(version: ModelVersion) -> None:
-        try:
-            barrier.wait()
-            records.append(choose_best(LocalModelRegistry(local_env), NAME, version.version, 0.0, scorer=None))
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-
-    threads = [threading.Thread(target=tag, args=(v,)) for v in versions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    outcomes = at_once(
+        [
+            functools.partial(choose_best, LocalModelRegistry(local_env), NAME, v.version, 0.0, scorer=None)
+            for v in versions
+        ]
+    )
+    records = [o for o in outcomes if isinstance(o, PromotionRecord)]
+    assert len(records) == len(versions), outcomes
     (best,) = best_versions(local_env)
     applied = [r for r in records if r.promoted]
     assert [r.challenger_version for r in applied] == [best], "one decision was applied: the first to swap"

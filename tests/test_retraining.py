@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from shared.records import RunState
 from tests.fakes import FakeRunner, promotion_with_classes, registry_after
 from tests.helpers import (
     Clock,
+    at_once,
     deliver,
     indexed_functions,
     listening_server,
@@ -197,22 +197,8 @@ def test_the_event_path_looks_at_the_batch_at_most_once_per_interval(
 
 def test_concurrent_submissions_never_exceed_the_active_limit(make_service: MakeService, workspace: FakeRunner) -> None:
     svc = make_service()
-    barrier = threading.Barrier(8)
-    outcomes: list[str] = []
-
-    def submit() -> None:
-        barrier.wait()
-        try:
-            outcomes.append(svc.submit("manual", "race"))
-        except SlotTaken:
-            outcomes.append("taken")
-
-    threads = [threading.Thread(target=submit) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(workspace.submitted) == 1 and outcomes.count("taken") == 7
+    outcomes = at_once([lambda: svc.submit("manual", "race")] * 8)
+    assert len(workspace.submitted) == 1 and sum(isinstance(o, SlotTaken) for o in outcomes) == 7
 
 
 def test_batch_waits_for_quiet_then_submits_and_later_images_wait_for_the_next_run(
@@ -1161,26 +1147,14 @@ def test_simultaneous_submissions_with_two_slots_leave_no_claim_and_no_image_twi
 
     svc = make_service(RETRAIN_MAX_ACTIVE_RUNS="2")
     pending_images(svc, container_name, 120)
-    barrier = threading.Barrier(6)
-    outcomes: list[str] = []
-
-    def submit() -> None:
-        barrier.wait()
-        try:
-            outcomes.append(svc.submit("manual", "race"))
-        except SlotTaken:
-            outcomes.append("no slot")
-        except SubmissionConflict:
-            outcomes.append("conflict")
-
-    threads = [threading.Thread(target=submit) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once([lambda: svc.submit("manual", "race")] * 6)
+    submitted = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, SlotTaken | SubmissionConflict)]
     active = ledger.slot.read().active
-    assert len(outcomes) == 6 and set(active) == set(ledger.slot.read().active_runs), "no claim is left behind"
-    assert sorted(active) == sorted(o for o in outcomes if o.startswith("run-")) == sorted(workspace.statuses)
+    assert len(submitted) + len(refused) == 6 and set(active) == set(ledger.slot.read().active_runs), (
+        "no claim is left behind"
+    )
+    assert sorted(active) == sorted(submitted) == sorted(workspace.statuses)
     held = [image.path for run_id in active for image in ledger.images.of_run(run_id)]
     pending = [image.path for image in ledger.images.pending()]
     assert sorted(held + pending) == sorted(f"data/images/many/{i}.jpg" for i in range(120))
