@@ -86,6 +86,28 @@ def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, varia
     assert SECRET_KEY not in str(caught.value)
 
 
+NUMBER_SETTINGS = sorted(
+    name for name, field in Settings.model_fields.items() if field.annotation in (float, float | None, int, int | None)
+)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_every_number_setting_refuses_infinity_and_nan_at_start(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """'inf' minutes would pass a lower bound and overflow the first timedelta the timer builds from them."""
+    monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", CONNECTION)
+    accepted = []
+    for variable in NUMBER_SETTINGS:
+        with monkeypatch.context() as scoped:
+            scoped.setenv(variable, value)
+            try:
+                load_settings()
+            except SettingsError as error:
+                assert variable in str(error)
+            else:
+                accepted.append(variable)
+    assert len(NUMBER_SETTINGS) > 20 and accepted == []
+
+
 def test_secrets_never_show_when_settings_are_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_ACCOUNT_CONNECTION_STRING", CONNECTION)
     settings = load_settings()

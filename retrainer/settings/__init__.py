@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import functools
 
-from pydantic_settings import SettingsConfigDict
-
 from retrainer.settings.service import PIPELINE_OVERHEAD_MINUTES, ServiceSettings
 from retrainer.settings.serving import ServingSettings
 from retrainer.settings.storage import StorageConnection, StorageSettings
 from shared.settings import PromotionSettings, RegistryLocation, TrainingSettings, validated
+from shared.settings.checks import SETTINGS_CONFIG
 
 __all__ = ["PIPELINE_OVERHEAD_MINUTES", "Settings", "StorageConnection", "get_settings", "load_settings"]
 
@@ -31,7 +30,7 @@ class Settings(
 ):
     """Service configuration; each field reads the environment variable of its upper-case name."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     def run_timeout_minutes(self) -> float:
         """How long a run may take: as set, or training's timeout plus scoring's budget plus the other steps."""

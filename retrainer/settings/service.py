@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings.checks import SETTINGS_CONFIG
 
 #: What a run needs beyond training and scoring: queueing, cluster provisioning, the first build of the
 #: steps' image, and the data and registry steps (minutes; a margin, not a measurement).
@@ -13,7 +15,7 @@ PIPELINE_OVERHEAD_MINUTES = 120
 class ServiceSettings(BaseSettings):
     """Batching, single flight, timeouts and back-off, the ModelPromoted topic, Application Insights."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     RETRAIN_MIN_NEW_IMAGES: int = Field(default=20, ge=1, description="New images that make a batch due.")
     RETRAIN_QUIET_MINUTES: float = Field(

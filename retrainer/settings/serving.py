@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings.checks import SETTINGS_CONFIG
 
 
 class ServingSettings(BaseSettings):
     """The endpoint that serves the champion: its size, canary, smoke test and back-off."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     SERVING_ENDPOINT_NAME: str | None = Field(
         default=None,

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from shared.settings.checks import SettingsError
+from shared.settings.checks import SETTINGS_CONFIG, SettingsError
 
 _FOLDER_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
@@ -30,7 +30,7 @@ class StorageConnection:
 class StorageSettings(BaseSettings):
     """The datastore account, the container and its folders, and the ledger's tables."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     # The datastore connection, named DATASTORE as the blob trigger's `connection`: either Azure
     # Functions' identity-based form (DATASTORE__blobServiceUri, ...: no key anywhere) or a connection

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 import annotated_types
 from pydantic import BaseModel
+from pydantic_settings import SettingsConfigDict
+
+#: Every settings group's configuration. Infinity and NaN are refused in every number: "inf" minutes would pass
+#: `gt=0` and then overflow the first timedelta the timer builds from it.
+SETTINGS_CONFIG = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class SettingsError(RuntimeError):
@@ -25,7 +30,7 @@ class Bound:
     low_inclusive: bool = True
     high: float | None = None
     high_inclusive: bool = True
-    #: Infinity and NaN refused (`allow_inf_nan=False` on the field, or a range closed on both sides).
+    #: Infinity and NaN refused (`allow_inf_nan=False` on the field or its model, or a range closed on both sides).
     finite: bool = False
 
     def admits(self, value: float) -> bool:
@@ -68,7 +73,7 @@ def bound_of(model: type[BaseModel], name: str) -> Bound:
     low: float | None = None
     high: float | None = None
     low_inclusive = high_inclusive = True
-    finite = False
+    finite = model.model_config.get("allow_inf_nan", True) is False
     for item in field.metadata:
         if isinstance(item, annotated_types.Ge | annotated_types.Gt):
             low_inclusive = isinstance(item, annotated_types.Ge)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings.checks import SETTINGS_CONFIG
 
 
 class PromotionSettings(BaseSettings):
     """How the tag step compares the challenger with the champion on the holdout, and where it runs."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     MIN_MAP_IMPROVEMENT: float = Field(
         default=0.0,
         ge=0,
         lt=1,
-        allow_inf_nan=False,
         description="How much a new model's mAP@0.5 must beat the best one's to be promoted: "
         "the lower bound of the interval must clear it.",
     )
@@ -39,7 +40,6 @@ class PromotionSettings(BaseSettings):
     PROMOTION_SCORING_MINUTES: float = Field(
         default=60,
         gt=0,
-        allow_inf_nan=False,
         description="Minutes the tag step may spend scoring, counted from its start; past them the images both "
         "models scored decide.",
     )

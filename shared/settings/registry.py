@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from shared.settings.checks import SettingsError
+from shared.settings.checks import SETTINGS_CONFIG, SettingsError
 
 
 class RegistryLocation(BaseSettings):
@@ -19,7 +19,7 @@ class RegistryLocation(BaseSettings):
     reaches a step, which takes its behaviour from its component inputs.
     """
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     WORKSPACE_BACKEND: Literal["auto", "azureml", "local"] = Field(
         default="auto",

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings.checks import SETTINGS_CONFIG
 
 
 class TrainingSettings(BaseSettings):
     """What a run builds and trains: its computes, AutoML's search, the split, the assets, the local trainer."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    model_config = SETTINGS_CONFIG
 
     # Pipeline and training: the original pipeline's names; CPU steps on cpu-cluster, AutoML on gpu-cluster.
     PIPELINE_CPU_COMPUTE_NAME: str = Field(default="cpu-cluster", description="Azure ML compute of the CPU steps.")
