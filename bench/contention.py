@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from devtools.machine import cpu_model
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Each variant's OpenMP wait policy and thread count.
 VARIANTS = {
@@ -44,13 +45,6 @@ VARIANTS = {
     "passive": ("passive", "fixed"),
     "governed": ("spin", "governed"),
 }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 @contextmanager

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+from devtools.machine import cpu_model
 
 TILE = (1380, 1470)  # height, width of one 6x4 tile of a 7,000 x 4,500 sheet at 25% overlap
 FORWARDS_PER_SHEET = 6 * 4 + 1
@@ -31,13 +31,6 @@ FORWARDS_PER_SHEET = 6 * 4 + 1
 #: against 15.7 TFLOPS) and a third of its memory bandwidth (320 against 900 GB/s): 2.5x is assumed.
 V100_SECONDS_AT_COCO_SIZE = 0.038
 T4_OVER_V100 = 2.5
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def seconds_per_forward(min_size: int, max_size: int, repeats: int) -> float:

@@ -33,6 +33,7 @@ from pathlib import Path
 from azure.data.tables import TableServiceClient, TransactionOperation, UpdateMode
 
 from devtools.azurite import running_azurite
+from devtools.machine import cpu_model
 from retrainer.ledger import Ledger
 from retrainer.ledger.images import ImageRecord, ImageState
 from retrainer.ledger.rows import Operation, Table, row_key
@@ -42,13 +43,6 @@ from shared.records import RunRecord, RunState
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PENDING = 100
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def median_ms(action: Callable[[], object], repeat: int = 7) -> tuple[float, object]:

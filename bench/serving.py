@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,20 +28,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devtools.azurite import running_azurite
+from devtools.local_endpoint import start_serving, wait_until_serving
+from devtools.machine import cpu_model
+from devtools.step_rehearsal import save_one_symbol_model
+from retrainer.serving.contract import scoring_request
+from retrainer.serving.local import free_port
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
-
-from devtools.azurite import running_azurite  # noqa: E402
-from devtools.step_rehearsal import save_one_symbol_model  # noqa: E402
-from retrainer.serving.contract import scoring_request  # noqa: E402
-from retrainer.serving.local import free_port  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def post(url: str, body: bytes) -> tuple[int, float]:
@@ -77,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         from retrainer import bootstrap
-        from retrainer.serving.status import read_serving_status
 
         bootstrap.reset()
         bootstrap.datastore().ensure_container()
@@ -89,22 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         authority.promote("1", "benchmark", "bench")
         port = free_port()
         url = f"http://127.0.0.1:{port}/score"
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "retrainer.cli", "serve", "--port", str(port), "--interval", "0.5"],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        serve_log = root / "serve.log"
+        serve = start_serving(port, serve_log, interval=0.5)
 
-        def serving(version: str, since: float) -> float:
-            while True:
-                status = read_serving_status(bootstrap.datastore(), bootstrap.get_settings().SERVING_STATUS_BLOB)
-                if status is not None and status.version == version and status.state == "serving":
-                    return time.monotonic() - since
-                time.sleep(0.1)
+        def serving(version: str) -> float:
+            blob = bootstrap.get_settings().SERVING_STATUS_BLOB
+            return wait_until_serving(serve, bootstrap.datastore(), blob, version, seconds=300, log=serve_log, poll=0.1)
 
         try:
-            first = serving("1", time.monotonic())
+            first = serving("1")
             body = json.dumps(scoring_request([b"\x89PNG"])).encode()
             outcomes: list[int] = []
             stop = threading.Event()
@@ -117,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             thread.start()
             started = time.monotonic()
             authority.promote("2", "benchmark: a new version", "bench")
-            to_new = serving("2", started)
+            serving("2")
+            to_new = time.monotonic() - started  # from the promotion, as a client sees it
             started = time.monotonic()
             authority.promote("1", "benchmark: a rollback", "bench")
-            to_old = serving("1", started)
+            serving("1")
+            to_old = time.monotonic() - started
             stop.set()
             thread.join()
             routed = statistics.median(post(url, body)[1] for _ in range(args.requests))

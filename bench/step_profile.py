@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,18 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devtools.machine import cpu_model
 from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.data import CropSampler, read_image
 from pipeline_steps.detector.engine import TrainingConfig, native_bfloat16, predict
 from pipeline_steps.detector.model import build_detector
 from shared.evaluation.sheets import class_vocabulary, load_sheets
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def profile(sheets: list, classes: list[str], steps: int, *, bfloat16: bool, channels_last: bool) -> dict[str, float]:

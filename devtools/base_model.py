@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from devtools.machine import cpu_model
 from devtools.realistic import REALISTIC_SPEC, sheet_generator
 from devtools.synthetic import write_mltable_set
 from pipeline_steps.detector.engine import TrainingConfig, describe_epoch, native_bfloat16, train, validate
@@ -32,13 +32,6 @@ from shared.evaluation.sheets import class_vocabulary, load_sheets
 
 #: The base model's data seeds: its training sheets and the two held-out sets it is measured on.
 TRAIN_SEED, SEEN_STYLE_SEED, UNSEEN_STYLE_SEED = 9001, 9002, 9003
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:

@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -136,38 +135,6 @@ def training_notes(run_id: str) -> str:
     keys = ("warm start from", "started from the base model", "trained from scratch", "the time budget cut")
     notes = [line.strip() for line in log.splitlines() if line.strip().startswith(keys) or "planned epochs" in line]
     return "; ".join(dict.fromkeys(notes))
-
-
-def start_serving(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`retrain serve` in a process of its own, as a user starts it: it follows the champion from now on."""
-    from retrainer.serving.local import free_port
-
-    port = free_port()
-    with open(workdir / "serve.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "retrainer.cli", "serve", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-            cwd=PROJECT_ROOT,
-        )
-    return process, f"http://127.0.0.1:{port}/score"
-
-
-def wait_until_serving(version: str, serve: subprocess.Popen[bytes], seconds: float = 180) -> float:
-    """Seconds until the endpoint answers with `version` (the rollout's own status says so)."""
-    from retrainer import bootstrap
-    from retrainer.serving.status import read_serving_status
-
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        status = read_serving_status(bootstrap.datastore(), bootstrap.get_settings().SERVING_STATUS_BLOB)
-        if status is not None and status.version == version and status.state == "serving":
-            return time.monotonic() - started
-        if serve.poll() is not None:
-            raise RuntimeError(f"retrain serve ended ({serve.returncode}); see serve.log")
-        time.sleep(0.5)
-    raise RuntimeError(f"the endpoint did not serve version {version} within {seconds:g} s; see serve.log")
 
 
 def ask_the_endpoint(url: str, seed: int, picture: Path) -> str:
@@ -302,7 +269,9 @@ def _log_to_file(path: Path) -> None:
 
 def _run_demo(args: argparse.Namespace, started: float) -> int:
     from devtools.azurite import running_azurite
+    from devtools.local_endpoint import start_serving
     from devtools.synthetic import LABEL_MAP, SheetSpec, write_dataset_zip
+    from retrainer.serving.local import free_port
 
     shutil.rmtree(args.workdir / "workspace", ignore_errors=True)
     arriving = LABEL_MAP[ARRIVING_CLASS].rsplit("/", 1)[-1].lower()
@@ -322,9 +291,10 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
         from retrainer import bootstrap
 
         bootstrap.datastore().ensure_container()
-        serve, url = start_serving(args.workdir)
+        port = free_port()
+        serve = start_serving(port, args.workdir / "serve.log")
         try:
-            return _loop_and_serve(args, started, batches, serve, url)
+            return _loop_and_serve(args, started, batches, serve, f"http://127.0.0.1:{port}/score")
         finally:
             serve.terminate()
             serve.wait(timeout=60)
@@ -334,6 +304,7 @@ def _loop_and_serve(
     args: argparse.Namespace, started: float, batches: list[Path], serve: subprocess.Popen[bytes], url: str
 ) -> int:
     """Stages 2 to 6: both batches through the function app's handlers, then the endpoint that followed them."""
+    from devtools.local_endpoint import wait_until_serving
     from retrainer import bootstrap
     from retrainer.status_page import render_status_page
 
@@ -361,7 +332,15 @@ def _loop_and_serve(
     champion = bootstrap.champion().record()
     if champion is None:
         raise RuntimeError("no model was promoted: nothing to serve")
-    waited = wait_until_serving(champion.version, serve)
+    settings = bootstrap.get_settings()
+    waited = wait_until_serving(
+        serve,
+        bootstrap.datastore(),
+        settings.SERVING_STATUS_BLOB,
+        champion.version,
+        seconds=180,
+        log=args.workdir / "serve.log",
+    )
     print(
         f"[5/6] {_elapsed(started)}  the local endpoint {url} serves version {champion.version} "
         f"(it followed the champion; {waited:.0f} s after the last promotion was recorded)",

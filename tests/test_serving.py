@@ -8,26 +8,25 @@ models whose answers name their version, so a client sees which version answered
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devtools.local_endpoint import start_serving, wait_until_serving
 from devtools.step_rehearsal import save_one_symbol_model
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
 from retrainer.ledger import Ledger
 from retrainer.serving.contract import InvalidAnswer, detections, scoring_request
 from retrainer.serving.local import free_port
-from retrainer.serving.rollout import ServingStatus
 from retrainer.serving.status import read_serving_status
 from retrainer.settings import load_settings
 from shared.registry.local import LocalModelRegistry
@@ -105,36 +104,29 @@ def serving_world(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyP
     authority = ChampionAuthority(settings, registry, ledger, datastore)
     authority.promote("1", "the first model", "test")
     port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "retrainer.cli", "serve", "--port", str(port), "--interval", "0.5"],
-        cwd=ROOT,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    world = {"authority": authority, "datastore": datastore, "settings": settings, "url": f"http://127.0.0.1:{port}"}
+    log = tmp_path / "serve.log"
+    serve = start_serving(port, log, interval=0.5)
+    world = {
+        "authority": authority,
+        "datastore": datastore,
+        "settings": settings,
+        "url": f"http://127.0.0.1:{port}",
+        "serve": serve,
+        "log": log,
+    }
     try:
-        wait_until(world, lambda status: status.version == "1" and status.state == "serving", seconds=120, serve=serve)
+        wait_until(world, "1", seconds=120)
         yield world
     finally:
         serve.terminate()
-        out, _ = serve.communicate(timeout=60)
-        print(out)  # shown when a test fails
+        serve.wait(timeout=60)
+        print(log.read_text())  # shown when a test fails
 
 
-def wait_until(
-    world: dict, condition: Callable[[ServingStatus], bool], seconds: float, serve: subprocess.Popen | None = None
-) -> float:
-    """Seconds until the serving status meets `condition`."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        status = read_serving_status(world["datastore"], world["settings"].SERVING_STATUS_BLOB)
-        if status is not None and condition(status):
-            return time.monotonic() - started
-        assert serve is None or serve.poll() is None, serve.communicate()[0] if serve else ""
-        time.sleep(0.2)
-    raise AssertionError(f"not reached in {seconds} s: {status}")
+def wait_until(world: dict, version: str, seconds: float) -> float:
+    """Seconds until the endpoint serves `version`."""
+    blob = world["settings"].SERVING_STATUS_BLOB
+    return wait_until_serving(world["serve"], world["datastore"], blob, version, seconds=seconds, log=world["log"])
 
 
 def ask(url: str) -> tuple[int, str | None]:
@@ -166,11 +158,11 @@ def test_retrain_serve_follows_a_promotion_and_a_rollback_within_a_minute_withou
     thread.start()
     try:
         authority.promote("2", "a better model", "ana")
-        to_new = wait_until(serving_world, lambda s: s.version == "2" and s.state == "serving", seconds=60)
+        to_new = wait_until(serving_world, "2", seconds=60)
         time.sleep(1.0)
         assert answers[-1] == (200, "v2")
         authority.promote("1", "2 misses valves", "ana")  # a rollback: version 1's deployment was kept
-        to_old = wait_until(serving_world, lambda s: s.version == "1" and s.state == "serving", seconds=60)
+        to_old = wait_until(serving_world, "1", seconds=60)
         time.sleep(1.0)
     finally:
         stop.set()
