@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from retrainer.champion.authority import BadRequest, ChampionError, VersionNotFound
+from retrainer.datastore import LockBusy
 from retrainer.triggers import api
 from retrainer.triggers.http_contract import ERROR_STATUSES, Conflict, NotFound, Route, status_of
 from tests.helpers import indexed_functions
@@ -128,3 +129,4 @@ def test_every_error_the_map_names_exists_and_a_subclass_takes_the_status_of_its
         assert isinstance(found, type) and issubclass(found, Exception), dotted
     assert status_of(BadRequest("x")) == 400 and status_of(VersionNotFound("x")) == 404
     assert status_of(ChampionError("x")) == 409 and status_of(RuntimeError("x")) is None
+    assert status_of(LockBusy("the champion's lock is held")) == 409, "busy, not broken: the operator retries"

@@ -43,6 +43,7 @@ ERROR_STATUSES: dict[str, int] = {
     "retrainer.ledger.slot.SlotTaken": 409,
     "retrainer.submission.SubmissionConflict": 409,
     "retrainer.champion.authority.ChampionError": 409,
+    "retrainer.datastore.LockBusy": 409,  # another change held the champion's lock: try again
     "retrainer.champion.record.UnreadableRecordError": 500,
 }
 #: The longest error text an answer carries.
