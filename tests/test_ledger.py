@@ -261,6 +261,17 @@ def test_retrain_migrate_ledger_moves_rows_written_after_the_ledger_was_marked(
     assert len(ledger.images.all()) == 6 and len(ledger.runs.newest(limit=10)) == 2
 
 
+@pytest.mark.usefixtures("service_env")
+def test_retrain_migrate_ledger_on_an_unmarked_ledger_reports_the_rows_it_moved(
+    connection_string: str, table_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retrainer import cli
+
+    write_first_layout(TableServiceClient.from_connection_string(connection_string), table_prefix, images=6, runs=2)
+    assert cli.main(["migrate-ledger", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"retired": 8, "left": 0}
+
+
 # --- every row fits: Table Storage refuses a string over 64 KiB and an entity over 1 MiB -------------------
 
 

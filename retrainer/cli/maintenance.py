@@ -11,10 +11,14 @@ from retrainer.cli.common import Subcommands, registry_for, settings_for, show
 
 def cmd_migrate_ledger(args: argparse.Namespace) -> int:
     """Move the rows of the ledger's first layout into the current one, whatever the layout marker says."""
-    from retrainer import bootstrap
+    from retrainer.ledger import Ledger
     from retrainer.ledger_migration import migrate_and_mark
+    from retrainer.settings import get_settings
 
-    migration = migrate_and_mark(bootstrap.ledger())
+    # Not bootstrap.ledger(): it migrates an unmarked ledger itself, and this command would then report nothing.
+    ledger = Ledger.from_settings(get_settings())
+    ledger.ensure_tables()
+    migration = migrate_and_mark(ledger)
     show(
         dataclasses.asdict(migration),
         args.json,
