@@ -255,14 +255,14 @@ def _per_class_chart(snapshot: StatusSnapshot, width: int = 640) -> str:
             tick = label_width + scale * _ap_length(previous[class_id])
             rows.append(
                 f'<line x1="{tick:.1f}" x2="{tick:.1f}" y1="{y - 2}" y2="{y + bar_height + 2}" '
-                f'class="previous"><title>champion: {previous[class_id]:.3f}</title></line>'
+                f'class="previous"><title>the champion it replaced: {previous[class_id]:.3f}</title></line>'
             )
     svg = (
         f'<svg id="per-class" role="img" aria-label="per-class AP" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}">{"".join(rows)}</svg>'
     )
     caption = (
-        f"version {_e(promoted.challenger_version)}; the black tick is the champion"
+        f"version {_e(promoted.challenger_version)}; the black tick is the champion it replaced"
         f"{' (version ' + _e(promoted.champion_version) + ')' if promoted.champion_version else ''}"
     )
     return f"<section><h2>Per-class AP@0.5 of the best model</h2>{svg}<p class='legend'>{caption}</p></section>"

@@ -105,6 +105,7 @@ def test_the_page_shows_state_runs_history_and_per_class_ap_without_outside_reso
     assert page.count("<tr><td><code>run-") == 7
     assert page.count("<circle") == 4, "one point per completed run's registered version"
     assert "Gate valve" in page and "the black tick is the champion" in page
+    assert "the black tick is the champion it replaced (version " in page, "the best model is the champion now"
     assert 'href="file:///tmp/report.html"' in page
     assert "+0.040 (95% interval -0.010 to +0.090)" in page and "not enough evidence, the champion stays" in page
 
