@@ -19,6 +19,7 @@ from pipeline_steps.holdout_scorer import HoldoutScores
 from retrainer.champion.authority import ChampionConflict, PromotionRefused, VersionNotFound
 from retrainer.datastore import Datastore
 from retrainer.ledger.champion import ChangeKind
+from retrainer.settings import Settings
 from shared.champion.tags import pin_of
 from shared.promotion import (
     ClassComparison,
@@ -28,6 +29,7 @@ from shared.promotion import (
     decide_promotion,
 )
 from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
+from shared.registry import ModelRegistry
 from shared.registry.local import LocalModelRegistry
 from tests.champion_world import NAME, World, clock, registry, world
 from tests.fakes import FakeRunner, fake_models
@@ -343,6 +345,25 @@ def http(name: str, method: str, url: str, body: bytes = b"") -> tuple[int, dict
     request = func.HttpRequest(method, url, headers={"Content-Type": "application/json"}, params={}, body=body)
     response = indexed_functions()[name].get_user_function()(request)
     return response.status_code, json.loads(response.get_body())
+
+
+def test_the_operators_http_doors_share_the_process_registry(deployed: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Azure ML opening a registry builds an MLClient and fetches a token: once per process, not per request."""
+    from retrainer import bootstrap
+
+    real_open = bootstrap.open_registry
+    opened: list[object] = []
+
+    def counted_open(settings: Settings) -> ModelRegistry:
+        opened.append(settings)
+        return real_open(settings)
+
+    monkeypatch.setattr(bootstrap, "open_registry", counted_open)
+    for _ in range(3):
+        assert http("pin_model", "PUT", "/api/models/best/pin", b'{"reason": "audit"}')[0] == 200
+        assert http("unpin_model", "DELETE", "/api/models/best/pin")[0] == 200
+    assert http("promote_model", "POST", "/api/models/best", b'{"version": "1", "reason": "rollback"}')[0] == 200
+    assert len(opened) <= 1 and deployed.best() == ["1"]
 
 
 def test_a_rollback_over_http_restores_version_1_and_bad_requests_get_one_line(

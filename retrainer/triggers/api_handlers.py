@@ -174,14 +174,16 @@ def best_model() -> BestModel:
 
 def promote_model(body: Promote) -> ChampionChanged:
     """POST /api/models/best: make a version the champion by hand (a rollback when it was best before)."""
-    return ChampionChanged.of(bootstrap.champion().promote(body.version, body.reason, HTTP_ACTOR, force=body.force))
+    return ChampionChanged.of(
+        bootstrap.retraining().champion.promote(body.version, body.reason, HTTP_ACTOR, force=body.force)
+    )
 
 
 def pin_model(body: Pin) -> ChampionChanged:
     """PUT /api/models/best/pin: the champion stays while runs still train and compare."""
-    return ChampionChanged.of(bootstrap.champion().pin(body.reason, HTTP_ACTOR))
+    return ChampionChanged.of(bootstrap.retraining().champion.pin(body.reason, HTTP_ACTOR))
 
 
 def unpin_model(body: Unpin) -> ChampionChanged:
     """DELETE /api/models/best/pin: runs decide again."""
-    return ChampionChanged.of(bootstrap.champion().unpin(HTTP_ACTOR, body.reason or ""))
+    return ChampionChanged.of(bootstrap.retraining().champion.unpin(HTTP_ACTOR, body.reason or ""))
