@@ -74,13 +74,20 @@ def listening_server(status: int = 200) -> Iterator[tuple[str, list[Posted]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
+    with serving_in_background(HTTPServer(("127.0.0.1", 0), Handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}", received
+
+
+@contextmanager
+def serving_in_background(server: HTTPServer) -> Iterator[HTTPServer]:
+    """`server` answering on a thread of its own until the block ends; then stopped and its socket closed."""
     # shutdown() waits for the loop's next poll: at the default half second, every test would wait that long.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", received
+        yield server
     finally:
         server.shutdown()
+        server.server_close()
 
 
 @functools.cache

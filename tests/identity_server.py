@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.helpers import serving_in_background
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 SECRET_HEADER = "loopback-identity-header"
@@ -78,13 +79,6 @@ def identity_endpoint() -> Iterator[IdentityEndpoint]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    endpoint.url = f"http://127.0.0.1:{server.server_port}/msi/token"
-    # shutdown() waits for the loop's next poll: at the default half second, every test would wait that long.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
+    with serving_in_background(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        endpoint.url = f"http://127.0.0.1:{server.server_port}/msi/token"
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
