@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from pipeline_steps.holdout_scorer import HoldoutScores
+from pipeline_steps.holdout_scorer import HoldoutScorer, HoldoutScores
 from pipeline_steps.tag_model import choose_best
 from retrainer.champion.authority import ChampionAuthority
 from retrainer.datastore import Datastore
@@ -37,16 +38,23 @@ def wait_for_go(signals: Path) -> None:
         time.sleep(0.05)
 
 
+def scorer_that(during: Callable[[], object]) -> HoldoutScorer:
+    """A scorer under which the challenger wins, and `during()` happens while it scores."""
+
+    def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
+        during()
+        return HoldoutScores(0.8, {}, 0.6, {}, BETTER, scored_images=40)
+
+    return score
+
+
 def main(action: str, version: str, signals: Path) -> int:
     settings = load_settings()
     registry = LocalModelRegistry(settings.LOCAL_WORKSPACE_DIR)
     if action == "tag-step":
-
-        def scorer(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-            wait_for_go(signals)
-            return HoldoutScores(0.8, {}, 0.6, {}, BETTER, scored_images=40)
-
-        record = choose_best(registry, settings.MODEL_BASE_NAME, version, 0.0, scorer)
+        record = choose_best(
+            registry, settings.MODEL_BASE_NAME, version, 0.0, scorer_that(lambda: wait_for_go(signals))
+        )
         print(record.to_json())
         return 0
     authority = ChampionAuthority(

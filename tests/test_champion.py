@@ -31,6 +31,7 @@ from shared.promotion import (
 from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
 from shared.registry import ModelRegistry
 from shared.registry.local import LocalModelRegistry
+from tests.champion_race import BETTER
 from tests.champion_world import NAME, World, clock, registry, world
 from tests.fakes import FakeRunner, fake_models
 from tests.helpers import Clock, Posted, at_once, listening_server
@@ -132,7 +133,7 @@ def test_the_pinned_tag_step_still_scores_and_records_the_comparison(world: Worl
     world.run(0.60)
     world.controls.pin("audit", "ana")
     challenger = world.register(0.61)
-    interval = DifferenceInterval(difference=0.2, low=0.1, high=0.3, confidence=0.95, resamples=200)
+    interval = BETTER
     guard = ClassGuard(
         min_instances=1,
         max_drop=0.1,

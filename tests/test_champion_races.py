@@ -13,34 +13,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pipeline_steps.holdout_scorer import HoldoutScorer, HoldoutScores
 from retrainer.ledger.champion import ChangeKind
 from shared.champion.tags import pin_of
-from shared.promotion import DifferenceInterval, PromotionRecord
-from shared.records import ModelVersion
+from shared.promotion import PromotionRecord
 from shared.registry.local import LocalModelRegistry
+from tests.champion_race import scorer_that
 from tests.champion_world import NAME, World, clock, registry, world
 from tests.fakes import fake_models
 
 __all__ = ["clock", "registry", "world"]  # the fixtures these tests use
 
 ROOT = Path(__file__).resolve().parents[1]
-BETTER = DifferenceInterval(difference=0.2, low=0.1, high=0.3, confidence=0.95, resamples=200)
-
-
-def scorer_that(during: Callable[[], object]) -> HoldoutScorer:
-    """A scorer under which the challenger wins, and `during()` happens while it scores."""
-
-    def score(candidate: ModelVersion, incumbent: ModelVersion | None) -> HoldoutScores:
-        during()
-        return HoldoutScores(0.8, {}, 0.6, {}, BETTER, scored_images=40)
-
-    return score
 
 
 def assert_settled(world: World, version: str) -> None:
