@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,6 @@ from tests.helpers import Clock
 
 NAME = "pid-symbol-detector"
 CLASSES = frozenset({"1", "2", "3"})
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture(params=["local", "azureml"])

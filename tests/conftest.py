@@ -22,6 +22,7 @@ from devtools.azurite import AzuriteEndpoints, running_azurite
 from retrainer.datastore import BlobStore, Datastore
 from retrainer.ledger import Ledger
 from tests.fakes import InMemoryDatastore, InMemoryTableService
+from tests.helpers import Clock
 
 if TYPE_CHECKING:
     from _socket import _Address
@@ -114,6 +115,12 @@ def service_env(
     bootstrap.reset()
     yield
     bootstrap.reset()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The time the service reads, moved by the test."""
+    return Clock()
 
 
 @pytest.fixture(params=["memory", "azurite"])

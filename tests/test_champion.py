@@ -32,14 +32,14 @@ from shared.records import BEST_MODEL_TAG, ModelVersion, RunState, RunStatus
 from shared.registry import ModelRegistry
 from shared.registry.local import LocalModelRegistry
 from tests.champion_race import BETTER
-from tests.champion_world import NAME, World, clock, registry, world
+from tests.champion_world import NAME, World, registry, world
 from tests.fakes import FakeRunner, fake_models
 from tests.helpers import Clock, Posted, at_once, listening_server
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Model
 
-__all__ = ["clock", "registry", "world"]  # the fixtures these tests use
+__all__ = ["registry", "world"]  # the fixtures these tests use
 
 
 def test_a_rollback_restores_the_earlier_version_with_its_record_its_event_and_names_what_it_undoes(

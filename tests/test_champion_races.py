@@ -22,10 +22,10 @@ from shared.champion.tags import pin_of
 from shared.promotion import PromotionRecord
 from shared.registry.local import LocalModelRegistry
 from tests.champion_race import scorer_that
-from tests.champion_world import NAME, World, clock, registry, world
+from tests.champion_world import NAME, World, registry, world
 from tests.fakes import fake_models
 
-__all__ = ["clock", "registry", "world"]  # the fixtures these tests use
+__all__ = ["registry", "world"]  # the fixtures these tests use
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -47,11 +47,6 @@ from tests.helpers import (
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def workspace() -> FakeRunner:
     return FakeRunner()
 

@@ -28,11 +28,9 @@ from retrainer.serving.status import read_serving_status
 from retrainer.settings import load_settings
 from shared.contracts import SplitAssignment, SplitSide
 from shared.records import RunState
-from tests.champion_world import World, clock
+from tests.champion_world import World
 from tests.fakes import FakeMLClient, FakeOnlineService, InMemoryDatastore, InMemoryTableService, azureml_registry
 from tests.helpers import Clock, indexed_functions, jpeg_bytes, stored_run
-
-__all__ = ["clock"]  # the fixtures these tests use
 
 ENDPOINT = "pid-champion"
 #: Three holdout sheets and one training sheet: name, width, height, boxes (class id, topX, topY, bottomX, bottomY).
