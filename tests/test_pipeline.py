@@ -343,7 +343,7 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from retrainer.assembly import release
-    from retrainer.assembly.pipeline import component, environment, environments
+    from retrainer.assembly.pipeline import component, environments
     from retrainer.assembly.release import PACKAGE_VERSION, pipeline_release
 
     root = Path(__file__).resolve().parent.parent
@@ -357,7 +357,7 @@ def test_each_deployed_commit_is_its_own_release_and_every_component_uses_it(
         assert component(step).version == pipeline_release()
         runs_on = "pid-symbol-scoring" if step == "tag_model" else "pid-symbol-pipeline"
         assert component(step).environment == f"azureml:{runs_on}:{pipeline_release()}"
-    assert environment().version == pipeline_release()
+    assert environments()[0].version == pipeline_release()
     assert [env.version for env in environments()] == [pipeline_release()] * 2
     ignored = (root / ".amlignore").read_text().split()
     assert {".python_packages/", ".venv/", "node_modules/", "tests/", "devtools/", ".git/"} <= set(ignored)

@@ -18,6 +18,7 @@ YAML files give each node the same interface offline (dry runs, tests).
 """
 
 # No `from __future__ import annotations` here: dsl.pipeline reads the real annotations of its functions.
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,9 @@ def environments() -> list[Environment]:
     return loaded
 
 
-def environment() -> Environment:
-    """The steps' environment, versioned with the release."""
-    return environments()[0]
+@functools.cache
+def _environment_names() -> frozenset[str]:
+    return frozenset(str(env.name) for env in environments())
 
 
 def component(name: str) -> CommandComponent:
@@ -77,7 +78,7 @@ def component(name: str) -> CommandComponent:
         raise TypeError(f"{name}.yml is not a command component")
     loaded.version = pipeline_release()
     named = str(loaded.environment).removeprefix("azureml:").rsplit(":", 1)[0]
-    if named not in {env.name for env in environments()}:
+    if named not in _environment_names():
         raise ValueError(f"{name}.yml runs on {named!r}, which is not one of the release's environments")
     loaded.environment = f"azureml:{named}:{pipeline_release()}"
     return loaded
