@@ -101,23 +101,22 @@ def _decide(
     min_holdout_images: int,
 ) -> PromotionRecord:
     previous = champion.version if champion else None
+    # A damaged recorded score reads as NaN (the challenger) or None (the champion): holdout scores replace
+    # both, and where they cannot, the safe path decides and says so.
+    challenger_score = recorded_score(challenger)
+    challenger_score = math.nan if challenger_score is None else challenger_score
     if champion is not None and champion.version == challenger.version:
-        score = recorded_score(challenger) or math.nan
         return PromotionRecord(
             name=challenger.name,
             challenger_version=challenger.version,
             champion_version=previous,
             chosen_version=challenger.version,
             promoted=False,
-            challenger_score=score,
-            champion_score=score,
+            challenger_score=challenger_score,
+            champion_score=challenger_score,
             min_map_improvement=min_improvement,
             reason="already the best model; nothing to change",
         )
-    # A damaged recorded score reads as NaN (the challenger) or None (the champion): holdout scores replace
-    # both, and where they cannot, the safe path decides and says so.
-    challenger_score = recorded_score(challenger)
-    challenger_score = math.nan if challenger_score is None else challenger_score
     champion_score = recorded_score(champion) if champion else None
     per_class = (per_class_scores(challenger), per_class_scores(champion))
     comparison = Comparison(holdout=holdout.holdout if holdout else None)
