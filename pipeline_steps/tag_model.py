@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.comparison_report import append_comparison
@@ -41,6 +40,7 @@ from pipeline_steps.holdout_scorer import HoldoutScorer, ScoringUnavailable, hol
 from shared.champion.swap import compare_and_swap, read_champion
 from shared.champion.tags import SCORE_TAG, Claim, moment, per_class_scores, pin_of, recorded_score
 from shared.contracts import HoldoutManifest, RegisteredModel
+from shared.evaluation.sheets import image_path
 from shared.promotion import Comparison, PromotionDecision, PromotionRecord, decide_promotion
 from shared.records import ModelVersion
 from shared.registry import ModelRegistry, open_registry
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
     record.write(args.best_model_metadata_path)
     if record.challenger_report and record.champion_version:
-        append_comparison(Path(unquote(urlsplit(record.challenger_report).path)), record)
+        append_comparison(image_path(record.challenger_report), record)
     print(f"best model: {record.name} version {record.best_version} ({record.reason})")
     return 0
 
