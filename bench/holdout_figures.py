@@ -26,9 +26,12 @@ from shared.evaluation.comparison import match, paired_bootstrap
 from shared.evaluation.sheets import Prediction, Sheet, class_vocabulary
 
 
-def sheets_and_detectors(sheets: int, classes: int, skills: tuple[float, ...]) -> tuple[list[Sheet], list[list]]:
+def sheets_and_detectors(
+    sheets: int, classes: int, skills: tuple[float, ...]
+) -> tuple[list[Sheet], list[list[Prediction]]]:
     rng = np.random.default_rng(0)
-    truth, detections = [], [[] for _ in skills]
+    truth: list[Sheet] = []
+    detections: list[list[Prediction]] = [[] for _ in skills]
     for i in range(sheets):
         count = int(rng.integers(20, 81))
         corners = rng.uniform(0, 6900, size=(count, 2))
@@ -47,7 +50,7 @@ def sheets_and_detectors(sheets: int, classes: int, skills: tuple[float, ...]) -
     return truth, detections
 
 
-def figures(sheets: list[Sheet], predictions: list[list], resamples: int, with_coco: bool) -> float:
+def figures(sheets: list[Sheet], predictions: list[list[Prediction]], resamples: int, with_coco: bool) -> float:
     started = time.perf_counter()
     classes = class_vocabulary(sheets)
     if with_coco:
