@@ -6,7 +6,8 @@ inputs), never from the environment: `retrainer/assembly/step_inputs.py` maps se
 runners. A flag added without a default takes its component's (`shared/components/<step>.yml`), so each
 input has one default, which a test holds equal to the setting's. A flag that carries a setting (`setting=`)
 takes its range from the setting's field (`shared.settings.setting_bound`): one bound, which the
-service checks at start and the step's CLI checks again, with one wording.
+service checks at start and the step's CLI checks again, with one wording; where no component declares
+the input (the local trainer has none), its default is the setting field's too.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def add_flag(parser: argparse.ArgumentParser, name: str, *, setting: str | None 
     if "default" not in kwargs and not kwargs.get("required") and snake in defaults:
         kwargs["default"] = defaults[snake]
     if setting is not None:
+        from shared.settings import setting_default
+
+        if "default" not in kwargs and not kwargs.get("required"):
+            kwargs["default"] = setting_default(setting)
         kwargs["type"] = bounded(setting)
         getattr(parser, "settings_of", {})[snake] = setting
     parser.add_argument(*spellings, dest=snake, **kwargs)
@@ -88,17 +93,6 @@ def boolean(value: str | bool) -> bool:
 def filename_list(value: str) -> list[str]:
     """`a.jpg;b.jpg` (`;`-separated image basenames) as a list; empty entries dropped."""
     return [name.strip() for name in value.split(";") if name.strip()]
-
-
-def positive_int(value: str) -> int:
-    """A whole number of at least 1 (epochs: zero of them would train nothing and divide by zero)."""
-    return _checked(value, int, lambda number: number >= 1, "a whole number of at least 1")
-
-
-def positive_float(value: str) -> float:
-    """A number above 0 (a time budget of 0 or less trains nothing); `inf` means no cap, as in the settings."""
-    # `> 0` is false for NaN too, so NaN is refused without a case of its own.
-    return _checked(value, float, lambda number: number > 0, "a number above 0")
 
 
 def seed(value: str) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from shared.mltable_io import class_sort_key
 from shared.promotion import ClassGuard, PromotionRecord
 
 
 def append_comparison(report: Path, record: PromotionRecord) -> None:
     """Add the champion and the challenger, per class, with the decision, to the challenger's report."""
-    classes = sorted(set(record.challenger_per_class) | set(record.champion_per_class), key=lambda c: (len(c), c))
+    classes = sorted(set(record.challenger_per_class) | set(record.champion_per_class), key=class_sort_key)
     rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{record.champion_per_class.get(c, float('nan')):.3f}</td>"
         f"<td>{record.challenger_per_class.get(c, float('nan')):.3f}</td>"
@@ -40,10 +41,11 @@ def class_guard_chart(guard: ClassGuard) -> str:
     def x(value: float) -> float:  # -1 .. +1 across the plot
         return left + (value + 1.0) / 2.0 * (width - left - 20)
 
+    fallen_classes = {c.class_id for c in guard.regressions()}
     bars = []
     for index, c in enumerate(rows):
         y = 20 + index * row_height
-        fallen = c in guard.regressions()
+        fallen = c.class_id in fallen_classes
         colour = "#c0392b" if fallen else ("#7f8c8d" if c.instances < guard.min_instances else "#2e86c1")
         start, end = sorted((x(0.0), x(c.interval.difference)))
         bars.append(

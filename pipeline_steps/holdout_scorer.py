@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipeline_steps.evaluation.metrics import evaluate
+import numpy as np
+
 from pipeline_steps.evaluation.scoring import ModelNotScorable, ModelRuntime, score_models, scoring_sample
-from shared.evaluation.comparison import ClassMatches, class_ap50, match, paired_bootstrap, per_class_bootstrap
+from shared.evaluation.comparison import (
+    ClassMatches,
+    class_ap50,
+    match,
+    paired_bootstrap,
+    per_class_bootstrap,
+    weighted_map50,
+)
 from shared.evaluation.sheets import class_vocabulary, load_sheets
 from shared.mltable_io import class_sort_key
 from shared.promotion import ClassComparison, ClassGuard, DifferenceInterval
@@ -95,9 +103,8 @@ def holdout_scorer(
                 side = sides[folders.index(error.model)] if error.model in folders else "holdout"
                 raise ScoringUnavailable(str(error), side) from error
         classes = class_vocabulary(scored.sheets)
-        evaluations = [evaluate(scored.sheets, p, classes) for p in scored.predictions]
-        per_class = [{c: round(v["ap50"], 4) for c, v in e.per_class.items()} for e in evaluations]
-        maps = [e.metrics["mean_average_precision"] for e in evaluations]
+        matches = [match(scored.sheets, p, classes) for p in scored.predictions]
+        maps, per_class = zip(*(model_figures(m, len(scored.sheets)) for m in matches), strict=True)
         if champion is None:
             return HoldoutScores(
                 maps[0],
@@ -107,7 +114,6 @@ def holdout_scorer(
                 sample_limit=max_images,
                 stopped_by_budget=scored.stopped_by_budget,
             )
-        matches = [match(scored.sheets, p, classes) for p in scored.predictions]
         paired = paired_bootstrap(
             matches[1], matches[0], len(scored.sheets), resamples=resamples, confidence=confidence
         )
@@ -135,6 +141,15 @@ def holdout_scorer(
         )
 
     return score
+
+
+def model_figures(matches: dict[str, ClassMatches], images: int) -> tuple[float, dict[str, float]]:
+    """A model's mAP@0.5 and per-class AP@0.5 on all the scored images, from the matches the bootstrap resamples:
+    at weight 1 they are faster-coco-eval's figures (`tests/test_comparison.py`), and a class without ground
+    truth has no AP, as COCO's per-class table leaves it out."""
+    overall = float(weighted_map50(matches, np.ones((1, images)))[0])
+    per_class = {c: round(ap, 4) for c, ap in class_ap50(matches).items() if matches[c].ground_truth.any()}
+    return overall, per_class
 
 
 def class_guard(

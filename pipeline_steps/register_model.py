@@ -63,13 +63,24 @@ def _mlmodel(model_folder: Path) -> dict[str, Any]:
 def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
     """(metrics, source run) of the model; every required metric present and a finite number, or none at all
     for a model the local trainer validated on no sheets (it has no figure to record)."""
-    description = _mlmodel(model_folder)
+    return _training_metrics(model_folder, _mlmodel(model_folder), _local_metrics(model_folder))
+
+
+def _local_metrics(model_folder: Path) -> Any:
+    """The local trainer's metrics.json as written (checked where each value is read); None beside an AutoML
+    model, which has none."""
+    path = model_folder / TrainingMetrics.FILE_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _training_metrics(
+    model_folder: Path, description: dict[str, Any], local_metrics: Any
+) -> tuple[dict[str, float], str]:
     run_id = str(description.get("run_id") or "")
-    local_metrics = model_folder / TrainingMetrics.FILE_NAME  # checked field by field below, AutoML's alike
-    if local_metrics.is_file():
-        raw = json.loads(local_metrics.read_text())
+    if local_metrics is not None:  # checked field by field below, AutoML's alike
+        raw = local_metrics
         source = run_id or "local-trainer"
-        if validation_images(model_folder) == 0:  # older trainers wrote 0.0 here: a figure of nothing
+        if validation_images(local_metrics) == 0:  # older trainers wrote 0.0 here: a figure of nothing
             return {}, source
     elif run_id:
         raw = _tracked_metrics(run_id)
@@ -89,25 +100,26 @@ def read_training_metrics(model_folder: Path) -> tuple[dict[str, float], str]:
     return metrics, source
 
 
-def automl_model_name(model_folder: Path) -> str | None:
-    """The AutoML `model_name` the model was trained as, or None for a model that does not record it.
+def automl_model_name(description: dict[str, Any]) -> str | None:
+    """The AutoML `model_name` the model was trained as (from its MLmodel `description`), or None for a model
+    that does not record it.
 
     AutoML for Images (azureml-automl-dnn-vision 1.62, `common/artifacts_utils.write_artifacts`) logs
     its MLflow model with `metadata={"base_model_name": model_wrapper.model_name, ...}`, the same
     name it saves in the checkpoint (`model.pt`) and compares when a later run loads that checkpoint.
     The local detector writes no such metadata.
     """
-    return _metadata(model_folder, "base_model_name")
+    return _metadata(description, "base_model_name")
 
 
-def automl_image(model_folder: Path) -> str | None:
+def automl_image(description: dict[str, Any]) -> str | None:
     """The image AutoML trained the model in, or None: AutoML's run context adds `azureml.base_image` to the
     MLmodel's metadata when ENABLE_METADATA=true, which AutoML's curated training image sets."""
-    return _metadata(model_folder, "azureml.base_image")
+    return _metadata(description, "azureml.base_image")
 
 
-def _metadata(model_folder: Path, key: str) -> str | None:
-    metadata = _mlmodel(model_folder).get("metadata") or {}
+def _metadata(description: dict[str, Any], key: str) -> str | None:
+    metadata = description.get("metadata") or {}
     value = metadata.get(key) if isinstance(metadata, dict) else None
     return value if isinstance(value, str) and value else None
 
@@ -153,20 +165,18 @@ def data_versions(
     return {key: value for key, value in versions.items() if value}
 
 
-def validation_images(model_folder: Path) -> int | None:
-    """How many validation sheets the local trainer measured the model on; None where it does not say (AutoML)."""
-    if not (model_folder / TrainingMetrics.FILE_NAME).is_file():
-        return None
-    raw = json.loads((model_folder / TrainingMetrics.FILE_NAME).read_text())
-    count = raw.get("val_images") if isinstance(raw, dict) else None
+def validation_images(local_metrics: Any) -> int | None:
+    """How many validation sheets the local trainer measured the model on (its metrics.json, `_local_metrics`);
+    None where it does not say (AutoML)."""
+    count = local_metrics.get("val_images") if isinstance(local_metrics, dict) else None
     return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
 
-def per_class_ap(model_folder: Path) -> dict[str, float]:
+def per_class_ap(local_metrics: Any) -> dict[str, float]:
     """Per-class AP@0.5 from the local trainer's metrics.json, when it recorded it (AutoML's model has none)."""
-    if not (model_folder / TrainingMetrics.FILE_NAME).is_file():
+    if local_metrics is None:
         return {}
-    per_class = TrainingMetrics.read(model_folder).per_class
+    per_class = TrainingMetrics.model_validate(local_metrics).per_class
     return {
         str(class_id): round(float(values["ap50"]), 4)
         for class_id, values in per_class.items()
@@ -175,10 +185,11 @@ def per_class_ap(model_folder: Path) -> dict[str, float]:
 
 
 def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[str, str]) -> RegisteredModel:
-    metrics, source = read_training_metrics(model_folder)
-    per_class = per_class_ap(model_folder) if metrics else {}
-    validated_on = validation_images(model_folder)
-    trained_as, trained_in = automl_model_name(model_folder), automl_image(model_folder)
+    description, local_metrics = _mlmodel(model_folder), _local_metrics(model_folder)
+    metrics, source = _training_metrics(model_folder, description, local_metrics)
+    per_class = per_class_ap(local_metrics) if metrics else {}
+    validated_on = validation_images(local_metrics)
+    trained_as, trained_in = automl_model_name(description), automl_image(description)
     # A version that was not validated carries no figures, and VALIDATION_IMAGES_TAG "0" says why.
     tags = {
         **{k: f"{v:.6f}" for k, v in metrics.items()},

@@ -47,6 +47,7 @@ class SplitResult:
     assignment: SplitAssignment
     newly_assigned: int
     holdout_names: list[str]
+    rare_class_policy: str = "train_only"
     copied_to_val: list[int] = field(default_factory=list)
     moved_by_mandatory_lists: list[str] = field(default_factory=list)
     mandatory_not_found: list[str] = field(default_factory=list)
@@ -132,6 +133,7 @@ def split_records(records: list[dict], previous: SplitAssignment, config: SplitC
         assignment=assignment,
         newly_assigned=sum(len(groups[g]) for g in new_groups),
         holdout_names=[names[i] for i in sides[SplitSide.HOLDOUT]],
+        rare_class_policy=config.rare_class_policy,
         copied_to_val=copied,
         moved_by_mandatory_lists=moved,
         mandatory_not_found=sorted(set(config.mandatory_train + config.mandatory_val) - found),
@@ -327,6 +329,7 @@ def split_report(records: list[dict], result: SplitResult) -> SplitReport:
         moved_by_mandatory_lists=result.moved_by_mandatory_lists,
         mandatory_not_found=result.mandatory_not_found,
         rare_classes=result.rare_classes,
+        rare_class_policy=result.rare_class_policy,
         images_in_train_and_val=[basename(records[i]) for i in result.copied_to_val],
         conflicting_copies=result.conflicting_copies,
     )

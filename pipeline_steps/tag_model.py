@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
 from pipeline_steps.comparison_report import append_comparison
@@ -41,6 +40,7 @@ from pipeline_steps.holdout_scorer import HoldoutScorer, ScoringUnavailable, hol
 from shared.champion.swap import compare_and_swap, read_champion
 from shared.champion.tags import SCORE_TAG, Claim, moment, per_class_scores, pin_of, recorded_score
 from shared.contracts import HoldoutManifest, RegisteredModel
+from shared.evaluation.sheets import image_path
 from shared.promotion import Comparison, PromotionDecision, PromotionRecord, decide_promotion
 from shared.records import ModelVersion
 from shared.registry import ModelRegistry, open_registry
@@ -101,23 +101,22 @@ def _decide(
     min_holdout_images: int,
 ) -> PromotionRecord:
     previous = champion.version if champion else None
+    # A damaged recorded score reads as NaN (the challenger) or None (the champion): holdout scores replace
+    # both, and where they cannot, the safe path decides and says so.
+    challenger_score = recorded_score(challenger)
+    challenger_score = math.nan if challenger_score is None else challenger_score
     if champion is not None and champion.version == challenger.version:
-        score = recorded_score(challenger) or math.nan
         return PromotionRecord(
             name=challenger.name,
             challenger_version=challenger.version,
             champion_version=previous,
             chosen_version=challenger.version,
             promoted=False,
-            challenger_score=score,
-            champion_score=score,
+            challenger_score=challenger_score,
+            champion_score=challenger_score,
             min_map_improvement=min_improvement,
             reason="already the best model; nothing to change",
         )
-    # A damaged recorded score reads as NaN (the challenger) or None (the champion): holdout scores replace
-    # both, and where they cannot, the safe path decides and says so.
-    challenger_score = recorded_score(challenger)
-    challenger_score = math.nan if challenger_score is None else challenger_score
     champion_score = recorded_score(champion) if champion else None
     per_class = (per_class_scores(challenger), per_class_scores(champion))
     comparison = Comparison(holdout=holdout.holdout if holdout else None)
@@ -314,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args.best_model_metadata_path.mkdir(parents=True, exist_ok=True)
     record.write(args.best_model_metadata_path)
     if record.challenger_report and record.champion_version:
-        append_comparison(Path(unquote(urlsplit(record.challenger_report).path)), record)
+        append_comparison(image_path(record.challenger_report), record)
     print(f"best model: {record.name} version {record.best_version} ({record.reason})")
     return 0
 

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline_steps._cli import add_flag, positive_float, positive_int, seed
+from pipeline_steps._cli import add_flag, seed
 from shared.contracts import TrainingMetrics
 
 if TYPE_CHECKING:
@@ -109,23 +109,27 @@ def run_training(
     return metrics.model_dump()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline_steps.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_flag(parser, "train-data", required=True, type=Path, help="training MLTable folder")
     add_flag(parser, "val-data", type=Path, default=None, help="validation MLTable folder (optional)")
     add_flag(parser, "output", required=True, type=Path, help="MLflow model folder to write")
-    add_flag(parser, "max-minutes", type=positive_float, default=15.0, help="time cap (reported when it cuts training)")
-    add_flag(parser, "epochs", type=positive_int, default=60, help="epochs from scratch")
-    add_flag(parser, "warm-epochs", type=positive_int, default=20, help="epochs from the champion's weights")
+    add_flag(parser, "max-minutes", setting="LOCAL_TRAINING_MINUTES", help="time cap (reported when it cuts training)")
+    add_flag(parser, "epochs", setting="LOCAL_TRAINING_EPOCHS", help="epochs from scratch")
+    add_flag(parser, "warm-epochs", setting="LOCAL_WARM_START_EPOCHS", help="epochs from the champion's weights")
     add_flag(parser, "warm-start-model", type=Path, default=None, help="the champion's MLflow model folder")
     add_flag(parser, "seed", type=seed, default=0)
     add_flag(
         parser, "from-scratch", action="store_true", help="with no champion, start from noise, not from the base model"
     )
     add_flag(parser, "label-map", type=Path, default=None, help="label map JSON, for class names in the report")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     label_map = json.loads(args.label_map.read_text()) if args.label_map else None
     val_data = args.val_data if args.val_data and _has_records(args.val_data) else None
     from pipeline_steps.detector.engine import TrainingConfig

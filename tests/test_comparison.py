@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline_steps.evaluation.metrics import Prediction, evaluate
+from pipeline_steps.holdout_scorer import model_figures
 from shared.evaluation.comparison import match, paired_bootstrap, weighted_map50
 from shared.evaluation.sheets import Sheet
 from shared.promotion import DifferenceInterval, decide_promotion
@@ -44,6 +45,17 @@ def test_at_weight_one_the_figure_is_cocos_map50(skill: float) -> None:
     coco = evaluate(sheets, predictions, CLASSES).metrics["mean_average_precision"]
     ours = weighted_map50(match(sheets, predictions, CLASSES), np.ones((1, len(sheets))))[0]
     assert ours == pytest.approx(coco, abs=1e-6)
+
+
+@pytest.mark.parametrize("skill", [0.0, 0.5, 0.97])
+def test_the_scorers_figures_from_the_matches_are_cocos_overall_and_per_class(skill: float) -> None:
+    """The scorer reads both figures off the matches it bootstraps, instead of running faster-coco-eval too."""
+    sheets, predictions = sheets_and_predictions(30, skill, seed=int(skill * 100))
+    classes = [*CLASSES, "4"]  # no ground truth: COCO gives it no AP, nor does the scorer
+    coco = evaluate(sheets, predictions, classes)
+    overall, per_class = model_figures(match(sheets, predictions, classes), len(sheets))
+    assert overall == pytest.approx(coco.metrics["mean_average_precision"], abs=1e-6)
+    assert per_class == pytest.approx({c: round(v["ap50"], 4) for c, v in coco.per_class.items()}, abs=1e-4)
 
 
 def test_identical_models_differ_by_exactly_nothing_and_never_promote() -> None:

@@ -122,6 +122,15 @@ def test_environment_pins_exactly_what_the_steps_import() -> None:
     assert "azure-data-tables" not in pins, "inputs are mounted: no step talks to tables"
 
 
+def test_the_local_runner_gives_the_local_trainer_its_settings(tmp_path: Path) -> None:
+    from pipeline_steps import train
+    from retrainer.workspace.local_runner import step_commands
+
+    settings = Settings(LOCAL_TRAINING_MINUTES=0.5, LOCAL_TRAINING_EPOCHS=3, LOCAL_WARM_START_EPOCHS=2)
+    args = train.build_parser().parse_args(step_commands(tmp_path, settings)[graph.TRAIN][3:])
+    assert (args.max_minutes, args.epochs, args.warm_epochs) == (0.5, 3, 2)
+
+
 def test_the_local_runner_passes_each_step_only_its_component_ports(tmp_path: Path) -> None:
     """Both runners take settings from one table: every flag the local runner sets is a port of the component."""
     from retrainer.workspace.local_runner import step_commands

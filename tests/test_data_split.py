@@ -12,7 +12,7 @@ import pytest
 
 from pipeline_steps import data_split
 from pipeline_steps.data_split import assign_and_commit
-from pipeline_steps.split_sides import SplitConfig, SplitResult, basename, image_classes, split_records
+from pipeline_steps.split_sides import SplitConfig, SplitResult, basename, image_classes, split_records, split_report
 from retrainer.settings import get_settings
 from shared.contracts import HoldoutManifest, SplitAssignment, SplitReport, SplitSide
 from shared.mltable_io import read_records, write_records
@@ -125,6 +125,13 @@ def test_the_holdout_is_never_copied_into_training_whatever_the_rare_class_polic
     assert not holdout & (train | set(result.sides[SplitSide.VAL]) | set(result.copied_to_val))
     assert {basename(records[i]) for i in result.copied_to_val} <= {f"rare_99_{i}.jpg" for i in range(4)}
     assert set(result.copied_to_val) <= train
+
+
+def test_the_split_report_names_the_rare_class_policy_in_force() -> None:
+    records = dataset(rare={"99": 4})
+    for policy in ("copy", "train_only"):
+        result = split_records(records, SplitAssignment(), SplitConfig(rare_class_policy=policy))
+        assert split_report(records, result).rare_class_policy == policy
 
 
 def test_by_default_no_validation_image_is_a_training_image() -> None:

@@ -14,8 +14,10 @@ from azure.ai.ml.entities import Model
 from pipeline_steps import register_model, tag_model
 from pipeline_steps.register_model import ModelInputError, read_training_metrics
 from pipeline_steps.tag_model import choose_best
+from shared.champion.tags import rightful_champion
 from shared.contracts import AUTOML_IMAGE_TAG, AUTOML_MODEL_NAME_TAG, HoldoutManifest, holdout_info
 from shared.promotion import PromotionRecord
+from shared.records import ModelVersion
 from shared.registry.local import LocalModelRegistry
 from tests.fakes import FakeMLClient, azureml_registry
 from tests.helpers import at_once
@@ -306,6 +308,21 @@ def test_azureml_registry_registers_mlflow_models_and_repairs_two_best_tags(trai
     assert record.champion_version == "3" and record.promoted, "the race settled on the higher recorded score"
     assert [v.version for v in workspace.model_versions(NAME) if v.is_best] == ["2"]
     assert workspace.model_versions(NAME)[0].uri == f"azureml:{NAME}:1"
+
+
+def test_a_recorded_score_of_zero_outranks_a_missing_one_when_two_versions_claim_best() -> None:
+    unscored = ModelVersion(NAME, "1", {"best_model": "true"}, f"azureml:{NAME}:1")
+    zero = ModelVersion(NAME, "2", {"best_model": "true", "mean_average_precision": "0.0"}, f"azureml:{NAME}:2")
+    assert rightful_champion([unscored, zero]) == zero
+
+
+def test_tagging_the_champion_again_keeps_its_recorded_score_of_zero(trained_model: Path) -> None:
+    workspace = azureml_registry(FakeMLClient())
+    workspace.register_model(NAME, trained_model, description="", tags={"mean_average_precision": "0.0"})
+    assert choose_best(workspace, NAME, "1", 0.0, scorer=None).promoted
+    again = choose_best(workspace, NAME, "1", 0.0, scorer=None)
+    assert again.reason == "already the best model; nothing to change"
+    assert again.challenger_score == 0.0 and again.champion_score == 0.0
 
 
 def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:

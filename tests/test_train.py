@@ -451,6 +451,7 @@ def test_a_report_that_cannot_be_drawn_never_fails_training(
         ("--max-minutes", "0"),
         ("--max-minutes", "-1"),
         ("--max-minutes", "nan"),
+        ("--max-minutes", "inf"),
         ("--seed", "-1"),
         ("--seed", str(2**32)),
     ],
@@ -468,7 +469,22 @@ def test_out_of_range_numbers_are_refused_naming_the_flag_before_anything_is_rea
 
 
 def test_the_number_flags_take_what_the_settings_allow() -> None:
-    from pipeline_steps._cli import positive_float, positive_int, seed
+    from pipeline_steps._cli import bounded, seed
 
-    assert positive_int("1") == 1 and seed("0") == 0 and seed(str(2**32 - 1)) == 2**32 - 1
-    assert positive_float("0.02") == 0.02 and positive_float("inf") == float("inf"), "LOCAL_TRAINING_MINUTES: gt=0"
+    assert bounded("LOCAL_TRAINING_EPOCHS")("1") == 1 and seed("0") == 0 and seed(str(2**32 - 1)) == 2**32 - 1
+    assert bounded("LOCAL_TRAINING_MINUTES")("0.02") == 0.02, "LOCAL_TRAINING_MINUTES: gt=0"
+
+
+def test_the_trainers_flags_carry_the_local_training_settings_with_their_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.settings import TrainingSettings
+
+    args = train_step.build_parser().parse_args(["--train-data", str(tmp_path), "--output", str(tmp_path / "m")])
+    fields = TrainingSettings.model_fields
+    assert args.max_minutes == fields["LOCAL_TRAINING_MINUTES"].default
+    assert args.epochs == fields["LOCAL_TRAINING_EPOCHS"].default
+    assert args.warm_epochs == fields["LOCAL_WARM_START_EPOCHS"].default
+    with pytest.raises(SystemExit):
+        train_step.main(["--train-data", str(tmp_path), "--output", str(tmp_path / "m"), "--max-minutes", "inf"])
+    assert "(LOCAL_TRAINING_MINUTES), got 'inf'" in capsys.readouterr().err

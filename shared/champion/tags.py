@@ -148,7 +148,8 @@ def rightful_champion(versions: list[ModelVersion]) -> ModelVersion | None:
     """
     claims: list[tuple[tuple[bool, str, float, int], ModelVersion]] = []
     for version in versions:
-        tie_break = (recorded_score(version) or -math.inf, -int(version.version))
+        score = recorded_score(version)
+        tie_break = (-math.inf if score is None else score, -int(version.version))
         pin = pin_of(version)
         if version.is_best:
             claim = claim_of(version)

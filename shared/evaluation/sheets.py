@@ -3,14 +3,13 @@ the comparison and the serving smoke test read them alike (Pillow is imported on
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from shared.mltable_io import annotations_path, class_sort_key
+from shared.mltable_io import class_sort_key, read_records
 
 
 @dataclass(frozen=True)
@@ -71,26 +70,21 @@ def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, imag
     that folder is mounted) they are read from the mount.
     """
     sheets = []
-    jsonl = annotations_path(mltable_folder)
-    with jsonl.open(encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            path, key = _local_image(record["image_url"], images_folder, images_prefix)
-            details = record.get("image_details") or {}
-            width, height = details.get("width"), details.get("height")
-            if not width or not height:
-                from PIL import Image
+    for record in read_records(mltable_folder):
+        path, key = _local_image(record["image_url"], images_folder, images_prefix)
+        details = record.get("image_details") or {}
+        width, height = details.get("width"), details.get("height")
+        if not width or not height:
+            from PIL import Image
 
-                with Image.open(path) as image:
-                    width, height = image.size
-            kept = [box for box in record["label"] if not box.get("isCrowd")]
-            boxes = np.array(
-                [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
-                dtype=np.float32,
-            ).reshape(-1, 4)
-            sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept), key))
+            with Image.open(path) as image:
+                width, height = image.size
+        kept = [box for box in record["label"] if not box.get("isCrowd")]
+        boxes = np.array(
+            [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
+            dtype=np.float32,
+        ).reshape(-1, 4)
+        sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept), key))
     return sheets
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "bound_of",
     "load_registry_location",
     "setting_bound",
+    "setting_default",
     "validated",
 ]
 
@@ -44,6 +45,14 @@ def setting_bound(name: str) -> Bound:
     for group in _STEP_GROUPS:
         if name in group.model_fields:
             return bound_of(group, name)
+    raise KeyError(f"{name} is no setting a step's flag carries")
+
+
+def setting_default(name: str) -> object:
+    """The default declared on the settings field `name` (of a group a step's flag carries)."""
+    for group in _STEP_GROUPS:
+        if name in group.model_fields:
+            return group.model_fields[name].default
     raise KeyError(f"{name} is no setting a step's flag carries")
 
 
