@@ -8,6 +8,7 @@ both these fakes and Azurite, which keeps the fakes honest.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import threading
@@ -338,7 +339,6 @@ class FakeAzureMLModels:
         version = str(model.version or sum(name == model.name for name, _ in self.stored) + 1)
         source = Path(str(model.path)) if model.path and not str(model.path).startswith("azureml") else None
         if source is not None and (model.name, version) in self.stored:  # versions are immutable but for tags
-            from azure.core.exceptions import ResourceExistsError
 
             raise ResourceExistsError(f"{model.name}:{version} exists: only its tags and description can change")
         if source is not None and source.is_dir():
@@ -368,7 +368,6 @@ class FakeAzureMLModels:
         return self._copy(name, version)
 
     def _copy(self, name: str, version: str) -> Model:
-        from azure.core.exceptions import ResourceNotFoundError
 
         if (name, version) not in self.stored:
             raise ResourceNotFoundError(f"{name}:{version} not found")
@@ -489,7 +488,6 @@ class FakeOnlineService:
     # --- the service's rules -----------------------------------------------------------------------------------
 
     def endpoint(self, name: str) -> dict:
-        from azure.core.exceptions import ResourceNotFoundError
 
         if name not in self.endpoints:
             raise ResourceNotFoundError(f"(UserError) Could not find online endpoint {name}")
@@ -529,7 +527,6 @@ class FakeOnlineService:
         self.calls.append(f"PUT deployment {endpoint}/{name}")
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
 
         body = self.deployments.get((endpoint, name))
         if body is None:
@@ -562,7 +559,6 @@ class FakeOnlineEndpoints:
         self._service = service
 
     def get(self, name: str) -> object:
-        import copy
 
         from azure.ai.ml._restclient.arm_ml_service.models import OnlineEndpoint as OnlineEndpointData
         from azure.ai.ml.entities import OnlineEndpoint
@@ -611,7 +607,6 @@ class FakeOnlineDeployments:
         return FakePoller()
 
     def get(self, name: str, endpoint_name: str) -> object:
-        from azure.core.exceptions import ResourceNotFoundError
 
         if (endpoint_name, name) not in self._service.deployments:
             raise ResourceNotFoundError(f"(UserError) Could not find deployment {name}")
@@ -625,7 +620,6 @@ class FakeOnlineDeployments:
         return FakePoller()
 
     def _entity(self, endpoint_name: str, name: str) -> object:
-        import copy
 
         from azure.ai.ml._restclient.arm_ml_service.models import OnlineDeployment as OnlineDeploymentData
         from azure.ai.ml.entities import ManagedOnlineDeployment, OnlineDeployment
