@@ -30,7 +30,6 @@ from typing import NoReturn
 from azure.data.tables import TableServiceClient
 
 from devtools.azurite import running_azurite
-from retrainer.datastore import Datastore
 from retrainer.events import BLOB_CREATED, Event, to_command
 from retrainer.ledger import Ledger
 from retrainer.retraining import RetrainingService
@@ -65,11 +64,9 @@ def main() -> None:
         prefix = f"b{uuid.uuid4().hex[:8]}"
         ledger = Ledger.from_connection_string(azurite.connection_string, prefix)
         ledger.ensure_tables()
-        store = Datastore.from_connection_string(connection, "data")
         svc = RetrainingService(
             load_settings(),
             ledger,
-            store,
             runner=never_needed,  # events record images, never submit or promote
             champion=never_needed,
         )

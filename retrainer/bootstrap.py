@@ -166,7 +166,6 @@ def service_for(settings: Settings) -> RetrainingService:
     return RetrainingService(
         settings,
         ledger(),
-        datastore(),
         runner=lambda: runner_for(settings),
         champion=lambda: champion(settings),
         on_image=lambda path: label_ingestor(handler="image-landed").ingest_image(path),

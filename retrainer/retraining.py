@@ -23,8 +23,6 @@ from typing import TypeVar
 from azure.core.exceptions import ResourceModifiedError
 
 from retrainer.champion.authority import ChampionAuthority
-from retrainer.champion.record import BestModel, current_best_model
-from retrainer.datastore import BlobStore
 from retrainer.events import BlobRef, ImageUploaded, RunChanged
 from retrainer.images import IMAGE_FORMATS
 from retrainer.ledger import Ledger
@@ -74,7 +72,6 @@ class RetrainingService:
         self,
         settings: Settings,
         ledger: Ledger,
-        datastore: BlobStore,
         runner: Callable[[], PipelineRunner],
         champion: Callable[[], ChampionAuthority],
         clock: Callable[[], datetime] = now_utc,
@@ -88,7 +85,6 @@ class RetrainingService:
         pending batch is looked at once per this many seconds per instance at most (`submit_if_due_after_event`)."""
         self._settings = settings
         self._ledger = ledger
-        self._datastore = datastore
         self._runner_factory = runner
         self._runner: PipelineRunner | None = None
         self._champion_factory = champion
@@ -362,7 +358,3 @@ class RetrainingService:
             return record.state
         self.runner.cancel_run(run_id)
         return self.follow_run(run_id)
-
-    def best_model(self) -> BestModel | None:
-        """The champion's record, or None when none was promoted or its record is unreadable."""
-        return current_best_model(self._datastore, self._settings.BEST_MODEL_BLOB)

@@ -57,7 +57,6 @@ class World:
         self.service = RetrainingService(
             settings,
             self.ledger,
-            self.datastore,
             runner=lambda: self.runner,
             champion=lambda: self.controls,
             clock=clock,

@@ -339,7 +339,6 @@ class FakeAzureMLModels:
         version = str(model.version or sum(name == model.name for name, _ in self.stored) + 1)
         source = Path(str(model.path)) if model.path and not str(model.path).startswith("azureml") else None
         if source is not None and (model.name, version) in self.stored:  # versions are immutable but for tags
-
             raise ResourceExistsError(f"{model.name}:{version} exists: only its tags and description can change")
         if source is not None and source.is_dir():
             self.files[(model.name, version)] = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}

@@ -84,7 +84,7 @@ def service_on(
     store = Datastore.from_settings(settings)
     store.ensure_container()
     champion = ChampionAuthority(settings, registry_after(first_promotion(), tmp_path), ledger, store)
-    return RetrainingService(settings, ledger, store, runner=lambda: runner, champion=lambda: champion), ledger
+    return RetrainingService(settings, ledger, runner=lambda: runner, champion=lambda: champion), ledger
 
 
 def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_back(
@@ -116,7 +116,7 @@ def test_the_service_fails_fast_without_storage_and_finishes_the_run_when_it_is_
         service, ledger = service_on(azurite, runner, monkeypatch, tmp_path)
         outcome = service.tick()
         assert outcome.followed == {run_id: "completed"} and outcome.submitted is None
-        assert service.best_model() is not None and stored_run(ledger, run_id).promotion_done
+        assert service.champion.record() is not None and stored_run(ledger, run_id).promotion_done
         assert len(runner.submitted) == 1
 
 

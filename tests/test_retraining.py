@@ -93,7 +93,6 @@ def make_service(
         return RetrainingService(
             settings,
             ledger,
-            datastore,
             runner=lambda: workspace,
             champion=lambda: champion,
             clock=clock,
@@ -111,7 +110,7 @@ def submitted_by(svc: RetrainingService) -> str:
 
 
 def champion_version(svc: RetrainingService) -> str:
-    best = svc.best_model()
+    best = svc.champion.record()
     assert best is not None, "no champion"
     return best.version
 
@@ -558,7 +557,7 @@ def test_a_run_whose_decision_holds_150_classes_completes_promotes_and_frees_its
     record = ledger.runs.get(run_id)
     assert record is not None and record.promotion_done
     assert record.decision == decision, "the whole record is kept, every class of the guard"
-    assert svc.best_model() is not None and champion_version(svc) == "2"
+    assert svc.champion.record() is not None and champion_version(svc) == "2"
     assert ledger.slot.read().active == {} and len(ledger.images.of_run(run_id, ImageState.TRAINED)) == 3
     assert [run.run_id for run in ledger.runs.newest()] == [run_id]
 
@@ -605,11 +604,11 @@ def test_a_corrupt_best_model_record_blocks_neither_promotion_nor_the_api(
 ) -> None:
     svc = make_service()
     datastore.write("models/best_model.json", b"{not json")
-    assert svc.best_model() is None
+    assert svc.champion.record() is None
     run_id = svc.submit("manual", "t")
     workspace.finish(run_id, RunState.COMPLETED, DECISION)
     svc.tick()
-    assert svc.best_model() is not None and champion_version(svc) == "4"
+    assert svc.champion.record() is not None and champion_version(svc) == "4"
 
 
 def test_a_promotion_that_failed_is_retried_by_the_next_tick(

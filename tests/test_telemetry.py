@@ -52,7 +52,6 @@ def test_runs_submitted_failed_promoted_and_pending_images_are_measured(
     service = RetrainingService(
         load_settings(),
         ledger,
-        datastore,
         runner=lambda: runner,
         champion=lambda: champion,
         metrics=Metrics(MeterProvider([reader])),
@@ -85,7 +84,6 @@ def test_log_records_carry_the_run_id_as_a_field(
     service = RetrainingService(
         load_settings(),
         Ledger(InMemoryTableService(), "t"),
-        InMemoryDatastore(),
         runner=lambda: runner,
         champion=lambda: pytest.fail("this test records no promotion"),
     )
