@@ -339,6 +339,18 @@ def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_wr
 
 
 @pytest.mark.slow  # six processes each import MLflow
+def test_a_local_version_whose_files_are_gone_is_a_file_not_found_as_on_azureml(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    registry = LocalModelRegistry(tmp_path / "workspace")
+    version = registry.register_model(NAME, model, description="a model", tags={})
+    assert (registry.local_model_path(version, tmp_path / "scratch") / "MLmodel").is_file()
+    shutil.rmtree(version.uri)
+    with pytest.raises(FileNotFoundError, match=f"^model {NAME}:1 has no MLmodel file at "):
+        registry.local_model_path(version, tmp_path / "scratch")
+
+
 def test_processes_opening_a_new_local_registry_at_once_all_succeed(tmp_path: Path) -> None:
     """MLflow makes a SQLite registry's tables on first use; `retrain serve` and a run's steps may do so together."""
     import os

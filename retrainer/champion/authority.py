@@ -377,11 +377,9 @@ class ChampionAuthority:
         """PromotionRefused when the registry no longer has the version's model files (a champion must load)."""
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                folder = self._registry.local_model_path(version, Path(scratch))
+                self._registry.local_model_path(version, Path(scratch))
             except (FileNotFoundError, ResourceNotFoundError) as error:
                 raise PromotionRefused(f"version {version.version} has no model files ({error})") from None
-            if not (folder / "MLmodel").is_file():
-                raise PromotionRefused(f"version {version.version} has no model files (no MLmodel at {folder})")
 
     def _check_classes(self, version: ModelVersion, force: bool) -> str:
         """What the version's classes say, as evidence; PromotionRefused when they are not the label map's

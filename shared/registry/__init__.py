@@ -44,7 +44,8 @@ class ModelRegistry(Protocol):
         ...
 
     def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
-        """A local folder holding the version's MLflow model (downloaded when it lives remotely)."""
+        """A local folder holding the version's MLflow model (downloaded when it lives remotely); FileNotFoundError
+        when the registry no longer has its MLmodel file."""
         ...
 
     def latest_document(self, name: str) -> bytes | None:

@@ -165,7 +165,10 @@ class LocalModelRegistry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
-        return Path(version.uri)
+        folder = Path(version.uri)
+        if not (folder / "MLmodel").is_file():  # as Azure ML's download: its files deleted since it was registered
+            raise FileNotFoundError(f"model {version.name}:{version.version} has no MLmodel file at {folder}")
+        return folder
 
     @staticmethod
     def _version(version: Any) -> ModelVersion:
