@@ -225,7 +225,8 @@ class ChampionAuthority:
             if not pinned:
                 return Outcome(record, None, f"{self._name} was not pinned; nothing changed")
             new_record = self._continued(record, after, _find(after_versions, after.version))
-            why = reason or f"was pinned: {state.pin.reason if state.pin else pinned[0].tags.get('pinned_reason', '')}"
+            was = state.pin or pin_of(pinned[0])
+            why = reason or f"was pinned: {was.reason if was else ''}"
             unpinned = state.version or pinned[0].version
             change = self._pin_change(ChangeKind.UNPINNED, unpinned, _find(after_versions, unpinned), why, actor)
             entry = self._commit(new_record, record, change)
