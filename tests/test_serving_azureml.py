@@ -523,3 +523,10 @@ def test_the_dry_run_writes_yaml_the_sdk_loads_back_with_no_network(
     assert endpoint._to_rest_online_endpoint(location="westeurope").properties.auth_mode == "AADToken"
     sku = deployment._to_rest_object(location="westeurope").sku
     assert sku is not None and sku.capacity == 2
+
+
+def test_a_serving_status_that_does_not_validate_reads_as_none_and_the_next_tick_rewrites_it(azure: Azure) -> None:
+    serving_v1(azure)
+    azure.world.datastore.write("models/serving.json", b'{"backend": "azureml"}')
+    assert azure.status() is None
+    assert azure.rollout.tick().version == "1" and azure.recorded_status().version == "1"

@@ -58,7 +58,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         {
             "versions": [dataclasses.asdict(v) for v in versions],
             "history": [c.as_dict() for c in history],
-            "serving": serving.as_dict() if serving is not None else None,
+            "serving": serving.model_dump(mode="json") if serving is not None else None,
         },
         args.json,
         render,
