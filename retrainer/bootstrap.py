@@ -125,7 +125,10 @@ def serving_rollout(settings: Settings, endpoint: Endpoint) -> Rollout:
         return Champion(version, score if score is not None else recorded_score(version))
 
     def sheets() -> SmokeSample:
-        document = lambda: registry.latest_document(settings.SPLIT_ASSIGNMENT_NAME)  # noqa: E731
+        def document() -> bytes | None:
+            latest = registry.latest_versioned_document(settings.SPLIT_ASSIGNMENT_NAME)
+            return latest[1] if latest else None
+
         return holdout_sheets(document, datastore(), layout_from(settings), settings.SERVING_SMOKE_SHEETS)
 
     rule = ServingRule(settings.SERVING_CANARY_PERCENT, settings.SERVING_CANARY_MINUTES, settings.SERVING_RETRY_MINUTES)

@@ -328,11 +328,11 @@ def test_tagging_the_champion_again_keeps_its_recorded_score_of_zero(trained_mod
 def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:
     client = FakeMLClient()
     registry = azureml_registry(client)
-    assert registry.latest_document("pid-symbols-split-assignment") is None
+    assert registry.latest_versioned_document("pid-symbols-split-assignment") is None
     assert registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1}')
     assert not registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1, "other": true}')
     assert registry.create_document("pid-symbols-split-assignment", "2", b'{"version": 2}')
-    assert registry.latest_document("pid-symbols-split-assignment") == b'{"version": 2}'
+    assert registry.latest_versioned_document("pid-symbols-split-assignment") == (2, b'{"version": 2}')
     sent = client.models.stored[("pid-symbols-split-assignment", "1")]
     assert sent.type == "custom_model" and client.models.stored_tags("pid-symbols-split-assignment", "1")["sha256"]
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"

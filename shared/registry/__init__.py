@@ -48,10 +48,6 @@ class ModelRegistry(Protocol):
         when the registry no longer has its MLmodel file."""
         ...
 
-    def latest_document(self, name: str) -> bytes | None:
-        """The newest version of a small versioned document (None when there is none yet)."""
-        ...
-
     def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
         """The newest version of a document and its number, read together (None when there is none yet).
 

@@ -62,10 +62,6 @@ class LocalModelRegistry:
 
     # --- versioned documents ------------------------------------------------------------------
 
-    def latest_document(self, name: str) -> bytes | None:
-        latest = self.latest_versioned_document(name)
-        return latest[1] if latest else None
-
     def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
         folder = self.root / "documents" / name
         versions = [int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()] if folder.is_dir() else []
