@@ -193,11 +193,10 @@ def _fetch(
 ) -> Path:
     """The version's MLflow model folder; ScoringUnavailable (gone) when the registry no longer has its files."""
     try:
-        folder = registry.local_model_path(version, scratch)
-    except Exception as error:  # the registry's boundary: a deleted version, lost files, a network fault
+        return registry.local_model_path(version, scratch)
+    except FileNotFoundError as error:
+        raise ScoringUnavailable(f"{version.name}:{version.version} has no model files ({error})", side, True) from None
+    except Exception as error:  # the registry's boundary: a deleted version, a network fault
         raise ScoringUnavailable(
             f"{version.name}:{version.version} could not be fetched: {error!r}", side, True
         ) from None
-    if not (folder / "MLmodel").is_file():
-        raise ScoringUnavailable(f"{version.name}:{version.version} has no model files at {folder}", side, True)
-    return folder

@@ -27,7 +27,7 @@ from shared.registry import open_registry
 if TYPE_CHECKING:
     from retrainer.serving.endpoint import Endpoint
     from retrainer.serving.rollout import Rollout
-    from retrainer.serving.smoke import SmokeSheet
+    from retrainer.serving.smoke import SmokeSample
 
 __all__ = [
     "champion",
@@ -124,9 +124,12 @@ def serving_rollout(settings: Settings, endpoint: Endpoint) -> Rollout:
         score = record.score if record is not None and record.version == version.version else None
         return Champion(version, score if score is not None else recorded_score(version))
 
-    def sheets() -> list[SmokeSheet]:
-        document = lambda: registry.latest_document(settings.SPLIT_ASSIGNMENT_NAME)  # noqa: E731
-        return holdout_sheets(document, datastore(), settings, settings.SERVING_SMOKE_SHEETS)
+    def sheets() -> SmokeSample:
+        def document() -> bytes | None:
+            latest = registry.latest_versioned_document(settings.SPLIT_ASSIGNMENT_NAME)
+            return latest[1] if latest else None
+
+        return holdout_sheets(document, datastore(), layout_from(settings), settings.SERVING_SMOKE_SHEETS)
 
     rule = ServingRule(settings.SERVING_CANARY_PERCENT, settings.SERVING_CANARY_MINUTES, settings.SERVING_RETRY_MINUTES)
     return Rollout(

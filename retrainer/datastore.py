@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -20,12 +20,15 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+from pydantic import BaseModel, ValidationError
 
 from retrainer.images import HEADER_READ_STEPS, image_format, image_size
 from retrainer.settings import Settings
 from shared.identity import signed_in_credential
 
 log = logging.getLogger(__name__)
+
+DocumentT = TypeVar("DocumentT", bound=BaseModel)
 
 _CONTENT_TYPES = {".json": "application/json", ".jsonl": "application/jsonl", ".npy": "application/octet-stream"}
 
@@ -50,6 +53,10 @@ TABLE_CLIENT_OPTIONS: dict[str, Any] = {
 
 class BlobMissingError(LookupError):
     """The blob does not exist (any more)."""
+
+
+class InvalidDocumentError(ValueError):
+    """A JSON document blob exists but does not validate as the model it is read as (logged with the details)."""
 
 
 class LockBusy(TimeoutError):
@@ -109,6 +116,23 @@ class BlobStore(Protocol):
     def list(self, prefix: str) -> Iterator[StoredBlob]: ...
 
     def exclusive(self, path: str, wait_seconds: float = 90.0) -> contextlib.AbstractContextManager[None]: ...
+
+
+def read_document(store: BlobStore, path: str, model: type[DocumentT]) -> DocumentT | None:
+    """The JSON document at `path` as a `model`; None when there is none; InvalidDocumentError when it does not
+    validate (the validation's words go to the log, never further)."""
+    try:
+        return model.model_validate_json(store.read(path))
+    except BlobMissingError:
+        return None
+    except ValidationError as error:
+        log.error("%s is not a valid %s: %s", path, model.__name__, str(error)[:300])
+        raise InvalidDocumentError(f"{path} is not a valid {model.__name__}") from None
+
+
+def write_document(store: BlobStore, path: str, document: BaseModel) -> None:
+    """Write a document as `read_document` reads it back."""
+    store.write_json(path, document.model_dump(mode="json"))
 
 
 class Datastore:

@@ -468,3 +468,12 @@ def test_a_reason_that_is_not_text_or_too_long_is_refused_by_every_door_with_one
     assert http("unpin_model", "DELETE", "/api/models/best/pin", b'{"reason": "' + b"x" * 10_000 + b'"}')[0] == 400
     assert deployed.best() == ["2"] and deployed.champion_record().version == "2"
     assert cli.main(["models", "--json"]) == 0 and capsys.readouterr().out, "nothing stored that cannot be read back"
+
+
+def test_a_run_promotion_without_a_readable_date_is_dated_by_the_service_clock(world: World) -> None:
+    from tests.fakes import first_promotion
+
+    decision = first_promotion().model_copy(update={"champion_since": "not a date"})
+    world.controls.record_run(decision, "run-undated")
+    (entry,) = world.controls.history()
+    assert entry.at == world.clock() and entry.run_id == "run-undated"

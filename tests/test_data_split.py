@@ -205,8 +205,8 @@ def test_two_racing_runs_end_on_one_assignment(tmp_path: Path) -> None:
 
 def _store(registry: LocalModelRegistry) -> tuple:
     def load() -> SplitAssignment:
-        latest = registry.latest_document("assignment")
-        return SplitAssignment() if latest is None else SplitAssignment.from_bytes(latest)
+        latest = registry.latest_versioned_document("assignment")
+        return SplitAssignment() if latest is None else SplitAssignment.from_bytes(latest[1])
 
     def create(assignment: SplitAssignment) -> bool:
         return registry.create_document("assignment", str(assignment.version), assignment.to_bytes())
@@ -318,9 +318,9 @@ def test_retrain_split_reset_starts_a_new_version_that_records_why_and_the_next_
         f"started split assignment {ASSIGNMENT} version 2" in out
         and "replacing version 1, which was unreadable (Invalid JSON" in out
     )
-    document = registry.latest_document(ASSIGNMENT)
-    assert document is not None
-    restarted = json.loads(document)
+    latest = registry.latest_versioned_document(ASSIGNMENT)
+    assert latest is not None
+    restarted = json.loads(latest[1])
     assert restarted["version"] == 2 and restarted["by_name"] == {}
     assert restarted["restart"]["reason"] == "version 1 was half-written by a killed step"
     assert restarted["restart"]["replaces_version"] == 1 and "unreadable" in restarted["restart"]["replaced"]
@@ -342,5 +342,5 @@ def test_retrain_split_reset_refuses_to_discard_a_readable_assignment_unless_for
     assert cli.main(["split", "reset", "--reason", "new holdout fraction"]) == 2
     assert "version 1 is readable (30 images)" in capsys.readouterr().err
     assert cli.main(["split", "reset", "--reason", "new holdout fraction", "--force"]) == 0
-    document = LocalModelRegistry(tmp_path / "workspace").latest_document(ASSIGNMENT)
-    assert document is not None and json.loads(document)["restart"]["replaced"] == "readable (30 images)"
+    latest = LocalModelRegistry(tmp_path / "workspace").latest_versioned_document(ASSIGNMENT)
+    assert latest is not None and json.loads(latest[1])["restart"]["replaced"] == "readable (30 images)"

@@ -328,17 +328,29 @@ def test_tagging_the_champion_again_keeps_its_recorded_score_of_zero(trained_mod
 def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_writer_loses() -> None:
     client = FakeMLClient()
     registry = azureml_registry(client)
-    assert registry.latest_document("pid-symbols-split-assignment") is None
+    assert registry.latest_versioned_document("pid-symbols-split-assignment") is None
     assert registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1}')
     assert not registry.create_document("pid-symbols-split-assignment", "1", b'{"version": 1, "other": true}')
     assert registry.create_document("pid-symbols-split-assignment", "2", b'{"version": 2}')
-    assert registry.latest_document("pid-symbols-split-assignment") == b'{"version": 2}'
+    assert registry.latest_versioned_document("pid-symbols-split-assignment") == (2, b'{"version": 2}')
     sent = client.models.stored[("pid-symbols-split-assignment", "1")]
     assert sent.type == "custom_model" and client.models.stored_tags("pid-symbols-split-assignment", "1")["sha256"]
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"
 
 
 @pytest.mark.slow  # six processes each import MLflow
+def test_a_local_version_whose_files_are_gone_is_a_file_not_found_as_on_azureml(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    registry = LocalModelRegistry(tmp_path / "workspace")
+    version = registry.register_model(NAME, model, description="a model", tags={})
+    assert (registry.local_model_path(version, tmp_path / "scratch") / "MLmodel").is_file()
+    shutil.rmtree(version.uri)
+    with pytest.raises(FileNotFoundError, match=f"^model {NAME}:1 has no MLmodel file at "):
+        registry.local_model_path(version, tmp_path / "scratch")
+
+
 def test_processes_opening_a_new_local_registry_at_once_all_succeed(tmp_path: Path) -> None:
     """MLflow makes a SQLite registry's tables on first use; `retrain serve` and a run's steps may do so together."""
     import os

@@ -80,6 +80,83 @@ def test_the_serving_environment_provides_every_package_the_local_detector_decla
 # --- the local endpoint, for real ---------------------------------------------------------------------------------
 
 
+# --- the local endpoint's router --------------------------------------------------------------------------------
+
+#: A stand-in inference server: `--model_dir .../live` answers liveness and every request; `.../silent` takes a
+#: connection, says so in its log, and never answers (a server still loading its model).
+STAND_IN_SERVER = """
+import socket, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+port = int(args["--port"])
+if args["--model_dir"].endswith("silent"):
+    listening = socket.create_server(("127.0.0.1", port))
+    print("listening", flush=True)
+    connection, _ = listening.accept()
+    print("probed", flush=True)
+    time.sleep(600)
+
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self._answer(b"Healthy")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._answer(b'[{"boxes": []}]')
+
+    def _answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+HTTPServer(("127.0.0.1", port), Answer).serve_forever()
+"""
+
+
+def test_a_deployment_that_never_answers_its_probe_does_not_hold_up_requests_to_the_live_one(tmp_path: Path) -> None:
+    from retrainer.serving.endpoint import DeploymentState
+    from retrainer.serving.local import LocalEndpoint
+    from shared.records import ModelVersion
+
+    server = tmp_path / "environment" / "bin" / "azmlinfsrv"
+    server.parent.mkdir(parents=True)
+    server.write_text(f"#!{sys.executable}\n" + STAND_IN_SERVER)
+    server.chmod(0o755)
+    fetch = lambda version: tmp_path / version.version  # noqa: E731
+    endpoint = LocalEndpoint(NAME, free_port(), tmp_path / "environment", tmp_path / "logs", fetch)
+    endpoint.start()
+    try:
+        endpoint.create_deployment("live", ModelVersion(NAME, "live", {}, "live"))
+        for _ in range(200):
+            if all(d.state == DeploymentState.READY for d in endpoint.view().deployments):
+                break
+            time.sleep(0.05)
+        endpoint.set_traffic({"live": 100})
+        endpoint.create_deployment("silent", ModelVersion(NAME, "silent", {}, "silent"))
+        silent_log = tmp_path / "logs" / "silent.log"
+
+        def wait_for(word: str) -> None:
+            for _ in range(500):
+                if word in silent_log.read_text():
+                    return
+                time.sleep(0.01)
+            raise AssertionError(f"the silent deployment never said {word!r}")
+
+        wait_for("listening")
+        viewing = threading.Thread(target=endpoint.view)
+        viewing.start()
+        wait_for("probed")  # the view waits on its liveness probe now
+        assert endpoint.score(scoring_request([b"png"])) == [{"boxes": []}], "the live deployment answers"
+        assert viewing.is_alive(), "answered while the view still waits on the silent deployment's probe"
+        viewing.join()
+    finally:
+        endpoint.close()
+
+
 @pytest.fixture
 def serving_world(service_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """A local registry with versions 1 and 2 (stub models answering "v1" and "v2"), version 1 the champion, and

@@ -88,7 +88,7 @@ def truthful_model(request: dict) -> list[dict]:
     by_image = {jpeg_bytes(width, height): boxes for _, width, height, boxes in SHEETS}
     answers = []
     for (image,) in request["input_data"]["data"]:
-        boxes = by_image[base64.b64decode(image)]
+        boxes = by_image.get(base64.b64decode(image), [])  # an image of no sheet: nothing on it
         answers.append(
             {
                 "boxes": [
@@ -104,16 +104,20 @@ def blind_model(request: dict) -> list[dict]:
     return [{"boxes": []} for _ in request["input_data"]["data"]]
 
 
-def write_sheets(world: World) -> None:
-    """The sheets in the datastore, as ingestion leaves them, and the split assignment in the registry."""
+def write_sheets(world: World, folder: str = "", assign: bool = True) -> None:
+    """The sheets in the datastore (in `folder` of the image and label folders), as ingestion leaves them, and
+    (`assign`) the split assignment in the registry: it names each sheet by its image's file name."""
     for name, width, height, boxes in SHEETS:
-        world.datastore.write(f"data/images/{name}", jpeg_bytes(width, height))
+        relative = f"{folder}/{name}" if folder else name
+        world.datastore.write(f"data/images/{relative}", jpeg_bytes(width, height))
         labels = [
             {"label": label, "topX": x0, "topY": y0, "bottomX": x1, "bottomY": y1, "isCrowd": 0}
             for label, x0, y0, x1, y1 in boxes
         ]
-        record = {"image_url": name, "image_details": {"width": width, "height": height}, "label": labels}
-        world.datastore.write(f"data/labels/{Path(name).stem}.jsonl", json.dumps(record).encode())
+        record = {"image_url": relative, "image_details": {"width": width, "height": height}, "label": labels}
+        world.datastore.write(f"data/labels/{Path(relative).with_suffix('.jsonl')}", json.dumps(record).encode())
+    if not assign:
+        return
     sides = {name: SplitSide.TRAIN if name.startswith("train") else SplitSide.HOLDOUT for name, *_ in SHEETS}
     assignment = SplitAssignment(version=1, by_name=sides).to_bytes()
     assert world.registry.create_document("pid-symbols-split-assignment", "1", assignment)
@@ -237,6 +241,34 @@ def test_a_new_champion_is_deployed_waited_for_smoke_tested_and_then_given_all_t
     online.finish()
     assert azure.rollout.tick().message == "version 1 answers every request"
     assert azure.failures == []
+
+
+def delete_sheets(world: World) -> None:
+    for blob in [*world.datastore.list("data/images/"), *world.datastore.list("data/labels/")]:
+        world.datastore.delete(blob.name)
+
+
+def test_the_smoke_test_scores_holdout_sheets_whose_images_lie_in_sub_folders(azure: Azure) -> None:
+    delete_sheets(azure.world)
+    write_sheets(azure.world, "plant-a", assign=False)  # data/images/plant-a/holdout-a.jpg and its label beside
+    azure.world.run(0.80)
+    served = azure.settle("1")
+    smoke = next(status.smoke for status in served if status.smoke is not None)
+    assert (smoke.sheets, smoke.map50, smoke.passed) == (3, 1.0, True), smoke.message
+    assert azure.online.scored == ["model-v1"] * 3
+
+
+def test_a_holdout_none_of_whose_sheets_can_be_read_fails_the_smoke_test_and_says_so(azure: Azure) -> None:
+    delete_sheets(azure.world)
+    azure.world.run(0.80)
+    for _ in range(6):
+        failed = azure.rollout.tick()
+        azure.online.finish()
+        if failed.state == "failed":
+            break
+    assert failed.state == "failed" and failed.smoke is not None and not failed.smoke.passed
+    assert "none of the 3 holdout sheets of the split assignment could be read" in failed.message
+    assert azure.online.scored == [], "no blank image stands in for a holdout that is there"
 
 
 def test_the_next_champion_takes_over_the_previous_stays_for_a_rollback_and_older_ones_go(azure: Azure) -> None:
@@ -491,3 +523,10 @@ def test_the_dry_run_writes_yaml_the_sdk_loads_back_with_no_network(
     assert endpoint._to_rest_online_endpoint(location="westeurope").properties.auth_mode == "AADToken"
     sku = deployment._to_rest_object(location="westeurope").sku
     assert sku is not None and sku.capacity == 2
+
+
+def test_a_serving_status_that_does_not_validate_reads_as_none_and_the_next_tick_rewrites_it(azure: Azure) -> None:
+    serving_v1(azure)
+    azure.world.datastore.write("models/serving.json", b'{"backend": "azureml"}')
+    assert azure.status() is None
+    assert azure.rollout.tick().version == "1" and azure.recorded_status().version == "1"

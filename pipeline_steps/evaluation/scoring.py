@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from pipeline_steps.evaluation.metrics import Prediction
-from shared.evaluation.sheets import Sheet
+from shared.evaluation.sheets import Sheet, from_contract
 
 #: The sample's seed: changing it changes which holdout images every later decision is scored on.
 SAMPLE_SEED = "pid-symbol-holdout-sample"
@@ -71,23 +69,6 @@ class ModelNotScorable(RuntimeError):
 
 class IncompatibleModelError(ModelNotScorable):
     """The model's weights were saved for another detector architecture than the loading code builds."""
-
-
-def from_contract(boxes: list[dict], sheet: Sheet) -> Prediction:
-    """AutoML's normalised boxes back to the sheet's pixels; ValueError for an answer outside the contract."""
-    try:
-        coordinates = np.array(
-            [[b["box"]["topX"], b["box"]["topY"], b["box"]["bottomX"], b["box"]["bottomY"]] for b in boxes],
-            dtype=np.float32,
-        ).reshape(-1, 4)
-        scores = np.array([float(b["score"]) for b in boxes], dtype=np.float32)
-        labels = tuple(str(b["label"]) for b in boxes)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"an answer for {sheet.path.name} is not a box of the scoring contract: {error!r}") from None
-    if not (np.isfinite(coordinates).all() and np.isfinite(scores).all()):  # a diverged model answers NaN
-        raise ValueError(f"the answer for {sheet.path.name} holds non-finite coordinates or scores")
-    scale = np.array([sheet.width, sheet.height, sheet.width, sheet.height], dtype=np.float32)
-    return Prediction(coordinates * scale, scores, labels)
 
 
 def scoring_sample(sheets: list[Sheet], limit: int | None, seed: str = SAMPLE_SEED) -> list[Sheet]:

@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -133,7 +133,7 @@ class ChampionAuthority:
     def champion(self) -> ModelVersion | None:
         """The version the registry names the champion (a race a lock-less registry left is settled first)."""
         state, versions = read_champion(self._registry, self._name)
-        return next((v for v in versions if v.version == state.version), None)
+        return _find(versions, state.version)
 
     def record(self) -> BestModel | None:
         """The best-model record, or None when there is none or it cannot be read."""
@@ -163,12 +163,13 @@ class ChampionAuthority:
         self._check_files(target)  # outside the section: on Azure ML it downloads the model
         evidence = [self._check_classes(target, force)]
         with self._section():
-            state, _ = read_champion(self._registry, self._name)
+            state, versions = read_champion(self._registry, self._name)
             record = self.record()
             if state.version == version:
                 if record is not None and _names(record, state):
                     return Outcome(record, None, f"version {version} is already the champion; nothing changed")
-                return self._follow_registry(state, record, "the record did not name the registry's champion")
+                why = "the record did not name the registry's champion"
+                return self._follow_registry(state, _find(versions, state.version), record, why)
             claim = Claim("operator", moment(self._clock()), _change_id("operator"))
             after = self._apply(state, version, claim, state.pin)
             history = self._ledger.champion.latest(_LOOKBACK)
@@ -204,10 +205,10 @@ class ChampionAuthority:
             if state.version is None:
                 raise ChampionConflict(f"no version of {self._name} is tagged best: there is nothing to pin")
             pin = Pin(reason, actor, moment(self._clock()))
-            after = self._apply_pin(state, pin)
+            after, versions = self._apply_pin(state, pin)
             record = self.record()
-            new_record = self._continued(record, after)
-            change = self._pin_change(ChangeKind.PINNED, state.version, reason, actor)
+            new_record = self._continued(record, after, _find(versions, after.version))
+            change = self._pin_change(ChangeKind.PINNED, state.version, _find(versions, state.version), reason, actor)
             entry = self._commit(new_record, record, change)
         return Outcome(new_record, entry, f"pinned {self._name} version {state.version}: the champion stays")
 
@@ -219,13 +220,15 @@ class ChampionAuthority:
             pinned = [v for v in versions if pin_of(v) is not None]
             for version in pinned:
                 self._registry.set_model_tags(self._name, version.version, UNPINNED)
-            after, _ = read_champion(self._registry, self._name)
+            after, after_versions = read_champion(self._registry, self._name)
             record = self.record()
             if not pinned:
                 return Outcome(record, None, f"{self._name} was not pinned; nothing changed")
-            new_record = self._continued(record, after)
-            why = reason or f"was pinned: {state.pin.reason if state.pin else pinned[0].tags.get('pinned_reason', '')}"
-            change = self._pin_change(ChangeKind.UNPINNED, state.version or pinned[0].version, why, actor)
+            new_record = self._continued(record, after, _find(after_versions, after.version))
+            was = state.pin or pin_of(pinned[0])
+            why = reason or f"was pinned: {was.reason if was else ''}"
+            unpinned = state.version or pinned[0].version
+            change = self._pin_change(ChangeKind.UNPINNED, unpinned, _find(after_versions, unpinned), why, actor)
             entry = self._commit(new_record, record, change)
         return Outcome(new_record, entry, f"unpinned {self._name} version {state.version}: runs decide again")
 
@@ -235,10 +238,10 @@ class ChampionAuthority:
         """What a completed run's tag step did, recorded: its promotion in the history (once, however often this is
         retried, even when an operator overruled it since), and the record brought to the registry's champion."""
         with self._section():
-            state, _ = read_champion(self._registry, self._name)
+            state, versions = read_champion(self._registry, self._name)
             record = self.record()
             applied = bool(decision.champion_change) and decision.name == self._name
-            entry = _automatic_change(decision, run_id) if applied else None
+            entry = _automatic_change(decision, run_id, self._clock) if applied else None
             if entry is not None and state.change != decision.champion_change:
                 entry = _overruled(entry, state)
             if state.version is None:
@@ -246,17 +249,9 @@ class ChampionAuthority:
                     self._ledger.champion.record(entry)
                 return record
             if state.change == decision.champion_change and applied:
-                new_record = BestModel(
-                    name=self._name,
-                    version=state.version,
-                    score=decision.challenger_score,
-                    run=run_id,
-                    time=state.since or self._clock().isoformat(),
-                    decided_by="service",
-                    reason=decision.reason,
-                    replaced_version=decision.champion_version,
-                    change=state.change,
-                    **_pin_fields(state.pin),
+                # The run's own change: the registry's claim is the service's, as the record says.
+                new_record = self._record_of(
+                    state, decision.challenger_score, run_id, decision.reason, decision.champion_version
                 )
                 if record == new_record:
                     return record
@@ -266,7 +261,8 @@ class ChampionAuthority:
                 self._ledger.champion.record(entry)
             if record is not None and _names(record, state):
                 return record
-            return self._follow_registry(state, record, f"run {run_id} completed").record
+            champion = _find(versions, state.version)
+            return self._follow_registry(state, champion, record, f"run {run_id} completed").record
 
     # --- one change, written in one place --------------------------------------------------------------
 
@@ -280,14 +276,14 @@ class ChampionAuthority:
             state = after
         raise ChampionConflict(f"the best tag kept moving while version {target} was changed; try again")
 
-    def _apply_pin(self, state: ChampionState, pin: Pin) -> ChampionState:
+    def _apply_pin(self, state: ChampionState, pin: Pin) -> tuple[ChampionState, list[ModelVersion]]:
         """Pin the champion, re-read, and pin again where a writer without the lock undid it (a pin outranks a run's
-        claim, so `read_champion` hands the pinned version the best tag back)."""
+        claim, so `read_champion` hands the pinned version the best tag back); the state and the versions read."""
         for _ in range(_APPLY_ATTEMPTS):
             self._registry.set_model_tags(self._name, state.version or "", pin.tags())
-            after, _ = read_champion(self._registry, self._name)
+            after, versions = read_champion(self._registry, self._name)
             if after.pin == pin:
-                return after
+                return after, versions
         raise ChampionConflict(f"the pin on version {state.version} kept being overwritten; try again")
 
     def _commit(
@@ -299,10 +295,11 @@ class ChampionAuthority:
         write_best_model(self._datastore, self._blob, record)
         return self._ledger.champion.record(change) if change is not None else None
 
-    def _follow_registry(self, state: ChampionState, record: BestModel | None, why: str) -> Outcome:
-        """Rewrite the record from the registry's champion, where it had fallen behind (a crash between the tags and
-        the record, a race a lock-less registry settled)."""
-        champion = next((v for v in self._registry.model_versions(self._name) if v.version == state.version), None)
+    def _follow_registry(
+        self, state: ChampionState, champion: ModelVersion | None, record: BestModel | None, why: str
+    ) -> Outcome:
+        """Rewrite the record from the registry's champion (`champion`, the version `state` names), where it had
+        fallen behind (a crash between the tags and the record, a race a lock-less registry settled)."""
         score, run_id = (
             self._score_and_run(champion, self._ledger.champion.latest(_LOOKBACK)) if champion else (None, "")
         )
@@ -332,16 +329,18 @@ class ChampionAuthority:
             **_pin_fields(state.pin),
         )
 
-    def _continued(self, record: BestModel | None, state: ChampionState) -> BestModel:
-        """The record of the same champion with the registry's pin (rebuilt from the registry when it named another)."""
+    def _continued(self, record: BestModel | None, state: ChampionState, champion: ModelVersion | None) -> BestModel:
+        """The record of the same champion with the registry's pin (rebuilt from the registry's `champion`, the
+        version `state` names, when it named another)."""
         if record is None or not _same_champion(record, state):
-            champion = next((v for v in self._registry.model_versions(self._name) if v.version == state.version), None)
             score = recorded_score(champion)
             return self._record_of(state, score, "", "recorded from the registry", None)
         return record.model_copy(update=_pin_fields(state.pin))
 
-    def _pin_change(self, kind: ChangeKind, version: str, reason: str, actor: str) -> ChampionChange:
-        champion = next((v for v in self._registry.model_versions(self._name) if v.version == version), None)
+    def _pin_change(
+        self, kind: ChangeKind, version: str, champion: ModelVersion | None, reason: str, actor: str
+    ) -> ChampionChange:
+        """The history entry of a pin or unpin of `version` (`champion`: its registry entry, for its score)."""
         return ChampionChange(
             at=self._clock(),
             kind=kind,
@@ -367,7 +366,7 @@ class ChampionAuthority:
 
     def _version(self, version: str) -> ModelVersion:
         versions = self._registry.model_versions(self._name)
-        found = next((v for v in versions if v.version == version), None)
+        found = _find(versions, version)
         if found is None:
             known = f"versions {versions[0].version} to {versions[-1].version}" if versions else "no versions"
             raise VersionNotFound(f"{self._name} has no version {version!r} (the registry holds {known})")
@@ -377,11 +376,9 @@ class ChampionAuthority:
         """PromotionRefused when the registry no longer has the version's model files (a champion must load)."""
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                folder = self._registry.local_model_path(version, Path(scratch))
+                self._registry.local_model_path(version, Path(scratch))
             except (FileNotFoundError, ResourceNotFoundError) as error:
                 raise PromotionRefused(f"version {version.version} has no model files ({error})") from None
-            if not (folder / "MLmodel").is_file():
-                raise PromotionRefused(f"version {version.version} has no model files (no MLmodel at {folder})")
 
     def _check_classes(self, version: ModelVersion, force: bool) -> str:
         """What the version's classes say, as evidence; PromotionRefused when they are not the label map's
@@ -405,6 +402,10 @@ class ChampionAuthority:
 
 
 _MOVES = (ChangeKind.PROMOTED, ChangeKind.ROLLED_BACK)
+
+
+def _find(versions: list[ModelVersion], version: str | None) -> ModelVersion | None:
+    return next((v for v in versions if v.version == version), None)
 
 
 def _change_id(decided_by: DecidedBy) -> str:
@@ -436,7 +437,7 @@ def _few(classes: frozenset[str], shown: int = 5) -> str:
     return ", ".join(ordered[:shown]) + more
 
 
-def _automatic_change(decision: PromotionRecord, run_id: str) -> ChampionChange | None:
+def _automatic_change(decision: PromotionRecord, run_id: str, clock: Callable[[], datetime]) -> ChampionChange | None:
     """The history entry for a run whose tag step made its challenger the champion (None when it changed nothing).
 
     Dated when the tag was moved and identified by the run, so recording it again leaves one entry.
@@ -446,7 +447,7 @@ def _automatic_change(decision: PromotionRecord, run_id: str) -> ChampionChange 
     try:
         at = datetime.fromisoformat(decision.champion_since).astimezone(UTC)
     except ValueError:
-        at = now_utc()
+        at = clock()
     return ChampionChange(
         at=at,
         kind=ChangeKind.PROMOTED,
@@ -467,4 +468,4 @@ def _overruled(entry: ChampionChange, now: ChampionState) -> ChampionChange:
     """The entry of a run's promotion that no longer holds: the champion it made has been replaced since."""
     since = f"version {now.version} is the champion now ({now.decided_by})" if now.version else "no version is best now"
     evidence = "; ".join(e for e in (entry.evidence, f"replaced since: {since}") if e)
-    return ChampionChange(**{**entry.__dict__, "evidence": evidence})
+    return replace(entry, evidence=evidence)

@@ -6,15 +6,12 @@ as the tags, and nothing else does. The HTTP API, the status page and the demo r
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from retrainer.datastore import BlobMissingError, BlobStore
-
-log = logging.getLogger(__name__)
+from retrainer.datastore import BlobStore, InvalidDocumentError, read_document, write_document
 
 
 class BestModel(BaseModel):
@@ -56,11 +53,8 @@ def read_best_model(datastore: BlobStore, blob: str) -> BestModel | None:
     """The champion's record; None when none was promoted; UnreadableRecordError when one was but its record
     cannot be read (the next change of the champion rewrites it)."""
     try:
-        return BestModel.model_validate_json(datastore.read(blob))
-    except BlobMissingError:
-        return None
-    except ValidationError as error:
-        log.error("%s is not a valid best-model record: %s", blob, str(error)[:300])
+        return read_document(datastore, blob, BestModel)
+    except InvalidDocumentError:
         raise UnreadableRecordError(
             f"{blob} is not a valid best-model record: a model was promoted, and the next change rewrites the record"
         ) from None
@@ -75,4 +69,4 @@ def current_best_model(datastore: BlobStore, blob: str) -> BestModel | None:
 
 
 def write_best_model(datastore: BlobStore, blob: str, record: BestModel) -> None:
-    datastore.write_json(blob, record.model_dump())
+    write_document(datastore, blob, record)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from shared.champion.tags import SCORE_TAG, pin_of
+    from shared.champion.tags import REGISTERED_AT_TAG, SCORE_TAG, VAL_DATA_TAG, pin_of
 
     settings = settings_for(args.backend)
     versions = registry_for(settings).model_versions(args.name or settings.MODEL_BASE_NAME)
@@ -27,8 +27,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             "best": "yes" if v.is_best else "",
             "pinned": (pin.reason[:40] if (pin := pin_of(v)) else ""),
             "mAP@0.5": v.tags.get(SCORE_TAG, "") if v.validated else "not validated",
-            "val_data": v.tags.get("val_data", ""),
-            "registered": v.tags.get("registered_at", ""),
+            "val_data": v.tags.get(VAL_DATA_TAG, ""),
+            "registered": v.tags.get(REGISTERED_AT_TAG, ""),
         }
         for v in versions
     ]
@@ -58,7 +58,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         {
             "versions": [dataclasses.asdict(v) for v in versions],
             "history": [c.as_dict() for c in history],
-            "serving": serving.as_dict() if serving is not None else None,
+            "serving": serving.model_dump(mode="json") if serving is not None else None,
         },
         args.json,
         render,

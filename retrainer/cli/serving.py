@@ -76,7 +76,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         where = value["url"] or "(being created)"
         return f"{value['backend']} endpoint {where}: {serving}; {value['state']}: {status.message}"
 
-    show(status.as_dict(), args.json, render)
+    show(status.model_dump(mode="json"), args.json, render)
     return 0
 
 

@@ -168,9 +168,12 @@ class LocalEndpoint:
     # --- the Endpoint interface -------------------------------------------------------------------------
 
     def view(self) -> EndpointView:
+        # Probed outside the lock: a starting server may take the probe's whole timeout, and every request
+        # routed meanwhile needs the lock to pick its deployment.
         with self._lock:
-            deployments = tuple(self._state(d) for d in self._deployments.values())
+            processes = list(self._deployments.values())
             traffic = dict(self._traffic)
+        deployments = tuple(self._state(d) for d in processes)
         return EndpointView(self.url if self._router else None, self._router is not None, deployments, traffic)
 
     def _state(self, deployment: _Process) -> Deployment:

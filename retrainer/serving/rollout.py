@@ -68,17 +68,6 @@ class ServingStatus(BaseModel):
     smoke: SmokeResult | None = None
     updated: str | None = None
 
-    def as_dict(self) -> dict:
-        """What `retrain endpoint --json` prints and the API answers."""
-        return {
-            "backend": self.backend,
-            "url": self.url,
-            "version": self.version,
-            "state": self.state,
-            "since": self.since,
-            **self.model_dump(exclude={"backend", "url", "version", "state", "since"}),
-        }
-
 
 @dataclass(frozen=True)
 class Champion:

@@ -18,13 +18,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from retrainer.datastore import BlobMissingError, BlobStore
+from retrainer.ingestion.ingest import Layout
 from retrainer.serving.contract import InvalidAnswer, detections, scoring_request
 from retrainer.serving.endpoint import Endpoint, ScoringFailed
 from retrainer.serving.rollout import Champion, SmokeResult
-from retrainer.settings import Settings
 from shared.contracts import SplitAssignment, SplitSide
 from shared.evaluation.comparison import match, weighted_map50
-from shared.evaluation.sheets import Prediction, Sheet
+from shared.evaluation.sheets import Sheet, from_contract, sheet_of
 
 log = logging.getLogger(__name__)
 
@@ -37,48 +37,74 @@ class SmokeSheet:
     sheet: Sheet
 
 
+@dataclass(frozen=True)
+class SmokeSample:
+    """The sheets to score, and how many holdout sheets the split assignment names (0: no holdout yet)."""
+
+    sheets: list[SmokeSheet]
+    holdout: int = 0
+
+
 def holdout_sheets(
-    assignment: Callable[[], bytes | None], datastore: BlobStore, settings: Settings, count: int
-) -> list[SmokeSheet]:
-    """`count` holdout sheets of the split assignment, the same ones every time (while the holdout stays)."""
+    assignment: Callable[[], bytes | None], datastore: BlobStore, layout: Layout, count: int
+) -> SmokeSample:
+    """`count` holdout sheets of the split assignment, the same ones every time (while the holdout stays).
+
+    The assignment names a sheet by its image's file name; images (and so their labels) may lie in sub-folders,
+    so each name is found among the stored images, and its label record confirms it by its `image_url`.
+    """
     content = assignment()
     if not content:
-        return []
+        return SmokeSample([])
     names = [name for name, side in SplitAssignment.from_bytes(content).by_name.items() if side == SplitSide.HOLDOUT]
+    stems: dict[str, list[str]] = {}
+    for blob in datastore.list(layout.image_folder + "/"):
+        stem = layout.stem_of_image(blob.name)
+        if stem is not None:
+            stems.setdefault(PurePosixPath(blob.name).name, []).append(stem)
     chosen = []
     for name in sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest()):
-        try:
-            image = datastore.read(f"{settings.IMAGE_FOLDER}/{name}")
-            record = json.loads(datastore.read(f"{settings.LABEL_FOLDER}/{PurePosixPath(name).stem}.jsonl"))
-        except BlobMissingError:
-            continue  # an image or label deleted since the split: the next sheet stands in
-        chosen.append(SmokeSheet(image, _sheet(name, record)))
+        smoke = _smoke_sheet(name, sorted(stems.get(name, [])), datastore, layout)
+        if smoke is not None:
+            chosen.append(smoke)
         if len(chosen) == count:
             break
-    return chosen
+    return SmokeSample(chosen, len(names))
 
 
-def _sheet(name: str, record: dict) -> Sheet:
-    details = record.get("image_details") or {}
-    width, height = int(details.get("width") or 1), int(details.get("height") or 1)
-    kept = [box for box in record.get("label", []) if not box.get("isCrowd")]
-    boxes = np.array(
-        [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
-        dtype=np.float32,
-    ).reshape(-1, 4)
-    return Sheet(Path(name), width, height, boxes, tuple(str(b["label"]) for b in kept))
+def _smoke_sheet(name: str, stems: list[str], datastore: BlobStore, layout: Layout) -> SmokeSheet | None:
+    """The first of the images named `name` whose label record names it; None when an image or label was
+    deleted since the split (the next sheet stands in)."""
+    for stem in stems:
+        try:
+            record = json.loads(datastore.read(layout.jsonl_path(stem)))
+            if PurePosixPath(record["image_url"]).name != name:  # the assignment's key (pipeline_steps.split_sides)
+                continue
+            image_path = f"{layout.image_folder}/{record['image_url']}"
+            image = datastore.read(image_path)
+        except BlobMissingError:
+            continue
+        return SmokeSheet(image, sheet_of(record, Path(image_path), record["image_url"], image))
+    return None
 
 
 class SmokeTest:
     """Score the smoke sheets through one deployment and hold their mAP@0.5 to the champion's recorded figure."""
 
-    def __init__(self, sheets: Callable[[], list[SmokeSheet]], tolerance: float) -> None:
+    def __init__(self, sheets: Callable[[], SmokeSample], tolerance: float) -> None:
         self._sheets = sheets
         self._tolerance = tolerance
 
     def __call__(self, endpoint: Endpoint, deployment: str, champion: Champion) -> SmokeResult:
-        sheets = self._sheets()
-        expected, tolerance = champion.score, self._tolerance
+        sample = self._sheets()
+        sheets, expected, tolerance = sample.sheets, champion.score, self._tolerance
+        if not sheets and sample.holdout:
+            message = (
+                f"none of the {sample.holdout} holdout sheets of the split assignment could be read from the "
+                "datastore (image or label record missing): nothing to hold the deployment to"
+            )
+            log.warning("smoke test of %s: %s", deployment, message)
+            return SmokeResult(sheets=0, expected=expected, tolerance=tolerance, passed=False, message=message)
         if not sheets:
             sheets_answer = "no holdout sheets to score: checked that it answers"
             try:
@@ -89,19 +115,14 @@ class SmokeTest:
         predictions = []
         for smoke in sheets:
             try:
-                (found,) = detections(endpoint.score(scoring_request([smoke.image]), deployment), 1)
-            except (ScoringFailed, InvalidAnswer) as error:
+                answer = endpoint.score(scoring_request([smoke.image]), deployment)
+                detections(answer, 1)
+                predictions.append(from_contract(answer[0]["boxes"], smoke.sheet))
+            except (ScoringFailed, ValueError) as error:  # InvalidAnswer is a ValueError
                 message = f"{smoke.sheet.path.name}: {error}"
                 return SmokeResult(
                     sheets=len(sheets), expected=expected, tolerance=tolerance, passed=False, message=message
                 )
-            width, height = smoke.sheet.width, smoke.sheet.height
-            boxes = np.array(
-                [[d.top_x * width, d.top_y * height, d.bottom_x * width, d.bottom_y * height] for d in found]
-            )
-            predictions.append(
-                Prediction(boxes.reshape(-1, 4), np.array([d.score for d in found]), tuple(d.label for d in found))
-            )
         plain = [smoke.sheet for smoke in sheets]
         classes = sorted({label for sheet in plain for label in sheet.labels})
         figure = float(weighted_map50(match(plain, predictions, classes), np.ones(len(plain)))[0])

@@ -23,8 +23,11 @@ __all__ = [
     "CHAMPION_SINCE_TAG",
     "CLASS_IDS_TAG",
     "PER_CLASS_TAG",
+    "REGISTERED_AT_TAG",
     "SCORE_TAG",
+    "TRAIN_DATA_TAG",
     "VALIDATION_IMAGES_TAG",
+    "VAL_DATA_TAG",
     "ChampionState",
     "Claim",
     "DecidedBy",
@@ -42,6 +45,11 @@ SCORE_TAG = "mean_average_precision"
 PER_CLASS_TAG = "per_class_ap50"
 #: The class ids the version was trained on, as a JSON list (register_model copies the data asset's).
 CLASS_IDS_TAG = "class_ids"
+#: The data assets (`name:version`) the version was trained and validated on (register_model writes them).
+TRAIN_DATA_TAG = "train_data"
+VAL_DATA_TAG = "val_data"
+#: When register_model registered the version (UTC, ISO 8601 to the second).
+REGISTERED_AT_TAG = "registered_at"
 #: How the version became the champion: who decided, when, and the id of that change (written with the best tag).
 CHAMPION_BY_TAG = "champion_decided_by"
 CHAMPION_SINCE_TAG = "champion_since"

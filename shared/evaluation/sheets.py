@@ -3,6 +3,7 @@ the comparison and the serving smoke test read them alike (Pillow is imported on
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -72,20 +73,43 @@ def load_sheets(mltable_folder: Path, *, images_folder: Path | None = None, imag
     sheets = []
     for record in read_records(mltable_folder):
         path, key = _local_image(record["image_url"], images_folder, images_prefix)
-        details = record.get("image_details") or {}
-        width, height = details.get("width"), details.get("height")
-        if not width or not height:
-            from PIL import Image
+        sheets.append(sheet_of(record, path, key))
+    return sheets
 
-            with Image.open(path) as image:
-                width, height = image.size
-        kept = [box for box in record["label"] if not box.get("isCrowd")]
-        boxes = np.array(
-            [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
+
+def sheet_of(record: dict, path: Path, key: str = "", image: bytes | None = None) -> Sheet:
+    """One AutoML record as a sheet read from `path`; crowd boxes are left out. Without a size in its
+    `image_details` the image is measured: `image` (its bytes) when given, else the file at `path`."""
+    details = record.get("image_details") or {}
+    width, height = details.get("width"), details.get("height")
+    if not width or not height:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(image) if image is not None else path) as opened:
+            width, height = opened.size
+    kept = [box for box in record["label"] if not box.get("isCrowd")]
+    boxes = np.array(
+        [[b["topX"] * width, b["topY"] * height, b["bottomX"] * width, b["bottomY"] * height] for b in kept],
+        dtype=np.float32,
+    ).reshape(-1, 4)
+    return Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept), key)
+
+
+def from_contract(boxes: list[dict], sheet: Sheet) -> Prediction:
+    """AutoML's normalised boxes back to the sheet's pixels; ValueError for an answer outside the contract."""
+    try:
+        coordinates = np.array(
+            [[b["box"]["topX"], b["box"]["topY"], b["box"]["bottomX"], b["box"]["bottomY"]] for b in boxes],
             dtype=np.float32,
         ).reshape(-1, 4)
-        sheets.append(Sheet(path, int(width), int(height), boxes, tuple(str(b["label"]) for b in kept), key))
-    return sheets
+        scores = np.array([float(b["score"]) for b in boxes], dtype=np.float32)
+        labels = tuple(str(b["label"]) for b in boxes)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"an answer for {sheet.path.name} is not a box of the scoring contract: {error!r}") from None
+    if not (np.isfinite(coordinates).all() and np.isfinite(scores).all()):  # a diverged model answers NaN
+        raise ValueError(f"the answer for {sheet.path.name} holds non-finite coordinates or scores")
+    scale = np.array([sheet.width, sheet.height, sheet.width, sheet.height], dtype=np.float32)
+    return Prediction(coordinates * scale, scores, labels)
 
 
 def class_vocabulary(*sheet_sets: list[Sheet]) -> list[str]:

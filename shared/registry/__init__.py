@@ -44,11 +44,8 @@ class ModelRegistry(Protocol):
         ...
 
     def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
-        """A local folder holding the version's MLflow model (downloaded when it lives remotely)."""
-        ...
-
-    def latest_document(self, name: str) -> bytes | None:
-        """The newest version of a small versioned document (None when there is none yet)."""
+        """A local folder holding the version's MLflow model (downloaded when it lives remotely); FileNotFoundError
+        when the registry no longer has its MLmodel file."""
         ...
 
     def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:

@@ -106,10 +106,6 @@ class AzureMLModelRegistry:
             tags={"kind": "document"},
         )
 
-    def latest_document(self, name: str) -> bytes | None:
-        latest = self.latest_versioned_document(name)
-        return latest[1] if latest else None
-
     def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
         import tempfile
 

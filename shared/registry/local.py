@@ -62,10 +62,6 @@ class LocalModelRegistry:
 
     # --- versioned documents ------------------------------------------------------------------
 
-    def latest_document(self, name: str) -> bytes | None:
-        latest = self.latest_versioned_document(name)
-        return latest[1] if latest else None
-
     def latest_versioned_document(self, name: str) -> tuple[int, bytes] | None:
         folder = self.root / "documents" / name
         versions = [int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()] if folder.is_dir() else []
@@ -165,7 +161,10 @@ class LocalModelRegistry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def local_model_path(self, version: ModelVersion, scratch: Path) -> Path:
-        return Path(version.uri)
+        folder = Path(version.uri)
+        if not (folder / "MLmodel").is_file():  # as Azure ML's download: its files deleted since it was registered
+            raise FileNotFoundError(f"model {version.name}:{version.version} has no MLmodel file at {folder}")
+        return folder
 
     @staticmethod
     def _version(version: Any) -> ModelVersion:
