@@ -30,7 +30,14 @@ from typing import Any
 import yaml
 
 from pipeline_steps._cli import StepParser, add_flag, step_parser
-from shared.champion.tags import PER_CLASS_TAG, SCORE_TAG, VALIDATION_IMAGES_TAG
+from shared.champion.tags import (
+    PER_CLASS_TAG,
+    REGISTERED_AT_TAG,
+    SCORE_TAG,
+    TRAIN_DATA_TAG,
+    VAL_DATA_TAG,
+    VALIDATION_IMAGES_TAG,
+)
 from shared.contracts import (
     AUTOML_IMAGE_TAG,
     AUTOML_MODEL_NAME_TAG,
@@ -153,7 +160,7 @@ def data_versions(
     data_assets_path: Path | None, train_dataset: str | None = None, val_dataset: str | None = None
 ) -> dict[str, str]:
     """The training and validation data the model saw: the data-asset step's output, or the reused assets."""
-    versions = {"train_data": train_dataset or "", "val_data": val_dataset or ""}
+    versions = {TRAIN_DATA_TAG: train_dataset or "", VAL_DATA_TAG: val_dataset or ""}
     if data_assets_path is not None:
         assets = DataAssets.read(data_assets_path)
         for role, entry in (("train", assets.train), ("val", assets.val), ("holdout", assets.holdout)):
@@ -196,7 +203,7 @@ def register(registry: ModelRegistry, name: str, model_folder: Path, data: dict[
         **({VALIDATION_IMAGES_TAG: str(validated_on)} if validated_on is not None else {}),
         **data,
         "source_run": source,
-        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        REGISTERED_AT_TAG: datetime.now(UTC).isoformat(timespec="seconds"),
         **({PER_CLASS_TAG: json.dumps(per_class, separators=(",", ":"))} if per_class else {}),
         **({AUTOML_MODEL_NAME_TAG: trained_as} if trained_as else {}),
         **({AUTOML_IMAGE_TAG: trained_in} if trained_in else {}),
