@@ -338,7 +338,7 @@ def test_azureml_documents_are_immutable_custom_model_versions_and_the_second_wr
     assert Model._load(data=sent._to_dict()).type == "custom_model", "the SDK's own schema accepts it"
 
 
-@pytest.mark.slow  # six processes each import MLflow
+@pytest.mark.slow  # makes a new MLflow store
 def test_a_local_version_whose_files_are_gone_is_a_file_not_found_as_on_azureml(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
@@ -351,6 +351,7 @@ def test_a_local_version_whose_files_are_gone_is_a_file_not_found_as_on_azureml(
         registry.local_model_path(version, tmp_path / "scratch")
 
 
+@pytest.mark.slow  # six processes each import MLflow
 def test_processes_opening_a_new_local_registry_at_once_all_succeed(tmp_path: Path) -> None:
     """MLflow makes a SQLite registry's tables on first use; `retrain serve` and a run's steps may do so together."""
     import os

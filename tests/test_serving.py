@@ -117,6 +117,7 @@ HTTPServer(("127.0.0.1", port), Answer).serve_forever()
 """
 
 
+@pytest.mark.slow  # waits out a probe's 2 s timeout
 def test_a_deployment_that_never_answers_its_probe_does_not_hold_up_requests_to_the_live_one(tmp_path: Path) -> None:
     from retrainer.serving.endpoint import DeploymentState
     from retrainer.serving.local import LocalEndpoint
