@@ -69,6 +69,15 @@ class Azure:
         assert status is not None, "no serving status was recorded"
         return status
 
+    def tick_until(self, state: str, most: int = 6) -> ServingStatus:
+        """Tick, letting Azure ML end what it started after each, until the rollout is in `state`."""
+        for _ in range(most):
+            status = self.rollout.tick()
+            self.online.finish()
+            if status.state == state:
+                return status
+        raise AssertionError(f"the rollout never reached {state!r} in {most} ticks: {status.message}")
+
     def settle(self, version: str, most: int = 12) -> list[ServingStatus]:
         """Tick, then let Azure ML end what it started, until `version` answers every request and nothing is in
         progress: what a few timer ticks some minutes apart see."""
@@ -261,11 +270,7 @@ def test_the_smoke_test_scores_holdout_sheets_whose_images_lie_in_sub_folders(az
 def test_a_holdout_none_of_whose_sheets_can_be_read_fails_the_smoke_test_and_says_so(azure: Azure) -> None:
     delete_sheets(azure.world)
     azure.world.run(0.80)
-    for _ in range(6):
-        failed = azure.rollout.tick()
-        azure.online.finish()
-        if failed.state == "failed":
-            break
+    failed = azure.tick_until("failed")
     assert failed.state == "failed" and failed.smoke is not None and not failed.smoke.passed
     assert "none of the 3 holdout sheets of the split assignment could be read" in failed.message
     assert azure.online.scored == [], "no blank image stands in for a holdout that is there"
@@ -289,11 +294,7 @@ def test_the_next_champion_takes_over_the_previous_stays_for_a_rollback_and_olde
 def test_a_canary_takes_its_share_first_then_every_request(canary: Azure, clock: Clock) -> None:
     serving_v1(canary)
     canary.world.run(0.85)
-    for _ in range(6):
-        status = canary.rollout.tick()
-        canary.online.finish()
-        if status.state == "canary":
-            break
+    status = canary.tick_until("canary")
     assert canary.online.traffic(ENDPOINT) == {"model-v2": 20, "model-v1": 80}
     assert status.message == "model-v2 takes 20% of requests, model-v1 the rest"
     clock.advance(minutes=20)
